@@ -1,0 +1,233 @@
+//! `chat_function`: chat with session memory.
+//!
+//! `POST /api/v1/chat` sends the last `HISTORY_LIMIT` messages of the session
+//! and the new message to the model, then stores the user's message and the
+//! model's answer together: a failed model call stores nothing, so a session
+//! never holds a question without its answer. `stream: true` answers with
+//! server-sent events and stores the turn once the stream completes.
+//!
+//! The handlers are plain functions over [`ChatState`]; everything they do
+//! not own (keys, limits, CORS, errors, metrics) comes from `agent-core`.
+
+use std::sync::Arc;
+
+use agent_core::App;
+use agent_core::http::json::require_text;
+use agent_core::http::{ApiError, ApiJson};
+use agent_core::llm::{Content, Model, ModelRequest, ModelResponse, Role, StreamEvent};
+use agent_core::session;
+use agent_core::store::{NewMessage, SessionStore, StoredMessage};
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+
+pub const FUNCTION: &str = "chat_function";
+
+/// `POST /api/v1/chat`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChatRequest {
+    pub message: String,
+    #[serde(default)]
+    pub session_id: Option<String>,
+    #[serde(default)]
+    pub system_instruction: Option<String>,
+    #[serde(default)]
+    pub stream: bool,
+}
+
+/// The answer to a chat request, and the `data` of a stream's `done` event.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+pub struct ChatResponse {
+    pub response: String,
+    pub session_id: String,
+    pub tokens_used: u64,
+    pub model: String,
+}
+
+/// `GET /api/v1/sessions/{id}`.
+#[derive(Debug, Clone, Serialize)]
+pub struct SessionResponse {
+    pub session_id: String,
+    pub messages: Vec<StoredMessage>,
+}
+
+#[derive(Clone)]
+pub struct ChatState {
+    pub model: Arc<dyn Model>,
+    pub sessions: Arc<dyn SessionStore>,
+    pub history_limit: usize,
+    pub max_message_chars: usize,
+}
+
+impl ChatState {
+    pub fn new(app: &App) -> ChatState {
+        ChatState {
+            model: app.model.clone(),
+            sessions: app.stores.sessions.clone(),
+            history_limit: app.settings.history_limit,
+            max_message_chars: app.settings.http.max_message_chars,
+        }
+    }
+}
+
+/// The named routes, behind the chat rate limit; `local` merges these.
+pub fn routes(app: &App) -> Router {
+    app.rate_limited(api(ChatState::new(app), false), "chat", app.settings.rate_limit_chat)
+}
+
+/// The standalone function: the named routes, `POST /` as a Cloud Function
+/// URL is called, and the shared HTTP layer.
+pub fn router(app: &App) -> Router {
+    let api = api(ChatState::new(app), true);
+    app.wrap(app.rate_limited(api, "chat", app.settings.rate_limit_chat), FUNCTION)
+}
+
+fn api(state: ChatState, root_alias: bool) -> Router {
+    let mut routes = Router::new()
+        .route("/api/v1/chat", post(chat))
+        .route("/api/v1/sessions/{id}", get(get_session).delete(delete_session));
+    if root_alias {
+        routes = routes.route("/", post(chat));
+    }
+    routes.with_state(state)
+}
+
+/// A validated request, ready for the model.
+struct Turn {
+    session_id: String,
+    message: String,
+    request: ModelRequest,
+}
+
+async fn prepare(state: &ChatState, body: ChatRequest) -> Result<Turn, ApiError> {
+    require_text("message", &body.message, state.max_message_chars)?;
+    if let Some(system) = &body.system_instruction {
+        if system.chars().count() > state.max_message_chars {
+            return Err(ApiError::invalid_argument(format!(
+                "system_instruction is over the limit of {} characters; shorten it",
+                state.max_message_chars
+            )));
+        }
+    }
+    let session_id = session::given_or_new(body.session_id.as_deref())?;
+    let history = state.sessions.recent(&session_id, state.history_limit).await?;
+    let mut contents: Vec<Content> = history
+        .into_iter()
+        .map(|m| match m.role {
+            Role::User => Content::user_text(m.content),
+            Role::Model => Content::model_text(m.content),
+        })
+        .collect();
+    contents.push(Content::user_text(body.message.clone()));
+    Ok(Turn {
+        session_id,
+        message: body.message,
+        request: ModelRequest {
+            system_instruction: body.system_instruction.filter(|s| !s.trim().is_empty()),
+            contents,
+            tools: Vec::new(),
+        },
+    })
+}
+
+/// Stores the user's message and the answer in one atomic append.
+async fn store_turn(state: &ChatState, turn: &Turn, answer: &ModelResponse) -> Result<ChatResponse, ApiError> {
+    let response = answer.text();
+    state
+        .sessions
+        .append(
+            &turn.session_id,
+            &[
+                NewMessage { role: Role::User, content: turn.message.clone() },
+                NewMessage { role: Role::Model, content: response.clone() },
+            ],
+        )
+        .await?;
+    Ok(ChatResponse {
+        response,
+        session_id: turn.session_id.clone(),
+        tokens_used: answer.usage.total(),
+        model: answer.model.clone(),
+    })
+}
+
+pub async fn chat(State(state): State<ChatState>, ApiJson(body): ApiJson<ChatRequest>) -> Result<Response, ApiError> {
+    let stream = body.stream;
+    let turn = prepare(&state, body).await?;
+    if stream {
+        return stream_chat(state, turn).await;
+    }
+    let answer = state.model.generate(&turn.request).await?;
+    Ok(axum::Json(store_turn(&state, &turn, &answer).await?).into_response())
+}
+
+/// `delta` events as the model writes, then one `done` event carrying the
+/// same object the non-streaming call answers (after the turn is stored),
+/// or one `error` event with the envelope.
+async fn stream_chat(state: ChatState, turn: Turn) -> Result<Response, ApiError> {
+    // An error before the first token is still a proper HTTP status.
+    let model_stream = state.model.stream(turn.request.clone()).await?;
+    let turn = Arc::new(turn);
+    let events = model_stream
+        .then(move |item| {
+            let state = state.clone();
+            let turn = turn.clone();
+            async move {
+                match item {
+                    Ok(StreamEvent::Delta(text)) => (false, sse_json("delta", &serde_json::json!({ "text": text }))),
+                    Ok(StreamEvent::Done(answer)) => match store_turn(&state, &turn, &answer).await {
+                        Ok(done) => (true, sse_json("done", &done)),
+                        Err(err) => (true, error_event(&err)),
+                    },
+                    Err(err) => (true, error_event(&ApiError::from(err))),
+                }
+            }
+        })
+        // Nothing follows a done or error event.
+        .scan(false, |finished, (last, event)| {
+            let emit = !*finished;
+            *finished |= last;
+            futures_util::future::ready(emit.then_some(Ok::<_, std::convert::Infallible>(event)))
+        });
+    let mut response = Sse::new(events).keep_alive(KeepAlive::default()).into_response();
+    // Tell nginx-style proxies not to hold the stream back.
+    response.headers_mut().insert("x-accel-buffering", HeaderValue::from_static("no"));
+    Ok(response)
+}
+
+fn sse_json<T: Serialize>(name: &str, data: &T) -> Event {
+    Event::default().event(name).data(serde_json::to_string(data).unwrap_or_else(|_| "{}".to_string()))
+}
+
+fn error_event(err: &ApiError) -> Event {
+    Event::default().event("error").data(err.to_json())
+}
+
+pub async fn get_session(State(state): State<ChatState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    session::validate("the session id", &id)?;
+    match state.sessions.messages(&id).await? {
+        Some(messages) => Ok(axum::Json(SessionResponse { session_id: id, messages }).into_response()),
+        None => Err(unknown_session(&id)),
+    }
+}
+
+pub async fn delete_session(State(state): State<ChatState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    session::validate("the session id", &id)?;
+    if state.sessions.delete(&id).await? {
+        Ok(StatusCode::NO_CONTENT.into_response())
+    } else {
+        Err(unknown_session(&id))
+    }
+}
+
+fn unknown_session(id: &str) -> ApiError {
+    ApiError::not_found(format!(
+        "there is no session {id:?}; a session is created by the first POST /api/v1/chat that names it"
+    ))
+}

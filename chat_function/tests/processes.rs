@@ -1,0 +1,245 @@
+//! The chat function as a real process: start-up validation, two processes
+//! sharing one SQLite file, and the same binary under the AWS Lambda runtime
+//! (driven by a local server speaking the Lambda Runtime API).
+
+use std::collections::VecDeque;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use agent_core::testing::{TestServer, free_port};
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use chat_function::ChatResponse;
+use serde_json::{Value, json};
+use tokio::process::{Child, Command};
+use tokio::sync::mpsc;
+
+const BIN: &str = env!("CARGO_BIN_EXE_chat_function");
+
+/// A running `chat_function`, killed when dropped.
+struct Process {
+    child: Child,
+    url: String,
+}
+
+impl Process {
+    async fn start(vars: &[(&str, &str)]) -> Process {
+        let port = free_port();
+        let child = Command::new(BIN)
+            .env_clear()
+            .env("PORT", port.to_string())
+            .env("RUST_LOG", "warn")
+            .envs(vars.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn chat_function");
+        let url = format!("http://127.0.0.1:{port}");
+        let http = reqwest::Client::new();
+        for _ in 0..200 {
+            if let Ok(r) = http.get(format!("{url}/health")).send().await {
+                if r.status().is_success() {
+                    return Process { child, url };
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("chat_function did not become healthy on port {port}");
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+    }
+}
+
+#[tokio::test]
+async fn bad_settings_stop_the_process_with_one_clear_line() {
+    for (var, value, expected) in [
+        ("PORT", "99999", "a port number"),
+        ("RATE_LIMIT_CHAT", "abc", "100/60s"),
+        ("LLM_PROVIDER", "nope", "gemini, vertex, openai or offline"),
+    ] {
+        let out = Command::new(BIN).env_clear().env(var, value).output().await.expect("run chat_function");
+        assert_eq!(out.status.code(), Some(2), "{var}={value}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let lines: Vec<&str> = stderr.lines().collect();
+        assert_eq!(lines.len(), 1, "{stderr}");
+        assert!(lines[0].contains(var) && lines[0].contains(value) && lines[0].contains(expected), "{stderr}");
+    }
+}
+
+#[tokio::test]
+async fn two_processes_sharing_one_sqlite_file_admit_exactly_the_limit() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("shared.db");
+    let db = db.to_str().expect("utf-8");
+    let vars = [("SQLITE_PATH", db), ("RATE_LIMIT_CHAT", "3/60s")];
+    let (a, b) = tokio::join!(Process::start(&vars), Process::start(&vars));
+    let http = reqwest::Client::new();
+    let sends = (0..10).map(|i| {
+        let url = if i % 2 == 0 { &a.url } else { &b.url };
+        http.post(format!("{url}/api/v1/chat"))
+            .header("x-client-id", "shared-client")
+            .json(&json!({"message": format!("m{i}")}))
+            .send()
+    });
+    let results = futures_util::future::join_all(sends).await;
+    let statuses: Vec<u16> = results.into_iter().map(|r| r.expect("response").status().as_u16()).collect();
+    assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 3, "{statuses:?}");
+    assert_eq!(statuses.iter().filter(|s| **s == 429).count(), 7, "{statuses:?}");
+}
+
+/// The Lambda Runtime API, as the Lambda service serves it to a function:
+/// `next` hands out queued events, `response` and `error` collect answers.
+#[derive(Clone)]
+struct RuntimeApi {
+    events: Arc<Mutex<VecDeque<(String, Value)>>>,
+    answers: mpsc::UnboundedSender<(String, Result<Value, Value>)>,
+}
+
+async fn next_invocation(State(api): State<RuntimeApi>) -> Response {
+    let next = api.events.lock().expect("lock").pop_front();
+    let Some((id, event)) = next else {
+        // No more work: Lambda would freeze the process here.
+        std::future::pending::<()>().await;
+        unreachable!();
+    };
+    let deadline = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis()
+        + 30_000;
+    let mut headers = HeaderMap::new();
+    headers.insert("lambda-runtime-aws-request-id", id.parse().expect("header"));
+    headers.insert("lambda-runtime-deadline-ms", deadline.to_string().parse().expect("header"));
+    headers.insert(
+        "lambda-runtime-invoked-function-arn",
+        "arn:aws:lambda:us-east-1:123456789012:function:chat".parse().expect("header"),
+    );
+    headers.insert("lambda-runtime-trace-id", "Root=1-5759e988-bd862e3fe1be46a994272793;Sampled=1".parse().expect("header"));
+    (headers, axum::Json(event)).into_response()
+}
+
+async fn invocation_response(State(api): State<RuntimeApi>, Path(id): Path<String>, body: axum::body::Bytes) -> Response {
+    let value: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let _ = api.answers.send((id, Ok(value)));
+    axum::http::StatusCode::ACCEPTED.into_response()
+}
+
+async fn invocation_error(State(api): State<RuntimeApi>, Path(id): Path<String>, body: axum::body::Bytes) -> Response {
+    let value: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let _ = api.answers.send((id, Err(value)));
+    axum::http::StatusCode::ACCEPTED.into_response()
+}
+
+async fn init_error(State(api): State<RuntimeApi>, body: axum::body::Bytes) -> Response {
+    let value: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let _ = api.answers.send(("init".into(), Err(value)));
+    axum::http::StatusCode::ACCEPTED.into_response()
+}
+
+/// A Lambda Function URL event (payload format 2.0).
+fn function_url_event(method: &str, path: &str, body: Option<Value>) -> Value {
+    json!({
+        "version": "2.0",
+        "routeKey": "$default",
+        "rawPath": path,
+        "rawQueryString": "",
+        "headers": {
+            "content-type": "application/json",
+            "host": "abcdefg.lambda-url.us-east-1.on.aws",
+            "x-forwarded-for": "203.0.113.9",
+            "x-forwarded-proto": "https",
+            "x-forwarded-port": "443",
+            "user-agent": "curl/8.5.0"
+        },
+        "requestContext": {
+            "accountId": "anonymous",
+            "apiId": "abcdefg",
+            "domainName": "abcdefg.lambda-url.us-east-1.on.aws",
+            "domainPrefix": "abcdefg",
+            "http": {
+                "method": method,
+                "path": path,
+                "protocol": "HTTP/1.1",
+                "sourceIp": "203.0.113.9",
+                "userAgent": "curl/8.5.0"
+            },
+            "requestId": "c2b5fb6a-0000-4000-8000-000000000000",
+            "routeKey": "$default",
+            "stage": "$default",
+            "time": "23/Nov/2026:01:00:00 +0000",
+            "timeEpoch": 1795400000000u64
+        },
+        "body": body.map(|b| b.to_string()),
+        "isBase64Encoded": false
+    })
+}
+
+#[tokio::test]
+async fn the_same_binary_answers_lambda_function_url_events() {
+    let (tx, mut answers) = mpsc::unbounded_channel();
+    let api = RuntimeApi { events: Arc::new(Mutex::new(VecDeque::new())), answers: tx };
+    api.events.lock().expect("lock").extend([
+        ("inv-1".to_string(), function_url_event("POST", "/api/v1/chat", Some(json!({"message": "hello from lambda", "session_id": "lambda-s"})))),
+        ("inv-2".to_string(), function_url_event("GET", "/api/v1/sessions/lambda-s", None)),
+        ("inv-3".to_string(), function_url_event("POST", "/api/v1/chat", Some(json!({"message": ""})))),
+    ]);
+    let runtime = TestServer::start(
+        axum::Router::new()
+            .route("/2018-06-01/runtime/invocation/next", get(next_invocation))
+            .route("/2018-06-01/runtime/invocation/{id}/response", post(invocation_response))
+            .route("/2018-06-01/runtime/invocation/{id}/error", post(invocation_error))
+            .route("/2018-06-01/runtime/init/error", post(init_error))
+            .with_state(api),
+    )
+    .await;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("lambda.db");
+    let _child = Command::new(BIN)
+        .env_clear()
+        .env("AWS_LAMBDA_RUNTIME_API", runtime.addr.to_string())
+        .env("AWS_LAMBDA_FUNCTION_NAME", "chat")
+        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128")
+        .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+        .env("AWS_LAMBDA_LOG_STREAM_NAME", "stream")
+        .env("AWS_LAMBDA_LOG_GROUP_NAME", "/aws/lambda/chat")
+        .env("SQLITE_PATH", db.to_str().expect("utf-8"))
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn chat_function");
+
+    let mut next = || async {
+        tokio::time::timeout(Duration::from_secs(20), answers.recv()).await.expect("an answer in time").expect("open")
+    };
+    let (id, chat) = next().await;
+    assert_eq!(id, "inv-1");
+    let chat = chat.expect("a response, not an error");
+    assert_eq!(chat["statusCode"], 200, "{chat}");
+    let body: ChatResponse = serde_json::from_str(chat["body"].as_str().expect("body")).expect("chat response");
+    assert_eq!(body.session_id, "lambda-s");
+    assert!(body.response.contains("hello from lambda"));
+
+    let (id, session) = next().await;
+    assert_eq!(id, "inv-2");
+    let session = session.expect("a response");
+    assert_eq!(session["statusCode"], 200, "{session}");
+    let body: Value = serde_json::from_str(session["body"].as_str().expect("body")).expect("json");
+    assert_eq!(body["messages"].as_array().expect("messages").len(), 2);
+
+    let (id, bad) = next().await;
+    assert_eq!(id, "inv-3");
+    let bad = bad.expect("a response");
+    assert_eq!(bad["statusCode"], 400, "{bad}");
+    let body: Value = serde_json::from_str(bad["body"].as_str().expect("body")).expect("json");
+    assert_eq!(body["error"]["code"], "invalid_argument");
+}

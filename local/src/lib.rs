@@ -1,0 +1,40 @@
+//! The local runner: every function's named routes merged on one port.
+//!
+//! Only the named `/api/v1/...` routes are merged; the `POST /` aliases
+//! belong to the standalone functions, where each function has its own URL.
+
+use agent_core::App;
+use axum::Router;
+
+pub const FUNCTION: &str = "local";
+
+/// Each route served, with what it does, for the start-up banner.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("POST   /api/v1/chat", "chat with session memory (stream: true for SSE)"),
+    ("GET    /api/v1/sessions/{id}", "a session's messages"),
+    ("DELETE /api/v1/sessions/{id}", "forget a session"),
+    ("GET    /health", "liveness"),
+    ("GET    /metrics", "Prometheus metrics"),
+];
+
+pub fn router(app: &App) -> Router {
+    app.wrap(chat_function::routes(app), FUNCTION)
+}
+
+/// What `local` prints at start: where it listens, what it serves, and on
+/// which model and store.
+pub fn banner(app: &App, port: u16) -> String {
+    let mut out = format!(
+        "serverless-agent local runner on http://127.0.0.1:{port} (model: {} {}, store: {:?})\n",
+        app.model.provider(),
+        app.model.name(),
+        app.settings.store.kind,
+    );
+    for (route, what) in ROUTES {
+        out.push_str(&format!("  {route:<32} {what}\n"));
+    }
+    out.push_str(&format!(
+        "try: curl -s localhost:{port}/api/v1/chat -d '{{\"message\":\"hello\"}}'"
+    ));
+    out
+}

@@ -1,0 +1,11 @@
+//! Every function in one process, on one port, on embedded defaults: the
+//! README's first command. SQLite under `.agent-data/`, the offline model
+//! unless a provider is configured, no cloud account needed.
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let app = agent_core::App::start(local::FUNCTION).await;
+    let listener = agent_core::runtime::bind(app.settings.port).await?;
+    println!("{}", local::banner(&app, app.settings.port));
+    agent_core::runtime::serve_on(listener, local::router(&app), agent_core::runtime::shutdown_signal()).await
+}

@@ -1,0 +1,76 @@
+//! What every function builds at start-up, built once, the same way.
+//!
+//! Settings, logs, metrics, the model and the stores: a function's `main`
+//! is `App::start(NAME)` then `serve(router(&app))`, and the `local` runner
+//! builds one `App` for all of them.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::middleware;
+
+use crate::config::{RateLimit, Settings};
+use crate::http::Metrics;
+use crate::http::rate_limit::{self, RateLimiter};
+use crate::llm::{self, Model};
+use crate::store::{self, Stores};
+
+#[derive(Clone)]
+pub struct App {
+    pub settings: Arc<Settings>,
+    pub metrics: Metrics,
+    pub model: Arc<dyn Model>,
+    pub stores: Stores,
+}
+
+impl App {
+    /// Reads the environment (exit 2 on a bad setting), starts logging and
+    /// opens the model and the stores (exit 1 if they cannot be used).
+    pub async fn start(function: &'static str) -> App {
+        let settings = Settings::from_env_or_exit();
+        let project = std::env::var("GOOGLE_CLOUD_PROJECT").ok().or_else(|| settings.store.firestore_project.clone());
+        crate::logging::init(settings.log_format, project);
+        for warning in settings.startup_warnings() {
+            tracing::warn!("{warning}");
+        }
+        match App::build(settings, function).await {
+            Ok(app) => app,
+            Err(err) => {
+                tracing::error!("cannot start {function}: {err:#}");
+                eprintln!("error: cannot start {function}: {err:#}");
+                std::process::exit(1);
+            }
+        }
+    }
+
+    /// Builds from given settings, for tests and embedders.
+    pub async fn build(settings: Settings, function: &'static str) -> anyhow::Result<App> {
+        let metrics = Metrics::new(function);
+        let model = llm::build(&settings.llm, metrics.clone())?;
+        let stores = store::open(&settings.store).await?;
+        Ok(App { settings: Arc::new(settings), metrics, model, stores })
+    }
+
+    /// Puts `routes` behind the rate limit `limit` (if any), counted under
+    /// `bucket`. Applied to matched routes only, so a 404 costs nothing.
+    pub fn rate_limited(&self, routes: Router, bucket: &'static str, limit: Option<RateLimit>) -> Router {
+        match limit {
+            None => routes,
+            Some(limit) => routes.route_layer(middleware::from_fn_with_state(
+                RateLimiter {
+                    bucket,
+                    limit,
+                    store: self.stores.rate_limits.clone(),
+                    metrics: self.metrics.clone(),
+                    trust_proxy: self.settings.http.trust_proxy,
+                },
+                rate_limit::limit,
+            )),
+        }
+    }
+
+    /// Wraps API routes with the shared HTTP layer (see [`crate::http::wrap`]).
+    pub fn wrap(&self, api: Router, function: &'static str) -> Router {
+        crate::http::wrap(api, function, &self.settings.http, self.metrics.clone())
+    }
+}

@@ -1,0 +1,557 @@
+//! Typed settings, read once from the environment at start-up.
+//!
+//! A bad value must stop the process before it serves anything, with one line
+//! that names the variable, the value and what is expected: a function that
+//! starts with a typo in `RATE_LIMIT_CHAT` would silently run unprotected.
+//! Parsing takes a lookup function instead of reading `std::env` directly so
+//! tests can build settings without touching the process environment.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// A setting that could not be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{var}={value:?} is not valid: expected {expected}")]
+pub struct ConfigError {
+    pub var: String,
+    pub value: String,
+    pub expected: String,
+}
+
+impl ConfigError {
+    fn new(var: &str, value: &str, expected: impl Into<String>) -> Self {
+        ConfigError {
+            var: var.to_string(),
+            value: value.to_string(),
+            expected: expected.into(),
+        }
+    }
+
+    fn missing(var: &str, expected: impl Into<String>) -> Self {
+        ConfigError {
+            var: var.to_string(),
+            value: String::new(),
+            expected: expected.into(),
+        }
+    }
+}
+
+/// A value that must never reach a log line or an error body.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Json,
+    Pretty,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Provider {
+    Gemini,
+    Vertex,
+    OpenAi,
+    Offline,
+}
+
+impl Provider {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Provider::Gemini => "gemini",
+            Provider::Vertex => "vertex",
+            Provider::OpenAi => "openai",
+            Provider::Offline => "offline",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct LlmSettings {
+    pub provider: Provider,
+    /// True when `LLM_PROVIDER` was unset and no key was found, so the
+    /// process falls back to the offline model and should say so.
+    pub offline_by_default: bool,
+    pub gemini_api_key: Option<Secret>,
+    pub gemini_model: String,
+    pub gemini_base_url: String,
+    pub vertex_project: Option<String>,
+    pub vertex_location: String,
+    /// Overrides the Vertex AI endpoint (tests, private endpoints).
+    pub vertex_base_url: Option<String>,
+    pub openai_api_key: Option<Secret>,
+    pub openai_model: String,
+    pub openai_base_url: String,
+    /// Per attempt: a call that gets no answer in this time is retried or
+    /// answered with 504.
+    pub timeout: Duration,
+    pub max_retries: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreKind {
+    Sqlite,
+    Firestore,
+}
+
+#[derive(Debug, Clone)]
+pub struct StoreSettings {
+    pub kind: StoreKind,
+    pub sqlite_path: PathBuf,
+    pub firestore_project: Option<String>,
+    pub firestore_database: String,
+}
+
+/// `N/<window>`: at most N requests per client per window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    pub max: u64,
+    pub window: Duration,
+}
+
+impl fmt::Display for RateLimit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}s", self.max, self.window.as_secs())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CorsOrigins {
+    Any,
+    List(Vec<String>),
+}
+
+/// The settings of the HTTP layer every function shares.
+#[derive(Debug, Clone)]
+pub struct HttpSettings {
+    pub api_keys: Vec<Secret>,
+    pub cors_allowed_origins: CorsOrigins,
+    pub max_body_bytes: usize,
+    /// The longest `message` (in characters) a chat request may carry.
+    pub max_message_chars: usize,
+    /// Read the client address from `X-Forwarded-For` (set by Cloud Run's
+    /// front end); only true behind a proxy that sets it, else forgeable.
+    pub trust_proxy: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub port: u16,
+    pub log_format: LogFormat,
+    pub llm: LlmSettings,
+    pub store: StoreSettings,
+    pub http: HttpSettings,
+    /// `None`: no limit (`RATE_LIMIT_CHAT=off`).
+    pub rate_limit_chat: Option<RateLimit>,
+    pub rate_limit_agent: Option<RateLimit>,
+    pub history_limit: usize,
+}
+
+impl Settings {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Settings, ConfigError> {
+        Settings::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads settings, or prints the problem as one line and exits with
+    /// status 2 (the conventional exit code for a usage error).
+    pub fn from_env_or_exit() -> Settings {
+        match Settings::from_env() {
+            Ok(settings) => settings,
+            Err(err) => {
+                eprintln!("error: {err}");
+                std::process::exit(2);
+            }
+        }
+    }
+
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Settings, ConfigError> {
+        let env = Env(&lookup);
+        Ok(Settings {
+            port: env.parse_or("PORT", 8080, "a port number from 1 to 65535", |v| {
+                v.parse::<u16>().ok().filter(|p| *p > 0)
+            })?,
+            log_format: env.parse_or("LOG_FORMAT", default_log_format(&env), "json or pretty", |v| {
+                match v.to_ascii_lowercase().as_str() {
+                    "json" => Some(LogFormat::Json),
+                    "pretty" | "text" => Some(LogFormat::Pretty),
+                    _ => None,
+                }
+            })?,
+            llm: llm_settings(&env)?,
+            store: store_settings(&env)?,
+            http: HttpSettings {
+                api_keys: env
+                    .get("API_KEYS")
+                    .map(|v| {
+                        v.split(',')
+                            .map(str::trim)
+                            .filter(|k| !k.is_empty())
+                            .map(Secret::new)
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+                cors_allowed_origins: cors_origins(&env)?,
+                max_body_bytes: env.parse_or(
+                    "MAX_BODY_BYTES",
+                    1024 * 1024,
+                    "a size in bytes from 1024 to 104857600",
+                    |v| v.parse::<usize>().ok().filter(|n| (1024..=100 * 1024 * 1024).contains(n)),
+                )?,
+                max_message_chars: env.parse_or(
+                    "MAX_MESSAGE_CHARS",
+                    32_000,
+                    "a number of characters from 1 to 1000000",
+                    |v| v.parse::<usize>().ok().filter(|n| (1..=1_000_000).contains(n)),
+                )?,
+                trust_proxy: env.parse_or("TRUST_PROXY", env.get("K_SERVICE").is_some(), "true or false", parse_bool)?,
+            },
+            rate_limit_chat: env.parse_or(
+                "RATE_LIMIT_CHAT",
+                Some(RateLimit { max: 100, window: Duration::from_secs(60) }),
+                RATE_LIMIT_EXPECTED,
+                parse_rate_limit,
+            )?,
+            rate_limit_agent: env.parse_or(
+                "RATE_LIMIT_AGENT",
+                Some(RateLimit { max: 20, window: Duration::from_secs(60) }),
+                RATE_LIMIT_EXPECTED,
+                parse_rate_limit,
+            )?,
+            history_limit: env.parse_or(
+                "HISTORY_LIMIT",
+                20,
+                "a number of messages from 0 to 1000",
+                |v| v.parse::<usize>().ok().filter(|n| *n <= 1000),
+            )?,
+        })
+    }
+
+    /// Warnings worth printing once at start-up: settings that work but are
+    /// probably not what a production deployment wants.
+    pub fn startup_warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        if self.llm.offline_by_default {
+            warnings.push(
+                "no model is configured, so the offline development model answers (it is not a \
+                 language model). Set GEMINI_API_KEY for Gemini, LLM_PROVIDER=vertex with \
+                 VERTEX_PROJECT for Vertex AI, or OPENAI_BASE_URL/OPENAI_API_KEY for an \
+                 OpenAI-compatible server."
+                    .to_string(),
+            );
+        }
+        if self.http.api_keys.is_empty() {
+            warnings.push(
+                "API_KEYS is empty, so every request is accepted without a key. Set \
+                 API_KEYS=key1,key2 to require an X-API-Key header."
+                    .to_string(),
+            );
+        }
+        warnings
+    }
+}
+
+const RATE_LIMIT_EXPECTED: &str =
+    "requests per window such as 100/60s, 20/1m or 1000/1h (or off for no limit)";
+
+/// A lookup with the parsing helpers settings need.
+struct Env<'a>(&'a dyn Fn(&str) -> Option<String>);
+
+impl Env<'_> {
+    /// The variable's value, with an empty value treated as unset.
+    fn get(&self, name: &str) -> Option<String> {
+        (self.0)(name).map(|v| v.trim().to_string()).filter(|v| !v.is_empty())
+    }
+
+    fn get_or(&self, name: &str, default: &str) -> String {
+        self.get(name).unwrap_or_else(|| default.to_string())
+    }
+
+    fn parse_or<T>(
+        &self,
+        name: &str,
+        default: T,
+        expected: &str,
+        parse: impl Fn(&str) -> Option<T>,
+    ) -> Result<T, ConfigError> {
+        match self.get(name) {
+            None => Ok(default),
+            Some(v) => parse(&v).ok_or_else(|| ConfigError::new(name, &v, expected)),
+        }
+    }
+
+    fn url_or(&self, name: &str, default: &str) -> Result<String, ConfigError> {
+        let url = self.get_or(name, default);
+        validate_url(name, &url)?;
+        Ok(url.trim_end_matches('/').to_string())
+    }
+}
+
+fn validate_url(name: &str, url: &str) -> Result<(), ConfigError> {
+    match reqwest::Url::parse(url) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Ok(()),
+        _ => Err(ConfigError::new(name, url, "an http:// or https:// URL")),
+    }
+}
+
+/// JSON on Cloud Run and Lambda (where logs are parsed), pretty elsewhere.
+fn default_log_format(env: &Env<'_>) -> LogFormat {
+    if env.get("K_SERVICE").is_some() || env.get("AWS_LAMBDA_FUNCTION_NAME").is_some() {
+        LogFormat::Json
+    } else {
+        LogFormat::Pretty
+    }
+}
+
+fn llm_settings(env: &Env<'_>) -> Result<LlmSettings, ConfigError> {
+    let gemini_api_key = env.get("GEMINI_API_KEY").or_else(|| env.get("GOOGLE_API_KEY")).map(Secret::new);
+    let openai_api_key = env.get("OPENAI_API_KEY").map(Secret::new);
+    let openai_base_set = env.get("OPENAI_BASE_URL").is_some();
+
+    let (provider, offline_by_default) = match env.get("LLM_PROVIDER") {
+        Some(v) => {
+            let p = match v.to_ascii_lowercase().as_str() {
+                "gemini" => Provider::Gemini,
+                "vertex" | "vertexai" | "vertex-ai" => Provider::Vertex,
+                "openai" => Provider::OpenAi,
+                "offline" => Provider::Offline,
+                _ => return Err(ConfigError::new("LLM_PROVIDER", &v, "gemini, vertex, openai or offline")),
+            };
+            (p, false)
+        }
+        None if gemini_api_key.is_some() => (Provider::Gemini, false),
+        None if openai_base_set || openai_api_key.is_some() => (Provider::OpenAi, false),
+        None => (Provider::Offline, true),
+    };
+
+    let vertex_project = env.get("VERTEX_PROJECT").or_else(|| env.get("GOOGLE_CLOUD_PROJECT"));
+    if provider == Provider::Gemini && gemini_api_key.is_none() {
+        return Err(ConfigError::missing(
+            "GEMINI_API_KEY",
+            "an API key from Google AI Studio when LLM_PROVIDER=gemini (or use LLM_PROVIDER=vertex)",
+        ));
+    }
+    if provider == Provider::Vertex && vertex_project.is_none() {
+        return Err(ConfigError::missing(
+            "VERTEX_PROJECT",
+            "the Google Cloud project id when LLM_PROVIDER=vertex (or set GOOGLE_CLOUD_PROJECT)",
+        ));
+    }
+    let vertex_base_url = match env.get("VERTEX_BASE_URL") {
+        Some(url) => {
+            validate_url("VERTEX_BASE_URL", &url)?;
+            Some(url.trim_end_matches('/').to_string())
+        }
+        None => None,
+    };
+
+    Ok(LlmSettings {
+        provider,
+        offline_by_default,
+        gemini_api_key,
+        gemini_model: env.get_or("GEMINI_MODEL", "gemini-2.5-flash"),
+        gemini_base_url: env.url_or("GEMINI_BASE_URL", "https://generativelanguage.googleapis.com")?,
+        vertex_project,
+        vertex_location: env.get_or("VERTEX_LOCATION", "us-central1"),
+        vertex_base_url,
+        openai_api_key,
+        openai_model: env.get_or("OPENAI_MODEL", "gpt-4o-mini"),
+        openai_base_url: env.url_or("OPENAI_BASE_URL", "https://api.openai.com/v1")?,
+        timeout: env.parse_or(
+            "LLM_TIMEOUT_SECONDS",
+            Duration::from_secs(60),
+            "a number of seconds from 1 to 3600",
+            |v| v.parse::<f64>().ok().filter(|s| (1.0..=3600.0).contains(s)).map(Duration::from_secs_f64),
+        )?,
+        max_retries: env.parse_or("LLM_MAX_RETRIES", 3, "a number of retries from 0 to 10", |v| {
+            v.parse::<u32>().ok().filter(|n| *n <= 10)
+        })?,
+    })
+}
+
+fn store_settings(env: &Env<'_>) -> Result<StoreSettings, ConfigError> {
+    let kind = env.parse_or("STORE", StoreKind::Sqlite, "sqlite or firestore", |v| {
+        match v.to_ascii_lowercase().as_str() {
+            "sqlite" => Some(StoreKind::Sqlite),
+            "firestore" => Some(StoreKind::Firestore),
+            _ => None,
+        }
+    })?;
+    let firestore_project = env.get("FIRESTORE_PROJECT").or_else(|| env.get("GOOGLE_CLOUD_PROJECT"));
+    if kind == StoreKind::Firestore && firestore_project.is_none() {
+        return Err(ConfigError::missing(
+            "FIRESTORE_PROJECT",
+            "the Google Cloud project id when STORE=firestore (or set GOOGLE_CLOUD_PROJECT)",
+        ));
+    }
+    Ok(StoreSettings {
+        kind,
+        sqlite_path: PathBuf::from(env.get_or("SQLITE_PATH", ".agent-data/agent.db")),
+        firestore_project,
+        firestore_database: env.get_or("FIRESTORE_DATABASE", "(default)"),
+    })
+}
+
+fn cors_origins(env: &Env<'_>) -> Result<CorsOrigins, ConfigError> {
+    let Some(v) = env.get("CORS_ALLOWED_ORIGINS") else {
+        return Ok(CorsOrigins::Any);
+    };
+    if v == "*" {
+        return Ok(CorsOrigins::Any);
+    }
+    let mut origins = Vec::new();
+    for origin in v.split(',').map(str::trim).filter(|o| !o.is_empty()) {
+        let valid = reqwest::Url::parse(origin)
+            .ok()
+            .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some() && u.path() == "/")
+            .is_some()
+            && !origin.ends_with('/');
+        if !valid {
+            return Err(ConfigError::new(
+                "CORS_ALLOWED_ORIGINS",
+                &v,
+                "* or a comma-separated list of origins such as https://app.example.com,http://localhost:3000 \
+                 (scheme and host, optional port, no path or trailing slash)",
+            ));
+        }
+        origins.push(origin.to_string());
+    }
+    if origins.is_empty() {
+        return Ok(CorsOrigins::Any);
+    }
+    Ok(CorsOrigins::List(origins))
+}
+
+fn parse_bool(v: &str) -> Option<bool> {
+    match v.to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Some(true),
+        "false" | "0" | "no" | "off" => Some(false),
+        _ => None,
+    }
+}
+
+/// `100/60s`, `100/60`, `20/1m`, `1000/1h`, `5/1d`, or `off`.
+fn parse_rate_limit(v: &str) -> Option<Option<RateLimit>> {
+    if matches!(v.to_ascii_lowercase().as_str(), "off" | "none" | "0") {
+        return Some(None);
+    }
+    let (max, window) = v.split_once('/')?;
+    let max: u64 = max.trim().parse().ok().filter(|n| *n > 0)?;
+    let window = window.trim();
+    let (number, unit) = match window.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => window.split_at(i),
+        None => (window, "s"),
+    };
+    let number: u64 = if number.is_empty() { 1 } else { number.parse().ok()? };
+    let seconds = match unit {
+        "s" => number,
+        "m" => number.checked_mul(60)?,
+        "h" => number.checked_mul(3600)?,
+        "d" => number.checked_mul(86_400)?,
+        _ => return None,
+    };
+    if seconds == 0 || seconds > 7 * 86_400 {
+        return None;
+    }
+    Some(Some(RateLimit { max, window: Duration::from_secs(seconds) }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn settings(vars: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        let map: HashMap<String, String> =
+            vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Settings::from_lookup(|name| map.get(name).cloned())
+    }
+
+    #[test]
+    fn defaults_are_embedded_and_offline() {
+        let s = settings(&[]).expect("defaults are valid");
+        assert_eq!(s.port, 8080);
+        assert_eq!(s.llm.provider, Provider::Offline);
+        assert!(s.llm.offline_by_default);
+        assert_eq!(s.store.kind, StoreKind::Sqlite);
+        assert_eq!(s.rate_limit_chat, Some(RateLimit { max: 100, window: Duration::from_secs(60) }));
+        assert_eq!(s.history_limit, 20);
+        assert_eq!(s.startup_warnings().len(), 2);
+    }
+
+    #[test]
+    fn bad_values_name_the_variable_value_and_expectation() {
+        let err = settings(&[("PORT", "99999")]).expect_err("port out of range");
+        assert_eq!(err.var, "PORT");
+        assert_eq!(err.value, "99999");
+        assert!(err.to_string().contains("a port number"), "{err}");
+
+        let err = settings(&[("RATE_LIMIT_CHAT", "abc")]).expect_err("not a limit");
+        assert_eq!(err.var, "RATE_LIMIT_CHAT");
+        assert!(err.to_string().contains("100/60s"), "{err}");
+
+        let err = settings(&[("LLM_PROVIDER", "nope")]).expect_err("unknown provider");
+        assert_eq!(err.to_string(), r#"LLM_PROVIDER="nope" is not valid: expected gemini, vertex, openai or offline"#);
+    }
+
+    #[test]
+    fn rate_limits_parse_in_several_spellings() {
+        let min = Duration::from_secs(60);
+        assert_eq!(parse_rate_limit("3/60s"), Some(Some(RateLimit { max: 3, window: min })));
+        assert_eq!(parse_rate_limit("3/60"), Some(Some(RateLimit { max: 3, window: min })));
+        assert_eq!(parse_rate_limit("3/1m"), Some(Some(RateLimit { max: 3, window: min })));
+        assert_eq!(parse_rate_limit("3/m"), Some(Some(RateLimit { max: 3, window: min })));
+        assert_eq!(parse_rate_limit("off"), Some(None));
+        for bad in ["abc", "3", "3/", "-1/60s", "3/0s", "3/60x", "3/99999999999999999999d"] {
+            assert_eq!(parse_rate_limit(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn provider_is_inferred_from_keys() {
+        let s = settings(&[("GEMINI_API_KEY", "k")]).expect("valid");
+        assert_eq!(s.llm.provider, Provider::Gemini);
+        let s = settings(&[("OPENAI_BASE_URL", "http://127.0.0.1:11434/v1")]).expect("valid");
+        assert_eq!(s.llm.provider, Provider::OpenAi);
+        assert_eq!(s.llm.openai_base_url, "http://127.0.0.1:11434/v1");
+        let err = settings(&[("LLM_PROVIDER", "gemini")]).expect_err("needs a key");
+        assert_eq!(err.var, "GEMINI_API_KEY");
+        let err = settings(&[("LLM_PROVIDER", "vertex")]).expect_err("needs a project");
+        assert_eq!(err.var, "VERTEX_PROJECT");
+    }
+
+    #[test]
+    fn cors_origins_are_validated() {
+        let s = settings(&[("CORS_ALLOWED_ORIGINS", "https://a.example, http://localhost:3000")]).expect("valid");
+        assert_eq!(
+            s.http.cors_allowed_origins,
+            CorsOrigins::List(vec!["https://a.example".into(), "http://localhost:3000".into()])
+        );
+        assert!(settings(&[("CORS_ALLOWED_ORIGINS", "a.example")]).is_err());
+        assert!(settings(&[("CORS_ALLOWED_ORIGINS", "https://a.example/app")]).is_err());
+    }
+
+    #[test]
+    fn secrets_do_not_print() {
+        let s = settings(&[("API_KEYS", "k1,k2"), ("GEMINI_API_KEY", "sekrit")]).expect("valid");
+        let debug = format!("{s:?}");
+        assert!(!debug.contains("sekrit") && !debug.contains("k1"), "{debug}");
+        assert_eq!(s.http.api_keys.len(), 2);
+    }
+}

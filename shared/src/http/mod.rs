@@ -1,0 +1,69 @@
+//! The HTTP layer every function shares, as tower layers around its routes.
+//!
+//! [`wrap`] turns a function's API routes into a complete service: `/health`,
+//! `/metrics`, API keys, CORS, body limits, request ids, metrics, panics and
+//! every error in the envelope. The function adds its own rate limit with
+//! [`rate_limit::RateLimiter`], since the limit differs per function.
+//!
+//! - [`error`]: the error envelope and the rewriting of errors raised below
+//!   the handlers.
+//! - [`json`]: JSON bodies with errors a client can act on.
+//! - [`auth`], [`rate_limit`], [`cors`], [`request_context`], [`metrics`]:
+//!   one concern each.
+
+pub mod auth;
+pub mod cors;
+pub mod error;
+pub mod json;
+pub mod metrics;
+pub mod rate_limit;
+pub mod request_context;
+
+use std::sync::Arc;
+
+use axum::extract::{DefaultBodyLimit, State};
+use axum::routing::get;
+use axum::{Extension, Json, Router, middleware};
+use serde::Serialize;
+use tower_http::catch_panic::CatchPanicLayer;
+
+use crate::config::{HttpSettings, Secret};
+pub use error::ApiError;
+pub use json::ApiJson;
+pub use metrics::Metrics;
+
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+#[derive(Serialize)]
+struct Health {
+    status: &'static str,
+    function: &'static str,
+    version: &'static str,
+}
+
+async fn health(State(function): State<&'static str>) -> Json<Health> {
+    Json(Health { status: "ok", function, version: VERSION })
+}
+
+/// Wraps a function's API routes with everything every function serves and
+/// does. `function` names it in `/health` and in metrics.
+pub fn wrap(api: Router, function: &'static str, settings: &HttpSettings, metrics: Metrics) -> Router {
+    let keys: Arc<[Secret]> = settings.api_keys.clone().into();
+    // `/metrics` sits behind the key like the API: its labels name routes
+    // and models. `/health` stays open for load balancers and probes.
+    let protected = api
+        .route("/metrics", get(metrics::render).with_state(metrics.clone()))
+        .layer(middleware::from_fn_with_state(keys, auth::require_api_key));
+    Router::new()
+        .route("/health", get(health).with_state(function))
+        .merge(protected)
+        // Layers run bottom-up on the way in: request context first.
+        .layer(DefaultBodyLimit::max(settings.max_body_bytes))
+        .layer(middleware::from_fn_with_state(Arc::new(settings.cors_allowed_origins.clone()), cors::cors))
+        .layer(CatchPanicLayer::custom(error::panic_response))
+        .layer(middleware::from_fn(error::envelope_errors))
+        .layer(middleware::from_fn_with_state(metrics, metrics::track))
+        .layer(middleware::from_fn(request_context::trace_requests))
+        // Outermost, so the envelope rewriting can name the limit in a 413.
+        .layer(Extension(error::BodyLimit(settings.max_body_bytes)))
+}

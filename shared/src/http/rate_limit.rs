@@ -1,0 +1,156 @@
+//! Rate limits per client, counted in the store.
+//!
+//! A client is its `X-Client-ID`, else its API key, else its address.
+//! Counting in the store rather than in memory is what makes a limit a limit
+//! on Cloud Run: with many instances, an in-memory counter would admit the
+//! limit once per instance.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{HeaderMap, HeaderValue};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use super::auth::KeyIndex;
+use super::error::ApiError;
+use super::metrics::Metrics;
+use crate::config::RateLimit;
+use crate::store::RateLimitStore;
+
+pub const CLIENT_HEADER: &str = "x-client-id";
+
+#[derive(Clone)]
+pub struct RateLimiter {
+    /// Names the limit ("chat", "agent") so one client's chat and agent
+    /// requests are counted apart.
+    pub bucket: &'static str,
+    pub limit: RateLimit,
+    pub store: Arc<dyn RateLimitStore>,
+    pub metrics: Metrics,
+    /// Take the client address from `X-Forwarded-For` (behind Cloud Run's or
+    /// another trusted proxy, where the peer is the proxy).
+    pub trust_proxy: bool,
+}
+
+/// Who is asking, for counting.
+pub fn client_key(request: &Request, trust_proxy: bool) -> String {
+    if let Some(id) = request.headers().get(CLIENT_HEADER).and_then(|v| v.to_str().ok()) {
+        let id = id.trim();
+        if !id.is_empty() {
+            // Bounded, so a client cannot grow the store's keys without limit.
+            return format!("id:{}", id.chars().take(128).collect::<String>());
+        }
+    }
+    if let Some(KeyIndex(i)) = request.extensions().get::<KeyIndex>() {
+        return format!("key:{i}");
+    }
+    match client_ip(request, trust_proxy) {
+        Some(ip) => format!("ip:{ip}"),
+        None => "ip:unknown".to_string(),
+    }
+}
+
+/// The client's address: the last `X-Forwarded-For` hop when a trusted proxy
+/// added it (the hops before it are the client's to forge), the Lambda
+/// request context's source IP, else the TCP peer.
+pub fn client_ip(request: &Request, trust_proxy: bool) -> Option<IpAddr> {
+    if trust_proxy {
+        if let Some(ip) = last_forwarded_for(request.headers()) {
+            return Some(ip);
+        }
+    }
+    if let Some(ConnectInfo(addr)) = request.extensions().get::<ConnectInfo<SocketAddr>>() {
+        return Some(addr.ip());
+    }
+    lambda_source_ip(request)
+}
+
+fn last_forwarded_for(headers: &HeaderMap) -> Option<IpAddr> {
+    headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|hop| hop.trim().parse::<IpAddr>().ok())
+        .last()
+}
+
+fn lambda_source_ip(request: &Request) -> Option<IpAddr> {
+    use lambda_http::request::RequestContext;
+    match request.extensions().get::<RequestContext>()? {
+        RequestContext::ApiGatewayV2(ctx) => ctx.http.source_ip.as_deref()?.parse().ok(),
+        RequestContext::ApiGatewayV1(ctx) => ctx.identity.source_ip.as_deref()?.parse().ok(),
+        _ => None,
+    }
+}
+
+fn seconds_until(t: SystemTime, now: SystemTime) -> u64 {
+    t.duration_since(now).map(|d| d.as_secs_f64().ceil() as u64).unwrap_or(0).max(1)
+}
+
+pub async fn limit(State(limiter): State<RateLimiter>, request: Request, next: Next) -> Response {
+    let key = format!("{}:{}", limiter.bucket, client_key(&request, limiter.trust_proxy));
+    let now = SystemTime::now();
+    let window = match limiter.store.hit(&key, limiter.limit.window, now).await {
+        Ok(w) => w,
+        // Failing closed: an unprotected function in front of a paid model
+        // is worse than a retry.
+        Err(err) => return ApiError::from(err).into_response(),
+    };
+    let reset = seconds_until(window.resets_at, now);
+    let remaining = limiter.limit.max.saturating_sub(window.count);
+    let mut response = if window.count > limiter.limit.max {
+        limiter.metrics.inc(
+            "rate_limited_requests_total",
+            "Requests refused by a rate limit, by limit.",
+            &[("bucket", limiter.bucket)],
+        );
+        ApiError::rate_limited(
+            format!(
+                "this client sent more than {} {} requests in {} s; retry after {reset} s, or send a distinct X-Client-ID per end user",
+                limiter.limit.max,
+                limiter.bucket,
+                limiter.limit.window.as_secs()
+            ),
+            Duration::from_secs(reset),
+        )
+        .into_response()
+    } else {
+        next.run(request).await
+    };
+    let headers = response.headers_mut();
+    headers.insert("ratelimit-limit", HeaderValue::from(limiter.limit.max));
+    headers.insert("ratelimit-remaining", HeaderValue::from(remaining));
+    headers.insert("ratelimit-reset", HeaderValue::from(reset));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(headers: &[(&str, &str)]) -> Request {
+        let mut builder = Request::builder().uri("/");
+        for (k, v) in headers {
+            builder = builder.header(*k, *v);
+        }
+        let mut r = builder.body(axum::body::Body::empty()).expect("request");
+        r.extensions_mut().insert(ConnectInfo(SocketAddr::from(([10, 0, 0, 9], 5000))));
+        r
+    }
+
+    #[test]
+    fn client_identity_precedence() {
+        assert_eq!(client_key(&request(&[("x-client-id", "alice")]), false), "id:alice");
+        let mut with_key = request(&[]);
+        with_key.extensions_mut().insert(KeyIndex(1));
+        assert_eq!(client_key(&with_key, false), "key:1");
+        assert_eq!(client_key(&request(&[]), false), "ip:10.0.0.9");
+        let forwarded = request(&[("x-forwarded-for", "1.1.1.1, 203.0.113.7")]);
+        assert_eq!(client_key(&forwarded, true), "ip:203.0.113.7");
+        assert_eq!(client_key(&forwarded, false), "ip:10.0.0.9");
+    }
+}

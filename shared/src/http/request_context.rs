@@ -1,0 +1,129 @@
+//! Request ids and trace correlation.
+//!
+//! Every request gets an id (the client's `X-Request-Id` when it sent a sane
+//! one) that is echoed in the response and attached to every log line of
+//! the request, together with the Cloud Trace id from
+//! `X-Cloud-Trace-Context` or W3C `traceparent`, so Cloud Logging groups a
+//! request's lines under its trace.
+
+use std::time::Instant;
+
+use axum::extract::Request;
+use axum::http::{HeaderMap, HeaderValue};
+use axum::middleware::Next;
+use axum::response::Response;
+use tracing::Instrument;
+
+pub const REQUEST_ID: &str = "x-request-id";
+
+/// What a handler may want to know about the request it serves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestContext {
+    pub request_id: String,
+    pub trace: Option<TraceContext>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TraceContext {
+    /// 32 lowercase hex digits.
+    pub trace_id: String,
+    /// 16 lowercase hex digits, as Cloud Logging's `spanId` wants.
+    pub span_id: Option<String>,
+}
+
+fn is_hex(s: &str, len: usize) -> bool {
+    s.len() == len && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// `X-Cloud-Trace-Context: TRACE_ID/SPAN_ID;o=1` (span id in decimal).
+fn cloud_trace(value: &str) -> Option<TraceContext> {
+    let (trace_id, rest) = value.split_once('/').unwrap_or((value, ""));
+    let trace_id = trace_id.trim();
+    if !is_hex(trace_id, 32) {
+        return None;
+    }
+    let span = rest.split(';').next().and_then(|s| s.trim().parse::<u64>().ok());
+    Some(TraceContext {
+        trace_id: trace_id.to_ascii_lowercase(),
+        span_id: span.map(|s| format!("{s:016x}")),
+    })
+}
+
+/// `traceparent: 00-TRACE_ID-SPAN_ID-FLAGS`.
+fn traceparent(value: &str) -> Option<TraceContext> {
+    let mut parts = value.trim().split('-');
+    let (_version, trace_id, span_id) = (parts.next()?, parts.next()?, parts.next()?);
+    if !is_hex(trace_id, 32) || !is_hex(span_id, 16) || trace_id.bytes().all(|b| b == b'0') {
+        return None;
+    }
+    Some(TraceContext { trace_id: trace_id.to_ascii_lowercase(), span_id: Some(span_id.to_ascii_lowercase()) })
+}
+
+pub fn trace_context(headers: &HeaderMap) -> Option<TraceContext> {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    header("traceparent").and_then(traceparent).or_else(|| header("x-cloud-trace-context").and_then(cloud_trace))
+}
+
+/// The client's request id if it is short and printable, else a new one.
+fn request_id(headers: &HeaderMap) -> String {
+    headers
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
+        .map(str::to_string)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
+}
+
+pub async fn trace_requests(mut request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let id = request_id(request.headers());
+    let trace = trace_context(request.headers());
+    let span = tracing::info_span!(
+        "request",
+        method = %request.method(),
+        path = %request.uri().path(),
+        request_id = %id,
+        trace = tracing::field::Empty,
+        span_id = tracing::field::Empty,
+    );
+    if let Some(t) = &trace {
+        span.record("trace", t.trace_id.as_str());
+        if let Some(s) = &t.span_id {
+            span.record("span_id", s.as_str());
+        }
+    }
+    request.extensions_mut().insert(RequestContext { request_id: id.clone(), trace });
+
+    let mut response = next.run(request).instrument(span.clone()).await;
+    let status = response.status().as_u16();
+    let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+    span.in_scope(|| {
+        // Cloud Run already logs every request; ours add the request id and
+        // matter most when something failed.
+        if status >= 500 {
+            tracing::warn!(status, latency_ms, "request failed");
+        } else {
+            tracing::debug!(status, latency_ms, "request finished");
+        }
+    });
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert(REQUEST_ID, v);
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_both_trace_headers() {
+        let t = cloud_trace("105445aa7843bc8bf206b12000100000/1;o=1").expect("cloud trace");
+        assert_eq!(t.trace_id, "105445aa7843bc8bf206b12000100000");
+        assert_eq!(t.span_id.as_deref(), Some("0000000000000001"));
+        let t = traceparent("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01").expect("w3c");
+        assert_eq!(t.span_id.as_deref(), Some("b7ad6b7169203331"));
+        assert!(cloud_trace("nothex/1").is_none());
+        assert!(traceparent("00-00000000000000000000000000000000-b7ad6b7169203331-01").is_none());
+    }
+}

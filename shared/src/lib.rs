@@ -1,0 +1,38 @@
+//! `agent-core`: everything the serverless-agent functions share.
+//!
+//! Each function crate (chat, agent, worker, tools) is a thin `router()` over
+//! this library, so a fix here reaches every function and no function holds
+//! logic another would need. The map:
+//!
+//! - [`app`]: what every function builds at start-up (settings, logs,
+//!   metrics, model, stores), so each `main` is a few lines.
+//! - [`config`]: typed settings from the environment, validated once; a bad
+//!   value stops the process with exit code 2 and one clear line.
+//! - [`runtime`]: `serve(router)` on `$PORT` with graceful shutdown, or on AWS
+//!   Lambda through `lambda_http` when `AWS_LAMBDA_RUNTIME_API` is set.
+//! - [`logging`]: JSON logs for Cloud Logging (severity, trace correlation) or
+//!   pretty logs for a terminal.
+//! - [`gcp`]: the GCP metadata server: access and ID tokens, cached.
+//! - [`http`]: the layer every function shares: error envelope, JSON bodies,
+//!   API keys, rate limits, CORS, body limits, request ids, `/health`,
+//!   `/metrics`.
+//! - [`llm`]: the `Model` trait and its providers (Gemini, Vertex AI,
+//!   OpenAI-compatible, offline), with retries and streaming.
+//! - [`store`]: the store traits and the embedded SQLite backend.
+//! - [`session`]: session ids and the validation rules shared by every
+//!   function that takes one.
+//! - [`testing`]: loopback servers and settings for the functions' tests.
+
+pub mod app;
+pub mod config;
+pub mod gcp;
+pub mod http;
+pub mod llm;
+pub mod logging;
+pub mod runtime;
+pub mod session;
+pub mod store;
+pub mod testing;
+
+pub use app::App;
+pub use config::Settings;

@@ -1,0 +1,256 @@
+//! Language models behind one trait.
+//!
+//! Every provider speaks its own wire format; the rest of the system only sees
+//! [`ModelRequest`] in and [`ModelResponse`] (or a stream of [`StreamEvent`]s)
+//! out. A turn the model produced keeps the provider's own encoding in
+//! [`Content::raw`], because some providers (Gemini 3) reject a conversation in
+//! which their parts, with `thoughtSignature`, are not sent back verbatim.
+//!
+//! - [`gemini`]: Gemini on AI Studio (API key) and on Vertex AI (access token).
+//! - [`openai`]: OpenAI chat completions and every compatible server.
+//! - [`offline`]: a deterministic development model that needs no network.
+//! - [`retry`]: the shared retry and backoff policy for HTTP providers.
+//! - [`sse`]: a server-sent events decoder for streaming responses.
+//! - [`metered`]: a decorator that counts calls and tokens for `/metrics`.
+
+pub mod gemini;
+pub mod metered;
+pub mod offline;
+pub mod openai;
+pub mod retry;
+pub mod sse;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures_util::stream::BoxStream;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::config::{LlmSettings, Provider};
+use crate::http::metrics::Metrics;
+
+/// Who said a turn. Tool results travel in a `User` turn, as Gemini expects;
+/// providers that want a separate role (OpenAI's `tool`) map it themselves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    User,
+    Model,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::User => "user",
+            Role::Model => "model",
+        }
+    }
+}
+
+/// A function call the model asked for.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FunctionCall {
+    /// The provider's call id, when it has one (OpenAI always, Gemini sometimes);
+    /// the matching [`FunctionResponse`] must carry it back.
+    pub id: Option<String>,
+    pub name: String,
+    /// The arguments as a JSON object (OpenAI's string-encoded arguments are
+    /// decoded; arguments that are not valid JSON arrive as a JSON string).
+    pub args: Value,
+}
+
+/// The result of a function call, sent back to the model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FunctionResponse {
+    pub id: Option<String>,
+    pub name: String,
+    /// A JSON object (Gemini requires an object here).
+    pub response: Value,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Part {
+    Text(String),
+    FunctionCall(FunctionCall),
+    FunctionResponse(FunctionResponse),
+}
+
+/// One turn of a conversation.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Content {
+    pub role: Option<Role>,
+    pub parts: Vec<Part>,
+    /// The provider's own JSON for this turn, exactly as it was received.
+    /// A provider that finds `raw` on a model turn it produced sends it back
+    /// unchanged instead of re-encoding `parts`.
+    pub raw: Option<Value>,
+}
+
+impl Content {
+    pub fn user_text(text: impl Into<String>) -> Self {
+        Content {
+            role: Some(Role::User),
+            parts: vec![Part::Text(text.into())],
+            raw: None,
+        }
+    }
+
+    pub fn model_text(text: impl Into<String>) -> Self {
+        Content {
+            role: Some(Role::Model),
+            parts: vec![Part::Text(text.into())],
+            raw: None,
+        }
+    }
+
+    pub fn role(&self) -> Role {
+        self.role.unwrap_or(Role::User)
+    }
+
+    /// All text parts, joined.
+    pub fn text(&self) -> String {
+        self.parts
+            .iter()
+            .filter_map(|p| match p {
+                Part::Text(t) => Some(t.as_str()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    pub fn function_calls(&self) -> impl Iterator<Item = &FunctionCall> {
+        self.parts.iter().filter_map(|p| match p {
+            Part::FunctionCall(c) => Some(c),
+            _ => None,
+        })
+    }
+}
+
+/// A function the model may call: name, description and a JSON Schema for
+/// its arguments (an object schema).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ToolSpec {
+    pub name: String,
+    pub description: String,
+    pub parameters: Value,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ModelRequest {
+    pub system_instruction: Option<String>,
+    pub contents: Vec<Content>,
+    pub tools: Vec<ToolSpec>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Usage {
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+}
+
+impl Usage {
+    pub fn total(&self) -> u64 {
+        self.input_tokens + self.output_tokens
+    }
+}
+
+impl std::ops::AddAssign for Usage {
+    fn add_assign(&mut self, rhs: Self) {
+        self.input_tokens += rhs.input_tokens;
+        self.output_tokens += rhs.output_tokens;
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelResponse {
+    /// The model's turn (role `Model`), `raw` set by HTTP providers.
+    pub content: Content,
+    pub usage: Usage,
+    /// The model that answered, as the provider names it.
+    pub model: String,
+}
+
+impl ModelResponse {
+    pub fn text(&self) -> String {
+        self.content.text()
+    }
+}
+
+/// What a streaming call yields: text as it arrives, then the whole turn.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StreamEvent {
+    Delta(String),
+    /// The complete response; its text equals the deltas joined.
+    Done(ModelResponse),
+}
+
+pub type ModelStream = BoxStream<'static, Result<StreamEvent, ModelError>>;
+
+/// Why a model call failed, in the terms the HTTP contract answers with.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ModelError {
+    /// The provider kept answering 429, 500 or 503 after the allowed retries.
+    #[error("the model provider is unavailable: {message}")]
+    Unavailable {
+        message: String,
+        retry_after: Option<Duration>,
+    },
+    /// The provider refused the request (4xx other than 429) or answered
+    /// something that is not its documented format. Carries its message.
+    #[error("the model provider answered with an error: {message}")]
+    Upstream { status: Option<u16>, message: String },
+    /// No answer within `LLM_TIMEOUT_SECONDS`.
+    #[error("the model provider did not answer within {0:?}")]
+    Timeout(Duration),
+    /// The provider declined the prompt itself (a safety block): the client
+    /// can change the prompt, so this is the client's error.
+    #[error("the model declined the prompt: {0}")]
+    Blocked(String),
+}
+
+/// A language model. Implementations are cheap to share (`Arc<dyn Model>`).
+#[async_trait]
+pub trait Model: Send + Sync {
+    /// The configured model name (`gemini-2.5-flash`, `offline`, ...).
+    fn name(&self) -> &str;
+
+    /// The provider, for logs and metrics labels.
+    fn provider(&self) -> &'static str;
+
+    async fn generate(&self, request: &ModelRequest) -> Result<ModelResponse, ModelError>;
+
+    /// Streams the answer. An error before the first event is returned here,
+    /// so the caller can still answer with a proper HTTP status; an error
+    /// later arrives in the stream.
+    async fn stream(&self, request: ModelRequest) -> Result<ModelStream, ModelError>;
+}
+
+/// Builds the configured model, wrapped in the metrics decorator.
+pub fn build(settings: &LlmSettings, metrics: Metrics) -> anyhow::Result<Arc<dyn Model>> {
+    let http = http_client(settings.timeout)?;
+    let inner: Arc<dyn Model> = match settings.provider {
+        Provider::Offline => Arc::new(offline::OfflineModel::new()),
+        Provider::Gemini => Arc::new(gemini::GeminiModel::ai_studio(settings, http)?),
+        Provider::Vertex => Arc::new(gemini::GeminiModel::vertex(settings, http)?),
+        Provider::OpenAi => Arc::new(openai::OpenAiModel::new(settings, http)?),
+    };
+    Ok(Arc::new(metered::Metered::new(inner, metrics)))
+}
+
+/// The HTTP client every provider shares: rustls, connection reuse, and a
+/// connect timeout (the per-request timeout is applied by each call, so a
+/// stream can outlive it).
+pub fn http_client(timeout: Duration) -> anyhow::Result<reqwest::Client> {
+    Ok(reqwest::Client::builder()
+        .connect_timeout(timeout.min(Duration::from_secs(10)))
+        .pool_idle_timeout(Duration::from_secs(90))
+        .user_agent(concat!("serverless-agent/", env!("CARGO_PKG_VERSION")))
+        .build()?)
+}
+
+/// A rough token estimate (4 characters a token) for models that report none.
+pub fn estimate_tokens(text: &str) -> u64 {
+    (text.chars().count() as u64).div_ceil(4)
+}

@@ -1,0 +1,84 @@
+//! `serve(router)`: one binary for Cloud Run, a laptop and AWS Lambda.
+//!
+//! On Lambda (`AWS_LAMBDA_RUNTIME_API` set by the Lambda environment) the
+//! router answers Function URL, API Gateway and ALB events through
+//! `lambda_http`; elsewhere it listens on `0.0.0.0:$PORT`, as Cloud Run's
+//! container contract wants, and drains in-flight requests on SIGTERM.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::Router;
+use tokio::net::TcpListener;
+
+/// Cloud Run sends SIGKILL 10 s after SIGTERM; finish within that.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(8);
+
+/// Serves `router` until SIGTERM or Ctrl-C (or forever, on Lambda).
+pub async fn serve(router: Router, port: u16) -> anyhow::Result<()> {
+    if std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some() {
+        tracing::info!("running on AWS Lambda");
+        return lambda_http::run(router).await.map_err(|e| anyhow::anyhow!("lambda runtime: {e}"));
+    }
+    let listener = bind(port).await?;
+    serve_on(listener, router, shutdown_signal()).await
+}
+
+pub async fn bind(port: u16) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(("0.0.0.0", port))
+        .await
+        .with_context(|| format!("cannot listen on port {port} (PORT): is another process using it?"))
+}
+
+/// Serves on a bound listener until `shutdown` completes, then gives open
+/// requests `DRAIN_TIMEOUT` to finish.
+pub async fn serve_on(
+    listener: TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let signal = async move {
+        shutdown.await;
+        tracing::info!("shutting down: finishing open requests");
+        let _ = tx.send(true);
+    };
+    let server = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(signal);
+    let deadline = async move {
+        let mut rx = rx;
+        let _ = rx.wait_for(|stopping| *stopping).await;
+        tokio::time::sleep(DRAIN_TIMEOUT).await;
+    };
+    tokio::select! {
+        result = server => result.context("server failed"),
+        _ = deadline => {
+            tracing::warn!("open requests did not finish within {DRAIN_TIMEOUT:?}; stopping anyway");
+            Ok(())
+        }
+    }
+}
+
+/// SIGTERM (Cloud Run, Kubernetes) or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+}

@@ -1,0 +1,347 @@
+//! The embedded store: one SQLite file in WAL mode.
+//!
+//! One writer connection (SQLite allows one writer at a time anyway) and a
+//! small pool of readers, each used on tokio's blocking pool so a slow disk
+//! never stalls the async runtime. Every write that must be atomic is one
+//! statement or one `BEGIN IMMEDIATE` transaction, which takes the file's
+//! write lock up front: several processes sharing the file (two `local`
+//! runs, a chat and an agent function on one machine) serialise on it, and
+//! the busy timeout makes them wait instead of failing.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior, params};
+
+use super::{
+    NewMessage, RateLimitStore, SessionStore, StoreError, StoredMessage, WindowCount, rfc3339, unix_seconds,
+};
+use crate::llm::Role;
+
+/// How long a writer waits for another process's lock before giving up
+/// with `Unavailable` (answered as 503, so the client retries).
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Readers kept open between requests.
+const MAX_IDLE_READERS: usize = 8;
+/// Expired rate-limit rows are swept once every this many hits.
+const SWEEP_EVERY: u64 = 1000;
+
+/// Ordered schema changes; `PRAGMA user_version` records how many ran.
+const MIGRATIONS: &[&str] = &[
+    // 1: sessions, their messages, rate-limit windows.
+    "CREATE TABLE sessions (
+        id TEXT PRIMARY KEY,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL,
+        next_seq INTEGER NOT NULL
+    );
+    CREATE TABLE messages (
+        session_id TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        role TEXT NOT NULL,
+        content TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        PRIMARY KEY (session_id, seq)
+    ) WITHOUT ROWID;
+    CREATE TABLE rate_limits (
+        key TEXT PRIMARY KEY,
+        window_start INTEGER NOT NULL,
+        count INTEGER NOT NULL,
+        expire_at INTEGER NOT NULL
+    );
+    CREATE INDEX rate_limits_expire_at ON rate_limits (expire_at);",
+];
+
+pub struct SqliteStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    path: PathBuf,
+    writer: Mutex<Connection>,
+    readers: Mutex<Vec<Connection>>,
+    hits: AtomicU64,
+}
+
+impl SqliteStore {
+    /// Opens (creating the file and its folder if needed) and migrates.
+    pub async fn open(path: &Path) -> anyhow::Result<SqliteStore> {
+        let path = path.to_path_buf();
+        tokio::task::spawn_blocking(move || SqliteStore::open_blocking(path)).await?
+    }
+
+    fn open_blocking(path: PathBuf) -> anyhow::Result<SqliteStore> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                anyhow::anyhow!("cannot create the folder {} for SQLITE_PATH: {e}", dir.display())
+            })?;
+        }
+        let mut writer = connect(&path)
+            .map_err(|e| anyhow::anyhow!("cannot open the SQLite database {} (SQLITE_PATH): {e}", path.display()))?;
+        writer.pragma_update(None, "journal_mode", "WAL")?;
+        migrate(&mut writer).map_err(|e| anyhow::anyhow!("{} (SQLITE_PATH): {e}", path.display()))?;
+        Ok(SqliteStore {
+            inner: Arc::new(Inner {
+                path,
+                writer: Mutex::new(writer),
+                readers: Mutex::new(Vec::new()),
+                hits: AtomicU64::new(0),
+            }),
+        })
+    }
+
+    /// Runs `f` on the writer connection, on the blocking pool.
+    async fn write<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = inner.writer.lock().unwrap_or_else(PoisonError::into_inner);
+            f(&mut conn).map_err(classify)
+        })
+        .await
+        .map_err(|e| StoreError::Internal(format!("store task failed: {e}")))?
+    }
+
+    /// Runs `f` on a reader connection, opened on demand and kept for reuse.
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let pooled = inner.readers.lock().unwrap_or_else(PoisonError::into_inner).pop();
+            let conn = match pooled {
+                Some(c) => c,
+                None => connect(&inner.path).map_err(classify)?,
+            };
+            let result = f(&conn).map_err(classify);
+            let mut readers = inner.readers.lock().unwrap_or_else(PoisonError::into_inner);
+            if readers.len() < MAX_IDLE_READERS {
+                readers.push(conn);
+            }
+            result
+        })
+        .await
+        .map_err(|e| StoreError::Internal(format!("store task failed: {e}")))?
+    }
+}
+
+fn connect(path: &Path) -> rusqlite::Result<Connection> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    // NORMAL is durable across process crashes in WAL mode; only a power
+    // loss can take back the last commits.
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    Ok(conn)
+}
+
+/// Applies pending migrations in one immediate transaction, so two processes
+/// starting together on a new file do not both create the tables.
+fn migrate(conn: &mut Connection) -> anyhow::Result<()> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let version: usize = tx.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))?.try_into()?;
+    if version > MIGRATIONS.len() {
+        anyhow::bail!(
+            "the database has schema version {version}, newer than this build knows ({}); use a newer build or another SQLITE_PATH",
+            MIGRATIONS.len()
+        );
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+fn classify(err: rusqlite::Error) -> StoreError {
+    match err.sqlite_error_code() {
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked | ErrorCode::DiskFull | ErrorCode::CannotOpen) => {
+            StoreError::Unavailable(err.to_string())
+        }
+        _ => StoreError::Internal(err.to_string()),
+    }
+}
+
+fn millis(t: SystemTime) -> i64 {
+    t.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+fn from_millis(ms: i64) -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64)
+}
+
+fn role_from(s: &str) -> Role {
+    if s == "model" { Role::Model } else { Role::User }
+}
+
+fn row_to_message(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredMessage> {
+    let role: String = row.get(1)?;
+    Ok(StoredMessage {
+        seq: row.get::<_, i64>(0)? as u64,
+        role: role_from(&role),
+        content: row.get(2)?,
+        created_at: rfc3339(from_millis(row.get(3)?)),
+    })
+}
+
+#[async_trait]
+impl SessionStore for SqliteStore {
+    async fn append(&self, session_id: &str, messages: &[NewMessage]) -> Result<Vec<StoredMessage>, StoreError> {
+        let session_id = session_id.to_string();
+        let messages = messages.to_vec();
+        self.write(move |conn| {
+            let now = SystemTime::now();
+            let now_ms = millis(now);
+            let n = messages.len() as i64;
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            // Reserve n sequence numbers in the session row; the row lock
+            // (the file's write lock) makes the reservation atomic.
+            let first: i64 = tx.query_row(
+                "INSERT INTO sessions (id, created_at, updated_at, next_seq) VALUES (?1, ?2, ?2, ?3 + 1)
+                 ON CONFLICT (id) DO UPDATE SET next_seq = next_seq + ?3, updated_at = ?2
+                 RETURNING next_seq - ?3",
+                params![session_id, now_ms, n],
+                |r| r.get(0),
+            )?;
+            let mut stored = Vec::with_capacity(messages.len());
+            {
+                let mut insert = tx.prepare_cached(
+                    "INSERT INTO messages (session_id, seq, role, content, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                )?;
+                for (i, m) in messages.into_iter().enumerate() {
+                    let seq = first + i as i64;
+                    insert.execute(params![session_id, seq, m.role.as_str(), m.content, now_ms])?;
+                    stored.push(StoredMessage { seq: seq as u64, role: m.role, content: m.content, created_at: rfc3339(now) });
+                }
+            }
+            tx.commit()?;
+            Ok(stored)
+        })
+        .await
+    }
+
+    async fn recent(&self, session_id: &str, limit: usize) -> Result<Vec<StoredMessage>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let session_id = session_id.to_string();
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT seq, role, content, created_at FROM messages WHERE session_id = ?1 ORDER BY seq DESC LIMIT ?2",
+            )?;
+            let mut rows: Vec<StoredMessage> =
+                stmt.query_map(params![session_id, limit as i64], row_to_message)?.collect::<Result<_, _>>()?;
+            rows.reverse();
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn messages(&self, session_id: &str) -> Result<Option<Vec<StoredMessage>>, StoreError> {
+        let session_id = session_id.to_string();
+        self.read(move |conn| {
+            // One read transaction, so the existence check and the rows agree.
+            conn.execute_batch("BEGIN")?;
+            let result = (|| {
+                let exists = conn
+                    .query_row("SELECT 1 FROM sessions WHERE id = ?1", [&session_id], |_| Ok(()))
+                    .optional()?
+                    .is_some();
+                if !exists {
+                    return Ok(None);
+                }
+                let mut stmt = conn.prepare_cached(
+                    "SELECT seq, role, content, created_at FROM messages WHERE session_id = ?1 ORDER BY seq",
+                )?;
+                let rows = stmt.query_map([&session_id], row_to_message)?.collect::<Result<Vec<_>, _>>()?;
+                Ok(Some(rows))
+            })();
+            conn.execute_batch("COMMIT")?;
+            result
+        })
+        .await
+    }
+
+    async fn delete(&self, session_id: &str) -> Result<bool, StoreError> {
+        let session_id = session_id.to_string();
+        self.write(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            tx.execute("DELETE FROM messages WHERE session_id = ?1", [&session_id])?;
+            let deleted = tx.execute("DELETE FROM sessions WHERE id = ?1", [&session_id])?;
+            tx.commit()?;
+            Ok(deleted > 0)
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl RateLimitStore for SqliteStore {
+    async fn hit(&self, key: &str, window: Duration, now: SystemTime) -> Result<WindowCount, StoreError> {
+        let key = key.to_string();
+        let window_secs = window.as_secs().max(1) as i64;
+        let now_secs = unix_seconds(now);
+        let window_start = now_secs - now_secs.rem_euclid(window_secs);
+        let resets_at = window_start + window_secs;
+        let sweep = self.inner.hits.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == SWEEP_EVERY - 1;
+        let count = self
+            .write(move |conn| {
+                // One statement: the increment and the window reset are atomic
+                // across every process sharing the file.
+                let count: i64 = conn.query_row(
+                    "INSERT INTO rate_limits (key, window_start, count, expire_at) VALUES (?1, ?2, 1, ?3)
+                     ON CONFLICT (key) DO UPDATE SET
+                        count = CASE WHEN window_start = excluded.window_start THEN count + 1 ELSE 1 END,
+                        window_start = excluded.window_start,
+                        expire_at = excluded.expire_at
+                     RETURNING count",
+                    params![key, window_start, resets_at],
+                    |r| r.get(0),
+                )?;
+                if sweep {
+                    conn.execute("DELETE FROM rate_limits WHERE expire_at < ?1", [now_secs])?;
+                }
+                Ok(count)
+            })
+            .await?;
+        Ok(WindowCount {
+            count: count.max(0) as u64,
+            resets_at: SystemTime::UNIX_EPOCH + Duration::from_secs(resets_at.max(0) as u64),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(role: Role, content: &str) -> NewMessage {
+        NewMessage { role, content: content.to_string() }
+    }
+
+    #[tokio::test]
+    async fn migrations_are_idempotent_and_versioned() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("nested/agent.db");
+        let store = SqliteStore::open(&path).await.expect("first open");
+        store.append("s", &[msg(Role::User, "a")]).await.expect("append");
+        drop(store);
+        let store = SqliteStore::open(&path).await.expect("second open keeps data");
+        assert_eq!(store.recent("s", 10).await.expect("recent").len(), 1);
+
+        let conn = Connection::open(&path).expect("open");
+        conn.pragma_update(None, "user_version", 99).expect("set version");
+        drop(conn);
+        let err = SqliteStore::open(&path).await.err().expect("newer schema is refused");
+        assert!(err.to_string().contains("newer than this build"), "{err}");
+    }
+}

@@ -100,7 +100,7 @@ async fn two_processes_sharing_one_sqlite_file_admit_exactly_the_limit() {
 #[derive(Clone)]
 struct RuntimeApi {
     events: Arc<Mutex<VecDeque<(String, Value)>>>,
-    answers: mpsc::UnboundedSender<(String, Result<Value, Value>)>,
+    answers: mpsc::UnboundedSender<Answer>,
 }
 
 async fn next_invocation(State(api): State<RuntimeApi>) -> Response {
@@ -142,6 +142,12 @@ async fn init_error(State(api): State<RuntimeApi>, body: axum::body::Bytes) -> R
     let value: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let _ = api.answers.send(("init".into(), Err(value)));
     axum::http::StatusCode::ACCEPTED.into_response()
+}
+
+type Answer = (String, Result<Value, Value>);
+
+async fn next_answer(answers: &mut mpsc::UnboundedReceiver<Answer>) -> Answer {
+    tokio::time::timeout(Duration::from_secs(20), answers.recv()).await.expect("an answer in time").expect("open")
 }
 
 /// A Lambda Function URL event (payload format 2.0).
@@ -218,10 +224,7 @@ async fn the_same_binary_answers_lambda_function_url_events() {
         .spawn()
         .expect("spawn chat_function");
 
-    let mut next = || async {
-        tokio::time::timeout(Duration::from_secs(20), answers.recv()).await.expect("an answer in time").expect("open")
-    };
-    let (id, chat) = next().await;
+    let (id, chat) = next_answer(&mut answers).await;
     assert_eq!(id, "inv-1");
     let chat = chat.expect("a response, not an error");
     assert_eq!(chat["statusCode"], 200, "{chat}");
@@ -229,14 +232,14 @@ async fn the_same_binary_answers_lambda_function_url_events() {
     assert_eq!(body.session_id, "lambda-s");
     assert!(body.response.contains("hello from lambda"));
 
-    let (id, session) = next().await;
+    let (id, session) = next_answer(&mut answers).await;
     assert_eq!(id, "inv-2");
     let session = session.expect("a response");
     assert_eq!(session["statusCode"], 200, "{session}");
     let body: Value = serde_json::from_str(session["body"].as_str().expect("body")).expect("json");
     assert_eq!(body["messages"].as_array().expect("messages").len(), 2);
 
-    let (id, bad) = next().await;
+    let (id, bad) = next_answer(&mut answers).await;
     assert_eq!(id, "inv-3");
     let bad = bad.expect("a response");
     assert_eq!(bad["statusCode"], 400, "{bad}");

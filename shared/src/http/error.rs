@@ -194,22 +194,11 @@ pub async fn envelope_errors(request: Request, next: Next) -> Response {
         StatusCode::NOT_FOUND => ApiError::not_found(format!(
             "there is no route {method} {path}; GET /health lists this function's name, and the README lists its routes"
         )),
-        StatusCode::METHOD_NOT_ALLOWED => {
-            let allowed = response
-                .headers()
-                .get(header::ALLOW)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("another method")
-                .to_string();
-            let mut error = ApiError::method_not_allowed(format!(
-                "{method} is not allowed on {path}; use {allowed}"
-            ))
-            .into_response();
-            if let Some(allow) = response.headers().get(header::ALLOW) {
-                error.headers_mut().insert(header::ALLOW, allow.clone());
-            }
-            return error;
-        }
+        // axum adds the `Allow` header outside the route's layers, after
+        // this rewrite, so the message points at it rather than repeating it.
+        StatusCode::METHOD_NOT_ALLOWED => ApiError::method_not_allowed(format!(
+            "{method} is not allowed on {path}; the Allow header lists the methods it takes"
+        )),
         StatusCode::PAYLOAD_TOO_LARGE => payload_too_large(limit),
         StatusCode::REQUEST_TIMEOUT => ApiError::new(
             status,

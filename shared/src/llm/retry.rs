@@ -236,8 +236,9 @@ fn transport<T>(policy: &RetryPolicy, err: reqwest::Error) -> Outcome<T> {
     if err.is_timeout() {
         return Outcome::TimedOut;
     }
+    let is_builder = err.is_builder();
     let message = policy.redact(&error_chain(&err.without_url()));
-    if err.is_builder() {
+    if is_builder {
         return Outcome::Fatal(ModelError::Upstream {
             status: None,
             message: format!("the request could not be built: {message}"),

@@ -107,13 +107,13 @@ struct Turn {
 
 async fn prepare(state: &ChatState, body: ChatRequest) -> Result<Turn, ApiError> {
     require_text("message", &body.message, state.max_message_chars)?;
-    if let Some(system) = &body.system_instruction {
-        if system.chars().count() > state.max_message_chars {
-            return Err(ApiError::invalid_argument(format!(
-                "system_instruction is over the limit of {} characters; shorten it",
-                state.max_message_chars
-            )));
-        }
+    if let Some(system) = &body.system_instruction
+        && system.chars().count() > state.max_message_chars
+    {
+        return Err(ApiError::invalid_argument(format!(
+            "system_instruction is over the limit of {} characters; shorten it",
+            state.max_message_chars
+        )));
     }
     let session_id = session::given_or_new(body.session_id.as_deref())?;
     let history = state.sessions.recent(&session_id, state.history_limit).await?;

@@ -41,10 +41,10 @@ impl Process {
         let url = format!("http://127.0.0.1:{port}");
         let http = reqwest::Client::new();
         for _ in 0..200 {
-            if let Ok(r) = http.get(format!("{url}/health")).send().await {
-                if r.status().is_success() {
-                    return Process { child, url };
-                }
+            if let Ok(r) = http.get(format!("{url}/health")).send().await
+                && r.status().is_success()
+            {
+                return Process { child, url };
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -245,4 +245,89 @@ async fn the_same_binary_answers_lambda_function_url_events() {
     assert_eq!(bad["statusCode"], 400, "{bad}");
     let body: Value = serde_json::from_str(bad["body"].as_str().expect("body")).expect("json");
     assert_eq!(body["error"]["code"], "invalid_argument");
+}
+
+#[tokio::test]
+async fn sigterm_drains_and_exits_cleanly() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("term.db");
+    let mut process = Process::start(&[("SQLITE_PATH", db.to_str().expect("utf-8"))]).await;
+    let pid = process.child.id().expect("running").to_string();
+    let killed = std::process::Command::new("kill").args(["-TERM", &pid]).status().expect("kill");
+    assert!(killed.success());
+    let status = tokio::time::timeout(Duration::from_secs(10), process.child.wait()).await.expect("exits").expect("status");
+    assert_eq!(status.code(), Some(0));
+}
+
+#[tokio::test]
+async fn a_store_that_cannot_open_stops_start_up_with_a_clear_message() {
+    let out = Command::new(BIN)
+        .env_clear()
+        .env("SQLITE_PATH", "/proc/no-such-place/agent.db")
+        .output()
+        .await
+        .expect("run chat_function");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("SQLITE_PATH") && stderr.contains("/proc/no-such-place"), "{stderr}");
+}
+
+#[tokio::test]
+async fn json_logs_carry_severity_request_id_and_trace() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("logs.db");
+    let port = free_port();
+    let mut child = Command::new(BIN)
+        .env_clear()
+        .env("PORT", port.to_string())
+        .env("SQLITE_PATH", db.to_str().expect("utf-8"))
+        .env("LOG_FORMAT", "json")
+        .env("RUST_LOG", "debug")
+        .env("GOOGLE_CLOUD_PROJECT", "demo-project")
+        .env("GEMINI_API_KEY", "")
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let url = format!("http://127.0.0.1:{port}/api/v1/chat");
+    let sender = tokio::spawn(async move {
+        let http = reqwest::Client::new();
+        for _ in 0..200 {
+            let r = http
+                .post(&url)
+                .header("x-cloud-trace-context", "4bf92f3577b34da6a3ce929d0e0e4736/1;o=1")
+                .header("x-request-id", "log-test-1")
+                .json(&json!({"message": "log me"}))
+                .send()
+                .await;
+            if r.is_ok() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the function never answered");
+    });
+    let found = async {
+        let mut seen = Vec::new();
+        while let Ok(Some(line)) = lines.next_line().await {
+            let v: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+            assert!(v["severity"].is_string() && v["time"].is_string(), "{line}");
+            if v["request_id"] == "log-test-1" {
+                return (v, seen);
+            }
+            seen.push(line);
+        }
+        panic!("no log line of the request: {seen:?}");
+    };
+    let (line, startup) = tokio::time::timeout(Duration::from_secs(10), found).await.expect("a request log line");
+    sender.await.expect("the request was sent");
+    assert_eq!(line["severity"], "DEBUG");
+    assert_eq!(line["logging.googleapis.com/trace"], "projects/demo-project/traces/4bf92f3577b34da6a3ce929d0e0e4736");
+    assert_eq!(line["logging.googleapis.com/spanId"], "0000000000000001");
+    assert_eq!(line["message"], "request finished");
+    assert_eq!(line["status"], 200);
+    // The start-up warnings (offline model, no API keys) are JSON too.
+    assert!(startup.iter().any(|l| l.contains("\"severity\":\"WARNING\"") && l.contains("offline")), "{startup:?}");
 }

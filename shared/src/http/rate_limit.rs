@@ -57,10 +57,8 @@ pub fn client_key(request: &Request, trust_proxy: bool) -> String {
 /// added it (the hops before it are the client's to forge), the Lambda
 /// request context's source IP, else the TCP peer.
 pub fn client_ip(request: &Request, trust_proxy: bool) -> Option<IpAddr> {
-    if trust_proxy {
-        if let Some(ip) = last_forwarded_for(request.headers()) {
-            return Some(ip);
-        }
+    if trust_proxy && let Some(ip) = last_forwarded_for(request.headers()) {
+        return Some(ip);
     }
     if let Some(ConnectInfo(addr)) = request.extensions().get::<ConnectInfo<SocketAddr>>() {
         return Some(addr.ip());
@@ -74,8 +72,8 @@ fn last_forwarded_for(headers: &HeaderMap) -> Option<IpAddr> {
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .filter_map(|hop| hop.trim().parse::<IpAddr>().ok())
-        .last()
+        .next_back()
+        .and_then(|hop| hop.trim().parse::<IpAddr>().ok())
 }
 
 fn lambda_source_ip(request: &Request) -> Option<IpAddr> {

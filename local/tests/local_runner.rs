@@ -1,0 +1,67 @@
+//! The README's first command, as a process: it prints where it listens and
+//! what it serves, and answers the chat routes on one port.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::Command;
+
+#[tokio::test]
+async fn local_serves_every_function_on_one_port() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = agent_core::testing::free_port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_local"))
+        .env_clear()
+        .env("PORT", port.to_string())
+        // Start-up warnings (no model, no keys) would come first on stdout.
+        .env("RUST_LOG", "error")
+        // The default SQLITE_PATH is relative: run where it may create it.
+        .current_dir(dir.path())
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn local");
+    let mut stdout = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let first = tokio::time::timeout(Duration::from_secs(10), stdout.next_line())
+        .await
+        .expect("a banner in time")
+        .expect("read")
+        .expect("a line");
+    assert!(first.contains(&format!("http://127.0.0.1:{port}")), "{first}");
+    assert!(first.contains("offline"), "{first}");
+    let mut banner = vec![first];
+    while let Ok(Ok(Some(line))) = tokio::time::timeout(Duration::from_millis(200), stdout.next_line()).await {
+        banner.push(line);
+    }
+    let banner = banner.join("\n");
+    for route in ["POST   /api/v1/chat", "GET    /api/v1/sessions/{id}", "GET    /health"] {
+        assert!(banner.contains(route), "{banner}");
+    }
+
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    let health: Value = http.get(format!("{base}/health")).send().await.expect("health").json().await.expect("json");
+    assert_eq!(health["function"], "local");
+
+    let chat: Value = http
+        .post(format!("{base}/api/v1/chat"))
+        .body(r#"{"message":"hello"}"#)
+        .send()
+        .await
+        .expect("chat")
+        .json()
+        .await
+        .expect("json");
+    assert!(chat["tokens_used"].as_u64().expect("tokens") > 0);
+    let sid = chat["session_id"].as_str().expect("session id");
+    let session: Value =
+        http.get(format!("{base}/api/v1/sessions/{sid}")).send().await.expect("get").json().await.expect("json");
+    assert_eq!(session["messages"].as_array().expect("messages").len(), 2);
+    assert!(dir.path().join(".agent-data/agent.db").exists(), "the embedded store is under .agent-data/");
+
+    // The POST / aliases belong to the standalone functions.
+    let root = http.post(format!("{base}/")).json(&json!({"message": "hi"})).send().await.expect("post /");
+    assert_eq!(root.status().as_u16(), 404);
+}

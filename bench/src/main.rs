@@ -48,9 +48,10 @@ struct Server {
     _dir: tempfile::TempDir,
 }
 
-fn spawn(bin: &Path, extra: &[(&str, &str)]) -> anyhow::Result<(Server, Instant)> {
+/// Starts `bin` on a free port; on a new SQLite file unless `db` names one.
+fn spawn(bin: &Path, db: Option<&Path>, extra: &[(&str, &str)]) -> anyhow::Result<(Server, Instant)> {
     let dir = tempfile::tempdir()?;
-    let db: PathBuf = dir.path().join("bench.db");
+    let db: PathBuf = db.map(Path::to_path_buf).unwrap_or_else(|| dir.path().join("bench.db"));
     let port = free_port()?;
     let started = Instant::now();
     let child = Command::new(bin)
@@ -74,7 +75,9 @@ async fn wait_healthy(port: u16) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline {
         if let Ok(mut s) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
-            let _ = s.write_all(b"GET /health HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").await;
+            let _ = s
+                .write_all(b"GET /health HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+                .await;
             let mut buf = [0u8; 12];
             if s.read_exact(&mut buf).await.is_ok() && &buf[9..12] == b"200" {
                 return Ok(());
@@ -106,11 +109,12 @@ fn ms(d: Duration) -> String {
     format!("{:.2} ms", d.as_secs_f64() * 1000.0)
 }
 
-async fn startup(bin: &Path, runs: u64) -> anyhow::Result<()> {
+/// Starts `bin` `runs` times; returns the sorted start times and RSS (KiB).
+async fn starts(bin: &Path, runs: u64, db: Option<&Path>) -> anyhow::Result<(Vec<Duration>, Vec<u64>)> {
     let mut starts = Vec::new();
     let mut rss = Vec::new();
     for _ in 0..runs {
-        let (mut server, started) = spawn(bin, &[])?;
+        let (mut server, started) = spawn(bin, db, &[])?;
         wait_healthy(server.port).await?;
         starts.push(started.elapsed());
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -121,15 +125,33 @@ async fn startup(bin: &Path, runs: u64) -> anyhow::Result<()> {
     }
     starts.sort();
     rss.sort();
-    let size = std::fs::metadata(bin).map(|m| m.len()).unwrap_or(0);
-    println!("binary: {} ({:.1} MB)", bin.display(), size as f64 / 1e6);
+    Ok((starts, rss))
+}
+
+fn report_starts(what: &str, starts: &[Duration]) {
     println!(
-        "cold start (exec to first 200 on /health), {runs} runs: min {}, median {}, p90 {}, max {}",
+        "cold start (exec to first 200 on /health), {what}, {} runs: min {}, median {}, p90 {}, max {}",
+        starts.len(),
         ms(starts[0]),
-        ms(percentile(&starts, 0.5)),
-        ms(percentile(&starts, 0.9)),
+        ms(percentile(starts, 0.5)),
+        ms(percentile(starts, 0.9)),
         ms(starts[starts.len() - 1]),
     );
+}
+
+/// Cold start on an existing SQLite file (a restart, or a store that is
+/// not a local file), and on a new one (SQLite creates and syncs the file
+/// and its write-ahead log, once per machine).
+async fn startup(bin: &Path, runs: u64) -> anyhow::Result<()> {
+    let size = std::fs::metadata(bin).map(|m| m.len()).unwrap_or(0);
+    println!("binary: {} ({:.1} MB)", bin.display(), size as f64 / 1e6);
+    let dir = tempfile::tempdir()?;
+    let db = dir.path().join("existing.db");
+    starts(bin, 1, Some(&db)).await?;
+    let (existing, rss) = starts(bin, runs, Some(&db)).await?;
+    report_starts("existing database", &existing);
+    let (fresh, _) = starts(bin, runs, None).await?;
+    report_starts("new database", &fresh);
     println!(
         "idle RSS 0.5 s after start: median {:.1} MiB, max {:.1} MiB",
         rss[rss.len() / 2] as f64 / 1024.0,
@@ -141,7 +163,7 @@ async fn startup(bin: &Path, runs: u64) -> anyhow::Result<()> {
 async fn chat(bin: &Path, seconds: u64, connections: u64) -> anyhow::Result<()> {
     // The limit stays on (its store write is part of a request's cost), set
     // high enough that the benchmark measures serving, not refusing.
-    let (server, _) = spawn(bin, &[("RATE_LIMIT_CHAT", "100000000/60s")])?;
+    let (server, _) = spawn(bin, None, &[("RATE_LIMIT_CHAT", "100000000/60s")])?;
     wait_healthy(server.port).await?;
     let url = format!("http://127.0.0.1:{}/api/v1/chat", server.port);
     let rss_before = server.child.id().map(rss_kib).transpose()?.unwrap_or(0);
@@ -181,7 +203,10 @@ async fn chat(bin: &Path, seconds: u64, connections: u64) -> anyhow::Result<()> 
     let elapsed = started.elapsed();
     all.sort();
     let rss_after = server.child.id().map(rss_kib).transpose()?.unwrap_or(0);
-    println!("POST /api/v1/chat on {}, offline model, SQLite, {connections} connections, {seconds} s:", bin.display());
+    println!(
+        "POST /api/v1/chat on {}, offline model, SQLite, {connections} connections, {seconds} s:",
+        bin.display()
+    );
     println!(
         "  {} ok, {errors} errors, {:.0} req/s; latency p50 {}, p90 {}, p99 {}, max {}",
         all.len(),
@@ -191,6 +216,10 @@ async fn chat(bin: &Path, seconds: u64, connections: u64) -> anyhow::Result<()> 
         ms(percentile(&all, 0.99)),
         ms(all.last().copied().unwrap_or_default()),
     );
-    println!("  server RSS: {:.1} MiB before, {:.1} MiB after", rss_before as f64 / 1024.0, rss_after as f64 / 1024.0);
+    println!(
+        "  server RSS: {:.1} MiB before, {:.1} MiB after",
+        rss_before as f64 / 1024.0,
+        rss_after as f64 / 1024.0
+    );
     Ok(())
 }

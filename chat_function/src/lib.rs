@@ -144,8 +144,14 @@ async fn store_turn(state: &ChatState, turn: &Turn, answer: &ModelResponse) -> R
         .append(
             &turn.session_id,
             &[
-                NewMessage { role: Role::User, content: turn.message.clone() },
-                NewMessage { role: Role::Model, content: response.clone() },
+                NewMessage {
+                    role: Role::User,
+                    content: turn.message.clone(),
+                },
+                NewMessage {
+                    role: Role::Model,
+                    content: response.clone(),
+                },
             ],
         )
         .await?;
@@ -197,12 +203,16 @@ async fn stream_chat(state: ChatState, turn: Turn) -> Result<Response, ApiError>
         });
     let mut response = Sse::new(events).keep_alive(KeepAlive::default()).into_response();
     // Tell nginx-style proxies not to hold the stream back.
-    response.headers_mut().insert("x-accel-buffering", HeaderValue::from_static("no"));
+    response
+        .headers_mut()
+        .insert("x-accel-buffering", HeaderValue::from_static("no"));
     Ok(response)
 }
 
 fn sse_json<T: Serialize>(name: &str, data: &T) -> Event {
-    Event::default().event(name).data(serde_json::to_string(data).unwrap_or_else(|_| "{}".to_string()))
+    Event::default()
+        .event(name)
+        .data(serde_json::to_string(data).unwrap_or_else(|_| "{}".to_string()))
 }
 
 fn error_event(err: &ApiError) -> Event {
@@ -212,7 +222,11 @@ fn error_event(err: &ApiError) -> Event {
 pub async fn get_session(State(state): State<ChatState>, Path(id): Path<String>) -> Result<Response, ApiError> {
     session::validate("the session id", &id)?;
     match state.sessions.messages(&id).await? {
-        Some(messages) => Ok(axum::Json(SessionResponse { session_id: id, messages }).into_response()),
+        Some(messages) => Ok(axum::Json(SessionResponse {
+            session_id: id,
+            messages,
+        })
+        .into_response()),
         None => Err(unknown_session(&id)),
     }
 }

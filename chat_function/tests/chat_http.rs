@@ -25,7 +25,11 @@ impl Chat {
         let mut all = vec![("SQLITE_PATH", db.as_str()), ("LLM_PROVIDER", "offline")];
         all.extend_from_slice(vars);
         let app = App::build(settings(&all), FUNCTION).await.expect("app builds");
-        Chat { server: TestServer::start(router(&app)).await, http: reqwest::Client::new(), _dir: dir }
+        Chat {
+            server: TestServer::start(router(&app)).await,
+            http: reqwest::Client::new(),
+            _dir: dir,
+        }
     }
 
     fn url(&self, path: &str) -> String {
@@ -33,7 +37,12 @@ impl Chat {
     }
 
     async fn post(&self, path: &str, body: Value) -> reqwest::Response {
-        self.http.post(self.url(path)).json(&body).send().await.expect("request")
+        self.http
+            .post(self.url(path))
+            .json(&body)
+            .send()
+            .await
+            .expect("request")
     }
 
     async fn chat(&self, body: Value) -> ChatResponse {
@@ -43,7 +52,12 @@ impl Chat {
     }
 
     async fn session(&self, id: &str) -> Value {
-        let response = self.http.get(self.url(&format!("/api/v1/sessions/{id}"))).send().await.expect("get");
+        let response = self
+            .http
+            .get(self.url(&format!("/api/v1/sessions/{id}")))
+            .send()
+            .await
+            .expect("get");
         assert_eq!(response.status(), StatusCode::OK);
         response.json().await.expect("session json")
     }
@@ -52,8 +66,16 @@ impl Chat {
 /// Asserts the error envelope with this status and code, and returns the message.
 async fn envelope(response: reqwest::Response, status: u16, code: &str) -> String {
     assert_eq!(response.status().as_u16(), status, "status");
-    let content_type = response.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
-    assert!(content_type.starts_with("application/json"), "content type {content_type}");
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    assert!(
+        content_type.starts_with("application/json"),
+        "content type {content_type}"
+    );
     let body: Value = response.json().await.expect("json body");
     assert_eq!(body["error"]["code"], code, "{body}");
     let message = body["error"]["message"].as_str().expect("message").to_string();
@@ -64,8 +86,19 @@ async fn envelope(response: reqwest::Response, status: u16, code: &str) -> Strin
 #[tokio::test]
 async fn a_conversation_keeps_its_history() {
     let chat = Chat::start(&[]).await;
-    let health: Value = chat.http.get(chat.url("/health")).send().await.expect("health").json().await.expect("json");
-    assert_eq!(health, json!({"status": "ok", "function": "chat_function", "version": env!("CARGO_PKG_VERSION")}));
+    let health: Value = chat
+        .http
+        .get(chat.url("/health"))
+        .send()
+        .await
+        .expect("health")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(
+        health,
+        json!({"status": "ok", "function": "chat_function", "version": env!("CARGO_PKG_VERSION")})
+    );
 
     let first = chat.chat(json!({"message": "hello"})).await;
     assert!(!first.session_id.is_empty());
@@ -73,7 +106,9 @@ async fn a_conversation_keeps_its_history() {
     assert_eq!(first.model, "offline");
     assert!(first.response.contains("\"hello\""), "{}", first.response);
 
-    let second = chat.chat(json!({"message": "how are you?", "session_id": first.session_id})).await;
+    let second = chat
+        .chat(json!({"message": "how are you?", "session_id": first.session_id}))
+        .await;
     assert_eq!(second.session_id, first.session_id);
     // The offline model quotes the earlier messages it was given.
     assert!(second.response.contains("you said: \"hello\""), "{}", second.response);
@@ -88,7 +123,12 @@ async fn a_conversation_keeps_its_history() {
     assert!(messages[0]["created_at"].as_str().expect("created_at").ends_with('Z'));
 
     // The Cloud Function style alias answers the same way.
-    let alias: ChatResponse = chat.post("/", json!({"message": "via root"})).await.json().await.expect("alias");
+    let alias: ChatResponse = chat
+        .post("/", json!({"message": "via root"}))
+        .await
+        .json()
+        .await
+        .expect("alias");
     assert!(alias.response.contains("via root"));
 }
 
@@ -103,7 +143,11 @@ async fn system_instruction_and_history_limit_reach_the_model() {
         .chat(json!({"message": "four", "session_id": sid, "system_instruction": "answer in French"}))
         .await;
     // Only the last 2 messages (the user's "three" and its answer) were sent.
-    assert!(answer.response.contains("(2 messages) you said: \"three\"."), "{}", answer.response);
+    assert!(
+        answer.response.contains("(2 messages) you said: \"three\"."),
+        "{}",
+        answer.response
+    );
     assert!(answer.response.contains("answer in French"), "{}", answer.response);
 }
 
@@ -114,7 +158,10 @@ async fn concurrent_messages_on_one_session_lose_nothing() {
     let tasks: Vec<_> = (0..100)
         .map(|i| {
             let chat = chat.clone();
-            tokio::spawn(async move { chat.chat(json!({"message": format!("msg-{i}"), "session_id": sid})).await })
+            tokio::spawn(async move {
+                chat.chat(json!({"message": format!("msg-{i}"), "session_id": sid}))
+                    .await
+            })
         })
         .collect();
     for t in tasks {
@@ -129,7 +176,10 @@ async fn concurrent_messages_on_one_session_lose_nothing() {
         assert_eq!(pair[1]["role"], "model");
         let asked = pair[0]["content"].as_str().expect("content");
         let answered = pair[1]["content"].as_str().expect("content");
-        assert!(answered.contains(&format!("You said: \"{asked}\"")), "{asked} answered by {answered}");
+        assert!(
+            answered.contains(&format!("You said: \"{asked}\"")),
+            "{asked} answered by {answered}"
+        );
         assert!(seen.insert(asked.to_string()), "{asked} stored twice");
     }
     assert_eq!(seen.len(), 100);
@@ -142,8 +192,12 @@ async fn an_identical_message_twice_is_stored_twice() {
         chat.chat(json!({"message": "same", "session_id": "dup"})).await;
     }
     let session = chat.session("dup").await;
-    let contents: Vec<&str> =
-        session["messages"].as_array().expect("messages").iter().map(|m| m["content"].as_str().expect("c")).collect();
+    let contents: Vec<&str> = session["messages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .map(|m| m["content"].as_str().expect("c"))
+        .collect();
     assert_eq!(contents.iter().filter(|c| **c == "same").count(), 2);
 }
 
@@ -158,28 +212,68 @@ async fn bad_requests_get_the_envelope() {
     assert!(m.contains("empty"), "{m}");
     let m = envelope(chat.post("/api/v1/chat", json!({})).await, 400, "invalid_argument").await;
     assert!(m.contains("missing field `message`"), "{m}");
-    let m = envelope(chat.post("/api/v1/chat", json!({"message": "  "})).await, 400, "invalid_argument").await;
+    let m = envelope(
+        chat.post("/api/v1/chat", json!({"message": "  "})).await,
+        400,
+        "invalid_argument",
+    )
+    .await;
     assert!(m.contains("message is empty"), "{m}");
-    let m = envelope(chat.post("/api/v1/chat", json!({"message": 42})).await, 400, "invalid_argument").await;
+    let m = envelope(
+        chat.post("/api/v1/chat", json!({"message": 42})).await,
+        400,
+        "invalid_argument",
+    )
+    .await;
     assert!(m.contains("invalid type"), "{m}");
-    let m = envelope(chat.post("/api/v1/chat", json!({"message": "hi", "stream": "yes"})).await, 400, "invalid_argument")
-        .await;
+    let m = envelope(
+        chat.post("/api/v1/chat", json!({"message": "hi", "stream": "yes"}))
+            .await,
+        400,
+        "invalid_argument",
+    )
+    .await;
     assert!(m.contains("boolean"), "{m}");
-    let m = envelope(chat.post("/api/v1/chat", json!({"message": "x".repeat(101)})).await, 400, "invalid_argument").await;
+    let m = envelope(
+        chat.post("/api/v1/chat", json!({"message": "x".repeat(101)})).await,
+        400,
+        "invalid_argument",
+    )
+    .await;
     assert!(m.contains("over the limit of 100"), "{m}");
-    let m = envelope(chat.post("/api/v1/chat", json!({"message": "hi", "session_id": "a/b"})).await, 400, "invalid_argument")
-        .await;
+    let m = envelope(
+        chat.post("/api/v1/chat", json!({"message": "hi", "session_id": "a/b"}))
+            .await,
+        400,
+        "invalid_argument",
+    )
+    .await;
     assert!(m.contains("session_id must be"), "{m}");
-    let m = envelope(chat.post("/api/v1/chat", json!({"mesage": "hi"})).await, 400, "invalid_argument").await;
+    let m = envelope(
+        chat.post("/api/v1/chat", json!({"mesage": "hi"})).await,
+        400,
+        "invalid_argument",
+    )
+    .await;
     assert!(m.contains("unknown field `mesage`"), "{m}");
 
     let big = json!({"message": "y".repeat(4096)});
     let m = envelope(chat.post("/api/v1/chat", big).await, 413, "payload_too_large").await;
     assert!(m.contains("2048 bytes"), "{m}");
 
-    let unknown = chat.http.get(chat.url("/api/v1/sessions/nobody")).send().await.expect("get");
+    let unknown = chat
+        .http
+        .get(chat.url("/api/v1/sessions/nobody"))
+        .send()
+        .await
+        .expect("get");
     envelope(unknown, 404, "not_found").await;
-    let unknown = chat.http.delete(chat.url("/api/v1/sessions/nobody")).send().await.expect("delete");
+    let unknown = chat
+        .http
+        .delete(chat.url("/api/v1/sessions/nobody"))
+        .send()
+        .await
+        .expect("delete");
     envelope(unknown, 404, "not_found").await;
     let no_route = chat.http.get(chat.url("/api/v2/nothing")).send().await.expect("get");
     envelope(no_route, 404, "not_found").await;
@@ -198,8 +292,14 @@ async fn delete_forgets_a_session() {
     let chat = Chat::start(&[]).await;
     let first = chat.chat(json!({"message": "forget me"})).await;
     let url = chat.url(&format!("/api/v1/sessions/{}", first.session_id));
-    assert_eq!(chat.http.delete(&url).send().await.expect("delete").status(), StatusCode::NO_CONTENT);
-    assert_eq!(chat.http.get(&url).send().await.expect("get").status(), StatusCode::NOT_FOUND);
+    assert_eq!(
+        chat.http.delete(&url).send().await.expect("delete").status(),
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        chat.http.get(&url).send().await.expect("get").status(),
+        StatusCode::NOT_FOUND
+    );
 }
 
 #[tokio::test]
@@ -216,7 +316,15 @@ async fn api_keys_are_required_when_set() {
     envelope(send(Some("k3")).await.expect("send"), 401, "unauthenticated").await;
     envelope(send(Some("k1,k2")).await.expect("send"), 401, "unauthenticated").await;
     assert_eq!(send(Some("k2")).await.expect("send").status(), StatusCode::OK);
-    assert_eq!(chat.http.get(chat.url("/health")).send().await.expect("health").status(), StatusCode::OK);
+    assert_eq!(
+        chat.http
+            .get(chat.url("/health"))
+            .send()
+            .await
+            .expect("health")
+            .status(),
+        StatusCode::OK
+    );
     let metrics = chat.http.get(chat.url("/metrics")).send().await.expect("metrics");
     envelope(metrics, 401, "unauthenticated").await;
 }
@@ -225,7 +333,11 @@ async fn api_keys_are_required_when_set() {
 async fn rate_limit_admits_the_limit_per_client() {
     let chat = Chat::start(&[("RATE_LIMIT_CHAT", "3/60s")]).await;
     let send = |client: &'static str| {
-        chat.http.post(chat.url("/api/v1/chat")).header("x-client-id", client).json(&json!({"message": "hi"})).send()
+        chat.http
+            .post(chat.url("/api/v1/chat"))
+            .header("x-client-id", client)
+            .json(&json!({"message": "hi"}))
+            .send()
     };
     for i in 0..3 {
         let r = send("alice").await.expect("send");
@@ -233,16 +345,38 @@ async fn rate_limit_admits_the_limit_per_client() {
         assert_eq!(r.headers()["ratelimit-remaining"], (2 - i).to_string().as_str());
     }
     let fourth = send("alice").await.expect("send");
-    let retry_after: u64 =
-        fourth.headers()["retry-after"].to_str().expect("ascii").parse().expect("seconds");
+    let retry_after: u64 = fourth.headers()["retry-after"]
+        .to_str()
+        .expect("ascii")
+        .parse()
+        .expect("seconds");
     assert!((1..=60).contains(&retry_after), "{retry_after}");
     envelope(fourth, 429, "rate_limited").await;
     assert_eq!(send("bob").await.expect("send").status(), StatusCode::OK);
 
-    let metrics = chat.http.get(chat.url("/metrics")).send().await.expect("metrics").text().await.expect("text");
-    assert!(metrics.contains("rate_limited_requests_total{function=\"chat_function\",bucket=\"chat\"} 1"), "{metrics}");
-    assert!(metrics.contains("route=\"/api/v1/chat\",method=\"POST\",status=\"429\"} 1"), "{metrics}");
-    assert!(metrics.contains("model_calls_total{function=\"chat_function\",provider=\"offline\",model=\"offline\",outcome=\"ok\"} 4"), "{metrics}");
+    let metrics = chat
+        .http
+        .get(chat.url("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics.contains("rate_limited_requests_total{function=\"chat_function\",bucket=\"chat\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("route=\"/api/v1/chat\",method=\"POST\",status=\"429\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(
+            "model_calls_total{function=\"chat_function\",provider=\"offline\",model=\"offline\",outcome=\"ok\"} 4"
+        ),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]
@@ -259,8 +393,18 @@ async fn cors_preflight_and_allowed_origins() {
     let r = preflight(&any, "https://b.example").await.expect("preflight");
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
     assert_eq!(r.headers()["access-control-allow-origin"], "*");
-    assert!(r.headers()["access-control-allow-methods"].to_str().expect("ascii").contains("POST"));
-    assert!(r.headers()["access-control-allow-headers"].to_str().expect("ascii").contains("x-api-key"));
+    assert!(
+        r.headers()["access-control-allow-methods"]
+            .to_str()
+            .expect("ascii")
+            .contains("POST")
+    );
+    assert!(
+        r.headers()["access-control-allow-headers"]
+            .to_str()
+            .expect("ascii")
+            .contains("x-api-key")
+    );
 
     let only_a = Chat::start(&[("CORS_ALLOWED_ORIGINS", "https://a.example"), ("API_KEYS", "k")]).await;
     let r = preflight(&only_a, "https://a.example").await.expect("preflight");
@@ -281,7 +425,13 @@ async fn cors_preflight_and_allowed_origins() {
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(r.headers()["access-control-allow-origin"], "https://a.example");
     // Errors carry CORS headers too, or the browser hides them from the app.
-    let r = only_a.http.post(only_a.url("/api/v1/chat")).header("origin", "https://a.example").send().await.expect("post");
+    let r = only_a
+        .http
+        .post(only_a.url("/api/v1/chat"))
+        .header("origin", "https://a.example")
+        .send()
+        .await
+        .expect("post");
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(r.headers()["access-control-allow-origin"], "https://a.example");
 }
@@ -289,9 +439,19 @@ async fn cors_preflight_and_allowed_origins() {
 #[tokio::test]
 async fn streaming_sends_deltas_then_done_and_stores_the_turn() {
     let chat = Chat::start(&[]).await;
-    let response = chat.post("/api/v1/chat", json!({"message": "stream to me", "stream": true, "session_id": "s1"})).await;
+    let response = chat
+        .post(
+            "/api/v1/chat",
+            json!({"message": "stream to me", "stream": true, "session_id": "s1"}),
+        )
+        .await;
     assert_eq!(response.status(), StatusCode::OK);
-    assert!(response.headers()["content-type"].to_str().expect("ascii").starts_with("text/event-stream"));
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .expect("ascii")
+            .starts_with("text/event-stream")
+    );
     assert_eq!(response.headers()["x-accel-buffering"], "no");
     let body = response.text().await.expect("body");
 
@@ -299,7 +459,10 @@ async fn streaming_sends_deltas_then_done_and_stores_the_turn() {
     let mut delta_count = 0;
     let mut done: Option<ChatResponse> = None;
     for event in body.split("\n\n").filter(|e| !e.trim().is_empty()) {
-        let name = event.lines().find_map(|l| l.strip_prefix("event: ")).expect("event name");
+        let name = event
+            .lines()
+            .find_map(|l| l.strip_prefix("event: "))
+            .expect("event name");
         let data = event.lines().find_map(|l| l.strip_prefix("data: ")).expect("data");
         match name {
             "delta" => {
@@ -341,20 +504,46 @@ async fn refusing_provider() -> TestServer {
 async fn a_failed_model_call_stores_no_half_turn() {
     let provider = refusing_provider().await;
     let base = format!("{}/v1", provider.url);
-    let chat = Chat::start(&[("LLM_PROVIDER", "openai"), ("OPENAI_BASE_URL", &base), ("OPENAI_MODEL", "m")]).await;
-    let m = envelope(chat.post("/api/v1/chat", json!({"message": "hi", "session_id": "half"})).await, 502, "upstream_error")
-        .await;
+    let chat = Chat::start(&[
+        ("LLM_PROVIDER", "openai"),
+        ("OPENAI_BASE_URL", &base),
+        ("OPENAI_MODEL", "m"),
+    ])
+    .await;
+    let m = envelope(
+        chat.post("/api/v1/chat", json!({"message": "hi", "session_id": "half"}))
+            .await,
+        502,
+        "upstream_error",
+    )
+    .await;
     assert!(m.contains("maximum context length"), "{m}");
-    let r = chat.post("/api/v1/chat", json!({"message": "hi", "session_id": "half", "stream": true})).await;
+    let r = chat
+        .post(
+            "/api/v1/chat",
+            json!({"message": "hi", "session_id": "half", "stream": true}),
+        )
+        .await;
     envelope(r, 502, "upstream_error").await;
-    let missing = chat.http.get(chat.url("/api/v1/sessions/half")).send().await.expect("get");
+    let missing = chat
+        .http
+        .get(chat.url("/api/v1/sessions/half"))
+        .send()
+        .await
+        .expect("get");
     assert_eq!(missing.status(), StatusCode::NOT_FOUND, "no message was stored");
 }
 
 #[tokio::test]
 async fn responses_carry_a_request_id() {
     let chat = Chat::start(&[]).await;
-    let r = chat.http.get(chat.url("/health")).header("x-request-id", "abc-123").send().await.expect("get");
+    let r = chat
+        .http
+        .get(chat.url("/health"))
+        .header("x-request-id", "abc-123")
+        .send()
+        .await
+        .expect("get");
     assert_eq!(r.headers()["x-request-id"], "abc-123");
     let r = chat.http.get(chat.url("/health")).send().await.expect("get");
     assert_eq!(r.headers()["x-request-id"].len(), 36);

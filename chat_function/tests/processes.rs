@@ -65,12 +65,20 @@ async fn bad_settings_stop_the_process_with_one_clear_line() {
         ("RATE_LIMIT_CHAT", "abc", "100/60s"),
         ("LLM_PROVIDER", "nope", "gemini, vertex, openai or offline"),
     ] {
-        let out = Command::new(BIN).env_clear().env(var, value).output().await.expect("run chat_function");
+        let out = Command::new(BIN)
+            .env_clear()
+            .env(var, value)
+            .output()
+            .await
+            .expect("run chat_function");
         assert_eq!(out.status.code(), Some(2), "{var}={value}");
         let stderr = String::from_utf8_lossy(&out.stderr);
         let lines: Vec<&str> = stderr.lines().collect();
         assert_eq!(lines.len(), 1, "{stderr}");
-        assert!(lines[0].contains(var) && lines[0].contains(value) && lines[0].contains(expected), "{stderr}");
+        assert!(
+            lines[0].contains(var) && lines[0].contains(value) && lines[0].contains(expected),
+            "{stderr}"
+        );
     }
 }
 
@@ -90,7 +98,10 @@ async fn two_processes_sharing_one_sqlite_file_admit_exactly_the_limit() {
             .send()
     });
     let results = futures_util::future::join_all(sends).await;
-    let statuses: Vec<u16> = results.into_iter().map(|r| r.expect("response").status().as_u16()).collect();
+    let statuses: Vec<u16> = results
+        .into_iter()
+        .map(|r| r.expect("response").status().as_u16())
+        .collect();
     assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 3, "{statuses:?}");
     assert_eq!(statuses.iter().filter(|s| **s == 429).count(), 7, "{statuses:?}");
 }
@@ -117,16 +128,30 @@ async fn next_invocation(State(api): State<RuntimeApi>) -> Response {
         + 30_000;
     let mut headers = HeaderMap::new();
     headers.insert("lambda-runtime-aws-request-id", id.parse().expect("header"));
-    headers.insert("lambda-runtime-deadline-ms", deadline.to_string().parse().expect("header"));
+    headers.insert(
+        "lambda-runtime-deadline-ms",
+        deadline.to_string().parse().expect("header"),
+    );
     headers.insert(
         "lambda-runtime-invoked-function-arn",
-        "arn:aws:lambda:us-east-1:123456789012:function:chat".parse().expect("header"),
+        "arn:aws:lambda:us-east-1:123456789012:function:chat"
+            .parse()
+            .expect("header"),
     );
-    headers.insert("lambda-runtime-trace-id", "Root=1-5759e988-bd862e3fe1be46a994272793;Sampled=1".parse().expect("header"));
+    headers.insert(
+        "lambda-runtime-trace-id",
+        "Root=1-5759e988-bd862e3fe1be46a994272793;Sampled=1"
+            .parse()
+            .expect("header"),
+    );
     (headers, axum::Json(event)).into_response()
 }
 
-async fn invocation_response(State(api): State<RuntimeApi>, Path(id): Path<String>, body: axum::body::Bytes) -> Response {
+async fn invocation_response(
+    State(api): State<RuntimeApi>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
     let value: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let _ = api.answers.send((id, Ok(value)));
     axum::http::StatusCode::ACCEPTED.into_response()
@@ -147,7 +172,10 @@ async fn init_error(State(api): State<RuntimeApi>, body: axum::body::Bytes) -> R
 type Answer = (String, Result<Value, Value>);
 
 async fn next_answer(answers: &mut mpsc::UnboundedReceiver<Answer>) -> Answer {
-    tokio::time::timeout(Duration::from_secs(20), answers.recv()).await.expect("an answer in time").expect("open")
+    tokio::time::timeout(Duration::from_secs(20), answers.recv())
+        .await
+        .expect("an answer in time")
+        .expect("open")
 }
 
 /// A Lambda Function URL event (payload format 2.0).
@@ -191,16 +219,35 @@ fn function_url_event(method: &str, path: &str, body: Option<Value>) -> Value {
 #[tokio::test]
 async fn the_same_binary_answers_lambda_function_url_events() {
     let (tx, mut answers) = mpsc::unbounded_channel();
-    let api = RuntimeApi { events: Arc::new(Mutex::new(VecDeque::new())), answers: tx };
+    let api = RuntimeApi {
+        events: Arc::new(Mutex::new(VecDeque::new())),
+        answers: tx,
+    };
     api.events.lock().expect("lock").extend([
-        ("inv-1".to_string(), function_url_event("POST", "/api/v1/chat", Some(json!({"message": "hello from lambda", "session_id": "lambda-s"})))),
-        ("inv-2".to_string(), function_url_event("GET", "/api/v1/sessions/lambda-s", None)),
-        ("inv-3".to_string(), function_url_event("POST", "/api/v1/chat", Some(json!({"message": ""})))),
+        (
+            "inv-1".to_string(),
+            function_url_event(
+                "POST",
+                "/api/v1/chat",
+                Some(json!({"message": "hello from lambda", "session_id": "lambda-s"})),
+            ),
+        ),
+        (
+            "inv-2".to_string(),
+            function_url_event("GET", "/api/v1/sessions/lambda-s", None),
+        ),
+        (
+            "inv-3".to_string(),
+            function_url_event("POST", "/api/v1/chat", Some(json!({"message": ""}))),
+        ),
     ]);
     let runtime = TestServer::start(
         axum::Router::new()
             .route("/2018-06-01/runtime/invocation/next", get(next_invocation))
-            .route("/2018-06-01/runtime/invocation/{id}/response", post(invocation_response))
+            .route(
+                "/2018-06-01/runtime/invocation/{id}/response",
+                post(invocation_response),
+            )
             .route("/2018-06-01/runtime/invocation/{id}/error", post(invocation_error))
             .route("/2018-06-01/runtime/init/error", post(init_error))
             .with_state(api),
@@ -253,9 +300,15 @@ async fn sigterm_drains_and_exits_cleanly() {
     let db = dir.path().join("term.db");
     let mut process = Process::start(&[("SQLITE_PATH", db.to_str().expect("utf-8"))]).await;
     let pid = process.child.id().expect("running").to_string();
-    let killed = std::process::Command::new("kill").args(["-TERM", &pid]).status().expect("kill");
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
     assert!(killed.success());
-    let status = tokio::time::timeout(Duration::from_secs(10), process.child.wait()).await.expect("exits").expect("status");
+    let status = tokio::time::timeout(Duration::from_secs(10), process.child.wait())
+        .await
+        .expect("exits")
+        .expect("status");
     assert_eq!(status.code(), Some(0));
 }
 
@@ -269,7 +322,10 @@ async fn a_store_that_cannot_open_stops_start_up_with_a_clear_message() {
         .expect("run chat_function");
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("SQLITE_PATH") && stderr.contains("/proc/no-such-place"), "{stderr}");
+    assert!(
+        stderr.contains("SQLITE_PATH") && stderr.contains("/proc/no-such-place"),
+        "{stderr}"
+    );
 }
 
 #[tokio::test]
@@ -321,13 +377,23 @@ async fn json_logs_carry_severity_request_id_and_trace() {
         }
         panic!("no log line of the request: {seen:?}");
     };
-    let (line, startup) = tokio::time::timeout(Duration::from_secs(10), found).await.expect("a request log line");
+    let (line, startup) = tokio::time::timeout(Duration::from_secs(10), found)
+        .await
+        .expect("a request log line");
     sender.await.expect("the request was sent");
     assert_eq!(line["severity"], "DEBUG");
-    assert_eq!(line["logging.googleapis.com/trace"], "projects/demo-project/traces/4bf92f3577b34da6a3ce929d0e0e4736");
+    assert_eq!(
+        line["logging.googleapis.com/trace"],
+        "projects/demo-project/traces/4bf92f3577b34da6a3ce929d0e0e4736"
+    );
     assert_eq!(line["logging.googleapis.com/spanId"], "0000000000000001");
     assert_eq!(line["message"], "request finished");
     assert_eq!(line["status"], 200);
     // The start-up warnings (offline model, no API keys) are JSON too.
-    assert!(startup.iter().any(|l| l.contains("\"severity\":\"WARNING\"") && l.contains("offline")), "{startup:?}");
+    assert!(
+        startup
+            .iter()
+            .any(|l| l.contains("\"severity\":\"WARNING\"") && l.contains("offline")),
+        "{startup:?}"
+    );
 }

@@ -24,11 +24,14 @@ pub fn router(app: &App) -> Router {
 /// What `local` prints at start: where it listens, what it serves, and on
 /// which model and store.
 pub fn banner(app: &App, port: u16) -> String {
+    let store = match app.settings.store.kind {
+        agent_core::config::StoreKind::Sqlite => format!("sqlite {}", app.settings.store.sqlite_path.display()),
+        agent_core::config::StoreKind::Firestore => "firestore".to_string(),
+    };
     let mut out = format!(
-        "serverless-agent local runner on http://127.0.0.1:{port} (model: {} {}, store: {:?})\n",
+        "serverless-agent local runner on http://127.0.0.1:{port} (model: {}/{}, store: {store})\n",
         app.model.provider(),
         app.model.name(),
-        app.settings.store.kind,
     );
     for (route, what) in ROUTES {
         out.push_str(&format!("  {route:<32} {what}\n"));

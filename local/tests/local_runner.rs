@@ -42,7 +42,14 @@ async fn local_serves_every_function_on_one_port() {
 
     let base = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::new();
-    let health: Value = http.get(format!("{base}/health")).send().await.expect("health").json().await.expect("json");
+    let health: Value = http
+        .get(format!("{base}/health"))
+        .send()
+        .await
+        .expect("health")
+        .json()
+        .await
+        .expect("json");
     assert_eq!(health["function"], "local");
 
     let chat: Value = http
@@ -56,12 +63,26 @@ async fn local_serves_every_function_on_one_port() {
         .expect("json");
     assert!(chat["tokens_used"].as_u64().expect("tokens") > 0);
     let sid = chat["session_id"].as_str().expect("session id");
-    let session: Value =
-        http.get(format!("{base}/api/v1/sessions/{sid}")).send().await.expect("get").json().await.expect("json");
+    let session: Value = http
+        .get(format!("{base}/api/v1/sessions/{sid}"))
+        .send()
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
     assert_eq!(session["messages"].as_array().expect("messages").len(), 2);
-    assert!(dir.path().join(".agent-data/agent.db").exists(), "the embedded store is under .agent-data/");
+    assert!(
+        dir.path().join(".agent-data/agent.db").exists(),
+        "the embedded store is under .agent-data/"
+    );
 
     // The POST / aliases belong to the standalone functions.
-    let root = http.post(format!("{base}/")).json(&json!({"message": "hi"})).send().await.expect("post /");
+    let root = http
+        .post(format!("{base}/"))
+        .json(&json!({"message": "hi"}))
+        .send()
+        .await
+        .expect("post /");
     assert_eq!(root.status().as_u16(), 404);
 }

@@ -28,7 +28,9 @@ impl App {
     /// opens the model and the stores (exit 1 if they cannot be used).
     pub async fn start(function: &'static str) -> App {
         let settings = Settings::from_env_or_exit();
-        let project = std::env::var("GOOGLE_CLOUD_PROJECT").ok().or_else(|| settings.store.firestore_project.clone());
+        let project = std::env::var("GOOGLE_CLOUD_PROJECT")
+            .ok()
+            .or_else(|| settings.store.firestore_project.clone());
         crate::logging::init(settings.log_format, project);
         for warning in settings.startup_warnings() {
             tracing::warn!("{warning}");
@@ -48,7 +50,12 @@ impl App {
         let metrics = Metrics::new(function);
         let model = llm::build(&settings.llm, metrics.clone())?;
         let stores = store::open(&settings.store).await?;
-        Ok(App { settings: Arc::new(settings), metrics, model, stores })
+        Ok(App {
+            settings: Arc::new(settings),
+            metrics,
+            model,
+            stores,
+        })
     }
 
     /// Puts `routes` behind the rate limit `limit` (if any), counted under

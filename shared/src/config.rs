@@ -212,7 +212,11 @@ impl Settings {
                     "MAX_BODY_BYTES",
                     1024 * 1024,
                     "a size in bytes from 1024 to 104857600",
-                    |v| v.parse::<usize>().ok().filter(|n| (1024..=100 * 1024 * 1024).contains(n)),
+                    |v| {
+                        v.parse::<usize>()
+                            .ok()
+                            .filter(|n| (1024..=100 * 1024 * 1024).contains(n))
+                    },
                 )?,
                 max_message_chars: env.parse_or(
                     "MAX_MESSAGE_CHARS",
@@ -220,26 +224,34 @@ impl Settings {
                     "a number of characters from 1 to 1000000",
                     |v| v.parse::<usize>().ok().filter(|n| (1..=1_000_000).contains(n)),
                 )?,
-                trust_proxy: env.parse_or("TRUST_PROXY", env.get("K_SERVICE").is_some(), "true or false", parse_bool)?,
+                trust_proxy: env.parse_or(
+                    "TRUST_PROXY",
+                    env.get("K_SERVICE").is_some(),
+                    "true or false",
+                    parse_bool,
+                )?,
             },
             rate_limit_chat: env.parse_or(
                 "RATE_LIMIT_CHAT",
-                Some(RateLimit { max: 100, window: Duration::from_secs(60) }),
+                Some(RateLimit {
+                    max: 100,
+                    window: Duration::from_secs(60),
+                }),
                 RATE_LIMIT_EXPECTED,
                 parse_rate_limit,
             )?,
             rate_limit_agent: env.parse_or(
                 "RATE_LIMIT_AGENT",
-                Some(RateLimit { max: 20, window: Duration::from_secs(60) }),
+                Some(RateLimit {
+                    max: 20,
+                    window: Duration::from_secs(60),
+                }),
                 RATE_LIMIT_EXPECTED,
                 parse_rate_limit,
             )?,
-            history_limit: env.parse_or(
-                "HISTORY_LIMIT",
-                20,
-                "a number of messages from 0 to 1000",
-                |v| v.parse::<usize>().ok().filter(|n| *n <= 1000),
-            )?,
+            history_limit: env.parse_or("HISTORY_LIMIT", 20, "a number of messages from 0 to 1000", |v| {
+                v.parse::<usize>().ok().filter(|n| *n <= 1000)
+            })?,
         })
     }
 
@@ -267,8 +279,7 @@ impl Settings {
     }
 }
 
-const RATE_LIMIT_EXPECTED: &str =
-    "requests per window such as 100/60s, 20/1m or 1000/1h (or off for no limit)";
+const RATE_LIMIT_EXPECTED: &str = "requests per window such as 100/60s, 20/1m or 1000/1h (or off for no limit)";
 
 /// A lookup with the parsing helpers settings need.
 struct Env<'a>(&'a dyn Fn(&str) -> Option<String>);
@@ -320,7 +331,10 @@ fn default_log_format(env: &Env<'_>) -> LogFormat {
 }
 
 fn llm_settings(env: &Env<'_>) -> Result<LlmSettings, ConfigError> {
-    let gemini_api_key = env.get("GEMINI_API_KEY").or_else(|| env.get("GOOGLE_API_KEY")).map(Secret::new);
+    let gemini_api_key = env
+        .get("GEMINI_API_KEY")
+        .or_else(|| env.get("GOOGLE_API_KEY"))
+        .map(Secret::new);
     let openai_api_key = env.get("OPENAI_API_KEY").map(Secret::new);
     let openai_base_set = env.get("OPENAI_BASE_URL").is_some();
 
@@ -331,7 +345,13 @@ fn llm_settings(env: &Env<'_>) -> Result<LlmSettings, ConfigError> {
                 "vertex" | "vertexai" | "vertex-ai" => Provider::Vertex,
                 "openai" => Provider::OpenAi,
                 "offline" => Provider::Offline,
-                _ => return Err(ConfigError::new("LLM_PROVIDER", &v, "gemini, vertex, openai or offline")),
+                _ => {
+                    return Err(ConfigError::new(
+                        "LLM_PROVIDER",
+                        &v,
+                        "gemini, vertex, openai or offline",
+                    ));
+                }
             };
             (p, false)
         }
@@ -377,7 +397,12 @@ fn llm_settings(env: &Env<'_>) -> Result<LlmSettings, ConfigError> {
             "LLM_TIMEOUT_SECONDS",
             Duration::from_secs(60),
             "a number of seconds from 1 to 3600",
-            |v| v.parse::<f64>().ok().filter(|s| (1.0..=3600.0).contains(s)).map(Duration::from_secs_f64),
+            |v| {
+                v.parse::<f64>()
+                    .ok()
+                    .filter(|s| (1.0..=3600.0).contains(s))
+                    .map(Duration::from_secs_f64)
+            },
         )?,
         max_retries: env.parse_or("LLM_MAX_RETRIES", 3, "a number of retries from 0 to 10", |v| {
             v.parse::<u32>().ok().filter(|n| *n <= 10)
@@ -454,6 +479,9 @@ fn parse_rate_limit(v: &str) -> Option<Option<RateLimit>> {
     let (max, window) = v.split_once('/')?;
     let max: u64 = max.trim().parse().ok().filter(|n| *n > 0)?;
     let window = window.trim();
+    if window.is_empty() {
+        return None;
+    }
     let (number, unit) = match window.find(|c: char| !c.is_ascii_digit()) {
         Some(i) => window.split_at(i),
         None => (window, "s"),
@@ -469,7 +497,10 @@ fn parse_rate_limit(v: &str) -> Option<Option<RateLimit>> {
     if seconds == 0 || seconds > 7 * 86_400 {
         return None;
     }
-    Some(Some(RateLimit { max, window: Duration::from_secs(seconds) }))
+    Some(Some(RateLimit {
+        max,
+        window: Duration::from_secs(seconds),
+    }))
 }
 
 #[cfg(test)]
@@ -478,8 +509,7 @@ mod tests {
     use std::collections::HashMap;
 
     fn settings(vars: &[(&str, &str)]) -> Result<Settings, ConfigError> {
-        let map: HashMap<String, String> =
-            vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let map: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         Settings::from_lookup(|name| map.get(name).cloned())
     }
 
@@ -490,7 +520,13 @@ mod tests {
         assert_eq!(s.llm.provider, Provider::Offline);
         assert!(s.llm.offline_by_default);
         assert_eq!(s.store.kind, StoreKind::Sqlite);
-        assert_eq!(s.rate_limit_chat, Some(RateLimit { max: 100, window: Duration::from_secs(60) }));
+        assert_eq!(
+            s.rate_limit_chat,
+            Some(RateLimit {
+                max: 100,
+                window: Duration::from_secs(60)
+            })
+        );
         assert_eq!(s.history_limit, 20);
         assert_eq!(s.startup_warnings().len(), 2);
     }
@@ -507,7 +543,10 @@ mod tests {
         assert!(err.to_string().contains("100/60s"), "{err}");
 
         let err = settings(&[("LLM_PROVIDER", "nope")]).expect_err("unknown provider");
-        assert_eq!(err.to_string(), r#"LLM_PROVIDER="nope" is not valid: expected gemini, vertex, openai or offline"#);
+        assert_eq!(
+            err.to_string(),
+            r#"LLM_PROVIDER="nope" is not valid: expected gemini, vertex, openai or offline"#
+        );
     }
 
     #[test]

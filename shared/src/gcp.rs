@@ -72,7 +72,9 @@ pub struct MetadataClient {
 
 impl std::fmt::Debug for MetadataClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MetadataClient").field("host", &self.inner.host).finish_non_exhaustive()
+        f.debug_struct("MetadataClient")
+            .field("host", &self.inner.host)
+            .finish_non_exhaustive()
     }
 }
 
@@ -126,7 +128,10 @@ impl MetadataClient {
         if let Some(token) = cached.as_ref().and_then(Cached::fresh) {
             return Ok(token);
         }
-        let fresh = self.fetch_access_token().await.map_err(|reason| self.error("an access token", reason))?;
+        let fresh = self
+            .fetch_access_token()
+            .await
+            .map_err(|reason| self.error("an access token", reason))?;
         let token = fresh.token.clone();
         *cached = Some(fresh);
         Ok(token)
@@ -139,15 +144,21 @@ impl MetadataClient {
         if let Some(token) = cache.get(audience).and_then(Cached::fresh) {
             return Ok(token);
         }
-        let fresh =
-            self.fetch_id_token(audience).await.map_err(|reason| self.error("an identity token", reason))?;
+        let fresh = self
+            .fetch_id_token(audience)
+            .await
+            .map_err(|reason| self.error("an identity token", reason))?;
         let token = fresh.token.clone();
         cache.insert(audience.to_string(), fresh);
         Ok(token)
     }
 
     fn error(&self, what: &'static str, reason: String) -> MetadataError {
-        MetadataError { what, host: self.inner.host.clone(), reason }
+        MetadataError {
+            what,
+            host: self.inner.host.clone(),
+            reason,
+        }
     }
 
     async fn get(&self, url: reqwest::Url) -> Result<String, String> {
@@ -175,8 +186,11 @@ impl MetadataClient {
     }
 
     fn url(&self, path: &str) -> Result<reqwest::Url, String> {
-        reqwest::Url::parse(&format!("{}/computeMetadata/v1/instance/service-accounts/default/{path}", self.inner.base))
-            .map_err(|err| format!("not a valid host ({err})"))
+        reqwest::Url::parse(&format!(
+            "{}/computeMetadata/v1/instance/service-accounts/default/{path}",
+            self.inner.base
+        ))
+        .map_err(|err| format!("not a valid host ({err})"))
     }
 
     async fn fetch_access_token(&self) -> Result<Cached, String> {
@@ -187,23 +201,34 @@ impl MetadataClient {
             return Err("the answer holds an empty token".into());
         }
         let lifetime = Duration::from_secs(answer.expires_in.unwrap_or(0));
-        Ok(Cached { token: answer.access_token, refresh_at: refresh_at(lifetime) })
+        Ok(Cached {
+            token: answer.access_token,
+            refresh_at: refresh_at(lifetime),
+        })
     }
 
     async fn fetch_id_token(&self, audience: &str) -> Result<Cached, String> {
         let mut url = self.url("identity")?;
-        url.query_pairs_mut().append_pair("audience", audience).append_pair("format", "full");
+        url.query_pairs_mut()
+            .append_pair("audience", audience)
+            .append_pair("format", "full");
         let token = self.get(url).await?.trim().to_string();
         if token.is_empty() {
             return Err("the answer holds an empty token".into());
         }
         let lifetime = jwt_expiry(&token)
             .map(|exp| {
-                let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+                let now = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map(|d| d.as_secs())
+                    .unwrap_or(0);
                 Duration::from_secs(exp.saturating_sub(now))
             })
             .unwrap_or(ID_TOKEN_ASSUMED_LIFETIME);
-        Ok(Cached { token, refresh_at: refresh_at(lifetime) })
+        Ok(Cached {
+            token,
+            refresh_at: refresh_at(lifetime),
+        })
     }
 }
 
@@ -233,7 +258,8 @@ pub fn jwt_expiry(jwt: &str) -> Option<u64> {
     let bytes = base64url_decode(payload)?;
     let claims: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
     let exp = claims.get("exp")?;
-    exp.as_u64().or_else(|| exp.as_f64().filter(|e| *e >= 0.0).map(|e| e as u64))
+    exp.as_u64()
+        .or_else(|| exp.as_f64().filter(|e| *e >= 0.0).map(|e| e as u64))
 }
 
 /// Base64url without padding (RFC 4648 section 5), as JWTs use it; padding is
@@ -287,7 +313,11 @@ mod tests {
             ("Zm9vYmFy", "foobar"),
             ("Zm9vYg==", "foob"),
         ] {
-            assert_eq!(base64url_decode(encoded).as_deref(), Some(decoded.as_bytes()), "{encoded}");
+            assert_eq!(
+                base64url_decode(encoded).as_deref(),
+                Some(decoded.as_bytes()),
+                "{encoded}"
+            );
         }
         assert_eq!(base64url_decode("-_8"), Some(vec![0xfb, 0xff]));
         assert_eq!(base64url_decode("Z"), None);
@@ -319,10 +349,7 @@ mod tests {
         (StatusCode::OK, body.to_string())
     }
 
-    async fn identity(
-        State(seen): State<Seen>,
-        Query(query): Query<HashMap<String, String>>,
-    ) -> (StatusCode, String) {
+    async fn identity(State(seen): State<Seen>, Query(query): Query<HashMap<String, String>>) -> (StatusCode, String) {
         seen.identity_calls.fetch_add(1, Ordering::SeqCst);
         if query.get("format").map(String::as_str) != Some("full") {
             return (StatusCode::BAD_REQUEST, "format".into());
@@ -330,13 +357,22 @@ mod tests {
         let aud = query.get("audience").cloned().unwrap_or_default();
         // Payload {"exp":4102444800} (year 2100); the audience is echoed in
         // the signature part so the test can see it arrived intact.
-        (StatusCode::OK, format!("eyJhbGciOiJSUzI1NiJ9.eyJleHAiOjQxMDI0NDQ4MDB9.{aud}"))
+        (
+            StatusCode::OK,
+            format!("eyJhbGciOiJSUzI1NiJ9.eyJleHAiOjQxMDI0NDQ4MDB9.{aud}"),
+        )
     }
 
     async fn server(seen: Seen) -> String {
         let app = Router::new()
-            .route("/computeMetadata/v1/instance/service-accounts/default/token", get(token))
-            .route("/computeMetadata/v1/instance/service-accounts/default/identity", get(identity))
+            .route(
+                "/computeMetadata/v1/instance/service-accounts/default/token",
+                get(token),
+            )
+            .route(
+                "/computeMetadata/v1/instance/service-accounts/default/identity",
+                get(identity),
+            )
             .with_state(seen);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
@@ -346,7 +382,10 @@ mod tests {
 
     #[tokio::test]
     async fn access_tokens_are_fetched_and_cached() {
-        let seen = Seen { expires_in: 3599, ..Seen::default() };
+        let seen = Seen {
+            expires_in: 3599,
+            ..Seen::default()
+        };
         let host = server(seen.clone()).await;
         let client = MetadataClient::new(host, reqwest::Client::new());
         assert_eq!(client.access_token().await.expect("token"), "tok-0");
@@ -356,7 +395,10 @@ mod tests {
 
     #[tokio::test]
     async fn tokens_about_to_expire_are_refreshed() {
-        let seen = Seen { expires_in: 30, ..Seen::default() };
+        let seen = Seen {
+            expires_in: 30,
+            ..Seen::default()
+        };
         let host = server(seen.clone()).await;
         let client = MetadataClient::new(format!("http://{host}/"), reqwest::Client::new());
         assert_eq!(client.access_token().await.expect("token"), "tok-0");

@@ -28,7 +28,10 @@ pub fn init(format: LogFormat, project: Option<String>) {
             .fmt_fields(JsonFields::new())
             .event_format(CloudLogging { project })
             .try_init(),
-        LogFormat::Pretty => tracing_subscriber::fmt().with_env_filter(filter).with_target(false).try_init(),
+        LogFormat::Pretty => tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_target(false)
+            .try_init(),
     };
     // A second init (tests, `local` building several functions) keeps the first.
     drop(result);
@@ -66,7 +69,8 @@ impl Visit for Fields<'_> {
         self.0.insert(field.name().to_string(), Value::from(value));
     }
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        self.0.insert(field.name().to_string(), Value::from(format!("{value:?}")));
+        self.0
+            .insert(field.name().to_string(), Value::from(format!("{value:?}")));
     }
 }
 
@@ -78,7 +82,10 @@ where
     fn format_event(&self, ctx: &FmtContext<'_, S, N>, mut writer: Writer<'_>, event: &Event<'_>) -> fmt::Result {
         let mut line = Map::new();
         line.insert("severity".into(), severity(event.metadata().level()).into());
-        line.insert("time".into(), crate::store::rfc3339(std::time::SystemTime::now()).into());
+        line.insert(
+            "time".into(),
+            crate::store::rfc3339(std::time::SystemTime::now()).into(),
+        );
         if let Some(scope) = ctx.event_scope() {
             for span in scope.from_root() {
                 let extensions = span.extensions();

@@ -20,7 +20,9 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(8);
 pub async fn serve(router: Router, port: u16) -> anyhow::Result<()> {
     if std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some() {
         tracing::info!("running on AWS Lambda");
-        return lambda_http::run(router).await.map_err(|e| anyhow::anyhow!("lambda runtime: {e}"));
+        return lambda_http::run(router)
+            .await
+            .map_err(|e| anyhow::anyhow!("lambda runtime: {e}"));
     }
     let listener = bind(port).await?;
     serve_on(listener, router, shutdown_signal()).await

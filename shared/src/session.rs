@@ -15,7 +15,9 @@ pub fn generate() -> String {
 
 /// Checks a client-given session id, naming the field in the message.
 pub fn validate(field: &str, id: &str) -> Result<(), ApiError> {
-    let valid_chars = id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+    let valid_chars = id
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
     if id.is_empty() || id.len() > MAX_LEN || !valid_chars || id == "." || id == ".." {
         return Err(ApiError::invalid_argument(format!(
             "{field} must be 1 to {MAX_LEN} characters of A-Z, a-z, 0-9, _, . and - (and not . or ..); \

@@ -36,7 +36,9 @@ impl TestServer {
             Ok(l) => l,
             Err(err) => panic!("cannot bind a loopback port: {err}"),
         };
-        let addr = listener.local_addr().unwrap_or_else(|err| panic!("no local address: {err}"));
+        let addr = listener
+            .local_addr()
+            .unwrap_or_else(|err| panic!("no local address: {err}"));
         let (tx, rx) = oneshot::channel::<()>();
         let handle = tokio::spawn(async move {
             let shutdown = async move {
@@ -46,7 +48,12 @@ impl TestServer {
                 eprintln!("test server failed: {err:#}");
             }
         });
-        TestServer { addr, url: format!("http://{addr}"), shutdown: Some(tx), handle: Some(handle) }
+        TestServer {
+            addr,
+            url: format!("http://{addr}"),
+            shutdown: Some(tx),
+            handle: Some(handle),
+        }
     }
 
     /// Stops accepting and waits for open requests to finish.

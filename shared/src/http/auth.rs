@@ -54,8 +54,10 @@ pub async fn require_api_key(State(keys): State<Arc<[Secret]>>, mut request: Req
             request.extensions_mut().insert(index);
             next.run(request).await
         }
-        None => ApiError::unauthenticated("the X-API-Key header does not hold a valid API key; check the key you were given")
-            .into_response(),
+        None => ApiError::unauthenticated(
+            "the X-API-Key header does not hold a valid API key; check the key you were given",
+        )
+        .into_response(),
     }
 }
 

@@ -24,7 +24,9 @@ fn allow_origin(origins: &CorsOrigins, origin: &HeaderValue) -> Option<HeaderVal
         CorsOrigins::Any => Some(HeaderValue::from_static("*")),
         CorsOrigins::List(list) => {
             let origin_str = origin.to_str().ok()?;
-            list.iter().any(|o| o.eq_ignore_ascii_case(origin_str)).then(|| origin.clone())
+            list.iter()
+                .any(|o| o.eq_ignore_ascii_case(origin_str))
+                .then(|| origin.clone())
         }
     }
 }
@@ -47,9 +49,18 @@ pub async fn cors(State(origins): State<Arc<CorsOrigins>>, request: Request, nex
         // the call, which is the point.
         if let Some(allowed) = origin.as_ref().and_then(|o| allow_origin(&origins, o)) {
             headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, allowed);
-            headers.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static(ALLOW_METHODS));
-            headers.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, HeaderValue::from_static(ALLOW_HEADERS));
-            headers.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static(MAX_AGE_SECONDS));
+            headers.insert(
+                header::ACCESS_CONTROL_ALLOW_METHODS,
+                HeaderValue::from_static(ALLOW_METHODS),
+            );
+            headers.insert(
+                header::ACCESS_CONTROL_ALLOW_HEADERS,
+                HeaderValue::from_static(ALLOW_HEADERS),
+            );
+            headers.insert(
+                header::ACCESS_CONTROL_MAX_AGE,
+                HeaderValue::from_static(MAX_AGE_SECONDS),
+            );
         }
         return response;
     }
@@ -60,7 +71,10 @@ pub async fn cors(State(origins): State<Arc<CorsOrigins>>, request: Request, nex
         add_vary(headers);
         if let Some(allowed) = allow_origin(&origins, &origin) {
             headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, allowed);
-            headers.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, HeaderValue::from_static(EXPOSE_HEADERS));
+            headers.insert(
+                header::ACCESS_CONTROL_EXPOSE_HEADERS,
+                HeaderValue::from_static(EXPOSE_HEADERS),
+            );
         }
     }
     response

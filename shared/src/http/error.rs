@@ -42,7 +42,12 @@ struct Body<'a> {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
-        ApiError { status, code, message: message.into(), retry_after: None }
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            retry_after: None,
+        }
     }
 
     pub fn invalid_argument(message: impl Into<String>) -> ApiError {
@@ -97,8 +102,13 @@ impl ApiError {
 
     /// The envelope as JSON text, for places that write it themselves (SSE).
     pub fn to_json(&self) -> String {
-        serde_json::to_string(&Envelope { error: Body { code: self.code, message: &self.message } })
-            .unwrap_or_else(|_| r#"{"error":{"code":"internal","message":"error"}}"#.to_string())
+        serde_json::to_string(&Envelope {
+            error: Body {
+                code: self.code,
+                message: &self.message,
+            },
+        })
+        .unwrap_or_else(|_| r#"{"error":{"code":"internal","message":"error"}}"#.to_string())
     }
 }
 
@@ -115,11 +125,18 @@ impl IntoResponse for ApiError {
         if self.status.is_server_error() {
             tracing::warn!(status = self.status.as_u16(), code = self.code, "{}", self.message);
         }
-        let body = Json(Envelope { error: Body { code: self.code, message: &self.message } });
+        let body = Json(Envelope {
+            error: Body {
+                code: self.code,
+                message: &self.message,
+            },
+        });
         let mut response = (self.status, body).into_response();
         if let Some(after) = self.retry_after {
             let secs = after.as_secs_f64().ceil().max(1.0) as u64;
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         response
     }
@@ -140,9 +157,9 @@ impl From<ModelError> for ApiError {
                 "the model did not answer within {} s; retry, or raise LLM_TIMEOUT_SECONDS",
                 after.as_secs_f64()
             )),
-            ModelError::Blocked(reason) => ApiError::invalid_argument(format!(
-                "the model declined to answer: {reason}; rephrase the message"
-            )),
+            ModelError::Blocked(reason) => {
+                ApiError::invalid_argument(format!("the model declined to answer: {reason}; rephrase the message"))
+            }
         }
     }
 }
@@ -220,7 +237,9 @@ pub(crate) fn payload_too_large(limit: Option<BodyLimit>) -> ApiError {
         Some(BodyLimit(n)) => ApiError::payload_too_large(format!(
             "the request body is larger than this function accepts ({n} bytes, MAX_BODY_BYTES); send a smaller body"
         )),
-        None => ApiError::payload_too_large("the request body is larger than this function accepts; send a smaller body"),
+        None => {
+            ApiError::payload_too_large("the request body is larger than this function accepts; send a smaller body")
+        }
     }
 }
 
@@ -236,13 +255,24 @@ mod tests {
 
     #[test]
     fn model_errors_map_to_the_contract() {
-        let e: ApiError = ModelError::Upstream { status: Some(400), message: "API key not valid".into() }.into();
+        let e: ApiError = ModelError::Upstream {
+            status: Some(400),
+            message: "API key not valid".into(),
+        }
+        .into();
         assert_eq!((e.status.as_u16(), e.code), (502, "upstream_error"));
         assert!(e.message.contains("API key not valid"));
         let e: ApiError = ModelError::Timeout(Duration::from_secs(3)).into();
         assert_eq!((e.status.as_u16(), e.code), (504, "upstream_timeout"));
-        let e: ApiError = ModelError::Unavailable { message: "busy".into(), retry_after: None }.into();
-        assert_eq!((e.status.as_u16(), e.code, e.retry_after), (503, "unavailable", Some(Duration::from_secs(5))));
+        let e: ApiError = ModelError::Unavailable {
+            message: "busy".into(),
+            retry_after: None,
+        }
+        .into();
+        assert_eq!(
+            (e.status.as_u16(), e.code, e.retry_after),
+            (503, "unavailable", Some(Duration::from_secs(5)))
+        );
     }
 
     #[test]

@@ -55,7 +55,9 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
 /// A required text field: present, not blank, at most `max_chars` long.
 pub fn require_text(field: &str, value: &str, max_chars: usize) -> Result<(), ApiError> {
     if value.trim().is_empty() {
-        return Err(ApiError::invalid_argument(format!("{field} is empty; send the text in {field}")));
+        return Err(ApiError::invalid_argument(format!(
+            "{field} is empty; send the text in {field}"
+        )));
     }
     let chars = value.chars().count();
     if chars > max_chars {

@@ -68,7 +68,10 @@ impl Metrics {
     pub fn inc_by(&self, name: &'static str, help: &'static str, labels: &[(&str, &str)], by: u64) {
         let key = self.label_key(labels);
         let mut table = self.table();
-        let family = table.counters.entry(name).or_insert_with(|| Family { help, series: BTreeMap::new() });
+        let family = table.counters.entry(name).or_insert_with(|| Family {
+            help,
+            series: BTreeMap::new(),
+        });
         *family.series.entry(key).or_default() += by;
     }
 
@@ -80,7 +83,10 @@ impl Metrics {
         let key = self.label_key(labels);
         let seconds = value.as_secs_f64();
         let mut table = self.table();
-        let family = table.histograms.entry(name).or_insert_with(|| Family { help, series: BTreeMap::new() });
+        let family = table.histograms.entry(name).or_insert_with(|| Family {
+            help,
+            series: BTreeMap::new(),
+        });
         let h = family.series.entry(key).or_default();
         h.count += 1;
         h.sum += seconds;
@@ -95,7 +101,12 @@ impl Metrics {
     pub fn counter(&self, name: &str, labels: &[(&str, &str)]) -> u64 {
         let key = self.label_key(labels);
         let table = self.table();
-        table.counters.get(name).and_then(|f| f.series.get(&key)).copied().unwrap_or(0)
+        table
+            .counters
+            .get(name)
+            .and_then(|f| f.series.get(&key))
+            .copied()
+            .unwrap_or(0)
     }
 
     /// The Prometheus text exposition format, version 0.0.4.
@@ -196,10 +207,22 @@ mod tests {
         m.inc_by("x_total", "An x.", &[("route", "/a\"b")], 2);
         m.observe("lat_seconds", "Latency.", &[("route", "/a")], Duration::from_millis(3));
         let text = m.render();
-        assert!(text.contains("x_total{function=\"chat\",route=\"/a\\\"b\"} 3"), "{text}");
-        assert!(text.contains("lat_seconds_bucket{function=\"chat\",route=\"/a\",le=\"0.005\"} 1"), "{text}");
-        assert!(text.contains("lat_seconds_bucket{function=\"chat\",route=\"/a\",le=\"0.0025\"} 0"), "{text}");
-        assert!(text.contains("lat_seconds_count{function=\"chat\",route=\"/a\"} 1"), "{text}");
+        assert!(
+            text.contains("x_total{function=\"chat\",route=\"/a\\\"b\"} 3"),
+            "{text}"
+        );
+        assert!(
+            text.contains("lat_seconds_bucket{function=\"chat\",route=\"/a\",le=\"0.005\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("lat_seconds_bucket{function=\"chat\",route=\"/a\",le=\"0.0025\"} 0"),
+            "{text}"
+        );
+        assert!(
+            text.contains("lat_seconds_count{function=\"chat\",route=\"/a\"} 1"),
+            "{text}"
+        );
         assert_eq!(m.counter("x_total", &[("route", "/a\"b")]), 3);
     }
 }

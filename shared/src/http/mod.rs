@@ -42,7 +42,11 @@ struct Health {
 }
 
 async fn health(State(function): State<&'static str>) -> Json<Health> {
-    Json(Health { status: "ok", function, version: VERSION })
+    Json(Health {
+        status: "ok",
+        function,
+        version: VERSION,
+    })
 }
 
 /// Wraps a function's API routes with everything every function serves and
@@ -59,7 +63,10 @@ pub fn wrap(api: Router, function: &'static str, settings: &HttpSettings, metric
         .merge(protected)
         // Layers run bottom-up on the way in: request context first.
         .layer(DefaultBodyLimit::max(settings.max_body_bytes))
-        .layer(middleware::from_fn_with_state(Arc::new(settings.cors_allowed_origins.clone()), cors::cors))
+        .layer(middleware::from_fn_with_state(
+            Arc::new(settings.cors_allowed_origins.clone()),
+            cors::cors,
+        ))
         .layer(CatchPanicLayer::custom(error::panic_response))
         .layer(middleware::from_fn(error::envelope_errors))
         .layer(middleware::from_fn_with_state(metrics, metrics::track))

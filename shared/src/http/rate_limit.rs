@@ -86,7 +86,10 @@ fn lambda_source_ip(request: &Request) -> Option<IpAddr> {
 }
 
 fn seconds_until(t: SystemTime, now: SystemTime) -> u64 {
-    t.duration_since(now).map(|d| d.as_secs_f64().ceil() as u64).unwrap_or(0).max(1)
+    t.duration_since(now)
+        .map(|d| d.as_secs_f64().ceil() as u64)
+        .unwrap_or(0)
+        .max(1)
 }
 
 pub async fn limit(State(limiter): State<RateLimiter>, request: Request, next: Next) -> Response {
@@ -136,7 +139,8 @@ mod tests {
             builder = builder.header(*k, *v);
         }
         let mut r = builder.body(axum::body::Body::empty()).expect("request");
-        r.extensions_mut().insert(ConnectInfo(SocketAddr::from(([10, 0, 0, 9], 5000))));
+        r.extensions_mut()
+            .insert(ConnectInfo(SocketAddr::from(([10, 0, 0, 9], 5000))));
         r
     }
 

@@ -56,12 +56,17 @@ fn traceparent(value: &str) -> Option<TraceContext> {
     if !is_hex(trace_id, 32) || !is_hex(span_id, 16) || trace_id.bytes().all(|b| b == b'0') {
         return None;
     }
-    Some(TraceContext { trace_id: trace_id.to_ascii_lowercase(), span_id: Some(span_id.to_ascii_lowercase()) })
+    Some(TraceContext {
+        trace_id: trace_id.to_ascii_lowercase(),
+        span_id: Some(span_id.to_ascii_lowercase()),
+    })
 }
 
 pub fn trace_context(headers: &HeaderMap) -> Option<TraceContext> {
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    header("traceparent").and_then(traceparent).or_else(|| header("x-cloud-trace-context").and_then(cloud_trace))
+    header("traceparent")
+        .and_then(traceparent)
+        .or_else(|| header("x-cloud-trace-context").and_then(cloud_trace))
 }
 
 /// The client's request id if it is short and printable, else a new one.
@@ -92,7 +97,10 @@ pub async fn trace_requests(mut request: Request, next: Next) -> Response {
             span.record("span_id", s.as_str());
         }
     }
-    request.extensions_mut().insert(RequestContext { request_id: id.clone(), trace });
+    request.extensions_mut().insert(RequestContext {
+        request_id: id.clone(),
+        trace,
+    });
 
     let mut response = next.run(request).instrument(span.clone()).await;
     let status = response.status().as_u16();

@@ -17,8 +17,8 @@ use serde_json::{Map, Value, json};
 use super::retry::{self, RetryPolicy};
 use super::sse::{self, Accumulator, SseEvent};
 use super::{
-    Content, FunctionCall, FunctionResponse, Model, ModelError, ModelRequest, ModelResponse,
-    ModelStream, Part, Role, Usage,
+    Content, FunctionCall, FunctionResponse, Model, ModelError, ModelRequest, ModelResponse, ModelStream, Part, Role,
+    Usage,
 };
 use crate::config::LlmSettings;
 use crate::gcp::MetadataClient;
@@ -46,9 +46,8 @@ impl GeminiModel {
         let Some(key) = settings.gemini_api_key.as_ref() else {
             anyhow::bail!("GEMINI_API_KEY is not set (Gemini on AI Studio needs an API key)");
         };
-        let mut header = HeaderValue::from_str(key.expose()).map_err(|_| {
-            anyhow::anyhow!("GEMINI_API_KEY holds characters that cannot be sent in an HTTP header")
-        })?;
+        let mut header = HeaderValue::from_str(key.expose())
+            .map_err(|_| anyhow::anyhow!("GEMINI_API_KEY holds characters that cannot be sent in an HTTP header"))?;
         header.set_sensitive(true);
         let model = model_id(&settings.gemini_model);
         Ok(GeminiModel {
@@ -86,9 +85,7 @@ impl GeminiModel {
         let model = model_id(&settings.gemini_model);
         Ok(GeminiModel {
             http,
-            endpoint: format!(
-                "{base}/v1/projects/{project}/locations/{location}/publishers/google/models/{model}"
-            ),
+            endpoint: format!("{base}/v1/projects/{project}/locations/{location}/publishers/google/models/{model}"),
             model,
             auth: Auth::Metadata(metadata),
             policy: RetryPolicy::from_settings(settings),
@@ -104,16 +101,42 @@ impl GeminiModel {
                     message: err.to_string(),
                     retry_after: None,
                 })?;
-                let mut value = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
-                    ModelError::Unavailable {
-                        message: "the metadata server handed out an access token that is not a valid header"
-                            .into(),
+                let mut value =
+                    HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| ModelError::Unavailable {
+                        message: "the metadata server handed out an access token that is not a valid header".into(),
                         retry_after: None,
-                    }
-                })?;
+                    })?;
                 value.set_sensitive(true);
                 Ok((reqwest::header::AUTHORIZATION, value))
             }
+        }
+    }
+
+    /// The access token changes, so the policy cannot mask it in advance:
+    /// an error that quotes it (a proxy echoing the request) is masked here.
+    fn redact_token(&self, err: ModelError, auth: &(HeaderName, HeaderValue)) -> ModelError {
+        let Auth::Metadata(_) = self.auth else {
+            return err;
+        };
+        let Some(token) = auth
+            .1
+            .to_str()
+            .ok()
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .filter(|t| !t.is_empty())
+        else {
+            return err;
+        };
+        match err {
+            ModelError::Upstream { status, message } => ModelError::Upstream {
+                status,
+                message: message.replace(token, "***"),
+            },
+            ModelError::Unavailable { message, retry_after } => ModelError::Unavailable {
+                message: message.replace(token, "***"),
+                retry_after,
+            },
+            other => other,
         }
     }
 
@@ -132,10 +155,12 @@ fn model_id(name: &str) -> String {
 }
 
 fn encode_body(request: &ModelRequest) -> Result<Bytes, ModelError> {
-    serde_json::to_vec(&request_body(request)).map(Bytes::from).map_err(|err| ModelError::Upstream {
-        status: None,
-        message: format!("the request could not be encoded: {err}"),
-    })
+    serde_json::to_vec(&request_body(request))
+        .map(Bytes::from)
+        .map_err(|err| ModelError::Upstream {
+            status: None,
+            message: format!("the request could not be encoded: {err}"),
+        })
 }
 
 #[async_trait]
@@ -152,7 +177,9 @@ impl Model for GeminiModel {
         let body = encode_body(request)?;
         let auth = self.auth_header().await?;
         let url = format!("{}:generateContent", self.endpoint);
-        let answer = retry::send_json_with_retry(&self.policy, || self.post(&url, &auth, &body)).await?;
+        let answer = retry::send_json_with_retry(&self.policy, || self.post(&url, &auth, &body))
+            .await
+            .map_err(|err| self.redact_token(err, &auth))?;
         decode_response(&answer, &self.model)
     }
 
@@ -160,9 +187,14 @@ impl Model for GeminiModel {
         let body = encode_body(&request)?;
         let auth = self.auth_header().await?;
         let url = format!("{}:streamGenerateContent?alt=sse", self.endpoint);
-        let response = retry::send_with_retry(&self.policy, || self.post(&url, &auth, &body)).await?;
+        let response = retry::send_with_retry(&self.policy, || self.post(&url, &auth, &body))
+            .await
+            .map_err(|err| self.redact_token(err, &auth))?;
         let events = sse::events(response, self.policy.timeout);
-        let accumulator = StreamAccumulator { configured_model: self.model.clone(), ..Default::default() };
+        let accumulator = StreamAccumulator {
+            configured_model: self.model.clone(),
+            ..Default::default()
+        };
         sse::first_event_ready(sse::model_stream(events, accumulator)).await
     }
 }
@@ -201,7 +233,10 @@ fn is_empty_object_schema(schema: &Value) -> bool {
         Value::Object(map) => {
             map.is_empty()
                 || (map.get("type").and_then(Value::as_str) == Some("object")
-                    && map.get("properties").and_then(Value::as_object).is_none_or(Map::is_empty))
+                    && map
+                        .get("properties")
+                        .and_then(Value::as_object)
+                        .is_none_or(Map::is_empty))
         }
         _ => false,
     }
@@ -237,7 +272,11 @@ fn encode_part(part: &Part) -> Option<Value> {
         Part::Text(text) if text.is_empty() => None,
         Part::Text(text) => Some(json!({"text": text})),
         Part::FunctionCall(call) => {
-            let args = if call.args.is_null() { json!({}) } else { call.args.clone() };
+            let args = if call.args.is_null() {
+                json!({})
+            } else {
+                call.args.clone()
+            };
             let mut inner = json!({"name": call.name, "args": args});
             if let Some(id) = &call.id {
                 inner["id"] = json!(id);
@@ -268,11 +307,18 @@ pub fn decode_response(answer: &Value, configured_model: &str) -> Result<ModelRe
         .filter(|m| !m.is_empty())
         .unwrap_or(configured_model)
         .to_string();
-    let Some(candidate) = answer.get("candidates").and_then(Value::as_array).and_then(|c| c.first()) else {
+    let Some(candidate) = answer
+        .get("candidates")
+        .and_then(Value::as_array)
+        .and_then(|c| c.first())
+    else {
         if let Some(reason) = answer.pointer("/promptFeedback/blockReason").and_then(Value::as_str) {
             return Err(ModelError::Blocked(format!("the prompt was blocked ({reason})")));
         }
-        return Err(ModelError::Upstream { status: None, message: "the model returned no candidates".into() });
+        return Err(ModelError::Upstream {
+            status: None,
+            message: "the model returned no candidates".into(),
+        });
     };
     let finish_reason = candidate.get("finishReason").and_then(Value::as_str);
     if let Some(reason @ ("MALFORMED_FUNCTION_CALL" | "UNEXPECTED_TOOL_CALL")) = finish_reason {
@@ -293,15 +339,18 @@ pub fn decode_response(answer: &Value, configured_model: &str) -> Result<ModelRe
         .map(|parts| decode_parts(parts))
         .unwrap_or_default();
     if parts.is_empty()
-        && let Some(reason @ ("SAFETY" | "PROHIBITED_CONTENT" | "BLOCKLIST" | "SPII" | "IMAGE_SAFETY")) =
-            finish_reason
+        && let Some(reason @ ("SAFETY" | "PROHIBITED_CONTENT" | "BLOCKLIST" | "SPII" | "IMAGE_SAFETY")) = finish_reason
     {
         return Err(ModelError::Blocked(format!("the answer was blocked ({reason})")));
     }
     let usage = answer.get("usageMetadata");
     let count = |field: &str| usage.and_then(|u| u.get(field)).and_then(Value::as_u64).unwrap_or(0);
     Ok(ModelResponse {
-        content: Content { role: Some(Role::Model), parts, raw: content.cloned() },
+        content: Content {
+            role: Some(Role::Model),
+            parts,
+            raw: content.cloned(),
+        },
         usage: Usage {
             input_tokens: count("promptTokenCount"),
             output_tokens: count("candidatesTokenCount") + count("thoughtsTokenCount"),
@@ -325,7 +374,11 @@ fn decode_parts(parts: &[Value]) -> Vec<Part> {
                 return Some(Part::FunctionCall(FunctionCall {
                     id: string_field(call, "id"),
                     name: string_field(call, "name")?,
-                    args: call.get("args").filter(|a| !a.is_null()).cloned().unwrap_or_else(|| json!({})),
+                    args: call
+                        .get("args")
+                        .filter(|a| !a.is_null())
+                        .cloned()
+                        .unwrap_or_else(|| json!({})),
                 }));
             }
             if let Some(response) = part.get("functionResponse") {
@@ -345,7 +398,11 @@ fn is_thought(part: &Value) -> bool {
 }
 
 fn string_field(value: &Value, field: &str) -> Option<String> {
-    value.get(field).and_then(Value::as_str).filter(|s| !s.is_empty()).map(str::to_string)
+    value
+        .get(field)
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
 }
 
 /// Folds `streamGenerateContent` chunks into one `GenerateContentResponse`
@@ -369,15 +426,18 @@ struct StreamAccumulator {
 }
 
 fn is_plain_text(part: &Value) -> bool {
-    part.as_object().is_some_and(|o| o.len() == 1 && o.get("text").is_some_and(Value::is_string))
+    part.as_object()
+        .is_some_and(|o| o.len() == 1 && o.get("text").is_some_and(Value::is_string))
 }
 
 impl StreamAccumulator {
     fn add_part(&mut self, part: &Value) {
         if is_plain_text(part)
             && let Some(last) = self.parts.last_mut().filter(|last| is_plain_text(last))
-            && let (Some(before), Some(more)) =
-                (last.get("text").and_then(Value::as_str), part.get("text").and_then(Value::as_str))
+            && let (Some(before), Some(more)) = (
+                last.get("text").and_then(Value::as_str),
+                part.get("text").and_then(Value::as_str),
+            )
         {
             *last = json!({"text": format!("{before}{more}")});
             return;
@@ -414,7 +474,11 @@ impl Accumulator for StreamAccumulator {
             }
         }
         let mut deltas = Vec::new();
-        if let Some(candidate) = chunk.get("candidates").and_then(Value::as_array).and_then(|c| c.first()) {
+        if let Some(candidate) = chunk
+            .get("candidates")
+            .and_then(Value::as_array)
+            .and_then(|c| c.first())
+        {
             self.saw_candidate = true;
             if let Some(reason) = candidate.get("finishReason") {
                 self.finish_reason = Some(reason.clone());
@@ -425,7 +489,12 @@ impl Accumulator for StreamAccumulator {
             if let Some(role) = candidate.pointer("/content/role") {
                 self.role = Some(role.clone());
             }
-            for part in candidate.pointer("/content/parts").and_then(Value::as_array).into_iter().flatten() {
+            for part in candidate
+                .pointer("/content/parts")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
                 if !is_thought(part)
                     && let Some(text) = part.get("text").and_then(Value::as_str)
                 {
@@ -439,7 +508,10 @@ impl Accumulator for StreamAccumulator {
 
     fn finish(self) -> Result<ModelResponse, ModelError> {
         if self.chunks == 0 {
-            return Err(ModelError::Upstream { status: None, message: "the stream ended without an answer".into() });
+            return Err(ModelError::Upstream {
+                status: None,
+                message: "the stream ended without an answer".into(),
+            });
         }
         let mut answer = Map::new();
         if self.saw_candidate {
@@ -498,7 +570,11 @@ mod tests {
                     })],
                     raw: None,
                 },
-                Content { role: Some(Role::User), parts: vec![Part::Text(String::new())], raw: None },
+                Content {
+                    role: Some(Role::User),
+                    parts: vec![Part::Text(String::new())],
+                    raw: None,
+                },
             ],
             tools: vec![
                 ToolSpec {
@@ -547,7 +623,10 @@ mod tests {
             parts: vec![Part::Text("hello".into())],
             raw: Some(json!({"role": "assistant", "content": "hello"})),
         };
-        assert_eq!(encode_content(&foreign), Some(json!({"role": "model", "parts": [{"text": "hello"}]})));
+        assert_eq!(
+            encode_content(&foreign),
+            Some(json!({"role": "model", "parts": [{"text": "hello"}]}))
+        );
     }
 
     #[test]
@@ -562,7 +641,13 @@ mod tests {
         });
         let response = decode_response(&answer, "configured").expect("decodes");
         assert_eq!(response.text(), "Hello");
-        assert_eq!(response.usage, Usage { input_tokens: 5, output_tokens: 9 });
+        assert_eq!(
+            response.usage,
+            Usage {
+                input_tokens: 5,
+                output_tokens: 9
+            }
+        );
         assert_eq!(response.model, "configured");
         assert_eq!(response.content.raw.as_ref(), answer.pointer("/candidates/0/content"));
     }
@@ -575,20 +660,33 @@ mod tests {
             Err(ModelError::Blocked("the prompt was blocked (SAFETY)".into()))
         );
         let unsafe_answer = json!({"candidates": [{"finishReason": "SAFETY"}]});
-        assert!(matches!(decode_response(&unsafe_answer, "m"), Err(ModelError::Blocked(_))));
-        let malformed = json!({"candidates": [{"finishReason": "MALFORMED_FUNCTION_CALL", "finishMessage": "bad json"}]});
+        assert!(matches!(
+            decode_response(&unsafe_answer, "m"),
+            Err(ModelError::Blocked(_))
+        ));
+        let malformed =
+            json!({"candidates": [{"finishReason": "MALFORMED_FUNCTION_CALL", "finishMessage": "bad json"}]});
         match decode_response(&malformed, "m") {
             Err(ModelError::Upstream { status: None, message }) => {
-                assert!(message.contains("MALFORMED_FUNCTION_CALL") && message.contains("bad json"), "{message}")
+                assert!(
+                    message.contains("MALFORMED_FUNCTION_CALL") && message.contains("bad json"),
+                    "{message}"
+                )
             }
             other => panic!("expected an upstream error, got {other:?}"),
         }
-        assert!(matches!(decode_response(&json!({}), "m"), Err(ModelError::Upstream { .. })));
+        assert!(matches!(
+            decode_response(&json!({}), "m"),
+            Err(ModelError::Upstream { .. })
+        ));
     }
 
     #[test]
     fn stream_chunks_merge_text_but_keep_signed_parts() {
-        let mut acc = StreamAccumulator { configured_model: "m".into(), ..Default::default() };
+        let mut acc = StreamAccumulator {
+            configured_model: "m".into(),
+            ..Default::default()
+        };
         let chunks = [
             json!({"candidates": [{"content": {"role": "model", "parts": [{"text": "Hel"}]}}]}),
             json!({"candidates": [{"content": {"role": "model", "parts": [{"text": "lo"}]}}]}),
@@ -599,7 +697,12 @@ mod tests {
         ];
         let mut deltas = Vec::new();
         for chunk in chunks {
-            let (d, end) = acc.event(&SseEvent { data: chunk.to_string(), ..SseEvent::default() }).expect("chunk");
+            let (d, end) = acc
+                .event(&SseEvent {
+                    data: chunk.to_string(),
+                    ..SseEvent::default()
+                })
+                .expect("chunk");
             assert!(!end);
             deltas.extend(d);
         }
@@ -607,7 +710,13 @@ mod tests {
         let response = acc.finish().expect("response");
         assert_eq!(response.text(), "Hello");
         assert_eq!(response.model, "gemini-x");
-        assert_eq!(response.usage, Usage { input_tokens: 3, output_tokens: 4 });
+        assert_eq!(
+            response.usage,
+            Usage {
+                input_tokens: 3,
+                output_tokens: 4
+            }
+        );
         assert_eq!(
             response.content.raw,
             Some(json!({"role": "model", "parts": [
@@ -622,8 +731,16 @@ mod tests {
     fn stream_error_chunks_are_errors() {
         let mut acc = StreamAccumulator::default();
         let chunk = json!({"error": {"code": 503, "message": "overloaded", "status": "UNAVAILABLE"}});
-        let err = acc.event(&SseEvent { data: chunk.to_string(), ..SseEvent::default() }).expect_err("error");
+        let err = acc
+            .event(&SseEvent {
+                data: chunk.to_string(),
+                ..SseEvent::default()
+            })
+            .expect_err("error");
         assert!(matches!(err, ModelError::Unavailable { .. }), "{err:?}");
-        assert!(StreamAccumulator::default().finish().is_err(), "an empty stream is not an answer");
+        assert!(
+            StreamAccumulator::default().finish().is_err(),
+            "an empty stream is not an answer"
+        );
     }
 }

@@ -39,8 +39,18 @@ fn record(metrics: &Metrics, provider: &str, model: &str, outcome: &str, usage: 
     );
     if let Some(usage) = usage {
         let help = "Tokens reported by the model, by direction.";
-        metrics.inc_by("model_tokens_total", help, &[("provider", provider), ("model", model), ("direction", "input")], usage.input_tokens);
-        metrics.inc_by("model_tokens_total", help, &[("provider", provider), ("model", model), ("direction", "output")], usage.output_tokens);
+        metrics.inc_by(
+            "model_tokens_total",
+            help,
+            &[("provider", provider), ("model", model), ("direction", "input")],
+            usage.input_tokens,
+        );
+        metrics.inc_by(
+            "model_tokens_total",
+            help,
+            &[("provider", provider), ("model", model), ("direction", "output")],
+            usage.output_tokens,
+        );
     }
 }
 
@@ -73,7 +83,12 @@ impl Model for Metered {
         };
         // Record once, when the stream ends (or fails); a stream dropped by a
         // client that went away counts as "cancelled".
-        let guard = StreamRecord { metrics: self.metrics.clone(), provider, model, done: AtomicBool::new(false) };
+        let guard = StreamRecord {
+            metrics: self.metrics.clone(),
+            provider,
+            model,
+            done: AtomicBool::new(false),
+        };
         Ok(stream
             .map(move |item| {
                 match &item {

@@ -191,7 +191,8 @@ pub type ModelStream = BoxStream<'static, Result<StreamEvent, ModelError>>;
 /// Why a model call failed, in the terms the HTTP contract answers with.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ModelError {
-    /// The provider kept answering 429, 500 or 503 after the allowed retries.
+    /// The provider kept answering 429, 500, 502, 503 or 504 (or could not be
+    /// reached) after the allowed retries.
     #[error("the model provider is unavailable: {message}")]
     Unavailable {
         message: String,
@@ -228,13 +229,19 @@ pub trait Model: Send + Sync {
 }
 
 /// Builds the configured model, wrapped in the metrics decorator.
+///
+/// Only HTTP providers get an HTTP client: building one loads the system's
+/// root certificates (some 150 files), a few milliseconds of cold start the
+/// offline model has no use for.
 pub fn build(settings: &LlmSettings, metrics: Metrics) -> anyhow::Result<Arc<dyn Model>> {
-    let http = http_client(settings.timeout)?;
     let inner: Arc<dyn Model> = match settings.provider {
         Provider::Offline => Arc::new(offline::OfflineModel::new()),
-        Provider::Gemini => Arc::new(gemini::GeminiModel::ai_studio(settings, http)?),
-        Provider::Vertex => Arc::new(gemini::GeminiModel::vertex(settings, http)?),
-        Provider::OpenAi => Arc::new(openai::OpenAiModel::new(settings, http)?),
+        Provider::Gemini => Arc::new(gemini::GeminiModel::ai_studio(
+            settings,
+            http_client(settings.timeout)?,
+        )?),
+        Provider::Vertex => Arc::new(gemini::GeminiModel::vertex(settings, http_client(settings.timeout)?)?),
+        Provider::OpenAi => Arc::new(openai::OpenAiModel::new(settings, http_client(settings.timeout)?)?),
     };
     Ok(Arc::new(metered::Metered::new(inner, metrics)))
 }

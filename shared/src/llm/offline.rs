@@ -10,8 +10,8 @@ use async_trait::async_trait;
 use futures_util::StreamExt;
 
 use super::{
-    Content, Model, ModelError, ModelRequest, ModelResponse, ModelStream, Part, Role,
-    StreamEvent, Usage, estimate_tokens,
+    Content, Model, ModelError, ModelRequest, ModelResponse, ModelStream, Part, Role, StreamEvent, Usage,
+    estimate_tokens,
 };
 
 pub const MODEL_NAME: &str = "offline";
@@ -33,7 +33,10 @@ impl OfflineModel {
             .chain(request.contents.iter().map(|c| estimate_tokens(&content_text(c))))
             .sum();
         ModelResponse {
-            usage: Usage { input_tokens: input.max(1), output_tokens: estimate_tokens(&text).max(1) },
+            usage: Usage {
+                input_tokens: input.max(1),
+                output_tokens: estimate_tokens(&text).max(1),
+            },
             content: Content::model_text(text),
             model: MODEL_NAME.to_string(),
         }
@@ -133,8 +136,10 @@ impl Model for OfflineModel {
 
     async fn stream(&self, request: ModelRequest) -> Result<ModelStream, ModelError> {
         let response = self.answer(&request);
-        let mut events: Vec<Result<StreamEvent, ModelError>> =
-            chunks(&response.text()).into_iter().map(|c| Ok(StreamEvent::Delta(c))).collect();
+        let mut events: Vec<Result<StreamEvent, ModelError>> = chunks(&response.text())
+            .into_iter()
+            .map(|c| Ok(StreamEvent::Delta(c)))
+            .collect();
         events.push(Ok(StreamEvent::Done(response)));
         Ok(futures_util::stream::iter(events).boxed())
     }
@@ -162,24 +167,41 @@ mod tests {
     #[tokio::test]
     async fn reply_shows_the_history_it_was_given() {
         let model = OfflineModel::new();
-        let first = model.generate(&request(&[("hello", Role::User)])).await.expect("offline never fails");
+        let first = model
+            .generate(&request(&[("hello", Role::User)]))
+            .await
+            .expect("offline never fails");
         assert!(first.text().contains("You said: \"hello\""), "{}", first.text());
         assert!(first.text().contains("first message"), "{}", first.text());
         assert!(first.usage.total() > 0);
 
         let second = model
-            .generate(&request(&[("hello", Role::User), (&first.text(), Role::Model), ("again", Role::User)]))
+            .generate(&request(&[
+                ("hello", Role::User),
+                (&first.text(), Role::Model),
+                ("again", Role::User),
+            ]))
             .await
             .expect("offline never fails");
         assert!(second.text().contains("You said: \"again\""), "{}", second.text());
-        assert!(second.text().contains("(2 messages) you said: \"hello\""), "{}", second.text());
+        assert!(
+            second.text().contains("(2 messages) you said: \"hello\""),
+            "{}",
+            second.text()
+        );
     }
 
     #[tokio::test]
     async fn stream_deltas_join_to_the_reply() {
         let model = OfflineModel::new();
         let req = request(&[("tell me something about streams", Role::User)]);
-        let events: Vec<StreamEvent> = model.stream(req).await.expect("stream").try_collect().await.expect("events");
+        let events: Vec<StreamEvent> = model
+            .stream(req)
+            .await
+            .expect("stream")
+            .try_collect()
+            .await
+            .expect("events");
         let (done, deltas) = events.split_last().expect("at least one event");
         let joined: String = deltas
             .iter()

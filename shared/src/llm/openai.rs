@@ -15,10 +15,7 @@ use serde_json::{Map, Value, json};
 
 use super::retry::{self, RetryPolicy};
 use super::sse::{self, Accumulator, SseEvent};
-use super::{
-    Content, FunctionCall, Model, ModelError, ModelRequest, ModelResponse, ModelStream, Part, Role,
-    Usage,
-};
+use super::{Content, FunctionCall, Model, ModelError, ModelRequest, ModelResponse, ModelStream, Part, Role, Usage};
 use crate::config::LlmSettings;
 
 pub struct OpenAiModel {
@@ -54,7 +51,11 @@ impl OpenAiModel {
     }
 
     fn post(&self, body: &Bytes) -> reqwest::RequestBuilder {
-        let mut builder = self.http.post(&self.url).header(CONTENT_TYPE, "application/json").body(body.clone());
+        let mut builder = self
+            .http
+            .post(&self.url)
+            .header(CONTENT_TYPE, "application/json")
+            .body(body.clone());
         if let Some(authorization) = &self.authorization {
             builder = builder.header(AUTHORIZATION, authorization.clone());
         }
@@ -62,9 +63,12 @@ impl OpenAiModel {
     }
 
     fn encode(&self, request: &ModelRequest, stream: bool) -> Result<Bytes, ModelError> {
-        serde_json::to_vec(&request_body(&self.model, request, stream)).map(Bytes::from).map_err(|err| {
-            ModelError::Upstream { status: None, message: format!("the request could not be encoded: {err}") }
-        })
+        serde_json::to_vec(&request_body(&self.model, request, stream))
+            .map(Bytes::from)
+            .map_err(|err| ModelError::Upstream {
+                status: None,
+                message: format!("the request could not be encoded: {err}"),
+            })
     }
 }
 
@@ -88,7 +92,10 @@ impl Model for OpenAiModel {
         let body = self.encode(&request, true)?;
         let response = retry::send_with_retry(&self.policy, || self.post(&body)).await?;
         let events = sse::events(response, self.policy.timeout);
-        let accumulator = StreamAccumulator { configured_model: self.model.clone(), ..Default::default() };
+        let accumulator = StreamAccumulator {
+            configured_model: self.model.clone(),
+            ..Default::default()
+        };
         sse::first_event_ready(sse::model_stream(events, accumulator)).await
     }
 }
@@ -142,7 +149,7 @@ fn messages(request: &ModelRequest) -> Vec<Value> {
                     })
                     .collect();
                 if let Some(raw) = content.raw.as_ref().filter(|raw| is_openai_message(raw)) {
-                    out.push(raw.clone());
+                    out.push(standard_fields(raw));
                     continue;
                 }
                 let text = content.text();
@@ -151,7 +158,10 @@ fn messages(request: &ModelRequest) -> Vec<Value> {
                 }
                 let mut message = Map::new();
                 message.insert("role".into(), json!("assistant"));
-                message.insert("content".into(), if text.is_empty() { Value::Null } else { json!(text) });
+                message.insert(
+                    "content".into(),
+                    if text.is_empty() { Value::Null } else { json!(text) },
+                );
                 if !tool_calls.is_empty() {
                     message.insert("tool_calls".into(), Value::Array(tool_calls));
                 }
@@ -224,6 +234,21 @@ fn is_openai_message(raw: &Value) -> bool {
     raw.get("role").and_then(Value::as_str) == Some("assistant")
 }
 
+/// The assistant message as received, but only its standard fields, with
+/// their values verbatim (call ids, argument strings). Extras such as
+/// `refusal: null`, `annotations` or DeepSeek's `reasoning_content` are
+/// dropped: compatible servers may reject them in a request, and DeepSeek
+/// documents a 400 for an echoed `reasoning_content`.
+fn standard_fields(raw: &Value) -> Value {
+    let mut message = Map::new();
+    for key in ["role", "content", "tool_calls", "name"] {
+        if let Some(value) = raw.get(key).filter(|v| !v.is_null() || key == "content") {
+            message.insert(key.to_string(), value.clone());
+        }
+    }
+    Value::Object(message)
+}
+
 /// OpenAI's arguments are a JSON string. Arguments that were not valid JSON
 /// when the model sent them are kept as that string, and go back unchanged.
 fn arguments_text(args: &Value) -> String {
@@ -249,28 +274,46 @@ fn decode_arguments(arguments: Option<&Value>) -> Value {
 /// A chat completion as a [`ModelResponse`], or the reason it is not one.
 pub fn decode_response(answer: &Value, configured_model: &str) -> Result<ModelResponse, ModelError> {
     let Some(choice) = answer.get("choices").and_then(Value::as_array).and_then(|c| c.first()) else {
-        return Err(ModelError::Upstream { status: None, message: "the model returned no choices".into() });
+        return Err(ModelError::Upstream {
+            status: None,
+            message: "the model returned no choices".into(),
+        });
     };
     let Some(message) = choice.get("message").filter(|m| m.is_object()) else {
-        return Err(ModelError::Upstream { status: None, message: "the model's choice holds no message".into() });
+        return Err(ModelError::Upstream {
+            status: None,
+            message: "the model's choice holds no message".into(),
+        });
     };
     let text = match message.get("content") {
         Some(Value::String(text)) => text.clone(),
         // Some servers send content as parts: [{"type": "text", "text": ...}].
-        Some(Value::Array(parts)) => parts.iter().filter_map(|p| p.get("text").and_then(Value::as_str)).collect(),
+        Some(Value::Array(parts)) => parts
+            .iter()
+            .filter_map(|p| p.get("text").and_then(Value::as_str))
+            .collect(),
         _ => String::new(),
     };
     let mut parts = Vec::new();
     if !text.is_empty() {
         parts.push(Part::Text(text));
     }
-    for call in message.get("tool_calls").and_then(Value::as_array).into_iter().flatten() {
+    for call in message
+        .get("tool_calls")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
         let function = call.get("function");
         let Some(name) = function.and_then(|f| f.get("name")).and_then(Value::as_str) else {
             continue;
         };
         parts.push(Part::FunctionCall(FunctionCall {
-            id: call.get("id").and_then(Value::as_str).filter(|id| !id.is_empty()).map(str::to_string),
+            id: call
+                .get("id")
+                .and_then(Value::as_str)
+                .filter(|id| !id.is_empty())
+                .map(str::to_string),
             name: name.to_string(),
             args: decode_arguments(function.and_then(|f| f.get("arguments"))),
         }));
@@ -280,14 +323,23 @@ pub fn decode_response(answer: &Value, configured_model: &str) -> Result<ModelRe
             return Err(ModelError::Blocked(format!("the model refused: {refusal}")));
         }
         if choice.get("finish_reason").and_then(Value::as_str) == Some("content_filter") {
-            return Err(ModelError::Blocked("the answer was blocked by the provider's content filter".into()));
+            return Err(ModelError::Blocked(
+                "the answer was blocked by the provider's content filter".into(),
+            ));
         }
     }
     let usage = answer.get("usage");
     let count = |field: &str| usage.and_then(|u| u.get(field)).and_then(Value::as_u64).unwrap_or(0);
     Ok(ModelResponse {
-        content: Content { role: Some(Role::Model), parts, raw: Some(message.clone()) },
-        usage: Usage { input_tokens: count("prompt_tokens"), output_tokens: count("completion_tokens") },
+        content: Content {
+            role: Some(Role::Model),
+            parts,
+            raw: Some(message.clone()),
+        },
+        usage: Usage {
+            input_tokens: count("prompt_tokens"),
+            output_tokens: count("completion_tokens"),
+        },
         model: answer
             .get("model")
             .and_then(Value::as_str)
@@ -361,7 +413,13 @@ impl Accumulator for StreamAccumulator {
         if let Some(refusal) = delta.get("refusal").and_then(Value::as_str) {
             self.refusal.push_str(refusal);
         }
-        for (position, fragment) in delta.get("tool_calls").and_then(Value::as_array).into_iter().flatten().enumerate() {
+        for (position, fragment) in delta
+            .get("tool_calls")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
             let index = fragment.get("index").and_then(Value::as_u64).unwrap_or(position as u64);
             let call = self.tool_calls.entry(index).or_default();
             if let Some(id) = fragment.get("id").and_then(Value::as_str).filter(|id| !id.is_empty()) {
@@ -384,11 +442,21 @@ impl Accumulator for StreamAccumulator {
 
     fn finish(self) -> Result<ModelResponse, ModelError> {
         if self.chunks == 0 {
-            return Err(ModelError::Upstream { status: None, message: "the stream ended without an answer".into() });
+            return Err(ModelError::Upstream {
+                status: None,
+                message: "the stream ended without an answer".into(),
+            });
         }
         let mut message = Map::new();
         message.insert("role".into(), json!("assistant"));
-        message.insert("content".into(), if self.text.is_empty() { Value::Null } else { json!(self.text) });
+        message.insert(
+            "content".into(),
+            if self.text.is_empty() {
+                Value::Null
+            } else {
+                json!(self.text)
+            },
+        );
         if !self.refusal.is_empty() {
             message.insert("refusal".into(), json!(self.refusal));
         }
@@ -428,7 +496,11 @@ mod tests {
     use crate::llm::{FunctionResponse, ToolSpec};
 
     fn call(id: Option<&str>, name: &str) -> Part {
-        Part::FunctionCall(FunctionCall { id: id.map(str::to_string), name: name.into(), args: json!({"q": 1}) })
+        Part::FunctionCall(FunctionCall {
+            id: id.map(str::to_string),
+            name: name.into(),
+            args: json!({"q": 1}),
+        })
     }
 
     fn result(id: Option<&str>, name: &str) -> Part {
@@ -440,7 +512,11 @@ mod tests {
     }
 
     fn turn(role: Role, parts: Vec<Part>) -> Content {
-        Content { role: Some(role), parts, raw: None }
+        Content {
+            role: Some(role),
+            parts,
+            raw: None,
+        }
     }
 
     #[test]
@@ -449,20 +525,42 @@ mod tests {
             system_instruction: Some("sys".into()),
             contents: vec![
                 Content::user_text("hi"),
-                turn(Role::Model, vec![Part::Text("let me look".into()), call(None, "a"), call(None, "b")]),
+                turn(
+                    Role::Model,
+                    vec![Part::Text("let me look".into()), call(None, "a"), call(None, "b")],
+                ),
                 turn(Role::User, vec![result(None, "b"), result(None, "a")]),
                 turn(Role::Model, vec![call(Some("xyz"), "a")]),
                 turn(Role::User, vec![result(Some("xyz"), "a"), Part::Text("thanks".into())]),
             ],
-            tools: vec![ToolSpec { name: "a".into(), description: "A".into(), parameters: json!({"type": "object"}) }],
+            tools: vec![ToolSpec {
+                name: "a".into(),
+                description: "A".into(),
+                parameters: json!({"type": "object"}),
+            }],
         };
         let body = request_body("gpt-x", &request, false);
         assert_eq!(body["model"], "gpt-x");
-        assert_eq!(body["tools"][0], json!({"type": "function", "function": {"name": "a", "description": "A", "parameters": {"type": "object"}}}));
+        assert_eq!(
+            body["tools"][0],
+            json!({"type": "function", "function": {"name": "a", "description": "A", "parameters": {"type": "object"}}})
+        );
         assert!(body.get("stream").is_none());
         let messages = body["messages"].as_array().expect("messages");
         let roles: Vec<&str> = messages.iter().map(|m| m["role"].as_str().unwrap_or("?")).collect();
-        assert_eq!(roles, ["system", "user", "assistant", "tool", "tool", "assistant", "tool", "user"]);
+        assert_eq!(
+            roles,
+            [
+                "system",
+                "user",
+                "assistant",
+                "tool",
+                "tool",
+                "assistant",
+                "tool",
+                "user"
+            ]
+        );
         assert_eq!(messages[2]["content"], "let me look");
         assert_eq!(messages[2]["tool_calls"][0]["id"], "call_0");
         assert_eq!(messages[2]["tool_calls"][0]["function"]["arguments"], "{\"q\":1}");
@@ -477,18 +575,26 @@ mod tests {
     }
 
     #[test]
-    fn raw_assistant_messages_go_back_verbatim() {
-        let raw = json!({"role": "assistant", "content": null, "reasoning_content": "hmm",
-            "tool_calls": [{"id": "c9", "type": "function", "function": {"name": "a", "arguments": "{}"}}]});
+    fn raw_assistant_messages_go_back_with_their_standard_fields_verbatim() {
+        let standard = json!({"role": "assistant", "content": null,
+            "tool_calls": [{"id": "c9", "type": "function", "function": {"name": "a", "arguments": "{ }"}}]});
+        let mut raw = standard.clone();
+        raw["reasoning_content"] = json!("hmm");
+        raw["refusal"] = Value::Null;
+        raw["annotations"] = json!([]);
         let request = ModelRequest {
             contents: vec![
-                Content { role: Some(Role::Model), parts: vec![call(Some("c9"), "a")], raw: Some(raw.clone()) },
+                Content {
+                    role: Some(Role::Model),
+                    parts: vec![call(Some("c9"), "a")],
+                    raw: Some(raw.clone()),
+                },
                 turn(Role::User, vec![result(None, "a")]),
             ],
             ..ModelRequest::default()
         };
         let body = request_body("m", &request, true);
-        assert_eq!(body["messages"][0], raw);
+        assert_eq!(body["messages"][0], standard);
         assert_eq!(body["messages"][1]["tool_call_id"], "c9");
         assert_eq!(body["stream_options"], json!({"include_usage": true}));
     }
@@ -505,15 +611,24 @@ mod tests {
     #[test]
     fn refusals_and_filters_are_blocks() {
         let refusal = json!({"choices": [{"message": {"role": "assistant", "content": null, "refusal": "I can't"}}]});
-        assert_eq!(decode_response(&refusal, "m"), Err(ModelError::Blocked("the model refused: I can't".into())));
+        assert_eq!(
+            decode_response(&refusal, "m"),
+            Err(ModelError::Blocked("the model refused: I can't".into()))
+        );
         let filtered = json!({"choices": [{"message": {"role": "assistant", "content": null}, "finish_reason": "content_filter"}]});
         assert!(matches!(decode_response(&filtered, "m"), Err(ModelError::Blocked(_))));
-        assert!(matches!(decode_response(&json!({"choices": []}), "m"), Err(ModelError::Upstream { .. })));
+        assert!(matches!(
+            decode_response(&json!({"choices": []}), "m"),
+            Err(ModelError::Upstream { .. })
+        ));
     }
 
     #[test]
     fn stream_fragments_are_assembled_by_index() {
-        let mut acc = StreamAccumulator { configured_model: "m".into(), ..Default::default() };
+        let mut acc = StreamAccumulator {
+            configured_model: "m".into(),
+            ..Default::default()
+        };
         let chunks = [
             json!({"model": "gpt-y", "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]}),
             json!({"choices": [{"index": 0, "delta": {"content": "Hi"}}]}),
@@ -528,20 +643,42 @@ mod tests {
         ];
         let mut deltas = Vec::new();
         for chunk in chunks {
-            let (d, end) = acc.event(&SseEvent { data: chunk.to_string(), ..SseEvent::default() }).expect("chunk");
+            let (d, end) = acc
+                .event(&SseEvent {
+                    data: chunk.to_string(),
+                    ..SseEvent::default()
+                })
+                .expect("chunk");
             assert!(!end);
             deltas.extend(d);
         }
-        let (_, end) = acc.event(&SseEvent { data: "[DONE]".into(), ..SseEvent::default() }).expect("done");
+        let (_, end) = acc
+            .event(&SseEvent {
+                data: "[DONE]".into(),
+                ..SseEvent::default()
+            })
+            .expect("done");
         assert!(end);
         assert_eq!(deltas, ["Hi"]);
         let response = acc.finish().expect("response");
         assert_eq!(response.text(), "Hi");
         assert_eq!(response.model, "gpt-y");
-        assert_eq!(response.usage, Usage { input_tokens: 9, output_tokens: 4 });
+        assert_eq!(
+            response.usage,
+            Usage {
+                input_tokens: 9,
+                output_tokens: 4
+            }
+        );
         let calls: Vec<&FunctionCall> = response.content.function_calls().collect();
         assert_eq!(calls.len(), 2);
-        assert_eq!((calls[0].id.as_deref(), calls[0].name.as_str(), &calls[0].args), (Some("c1"), "a", &json!({"q": 2})));
-        assert_eq!((calls[1].id.as_deref(), calls[1].name.as_str(), &calls[1].args), (Some("c2"), "b", &json!({"x": 3})));
+        assert_eq!(
+            (calls[0].id.as_deref(), calls[0].name.as_str(), &calls[0].args),
+            (Some("c1"), "a", &json!({"q": 2}))
+        );
+        assert_eq!(
+            (calls[1].id.as_deref(), calls[1].name.as_str(), &calls[1].args),
+            (Some("c2"), "b", &json!({"x": 3}))
+        );
     }
 }

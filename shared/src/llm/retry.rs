@@ -75,7 +75,9 @@ impl RetryPolicy {
 
     /// `text` with every configured secret masked.
     pub fn redact(&self, text: &str) -> String {
-        self.secrets.iter().fold(text.to_string(), |acc, secret| acc.replace(secret.expose(), "***"))
+        self.secrets
+            .iter()
+            .fold(text.to_string(), |acc, secret| acc.replace(secret.expose(), "***"))
     }
 }
 
@@ -128,7 +130,11 @@ pub async fn send_json_with_retry(
 /// What one attempt came to.
 enum Outcome<T> {
     Done(T),
-    Status { status: u16, message: String, hint: Option<Duration> },
+    Status {
+        status: u16,
+        message: String,
+        hint: Option<Duration>,
+    },
     Transport(String),
     TimedOut,
     Fatal(ModelError),
@@ -170,7 +176,10 @@ where
                 (hint.unwrap_or_else(|| policy.backoff(retry)), format!("HTTP {status}"))
             }
             Outcome::Status { status, message, .. } => {
-                return Err(ModelError::Upstream { status: Some(status), message });
+                return Err(ModelError::Upstream {
+                    status: Some(status),
+                    message,
+                });
             }
             Outcome::Transport(message) => {
                 if retry >= policy.max_retries {
@@ -266,16 +275,24 @@ fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
 /// 429 (quota, rate limit), 500 (transient failure on the provider's side),
 /// 503 (overloaded) and 504 (the provider's own deadline) are worth another try.
 pub fn is_retryable(status: u16) -> bool {
-    matches!(status, 429 | 500 | 503 | 504)
+    // 502 too: proxies in front of model servers answer it while a backend
+    // restarts, and a retry usually reaches a healthy one.
+    matches!(status, 429 | 500 | 502 | 503 | 504)
 }
 
 /// The error for a status and message that will not be retried (any more):
 /// the retryable ones mean "try later", the rest "the provider refused".
 pub fn status_error(status: u16, message: String, retry_after: Option<Duration>) -> ModelError {
     if is_retryable(status) {
-        ModelError::Unavailable { message: format!("HTTP {status}: {message}"), retry_after }
+        ModelError::Unavailable {
+            message: format!("HTTP {status}: {message}"),
+            retry_after,
+        }
     } else {
-        ModelError::Upstream { status: Some(status), message }
+        ModelError::Upstream {
+            status: Some(status),
+            message,
+        }
     }
 }
 
@@ -304,7 +321,9 @@ fn fallback_message(status: reqwest::StatusCode, body: &[u8]) -> String {
     let text = String::from_utf8_lossy(body);
     let text = text.trim();
     if text.is_empty() {
-        format!("HTTP {} {}", status.as_u16(), status.canonical_reason().unwrap_or("")).trim_end().to_string()
+        format!("HTTP {} {}", status.as_u16(), status.canonical_reason().unwrap_or(""))
+            .trim_end()
+            .to_string()
     } else {
         snippet(text)
     }
@@ -337,7 +356,11 @@ pub fn retry_info_delay(body: &Value) -> Option<Duration> {
                 .and_then(Value::as_str)
                 .is_some_and(|t| t.ends_with("google.rpc.RetryInfo"))
         })
-        .find_map(|d| d.get("retryDelay").and_then(Value::as_str).and_then(parse_google_duration))
+        .find_map(|d| {
+            d.get("retryDelay")
+                .and_then(Value::as_str)
+                .and_then(parse_google_duration)
+        })
 }
 
 /// A protobuf JSON duration: `"2s"`, `"1.500s"`.
@@ -371,7 +394,11 @@ pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     let date = time::OffsetDateTime::parse(value, &time::format_description::well_known::Rfc2822).ok()?;
     let now = time::OffsetDateTime::from(now);
     let wait = date - now;
-    Some(if wait.is_positive() { wait.unsigned_abs() } else { Duration::ZERO })
+    Some(if wait.is_positive() {
+        wait.unsigned_abs()
+    } else {
+        Duration::ZERO
+    })
 }
 
 fn seconds_to_duration(seconds: f64) -> Option<Duration> {
@@ -388,8 +415,15 @@ mod tests {
         let p = RetryPolicy::new(5, Duration::from_secs(1));
         for retry in 0..40 {
             let d = p.backoff(retry);
-            let full = p.base_delay.saturating_mul(2u32.saturating_pow(retry.min(30))).min(p.max_delay);
-            assert!(d >= full / 2 && d <= full, "retry {retry}: {d:?} not in [{:?}, {full:?}]", full / 2);
+            let full = p
+                .base_delay
+                .saturating_mul(2u32.saturating_pow(retry.min(30)))
+                .min(p.max_delay);
+            assert!(
+                d >= full / 2 && d <= full,
+                "retry {retry}: {d:?} not in [{:?}, {full:?}]",
+                full / 2
+            );
         }
         assert!(p.backoff(0) <= Duration::from_millis(500));
         assert!(p.backoff(10) >= Duration::from_secs(10));
@@ -400,10 +434,10 @@ mod tests {
     #[test]
     fn google_retry_info_is_read() {
         let body = json!({"error": {"code": 429, "message": "Quota exceeded", "status": "RESOURCE_EXHAUSTED",
-            "details": [
-                {"@type": "type.googleapis.com/google.rpc.QuotaFailure", "violations": []},
-                {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "1.500s"}
-            ]}});
+        "details": [
+            {"@type": "type.googleapis.com/google.rpc.QuotaFailure", "violations": []},
+            {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "1.500s"}
+        ]}});
         assert_eq!(retry_info_delay(&body), Some(Duration::from_millis(1500)));
         assert_eq!(provider_message(&body).as_deref(), Some("Quota exceeded"));
         assert_eq!(retry_info_delay(&json!([body])), Some(Duration::from_millis(1500)));
@@ -417,11 +451,20 @@ mod tests {
     fn provider_messages_in_several_shapes() {
         let openai = json!({"error": {"message": "Invalid model", "type": "invalid_request_error", "code": null}});
         assert_eq!(provider_message(&openai).as_deref(), Some("Invalid model"));
-        assert_eq!(provider_message(&json!({"error": "model not found"})).as_deref(), Some("model not found"));
+        assert_eq!(
+            provider_message(&json!({"error": "model not found"})).as_deref(),
+            Some("model not found")
+        );
         assert_eq!(provider_message(&json!({"message": "bad"})).as_deref(), Some("bad"));
         assert_eq!(provider_message(&json!({"error": {"message": " "}})), None);
-        assert_eq!(fallback_message(reqwest::StatusCode::BAD_GATEWAY, b""), "HTTP 502 Bad Gateway");
-        assert_eq!(fallback_message(reqwest::StatusCode::BAD_GATEWAY, b" <html> "), "<html>");
+        assert_eq!(
+            fallback_message(reqwest::StatusCode::BAD_GATEWAY, b""),
+            "HTTP 502 Bad Gateway"
+        );
+        assert_eq!(
+            fallback_message(reqwest::StatusCode::BAD_GATEWAY, b" <html> "),
+            "<html>"
+        );
     }
 
     #[test]
@@ -429,8 +472,14 @@ mod tests {
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_445_412_470); // 07:27:50 GMT
         assert_eq!(parse_retry_after("0", now), Some(Duration::ZERO));
         assert_eq!(parse_retry_after(" 3 ", now), Some(Duration::from_secs(3)));
-        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now), Some(Duration::from_secs(10)));
-        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:27:00 GMT", now), Some(Duration::ZERO));
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now),
+            Some(Duration::from_secs(10))
+        );
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:27:00 GMT", now),
+            Some(Duration::ZERO)
+        );
         assert_eq!(parse_retry_after("soon", now), None);
         assert_eq!(parse_retry_after("-5", now), None);
     }
@@ -444,10 +493,16 @@ mod tests {
 
     #[test]
     fn status_errors_map_to_model_errors() {
-        assert!(matches!(status_error(503, "x".into(), None), ModelError::Unavailable { .. }));
+        assert!(matches!(
+            status_error(503, "x".into(), None),
+            ModelError::Unavailable { .. }
+        ));
         assert_eq!(
             status_error(400, "bad".into(), None),
-            ModelError::Upstream { status: Some(400), message: "bad".into() }
+            ModelError::Upstream {
+                status: Some(400),
+                message: "bad".into()
+            }
         );
     }
 }

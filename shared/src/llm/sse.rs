@@ -256,7 +256,11 @@ pub fn model_stream<A: Accumulator>(
             state.ready.push_back(accumulator.finish().map(StreamEvent::Done));
         }
     }
-    let state = State { events: events.boxed(), accumulator: Some(accumulator), ready: VecDeque::new() };
+    let state = State {
+        events: events.boxed(),
+        accumulator: Some(accumulator),
+        ready: VecDeque::new(),
+    };
     futures_util::stream::unfold(state, |mut state| async move {
         loop {
             if let Some(item) = state.ready.pop_front() {
@@ -385,8 +389,7 @@ mod tests {
 
     #[tokio::test]
     async fn first_event_ready_returns_an_early_error() {
-        let failing: ModelStream =
-            futures_util::stream::iter(vec![Err(ModelError::Blocked("no".into()))]).boxed();
+        let failing: ModelStream = futures_util::stream::iter(vec![Err(ModelError::Blocked("no".into()))]).boxed();
         assert_eq!(
             first_event_ready(failing).await.err(),
             Some(ModelError::Blocked("no".into()))
@@ -407,7 +410,10 @@ mod tests {
         fn event(&mut self, event: &SseEvent) -> Result<(Vec<String>, bool), ModelError> {
             match event.data.as_str() {
                 "end" => Ok((vec![], true)),
-                "fail" => Err(ModelError::Upstream { status: None, message: "fail".into() }),
+                "fail" => Err(ModelError::Upstream {
+                    status: None,
+                    message: "fail".into(),
+                }),
                 text => {
                     self.0.push_str(text);
                     Ok((vec![text.to_string()], false))
@@ -425,14 +431,23 @@ mod tests {
     }
 
     fn sse(items: &[&str]) -> impl Stream<Item = Result<SseEvent, ModelError>> + Send + 'static {
-        let items: Vec<_> =
-            items.iter().map(|d| Ok(SseEvent { data: d.to_string(), ..SseEvent::default() })).collect();
+        let items: Vec<_> = items
+            .iter()
+            .map(|d| {
+                Ok(SseEvent {
+                    data: d.to_string(),
+                    ..SseEvent::default()
+                })
+            })
+            .collect();
         futures_util::stream::iter(items)
     }
 
     #[tokio::test]
     async fn model_stream_emits_deltas_then_done_and_stops() {
-        let events: Vec<_> = model_stream(sse(&["a", "", "b", "end", "c"]), Joiner(String::new())).collect().await;
+        let events: Vec<_> = model_stream(sse(&["a", "", "b", "end", "c"]), Joiner(String::new()))
+            .collect()
+            .await;
         assert_eq!(events.len(), 3, "{events:?}");
         assert_eq!(events[0], Ok(StreamEvent::Delta("a".into())));
         assert_eq!(events[1], Ok(StreamEvent::Delta("b".into())));
@@ -441,8 +456,13 @@ mod tests {
             other => panic!("expected done, got {other:?}"),
         }
         let events: Vec<_> = model_stream(sse(&["a"]), Joiner(String::new())).collect().await;
-        assert!(matches!(events.last(), Some(Ok(StreamEvent::Done(_)))), "the end of the events finishes");
-        let events: Vec<_> = model_stream(sse(&["a", "fail", "b"]), Joiner(String::new())).collect().await;
+        assert!(
+            matches!(events.last(), Some(Ok(StreamEvent::Done(_)))),
+            "the end of the events finishes"
+        );
+        let events: Vec<_> = model_stream(sse(&["a", "fail", "b"]), Joiner(String::new()))
+            .collect()
+            .await;
         assert_eq!(events.len(), 2);
         assert!(events[1].is_err());
     }

@@ -102,24 +102,29 @@ pub async fn open(settings: &StoreSettings) -> anyhow::Result<Stores> {
     match settings.kind {
         StoreKind::Sqlite => {
             let store = Arc::new(sqlite::SqliteStore::open(&settings.sqlite_path).await?);
-            Ok(Stores { sessions: store.clone(), rate_limits: store })
+            Ok(Stores {
+                sessions: store.clone(),
+                rate_limits: store,
+            })
         }
-        StoreKind::Firestore => anyhow::bail!(
-            "STORE=firestore is not available in this build yet; use STORE=sqlite (the default)"
-        ),
+        StoreKind::Firestore => {
+            anyhow::bail!("STORE=firestore is not available in this build yet; use STORE=sqlite (the default)")
+        }
     }
 }
 
 /// Seconds since the Unix epoch, saturating at 0 for a clock before 1970.
 pub(crate) fn unix_seconds(t: SystemTime) -> i64 {
-    t.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
 }
 
 /// RFC 3339 in UTC with millisecond precision, as every timestamp in the API.
 pub fn rfc3339(t: SystemTime) -> String {
     let t = time::OffsetDateTime::from(t);
-    let format = time::macros::format_description!(
-        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
-    );
-    t.format(&format).unwrap_or_else(|_| "1970-01-01T00:00:00.000Z".to_string())
+    let format =
+        time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
+    t.format(&format)
+        .unwrap_or_else(|_| "1970-01-01T00:00:00.000Z".to_string())
 }

@@ -16,9 +16,7 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior, params};
 
-use super::{
-    NewMessage, RateLimitStore, SessionStore, StoreError, StoredMessage, WindowCount, rfc3339, unix_seconds,
-};
+use super::{NewMessage, RateLimitStore, SessionStore, StoreError, StoredMessage, WindowCount, rfc3339, unix_seconds};
 use crate::llm::Role;
 
 /// How long a writer waits for another process's lock before giving up
@@ -75,9 +73,8 @@ impl SqliteStore {
 
     fn open_blocking(path: PathBuf) -> anyhow::Result<SqliteStore> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| {
-                anyhow::anyhow!("cannot create the folder {} for SQLITE_PATH: {e}", dir.display())
-            })?;
+            std::fs::create_dir_all(dir)
+                .map_err(|e| anyhow::anyhow!("cannot create the folder {} for SQLITE_PATH: {e}", dir.display()))?;
         }
         let mut writer = connect(&path)
             .map_err(|e| anyhow::anyhow!("cannot open the SQLite database {} (SQLITE_PATH): {e}", path.display()))?;
@@ -147,7 +144,9 @@ fn connect(path: &Path) -> rusqlite::Result<Connection> {
 /// starting together on a new file do not both create the tables.
 fn migrate(conn: &mut Connection) -> anyhow::Result<()> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let version: usize = tx.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))?.try_into()?;
+    let version: usize = tx
+        .query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))?
+        .try_into()?;
     if version > MIGRATIONS.len() {
         anyhow::bail!(
             "the database has schema version {version}, newer than this build knows ({}); use a newer build or another SQLITE_PATH",
@@ -172,7 +171,9 @@ fn classify(err: rusqlite::Error) -> StoreError {
 }
 
 fn millis(t: SystemTime) -> i64 {
-    t.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 fn from_millis(ms: i64) -> SystemTime {
@@ -220,7 +221,12 @@ impl SessionStore for SqliteStore {
                 for (i, m) in messages.into_iter().enumerate() {
                     let seq = first + i as i64;
                     insert.execute(params![session_id, seq, m.role.as_str(), m.content, now_ms])?;
-                    stored.push(StoredMessage { seq: seq as u64, role: m.role, content: m.content, created_at: rfc3339(now) });
+                    stored.push(StoredMessage {
+                        seq: seq as u64,
+                        role: m.role,
+                        content: m.content,
+                        created_at: rfc3339(now),
+                    });
                 }
             }
             tx.commit()?;
@@ -238,8 +244,9 @@ impl SessionStore for SqliteStore {
             let mut stmt = conn.prepare_cached(
                 "SELECT seq, role, content, created_at FROM messages WHERE session_id = ?1 ORDER BY seq DESC LIMIT ?2",
             )?;
-            let mut rows: Vec<StoredMessage> =
-                stmt.query_map(params![session_id, limit as i64], row_to_message)?.collect::<Result<_, _>>()?;
+            let mut rows: Vec<StoredMessage> = stmt
+                .query_map(params![session_id, limit as i64], row_to_message)?
+                .collect::<Result<_, _>>()?;
             rows.reverse();
             Ok(rows)
         })
@@ -262,7 +269,9 @@ impl SessionStore for SqliteStore {
                 let mut stmt = conn.prepare_cached(
                     "SELECT seq, role, content, created_at FROM messages WHERE session_id = ?1 ORDER BY seq",
                 )?;
-                let rows = stmt.query_map([&session_id], row_to_message)?.collect::<Result<Vec<_>, _>>()?;
+                let rows = stmt
+                    .query_map([&session_id], row_to_message)?
+                    .collect::<Result<Vec<_>, _>>()?;
                 Ok(Some(rows))
             })();
             conn.execute_batch("COMMIT")?;
@@ -325,7 +334,10 @@ mod tests {
     use super::*;
 
     fn msg(role: Role, content: &str) -> NewMessage {
-        NewMessage { role, content: content.to_string() }
+        NewMessage {
+            role,
+            content: content.to_string(),
+        }
     }
 
     #[tokio::test]

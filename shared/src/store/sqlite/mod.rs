@@ -1,17 +1,21 @@
 //! The embedded store: one SQLite file in WAL mode.
 //!
-//! One writer connection (SQLite allows one writer at a time anyway) and a
-//! small pool of readers, each used on tokio's blocking pool so a slow disk
-//! never stalls the async runtime. Every write that must be atomic is one
-//! statement or one `BEGIN IMMEDIATE` transaction, which takes the file's
-//! write lock up front: several processes sharing the file (two `local`
-//! runs, a chat and an agent function on one machine) serialise on it, and
-//! the busy timeout makes them wait instead of failing.
+//! Writes go to one writer thread that commits them in groups
+//! ([`writer`]); reads use a small pool of connections on tokio's blocking
+//! pool, so a slow disk never stalls the async runtime. Each write is atomic
+//! (its own savepoint inside a `BEGIN IMMEDIATE` transaction, which takes
+//! the file's write lock up front): several processes sharing the file (two
+//! `local` runs, a chat and an agent function on one machine) serialise on
+//! it, and the busy timeout makes them wait instead of failing.
+
+mod writer;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+
 use std::time::{Duration, SystemTime};
+use writer::Writer;
 
 use async_trait::async_trait;
 use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior, params};
@@ -59,7 +63,7 @@ pub struct SqliteStore {
 
 struct Inner {
     path: PathBuf,
-    writer: Mutex<Connection>,
+    writer: Writer,
     readers: Mutex<Vec<Connection>>,
     hits: AtomicU64,
 }
@@ -83,25 +87,19 @@ impl SqliteStore {
         Ok(SqliteStore {
             inner: Arc::new(Inner {
                 path,
-                writer: Mutex::new(writer),
+                writer: Writer::start(writer)?,
                 readers: Mutex::new(Vec::new()),
                 hits: AtomicU64::new(0),
             }),
         })
     }
 
-    /// Runs `f` on the writer connection, on the blocking pool.
+    /// Runs `f` atomically on the writer thread; returns after it committed.
     async fn write<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
     ) -> Result<T, StoreError> {
-        let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut conn = inner.writer.lock().unwrap_or_else(PoisonError::into_inner);
-            f(&mut conn).map_err(classify)
-        })
-        .await
-        .map_err(|e| StoreError::Internal(format!("store task failed: {e}")))?
+        self.inner.writer.write(f).await
     }
 
     /// Runs `f` on a reader connection, opened on demand and kept for reuse.
@@ -203,10 +201,9 @@ impl SessionStore for SqliteStore {
             let now = SystemTime::now();
             let now_ms = millis(now);
             let n = messages.len() as i64;
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            // Reserve n sequence numbers in the session row; the row lock
-            // (the file's write lock) makes the reservation atomic.
-            let first: i64 = tx.query_row(
+            // Reserve n sequence numbers in the session row; the writer
+            // thread and the file's write lock make the reservation atomic.
+            let first: i64 = conn.query_row(
                 "INSERT INTO sessions (id, created_at, updated_at, next_seq) VALUES (?1, ?2, ?2, ?3 + 1)
                  ON CONFLICT (id) DO UPDATE SET next_seq = next_seq + ?3, updated_at = ?2
                  RETURNING next_seq - ?3",
@@ -215,7 +212,7 @@ impl SessionStore for SqliteStore {
             )?;
             let mut stored = Vec::with_capacity(messages.len());
             {
-                let mut insert = tx.prepare_cached(
+                let mut insert = conn.prepare_cached(
                     "INSERT INTO messages (session_id, seq, role, content, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
                 )?;
                 for (i, m) in messages.into_iter().enumerate() {
@@ -229,7 +226,6 @@ impl SessionStore for SqliteStore {
                     });
                 }
             }
-            tx.commit()?;
             Ok(stored)
         })
         .await
@@ -283,10 +279,8 @@ impl SessionStore for SqliteStore {
     async fn delete(&self, session_id: &str) -> Result<bool, StoreError> {
         let session_id = session_id.to_string();
         self.write(move |conn| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            tx.execute("DELETE FROM messages WHERE session_id = ?1", [&session_id])?;
-            let deleted = tx.execute("DELETE FROM sessions WHERE id = ?1", [&session_id])?;
-            tx.commit()?;
+            conn.execute("DELETE FROM messages WHERE session_id = ?1", [&session_id])?;
+            let deleted = conn.execute("DELETE FROM sessions WHERE id = ?1", [&session_id])?;
             Ok(deleted > 0)
         })
         .await
@@ -338,6 +332,41 @@ mod tests {
             role,
             content: content.to_string(),
         }
+    }
+
+    #[tokio::test]
+    async fn a_failing_write_in_a_group_commit_is_rolled_back_alone() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Arc::new(SqliteStore::open(&dir.path().join("g.db")).await.expect("open"));
+        // Many writes at once land in shared transactions; every third one
+        // inserts a row and then fails.
+        let writes = (0..300).map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .write(move |conn| {
+                        conn.execute(
+                            "INSERT INTO sessions (id, created_at, updated_at, next_seq) VALUES (?1, 0, 0, 1)",
+                            [format!("s{i}")],
+                        )?;
+                        if i % 3 == 0 {
+                            conn.execute("INSERT INTO no_such_table VALUES (1)", [])?;
+                        }
+                        Ok(i)
+                    })
+                    .await
+            })
+        });
+        let results = futures_util::future::join_all(writes).await;
+        for (i, r) in results.into_iter().enumerate() {
+            let r = r.expect("task");
+            assert_eq!(r.is_err(), i % 3 == 0, "write {i}: {r:?}");
+        }
+        let stored: i64 = store
+            .read(|conn| conn.query_row("SELECT COUNT(*) FROM sessions", [], |r| r.get(0)))
+            .await
+            .expect("count");
+        assert_eq!(stored, 200);
     }
 
     #[tokio::test]

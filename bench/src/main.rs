@@ -1,7 +1,8 @@
 //! Measures what the performance budget promises (see BENCHMARKS.md):
 //!
-//! - `bench startup BIN [RUNS]`: cold start, exec to the first 200 on
-//!   `/health`, and idle RSS after start, over RUNS fresh processes.
+//! - `bench startup BIN [RUNS] [NAME=VALUE...]`: cold start, exec to the
+//!   first 200 on `/health`, and idle RSS after start, over RUNS fresh
+//!   processes, with extra settings (e.g. a provider) from NAME=VALUE.
 //! - `bench chat BIN [SECONDS] [CONNECTIONS]`: starts BIN (a function or
 //!   `local`) on the offline model and SQLite, then sends `POST
 //!   /api/v1/chat` on CONNECTIONS keep-alive connections for SECONDS, and
@@ -22,10 +23,13 @@ async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let arg = |i: usize| args.get(i).map(String::as_str);
     match (arg(0), arg(1)) {
-        (Some("startup"), Some(bin)) => startup(Path::new(bin), parse(arg(2), 20)?).await,
+        (Some("startup"), Some(bin)) => {
+            let extra: Vec<(&str, &str)> = args.iter().skip(3).filter_map(|a| a.split_once('=')).collect();
+            startup(Path::new(bin), parse(arg(2), 20)?, &extra).await
+        }
         (Some("chat"), Some(bin)) => chat(Path::new(bin), parse(arg(2), 10)?, parse(arg(3), 64)?).await,
         _ => bail!(
-            "usage: bench startup BIN [RUNS=20] | bench chat BIN [SECONDS=10] [CONNECTIONS=64]\n\
+            "usage: bench startup BIN [RUNS=20] [NAME=VALUE...] | bench chat BIN [SECONDS=10] [CONNECTIONS=64]\n\
              BIN is a release binary, e.g. target/release/chat_function"
         ),
     }
@@ -110,11 +114,16 @@ fn ms(d: Duration) -> String {
 }
 
 /// Starts `bin` `runs` times; returns the sorted start times and RSS (KiB).
-async fn starts(bin: &Path, runs: u64, db: Option<&Path>) -> anyhow::Result<(Vec<Duration>, Vec<u64>)> {
+async fn starts(
+    bin: &Path,
+    runs: u64,
+    db: Option<&Path>,
+    extra: &[(&str, &str)],
+) -> anyhow::Result<(Vec<Duration>, Vec<u64>)> {
     let mut starts = Vec::new();
     let mut rss = Vec::new();
     for _ in 0..runs {
-        let (mut server, started) = spawn(bin, db, &[])?;
+        let (mut server, started) = spawn(bin, db, extra)?;
         wait_healthy(server.port).await?;
         starts.push(started.elapsed());
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -142,15 +151,18 @@ fn report_starts(what: &str, starts: &[Duration]) {
 /// Cold start on an existing SQLite file (a restart, or a store that is
 /// not a local file), and on a new one (SQLite creates and syncs the file
 /// and its write-ahead log, once per machine).
-async fn startup(bin: &Path, runs: u64) -> anyhow::Result<()> {
+async fn startup(bin: &Path, runs: u64, extra: &[(&str, &str)]) -> anyhow::Result<()> {
     let size = std::fs::metadata(bin).map(|m| m.len()).unwrap_or(0);
     println!("binary: {} ({:.1} MB)", bin.display(), size as f64 / 1e6);
     let dir = tempfile::tempdir()?;
     let db = dir.path().join("existing.db");
-    starts(bin, 1, Some(&db)).await?;
-    let (existing, rss) = starts(bin, runs, Some(&db)).await?;
+    if !extra.is_empty() {
+        println!("settings: {extra:?}");
+    }
+    starts(bin, 1, Some(&db), extra).await?;
+    let (existing, rss) = starts(bin, runs, Some(&db), extra).await?;
     report_starts("existing database", &existing);
-    let (fresh, _) = starts(bin, runs, None).await?;
+    let (fresh, _) = starts(bin, runs, None, extra).await?;
     report_starts("new database", &fresh);
     println!(
         "idle RSS 0.5 s after start: median {:.1} MiB, max {:.1} MiB",

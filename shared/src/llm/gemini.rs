@@ -154,15 +154,6 @@ fn model_id(name: &str) -> String {
     name.trim().trim_start_matches("models/").to_string()
 }
 
-fn encode_body(request: &ModelRequest) -> Result<Bytes, ModelError> {
-    serde_json::to_vec(&request_body(request))
-        .map(Bytes::from)
-        .map_err(|err| ModelError::Upstream {
-            status: None,
-            message: format!("the request could not be encoded: {err}"),
-        })
-}
-
 #[async_trait]
 impl Model for GeminiModel {
     fn name(&self) -> &str {
@@ -174,7 +165,7 @@ impl Model for GeminiModel {
     }
 
     async fn generate(&self, request: &ModelRequest) -> Result<ModelResponse, ModelError> {
-        let body = encode_body(request)?;
+        let body = retry::json_body(&request_body(request))?;
         let auth = self.auth_header().await?;
         let url = format!("{}:generateContent", self.endpoint);
         let answer = retry::send_json_with_retry(&self.policy, || self.post(&url, &auth, &body))
@@ -184,7 +175,7 @@ impl Model for GeminiModel {
     }
 
     async fn stream(&self, request: ModelRequest) -> Result<ModelStream, ModelError> {
-        let body = encode_body(&request)?;
+        let body = retry::json_body(&request_body(&request))?;
         let auth = self.auth_header().await?;
         let url = format!("{}:streamGenerateContent?alt=sse", self.endpoint);
         let response = retry::send_with_retry(&self.policy, || self.post(&url, &auth, &body))

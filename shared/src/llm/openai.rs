@@ -61,15 +61,6 @@ impl OpenAiModel {
         }
         builder
     }
-
-    fn encode(&self, request: &ModelRequest, stream: bool) -> Result<Bytes, ModelError> {
-        serde_json::to_vec(&request_body(&self.model, request, stream))
-            .map(Bytes::from)
-            .map_err(|err| ModelError::Upstream {
-                status: None,
-                message: format!("the request could not be encoded: {err}"),
-            })
-    }
 }
 
 #[async_trait]
@@ -83,13 +74,13 @@ impl Model for OpenAiModel {
     }
 
     async fn generate(&self, request: &ModelRequest) -> Result<ModelResponse, ModelError> {
-        let body = self.encode(request, false)?;
+        let body = retry::json_body(&request_body(&self.model, request, false))?;
         let answer = retry::send_json_with_retry(&self.policy, || self.post(&body)).await?;
         decode_response(&answer, &self.model)
     }
 
     async fn stream(&self, request: ModelRequest) -> Result<ModelStream, ModelError> {
-        let body = self.encode(&request, true)?;
+        let body = retry::json_body(&request_body(&self.model, &request, true))?;
         let response = retry::send_with_retry(&self.policy, || self.post(&body)).await?;
         let events = sse::events(response, self.policy.timeout);
         let accumulator = StreamAccumulator {

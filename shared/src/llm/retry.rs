@@ -280,6 +280,16 @@ pub fn is_retryable(status: u16) -> bool {
     matches!(status, 429 | 500 | 502 | 503 | 504)
 }
 
+/// A request body as bytes, encoded once and sent again on each retry.
+pub fn json_body(body: &serde_json::Value) -> Result<bytes::Bytes, ModelError> {
+    serde_json::to_vec(body)
+        .map(bytes::Bytes::from)
+        .map_err(|err| ModelError::Upstream {
+            status: None,
+            message: format!("the request could not be encoded: {err}"),
+        })
+}
+
 /// The error for a status and message that will not be retried (any more):
 /// the retryable ones mean "try later", the rest "the provider refused".
 pub fn status_error(status: u16, message: String, retry_after: Option<Duration>) -> ModelError {

@@ -13,12 +13,20 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST   /api/v1/chat", "chat with session memory (stream: true for SSE)"),
     ("GET    /api/v1/sessions/{id}", "a session's messages"),
     ("DELETE /api/v1/sessions/{id}", "forget a session"),
+    ("POST   /api/v1/agent", "run the tool-calling agent on a task"),
+    ("GET    /api/v1/tasks/{id}", "a stored agent run"),
+    ("POST   /api/v1/tools/search", "search the corpus (BM25)"),
+    ("POST   /api/v1/tools/calculate", "safe arithmetic"),
     ("GET    /health", "liveness"),
     ("GET    /metrics", "Prometheus metrics"),
 ];
 
-pub fn router(app: &App) -> Router {
-    app.wrap(chat_function::routes(app), FUNCTION)
+pub fn router(app: &App) -> anyhow::Result<Router> {
+    let api = chat_function::routes(app)
+        .merge(agent_function::routes(app)?)
+        .merge(search_function::routes(app)?)
+        .merge(calculator_function::routes(app));
+    Ok(app.wrap(api, FUNCTION))
 }
 
 /// What `local` prints at start: where it listens, what it serves, and on

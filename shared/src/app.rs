@@ -15,6 +15,12 @@ use crate::http::rate_limit::{self, RateLimiter};
 use crate::llm::{self, Model};
 use crate::store::{self, Stores};
 
+fn exit_on_start_error(function: &str, err: anyhow::Error) -> ! {
+    tracing::error!("cannot start {function}: {err:#}");
+    eprintln!("error: cannot start {function}: {err:#}");
+    std::process::exit(1);
+}
+
 #[derive(Clone)]
 pub struct App {
     pub settings: Arc<Settings>,
@@ -27,7 +33,21 @@ impl App {
     /// Reads the environment (exit 2 on a bad setting), starts logging and
     /// opens the model and the stores (exit 1 if they cannot be used).
     pub async fn start(function: &'static str) -> App {
-        let settings = Settings::from_env_or_exit();
+        App::start_with(function, true).await
+    }
+
+    /// For a function that calls no model (the tool functions): the model
+    /// settings are not used, so they draw no warning.
+    pub async fn start_without_model(function: &'static str) -> App {
+        App::start_with(function, false).await
+    }
+
+    async fn start_with(function: &'static str, uses_model: bool) -> App {
+        let mut settings = Settings::from_env_or_exit();
+        if !uses_model {
+            settings.llm.offline_by_default = false;
+            settings.llm.provider = crate::config::Provider::Offline;
+        }
         let project = std::env::var("GOOGLE_CLOUD_PROJECT")
             .ok()
             .or_else(|| settings.store.firestore_project.clone());
@@ -37,12 +57,14 @@ impl App {
         }
         match App::build(settings, function).await {
             Ok(app) => app,
-            Err(err) => {
-                tracing::error!("cannot start {function}: {err:#}");
-                eprintln!("error: cannot start {function}: {err:#}");
-                std::process::exit(1);
-            }
+            Err(err) => exit_on_start_error(function, err),
         }
+    }
+
+    /// Stops a function that cannot start (a router whose dependencies
+    /// failed): one clear line, exit code 1.
+    pub fn exit_on_start_error(&self, err: anyhow::Error) -> ! {
+        exit_on_start_error(self.metrics.function(), err)
     }
 
     /// Builds from given settings, for tests and embedders.

@@ -150,6 +150,25 @@ pub struct HttpSettings {
     pub trust_proxy: bool,
 }
 
+/// Where the agent's tools run.
+#[derive(Debug, Clone)]
+pub struct ToolSettings {
+    /// Call the search function here instead of searching in process.
+    pub search_url: Option<String>,
+    /// Call the calculator function here instead of calculating in process.
+    pub calculator_url: Option<String>,
+    /// A folder of .md and .txt documents to search; `None`: the built-in
+    /// documentation.
+    pub search_corpus: Option<PathBuf>,
+    /// How long a remote tool call may take.
+    pub timeout: Duration,
+    /// Sent as `X-API-Key` to remote tool functions that require one.
+    pub api_key: Option<Secret>,
+    /// Attach a Google ID token to remote tool calls (on by default on
+    /// Cloud Run, where the tool functions are private).
+    pub id_tokens: bool,
+}
+
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub port: u16,
@@ -160,7 +179,9 @@ pub struct Settings {
     /// `None`: no limit (`RATE_LIMIT_CHAT=off`).
     pub rate_limit_chat: Option<RateLimit>,
     pub rate_limit_agent: Option<RateLimit>,
+    pub rate_limit_tools: Option<RateLimit>,
     pub history_limit: usize,
+    pub tools: ToolSettings,
 }
 
 impl Settings {
@@ -249,6 +270,16 @@ impl Settings {
                 RATE_LIMIT_EXPECTED,
                 parse_rate_limit,
             )?,
+            rate_limit_tools: env.parse_or(
+                "RATE_LIMIT_TOOLS",
+                Some(RateLimit {
+                    max: 1000,
+                    window: Duration::from_secs(60),
+                }),
+                RATE_LIMIT_EXPECTED,
+                parse_rate_limit,
+            )?,
+            tools: tool_settings(&env)?,
             history_limit: env.parse_or("HISTORY_LIMIT", 20, "a number of messages from 0 to 1000", |v| {
                 v.parse::<usize>().ok().filter(|n| *n <= 1000)
             })?,
@@ -407,6 +438,38 @@ fn llm_settings(env: &Env<'_>) -> Result<LlmSettings, ConfigError> {
         max_retries: env.parse_or("LLM_MAX_RETRIES", 3, "a number of retries from 0 to 10", |v| {
             v.parse::<u32>().ok().filter(|n| *n <= 10)
         })?,
+    })
+}
+
+fn tool_settings(env: &Env<'_>) -> Result<ToolSettings, ConfigError> {
+    let url = |name: &str| -> Result<Option<String>, ConfigError> {
+        match env.get(name) {
+            Some(url) => validate_url(name, &url).map(|_| Some(url)),
+            None => Ok(None),
+        }
+    };
+    Ok(ToolSettings {
+        search_url: url("SEARCH_URL")?,
+        calculator_url: url("CALCULATOR_URL")?,
+        search_corpus: env.get("SEARCH_CORPUS").map(PathBuf::from),
+        timeout: env.parse_or(
+            "TOOL_TIMEOUT_SECONDS",
+            Duration::from_secs(10),
+            "a number of seconds from 0.1 to 300",
+            |v| {
+                v.parse::<f64>()
+                    .ok()
+                    .filter(|s| (0.1..=300.0).contains(s))
+                    .map(Duration::from_secs_f64)
+            },
+        )?,
+        api_key: env.get("TOOL_API_KEY").map(Secret::new),
+        id_tokens: env.parse_or(
+            "TOOL_ID_TOKENS",
+            env.get("K_SERVICE").is_some(),
+            "true or false",
+            parse_bool,
+        )?,
     })
 }
 

@@ -4,6 +4,7 @@
 //! this library, so a fix here reaches every function and no function holds
 //! logic another would need. The map:
 //!
+//! - [`agent`]: the tool-calling loop and its step trace.
 //! - [`app`]: what every function builds at start-up (settings, logs,
 //!   metrics, model, stores), so each `main` is a few lines.
 //! - [`config`]: typed settings from the environment, validated once; a bad
@@ -21,8 +22,11 @@
 //! - [`store`]: the store traits and the embedded SQLite backend.
 //! - [`session`]: session ids and the validation rules shared by every
 //!   function that takes one.
+//! - [`tools`]: the `Tool` trait and the tools: calculator, search,
+//!   memory, and remote tool functions.
 //! - [`testing`]: loopback servers and settings for the functions' tests.
 
+pub mod agent;
 pub mod app;
 pub mod config;
 pub mod gcp;
@@ -33,6 +37,7 @@ pub mod runtime;
 pub mod session;
 pub mod store;
 pub mod testing;
+pub mod tools;
 
 pub use app::App;
 pub use config::Settings;

@@ -82,3 +82,56 @@ pub fn free_port() -> u16 {
         Err(err) => panic!("cannot find a free port: {err}"),
     }
 }
+
+/// A server that answers `POST path` with scripted JSON replies, in order
+/// (the last one repeats), and records every request body: a model
+/// provider's or a tool function's wire format, for tests that drive a
+/// whole run.
+pub struct Scripted {
+    pub server: TestServer,
+    requests: std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
+}
+
+impl Scripted {
+    pub async fn start(path: &str, replies: Vec<(u16, serde_json::Value)>) -> Scripted {
+        use std::sync::{Arc, Mutex};
+
+        use axum::extract::State;
+        use axum::http::StatusCode;
+        use axum::response::IntoResponse;
+
+        type Shared = (Arc<Mutex<Vec<serde_json::Value>>>, Arc<Vec<(u16, serde_json::Value)>>);
+        async fn reply(State((seen, replies)): State<Shared>, body: axum::body::Bytes) -> axum::response::Response {
+            let body: serde_json::Value = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
+            let n = {
+                let mut seen = seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                seen.push(body);
+                seen.len()
+            };
+            match replies.get(n - 1).or(replies.last()) {
+                Some((status, json)) => {
+                    let status = StatusCode::from_u16(*status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+                    (status, axum::Json(json.clone())).into_response()
+                }
+                None => StatusCode::NOT_FOUND.into_response(),
+            }
+        }
+
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let router = Router::new()
+            .route(path, axum::routing::post(reply))
+            .with_state((requests.clone(), Arc::new(replies)));
+        Scripted {
+            server: TestServer::start(router).await,
+            requests,
+        }
+    }
+
+    /// The bodies received so far, in order.
+    pub fn requests(&self) -> Vec<serde_json::Value> {
+        self.requests
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+}

@@ -5,13 +5,22 @@
 //! have a model whose answers they can predict. Its replies say what it was
 //! given, which makes it easy to see that history and system instructions
 //! reached the model.
+//!
+//! When the request offers tools it behaves like a model that calls them, so
+//! the agent loop can run without a language model: from the user's task it
+//! plans calls (several at once when the task asks for several things, see
+//! `offline_tools::plan_calls`), and from a turn of tool results it writes
+//! a final answer (see `offline_tools::summarise_results`). It only ever
+//! calls tools the request offers, and it always answers results in text, so
+//! a loop ends after one round of calls.
 
 use async_trait::async_trait;
 use futures_util::StreamExt;
 
+use super::offline_tools;
 use super::{
-    Content, Model, ModelError, ModelRequest, ModelResponse, ModelStream, Part, Role, StreamEvent, Usage,
-    estimate_tokens,
+    Content, FunctionCall, FunctionResponse, Model, ModelError, ModelRequest, ModelResponse, ModelStream, Part, Role,
+    StreamEvent, Usage, estimate_tokens,
 };
 
 pub const MODEL_NAME: &str = "offline";
@@ -25,7 +34,11 @@ impl OfflineModel {
     }
 
     fn answer(&self, request: &ModelRequest) -> ModelResponse {
-        let text = reply(request);
+        let content = if request.tools.is_empty() {
+            Content::model_text(reply(request))
+        } else {
+            tool_turn(request)
+        };
         let input: u64 = request
             .system_instruction
             .iter()
@@ -35,12 +48,56 @@ impl OfflineModel {
         ModelResponse {
             usage: Usage {
                 input_tokens: input.max(1),
-                output_tokens: estimate_tokens(&text).max(1),
+                output_tokens: estimate_tokens(&content_text(&content)).max(1),
             },
-            content: Content::model_text(text),
+            content,
             model: MODEL_NAME.to_string(),
         }
     }
+}
+
+/// The model's turn when tools are offered: a final answer if the last turn
+/// carries tool results, calls if the user's task asks for any, and
+/// otherwise the usual reply, which then also names the tools it has.
+fn tool_turn(request: &ModelRequest) -> Content {
+    let Some((last, earlier)) = request.contents.split_last() else {
+        return Content::model_text(reply(request));
+    };
+    let results: Vec<&FunctionResponse> = last
+        .parts
+        .iter()
+        .filter_map(|p| match p {
+            Part::FunctionResponse(r) => Some(r),
+            _ => None,
+        })
+        .collect();
+    if !results.is_empty() {
+        // The calls these results answer are in the latest model turn.
+        let calls: Vec<&FunctionCall> = earlier
+            .iter()
+            .rev()
+            .find(|c| c.role() == Role::Model)
+            .map(|c| c.function_calls().collect())
+            .unwrap_or_default();
+        return Content::model_text(offline_tools::summarise_results(&results, &calls));
+    }
+    if last.role() == Role::User {
+        let offered: Vec<&str> = request.tools.iter().map(|t| t.name.as_str()).collect();
+        let calls = offline_tools::plan_calls(&last.text(), &offered);
+        if !calls.is_empty() {
+            return Content {
+                role: Some(Role::Model),
+                parts: calls.into_iter().map(Part::FunctionCall).collect(),
+                raw: None,
+            };
+        }
+    }
+    let names: Vec<&str> = request.tools.iter().map(|t| t.name.as_str()).collect();
+    Content::model_text(format!(
+        "{} Nothing in your message asks for one of my tools ({}).",
+        reply(request),
+        names.join(", ")
+    ))
 }
 
 /// All the text in a turn, tool traffic included, for token estimates.
@@ -134,6 +191,8 @@ impl Model for OfflineModel {
         Ok(self.answer(request))
     }
 
+    /// The answer's text in chunks of a few words, then the whole turn. A
+    /// turn of function calls has no text, so it is a lone `Done`.
     async fn stream(&self, request: ModelRequest) -> Result<ModelStream, ModelError> {
         let response = self.answer(&request);
         let mut events: Vec<Result<StreamEvent, ModelError>> = chunks(&response.text())
@@ -149,6 +208,7 @@ impl Model for OfflineModel {
 mod tests {
     use super::*;
     use futures_util::TryStreamExt;
+    use serde_json::{Value, json};
 
     fn request(turns: &[(&str, Role)]) -> ModelRequest {
         ModelRequest {
@@ -213,6 +273,267 @@ mod tests {
         assert!(deltas.len() > 1);
         match done {
             StreamEvent::Done(r) => assert_eq!(r.text(), joined),
+            StreamEvent::Delta(_) => panic!("the last event is not done"),
+        }
+    }
+
+    const ALL_TOOLS: &[&str] = &["calculate", "search_web", "store_memory", "recall_memory"];
+
+    fn tool_request(contents: Vec<Content>, tools: &[&str]) -> ModelRequest {
+        ModelRequest {
+            system_instruction: Some("You are an agent.".into()),
+            contents,
+            tools: tools
+                .iter()
+                .map(|name| super::super::ToolSpec {
+                    name: name.to_string(),
+                    description: format!("the {name} tool"),
+                    parameters: json!({"type": "object"}),
+                })
+                .collect(),
+        }
+    }
+
+    async fn generate(contents: Vec<Content>, tools: &[&str]) -> ModelResponse {
+        OfflineModel::new()
+            .generate(&tool_request(contents, tools))
+            .await
+            .expect("offline never fails")
+    }
+
+    /// The calls of a model turn as (id, name, args).
+    fn calls(response: &ModelResponse) -> Vec<(Option<String>, String, Value)> {
+        response
+            .content
+            .function_calls()
+            .map(|c| (c.id.clone(), c.name.clone(), c.args.clone()))
+            .collect()
+    }
+
+    fn results(pairs: &[(&FunctionCall, Value)]) -> Content {
+        Content {
+            role: Some(Role::User),
+            parts: pairs
+                .iter()
+                .map(|(call, response)| {
+                    Part::FunctionResponse(FunctionResponse {
+                        id: call.id.clone(),
+                        name: call.name.clone(),
+                        response: response.clone(),
+                    })
+                })
+                .collect(),
+            raw: None,
+        }
+    }
+
+    async fn events(request: ModelRequest) -> Vec<StreamEvent> {
+        OfflineModel::new()
+            .stream(request)
+            .await
+            .expect("stream")
+            .try_collect()
+            .await
+            .expect("events")
+    }
+
+    const TASK: &str = "Calcula 15 * 23 y busca información sobre matemáticas";
+
+    #[tokio::test]
+    async fn a_task_asking_for_two_things_gets_two_calls_in_one_turn() {
+        let response = generate(vec![Content::user_text(TASK)], ALL_TOOLS).await;
+        assert_eq!(response.content.role, Some(Role::Model));
+        assert_eq!(response.text(), "");
+        assert_eq!(
+            calls(&response),
+            vec![
+                (
+                    Some("call_1".into()),
+                    "calculate".into(),
+                    json!({"expression": "15 * 23"})
+                ),
+                (
+                    Some("call_2".into()),
+                    "search_web".into(),
+                    json!({"query": "matemáticas"})
+                ),
+            ]
+        );
+        assert!(response.usage.input_tokens > 0 && response.usage.output_tokens > 0);
+    }
+
+    #[tokio::test]
+    async fn the_results_become_one_text_answer() {
+        let task = Content::user_text(TASK);
+        let planned = generate(vec![task.clone()], ALL_TOOLS).await;
+        let asked: Vec<FunctionCall> = planned.content.function_calls().cloned().collect();
+        let [calc, search] = asked.as_slice() else {
+            panic!("two calls expected: {asked:?}");
+        };
+        let answered = results(&[
+            (calc, json!({"expression": "15 * 23", "result": 345})),
+            (
+                search,
+                json!({"query": "matemáticas", "results": [
+                    {"title": "Álgebra básica", "snippet": "Operaciones con números.", "source": "docs/math.md", "score": 1.5}
+                ]}),
+            ),
+        ]);
+        let answer = generate(vec![task, planned.content, answered], ALL_TOOLS).await;
+        assert_eq!(answer.content.function_calls().count(), 0);
+        assert_eq!(
+            answer.text(),
+            "15 * 23 = 345. Search results for \"matemáticas\": 1. Álgebra básica — Operaciones con números."
+        );
+    }
+
+    #[tokio::test]
+    async fn what_is_remembered_is_recalled() {
+        let task = Content::user_text("remember that my favourite colour is teal");
+        let store = generate(vec![task.clone()], ALL_TOOLS).await;
+        assert_eq!(
+            calls(&store),
+            vec![(
+                Some("call_1".into()),
+                "store_memory".into(),
+                json!({"key": "my favourite colour", "value": "teal"})
+            )]
+        );
+        let call = store.content.function_calls().next().expect("one call").clone();
+        let stored = results(&[(
+            &call,
+            json!({"stored": {"key": "my favourite colour", "value": "teal"}}),
+        )]);
+        let answer = generate(vec![task.clone(), store.content.clone(), stored.clone()], ALL_TOOLS).await;
+        assert_eq!(answer.text(), "I will remember that my favourite colour is teal.");
+
+        let question = Content::user_text("what do you remember?");
+        let mut history = vec![task, store.content, stored, answer.content, question];
+        let recall = generate(history.clone(), ALL_TOOLS).await;
+        assert_eq!(
+            calls(&recall),
+            vec![(Some("call_1".into()), "recall_memory".into(), json!({}))]
+        );
+        let call = recall.content.function_calls().next().expect("one call").clone();
+        history.push(recall.content);
+        history.push(results(&[(
+            &call,
+            json!({"memories": [{"key": "my favourite colour", "value": "teal"}]}),
+        )]));
+        let answer = generate(history, ALL_TOOLS).await;
+        assert_eq!(answer.text(), "I remember: my favourite colour is teal.");
+    }
+
+    #[tokio::test]
+    async fn which_tool_a_task_gets() {
+        let cases: [(&str, Vec<(&str, Value)>); 4] = [
+            (
+                "what is (2+3)*4?",
+                vec![("calculate", json!({"expression": "(2+3)*4"}))],
+            ),
+            (
+                "what is the capital of France?",
+                vec![("search_web", json!({"query": "what is the capital of France"}))],
+            ),
+            ("hello there", vec![]),
+            ("in 2024 I was 30", vec![]),
+        ];
+        for (task, expected) in cases {
+            let response = generate(vec![Content::user_text(task)], ALL_TOOLS).await;
+            let got: Vec<(String, Value)> = calls(&response).into_iter().map(|(_, n, a)| (n, a)).collect();
+            let expected: Vec<(String, Value)> = expected.into_iter().map(|(n, a)| (n.to_string(), a)).collect();
+            assert_eq!(got, expected, "{task}");
+            if expected.is_empty() {
+                assert!(
+                    response.text().contains(&format!("You said: \"{task}\"")),
+                    "{}",
+                    response.text()
+                );
+                assert!(response.text().contains("calculate, search_web"), "{}", response.text());
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_tool_that_is_not_offered_is_never_called() {
+        let response = generate(vec![Content::user_text("search for salt and pepper")], &["calculate"]).await;
+        assert_eq!(response.content.function_calls().count(), 0);
+        assert!(response.text().contains("(calculate)"), "{}", response.text());
+
+        let response = generate(vec![Content::user_text(TASK)], &["calculate"]).await;
+        assert_eq!(
+            calls(&response),
+            vec![(
+                Some("call_1".into()),
+                "calculate".into(),
+                json!({"expression": "15 * 23"})
+            )]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failed_call_is_reported_with_its_message() {
+        let task = Content::user_text("search for cats");
+        let planned = generate(vec![task.clone()], ALL_TOOLS).await;
+        let call = planned.content.function_calls().next().expect("one call").clone();
+        let failed = results(&[(&call, json!({"error": "the index is empty"}))]);
+        let answer = generate(vec![task, planned.content, failed], ALL_TOOLS).await;
+        assert_eq!(answer.text(), "The tool search_web failed: the index is empty.");
+
+        let call = FunctionCall {
+            id: Some("call_1".into()),
+            name: "calculate".into(),
+            args: json!({"expression": "1/0"}),
+        };
+        let asked = Content {
+            role: Some(Role::Model),
+            parts: vec![Part::FunctionCall(call.clone())],
+            raw: None,
+        };
+        let failed = results(&[(&call, json!({"error": "division by zero"}))]);
+        // The error does not echo the expression: it comes from the call.
+        let answer = generate(vec![Content::user_text("1/0"), asked, failed.clone()], ALL_TOOLS).await;
+        assert_eq!(answer.text(), "I could not calculate 1/0: division by zero.");
+        let answer = generate(vec![failed], ALL_TOOLS).await;
+        assert_eq!(answer.text(), "The tool calculate failed: division by zero.");
+    }
+
+    #[tokio::test]
+    async fn a_streamed_turn_of_calls_is_a_lone_done() {
+        let events = events(tool_request(vec![Content::user_text(TASK)], ALL_TOOLS)).await;
+        match events.as_slice() {
+            [StreamEvent::Done(response)] => {
+                assert_eq!(response.content.function_calls().count(), 2);
+                assert_eq!(response.text(), "");
+            }
+            other => panic!("expected only Done: {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_streamed_final_answer_arrives_in_deltas() {
+        let task = Content::user_text(TASK);
+        let planned = generate(vec![task.clone()], ALL_TOOLS).await;
+        let asked: Vec<FunctionCall> = planned.content.function_calls().cloned().collect();
+        let answered = results(&[
+            (&asked[0], json!({"expression": "15 * 23", "result": 345})),
+            (&asked[1], json!({"query": "matemáticas", "results": []})),
+        ]);
+        let request = tool_request(vec![task, planned.content, answered], ALL_TOOLS);
+        let expected = generate(request.contents.clone(), ALL_TOOLS).await;
+        let events = events(request).await;
+        let (done, deltas) = events.split_last().expect("at least one event");
+        let joined: String = deltas
+            .iter()
+            .map(|e| match e {
+                StreamEvent::Delta(d) => d.clone(),
+                StreamEvent::Done(_) => panic!("done before the end"),
+            })
+            .collect();
+        assert!(deltas.len() > 1);
+        assert_eq!(joined, "15 * 23 = 345. I found nothing about \"matemáticas\".");
+        match done {
+            StreamEvent::Done(r) => assert_eq!(r, &expected),
             StreamEvent::Delta(_) => panic!("the last event is not done"),
         }
     }

@@ -89,11 +89,98 @@ pub trait RateLimitStore: Send + Sync {
     async fn hit(&self, key: &str, window: Duration, now: SystemTime) -> Result<WindowCount, StoreError>;
 }
 
+/// One remembered fact of a session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MemoryEntry {
+    pub key: String,
+    pub value: String,
+    /// RFC 3339, UTC.
+    pub updated_at: String,
+}
+
+/// Per-session key/value memory, for the agent's memory tools. Keys compare
+/// case-insensitively ("Favourite colour" and "favourite colour" are one
+/// fact); the key is kept as last written.
+#[async_trait]
+pub trait MemoryStore: Send + Sync {
+    /// Sets `key` to `value` in the session, replacing an earlier value.
+    async fn remember(&self, session_id: &str, key: &str, value: &str) -> Result<MemoryEntry, StoreError>;
+
+    /// One entry, or all of the session's entries oldest first when `key` is
+    /// `None`; at most `limit`.
+    async fn recall(&self, session_id: &str, key: Option<&str>, limit: usize) -> Result<Vec<MemoryEntry>, StoreError>;
+}
+
+/// Where an agent task is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TaskStatus {
+    Queued,
+    Running,
+    Completed,
+    Failed,
+}
+
+impl TaskStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskStatus::Queued => "queued",
+            TaskStatus::Running => "running",
+            TaskStatus::Completed => "completed",
+            TaskStatus::Failed => "failed",
+        }
+    }
+
+    pub(crate) fn parse(s: &str) -> TaskStatus {
+        match s {
+            "queued" => TaskStatus::Queued,
+            "running" => TaskStatus::Running,
+            "completed" => TaskStatus::Completed,
+            _ => TaskStatus::Failed,
+        }
+    }
+}
+
+/// An agent task as stored: what was asked, where it stands, and its
+/// result (the agent's answer as JSON) or error.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskRecord {
+    pub task_id: String,
+    pub status: TaskStatus,
+    pub task: String,
+    pub session_id: String,
+    pub max_steps: u32,
+    pub result: Option<serde_json::Value>,
+    pub error: Option<String>,
+    /// RFC 3339, UTC.
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+#[async_trait]
+pub trait TaskStore: Send + Sync {
+    /// Stores a new task; its id must not exist yet.
+    async fn create(&self, task: &TaskRecord) -> Result<(), StoreError>;
+
+    /// Records the outcome of a task: its status and its result or error.
+    async fn finish(
+        &self,
+        task_id: &str,
+        status: TaskStatus,
+        result: Option<&serde_json::Value>,
+        error: Option<&str>,
+    ) -> Result<(), StoreError>;
+
+    async fn get(&self, task_id: &str) -> Result<Option<TaskRecord>, StoreError>;
+}
+
 /// The stores a function needs, built once at start-up.
 #[derive(Clone)]
 pub struct Stores {
     pub sessions: Arc<dyn SessionStore>,
     pub rate_limits: Arc<dyn RateLimitStore>,
+    pub memory: Arc<dyn MemoryStore>,
+    pub tasks: Arc<dyn TaskStore>,
 }
 
 /// Opens the configured backend: creates the SQLite file and applies its
@@ -104,7 +191,9 @@ pub async fn open(settings: &StoreSettings) -> anyhow::Result<Stores> {
             let store = Arc::new(sqlite::SqliteStore::open(&settings.sqlite_path).await?);
             Ok(Stores {
                 sessions: store.clone(),
-                rate_limits: store,
+                rate_limits: store.clone(),
+                memory: store.clone(),
+                tasks: store,
             })
         }
         StoreKind::Firestore => {

@@ -20,7 +20,10 @@ use writer::Writer;
 use async_trait::async_trait;
 use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior, params};
 
-use super::{NewMessage, RateLimitStore, SessionStore, StoreError, StoredMessage, WindowCount, rfc3339, unix_seconds};
+use super::{
+    MemoryEntry, MemoryStore, NewMessage, RateLimitStore, SessionStore, StoreError, StoredMessage, TaskRecord,
+    TaskStatus, TaskStore, WindowCount, rfc3339, unix_seconds,
+};
 use crate::llm::Role;
 
 /// How long a writer waits for another process's lock before giving up
@@ -55,6 +58,27 @@ const MIGRATIONS: &[&str] = &[
         expire_at INTEGER NOT NULL
     );
     CREATE INDEX rate_limits_expire_at ON rate_limits (expire_at);",
+    // 2: per-session memory and agent tasks.
+    "CREATE TABLE memories (
+        session_id TEXT NOT NULL,
+        key_norm TEXT NOT NULL,
+        key TEXT NOT NULL,
+        value TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL,
+        PRIMARY KEY (session_id, key_norm)
+    ) WITHOUT ROWID;
+    CREATE TABLE tasks (
+        id TEXT PRIMARY KEY,
+        status TEXT NOT NULL,
+        task TEXT NOT NULL,
+        session_id TEXT NOT NULL,
+        max_steps INTEGER NOT NULL,
+        result TEXT,
+        error TEXT,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL
+    );",
 ];
 
 pub struct SqliteStore {
@@ -323,6 +347,144 @@ impl RateLimitStore for SqliteStore {
     }
 }
 
+/// Memory keys compare without case or surrounding space.
+fn normalise_key(key: &str) -> String {
+    key.trim().to_lowercase()
+}
+
+fn row_to_memory(row: &rusqlite::Row<'_>) -> rusqlite::Result<MemoryEntry> {
+    Ok(MemoryEntry {
+        key: row.get(0)?,
+        value: row.get(1)?,
+        updated_at: rfc3339(from_millis(row.get(2)?)),
+    })
+}
+
+#[async_trait]
+impl MemoryStore for SqliteStore {
+    async fn remember(&self, session_id: &str, key: &str, value: &str) -> Result<MemoryEntry, StoreError> {
+        let (session_id, key, value) = (session_id.to_string(), key.trim().to_string(), value.to_string());
+        self.write(move |conn| {
+            let now = SystemTime::now();
+            conn.execute(
+                "INSERT INTO memories (session_id, key_norm, key, value, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?5)
+                 ON CONFLICT (session_id, key_norm) DO UPDATE SET key = ?3, value = ?4, updated_at = ?5",
+                params![session_id, normalise_key(&key), key, value, millis(now)],
+            )?;
+            Ok(MemoryEntry {
+                key,
+                value,
+                updated_at: rfc3339(now),
+            })
+        })
+        .await
+    }
+
+    async fn recall(&self, session_id: &str, key: Option<&str>, limit: usize) -> Result<Vec<MemoryEntry>, StoreError> {
+        let session_id = session_id.to_string();
+        let key = key.map(normalise_key);
+        self.read(move |conn| match key {
+            Some(key) => {
+                let mut stmt = conn.prepare_cached(
+                    "SELECT key, value, updated_at FROM memories WHERE session_id = ?1 AND key_norm = ?2",
+                )?;
+                stmt.query_map(params![session_id, key], row_to_memory)?.collect()
+            }
+            None => {
+                let mut stmt = conn.prepare_cached(
+                    "SELECT key, value, updated_at FROM memories WHERE session_id = ?1 ORDER BY created_at, key_norm LIMIT ?2",
+                )?;
+                stmt.query_map(params![session_id, limit as i64], row_to_memory)?.collect()
+            }
+        })
+        .await
+    }
+}
+
+fn row_to_task(row: &rusqlite::Row<'_>) -> rusqlite::Result<TaskRecord> {
+    let status: String = row.get(1)?;
+    let result: Option<String> = row.get(5)?;
+    Ok(TaskRecord {
+        task_id: row.get(0)?,
+        status: TaskStatus::parse(&status),
+        task: row.get(2)?,
+        session_id: row.get(3)?,
+        max_steps: row.get::<_, i64>(4)?.clamp(0, i64::from(u32::MAX)) as u32,
+        // Written by this store from a serde_json::Value, so it parses; a
+        // row damaged by hand reads as no result rather than failing.
+        result: result.and_then(|r| serde_json::from_str(&r).ok()),
+        error: row.get(6)?,
+        created_at: rfc3339(from_millis(row.get(7)?)),
+        updated_at: rfc3339(from_millis(row.get(8)?)),
+    })
+}
+
+#[async_trait]
+impl TaskStore for SqliteStore {
+    async fn create(&self, task: &TaskRecord) -> Result<(), StoreError> {
+        let task = task.clone();
+        self.write(move |conn| {
+            let now = millis(SystemTime::now());
+            conn.execute(
+                "INSERT INTO tasks (id, status, task, session_id, max_steps, result, error, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)",
+                params![
+                    task.task_id,
+                    task.status.as_str(),
+                    task.task,
+                    task.session_id,
+                    i64::from(task.max_steps),
+                    task.result.as_ref().map(|r| r.to_string()),
+                    task.error,
+                    now
+                ],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn finish(
+        &self,
+        task_id: &str,
+        status: TaskStatus,
+        result: Option<&serde_json::Value>,
+        error: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let (task_id, result, error) = (
+            task_id.to_string(),
+            result.map(|r| r.to_string()),
+            error.map(str::to_string),
+        );
+        self.write(move |conn| {
+            let updated = conn.execute(
+                "UPDATE tasks SET status = ?2, result = ?3, error = ?4, updated_at = ?5 WHERE id = ?1",
+                params![task_id, status.as_str(), result, error, millis(SystemTime::now())],
+            )?;
+            if updated == 0 {
+                return Err(rusqlite::Error::QueryReturnedNoRows);
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn get(&self, task_id: &str) -> Result<Option<TaskRecord>, StoreError> {
+        let task_id = task_id.to_string();
+        self.read(move |conn| {
+            conn.query_row(
+                "SELECT id, status, task, session_id, max_steps, result, error, created_at, updated_at
+                 FROM tasks WHERE id = ?1",
+                [&task_id],
+                row_to_task,
+            )
+            .optional()
+        })
+        .await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -367,6 +529,60 @@ mod tests {
             .await
             .expect("count");
         assert_eq!(stored, 200);
+    }
+
+    #[tokio::test]
+    async fn memory_keys_compare_without_case_and_keep_the_last_value() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SqliteStore::open(&dir.path().join("m.db")).await.expect("open");
+        store
+            .remember("s1", "Favourite colour", "green")
+            .await
+            .expect("remember");
+        store
+            .remember("s1", "favourite colour ", "teal")
+            .await
+            .expect("remember");
+        store.remember("s1", "city", "Oslo").await.expect("remember");
+        store.remember("s2", "city", "Lima").await.expect("remember");
+        let all = store.recall("s1", None, 10).await.expect("recall");
+        let pairs: Vec<(&str, &str)> = all.iter().map(|m| (m.key.as_str(), m.value.as_str())).collect();
+        assert_eq!(pairs, [("favourite colour", "teal"), ("city", "Oslo")]);
+        let one = store.recall("s1", Some("FAVOURITE COLOUR"), 10).await.expect("recall");
+        assert_eq!(one.len(), 1);
+        assert_eq!(one[0].value, "teal");
+        assert!(store.recall("s3", None, 10).await.expect("recall").is_empty());
+        assert_eq!(store.recall("s1", None, 1).await.expect("recall").len(), 1);
+    }
+
+    #[tokio::test]
+    async fn tasks_are_created_once_and_finished() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SqliteStore::open(&dir.path().join("t.db")).await.expect("open");
+        let task = TaskRecord {
+            task_id: "t1".into(),
+            status: TaskStatus::Running,
+            task: "Calcula 2+2".into(),
+            session_id: "s".into(),
+            max_steps: 10,
+            result: None,
+            error: None,
+            created_at: String::new(),
+            updated_at: String::new(),
+        };
+        store.create(&task).await.expect("create");
+        assert!(store.create(&task).await.is_err(), "an id is created once");
+        let result = serde_json::json!({"response": "4"});
+        store
+            .finish("t1", TaskStatus::Completed, Some(&result), None)
+            .await
+            .expect("finish");
+        let got = store.get("t1").await.expect("get").expect("exists");
+        assert_eq!(got.status, TaskStatus::Completed);
+        assert_eq!(got.result, Some(result));
+        assert!(got.created_at.ends_with('Z'));
+        assert!(store.get("nope").await.expect("get").is_none());
+        assert!(store.finish("nope", TaskStatus::Failed, None, Some("x")).await.is_err());
     }
 
     #[tokio::test]

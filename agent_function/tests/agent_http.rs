@@ -1,0 +1,395 @@
+//! The agent function over real HTTP on loopback, on SQLite on disk: with
+//! the offline model, with local servers speaking Gemini's and OpenAI's wire
+//! formats, and with the calculator as a remote function.
+
+use agent_core::App;
+use agent_core::testing::{Scripted, TestServer, free_port, settings};
+use agent_function::{AgentResponse, FUNCTION, TaskResponse, router};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use tempfile::TempDir;
+
+struct Agent {
+    server: TestServer,
+    http: reqwest::Client,
+    _dir: TempDir,
+}
+
+impl Agent {
+    async fn start(vars: &[(&str, &str)]) -> Agent {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = dir.path().join("agent.db");
+        let db = db.to_str().expect("utf-8 path").to_string();
+        let mut all = vec![("SQLITE_PATH", db.as_str()), ("LLM_PROVIDER", "offline")];
+        all.extend_from_slice(vars);
+        let app = App::build(settings(&all), FUNCTION).await.expect("app builds");
+        let router = router(&app).expect("router builds");
+        Agent {
+            server: TestServer::start(router).await,
+            http: reqwest::Client::new(),
+            _dir: dir,
+        }
+    }
+
+    async fn post(&self, body: Value) -> reqwest::Response {
+        self.http
+            .post(format!("{}/api/v1/agent", self.server.url))
+            .json(&body)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    async fn run(&self, body: Value) -> AgentResponse {
+        let response = self.post(body).await;
+        let status = response.status();
+        let text = response.text().await.expect("body");
+        assert_eq!(status, StatusCode::OK, "{text}");
+        serde_json::from_str(&text).expect("agent response")
+    }
+
+    async fn task(&self, id: &str) -> reqwest::Response {
+        self.http
+            .get(format!("{}/api/v1/tasks/{id}", self.server.url))
+            .send()
+            .await
+            .expect("request")
+    }
+}
+
+async fn error_code(response: reqwest::Response, status: u16) -> (String, String) {
+    assert_eq!(response.status().as_u16(), status);
+    let body: Value = response.json().await.expect("json");
+    (
+        body["error"]["code"].as_str().expect("code").to_string(),
+        body["error"]["message"].as_str().expect("message").to_string(),
+    )
+}
+
+#[tokio::test]
+async fn calculates_and_searches_in_one_run() {
+    let agent = Agent::start(&[]).await;
+    let run = agent
+        .run(json!({"task": "Calcula 15 * 23 y busca información sobre matemáticas"}))
+        .await;
+    assert!(run.response.contains("345"), "{}", run.response);
+    assert_eq!(run.total_steps, run.steps.len());
+    let calc = run
+        .steps
+        .iter()
+        .find(|s| s.tool == "calculate")
+        .expect("a calculate step");
+    assert_eq!(calc.kind, "tool_call");
+    assert_eq!(calc.result["result"], 345);
+    assert!(calc.error.is_none());
+    let search = run
+        .steps
+        .iter()
+        .find(|s| s.tool == "search_web")
+        .expect("a search step");
+    let results = search.result["results"].as_array().expect("results");
+    assert!(!results.is_empty(), "{}", search.result);
+    assert!(run.tokens_used > 0);
+    assert_eq!(run.model, "offline");
+
+    // The run is stored as a task.
+    let task: TaskResponse = agent.task(&run.task_id).await.json().await.expect("task");
+    assert_eq!(task.status, agent_core::store::TaskStatus::Completed);
+    assert_eq!(task.task, "Calcula 15 * 23 y busca información sobre matemáticas");
+    let stored: AgentResponse = serde_json::from_value(task.result.expect("a result")).expect("stored run");
+    assert_eq!(stored, run);
+}
+
+#[tokio::test]
+async fn remembers_within_a_session() {
+    let agent = Agent::start(&[]).await;
+    let told = agent
+        .run(json!({"task": "remember that my favourite colour is teal", "session_id": "mem-1"}))
+        .await;
+    let store = told
+        .steps
+        .iter()
+        .find(|s| s.tool == "store_memory")
+        .expect("a store_memory step");
+    assert_eq!(store.args, json!({"key": "my favourite colour", "value": "teal"}));
+
+    let asked = agent
+        .run(json!({"task": "what do you remember?", "session_id": "mem-1"}))
+        .await;
+    assert!(
+        asked.steps.iter().any(|s| s.tool == "recall_memory"),
+        "{:?}",
+        asked.steps
+    );
+    assert!(asked.response.contains("teal"), "{}", asked.response);
+
+    // Memory is per session.
+    let other = agent
+        .run(json!({"task": "what do you remember?", "session_id": "mem-2"}))
+        .await;
+    assert!(!other.response.contains("teal"), "{}", other.response);
+}
+
+/// An OpenAI-compatible model that never stops calling the calculator.
+async fn endless_tool_caller() -> Scripted {
+    let call = json!({
+        "id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": "loop-model",
+        "choices": [{"index": 0, "finish_reason": "tool_calls", "message": {
+            "role": "assistant", "content": null,
+            "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": "calculate", "arguments": "{\"expression\":\"1+1\"}"}}]
+        }}],
+        "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}
+    });
+    Scripted::start("/v1/chat/completions", vec![(200, call)]).await
+}
+
+#[tokio::test]
+async fn max_steps_is_capped_at_twenty_and_says_so() {
+    let model = endless_tool_caller().await;
+    let base = format!("{}/v1", model.server.url);
+    let agent = Agent::start(&[("LLM_PROVIDER", "openai"), ("OPENAI_BASE_URL", &base)]).await;
+
+    let run = agent.run(json!({"task": "count forever", "max_steps": 50})).await;
+    assert_eq!(run.total_steps, 20);
+    assert_eq!(run.finish_reason, agent_core::agent::FinishReason::MaxSteps);
+    assert!(
+        run.warnings.iter().any(|w| w.contains("cap of 20")),
+        "{:?}",
+        run.warnings
+    );
+    assert!(run.response.contains("max_steps 20"), "{}", run.response);
+    assert_eq!(run.tokens_used, 20 * 15);
+    assert_eq!(
+        model.requests().len(),
+        20,
+        "one model call per step, none after the cap"
+    );
+
+    let run = agent.run(json!({"task": "count a bit", "max_steps": 3})).await;
+    assert_eq!(run.total_steps, 3);
+    assert!(run.warnings.is_empty());
+}
+
+#[tokio::test]
+async fn bad_tool_calls_from_the_model_become_error_results() {
+    let first = json!({
+        "id": "c1", "object": "chat.completion", "created": 1, "model": "m",
+        "choices": [{"index": 0, "finish_reason": "tool_calls", "message": {"role": "assistant", "content": null, "tool_calls": [
+            {"id": "a", "type": "function", "function": {"name": "launch_rockets", "arguments": "{}"}},
+            {"id": "b", "type": "function", "function": {"name": "calculate", "arguments": "{\"expression\": \"2*"}},
+            {"id": "c", "type": "function", "function": {"name": "calculate", "arguments": "{\"expr\": \"2\"}"}},
+            {"id": "d", "type": "function", "function": {"name": "calculate", "arguments": "{\"expression\": \"1/0\"}"}}
+        ]}}],
+        "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}
+    });
+    let last = json!({
+        "id": "c2", "object": "chat.completion", "created": 2, "model": "m",
+        "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "Those tools failed."}}],
+        "usage": {"prompt_tokens": 30, "completion_tokens": 4, "total_tokens": 34}
+    });
+    let model = Scripted::start("/v1/chat/completions", vec![(200, first), (200, last)]).await;
+    let base = format!("{}/v1", model.server.url);
+    let agent = Agent::start(&[("LLM_PROVIDER", "openai"), ("OPENAI_BASE_URL", &base)]).await;
+
+    let run = agent.run(json!({"task": "break things"})).await;
+    assert_eq!(run.response, "Those tools failed.");
+    assert_eq!(run.total_steps, 4);
+    for step in &run.steps {
+        let error = step.error.as_deref().expect("every call failed");
+        assert_eq!(step.result["error"], error);
+    }
+    assert!(
+        run.steps[0]
+            .error
+            .as_deref()
+            .expect("error")
+            .contains("no tool named \"launch_rockets\"")
+    );
+    assert!(
+        run.steps[3]
+            .error
+            .as_deref()
+            .expect("error")
+            .contains("division by zero")
+    );
+    // The model saw every error, paired with its call.
+    let second = &model.requests()[1];
+    let tool_messages: Vec<&Value> = second["messages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .filter(|m| m["role"] == "tool")
+        .collect();
+    assert_eq!(tool_messages.len(), 4);
+    assert_eq!(tool_messages[0]["tool_call_id"], "a");
+    assert!(
+        tool_messages[0]["content"]
+            .as_str()
+            .expect("content")
+            .contains("launch_rockets")
+    );
+}
+
+#[tokio::test]
+async fn two_rounds_with_parallel_calls_on_openai() {
+    let calls = json!({
+        "id": "c1", "object": "chat.completion", "created": 1, "model": "gpt-test",
+        "choices": [{"index": 0, "finish_reason": "tool_calls", "message": {"role": "assistant", "content": null, "tool_calls": [
+            {"id": "call_calc", "type": "function", "function": {"name": "calculate", "arguments": "{\"expression\":\"15 * 23\"}"}},
+            {"id": "call_search", "type": "function", "function": {"name": "search_web", "arguments": "{\"query\":\"matemáticas\"}"}}
+        ]}}],
+        "usage": {"prompt_tokens": 100, "completion_tokens": 20, "total_tokens": 120}
+    });
+    let answer = json!({
+        "id": "c2", "object": "chat.completion", "created": 2, "model": "gpt-test",
+        "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "15 * 23 = 345, and here is what I found."}}],
+        "usage": {"prompt_tokens": 300, "completion_tokens": 15, "total_tokens": 315}
+    });
+    let model = Scripted::start("/v1/chat/completions", vec![(200, calls), (200, answer)]).await;
+    let base = format!("{}/v1", model.server.url);
+    let agent = Agent::start(&[("LLM_PROVIDER", "openai"), ("OPENAI_BASE_URL", &base)]).await;
+
+    let run = agent
+        .run(json!({"task": "Calcula 15 * 23 y busca información sobre matemáticas"}))
+        .await;
+    assert_eq!(run.response, "15 * 23 = 345, and here is what I found.");
+    assert_eq!(run.tokens_used, 435);
+    assert_eq!(run.model, "gpt-test");
+    let tools: Vec<&str> = run.steps.iter().map(|s| s.tool.as_str()).collect();
+    assert_eq!(tools, ["calculate", "search_web"]);
+    assert_eq!(run.steps[0].result["result"], 345);
+
+    let requests = model.requests();
+    let declared: Vec<&str> = requests[0]["tools"]
+        .as_array()
+        .expect("tools")
+        .iter()
+        .map(|t| t["function"]["name"].as_str().expect("name"))
+        .collect();
+    for tool in ["calculate", "search_web", "store_memory", "recall_memory"] {
+        assert!(declared.contains(&tool), "{declared:?}");
+    }
+    let messages = requests[1]["messages"].as_array().expect("messages");
+    let tool_results: Vec<&Value> = messages.iter().filter(|m| m["role"] == "tool").collect();
+    assert_eq!(tool_results[0]["tool_call_id"], "call_calc");
+    let calc: Value = serde_json::from_str(tool_results[0]["content"].as_str().expect("content")).expect("json");
+    assert_eq!(calc["result"], 345);
+    assert_eq!(tool_results[1]["tool_call_id"], "call_search");
+}
+
+#[tokio::test]
+async fn two_rounds_with_parallel_calls_on_gemini_keep_thought_signatures() {
+    let model_turn = json!({"role": "model", "parts": [
+        {"functionCall": {"name": "calculate", "args": {"expression": "15 * 23"}}, "thoughtSignature": "c2lnbmF0dXJlLW9uZQ=="},
+        {"functionCall": {"name": "search_web", "args": {"query": "matemáticas"}}}
+    ]});
+    let calls = json!({
+        "candidates": [{"content": model_turn, "finishReason": "STOP", "index": 0}],
+        "usageMetadata": {"promptTokenCount": 100, "candidatesTokenCount": 20, "totalTokenCount": 120},
+        "modelVersion": "gemini-test"
+    });
+    let answer = json!({
+        "candidates": [{"content": {"role": "model", "parts": [{"text": "Son 345."}]}, "finishReason": "STOP", "index": 0}],
+        "usageMetadata": {"promptTokenCount": 300, "candidatesTokenCount": 5, "totalTokenCount": 305},
+        "modelVersion": "gemini-test"
+    });
+    let model = Scripted::start(
+        "/v1beta/models/gemini-test:generateContent",
+        vec![(200, calls), (200, answer)],
+    )
+    .await;
+    let agent = Agent::start(&[
+        ("LLM_PROVIDER", "gemini"),
+        ("GEMINI_API_KEY", "test-key"),
+        ("GEMINI_MODEL", "gemini-test"),
+        ("GEMINI_BASE_URL", &model.server.url),
+    ])
+    .await;
+
+    let run = agent
+        .run(json!({"task": "Calcula 15 * 23 y busca información sobre matemáticas"}))
+        .await;
+    assert_eq!(run.response, "Son 345.");
+    assert_eq!(run.total_steps, 2);
+    assert_eq!(run.tokens_used, 425);
+
+    let second = &model.requests()[1];
+    let contents = second["contents"].as_array().expect("contents");
+    assert_eq!(
+        contents[1], model_turn,
+        "the model's turn goes back verbatim, thoughtSignature included"
+    );
+    let responses: Vec<&str> = contents[2]["parts"]
+        .as_array()
+        .expect("parts")
+        .iter()
+        .map(|p| p["functionResponse"]["name"].as_str().expect("name"))
+        .collect();
+    assert_eq!(responses, ["calculate", "search_web"]);
+    assert_eq!(contents[2]["parts"][0]["functionResponse"]["response"]["result"], 345);
+}
+
+#[tokio::test]
+async fn a_remote_calculator_is_called_and_its_failure_is_a_step_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("calc.db");
+    let calc_app = App::build(
+        settings(&[("SQLITE_PATH", db.to_str().expect("utf-8"))]),
+        "calculator_function",
+    )
+    .await
+    .expect("calculator app");
+    let metrics = calc_app.metrics.clone();
+    let calculator = TestServer::start(calculator_function::router(&calc_app)).await;
+    let url = format!("{}/api/v1/tools/calculate", calculator.url);
+
+    let agent = Agent::start(&[("CALCULATOR_URL", &url)]).await;
+    let run = agent.run(json!({"task": "Calcula 15 * 23"})).await;
+    let step = run
+        .steps
+        .iter()
+        .find(|s| s.tool == "calculate")
+        .expect("calculate step");
+    assert_eq!(step.result["result"], 345, "{:?}", step);
+    assert!(run.response.contains("345"));
+    let served = metrics.counter(
+        "http_requests_total",
+        &[
+            ("route", "/api/v1/tools/calculate"),
+            ("method", "POST"),
+            ("status", "200"),
+        ],
+    );
+    assert_eq!(served, 1, "the calculation ran in the calculator function");
+
+    let closed = format!("http://127.0.0.1:{}/api/v1/tools/calculate", free_port());
+    let agent = Agent::start(&[("CALCULATOR_URL", &closed), ("TOOL_TIMEOUT_SECONDS", "2")]).await;
+    let run = agent.run(json!({"task": "Calcula 15 * 23"})).await;
+    let step = run
+        .steps
+        .iter()
+        .find(|s| s.tool == "calculate")
+        .expect("calculate step");
+    let error = step.error.as_deref().expect("the call failed");
+    assert!(error.contains("could not be reached"), "{error}");
+}
+
+#[tokio::test]
+async fn bad_requests_get_the_envelope() {
+    let agent = Agent::start(&[]).await;
+    let (code, message) = error_code(agent.post(json!({"task": ""})).await, 400).await;
+    assert_eq!(code, "invalid_argument");
+    assert!(message.contains("task is empty"), "{message}");
+    let (_, message) = error_code(agent.post(json!({"task": "x", "max_steps": 0})).await, 400).await;
+    assert!(message.contains("at least 1"), "{message}");
+    let (_, message) = error_code(agent.post(json!({"task": "x", "max_steps": -1})).await, 400).await;
+    assert!(message.contains("invalid value"), "{message}");
+    let (_, message) = error_code(agent.post(json!({"task": "x", "async": true})).await, 400).await;
+    assert!(message.contains("not available"), "{message}");
+    let (_, message) = error_code(agent.post(json!({"tsk": "x"})).await, 400).await;
+    assert!(message.contains("unknown field `tsk`"), "{message}");
+    let (code, _) = error_code(agent.task("no-such-task").await, 404).await;
+    assert_eq!(code, "not_found");
+    let (_, message) = error_code(agent.task("bad id!").await, 400).await;
+    assert!(message.contains("task id"), "{message}");
+}

@@ -1,0 +1,104 @@
+//! Tools the agent can call, behind one trait.
+//!
+//! A tool declares its name, a description and a JSON Schema for its
+//! arguments (the model's function declarations are built from these), and
+//! validates the arguments it is given: a model can send anything, and a
+//! tool's complaint goes back to the model as a result it can correct,
+//! never as a failed run.
+//!
+//! - [`calculator`]: safe arithmetic (`calculate`), a parser, never `eval`.
+//! - [`search`]: BM25 full-text search over a folder of documents
+//!   (`search_web`), with the project's own documentation as the default.
+//! - [`memory`]: per-session key/value memory in the store
+//!   (`store_memory`, `recall_memory`).
+//! - [`endpoint`]: a tool served over HTTP as a function of its own.
+//! - [`registry`]: the agent's tools, from the settings.
+//! - [`remote`]: a tool function called over HTTP(S), with a Google ID token
+//!   on Google Cloud.
+
+pub mod calculator;
+pub mod endpoint;
+pub mod memory;
+pub mod registry;
+pub mod remote;
+pub mod search;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::llm::ToolSpec;
+
+/// What a tool call knows about the run it belongs to.
+#[derive(Debug, Clone, Default)]
+pub struct ToolContext {
+    /// The agent run's session: memory is kept per session.
+    pub session_id: String,
+}
+
+/// Why a tool call did not produce a result. The message is for the model
+/// (and the step trace): what was wrong and how to call the tool instead.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ToolError {
+    #[error("invalid arguments: {0}")]
+    InvalidArguments(String),
+    #[error("{0}")]
+    Failed(String),
+}
+
+#[async_trait]
+pub trait Tool: Send + Sync {
+    fn spec(&self) -> &ToolSpec;
+
+    /// Runs the tool. `args` is whatever the model sent.
+    async fn call(&self, args: Value, context: &ToolContext) -> Result<Value, ToolError>;
+}
+
+/// Decodes a model's arguments into a tool's typed arguments.
+pub fn arguments<T: DeserializeOwned>(args: Value) -> Result<T, ToolError> {
+    let args = match args {
+        // Some models send no arguments at all for a tool without any.
+        Value::Null => Value::Object(Default::default()),
+        Value::String(s) => {
+            return Err(ToolError::InvalidArguments(format!(
+                "the arguments must be a JSON object, not the string {s:?}"
+            )));
+        }
+        other => other,
+    };
+    serde_json::from_value(args).map_err(|e| ToolError::InvalidArguments(e.to_string()))
+}
+
+/// The tools of a run, by name.
+#[derive(Clone, Default)]
+pub struct Registry {
+    tools: BTreeMap<String, Arc<dyn Tool>>,
+}
+
+impl Registry {
+    pub fn new() -> Registry {
+        Registry::default()
+    }
+
+    pub fn with(mut self, tool: Arc<dyn Tool>) -> Registry {
+        self.tools.insert(tool.spec().name.clone(), tool);
+        self
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Arc<dyn Tool>> {
+        self.tools.get(name)
+    }
+
+    pub fn specs(&self) -> Vec<ToolSpec> {
+        self.tools.values().map(|t| t.spec().clone()).collect()
+    }
+
+    pub fn names(&self) -> Vec<&str> {
+        self.tools.keys().map(String::as_str).collect()
+    }
+}
+
+pub use registry::{registry, search_index};

@@ -1,0 +1,30 @@
+//! `calculator_function`: the agent's `calculate` tool as a function of its
+//! own (`CALCULATOR_URL`), and a safe arithmetic API in its own right.
+//!
+//! `POST /api/v1/tools/calculate` `{expression}` -> `{expression, result}`;
+//! an expression that cannot be evaluated (division by zero, code, too long
+//! or too deep) is a 400 that says why.
+
+use std::sync::Arc;
+
+use agent_core::App;
+use agent_core::tools::{calculator::Calculator, endpoint};
+use axum::Router;
+
+pub const FUNCTION: &str = "calculator_function";
+pub const ROUTE: &str = "/api/v1/tools/calculate";
+
+/// The named route, behind the tools rate limit; `local` merges it.
+pub fn routes(app: &App) -> Router {
+    app.rate_limited(
+        endpoint::routes(ROUTE, Arc::new(Calculator::new()), false),
+        "tools",
+        app.settings.rate_limit_tools,
+    )
+}
+
+/// The standalone function, with `POST /` and the shared HTTP layer.
+pub fn router(app: &App) -> Router {
+    let api = endpoint::routes(ROUTE, Arc::new(Calculator::new()), true);
+    app.wrap(app.rate_limited(api, "tools", app.settings.rate_limit_tools), FUNCTION)
+}

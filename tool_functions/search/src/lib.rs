@@ -1,0 +1,36 @@
+//! `search_function`: the agent's `search_web` tool as a function of its
+//! own, so the corpus and its index live in one service that every agent
+//! instance calls (`SEARCH_URL`).
+//!
+//! `POST /api/v1/tools/search` `{query, max_results?}` ->
+//! `{query, results: [{title, snippet, source, score}]}`.
+
+use std::sync::Arc;
+
+use agent_core::App;
+use agent_core::tools::{endpoint, search};
+use axum::Router;
+
+pub const FUNCTION: &str = "search_function";
+pub const ROUTE: &str = "/api/v1/tools/search";
+
+fn tool(app: &App) -> anyhow::Result<Arc<search::Search>> {
+    Ok(Arc::new(search::Search::new(agent_core::tools::search_index(
+        &app.settings.tools,
+    )?)))
+}
+
+/// The named route, behind the tools rate limit; `local` merges it.
+pub fn routes(app: &App) -> anyhow::Result<Router> {
+    Ok(app.rate_limited(
+        endpoint::routes(ROUTE, tool(app)?, false),
+        "tools",
+        app.settings.rate_limit_tools,
+    ))
+}
+
+/// The standalone function, with `POST /` and the shared HTTP layer.
+pub fn router(app: &App) -> anyhow::Result<Router> {
+    let api = endpoint::routes(ROUTE, tool(app)?, true);
+    Ok(app.wrap(app.rate_limited(api, "tools", app.settings.rate_limit_tools), FUNCTION))
+}

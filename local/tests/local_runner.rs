@@ -36,7 +36,15 @@ async fn local_serves_every_function_on_one_port() {
         banner.push(line);
     }
     let banner = banner.join("\n");
-    for route in ["POST   /api/v1/chat", "GET    /api/v1/sessions/{id}", "GET    /health"] {
+    for route in [
+        "POST   /api/v1/chat",
+        "GET    /api/v1/sessions/{id}",
+        "POST   /api/v1/agent",
+        "GET    /api/v1/tasks/{id}",
+        "POST   /api/v1/tools/search",
+        "POST   /api/v1/tools/calculate",
+        "GET    /health",
+    ] {
         assert!(banner.contains(route), "{banner}");
     }
 
@@ -76,6 +84,47 @@ async fn local_serves_every_function_on_one_port() {
         dir.path().join(".agent-data/agent.db").exists(),
         "the embedded store is under .agent-data/"
     );
+
+    // The agent, with the tools in the same process.
+    let run: Value = http
+        .post(format!("{base}/api/v1/agent"))
+        .body(r#"{"task":"Calcula 15 * 23 y busca información sobre matemáticas"}"#)
+        .send()
+        .await
+        .expect("agent")
+        .json()
+        .await
+        .expect("json");
+    assert!(run["response"].as_str().expect("response").contains("345"), "{run}");
+    let tools: Vec<&str> = run["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .map(|s| s["tool"].as_str().expect("tool"))
+        .collect();
+    assert_eq!(tools, ["calculate", "search_web"]);
+    let task: Value = http
+        .get(format!(
+            "{base}/api/v1/tasks/{}",
+            run["task_id"].as_str().expect("task id")
+        ))
+        .send()
+        .await
+        .expect("task")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(task["status"], "completed");
+    let calc: Value = http
+        .post(format!("{base}/api/v1/tools/calculate"))
+        .body(r#"{"expression":"2*(3+4)"}"#)
+        .send()
+        .await
+        .expect("calculate")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(calc["result"], 14);
 
     // The POST / aliases belong to the standalone functions.
     let root = http

@@ -7,6 +7,10 @@
 //!   `local`) on the offline model and SQLite, then sends `POST
 //!   /api/v1/chat` on CONNECTIONS keep-alive connections for SECONDS, and
 //!   reports requests per second and latency percentiles.
+//! - `bench tool BIN calculate|search [SECONDS] [CONNECTIONS]`: the same
+//!   for a tool function's route.
+//! - `bench loop [RUNS]`: the agent loop's own cost per step, in process,
+//!   with a model that answers at once.
 //!
 //! Each run uses a fresh temporary SQLite file and a free loopback port, and
 //! stops what it started.
@@ -28,8 +32,14 @@ async fn main() -> anyhow::Result<()> {
             startup(Path::new(bin), parse(arg(2), 20)?, &extra).await
         }
         (Some("chat"), Some(bin)) => chat(Path::new(bin), parse(arg(2), 10)?, parse(arg(3), 64)?).await,
+        (Some("tool"), Some(bin)) => {
+            let which = arg(2).unwrap_or("calculate");
+            tool(Path::new(bin), which, parse(arg(3), 10)?, parse(arg(4), 64)?).await
+        }
+        (Some("loop"), runs) => agent_loop(parse(runs, 1000)?).await,
         _ => bail!(
             "usage: bench startup BIN [RUNS=20] [NAME=VALUE...] | bench chat BIN [SECONDS=10] [CONNECTIONS=64]\n\
+             | bench tool BIN calculate|search [SECONDS=10] [CONNECTIONS=64] | bench loop [RUNS=1000]\n\
              BIN is a release binary, e.g. target/release/chat_function"
         ),
     }
@@ -172,23 +182,76 @@ async fn startup(bin: &Path, runs: u64, extra: &[(&str, &str)]) -> anyhow::Resul
     Ok(())
 }
 
+/// What one load run sends: to `path`, connection `c` posts `body(c)`.
+struct Load<'a> {
+    bin: &'a Path,
+    path: &'a str,
+    body: &'a (dyn Fn(u64) -> serde_json::Value + Sync),
+    seconds: u64,
+    connections: u64,
+}
+
 async fn chat(bin: &Path, seconds: u64, connections: u64) -> anyhow::Result<()> {
-    // The limit stays on (its store write is part of a request's cost), set
+    let body = |c: u64| serde_json::json!({"message": "hello, how are you?", "session_id": format!("bench-{c}")});
+    let load = Load {
+        bin,
+        path: "/api/v1/chat",
+        body: &body,
+        seconds,
+        connections,
+    };
+    run_load(&load, "offline model, SQLite").await
+}
+
+/// Loads one tool function: `calculate` or `search`.
+async fn tool(bin: &Path, which: &str, seconds: u64, connections: u64) -> anyhow::Result<()> {
+    let (path, body, what): (&str, serde_json::Value, &str) = match which {
+        "calculate" => (
+            "/api/v1/tools/calculate",
+            serde_json::json!({"expression": "2 * (3 + 4) ^ 2 / sqrt(16)"}),
+            "expression 2 * (3 + 4) ^ 2 / sqrt(16)",
+        ),
+        "search" => (
+            "/api/v1/tools/search",
+            serde_json::json!({"query": "cold start Cloud Run", "max_results": 5}),
+            "query \"cold start Cloud Run\", built-in corpus",
+        ),
+        other => bail!("unknown tool {other:?}: calculate or search"),
+    };
+    let body = move |_: u64| body.clone();
+    let load = Load {
+        bin,
+        path,
+        body: &body,
+        seconds,
+        connections,
+    };
+    run_load(&load, what).await
+}
+
+async fn run_load(load: &Load<'_>, what: &str) -> anyhow::Result<()> {
+    // Limits stay on (their store write is part of a request's cost), set
     // high enough that the benchmark measures serving, not refusing.
-    let (server, _) = spawn(bin, None, &[("RATE_LIMIT_CHAT", "100000000/60s")])?;
+    let high = "100000000/60s";
+    let limits = [
+        ("RATE_LIMIT_CHAT", high),
+        ("RATE_LIMIT_AGENT", high),
+        ("RATE_LIMIT_TOOLS", high),
+    ];
+    let (server, _) = spawn(load.bin, None, &limits)?;
     wait_healthy(server.port).await?;
-    let url = format!("http://127.0.0.1:{}/api/v1/chat", server.port);
+    let url = format!("http://127.0.0.1:{}{}", server.port, load.path);
     let rss_before = server.child.id().map(rss_kib).transpose()?.unwrap_or(0);
 
-    let end = Instant::now() + Duration::from_secs(seconds);
+    let end = Instant::now() + Duration::from_secs(load.seconds);
     let started = Instant::now();
-    let workers: Vec<_> = (0..connections)
+    let workers: Vec<_> = (0..load.connections)
         .map(|c| {
             let url = url.clone();
+            let body = (load.body)(c);
             tokio::spawn(async move {
                 // One client per worker: one keep-alive connection each.
                 let http = reqwest::Client::builder().pool_max_idle_per_host(1).build()?;
-                let body = serde_json::json!({"message": "hello, how are you?", "session_id": format!("bench-{c}")});
                 let mut latencies = Vec::new();
                 let mut errors = 0u64;
                 while Instant::now() < end {
@@ -216,8 +279,11 @@ async fn chat(bin: &Path, seconds: u64, connections: u64) -> anyhow::Result<()> 
     all.sort();
     let rss_after = server.child.id().map(rss_kib).transpose()?.unwrap_or(0);
     println!(
-        "POST /api/v1/chat on {}, offline model, SQLite, {connections} connections, {seconds} s:",
-        bin.display()
+        "POST {} on {}, {what}, {} connections, {} s:",
+        load.path,
+        load.bin.display(),
+        load.connections,
+        load.seconds
     );
     println!(
         "  {} ok, {errors} errors, {:.0} req/s; latency p50 {}, p90 {}, p99 {}, max {}",
@@ -232,6 +298,136 @@ async fn chat(bin: &Path, seconds: u64, connections: u64) -> anyhow::Result<()> 
         "  server RSS: {:.1} MiB before, {:.1} MiB after",
         rss_before as f64 / 1024.0,
         rss_after as f64 / 1024.0
+    );
+    Ok(())
+}
+
+/// A model that answers at once: `calculate` on every turn, so a run takes
+/// exactly `max_steps` steps and all the time measured is the loop's.
+struct InstantModel {
+    call: agent_core::llm::ModelResponse,
+}
+
+#[async_trait::async_trait]
+impl agent_core::llm::Model for InstantModel {
+    fn name(&self) -> &str {
+        "instant"
+    }
+
+    fn provider(&self) -> &'static str {
+        "bench"
+    }
+
+    async fn generate(
+        &self,
+        _: &agent_core::llm::ModelRequest,
+    ) -> Result<agent_core::llm::ModelResponse, agent_core::llm::ModelError> {
+        Ok(self.call.clone())
+    }
+
+    async fn stream(
+        &self,
+        _: agent_core::llm::ModelRequest,
+    ) -> Result<agent_core::llm::ModelStream, agent_core::llm::ModelError> {
+        bail_model()
+    }
+}
+
+fn bail_model<T>() -> Result<T, agent_core::llm::ModelError> {
+    Err(agent_core::llm::ModelError::Upstream {
+        status: None,
+        message: "not used by the benchmark".into(),
+    })
+}
+
+/// The agent loop's own cost per step: request building, the tool call
+/// (the calculator, microseconds), the step record, the turn bookkeeping.
+async fn agent_loop(runs: u64) -> anyhow::Result<()> {
+    use agent_core::llm::{Content, FunctionCall, ModelResponse, Part, Role, Usage};
+    let call = ModelResponse {
+        content: Content {
+            role: Some(Role::Model),
+            parts: vec![Part::FunctionCall(FunctionCall {
+                id: Some("call_1".into()),
+                name: "calculate".into(),
+                args: serde_json::json!({"expression": "15 * 23"}),
+            })],
+            raw: None,
+        },
+        usage: Usage {
+            input_tokens: 10,
+            output_tokens: 5,
+        },
+        model: "instant".into(),
+    };
+    let model = InstantModel { call };
+    let tools =
+        agent_core::tools::Registry::new().with(std::sync::Arc::new(agent_core::tools::calculator::Calculator::new()));
+    let run = agent_core::agent::Run {
+        task: "Calcula 15 * 23".into(),
+        session_id: "bench".into(),
+        max_steps: agent_core::agent::MAX_STEPS_CAP,
+        system_instruction: None,
+    };
+    // Warm up, then measure.
+    agent_core::agent::run(&model, &tools, &run, &|_| {}).await?;
+    let mut per_step = Vec::new();
+    for _ in 0..runs {
+        let started = Instant::now();
+        let outcome = agent_core::agent::run(&model, &tools, &run, &|_| {}).await?;
+        per_step.push(started.elapsed() / outcome.total_steps as u32);
+    }
+    per_step.sort();
+    println!(
+        "agent loop, {} steps a run, {runs} runs, instant model, in-process calculator: per step median {:.1} us, p90 {:.1} us, max {:.1} us",
+        agent_core::agent::MAX_STEPS_CAP,
+        percentile(&per_step, 0.5).as_secs_f64() * 1e6,
+        percentile(&per_step, 0.9).as_secs_f64() * 1e6,
+        per_step.last().copied().unwrap_or_default().as_secs_f64() * 1e6,
+    );
+
+    // The README's task with the offline model: two model turns (plan the
+    // calls, answer from the results) and two steps (calculate, search).
+    let offline = agent_core::llm::offline::OfflineModel::new();
+    let mut builds = Vec::new();
+    for _ in 0..50 {
+        let started = Instant::now();
+        let index = agent_core::tools::search::SearchIndex::builtin();
+        builds.push(started.elapsed());
+        std::hint::black_box(index);
+    }
+    builds.sort();
+    let index = std::sync::Arc::new(agent_core::tools::search::SearchIndex::builtin());
+    let (units, terms) = index.index_stats();
+    println!(
+        "indexing the built-in corpus ({units} sections, {terms} terms), 50 builds: median {:.2} ms, max {:.2} ms",
+        percentile(&builds, 0.5).as_secs_f64() * 1e3,
+        builds.last().copied().unwrap_or_default().as_secs_f64() * 1e3,
+    );
+    let tools = tools.with(std::sync::Arc::new(agent_core::tools::search::Search::new(index)));
+    let run = agent_core::agent::Run {
+        task: "Calcula 15 * 23 y busca información sobre matemáticas".into(),
+        max_steps: agent_core::agent::DEFAULT_MAX_STEPS,
+        ..run
+    };
+    agent_core::agent::run(&offline, &tools, &run, &|_| {}).await?;
+    let mut per_run = Vec::new();
+    for _ in 0..runs {
+        let started = Instant::now();
+        let outcome = agent_core::agent::run(&offline, &tools, &run, &|_| {}).await?;
+        anyhow::ensure!(
+            outcome.total_steps == 2 && outcome.response.contains("345"),
+            "unexpected run: {outcome:?}"
+        );
+        per_run.push(started.elapsed());
+    }
+    per_run.sort();
+    println!(
+        "agent run of the README task, offline model, in-process calculator and search, {runs} runs: \
+         median {:.1} us a run ({:.1} us a step, model included), p90 {:.1} us",
+        percentile(&per_run, 0.5).as_secs_f64() * 1e6,
+        percentile(&per_run, 0.5).as_secs_f64() * 1e6 / 2.0,
+        percentile(&per_run, 0.9).as_secs_f64() * 1e6,
     );
     Ok(())
 }

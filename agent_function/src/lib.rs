@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use agent_core::agent::{self, FinishReason, Step};
+use agent_core::agent::{self, Outcome};
 use agent_core::http::json::require_text;
 use agent_core::http::{ApiError, ApiJson};
 use agent_core::llm::Model;
@@ -46,13 +46,10 @@ pub struct AgentRequest {
 pub struct AgentResponse {
     pub task_id: String,
     pub session_id: String,
-    pub response: String,
-    pub steps: Vec<Step>,
-    pub total_steps: usize,
-    pub tokens_used: u64,
-    pub model: String,
-    /// `answered`, or `max_steps` when the step limit ended the run.
-    pub finish_reason: FinishReason,
+    /// `response`, `steps`, `total_steps`, `tokens_used`, `model` and
+    /// `finish_reason` (`answered`, or `max_steps` when the limit ended it).
+    #[serde(flatten)]
+    pub outcome: Outcome,
     /// What the request asked that was adjusted (a `max_steps` over the cap).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
@@ -191,12 +188,7 @@ pub async fn run_agent(
     let response = AgentResponse {
         task_id: task_id.clone(),
         session_id,
-        response: outcome.response,
-        steps: outcome.steps,
-        total_steps: outcome.total_steps,
-        tokens_used: outcome.tokens_used,
-        model: outcome.model,
-        finish_reason: outcome.finish_reason,
+        outcome,
         warnings: warning.into_iter().collect(),
     };
     let result = serde_json::to_value(&response).ok();

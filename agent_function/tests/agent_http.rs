@@ -72,9 +72,10 @@ async fn calculates_and_searches_in_one_run() {
     let run = agent
         .run(json!({"task": "Calcula 15 * 23 y busca información sobre matemáticas"}))
         .await;
-    assert!(run.response.contains("345"), "{}", run.response);
-    assert_eq!(run.total_steps, run.steps.len());
+    assert!(run.outcome.response.contains("345"), "{}", run.outcome.response);
+    assert_eq!(run.outcome.total_steps, run.outcome.steps.len());
     let calc = run
+        .outcome
         .steps
         .iter()
         .find(|s| s.tool == "calculate")
@@ -83,14 +84,15 @@ async fn calculates_and_searches_in_one_run() {
     assert_eq!(calc.result["result"], 345);
     assert!(calc.error.is_none());
     let search = run
+        .outcome
         .steps
         .iter()
         .find(|s| s.tool == "search_web")
         .expect("a search step");
     let results = search.result["results"].as_array().expect("results");
     assert!(!results.is_empty(), "{}", search.result);
-    assert!(run.tokens_used > 0);
-    assert_eq!(run.model, "offline");
+    assert!(run.outcome.tokens_used > 0);
+    assert_eq!(run.outcome.model, "offline");
 
     // The run is stored as a task.
     let task: TaskResponse = agent.task(&run.task_id).await.json().await.expect("task");
@@ -107,6 +109,7 @@ async fn remembers_within_a_session() {
         .run(json!({"task": "remember that my favourite colour is teal", "session_id": "mem-1"}))
         .await;
     let store = told
+        .outcome
         .steps
         .iter()
         .find(|s| s.tool == "store_memory")
@@ -117,17 +120,17 @@ async fn remembers_within_a_session() {
         .run(json!({"task": "what do you remember?", "session_id": "mem-1"}))
         .await;
     assert!(
-        asked.steps.iter().any(|s| s.tool == "recall_memory"),
+        asked.outcome.steps.iter().any(|s| s.tool == "recall_memory"),
         "{:?}",
-        asked.steps
+        asked.outcome.steps
     );
-    assert!(asked.response.contains("teal"), "{}", asked.response);
+    assert!(asked.outcome.response.contains("teal"), "{}", asked.outcome.response);
 
     // Memory is per session.
     let other = agent
         .run(json!({"task": "what do you remember?", "session_id": "mem-2"}))
         .await;
-    assert!(!other.response.contains("teal"), "{}", other.response);
+    assert!(!other.outcome.response.contains("teal"), "{}", other.outcome.response);
 }
 
 /// An OpenAI-compatible model that never stops calling the calculator.
@@ -150,15 +153,19 @@ async fn max_steps_is_capped_at_twenty_and_says_so() {
     let agent = Agent::start(&[("LLM_PROVIDER", "openai"), ("OPENAI_BASE_URL", &base)]).await;
 
     let run = agent.run(json!({"task": "count forever", "max_steps": 50})).await;
-    assert_eq!(run.total_steps, 20);
-    assert_eq!(run.finish_reason, agent_core::agent::FinishReason::MaxSteps);
+    assert_eq!(run.outcome.total_steps, 20);
+    assert_eq!(run.outcome.finish_reason, agent_core::agent::FinishReason::MaxSteps);
     assert!(
         run.warnings.iter().any(|w| w.contains("cap of 20")),
         "{:?}",
         run.warnings
     );
-    assert!(run.response.contains("max_steps 20"), "{}", run.response);
-    assert_eq!(run.tokens_used, 20 * 15);
+    assert!(
+        run.outcome.response.contains("max_steps 20"),
+        "{}",
+        run.outcome.response
+    );
+    assert_eq!(run.outcome.tokens_used, 20 * 15);
     assert_eq!(
         model.requests().len(),
         20,
@@ -166,7 +173,7 @@ async fn max_steps_is_capped_at_twenty_and_says_so() {
     );
 
     let run = agent.run(json!({"task": "count a bit", "max_steps": 3})).await;
-    assert_eq!(run.total_steps, 3);
+    assert_eq!(run.outcome.total_steps, 3);
     assert!(run.warnings.is_empty());
 }
 
@@ -192,21 +199,21 @@ async fn bad_tool_calls_from_the_model_become_error_results() {
     let agent = Agent::start(&[("LLM_PROVIDER", "openai"), ("OPENAI_BASE_URL", &base)]).await;
 
     let run = agent.run(json!({"task": "break things"})).await;
-    assert_eq!(run.response, "Those tools failed.");
-    assert_eq!(run.total_steps, 4);
-    for step in &run.steps {
+    assert_eq!(run.outcome.response, "Those tools failed.");
+    assert_eq!(run.outcome.total_steps, 4);
+    for step in &run.outcome.steps {
         let error = step.error.as_deref().expect("every call failed");
         assert_eq!(step.result["error"], error);
     }
     assert!(
-        run.steps[0]
+        run.outcome.steps[0]
             .error
             .as_deref()
             .expect("error")
             .contains("no tool named \"launch_rockets\"")
     );
     assert!(
-        run.steps[3]
+        run.outcome.steps[3]
             .error
             .as_deref()
             .expect("error")
@@ -252,12 +259,12 @@ async fn two_rounds_with_parallel_calls_on_openai() {
     let run = agent
         .run(json!({"task": "Calcula 15 * 23 y busca información sobre matemáticas"}))
         .await;
-    assert_eq!(run.response, "15 * 23 = 345, and here is what I found.");
-    assert_eq!(run.tokens_used, 435);
-    assert_eq!(run.model, "gpt-test");
-    let tools: Vec<&str> = run.steps.iter().map(|s| s.tool.as_str()).collect();
+    assert_eq!(run.outcome.response, "15 * 23 = 345, and here is what I found.");
+    assert_eq!(run.outcome.tokens_used, 435);
+    assert_eq!(run.outcome.model, "gpt-test");
+    let tools: Vec<&str> = run.outcome.steps.iter().map(|s| s.tool.as_str()).collect();
     assert_eq!(tools, ["calculate", "search_web"]);
-    assert_eq!(run.steps[0].result["result"], 345);
+    assert_eq!(run.outcome.steps[0].result["result"], 345);
 
     let requests = model.requests();
     let declared: Vec<&str> = requests[0]["tools"]
@@ -309,9 +316,9 @@ async fn two_rounds_with_parallel_calls_on_gemini_keep_thought_signatures() {
     let run = agent
         .run(json!({"task": "Calcula 15 * 23 y busca información sobre matemáticas"}))
         .await;
-    assert_eq!(run.response, "Son 345.");
-    assert_eq!(run.total_steps, 2);
-    assert_eq!(run.tokens_used, 425);
+    assert_eq!(run.outcome.response, "Son 345.");
+    assert_eq!(run.outcome.total_steps, 2);
+    assert_eq!(run.outcome.tokens_used, 425);
 
     let second = &model.requests()[1];
     let contents = second["contents"].as_array().expect("contents");
@@ -346,12 +353,13 @@ async fn a_remote_calculator_is_called_and_its_failure_is_a_step_error() {
     let agent = Agent::start(&[("CALCULATOR_URL", &url)]).await;
     let run = agent.run(json!({"task": "Calcula 15 * 23"})).await;
     let step = run
+        .outcome
         .steps
         .iter()
         .find(|s| s.tool == "calculate")
         .expect("calculate step");
     assert_eq!(step.result["result"], 345, "{:?}", step);
-    assert!(run.response.contains("345"));
+    assert!(run.outcome.response.contains("345"));
     let served = metrics.counter(
         "http_requests_total",
         &[
@@ -366,6 +374,7 @@ async fn a_remote_calculator_is_called_and_its_failure_is_a_step_error() {
     let agent = Agent::start(&[("CALCULATOR_URL", &closed), ("TOOL_TIMEOUT_SECONDS", "2")]).await;
     let run = agent.run(json!({"task": "Calcula 15 * 23"})).await;
     let step = run
+        .outcome
         .steps
         .iter()
         .find(|s| s.tool == "calculate")

@@ -7,9 +7,12 @@
 //! across every instance sharing the store. SQLite keeps them with one
 //! immediate transaction, Firestore with a transaction per call.
 //!
+//! - [`contract`]: the promises above as one test suite that every
+//!   backend must pass.
 //! - [`sqlite`]: the embedded default, one file, shared safely by several
 //!   processes on one machine.
 
+pub mod contract;
 pub mod sqlite;
 
 use std::sync::Arc;

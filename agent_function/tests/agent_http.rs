@@ -133,16 +133,49 @@ async fn remembers_within_a_session() {
     assert!(!other.outcome.response.contains("teal"), "{}", other.outcome.response);
 }
 
+/// An OpenAI chat completion that asks for `calls` (id, tool, arguments as
+/// the JSON string OpenAI sends).
+fn tool_calls(model: &str, calls: &[(&str, &str, &str)], prompt: u64, completion: u64) -> Value {
+    let calls: Vec<Value> = calls
+        .iter()
+        .map(|(id, name, arguments)| json!({"id": id, "type": "function", "function": {"name": name, "arguments": arguments}}))
+        .collect();
+    completion_json(
+        model,
+        json!({"role": "assistant", "content": null, "tool_calls": calls}),
+        "tool_calls",
+        prompt,
+        completion,
+    )
+}
+
+/// An OpenAI chat completion that answers in text.
+fn text_answer(model: &str, text: &str, prompt: u64, completion: u64) -> Value {
+    completion_json(
+        model,
+        json!({"role": "assistant", "content": text}),
+        "stop",
+        prompt,
+        completion,
+    )
+}
+
+fn completion_json(model: &str, message: Value, finish: &str, prompt: u64, completion: u64) -> Value {
+    json!({
+        "id": "chatcmpl-test", "object": "chat.completion", "created": 1, "model": model,
+        "choices": [{"index": 0, "finish_reason": finish, "message": message}],
+        "usage": {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+    })
+}
+
 /// An OpenAI-compatible model that never stops calling the calculator.
 async fn endless_tool_caller() -> Scripted {
-    let call = json!({
-        "id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": "loop-model",
-        "choices": [{"index": 0, "finish_reason": "tool_calls", "message": {
-            "role": "assistant", "content": null,
-            "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": "calculate", "arguments": "{\"expression\":\"1+1\"}"}}]
-        }}],
-        "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}
-    });
+    let call = tool_calls(
+        "loop-model",
+        &[("call_1", "calculate", r#"{"expression":"1+1"}"#)],
+        10,
+        5,
+    );
     Scripted::start("/v1/chat/completions", vec![(200, call)]).await
 }
 
@@ -179,21 +212,18 @@ async fn max_steps_is_capped_at_twenty_and_says_so() {
 
 #[tokio::test]
 async fn bad_tool_calls_from_the_model_become_error_results() {
-    let first = json!({
-        "id": "c1", "object": "chat.completion", "created": 1, "model": "m",
-        "choices": [{"index": 0, "finish_reason": "tool_calls", "message": {"role": "assistant", "content": null, "tool_calls": [
-            {"id": "a", "type": "function", "function": {"name": "launch_rockets", "arguments": "{}"}},
-            {"id": "b", "type": "function", "function": {"name": "calculate", "arguments": "{\"expression\": \"2*"}},
-            {"id": "c", "type": "function", "function": {"name": "calculate", "arguments": "{\"expr\": \"2\"}"}},
-            {"id": "d", "type": "function", "function": {"name": "calculate", "arguments": "{\"expression\": \"1/0\"}"}}
-        ]}}],
-        "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}
-    });
-    let last = json!({
-        "id": "c2", "object": "chat.completion", "created": 2, "model": "m",
-        "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "Those tools failed."}}],
-        "usage": {"prompt_tokens": 30, "completion_tokens": 4, "total_tokens": 34}
-    });
+    let first = tool_calls(
+        "m",
+        &[
+            ("a", "launch_rockets", "{}"),
+            ("b", "calculate", r#"{"expression": "2*"#),
+            ("c", "calculate", r#"{"expr": "2"}"#),
+            ("d", "calculate", r#"{"expression": "1/0"}"#),
+        ],
+        10,
+        5,
+    );
+    let last = text_answer("m", "Those tools failed.", 30, 4);
     let model = Scripted::start("/v1/chat/completions", vec![(200, first), (200, last)]).await;
     let base = format!("{}/v1", model.server.url);
     let agent = Agent::start(&[("LLM_PROVIDER", "openai"), ("OPENAI_BASE_URL", &base)]).await;
@@ -239,19 +269,16 @@ async fn bad_tool_calls_from_the_model_become_error_results() {
 
 #[tokio::test]
 async fn two_rounds_with_parallel_calls_on_openai() {
-    let calls = json!({
-        "id": "c1", "object": "chat.completion", "created": 1, "model": "gpt-test",
-        "choices": [{"index": 0, "finish_reason": "tool_calls", "message": {"role": "assistant", "content": null, "tool_calls": [
-            {"id": "call_calc", "type": "function", "function": {"name": "calculate", "arguments": "{\"expression\":\"15 * 23\"}"}},
-            {"id": "call_search", "type": "function", "function": {"name": "search_web", "arguments": "{\"query\":\"matemáticas\"}"}}
-        ]}}],
-        "usage": {"prompt_tokens": 100, "completion_tokens": 20, "total_tokens": 120}
-    });
-    let answer = json!({
-        "id": "c2", "object": "chat.completion", "created": 2, "model": "gpt-test",
-        "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "15 * 23 = 345, and here is what I found."}}],
-        "usage": {"prompt_tokens": 300, "completion_tokens": 15, "total_tokens": 315}
-    });
+    let calls = tool_calls(
+        "gpt-test",
+        &[
+            ("call_calc", "calculate", r#"{"expression":"15 * 23"}"#),
+            ("call_search", "search_web", r#"{"query":"matemáticas"}"#),
+        ],
+        100,
+        20,
+    );
+    let answer = text_answer("gpt-test", "15 * 23 = 345, and here is what I found.", 300, 15);
     let model = Scripted::start("/v1/chat/completions", vec![(200, calls), (200, answer)]).await;
     let base = format!("{}/v1", model.server.url);
     let agent = Agent::start(&[("LLM_PROVIDER", "openai"), ("OPENAI_BASE_URL", &base)]).await;

@@ -1,13 +1,60 @@
 #!/usr/bin/env bash
 # The project's one test command (README "Test"; .ci/run calls exactly this).
 #
-# Runs the format and lint gates, then every test in the workspace: unit
-# tests, real HTTP over loopback, SQLite on disk, real processes. Needs only
-# a Rust toolchain (rustup with rustfmt and clippy) on a fresh machine.
+# Runs the format and lint gates, starts Google's Firestore emulator, then
+# runs every test in the workspace: unit tests, real HTTP over loopback,
+# SQLite on disk, real processes, and the tests that need the emulator
+# (marked #[ignore] so a bare `cargo test` skips them visibly). Needs a Rust
+# toolchain with rustfmt and clippy, python3, and the Google Cloud CLI with
+# its Firestore emulator (Java).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 step() { printf '\n==> %s\n' "$*"; }
+
+free_port() {
+  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+EMULATOR_PGIDS=()
+
+# gcloud starts a Java child that outlives it, so each emulator runs in a
+# process group of its own and is stopped by that group's id, never by name.
+stop_emulators() {
+  local pgid
+  for pgid in "${EMULATOR_PGIDS[@]}"; do
+    kill -TERM -- "-$pgid" 2>/dev/null || true
+  done
+  sleep 1
+  for pgid in "${EMULATOR_PGIDS[@]}"; do
+    kill -KILL -- "-$pgid" 2>/dev/null || true
+  done
+}
+trap stop_emulators EXIT
+
+start_firestore_emulator() {
+  local port log pid pgid
+  port=$(free_port)
+  log=$(mktemp -t firestore-emulator.XXXXXX)
+  setsid gcloud emulators firestore start --host-port="127.0.0.1:$port" >"$log" 2>&1 < /dev/null &
+  pid=$!
+  pgid=$(ps -o pgid= -p "$pid" | tr -d ' ')
+  EMULATOR_PGIDS+=("${pgid:-$pid}")
+  for _ in $(seq 1 120); do
+    if grep -q "Dev App Server is now running" "$log"; then
+      export FIRESTORE_EMULATOR_HOST="127.0.0.1:$port"
+      echo "Firestore emulator on $FIRESTORE_EMULATOR_HOST (process group ${pgid:-$pid})"
+      return 0
+    fi
+    if ! kill -0 "$pid" 2>/dev/null; then
+      break
+    fi
+    sleep 0.5
+  done
+  echo "the Firestore emulator did not start; its log:" >&2
+  cat "$log" >&2
+  return 1
+}
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
@@ -15,5 +62,11 @@ cargo fmt --all -- --check
 step "cargo clippy (warnings are errors)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
-step "cargo test"
-cargo test --workspace --locked
+step "build the tests"
+cargo test --workspace --locked --no-run
+
+step "start the Firestore emulator"
+start_firestore_emulator
+
+step "cargo test (with the emulator tests)"
+cargo test --workspace --locked -- --include-ignored

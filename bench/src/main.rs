@@ -3,10 +3,11 @@
 //! - `bench startup BIN [RUNS] [NAME=VALUE...]`: cold start, exec to the
 //!   first 200 on `/health`, and idle RSS after start, over RUNS fresh
 //!   processes, with extra settings (e.g. a provider) from NAME=VALUE.
-//! - `bench chat BIN [SECONDS] [CONNECTIONS]`: starts BIN (a function or
-//!   `local`) on the offline model and SQLite, then sends `POST
-//!   /api/v1/chat` on CONNECTIONS keep-alive connections for SECONDS, and
-//!   reports requests per second and latency percentiles.
+//! - `bench chat BIN [SECONDS] [CONNECTIONS] [NAME=VALUE...]`: starts BIN
+//!   (a function or `local`) on the offline model and SQLite, or the store
+//!   the NAME=VALUE settings name, then sends `POST /api/v1/chat` on
+//!   CONNECTIONS keep-alive connections for SECONDS, and reports requests
+//!   per second and latency percentiles.
 //! - `bench tool BIN calculate|search [SECONDS] [CONNECTIONS]`: the same
 //!   for a tool function's route.
 //! - `bench loop [RUNS]`: the agent loop's own cost per step, in process,
@@ -31,14 +32,17 @@ async fn main() -> anyhow::Result<()> {
             let extra: Vec<(&str, &str)> = args.iter().skip(3).filter_map(|a| a.split_once('=')).collect();
             startup(Path::new(bin), parse(arg(2), 20)?, &extra).await
         }
-        (Some("chat"), Some(bin)) => chat(Path::new(bin), parse(arg(2), 10)?, parse(arg(3), 64)?).await,
+        (Some("chat"), Some(bin)) => {
+            let extra: Vec<(&str, &str)> = args.iter().skip(4).filter_map(|a| a.split_once('=')).collect();
+            chat(Path::new(bin), parse(arg(2), 10)?, parse(arg(3), 64)?, &extra).await
+        }
         (Some("tool"), Some(bin)) => {
             let which = arg(2).unwrap_or("calculate");
             tool(Path::new(bin), which, parse(arg(3), 10)?, parse(arg(4), 64)?).await
         }
         (Some("loop"), runs) => agent_loop(parse(runs, 1000)?).await,
         _ => bail!(
-            "usage: bench startup BIN [RUNS=20] [NAME=VALUE...] | bench chat BIN [SECONDS=10] [CONNECTIONS=64]\n\
+            "usage: bench startup BIN [RUNS=20] [NAME=VALUE...] | bench chat BIN [SECONDS=10] [CONNECTIONS=64] [NAME=VALUE...]\n\
              | bench tool BIN calculate|search [SECONDS=10] [CONNECTIONS=64] | bench loop [RUNS=1000]\n\
              BIN is a release binary, e.g. target/release/chat_function"
         ),
@@ -189,6 +193,8 @@ struct Load<'a> {
     body: &'a (dyn Fn(u64) -> serde_json::Value + Sync),
     seconds: u64,
     connections: u64,
+    /// Settings for the server beyond the benchmark's own.
+    extra: &'a [(&'a str, &'a str)],
 }
 
 async fn chat(bin: &Path, seconds: u64, connections: u64) -> anyhow::Result<()> {

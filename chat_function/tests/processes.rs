@@ -7,55 +7,21 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use agent_core::testing::{TestServer, free_port};
+use agent_core::testing::{Process, TestServer, free_port};
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use chat_function::ChatResponse;
 use serde_json::{Value, json};
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 use tokio::sync::mpsc;
 
 const BIN: &str = env!("CARGO_BIN_EXE_chat_function");
 
 /// A running `chat_function`, killed when dropped.
-struct Process {
-    child: Child,
-    url: String,
-}
-
-impl Process {
-    async fn start(vars: &[(&str, &str)]) -> Process {
-        let port = free_port();
-        let child = Command::new(BIN)
-            .env_clear()
-            .env("PORT", port.to_string())
-            .env("RUST_LOG", "warn")
-            .envs(vars.iter().copied())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("spawn chat_function");
-        let url = format!("http://127.0.0.1:{port}");
-        let http = reqwest::Client::new();
-        for _ in 0..200 {
-            if let Ok(r) = http.get(format!("{url}/health")).send().await
-                && r.status().is_success()
-            {
-                return Process { child, url };
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("chat_function did not become healthy on port {port}");
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.start_kill();
-    }
+async fn start(vars: &[(&str, &str)]) -> Process {
+    Process::start(BIN, vars).await
 }
 
 #[tokio::test]
@@ -90,7 +56,7 @@ async fn two_processes_sharing_one_sqlite_file_admit_exactly_the_limit() {
     // Windows are aligned to the clock: an hour-long one makes the burst
     // below straddling a window boundary (a flaky count) negligible.
     let vars = [("SQLITE_PATH", db), ("RATE_LIMIT_CHAT", "3/1h")];
-    let (a, b) = tokio::join!(Process::start(&vars), Process::start(&vars));
+    let (a, b) = tokio::join!(start(&vars), start(&vars));
     let http = reqwest::Client::new();
     let sends = (0..10).map(|i| {
         let url = if i % 2 == 0 { &a.url } else { &b.url };
@@ -300,7 +266,7 @@ async fn the_same_binary_answers_lambda_function_url_events() {
 async fn sigterm_drains_and_exits_cleanly() {
     let dir = tempfile::tempdir().expect("tempdir");
     let db = dir.path().join("term.db");
-    let mut process = Process::start(&[("SQLITE_PATH", db.to_str().expect("utf-8"))]).await;
+    let mut process = start(&[("SQLITE_PATH", db.to_str().expect("utf-8"))]).await;
     let pid = process.child.id().expect("running").to_string();
     let killed = std::process::Command::new("kill")
         .args(["-TERM", &pid])

@@ -116,6 +116,9 @@ pub struct StoreSettings {
     pub sqlite_path: PathBuf,
     pub firestore_project: Option<String>,
     pub firestore_database: String,
+    /// Sessions untouched for this long may be deleted by a Firestore TTL
+    /// policy on `expire_at` (`SESSION_TTL_DAYS`); `None`: kept forever.
+    pub session_ttl: Option<Duration>,
 }
 
 /// `N/<window>`: at most N requests per client per window.
@@ -242,8 +245,10 @@ impl Settings {
                 max_message_chars: env.parse_or(
                     "MAX_MESSAGE_CHARS",
                     32_000,
-                    "a number of characters from 1 to 1000000",
-                    |v| v.parse::<usize>().ok().filter(|n| (1..=1_000_000).contains(n)),
+                    // A turn must fit a Firestore document (1 MiB): 200,000
+                    // characters are at most 800 KB of UTF-8.
+                    "a number of characters from 1 to 200000",
+                    |v| v.parse::<usize>().ok().filter(|n| (1..=200_000).contains(n)),
                 )?,
                 trust_proxy: env.parse_or(
                     "TRUST_PROXY",
@@ -493,6 +498,12 @@ fn store_settings(env: &Env<'_>) -> Result<StoreSettings, ConfigError> {
         sqlite_path: PathBuf::from(env.get_or("SQLITE_PATH", ".agent-data/agent.db")),
         firestore_project,
         firestore_database: env.get_or("FIRESTORE_DATABASE", "(default)"),
+        session_ttl: env.parse_or("SESSION_TTL_DAYS", None, "a number of days from 1 to 3650", |v| {
+            v.parse::<u64>()
+                .ok()
+                .filter(|d| (1..=3650).contains(d))
+                .map(|d| Some(Duration::from_secs(d * 86_400)))
+        })?,
     })
 }
 

@@ -2,7 +2,8 @@
 //!
 //! A given id must be safe as a Firestore document id and in a URL path
 //! without escaping: 1 to 128 characters of `A-Z a-z 0-9 _ . -`. Firestore
-//! also reserves `.` and `..` as ids, so those two are refused too.
+//! also reserves `.`, `..` and ids of the form `__x__`, so those are refused
+//! too.
 
 use crate::http::error::ApiError;
 
@@ -18,9 +19,10 @@ pub fn validate(field: &str, id: &str) -> Result<(), ApiError> {
     let valid_chars = id
         .bytes()
         .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
-    if id.is_empty() || id.len() > MAX_LEN || !valid_chars || id == "." || id == ".." {
+    let reserved = id == "." || id == ".." || (id.len() >= 4 && id.starts_with("__") && id.ends_with("__"));
+    if id.is_empty() || id.len() > MAX_LEN || !valid_chars || reserved {
         return Err(ApiError::invalid_argument(format!(
-            "{field} must be 1 to {MAX_LEN} characters of A-Z, a-z, 0-9, _, . and - (and not . or ..); \
+            "{field} must be 1 to {MAX_LEN} characters of A-Z, a-z, 0-9, _, . and - (and not ., .. or __name__); \
              omit it to start a new session"
         )));
     }
@@ -44,7 +46,18 @@ mod tests {
         for ok in ["a", "user-42_chat.v2", &"x".repeat(128), &generate()] {
             assert!(validate("session_id", ok).is_ok(), "{ok}");
         }
-        for bad in ["", ".", "..", "a/b", "a b", "é", &"x".repeat(129), "__x__?"] {
+        for bad in [
+            "",
+            ".",
+            "..",
+            "__x__",
+            "____",
+            "a/b",
+            "a b",
+            "é",
+            &"x".repeat(129),
+            "__x__?",
+        ] {
             let err = validate("session_id", bad).expect_err(bad);
             assert_eq!(err.code, "invalid_argument");
             assert!(err.message.starts_with("session_id must be"));

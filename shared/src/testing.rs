@@ -1,5 +1,6 @@
 //! Helpers for the function crates' tests: settings from a list of
-//! variables, and a router served on a real loopback port.
+//! variables, a router served on a real loopback port, scripted wire-format
+//! servers, function binaries as real processes, and the Firestore emulator.
 //!
 //! Public (not `cfg(test)`) because every function crate's integration tests
 //! use them; nothing in production calls them.
@@ -133,5 +134,130 @@ impl Scripted {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone()
+    }
+}
+
+/// A function binary running as a real process on a free port, killed when
+/// dropped.
+pub struct Process {
+    pub child: tokio::process::Child,
+    pub url: String,
+}
+
+impl Process {
+    /// Starts `bin` with exactly `vars` (plus `PORT`) and waits for a 200 on
+    /// `/health`.
+    pub async fn start(bin: &str, vars: &[(&str, &str)]) -> Process {
+        let port = free_port();
+        let child = tokio::process::Command::new(bin)
+            .env_clear()
+            .env("PORT", port.to_string())
+            .env("RUST_LOG", "warn")
+            .envs(vars.iter().copied())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|err| panic!("cannot start {bin}: {err}"));
+        let url = format!("http://127.0.0.1:{port}");
+        let http = reqwest::Client::new();
+        for _ in 0..400 {
+            if let Ok(r) = http.get(format!("{url}/health")).send().await
+                && r.status().is_success()
+            {
+                return Process { child, url };
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!("{bin} did not become healthy on port {port}");
+    }
+
+    /// Stops the process (SIGKILL) and waits for it.
+    pub async fn kill(mut self) {
+        let _ = self.child.kill().await;
+    }
+}
+
+/// The emulator host `./scripts/test.sh` started, for the tests that need
+/// it; a clear failure when run without it.
+pub fn firestore_emulator_host() -> String {
+    match std::env::var("FIRESTORE_EMULATOR_HOST") {
+        Ok(host) if !host.is_empty() => host,
+        _ => panic!("FIRESTORE_EMULATOR_HOST is not set: run ./scripts/test.sh, which starts the Firestore emulator"),
+    }
+}
+
+/// A Firestore emulator of a test's own, for tests that stop and restart it.
+/// It runs in a process group of its own (gcloud leaves a Java child
+/// behind) and is stopped by that group's id.
+pub struct FirestoreEmulator {
+    pub host: String,
+    port: u16,
+    child: Option<tokio::process::Child>,
+}
+
+impl FirestoreEmulator {
+    pub async fn start() -> FirestoreEmulator {
+        let mut emulator = FirestoreEmulator {
+            host: String::new(),
+            port: free_port(),
+            child: None,
+        };
+        emulator.host = format!("127.0.0.1:{}", emulator.port);
+        emulator.restart().await;
+        emulator
+    }
+
+    /// Starts (again) on the same port; waits until it answers.
+    pub async fn restart(&mut self) {
+        let child = tokio::process::Command::new("gcloud")
+            .args(["emulators", "firestore", "start", &format!("--host-port={}", self.host)])
+            .process_group(0)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .stdin(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|err| panic!("cannot start the Firestore emulator (gcloud): {err}"));
+        self.child = Some(child);
+        let http = reqwest::Client::new();
+        for _ in 0..240 {
+            if let Ok(r) = http.get(format!("http://{}/", self.host)).send().await
+                && r.status().is_success()
+            {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        }
+        panic!("the Firestore emulator did not start on {}", self.host);
+    }
+
+    /// Stops the whole process group and waits until the port is closed.
+    pub async fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            if let Some(pgid) = child.id() {
+                let _ = std::process::Command::new("kill")
+                    .args(["-KILL", "--", &format!("-{pgid}")])
+                    .status();
+            }
+            let _ = child.wait().await;
+        }
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl Drop for FirestoreEmulator {
+    fn drop(&mut self) {
+        if let Some(child) = &self.child
+            && let Some(pgid) = child.id()
+        {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", "--", &format!("-{pgid}")])
+                .status();
+        }
     }
 }

@@ -1,5 +1,6 @@
-//! The store contract (`agent_core::store::contract`) on SQLite: a file on
-//! disk, and two stores on one file, as two processes sharing it would be.
+//! The store contract (`agent_core::store::contract`) on every backend:
+//! SQLite on a file on disk (and two stores on one file, as two processes
+//! sharing it would be), and Firestore on Google's emulator.
 
 use agent_core::config::{StoreKind, StoreSettings};
 use agent_core::store::{self, contract};
@@ -10,6 +11,7 @@ fn settings(path: &std::path::Path) -> StoreSettings {
         sqlite_path: path.to_path_buf(),
         firestore_project: None,
         firestore_database: "(default)".into(),
+        session_ttl: None,
     }
 }
 
@@ -79,4 +81,56 @@ async fn two_sqlite_stores_on_one_file_count_and_append_together() {
     for pair in all.chunks(2) {
         assert_eq!(pair[1].content, pair[0].content.replacen('q', "a", 1));
     }
+}
+
+#[tokio::test]
+#[ignore = "needs the Firestore emulator (FIRESTORE_EMULATOR_HOST); ./scripts/test.sh starts one"]
+async fn firestore_keeps_every_promise() {
+    use agent_core::store::{Stores, firestore::FirestoreStore};
+    assert!(
+        std::env::var("FIRESTORE_EMULATOR_HOST").is_ok_and(|h| !h.is_empty()),
+        "FIRESTORE_EMULATOR_HOST is not set: run ./scripts/test.sh, which starts the Firestore emulator"
+    );
+    // A project of this run's own: the emulator keeps projects apart, so
+    // runs never see each other's sessions or counts.
+    let project = format!("contract-{}", uuid::Uuid::new_v4().simple());
+    let ttl = Some(std::time::Duration::from_secs(86_400));
+    let store = std::sync::Arc::new(
+        FirestoreStore::connect(&project, "(default)", ttl)
+            .await
+            .unwrap_or_else(|err| panic!("{err:#}")),
+    );
+    let stores = Stores {
+        sessions: store.clone(),
+        rate_limits: store.clone(),
+        memory: store.clone(),
+        tasks: store,
+    };
+    contract::run_all(&stores).await;
+}
+
+/// Needs no emulator: a closed port stands for an unreachable one.
+#[tokio::test]
+async fn firestore_unreachable_fails_fast_and_clearly() {
+    use agent_core::store::firestore::FirestoreStore;
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port");
+    let host = closed.to_string();
+    let started = std::time::Instant::now();
+    let err = FirestoreStore::connect_to(Some(&host), "nowhere", "(default)", None)
+        .await
+        .err()
+        .expect("nothing listens there");
+    let message = format!("{err:#}");
+    assert!(
+        message.starts_with("cannot reach Firestore (project nowhere, database (default)"),
+        "{message}"
+    );
+    assert!(message.contains("FIRESTORE_EMULATOR_HOST"), "{message}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(12),
+        "{:?}",
+        started.elapsed()
+    );
 }

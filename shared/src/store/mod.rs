@@ -11,8 +11,10 @@
 //!   backend must pass.
 //! - [`sqlite`]: the embedded default, one file, shared safely by several
 //!   processes on one machine.
+//! - [`firestore`]: production: many instances, no local state.
 
 pub mod contract;
+pub mod firestore;
 pub mod sqlite;
 
 use std::sync::Arc;
@@ -200,7 +202,17 @@ pub async fn open(settings: &StoreSettings) -> anyhow::Result<Stores> {
             })
         }
         StoreKind::Firestore => {
-            anyhow::bail!("STORE=firestore is not available in this build yet; use STORE=sqlite (the default)")
+            // Validated at start-up: FIRESTORE_PROJECT or GOOGLE_CLOUD_PROJECT is set.
+            let project = settings.firestore_project.as_deref().unwrap_or_default();
+            let store = Arc::new(
+                firestore::FirestoreStore::connect(project, &settings.firestore_database, settings.session_ttl).await?,
+            );
+            Ok(Stores {
+                sessions: store.clone(),
+                rate_limits: store.clone(),
+                memory: store.clone(),
+                tasks: store,
+            })
         }
     }
 }

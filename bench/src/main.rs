@@ -197,7 +197,7 @@ struct Load<'a> {
     extra: &'a [(&'a str, &'a str)],
 }
 
-async fn chat(bin: &Path, seconds: u64, connections: u64) -> anyhow::Result<()> {
+async fn chat(bin: &Path, seconds: u64, connections: u64, extra: &[(&str, &str)]) -> anyhow::Result<()> {
     let body = |c: u64| serde_json::json!({"message": "hello, how are you?", "session_id": format!("bench-{c}")});
     let load = Load {
         bin,
@@ -205,8 +205,14 @@ async fn chat(bin: &Path, seconds: u64, connections: u64) -> anyhow::Result<()> 
         body: &body,
         seconds,
         connections,
+        extra,
     };
-    run_load(&load, "offline model, SQLite").await
+    let store = if extra.contains(&("STORE", "firestore")) {
+        "Firestore"
+    } else {
+        "SQLite"
+    };
+    run_load(&load, &format!("offline model, {store}")).await
 }
 
 /// Loads one tool function: `calculate` or `search`.
@@ -231,6 +237,7 @@ async fn tool(bin: &Path, which: &str, seconds: u64, connections: u64) -> anyhow
         body: &body,
         seconds,
         connections,
+        extra: &[],
     };
     run_load(&load, what).await
 }
@@ -239,12 +246,13 @@ async fn run_load(load: &Load<'_>, what: &str) -> anyhow::Result<()> {
     // Limits stay on (their store write is part of a request's cost), set
     // high enough that the benchmark measures serving, not refusing.
     let high = "100000000/60s";
-    let limits = [
+    let mut settings = vec![
         ("RATE_LIMIT_CHAT", high),
         ("RATE_LIMIT_AGENT", high),
         ("RATE_LIMIT_TOOLS", high),
     ];
-    let (server, _) = spawn(load.bin, None, &limits)?;
+    settings.extend_from_slice(load.extra);
+    let (server, _) = spawn(load.bin, None, &settings)?;
     wait_healthy(server.port).await?;
     let url = format!("http://127.0.0.1:{}{}", server.port, load.path);
     let rss_before = server.child.id().map(rss_kib).transpose()?.unwrap_or(0);

@@ -920,4 +920,130 @@ mod tests {
         let all = store.messages("s").await.expect("messages").expect("exists");
         assert_eq!(all.len(), 3);
     }
+
+    /// The raw fields of the document `id` of `collection` under `parent`
+    /// (a document path, or the database's documents path), as stored.
+    async fn raw_fields(
+        store: &FirestoreStore,
+        parent: &str,
+        collection: &str,
+        id: &str,
+    ) -> std::collections::HashMap<String, firestore::gcloud_sdk::google::firestore::v1::Value> {
+        store
+            .db
+            .fluent()
+            .select()
+            .by_id_in(collection)
+            .parent(parent)
+            .one(id)
+            .await
+            .unwrap_or_else(|err| panic!("read {parent}/{collection}/{id}: {err}"))
+            .unwrap_or_else(|| panic!("{parent}/{collection}/{id} does not exist"))
+            .fields
+    }
+
+    /// The `expire_at` field of `fields` as a time: `None` when it is absent,
+    /// a panic when it is there but not a timestamp.
+    fn expire_at(
+        fields: &std::collections::HashMap<String, firestore::gcloud_sdk::google::firestore::v1::Value>,
+    ) -> Option<SystemTime> {
+        use firestore::gcloud_sdk::google::firestore::v1::value::ValueType;
+        let value = fields.get("expire_at")?;
+        match &value.value_type {
+            Some(ValueType::TimestampValue(t)) => {
+                let seconds = u64::try_from(t.seconds).expect("expire_at after 1970");
+                let nanos = u32::try_from(t.nanos).expect("nanos in range");
+                Some(SystemTime::UNIX_EPOCH + Duration::new(seconds, nanos))
+            }
+            other => panic!("expire_at is not a timestamp: {other:?}"),
+        }
+    }
+
+    /// `a - b` in seconds, negative when `a` is before `b`.
+    fn seconds_between(a: SystemTime, b: SystemTime) -> f64 {
+        match a.duration_since(b) {
+            Ok(d) => d.as_secs_f64(),
+            Err(e) => -e.duration().as_secs_f64(),
+        }
+    }
+
+    #[tokio::test]
+    #[ignore = "needs the Firestore emulator (FIRESTORE_EMULATOR_HOST); ./scripts/test.sh starts one"]
+    async fn sessions_and_messages_carry_expire_at_only_with_a_ttl() {
+        let host = emulator();
+        let ttl = Duration::from_secs(86_400);
+        let turn = [
+            NewMessage {
+                role: Role::User,
+                content: "q".to_string(),
+            },
+            NewMessage {
+                role: Role::Model,
+                content: "a".to_string(),
+            },
+        ];
+
+        let with_ttl = FirestoreStore::connect_to(Some(&host), &project(), "(default)", Some(ttl))
+            .await
+            .unwrap_or_else(|err| panic!("{err:#}"));
+        let before = SystemTime::now();
+        let stored = with_ttl.append("ttl", &turn).await.expect("append");
+        let after = SystemTime::now();
+        assert_eq!(stored.len(), 2);
+        let session_path = format!("{}/{SESSIONS}/ttl", with_ttl.documents());
+        let session = raw_fields(&with_ttl, with_ttl.documents(), SESSIONS, "ttl").await;
+        let message = raw_fields(&with_ttl, &session_path, MESSAGES, &format!("{:012}", stored[0].seq)).await;
+        // The message the model wrote, too: every message of the turn.
+        let reply = raw_fields(&with_ttl, &session_path, MESSAGES, &format!("{:012}", stored[1].seq)).await;
+        for (what, fields) in [("session", &session), ("message", &message), ("reply", &reply)] {
+            let at = expire_at(fields).unwrap_or_else(|| panic!("the {what} has no expire_at: {fields:?}"));
+            // now + ttl, now being between `before` and `after`; a few
+            // minutes of slack for clocks and rounding.
+            let early = seconds_between(at, before + ttl);
+            let late = seconds_between(at, after + ttl);
+            assert!(
+                early > -180.0 && late < 180.0,
+                "the {what}'s expire_at is {early:.1} s from append time + 1 day (should be ~0)"
+            );
+        }
+
+        let without = store(&host, &project()).await;
+        let stored = without.append("ttl", &turn).await.expect("append");
+        let session_path = format!("{}/{SESSIONS}/ttl", without.documents());
+        let session = raw_fields(&without, without.documents(), SESSIONS, "ttl").await;
+        let message = raw_fields(&without, &session_path, MESSAGES, &format!("{:012}", stored[0].seq)).await;
+        assert!(session.contains_key("next_seq"), "a session document: {session:?}");
+        assert!(message.contains_key("seq"), "a message document: {message:?}");
+        assert!(
+            !session.contains_key("expire_at"),
+            "no TTL, yet the session has expire_at: {session:?}"
+        );
+        assert!(
+            !message.contains_key("expire_at"),
+            "no TTL, yet the message has expire_at: {message:?}"
+        );
+    }
+
+    #[tokio::test]
+    #[ignore = "needs the Firestore emulator (FIRESTORE_EMULATOR_HOST); ./scripts/test.sh starts one"]
+    async fn rate_limit_windows_carry_expire_at() {
+        let (host, project) = (emulator(), project());
+        let store = store(&host, &project).await;
+        let window = Duration::from_secs(60);
+        let now = SystemTime::now();
+        let hit = store.hit("ttl:key", window, now).await.expect("hit");
+        assert_eq!(hit.count, 1);
+        let id = key_id("ttl:key").expect("a short key has an id");
+        let fields = raw_fields(&store, store.documents(), RATE_LIMITS, &id).await;
+        assert!(fields.contains_key("window_start"), "a rate-limit document: {fields:?}");
+        let at = expire_at(&fields).unwrap_or_else(|| panic!("the rate-limit window has no expire_at: {fields:?}"));
+        let after_end = seconds_between(at, hit.resets_at);
+        assert!(
+            (0.0..=2.0 * 3600.0).contains(&after_end),
+            "expire_at is {after_end:.1} s after the window's end (should be 0 to 2 h)"
+        );
+        // The window's end is itself a minute or less away.
+        let ends_in = seconds_between(hit.resets_at, now);
+        assert!(ends_in > 0.0 && ends_in <= 60.0, "resets in {ends_in:.1} s");
+    }
 }

@@ -2,32 +2,26 @@
 //! the offline model, with local servers speaking Gemini's and OpenAI's wire
 //! formats, and with the calculator as a remote function.
 
-use agent_core::App;
-use agent_core::testing::{Scripted, TestServer, free_port, settings};
+use agent_core::agent::Step;
+use agent_core::testing::{Scripted, TestApp, TestServer, free_port};
 use agent_function::{AgentResponse, FUNCTION, TaskResponse, router};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use tempfile::TempDir;
 
 struct Agent {
     server: TestServer,
     http: reqwest::Client,
-    _dir: TempDir,
+    _app: TestApp,
 }
 
 impl Agent {
     async fn start(vars: &[(&str, &str)]) -> Agent {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let db = dir.path().join("agent.db");
-        let db = db.to_str().expect("utf-8 path").to_string();
-        let mut all = vec![("SQLITE_PATH", db.as_str()), ("LLM_PROVIDER", "offline")];
-        all.extend_from_slice(vars);
-        let app = App::build(settings(&all), FUNCTION).await.expect("app builds");
+        let app = TestApp::start(FUNCTION, vars).await;
         let router = router(&app).expect("router builds");
         Agent {
             server: TestServer::start(router).await,
             http: reqwest::Client::new(),
-            _dir: dir,
+            _app: app,
         }
     }
 
@@ -57,6 +51,15 @@ impl Agent {
     }
 }
 
+/// The run's first step with `tool`.
+fn find_step<'a>(run: &'a AgentResponse, tool: &str) -> &'a Step {
+    run.outcome
+        .steps
+        .iter()
+        .find(|s| s.tool == tool)
+        .unwrap_or_else(|| panic!("no {tool} step in {:?}", run.outcome.steps))
+}
+
 async fn error_code(response: reqwest::Response, status: u16) -> (String, String) {
     assert_eq!(response.status().as_u16(), status);
     let body: Value = response.json().await.expect("json");
@@ -74,21 +77,11 @@ async fn calculates_and_searches_in_one_run() {
         .await;
     assert!(run.outcome.response.contains("345"), "{}", run.outcome.response);
     assert_eq!(run.outcome.total_steps, run.outcome.steps.len());
-    let calc = run
-        .outcome
-        .steps
-        .iter()
-        .find(|s| s.tool == "calculate")
-        .expect("a calculate step");
+    let calc = find_step(&run, "calculate");
     assert_eq!(calc.kind, "tool_call");
     assert_eq!(calc.result["result"], 345);
     assert!(calc.error.is_none());
-    let search = run
-        .outcome
-        .steps
-        .iter()
-        .find(|s| s.tool == "search_web")
-        .expect("a search step");
+    let search = find_step(&run, "search_web");
     let results = search.result["results"].as_array().expect("results");
     assert!(!results.is_empty(), "{}", search.result);
     assert!(run.outcome.tokens_used > 0);
@@ -108,12 +101,7 @@ async fn remembers_within_a_session() {
     let told = agent
         .run(json!({"task": "remember that my favourite colour is teal", "session_id": "mem-1"}))
         .await;
-    let store = told
-        .outcome
-        .steps
-        .iter()
-        .find(|s| s.tool == "store_memory")
-        .expect("a store_memory step");
+    let store = find_step(&told, "store_memory");
     assert_eq!(store.args, json!({"key": "my favourite colour", "value": "teal"}));
 
     let asked = agent
@@ -365,26 +353,14 @@ async fn two_rounds_with_parallel_calls_on_gemini_keep_thought_signatures() {
 
 #[tokio::test]
 async fn a_remote_calculator_is_called_and_its_failure_is_a_step_error() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let db = dir.path().join("calc.db");
-    let calc_app = App::build(
-        settings(&[("SQLITE_PATH", db.to_str().expect("utf-8"))]),
-        "calculator_function",
-    )
-    .await
-    .expect("calculator app");
+    let calc_app = TestApp::start(calculator_function::FUNCTION, &[]).await;
     let metrics = calc_app.metrics.clone();
     let calculator = TestServer::start(calculator_function::router(&calc_app)).await;
     let url = format!("{}/api/v1/tools/calculate", calculator.url);
 
     let agent = Agent::start(&[("CALCULATOR_URL", &url)]).await;
     let run = agent.run(json!({"task": "Calcula 15 * 23"})).await;
-    let step = run
-        .outcome
-        .steps
-        .iter()
-        .find(|s| s.tool == "calculate")
-        .expect("calculate step");
+    let step = find_step(&run, "calculate");
     assert_eq!(step.result["result"], 345, "{:?}", step);
     assert!(run.outcome.response.contains("345"));
     let served = metrics.counter(
@@ -400,12 +376,7 @@ async fn a_remote_calculator_is_called_and_its_failure_is_a_step_error() {
     let closed = format!("http://127.0.0.1:{}/api/v1/tools/calculate", free_port());
     let agent = Agent::start(&[("CALCULATOR_URL", &closed), ("TOOL_TIMEOUT_SECONDS", "2")]).await;
     let run = agent.run(json!({"task": "Calcula 15 * 23"})).await;
-    let step = run
-        .outcome
-        .steps
-        .iter()
-        .find(|s| s.tool == "calculate")
-        .expect("calculate step");
+    let step = find_step(&run, "calculate");
     let error = step.error.as_deref().expect("the call failed");
     assert!(error.contains("could not be reached"), "{error}");
 }

@@ -4,31 +4,24 @@
 
 use std::collections::HashSet;
 
-use agent_core::App;
-use agent_core::testing::{TestServer, settings};
+use agent_core::testing::{TestApp, TestServer};
 use chat_function::{ChatResponse, FUNCTION, router};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use tempfile::TempDir;
 
 struct Chat {
     server: TestServer,
     http: reqwest::Client,
-    _dir: TempDir,
+    _app: TestApp,
 }
 
 impl Chat {
     async fn start(vars: &[(&str, &str)]) -> Chat {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let db = dir.path().join("agent.db");
-        let db = db.to_str().expect("utf-8 path").to_string();
-        let mut all = vec![("SQLITE_PATH", db.as_str()), ("LLM_PROVIDER", "offline")];
-        all.extend_from_slice(vars);
-        let app = App::build(settings(&all), FUNCTION).await.expect("app builds");
+        let app = TestApp::start(FUNCTION, vars).await;
         Chat {
             server: TestServer::start(router(&app)).await,
             http: reqwest::Client::new(),
-            _dir: dir,
+            _app: app,
         }
     }
 

@@ -261,3 +261,39 @@ impl Drop for FirestoreEmulator {
         }
     }
 }
+
+/// An [`App`](crate::App) on a SQLite file of its own (its folder removed on
+/// drop), with the offline model unless `vars` name another: what a
+/// function's tests start from.
+pub struct TestApp {
+    pub app: crate::App,
+    dir: std::path::PathBuf,
+}
+
+impl TestApp {
+    pub async fn start(function: &'static str, vars: &[(&str, &str)]) -> TestApp {
+        let dir = std::env::temp_dir().join(format!("agent-test-{}", uuid::Uuid::new_v4().simple()));
+        let db = dir.join("agent.db");
+        let db = db.to_string_lossy().into_owned();
+        let mut all = vec![("SQLITE_PATH", db.as_str()), ("LLM_PROVIDER", "offline")];
+        all.extend_from_slice(vars);
+        match crate::App::build(settings(&all), function).await {
+            Ok(app) => TestApp { app, dir },
+            Err(err) => panic!("the test app does not start: {err:#}"),
+        }
+    }
+}
+
+impl std::ops::Deref for TestApp {
+    type Target = crate::App;
+
+    fn deref(&self) -> &crate::App {
+        &self.app
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

@@ -912,36 +912,39 @@ pub struct Search {
     index: Arc<SearchIndex>,
 }
 
+/// The declaration of `search_web`: what the model is told. The remote
+/// search function takes the same arguments, so a remote tool uses it too.
+pub fn spec() -> ToolSpec {
+    ToolSpec {
+        name: TOOL_NAME.to_string(),
+        description: "Searches the document corpus (the project's documentation unless configured \
+                      otherwise) for sections matching a few keywords, ranked by relevance (BM25). It \
+                      does not reach the live web. Returns the best sections, each with its title, a \
+                      snippet of its text around the matching words, its source and a score. Case and \
+                      accents are ignored; the corpus may be in English and Spanish."
+            .to_string(),
+        parameters: json!({
+            "type": "object",
+            "properties": {
+                "query": {
+                    "type": "string",
+                    "description": "A few keywords to look for, e.g. \"cold start\" or \"matemáticas\"."
+                },
+                "max_results": {
+                    "type": "integer",
+                    "minimum": 1,
+                    "maximum": MAX_RESULTS_LIMIT,
+                    "description": "How many results to return at most, best first (default 5)."
+                }
+            },
+            "required": ["query"]
+        }),
+    }
+}
+
 impl Search {
     pub fn new(index: Arc<SearchIndex>) -> Search {
-        Search {
-            spec: ToolSpec {
-                name: TOOL_NAME.to_string(),
-                description: "Searches the document corpus (the project's documentation unless configured \
-                              otherwise) for sections matching a few keywords, ranked by relevance (BM25). It \
-                              does not reach the live web. Returns the best sections, each with its title, a \
-                              snippet of its text around the matching words, its source and a score. Case and \
-                              accents are ignored; the corpus may be in English and Spanish."
-                    .to_string(),
-                parameters: json!({
-                    "type": "object",
-                    "properties": {
-                        "query": {
-                            "type": "string",
-                            "description": "A few keywords to look for, e.g. \"cold start\" or \"matemáticas\"."
-                        },
-                        "max_results": {
-                            "type": "integer",
-                            "minimum": 1,
-                            "maximum": MAX_RESULTS_LIMIT,
-                            "description": "How many results to return at most, best first (default 5)."
-                        }
-                    },
-                    "required": ["query"]
-                }),
-            },
-            index,
-        }
+        Search { spec: spec(), index }
     }
 }
 

@@ -1,20 +1,12 @@
 //! The calculator function over real HTTP: answers, and a 400 that says why
 //! for everything it will not evaluate.
 
-use agent_core::App;
-use agent_core::testing::{TestServer, settings};
+use agent_core::testing::{TestApp, TestServer};
 use serde_json::{Value, json};
 
-async fn start() -> (TestServer, tempfile::TempDir) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let db = dir.path().join("calc.db");
-    let app = App::build(
-        settings(&[("SQLITE_PATH", db.to_str().expect("utf-8"))]),
-        calculator_function::FUNCTION,
-    )
-    .await
-    .expect("app");
-    (TestServer::start(calculator_function::router(&app)).await, dir)
+async fn start() -> (TestServer, TestApp) {
+    let app = TestApp::start(calculator_function::FUNCTION, &[]).await;
+    (TestServer::start(calculator_function::router(&app)).await, app)
 }
 
 async fn calculate(server: &TestServer, body: Value) -> (u16, Value) {

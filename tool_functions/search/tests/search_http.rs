@@ -1,21 +1,14 @@
 //! The search function over real HTTP, on the built-in corpus and on a
 //! corpus folder.
 
-use agent_core::App;
-use agent_core::testing::{TestServer, settings};
+use agent_core::testing::{TestApp, TestServer};
 use serde_json::{Value, json};
 
-async fn start(vars: &[(&str, &str)]) -> (TestServer, tempfile::TempDir) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let db = dir.path().join("search.db");
-    let mut all = vec![("SQLITE_PATH", db.to_str().expect("utf-8"))];
-    all.extend_from_slice(vars);
-    let app = App::build(settings(&all), search_function::FUNCTION)
-        .await
-        .expect("app");
+async fn start(vars: &[(&str, &str)]) -> (TestServer, TestApp) {
+    let app = TestApp::start(search_function::FUNCTION, vars).await;
     (
         TestServer::start(search_function::router(&app).expect("router")).await,
-        dir,
+        app,
     )
 }
 
@@ -92,17 +85,7 @@ async fn searches_a_configured_corpus() {
 
 #[tokio::test]
 async fn a_missing_corpus_stops_start_up() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let db = dir.path().join("search.db");
-    let app = App::build(
-        settings(&[
-            ("SQLITE_PATH", db.to_str().expect("utf-8")),
-            ("SEARCH_CORPUS", "/no/such/corpus"),
-        ]),
-        search_function::FUNCTION,
-    )
-    .await
-    .expect("app");
+    let app = TestApp::start(search_function::FUNCTION, &[("SEARCH_CORPUS", "/no/such/corpus")]).await;
     let err = search_function::router(&app).expect_err("a missing corpus is an error");
     assert!(err.to_string().contains("/no/such/corpus"), "{err}");
 }

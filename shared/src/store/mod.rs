@@ -146,8 +146,8 @@ impl TaskStatus {
     }
 }
 
-/// An agent task as stored: what was asked, where it stands, and its
-/// result (the agent's answer as JSON) or error.
+/// An agent task as stored: what was asked, where it stands, who holds
+/// it, and its result (the agent's answer as JSON) or error.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TaskRecord {
     pub task_id: String,
@@ -155,28 +155,136 @@ pub struct TaskRecord {
     pub task: String,
     pub session_id: String,
     pub max_steps: u32,
+    pub system_instruction: Option<String>,
+    /// Where the finished task is POSTed (asynchronous tasks only).
+    pub callback_url: Option<String>,
+    /// Claims so far: 0 while queued and never claimed, 1 for the first run.
+    /// It is also the fencing token: only the holder of the latest claim may
+    /// renew, release or finish the task.
+    pub attempts: u32,
+    /// The delivery (Pub/Sub message id, or the local queue's) that holds the
+    /// current claim.
+    pub delivery_id: Option<String>,
+    /// While `running`: the claim is valid until then, and a claim whose
+    /// lease has passed may be taken again. `None` for a synchronous run,
+    /// which no queue will ever deliver again.
+    pub lease_until: Option<SystemTime>,
     pub result: Option<serde_json::Value>,
     pub error: Option<String>,
     /// RFC 3339, UTC.
     pub created_at: String,
     pub updated_at: String,
+    /// When the first claim started it; `None` while queued.
+    pub started_at: Option<String>,
+    /// When it reached `completed` or `failed`.
+    pub finished_at: Option<String>,
 }
 
+/// What [`TaskStore::claim`] found, decided in one atomic step.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Claim {
+    /// The caller holds the task now, as attempt `record.attempts`, until
+    /// `record.lease_until`; the record is as stored after the claim.
+    Claimed(TaskRecord),
+    /// Another claim holds the task and its lease has not passed.
+    /// `same_delivery` is true when that claim came from this very delivery:
+    /// a queue redelivers a message only after the first delivery failed, so
+    /// its holder most likely died and the task is worth retrying later,
+    /// once the lease has passed. A synchronous run (`running` with no lease)
+    /// is held for good: `same_delivery` false, `lease_until`
+    /// [`held_for_good`].
+    Held {
+        same_delivery: bool,
+        lease_until: SystemTime,
+    },
+    /// Already `completed` or `failed`: nothing to do.
+    Finished(TaskRecord),
+    /// The task was runnable but had used `max_attempts` claims: it is now
+    /// `failed`, with an error that says so (the record as stored).
+    Exhausted(TaskRecord),
+    /// There is no such task.
+    NotFound,
+}
+
+/// One progress event of a task: a step, as the agent completed it.
+/// `(attempt, index)` orders the events of a task and identifies each one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskEvent {
+    pub attempt: u32,
+    /// 0-based, in the order of the attempt's steps.
+    pub index: u32,
+    pub data: serde_json::Value,
+    /// RFC 3339, UTC.
+    pub created_at: String,
+}
+
+/// Agent tasks: the one place that decides who runs a task, so that a queue
+/// that delivers at least once still runs each task once in effect.
 #[async_trait]
 pub trait TaskStore: Send + Sync {
-    /// Stores a new task; its id must not exist yet.
+    /// Stores a new task as given (status, attempts, lease); its id must not
+    /// exist yet. `created_at` and `updated_at` are set by the store.
     async fn create(&self, task: &TaskRecord) -> Result<(), StoreError>;
 
-    /// Records the outcome of a task: its status and its result or error.
+    /// Atomically: when the task is `queued`, or `running` with a lease that
+    /// has passed (at `now`), and has used fewer than `max_attempts` claims,
+    /// it becomes `running` with `attempts + 1`, `delivery_id`, a lease until
+    /// `now + lease`, and `started_at` set if it was not. When it is runnable
+    /// but out of attempts, it becomes `failed` instead ([`Claim::Exhausted`]).
+    /// Of any number of concurrent claims on one task, at most one succeeds.
+    async fn claim(
+        &self,
+        task_id: &str,
+        delivery_id: &str,
+        lease: Duration,
+        max_attempts: u32,
+        now: SystemTime,
+    ) -> Result<Claim, StoreError>;
+
+    /// Extends the lease of claim `attempt` to `now + lease`; false (and no
+    /// change) when the task is no longer `running` under that attempt.
+    async fn renew(&self, task_id: &str, attempt: u32, lease: Duration, now: SystemTime) -> Result<bool, StoreError>;
+
+    /// Gives claim `attempt` back after a transient failure: the task is
+    /// `queued` again with no lease, so the next delivery claims it at once.
+    /// False (and no change) when that claim no longer holds the task.
+    async fn release(&self, task_id: &str, attempt: u32) -> Result<bool, StoreError>;
+
+    /// Records the outcome (`completed` or `failed`, with its result or
+    /// error, and `finished_at`) when the task is not finished and its
+    /// `attempts` is still `attempt`; false (and no change) otherwise, so a
+    /// worker that lost its claim cannot overwrite the winner. A queued task
+    /// that was never claimed is finished with `attempt` 0. False too when
+    /// there is no such task; an error when `status` is not an outcome.
     async fn finish(
         &self,
         task_id: &str,
+        attempt: u32,
         status: TaskStatus,
         result: Option<&serde_json::Value>,
         error: Option<&str>,
-    ) -> Result<(), StoreError>;
+    ) -> Result<bool, StoreError>;
 
     async fn get(&self, task_id: &str) -> Result<Option<TaskRecord>, StoreError>;
+
+    /// Ids of tasks a queue should deliver again (oldest first, at most
+    /// `limit`): `queued`, or `running` with a lease that has passed at
+    /// `now`. Synchronous runs (no lease) are never listed.
+    async fn runnable(&self, now: SystemTime, limit: usize) -> Result<Vec<String>, StoreError>;
+
+    /// Stores a progress event; storing the same `(attempt, index)` again
+    /// replaces it (a retried write is harmless). Its `created_at` is kept
+    /// as given (RFC 3339), or set by the store when empty.
+    async fn add_event(&self, task_id: &str, event: &TaskEvent) -> Result<(), StoreError>;
+
+    /// The task's events after `after` (an `(attempt, index)` position;
+    /// `None` for the start), in order, at most `limit`.
+    async fn events(
+        &self,
+        task_id: &str,
+        after: Option<(u32, u32)>,
+        limit: usize,
+    ) -> Result<Vec<TaskEvent>, StoreError>;
 }
 
 /// The stores a function needs, built once at start-up.
@@ -231,4 +339,90 @@ pub fn rfc3339(t: SystemTime) -> String {
         time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
     t.format(&format)
         .unwrap_or_else(|_| "1970-01-01T00:00:00.000Z".to_string())
+}
+
+/// The `lease_until` of [`Claim::Held`] for a task that is `running` with no
+/// lease (a synchronous run): the last second of the year 9999, which no
+/// lease reaches.
+pub fn held_for_good() -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_secs(253_402_300_799)
+}
+
+/// What a claim does to a task as stored; both backends decide with it,
+/// inside their atomic step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ClaimStep {
+    /// Runnable: it becomes `running` under the next attempt.
+    Take,
+    /// Runnable but out of attempts: it becomes `failed`.
+    Exhaust,
+    Held {
+        same_delivery: bool,
+        lease_until: SystemTime,
+    },
+    Finished,
+}
+
+pub(crate) fn claim_step(task: &TaskRecord, delivery_id: &str, max_attempts: u32, now: SystemTime) -> ClaimStep {
+    let runnable = match (task.status, task.lease_until) {
+        (TaskStatus::Completed | TaskStatus::Failed, _) => return ClaimStep::Finished,
+        (TaskStatus::Queued, _) => true,
+        (TaskStatus::Running, None) => false,
+        (TaskStatus::Running, Some(until)) => lease_passed(until, now),
+    };
+    if !runnable {
+        return match task.lease_until {
+            Some(until) => ClaimStep::Held {
+                same_delivery: task.delivery_id.as_deref() == Some(delivery_id),
+                lease_until: until,
+            },
+            None => ClaimStep::Held {
+                same_delivery: false,
+                lease_until: held_for_good(),
+            },
+        };
+    }
+    if task.attempts >= max_attempts {
+        ClaimStep::Exhaust
+    } else {
+        ClaimStep::Take
+    }
+}
+
+/// A lease is valid until `until`, and passed from then on.
+pub(crate) fn lease_passed(until: SystemTime, now: SystemTime) -> bool {
+    until <= now
+}
+
+/// The error of a task that ran out of attempts.
+pub(crate) fn exhausted_error(attempts: u32, max_attempts: u32) -> String {
+    format!("gave up after {attempts} attempts (at most {max_attempts}): every claim ended without an outcome")
+}
+
+/// `now + lease`, to the millisecond (as both backends store it, so that a
+/// claimed record is exactly as stored).
+pub(crate) fn lease_end(now: SystemTime, lease: Duration) -> Result<SystemTime, StoreError> {
+    now.checked_add(lease)
+        .map(whole_millis)
+        .ok_or_else(|| StoreError::Internal(format!("a lease of {lease:?} ends past any representable time")))
+}
+
+/// `t` without its fraction of a millisecond.
+pub(crate) fn whole_millis(t: SystemTime) -> SystemTime {
+    match t.duration_since(SystemTime::UNIX_EPOCH) {
+        Ok(d) => t
+            .checked_sub(Duration::from_nanos(u64::from(d.subsec_nanos() % 1_000_000)))
+            .unwrap_or(t),
+        Err(_) => SystemTime::UNIX_EPOCH,
+    }
+}
+
+/// The time of a task event: its `created_at` when given, else now.
+pub(crate) fn event_time(created_at: &str) -> Result<SystemTime, StoreError> {
+    if created_at.is_empty() {
+        return Ok(whole_millis(SystemTime::now()));
+    }
+    time::OffsetDateTime::parse(created_at, &time::format_description::well_known::Rfc3339)
+        .map(|t| whole_millis(SystemTime::from(t)))
+        .map_err(|e| StoreError::Internal(format!("an event's created_at {created_at:?} is not RFC 3339: {e}")))
 }

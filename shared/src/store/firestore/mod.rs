@@ -22,10 +22,19 @@
 //!   `{key, value, seq, created_at, updated_at}`. `seq` comes from the
 //!   session's counter and orders facts as they were first told; two facts
 //!   told within one millisecond would tie on a timestamp.
-//! - `tasks/{task_id}`: `{status, task, session_id, max_steps, result?,
-//!   error?, created_at, updated_at}`. `result` is the JSON text, so it comes
-//!   back exactly as given (a Firestore map would not keep its keys' order,
-//!   and would turn large integers into doubles).
+//! - `tasks/{task_id}`: `{status, task, session_id, max_steps,
+//!   system_instruction?, callback_url?, attempts, delivery_id?, lease_until?,
+//!   result?, error?, created_at, updated_at, started_at?, finished_at?}`.
+//!   `result` is the JSON text, so it comes back exactly as given (a
+//!   Firestore map would not keep its keys' order, and would turn large
+//!   integers into doubles). `runnable` queries on `status` alone (a
+//!   single-field index, which Firestore keeps without being asked), and
+//!   sorts and filters the leases of the `queued` and `running` tasks it
+//!   finds in memory.
+//! - `tasks/{task_id}/events/a{attempt}-i{index}`, both numbers zero-padded
+//!   to 10 digits so that the ids sort in `(attempt, index)` order:
+//!   `{attempt, index, data, created_at}`, `data` being JSON text as
+//!   `result`. `events` is one query in id order from a cursor, with a limit.
 //!
 //! Session and task ids are document ids as they are (the HTTP layer lets
 //! through only ids that can be); keys that come from clients (a rate-limit
@@ -35,13 +44,14 @@
 //! # Concurrency
 //!
 //! Each read-modify-write (an append, a rate-limit hit, a remembered fact,
-//! the end of a delete) is a transaction with optimistic concurrency
-//! control: it reads the documents it decides on, then makes all its writes
-//! in one atomic commit, each conditioned on its document being as read (its
-//! update time, or its absence). When another writer got there first, the
-//! commit fails whole, nothing is written, and the call reads again after a
-//! random backoff, up to [`MAX_ATTEMPTS`] times within [`RETRY_BUDGET`];
-//! past that it fails with `Unavailable` (a 503 the client may retry).
+//! the end of a delete, a task's claim, renewal, release or outcome) is a
+//! transaction with optimistic concurrency control: it reads the documents
+//! it decides on, then makes all its writes in one atomic commit, each
+//! conditioned on its document being as read (its update time, or its
+//! absence). When another writer got there first, the commit fails whole,
+//! nothing is written, and the call reads again after a random backoff, up
+//! to [`MAX_ATTEMPTS`] times within [`RETRY_BUDGET`]; past that it fails
+//! with `Unavailable` (a 503 the client may retry).
 //! Firestore's own read-write transactions lock what they read instead, and
 //! when many contend for one document (fifty appends to one session) the
 //! emulator deadlocks them until its 2 s lock timeout aborts them all, round
@@ -67,7 +77,7 @@
 //! deletes documents one by one in no set order, so an expired session's
 //! last messages may outlive its document; a session started again under
 //! the same id numbers its messages after them rather than overwriting them.
-//! Memories and tasks never expire, as in SQLite.
+//! Memories, tasks and task events never expire, as in SQLite.
 //!
 //! # Time bounds
 //!
@@ -84,22 +94,23 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use firestore::errors::FirestoreError;
-use firestore::gcloud_sdk::google::firestore::v1::Write;
+use firestore::gcloud_sdk::google::firestore::v1::{Value, Write, value::ValueType};
 use firestore::gcloud_sdk::google_cloud_auth::credentials::{
     CacheableResource, Credentials, CredentialsProvider, EntityTag,
 };
 use firestore::gcloud_sdk::google_cloud_auth::errors::CredentialsError;
 use firestore::{
-    FirestoreConsistencySelector, FirestoreDb, FirestoreDbOptions, FirestoreTimestamp, FirestoreTransactionMode,
-    FirestoreTransactionOptions, FirestoreWritePrecondition,
+    FirestoreConsistencySelector, FirestoreDb, FirestoreDbOptions, FirestoreQueryCursor, FirestoreTimestamp,
+    FirestoreTransactionMode, FirestoreTransactionOptions, FirestoreValue,
 };
 use serde::{Deserialize, Serialize};
 
 use self::cas::{KeyLocks, classify, commit_if_unchanged, delete, exists, put, read};
 use self::ids::{is_document_id, key_id};
 use super::{
-    MemoryEntry, MemoryStore, NewMessage, RateLimitStore, SessionStore, StoreError, StoredMessage, TaskRecord,
-    TaskStatus, TaskStore, WindowCount, rfc3339, unix_seconds,
+    Claim, ClaimStep, MemoryEntry, MemoryStore, NewMessage, RateLimitStore, SessionStore, StoreError, StoredMessage,
+    TaskEvent, TaskRecord, TaskStatus, TaskStore, WindowCount, claim_step, event_time, exhausted_error, lease_end,
+    lease_passed, rfc3339, unix_seconds,
 };
 use crate::llm::Role;
 
@@ -130,6 +141,7 @@ const RATE_LIMITS: &str = "rate_limits";
 const MEMORIES: &str = "memories";
 const ENTRIES: &str = "entries";
 const TASKS: &str = "tasks";
+const EVENTS: &str = "events";
 
 #[derive(Debug, Serialize, Deserialize)]
 struct SessionDoc {
@@ -173,31 +185,56 @@ struct MemoryEntryDoc {
     updated_at: FirestoreTimestamp,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+/// A task, written whole by every change (a `None` field is absent). The
+/// fields after `max_steps` have defaults, so tasks stored before claims
+/// existed still read.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct TaskDoc {
     status: String,
     task: String,
     session_id: String,
     max_steps: i64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    system_instruction: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    callback_url: Option<String>,
+    #[serde(default)]
+    attempts: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    delivery_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    lease_until: Option<FirestoreTimestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     result: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     error: Option<String>,
     created_at: FirestoreTimestamp,
     updated_at: FirestoreTimestamp,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    started_at: Option<FirestoreTimestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    finished_at: Option<FirestoreTimestamp>,
 }
 
-/// What `finish` replaces: these fields only, a `None` one being removed.
-#[derive(Debug, Serialize, Deserialize)]
-struct TaskOutcomeDoc {
+/// What `runnable` reads of a task.
+#[derive(Debug, Deserialize)]
+struct TaskStateDoc {
     status: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    result: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    error: Option<String>,
-    updated_at: FirestoreTimestamp,
+    #[serde(default)]
+    lease_until: Option<FirestoreTimestamp>,
+    created_at: FirestoreTimestamp,
 }
-const TASK_OUTCOME_FIELDS: [&str; 4] = ["status", "result", "error", "updated_at"];
+
+/// The fields of [`TaskStateDoc`].
+const TASK_STATE_FIELDS: [&str; 3] = ["status", "lease_until", "created_at"];
+
+#[derive(Debug, Serialize, Deserialize)]
+struct EventDoc {
+    attempt: i64,
+    index: i64,
+    data: String,
+    created_at: FirestoreTimestamp,
+}
 
 /// The document Firestore sends back after a write, not needed: whatever it
 /// holds, reading it as this never fails a write that succeeded.
@@ -563,18 +600,33 @@ impl FirestoreStore {
         }
     }
 
+    /// The path of task `task_id`; `None` when it cannot be a document id,
+    /// so that no such task exists.
+    fn task_path(&self, task_id: &str) -> Option<String> {
+        is_document_id(task_id).then(|| format!("{}/{TASKS}/{task_id}", self.documents()))
+    }
+
     async fn create_now(&self, task: &TaskRecord) -> Result<(), StoreError> {
         self.doc_path(TASKS, &task.task_id, "the task id")?;
         let now = timestamp(SystemTime::now()).map_err(classify)?;
+        let finished = matches!(task.status, TaskStatus::Completed | TaskStatus::Failed);
         let doc = TaskDoc {
             status: task.status.as_str().to_string(),
             task: task.task.clone(),
             session_id: task.session_id.clone(),
             max_steps: i64::from(task.max_steps),
+            system_instruction: task.system_instruction.clone(),
+            callback_url: task.callback_url.clone(),
+            attempts: i64::from(task.attempts),
+            delivery_id: task.delivery_id.clone(),
+            lease_until: task.lease_until.map(timestamp).transpose().map_err(classify)?,
             result: task.result.as_ref().map(|r| r.to_string()),
             error: task.error.clone(),
             created_at: now,
             updated_at: now,
+            // Set by the store from the status, as the other times.
+            started_at: (task.status != TaskStatus::Queued).then_some(now),
+            finished_at: finished.then_some(now),
         };
         // CreateDocument refuses an id that exists: a task is created once.
         let created = self
@@ -596,40 +648,152 @@ impl FirestoreStore {
         }
     }
 
+    /// Reads task `task_id`, lets `change` decide on it (`None` when there is
+    /// no such task) and commits the document it returns, if any, only if
+    /// the task is still as read: one atomic step (see [`cas`]).
+    async fn change_task<T, F>(&self, task_id: &str, what: &str, change: F) -> Result<T, StoreError>
+    where
+        F: Fn(Option<TaskDoc>) -> Result<(T, Option<TaskDoc>), FirestoreError>,
+    {
+        let Some(path) = self.task_path(task_id) else {
+            return Ok(change(None).map_err(classify)?.0);
+        };
+        let path = &path;
+        let change = &change;
+        let _turn = self.locks.lock(path).await;
+        commit_if_unchanged(&self.db, what, move || async move {
+            let stored = read::<TaskDoc>(&self.db, self.documents(), TASKS, task_id).await?;
+            let (value, doc) = change(stored.value)?;
+            let writes = match doc {
+                Some(doc) => vec![put(path, &doc, Some(stored.unchanged))?],
+                None => Vec::new(),
+            };
+            Ok((value, writes))
+        })
+        .await
+    }
+
+    async fn claim_now(
+        &self,
+        task_id: &str,
+        delivery_id: &str,
+        lease: Duration,
+        max_attempts: u32,
+        now: SystemTime,
+    ) -> Result<Claim, StoreError> {
+        let lease_until = timestamp(lease_end(now, lease)?).map_err(classify)?;
+        let now_ts = timestamp(now).map_err(classify)?;
+        self.change_task(task_id, "claim", |stored| {
+            let Some(mut doc) = stored else {
+                return Ok((Claim::NotFound, None));
+            };
+            let task = to_task(task_id, doc.clone());
+            Ok(match claim_step(&task, delivery_id, max_attempts, now) {
+                ClaimStep::Held {
+                    same_delivery,
+                    lease_until,
+                } => (
+                    Claim::Held {
+                        same_delivery,
+                        lease_until,
+                    },
+                    None,
+                ),
+                ClaimStep::Finished => (Claim::Finished(task), None),
+                ClaimStep::Take => {
+                    doc.status = TaskStatus::Running.as_str().to_string();
+                    doc.attempts = i64::from(task.attempts) + 1;
+                    doc.delivery_id = Some(delivery_id.to_string());
+                    doc.lease_until = Some(lease_until);
+                    doc.started_at.get_or_insert(now_ts);
+                    doc.updated_at = now_ts;
+                    (Claim::Claimed(to_task(task_id, doc.clone())), Some(doc))
+                }
+                ClaimStep::Exhaust => {
+                    doc.status = TaskStatus::Failed.as_str().to_string();
+                    doc.error = Some(exhausted_error(task.attempts, max_attempts));
+                    doc.lease_until = None;
+                    doc.finished_at = Some(now_ts);
+                    doc.updated_at = now_ts;
+                    (Claim::Exhausted(to_task(task_id, doc.clone())), Some(doc))
+                }
+            })
+        })
+        .await
+    }
+
+    async fn renew_now(
+        &self,
+        task_id: &str,
+        attempt: u32,
+        lease: Duration,
+        now: SystemTime,
+    ) -> Result<bool, StoreError> {
+        let lease_until = timestamp(lease_end(now, lease)?).map_err(classify)?;
+        let now = timestamp(now).map_err(classify)?;
+        self.change_task(task_id, "renew", |stored| {
+            Ok(match stored {
+                Some(mut doc) if holds(&doc, attempt) => {
+                    doc.lease_until = Some(lease_until);
+                    doc.updated_at = now;
+                    (true, Some(doc))
+                }
+                _ => (false, None),
+            })
+        })
+        .await
+    }
+
+    async fn release_now(&self, task_id: &str, attempt: u32) -> Result<bool, StoreError> {
+        self.change_task(task_id, "release", |stored| {
+            Ok(match stored {
+                Some(mut doc) if holds(&doc, attempt) => {
+                    doc.status = TaskStatus::Queued.as_str().to_string();
+                    doc.lease_until = None;
+                    doc.delivery_id = None;
+                    doc.updated_at = timestamp(SystemTime::now())?;
+                    (true, Some(doc))
+                }
+                _ => (false, None),
+            })
+        })
+        .await
+    }
+
     async fn finish_now(
         &self,
         task_id: &str,
+        attempt: u32,
         status: TaskStatus,
         result: Option<&serde_json::Value>,
         error: Option<&str>,
-    ) -> Result<(), StoreError> {
-        let unknown = || StoreError::Internal(format!("there is no task {task_id:?} to finish"));
-        if !is_document_id(task_id) {
-            return Err(unknown());
+    ) -> Result<bool, StoreError> {
+        if !matches!(status, TaskStatus::Completed | TaskStatus::Failed) {
+            return Err(StoreError::Internal(format!(
+                "a task finishes as completed or failed, not {}",
+                status.as_str()
+            )));
         }
-        let outcome = TaskOutcomeDoc {
-            status: status.as_str().to_string(),
-            result: result.map(|r| r.to_string()),
-            error: error.map(str::to_string),
-            updated_at: timestamp(SystemTime::now()).map_err(classify)?,
-        };
-        // The precondition makes an unknown task an error, not a new document.
-        let updated = self
-            .db
-            .fluent()
-            .update()
-            .fields(TASK_OUTCOME_FIELDS)
-            .in_col(TASKS)
-            .precondition(FirestoreWritePrecondition::Exists(true))
-            .document_id(task_id)
-            .object(&outcome)
-            .execute::<Written>()
-            .await;
-        match updated {
-            Ok(_) => Ok(()),
-            Err(FirestoreError::DataNotFoundError(_)) => Err(unknown()),
-            Err(err) => Err(classify(err)),
-        }
+        let result = result.map(|r| r.to_string());
+        self.change_task(task_id, "finish", |stored| {
+            Ok(match stored {
+                Some(mut doc)
+                    if doc.attempts == i64::from(attempt)
+                        && matches!(TaskStatus::parse(&doc.status), TaskStatus::Queued | TaskStatus::Running) =>
+                {
+                    let now = timestamp(SystemTime::now())?;
+                    doc.status = status.as_str().to_string();
+                    doc.result = result.clone();
+                    doc.error = error.map(str::to_string);
+                    doc.lease_until = None;
+                    doc.finished_at = Some(now);
+                    doc.updated_at = now;
+                    (true, Some(doc))
+                }
+                _ => (false, None),
+            })
+        })
+        .await
     }
 
     async fn get_now(&self, task_id: &str) -> Result<Option<TaskRecord>, StoreError> {
@@ -639,20 +803,147 @@ impl FirestoreStore {
         let doc = read::<TaskDoc>(&self.db, self.documents(), TASKS, task_id)
             .await
             .map_err(classify)?;
-        Ok(doc.value.map(|doc| TaskRecord {
-            task_id: task_id.to_string(),
-            status: TaskStatus::parse(&doc.status),
-            task: doc.task,
-            session_id: doc.session_id,
-            max_steps: doc.max_steps.clamp(0, i64::from(u32::MAX)) as u32,
-            // Written by this store from a serde_json::Value, so it parses; a
-            // document damaged by hand reads as no result rather than failing.
-            result: doc.result.and_then(|r| serde_json::from_str(&r).ok()),
-            error: doc.error,
-            created_at: time_of(doc.created_at),
-            updated_at: time_of(doc.updated_at),
-        }))
+        Ok(doc.value.map(|doc| to_task(task_id, doc)))
     }
+
+    async fn runnable_now(&self, now: SystemTime, limit: usize) -> Result<Vec<String>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        // Every queued and running task: the tasks in flight, few next to
+        // the finished ones, which the filter on `status` never reads.
+        let docs = self
+            .db
+            .fluent()
+            .select()
+            .fields(TASK_STATE_FIELDS)
+            .from(TASKS)
+            .filter(|q| {
+                q.for_all([q
+                    .field("status")
+                    .is_in([TaskStatus::Queued.as_str(), TaskStatus::Running.as_str()])])
+            })
+            .query()
+            .await
+            .map_err(classify)?;
+        let mut runnable = Vec::new();
+        for doc in docs {
+            let state: TaskStateDoc = FirestoreDb::deserialize_doc_to(&doc).map_err(classify)?;
+            let due = match TaskStatus::parse(&state.status) {
+                TaskStatus::Queued => true,
+                TaskStatus::Running => state
+                    .lease_until
+                    .is_some_and(|until| lease_passed(SystemTime::from(until), now)),
+                TaskStatus::Completed | TaskStatus::Failed => false,
+            };
+            if due {
+                let id = doc.name.rsplit('/').next().unwrap_or_default().to_string();
+                runnable.push((SystemTime::from(state.created_at), id));
+            }
+        }
+        runnable.sort();
+        Ok(runnable.into_iter().take(limit).map(|(_, id)| id).collect())
+    }
+
+    async fn add_event_now(&self, task_id: &str, event: &TaskEvent) -> Result<(), StoreError> {
+        let task_path = self.doc_path(TASKS, task_id, "the task id")?;
+        let doc = EventDoc {
+            attempt: i64::from(event.attempt),
+            index: i64::from(event.index),
+            data: event.data.to_string(),
+            created_at: timestamp(event_time(&event.created_at)?).map_err(classify)?,
+        };
+        // A write without a precondition: it creates the event or replaces it.
+        self.db
+            .fluent()
+            .update()
+            .in_col(EVENTS)
+            .document_id(event_id(event.attempt, event.index))
+            .parent(&task_path)
+            .object(&doc)
+            .execute::<Written>()
+            .await
+            .map_err(classify)?;
+        Ok(())
+    }
+
+    async fn events_now(
+        &self,
+        task_id: &str,
+        after: Option<(u32, u32)>,
+        limit: usize,
+    ) -> Result<Vec<TaskEvent>, StoreError> {
+        let Some(task_path) = self.task_path(task_id).filter(|_| limit > 0) else {
+            return Ok(Vec::new());
+        };
+        let query = self
+            .db
+            .fluent()
+            .select()
+            .from(EVENTS)
+            .parent(&task_path)
+            .order(|o| o.fields([o.field("__name__").ascending()]))
+            .limit(query_limit(limit));
+        let query = match after {
+            // After the event at that position, whether or not it exists.
+            Some((attempt, index)) => {
+                let name = format!("{task_path}/{EVENTS}/{}", event_id(attempt, index));
+                query.start_at(FirestoreQueryCursor::AfterValue(vec![FirestoreValue::from(Value {
+                    value_type: Some(ValueType::ReferenceValue(name)),
+                })]))
+            }
+            None => query,
+        };
+        let docs: Vec<EventDoc> = query.obj().query().await.map_err(classify)?;
+        docs.into_iter().map(to_event).collect()
+    }
+}
+
+/// Whether claim `attempt` holds the task: it is `running` under it.
+fn holds(doc: &TaskDoc, attempt: u32) -> bool {
+    TaskStatus::parse(&doc.status) == TaskStatus::Running && doc.attempts == i64::from(attempt)
+}
+
+fn to_u32(n: i64) -> u32 {
+    n.clamp(0, i64::from(u32::MAX)) as u32
+}
+
+fn to_task(task_id: &str, doc: TaskDoc) -> TaskRecord {
+    TaskRecord {
+        task_id: task_id.to_string(),
+        status: TaskStatus::parse(&doc.status),
+        task: doc.task,
+        session_id: doc.session_id,
+        max_steps: to_u32(doc.max_steps),
+        system_instruction: doc.system_instruction,
+        callback_url: doc.callback_url,
+        attempts: to_u32(doc.attempts),
+        delivery_id: doc.delivery_id,
+        lease_until: doc.lease_until.map(SystemTime::from),
+        // Written by this store from a serde_json::Value, so it parses; a
+        // document damaged by hand reads as no result rather than failing.
+        result: doc.result.and_then(|r| serde_json::from_str(&r).ok()),
+        error: doc.error,
+        created_at: time_of(doc.created_at),
+        updated_at: time_of(doc.updated_at),
+        started_at: doc.started_at.map(time_of),
+        finished_at: doc.finished_at.map(time_of),
+    }
+}
+
+fn to_event(doc: EventDoc) -> Result<TaskEvent, StoreError> {
+    Ok(TaskEvent {
+        attempt: to_u32(doc.attempt),
+        index: to_u32(doc.index),
+        data: serde_json::from_str(&doc.data)
+            .map_err(|e| StoreError::Internal(format!("a stored task event is not JSON: {e}")))?,
+        created_at: time_of(doc.created_at),
+    })
+}
+
+/// The id of the event at `(attempt, index)`: ids sort as positions do.
+fn event_id(attempt: u32, index: u32) -> String {
+    format!("a{attempt:010}-i{index:010}")
 }
 
 /// Bounds a call in time, so that it answers `Unavailable` when Firestore
@@ -767,18 +1058,55 @@ impl TaskStore for FirestoreStore {
         bounded(self.create_now(task)).await
     }
 
+    async fn claim(
+        &self,
+        task_id: &str,
+        delivery_id: &str,
+        lease: Duration,
+        max_attempts: u32,
+        now: SystemTime,
+    ) -> Result<Claim, StoreError> {
+        bounded(self.claim_now(task_id, delivery_id, lease, max_attempts, now)).await
+    }
+
+    async fn renew(&self, task_id: &str, attempt: u32, lease: Duration, now: SystemTime) -> Result<bool, StoreError> {
+        bounded(self.renew_now(task_id, attempt, lease, now)).await
+    }
+
+    async fn release(&self, task_id: &str, attempt: u32) -> Result<bool, StoreError> {
+        bounded(self.release_now(task_id, attempt)).await
+    }
+
     async fn finish(
         &self,
         task_id: &str,
+        attempt: u32,
         status: TaskStatus,
         result: Option<&serde_json::Value>,
         error: Option<&str>,
-    ) -> Result<(), StoreError> {
-        bounded(self.finish_now(task_id, status, result, error)).await
+    ) -> Result<bool, StoreError> {
+        bounded(self.finish_now(task_id, attempt, status, result, error)).await
     }
 
     async fn get(&self, task_id: &str) -> Result<Option<TaskRecord>, StoreError> {
         bounded(self.get_now(task_id)).await
+    }
+
+    async fn runnable(&self, now: SystemTime, limit: usize) -> Result<Vec<String>, StoreError> {
+        bounded(self.runnable_now(now, limit)).await
+    }
+
+    async fn add_event(&self, task_id: &str, event: &TaskEvent) -> Result<(), StoreError> {
+        bounded(self.add_event_now(task_id, event)).await
+    }
+
+    async fn events(
+        &self,
+        task_id: &str,
+        after: Option<(u32, u32)>,
+        limit: usize,
+    ) -> Result<Vec<TaskEvent>, StoreError> {
+        bounded(self.events_now(task_id, after, limit)).await
     }
 }
 
@@ -893,6 +1221,110 @@ mod tests {
             assert_eq!(pair[1].content, pair[0].content.replacen('q', "a", 1));
         }
         eprintln!("40 hits took {hits_took:?}, 40 appends {:?}", started.elapsed());
+    }
+
+    #[tokio::test]
+    #[ignore = "needs the Firestore emulator (FIRESTORE_EMULATOR_HOST); ./scripts/test.sh starts one"]
+    async fn two_stores_on_one_database_claim_a_task_once() {
+        // Two instances: only the conditional commits keep them apart.
+        let (host, project) = (emulator(), project());
+        let (a, b) = (store(&host, &project).await, store(&host, &project).await);
+        let now = SystemTime::now();
+        let lease = Duration::from_secs(60);
+        for round in 0..3 {
+            let id = format!("race-{round}");
+            let task = TaskRecord {
+                task_id: id.clone(),
+                status: TaskStatus::Queued,
+                task: "t".into(),
+                session_id: "s".into(),
+                max_steps: 5,
+                system_instruction: None,
+                callback_url: None,
+                attempts: 0,
+                delivery_id: None,
+                lease_until: None,
+                result: None,
+                error: None,
+                created_at: String::new(),
+                updated_at: String::new(),
+                started_at: None,
+                finished_at: None,
+            };
+            a.create(&task).await.expect("create");
+            let claims = (0..20).map(|i| {
+                let tasks = if i % 2 == 0 { a.clone() } else { b.clone() };
+                let id = id.clone();
+                tokio::spawn(async move { tasks.claim(&id, &format!("d{i}"), lease, 3, now).await })
+            });
+            let outcomes: Vec<Claim> = futures_util::future::join_all(claims)
+                .await
+                .into_iter()
+                .map(|c| c.expect("task").expect("claim"))
+                .collect();
+            let won = outcomes.iter().filter(|c| matches!(c, Claim::Claimed(_))).count();
+            let held = outcomes
+                .iter()
+                .filter(|c| {
+                    matches!(
+                        c,
+                        Claim::Held {
+                            same_delivery: false,
+                            ..
+                        }
+                    )
+                })
+                .count();
+            assert_eq!((won, held), (1, 19), "round {round}: {outcomes:?}");
+            let stored = b.get(&id).await.expect("get").expect("exists");
+            assert_eq!((stored.status, stored.attempts), (TaskStatus::Running, 1));
+        }
+    }
+
+    #[tokio::test]
+    #[ignore = "needs the Firestore emulator (FIRESTORE_EMULATOR_HOST); ./scripts/test.sh starts one"]
+    async fn tasks_and_events_carry_no_expire_at() {
+        let (host, project) = (emulator(), project());
+        let ttl = Some(Duration::from_secs(86_400));
+        let store = FirestoreStore::connect_to(Some(&host), &project, "(default)", ttl)
+            .await
+            .unwrap_or_else(|err| panic!("{err:#}"));
+        let task = TaskRecord {
+            task_id: "ttl-task".into(),
+            status: TaskStatus::Queued,
+            task: "t".into(),
+            session_id: "s".into(),
+            max_steps: 5,
+            system_instruction: None,
+            callback_url: None,
+            attempts: 0,
+            delivery_id: None,
+            lease_until: None,
+            result: None,
+            error: None,
+            created_at: String::new(),
+            updated_at: String::new(),
+            started_at: None,
+            finished_at: None,
+        };
+        store.create(&task).await.expect("create");
+        let event = TaskEvent {
+            attempt: 1,
+            index: 2,
+            data: serde_json::json!({"k": 1}),
+            created_at: String::new(),
+        };
+        store.add_event("ttl-task", &event).await.expect("add_event");
+        let task_path = format!("{}/{TASKS}/ttl-task", store.documents());
+        let fields = raw_fields(&store, store.documents(), TASKS, "ttl-task").await;
+        assert!(fields.contains_key("status"), "a task document: {fields:?}");
+        assert_eq!(expire_at(&fields), None, "tasks never expire");
+        let fields = raw_fields(&store, &task_path, EVENTS, "a0000000001-i0000000002").await;
+        assert!(
+            fields.contains_key("data"),
+            "an event document at its sortable id: {fields:?}"
+        );
+        assert_eq!(expire_at(&fields), None, "task events never expire");
     }
 
     #[tokio::test]

@@ -13,14 +13,13 @@ use std::sync::Arc;
 
 use agent_core::App;
 use agent_core::http::json::require_text;
-use agent_core::http::{ApiError, ApiJson};
+use agent_core::http::{ApiError, ApiJson, sse};
 use agent_core::llm::{Content, Model, ModelRequest, ModelResponse, Role, StreamEvent};
 use agent_core::session;
 use agent_core::store::{NewMessage, SessionStore, StoredMessage};
 use axum::Router;
 use axum::extract::{Path, State};
-use axum::http::{HeaderValue, StatusCode};
-use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use futures_util::StreamExt;
@@ -186,12 +185,12 @@ async fn stream_chat(state: ChatState, turn: Turn) -> Result<Response, ApiError>
             let turn = turn.clone();
             async move {
                 match item {
-                    Ok(StreamEvent::Delta(text)) => (false, sse_json("delta", &serde_json::json!({ "text": text }))),
+                    Ok(StreamEvent::Delta(text)) => (false, sse::json("delta", &serde_json::json!({ "text": text }))),
                     Ok(StreamEvent::Done(answer)) => match store_turn(&state, &turn, &answer).await {
-                        Ok(done) => (true, sse_json("done", &done)),
-                        Err(err) => (true, error_event(&err)),
+                        Ok(done) => (true, sse::json("done", &done)),
+                        Err(err) => (true, sse::error(&err)),
                     },
-                    Err(err) => (true, error_event(&ApiError::from(err))),
+                    Err(err) => (true, sse::error(&ApiError::from(err))),
                 }
             }
         })
@@ -201,22 +200,7 @@ async fn stream_chat(state: ChatState, turn: Turn) -> Result<Response, ApiError>
             *finished |= last;
             futures_util::future::ready(emit.then_some(Ok::<_, std::convert::Infallible>(event)))
         });
-    let mut response = Sse::new(events).keep_alive(KeepAlive::default()).into_response();
-    // Tell nginx-style proxies not to hold the stream back.
-    response
-        .headers_mut()
-        .insert("x-accel-buffering", HeaderValue::from_static("no"));
-    Ok(response)
-}
-
-fn sse_json<T: Serialize>(name: &str, data: &T) -> Event {
-    Event::default()
-        .event(name)
-        .data(serde_json::to_string(data).unwrap_or_else(|_| "{}".to_string()))
-}
-
-fn error_event(err: &ApiError) -> Event {
-    Event::default().event("error").data(err.to_json())
+    Ok(sse::response(events))
 }
 
 pub async fn get_session(State(state): State<ChatState>, Path(id): Path<String>) -> Result<Response, ApiError> {

@@ -172,6 +172,46 @@ pub struct ToolSettings {
     pub id_tokens: bool,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueueKind {
+    /// Durable in the store, delivered in process (the embedded default).
+    Local,
+    /// Google Cloud Pub/Sub; a push subscription delivers to `agent_worker`.
+    PubSub,
+}
+
+/// Where asynchronous tasks are queued.
+#[derive(Debug, Clone)]
+pub struct QueueSettings {
+    pub kind: QueueKind,
+    pub pubsub_project: Option<String>,
+    pub pubsub_topic: String,
+    /// `HOST:PORT` of the Pub/Sub emulator: no TLS, anonymous credentials.
+    pub pubsub_emulator_host: Option<String>,
+    /// How many local-queue tasks run at once in one process.
+    pub local_concurrency: usize,
+}
+
+/// How queued tasks are claimed, retried and reported.
+#[derive(Debug, Clone)]
+pub struct TaskSettings {
+    /// A claim lasts this long unless its worker renews it (every third of
+    /// it while the task runs); a worker that dies frees its task after at
+    /// most this long.
+    pub lease: Duration,
+    /// Claims per task before it is marked failed, so no poison message
+    /// loops (Pub/Sub's dead-letter policy is the second net).
+    pub max_attempts: u32,
+    /// Signs every callback (`X-Signature-256`); without it, `callback_url`
+    /// is refused.
+    pub webhook_secret: Option<Secret>,
+    /// Accept `http://` loopback callback URLs (development and tests).
+    pub allow_loopback_callbacks: bool,
+    /// POSTs per callback before giving up, and each one's time limit.
+    pub webhook_attempts: u32,
+    pub webhook_timeout: Duration,
+}
+
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub port: u16,
@@ -185,6 +225,8 @@ pub struct Settings {
     pub rate_limit_tools: Option<RateLimit>,
     pub history_limit: usize,
     pub tools: ToolSettings,
+    pub queue: QueueSettings,
+    pub tasks: TaskSettings,
 }
 
 impl Settings {
@@ -285,6 +327,8 @@ impl Settings {
                 parse_rate_limit,
             )?,
             tools: tool_settings(&env)?,
+            queue: queue_settings(&env)?,
+            tasks: task_settings(&env)?,
             history_limit: env.parse_or("HISTORY_LIMIT", 20, "a number of messages from 0 to 1000", |v| {
                 v.parse::<usize>().ok().filter(|n| *n <= 1000)
             })?,
@@ -478,6 +522,86 @@ fn tool_settings(env: &Env<'_>) -> Result<ToolSettings, ConfigError> {
     })
 }
 
+fn queue_settings(env: &Env<'_>) -> Result<QueueSettings, ConfigError> {
+    let kind = env.parse_or("QUEUE", QueueKind::Local, "local or pubsub", |v| {
+        match v.to_ascii_lowercase().as_str() {
+            "local" => Some(QueueKind::Local),
+            "pubsub" => Some(QueueKind::PubSub),
+            _ => None,
+        }
+    })?;
+    let pubsub_project = env.get("PUBSUB_PROJECT").or_else(|| env.get("GOOGLE_CLOUD_PROJECT"));
+    if kind == QueueKind::PubSub && pubsub_project.is_none() {
+        return Err(ConfigError::missing(
+            "PUBSUB_PROJECT",
+            "the Google Cloud project id of the topic when QUEUE=pubsub (or set GOOGLE_CLOUD_PROJECT)",
+        ));
+    }
+    let pubsub_topic = env.get_or("PUBSUB_TOPIC", "agent-tasks");
+    let topic_ok = (3..=255).contains(&pubsub_topic.len())
+        && pubsub_topic.starts_with(|c: char| c.is_ascii_alphabetic())
+        && pubsub_topic
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.~+%".contains(c))
+        && !pubsub_topic.to_ascii_lowercase().starts_with("goog");
+    if !topic_ok {
+        return Err(ConfigError::new(
+            "PUBSUB_TOPIC",
+            &pubsub_topic,
+            "a topic id: 3 to 255 letters, digits and - _ . ~ + %, starting with a letter, not with goog",
+        ));
+    }
+    let pubsub_emulator_host = env.get("PUBSUB_EMULATOR_HOST");
+    if let Some(host) = &pubsub_emulator_host {
+        validate_url("PUBSUB_EMULATOR_HOST", &format!("http://{host}"))
+            .map_err(|_| ConfigError::new("PUBSUB_EMULATOR_HOST", host, "HOST:PORT of the Pub/Sub emulator"))?;
+    }
+    Ok(QueueSettings {
+        kind,
+        pubsub_project,
+        pubsub_topic,
+        pubsub_emulator_host,
+        local_concurrency: env.parse_or("LOCAL_QUEUE_CONCURRENCY", 4, "a number of tasks from 1 to 256", |v| {
+            v.parse::<usize>().ok().filter(|n| (1..=256).contains(n))
+        })?,
+    })
+}
+
+fn task_settings(env: &Env<'_>) -> Result<TaskSettings, ConfigError> {
+    Ok(TaskSettings {
+        lease: env.parse_or(
+            "TASK_LEASE_SECONDS",
+            Duration::from_secs(60),
+            "a number of seconds from 1 to 3600",
+            |v| {
+                v.parse::<f64>()
+                    .ok()
+                    .filter(|s| (1.0..=3600.0).contains(s))
+                    .map(Duration::from_secs_f64)
+            },
+        )?,
+        max_attempts: env.parse_or("TASK_MAX_ATTEMPTS", 5, "a number of attempts from 1 to 100", |v| {
+            v.parse::<u32>().ok().filter(|n| (1..=100).contains(n))
+        })?,
+        webhook_secret: env.get("WEBHOOK_SECRET").map(Secret::new),
+        allow_loopback_callbacks: env.parse_or("ALLOW_LOOPBACK_CALLBACKS", false, "true or false", parse_bool)?,
+        webhook_attempts: env.parse_or("WEBHOOK_ATTEMPTS", 5, "a number of attempts from 1 to 20", |v| {
+            v.parse::<u32>().ok().filter(|n| (1..=20).contains(n))
+        })?,
+        webhook_timeout: env.parse_or(
+            "WEBHOOK_TIMEOUT_SECONDS",
+            Duration::from_secs(10),
+            "a number of seconds from 0.1 to 120",
+            |v| {
+                v.parse::<f64>()
+                    .ok()
+                    .filter(|s| (0.1..=120.0).contains(s))
+                    .map(Duration::from_secs_f64)
+            },
+        )?,
+    })
+}
+
 fn store_settings(env: &Env<'_>) -> Result<StoreSettings, ConfigError> {
     let kind = env.parse_or("STORE", StoreKind::Sqlite, "sqlite or firestore", |v| {
         match v.to_ascii_lowercase().as_str() {
@@ -621,6 +745,41 @@ mod tests {
             err.to_string(),
             r#"LLM_PROVIDER="nope" is not valid: expected gemini, vertex, openai or offline"#
         );
+    }
+
+    #[test]
+    fn queue_and_task_settings_default_to_embedded_and_are_validated() {
+        let s = settings(&[]).expect("defaults");
+        assert_eq!(s.queue.kind, QueueKind::Local);
+        assert_eq!(s.queue.pubsub_topic, "agent-tasks");
+        assert_eq!((s.tasks.lease, s.tasks.max_attempts), (Duration::from_secs(60), 5));
+        assert!(s.tasks.webhook_secret.is_none() && !s.tasks.allow_loopback_callbacks);
+
+        let err = settings(&[("QUEUE", "pubsub")]).expect_err("no project");
+        assert_eq!(err.var, "PUBSUB_PROJECT");
+        let s = settings(&[("QUEUE", "PubSub"), ("GOOGLE_CLOUD_PROJECT", "demo")]).expect("project from GCP");
+        assert_eq!(
+            (s.queue.kind, s.queue.pubsub_project.as_deref()),
+            (QueueKind::PubSub, Some("demo"))
+        );
+        for (var, bad) in [
+            ("QUEUE", "kafka"),
+            ("PUBSUB_TOPIC", "1topic"),
+            ("PUBSUB_TOPIC", "goog-tasks"),
+            ("PUBSUB_TOPIC", "a b"),
+            ("PUBSUB_EMULATOR_HOST", "not a host/x y"),
+            ("TASK_LEASE_SECONDS", "0"),
+            ("TASK_MAX_ATTEMPTS", "0"),
+            ("ALLOW_LOOPBACK_CALLBACKS", "maybe"),
+            ("WEBHOOK_ATTEMPTS", "99"),
+            ("LOCAL_QUEUE_CONCURRENCY", "0"),
+        ] {
+            let err = settings(&[(var, bad)]).expect_err(bad);
+            assert_eq!(err.var, var, "{bad}");
+        }
+        let s = settings(&[("WEBHOOK_SECRET", "s3cret"), ("TASK_LEASE_SECONDS", "2.5")]).expect("valid");
+        assert_eq!(s.tasks.lease, Duration::from_millis(2500));
+        assert!(!format!("{:?}", s.tasks).contains("s3cret"));
     }
 
     #[test]

@@ -19,7 +19,16 @@
 //!   `/metrics`.
 //! - [`llm`]: the `Model` trait and its providers (Gemini, Vertex AI,
 //!   OpenAI-compatible, offline), with retries and streaming.
-//! - [`store`]: the store traits and the embedded SQLite backend.
+//! - [`store`]: the store traits and their backends, SQLite (embedded) and
+//!   Firestore.
+//! - [`task`]: a task as clients see it, and the stream of its progress.
+//! - [`queue`]: where asynchronous tasks wait: Pub/Sub, or the local queue.
+//! - [`events`]: what a Pub/Sub-triggered worker receives (push envelopes
+//!   and Eventarc CloudEvents), decoded into one delivery.
+//! - [`worker`]: runs a delivered task once in effect (claims, leases,
+//!   retries) and reports it.
+//! - [`webhook`]: signed callbacks to a task's `callback_url`, with no
+//!   SSRF.
 //! - [`session`]: session ids and the validation rules shared by every
 //!   function that takes one.
 //! - [`tools`]: the `Tool` trait and the tools: calculator, search,
@@ -29,15 +38,20 @@
 pub mod agent;
 pub mod app;
 pub mod config;
+pub mod events;
 pub mod gcp;
 pub mod http;
 pub mod llm;
 pub mod logging;
+pub mod queue;
 pub mod runtime;
 pub mod session;
 pub mod store;
+pub mod task;
 pub mod testing;
 pub mod tools;
+pub mod webhook;
+pub mod worker;
 
 pub use app::App;
 pub use config::Settings;

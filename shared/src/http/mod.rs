@@ -8,6 +8,7 @@
 //! - [`error`]: the error envelope and the rewriting of errors raised below
 //!   the handlers.
 //! - [`json`]: JSON bodies with errors a client can act on.
+//! - [`sse`]: server-sent events, as chat streams and task progress use them.
 //! - [`auth`], [`rate_limit`], [`cors`], [`request_context`], [`metrics`]:
 //!   one concern each.
 
@@ -18,6 +19,7 @@ pub mod json;
 pub mod metrics;
 pub mod rate_limit;
 pub mod request_context;
+pub mod sse;
 
 use std::sync::Arc;
 

@@ -1,0 +1,38 @@
+//! Server-sent events as every function sends them: named events with JSON
+//! data, keep-alive comments, and no proxy buffering.
+
+use std::convert::Infallible;
+
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures_util::Stream;
+use http::HeaderValue;
+use serde::Serialize;
+
+use super::ApiError;
+
+/// An event named `name` whose data is `data` as JSON.
+pub fn json<T: Serialize>(name: &str, data: &T) -> Event {
+    Event::default()
+        .event(name)
+        .data(serde_json::to_string(data).unwrap_or_else(|_| "{}".to_string()))
+}
+
+/// An `error` event carrying the error envelope, for a failure after the
+/// 200 status line has gone.
+pub fn error(err: &ApiError) -> Event {
+    Event::default().event("error").data(err.to_json())
+}
+
+/// The `text/event-stream` response for `events`.
+pub fn response<S>(events: S) -> Response
+where
+    S: Stream<Item = Result<Event, Infallible>> + Send + 'static,
+{
+    let mut response = Sse::new(events).keep_alive(KeepAlive::default()).into_response();
+    // Tell nginx-style proxies not to hold the stream back.
+    response
+        .headers_mut()
+        .insert("x-accel-buffering", HeaderValue::from_static("no"));
+    response
+}

@@ -1,0 +1,140 @@
+//! The embedded queue: durable in the store, delivered in process.
+//!
+//! Publishing hands the task id to a dispatcher in this process, which runs
+//! it through the same [`Worker::deliver`] that `agent_worker` runs for a
+//! Pub/Sub push, with the same answers: done, or retry later (as Pub/Sub
+//! redelivers after a 503). Nothing is kept only in memory: the task is
+//! already `queued` in the store, and a sweep of the store at start-up and
+//! every few seconds delivers what a stopped process left behind (queued
+//! tasks, and running ones whose lease has passed).
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use tokio::sync::{Semaphore, mpsc};
+
+use super::{Queue, QueueError};
+use crate::events::Delivery;
+use crate::store::TaskStore;
+use crate::worker::{Disposition, Worker};
+
+/// How often the store is swept for tasks nobody is delivering.
+const SWEEP_EVERY: Duration = Duration::from_secs(5);
+/// Redelivery backoff after a transient failure: 1 s, doubling, at most this.
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+struct Job {
+    task_id: String,
+    delivery_id: String,
+    attempt: u32,
+}
+
+pub struct LocalQueue {
+    jobs: mpsc::UnboundedSender<Job>,
+}
+
+impl LocalQueue {
+    /// Starts the dispatcher on the current runtime; it runs at most
+    /// `concurrency` tasks at once and lives as long as the process.
+    pub fn start(worker: Arc<Worker>, tasks: Arc<dyn TaskStore>, concurrency: usize) -> LocalQueue {
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(dispatch(worker, tasks, concurrency, tx.clone(), rx));
+        LocalQueue { jobs: tx }
+    }
+}
+
+#[async_trait]
+impl Queue for LocalQueue {
+    async fn publish(&self, task_id: &str) -> Result<String, QueueError> {
+        let delivery_id = format!("local-{}", uuid::Uuid::new_v4());
+        self.jobs
+            .send(Job {
+                task_id: task_id.to_string(),
+                delivery_id: delivery_id.clone(),
+                attempt: 1,
+            })
+            .map_err(|_| {
+                QueueError::Unavailable("the local queue has stopped (the process is shutting down)".into())
+            })?;
+        Ok(delivery_id)
+    }
+}
+
+async fn dispatch(
+    worker: Arc<Worker>,
+    tasks: Arc<dyn TaskStore>,
+    concurrency: usize,
+    requeue: mpsc::UnboundedSender<Job>,
+    mut jobs: mpsc::UnboundedReceiver<Job>,
+) {
+    let slots = Arc::new(Semaphore::new(concurrency));
+    // Task ids this process is delivering or will redeliver, so the sweep
+    // does not pile a second delivery on each (the claim would refuse it
+    // anyway; this only saves the work).
+    let pending: Arc<Mutex<HashSet<String>>> = Arc::default();
+    let mut sweep = tokio::time::interval(SWEEP_EVERY);
+    sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let job = tokio::select! {
+            job = jobs.recv() => match job {
+                Some(job) => job,
+                None => return,
+            },
+            _ = sweep.tick() => {
+                match tasks.runnable(SystemTime::now(), 100).await {
+                    Ok(ids) => {
+                        for task_id in ids {
+                            if lock(&pending).contains(&task_id) {
+                                continue;
+                            }
+                            let _ = requeue.send(Job {
+                                task_id,
+                                delivery_id: format!("local-sweep-{}", uuid::Uuid::new_v4()),
+                                attempt: 1,
+                            });
+                        }
+                    }
+                    Err(err) => tracing::warn!(%err, "the local queue could not sweep the store for tasks"),
+                }
+                continue;
+            }
+        };
+        if !lock(&pending).insert(job.task_id.clone()) && job.attempt == 1 {
+            // Already being delivered by this process.
+            continue;
+        }
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let (worker, requeue, pending) = (worker.clone(), requeue.clone(), pending.clone());
+        tokio::spawn(async move {
+            let delivery = Delivery {
+                task_id: job.task_id.clone(),
+                message_id: job.delivery_id.clone(),
+                delivery_attempt: Some(job.attempt),
+                subscription: None,
+            };
+            let disposition = worker.deliver(&delivery).await;
+            drop(slot);
+            match disposition {
+                Disposition::Done(_) => {
+                    lock(&pending).remove(&job.task_id);
+                }
+                Disposition::Retry { after, .. } => {
+                    let backoff = Duration::from_secs(1u64 << job.attempt.saturating_sub(1).min(6));
+                    tokio::time::sleep(after.max(backoff).min(MAX_BACKOFF)).await;
+                    let _ = requeue.send(Job {
+                        attempt: job.attempt + 1,
+                        ..job
+                    });
+                }
+            }
+        });
+    }
+}
+
+fn lock(pending: &Mutex<HashSet<String>>) -> std::sync::MutexGuard<'_, HashSet<String>> {
+    pending.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}

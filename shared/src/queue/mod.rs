@@ -1,0 +1,60 @@
+//! Where asynchronous tasks wait for a worker.
+//!
+//! A task is written to the store as `queued` before it is published, so
+//! the store, not the queue, is the record of what must run: a queue only
+//! says "look at task X". That is what lets both queues deliver at least
+//! once while each task runs once in effect (the worker's claim decides),
+//! and lets the local queue be durable with no state of its own.
+//!
+//! - [`pubsub`]: Google Cloud Pub/Sub (`QUEUE=pubsub`); a push subscription
+//!   or an Eventarc trigger delivers to `agent_worker`.
+//! - [`local`]: the embedded default (`QUEUE=local`): delivered in process
+//!   through the same [`crate::worker::Worker`], swept from the store after
+//!   a restart.
+
+pub mod local;
+pub mod pubsub;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::App;
+use crate::config::QueueKind;
+
+/// Why a task could not be queued. Nothing was published.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum QueueError {
+    #[error("the task queue is unavailable: {0}")]
+    Unavailable(String),
+}
+
+#[async_trait]
+pub trait Queue: Send + Sync {
+    /// Queues a notification for `task_id`, returning its message id once
+    /// the queue holds it durably. Awaited before answering the client: on
+    /// Cloud Run the CPU is throttled once the response is sent.
+    async fn publish(&self, task_id: &str) -> Result<String, QueueError>;
+}
+
+/// The message every queue carries: the task id and nothing else, so no
+/// task content ever sits in a queue.
+pub fn message(task_id: &str) -> Vec<u8> {
+    serde_json::json!({ "task_id": task_id }).to_string().into_bytes()
+}
+
+/// Opens the configured queue. The local queue starts its dispatcher here,
+/// so the process that accepts tasks also runs them.
+pub async fn open(app: &App) -> anyhow::Result<Arc<dyn Queue>> {
+    Ok(match app.settings.queue.kind {
+        QueueKind::PubSub => Arc::new(pubsub::PubSubQueue::connect(&app.settings.queue).await?),
+        QueueKind::Local => {
+            let worker = Arc::new(crate::worker::Worker::new(app)?);
+            Arc::new(local::LocalQueue::start(
+                worker,
+                app.stores.tasks.clone(),
+                app.settings.queue.local_concurrency,
+            ))
+        }
+    })
+}

@@ -1,0 +1,220 @@
+//! A task as clients see it: its JSON (status, webhooks, the `done` event)
+//! and the stream of its progress.
+//!
+//! Progress is read from the store, not from the memory of the process
+//! that runs the task: on Cloud Run the client's `GET .../events` lands on
+//! any instance of `agent_function` while the task runs in `agent_worker`.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::response::sse::Event;
+use futures_util::Stream;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::agent::Outcome;
+use crate::http::sse;
+use crate::store::{TaskEvent, TaskRecord, TaskStatus, TaskStore};
+
+/// A finished run: the answer of a synchronous `POST /api/v1/agent`, and
+/// the `result` of its task (synchronous or not).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+pub struct AgentResponse {
+    pub task_id: String,
+    pub session_id: String,
+    /// `response`, `steps`, `total_steps`, `tokens_used`, `model` and
+    /// `finish_reason` (`answered`, or `max_steps` when the limit ended it).
+    #[serde(flatten)]
+    pub outcome: Outcome,
+    /// What the request asked that was adjusted (a `max_steps` over the cap).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+}
+
+/// `GET /api/v1/tasks/{id}`, the body of a webhook, and the `done` event.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+pub struct TaskView {
+    pub task_id: String,
+    pub status: TaskStatus,
+    pub task: String,
+    pub session_id: String,
+    /// How many times a worker has started it (more than 1 after a worker
+    /// died or a transient failure).
+    pub attempts: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<String>,
+}
+
+impl From<TaskRecord> for TaskView {
+    fn from(t: TaskRecord) -> TaskView {
+        TaskView {
+            task_id: t.task_id,
+            status: t.status,
+            task: t.task,
+            session_id: t.session_id,
+            attempts: t.attempts,
+            result: t.result,
+            error: t.error,
+            created_at: t.created_at,
+            updated_at: t.updated_at,
+            started_at: t.started_at,
+            finished_at: t.finished_at,
+        }
+    }
+}
+
+/// How often a progress stream looks at the store.
+pub const POLL_EVERY: Duration = Duration::from_millis(250);
+/// Consecutive failed reads after which a progress stream gives up.
+const MAX_READ_FAILURES: u32 = 40;
+
+/// The events of a task as server-sent events: `status` when it changes
+/// (`queued`, `running`), one `step` per completed step (id
+/// `ATTEMPT-INDEX`, data: the step with its `attempt` and `index`), then
+/// `done` with the task's JSON once it is `completed` or `failed`, and the
+/// stream ends. `after` resumes after a `Last-Event-ID`.
+pub fn progress(
+    tasks: Arc<dyn TaskStore>,
+    task: TaskRecord,
+    after: Option<(u32, u32)>,
+) -> impl Stream<Item = Result<Event, Infallible>> + Send + 'static {
+    let state = Progress {
+        tasks,
+        task_id: task.task_id.clone(),
+        cursor: after,
+        last_status: None,
+        ready: VecDeque::new(),
+        first: Some(task),
+        failures: 0,
+        ended: false,
+    };
+    futures_util::stream::unfold(state, |mut state| async move {
+        loop {
+            if let Some(event) = state.ready.pop_front() {
+                return Some((Ok(event), state));
+            }
+            if state.ended {
+                return None;
+            }
+            state.poll().await;
+        }
+    })
+}
+
+/// Parses a `Last-Event-ID` of the form `ATTEMPT-INDEX`.
+pub fn parse_event_id(id: &str) -> Option<(u32, u32)> {
+    let (attempt, index) = id.trim().split_once('-')?;
+    Some((attempt.parse().ok()?, index.parse().ok()?))
+}
+
+struct Progress {
+    tasks: Arc<dyn TaskStore>,
+    task_id: String,
+    cursor: Option<(u32, u32)>,
+    last_status: Option<TaskStatus>,
+    ready: VecDeque<Event>,
+    /// The record the handler already read, used for the first round.
+    first: Option<TaskRecord>,
+    failures: u32,
+    ended: bool,
+}
+
+impl Progress {
+    async fn poll(&mut self) {
+        let task = match self.first.take() {
+            Some(task) => Some(task),
+            None => {
+                tokio::time::sleep(POLL_EVERY).await;
+                match self.tasks.get(&self.task_id).await {
+                    Ok(task) => task,
+                    Err(err) => return self.read_failed(err),
+                }
+            }
+        };
+        let Some(task) = task else {
+            // Deleted (a TTL policy) while watched.
+            self.ready
+                .push_back(sse::error(&crate::http::ApiError::not_found(format!(
+                    "task {:?} no longer exists",
+                    self.task_id
+                ))));
+            self.ended = true;
+            return;
+        };
+        // Steps first, read after the status: a finished task's steps are
+        // all stored before its status says so.
+        loop {
+            match self.tasks.events(&self.task_id, self.cursor, 100).await {
+                Ok(events) => {
+                    let more = events.len() == 100;
+                    for event in events {
+                        self.cursor = Some((event.attempt, event.index));
+                        self.ready.push_back(step_event(event));
+                    }
+                    if !more {
+                        break;
+                    }
+                }
+                Err(err) => return self.read_failed(err),
+            }
+        }
+        self.failures = 0;
+        match task.status {
+            TaskStatus::Completed | TaskStatus::Failed => {
+                self.ready.push_back(sse::json("done", &TaskView::from(task)));
+                self.ended = true;
+            }
+            status if self.last_status != Some(status) => {
+                self.last_status = Some(status);
+                self.ready.push_back(sse::json(
+                    "status",
+                    &serde_json::json!({"status": status, "attempts": task.attempts}),
+                ));
+            }
+            _ => {}
+        }
+    }
+
+    fn read_failed(&mut self, err: crate::store::StoreError) {
+        self.failures += 1;
+        tracing::warn!(%err, task_id = %self.task_id, "a progress stream could not read its task");
+        if self.failures >= MAX_READ_FAILURES {
+            self.ready.push_back(sse::error(&crate::http::ApiError::from(err)));
+            self.ended = true;
+        }
+    }
+}
+
+fn step_event(event: TaskEvent) -> Event {
+    let mut data = event.data;
+    if let Value::Object(map) = &mut data {
+        map.insert("attempt".into(), event.attempt.into());
+        map.insert("index".into(), event.index.into());
+    }
+    sse::json("step", &data).id(format!("{}-{}", event.attempt, event.index))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_ids_round_trip_and_garbage_is_ignored() {
+        assert_eq!(parse_event_id("2-7"), Some((2, 7)));
+        assert_eq!(parse_event_id(" 1-0 "), Some((1, 0)));
+        for bad in ["", "1", "-", "a-b", "1-", "-1", "1-2-3", "99999999999-1"] {
+            assert_eq!(parse_event_id(bad), None, "{bad}");
+        }
+    }
+}

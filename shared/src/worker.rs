@@ -1,0 +1,368 @@
+//! Runs a delivered task, once in effect, whatever the queue repeats.
+//!
+//! Pub/Sub delivers at least once: a message can arrive twice, be
+//! published twice, or come back after its worker died. The store's claim
+//! decides who runs a task (`queued` to `running`, with a lease that the
+//! running worker renews), and every later write is fenced by the claim's
+//! attempt number, so a worker that lost its claim cannot overwrite the
+//! one that holds it. What the queue should do next is the
+//! [`Disposition`]: done (acknowledge: the task finished, failed for good,
+//! or is someone else's), or retry (a transient failure: Pub/Sub
+//! redelivers after a 503, the local queue after a backoff).
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use crate::App;
+use crate::agent::{self, Outcome, Step};
+use crate::config::TaskSettings;
+use crate::events::Delivery;
+use crate::http::Metrics;
+use crate::llm::{Model, ModelError};
+use crate::store::{Claim, StoreError, TaskEvent, TaskRecord, TaskStatus, TaskStore, rfc3339};
+use crate::task::{AgentResponse, TaskView};
+use crate::tools::Registry;
+use crate::webhook::Webhooks;
+
+/// What the queue should do with a delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Disposition {
+    /// Acknowledge it; the reason is for the log.
+    Done(String),
+    /// Deliver it again, not before `after`.
+    Retry { after: Duration, reason: String },
+}
+
+/// Redelivery delay after a transient failure when nothing better is known.
+const RETRY_AFTER: Duration = Duration::from_secs(2);
+
+pub struct Worker {
+    model: Arc<dyn Model>,
+    tools: Registry,
+    tasks: Arc<dyn TaskStore>,
+    metrics: Metrics,
+    settings: TaskSettings,
+    webhooks: Option<Webhooks>,
+}
+
+impl Worker {
+    pub fn new(app: &App) -> anyhow::Result<Worker> {
+        let settings = app.settings.tasks.clone();
+        let webhooks = settings.webhook_secret.as_ref().map(|secret| {
+            Webhooks::new(
+                secret.clone(),
+                settings.allow_loopback_callbacks,
+                settings.webhook_timeout,
+                settings.webhook_attempts,
+                Duration::from_millis(500),
+            )
+        });
+        Ok(Worker {
+            model: app.model.clone(),
+            tools: crate::tools::registry(&app.settings.tools, &app.stores)?,
+            tasks: app.stores.tasks.clone(),
+            metrics: app.metrics.clone(),
+            settings,
+            webhooks,
+        })
+    }
+
+    /// Runs the delivered task if this delivery wins its claim.
+    pub async fn deliver(&self, delivery: &Delivery) -> Disposition {
+        let disposition = self.deliver_inner(delivery).await;
+        let outcome = match &disposition {
+            Disposition::Done(_) => "done",
+            Disposition::Retry { .. } => "retry",
+        };
+        self.metrics.inc(
+            "worker_deliveries_total",
+            "Task deliveries handled by the worker, by what the queue was told.",
+            &[("outcome", outcome)],
+        );
+        disposition
+    }
+
+    async fn deliver_inner(&self, delivery: &Delivery) -> Disposition {
+        let task_id = delivery.task_id.as_str();
+        let now = SystemTime::now();
+        let claim = self
+            .tasks
+            .claim(
+                task_id,
+                &delivery.message_id,
+                self.settings.lease,
+                self.settings.max_attempts,
+                now,
+            )
+            .await;
+        let task = match claim {
+            Ok(Claim::Claimed(task)) => task,
+            Ok(Claim::NotFound) => {
+                tracing::warn!(task_id, message_id = %delivery.message_id, "a delivery names an unknown task; acknowledged");
+                self.count_task("unknown");
+                return Disposition::Done(format!("there is no task {task_id:?}"));
+            }
+            Ok(Claim::Finished(task)) => {
+                tracing::info!(
+                    task_id,
+                    status = task.status.as_str(),
+                    "a duplicate delivery of a finished task; acknowledged"
+                );
+                self.count_task("duplicate");
+                return Disposition::Done(format!("task {task_id} is already {}", task.status.as_str()));
+            }
+            Ok(Claim::Held {
+                same_delivery: false, ..
+            }) => {
+                tracing::info!(task_id, "a duplicate delivery of a running task; acknowledged");
+                self.count_task("duplicate");
+                return Disposition::Done(format!("task {task_id} is running under another delivery"));
+            }
+            Ok(Claim::Held {
+                same_delivery: true,
+                lease_until,
+            }) => {
+                // This message came back while its claim still holds: the
+                // worker that took it most likely died. Retry once the lease
+                // has passed.
+                let after = lease_until.duration_since(now).unwrap_or_default() + Duration::from_millis(100);
+                return Disposition::Retry {
+                    after,
+                    reason: format!("task {task_id} is held by this message's earlier delivery until its lease passes"),
+                };
+            }
+            Ok(Claim::Exhausted(task)) => {
+                tracing::error!(
+                    task_id,
+                    attempts = task.attempts,
+                    "a task ran out of attempts and is failed"
+                );
+                self.count_task("failed");
+                self.notify(&task).await;
+                return Disposition::Done(format!("task {task_id} ran out of attempts"));
+            }
+            Err(err) => return store_retry(&err),
+        };
+        self.count_task("claimed");
+        tracing::info!(task_id, attempt = task.attempts, message_id = %delivery.message_id, "running a queued task");
+        self.run(task).await
+    }
+
+    async fn run(&self, task: TaskRecord) -> Disposition {
+        let task_id = task.task_id.clone();
+        let attempt = task.attempts;
+        let run = agent::Run {
+            task: task.task.clone(),
+            session_id: task.session_id.clone(),
+            max_steps: task.max_steps,
+            system_instruction: task.system_instruction.clone(),
+        };
+
+        // Steps are stored as they complete, by a writer beside the loop,
+        // so a slow store does not slow the agent.
+        let (steps_tx, mut steps_rx) = tokio::sync::mpsc::unbounded_channel::<Step>();
+        let agent_run = async {
+            let on_step = move |step: &Step| {
+                let _ = steps_tx.send(step.clone());
+            };
+            agent::run(self.model.as_ref(), &self.tools, &run, &on_step).await
+        };
+        let record_steps = async {
+            let mut index = 0;
+            while let Some(step) = steps_rx.recv().await {
+                let event = TaskEvent {
+                    attempt,
+                    index,
+                    data: serde_json::to_value(&step).unwrap_or_default(),
+                    created_at: String::new(),
+                };
+                if let Err(err) = self.tasks.add_event(&task_id, &event).await {
+                    tracing::warn!(%err, task_id = %task_id, "a progress event could not be stored");
+                }
+                index += 1;
+            }
+        };
+        let work = async { tokio::join!(agent_run, record_steps).0 };
+        let result = tokio::select! {
+            result = work => result,
+            () = self.keep_claim(&task_id, attempt) => {
+                tracing::warn!(task_id = %task_id, attempt, "the task's claim was lost while it ran; stopped");
+                return Disposition::Done(format!("task {task_id} was taken over by another delivery"));
+            }
+        };
+
+        match result {
+            Ok(outcome) => self.complete(&task, outcome).await,
+            Err(err) if transient(&err) => self.retry_or_fail(&task, &err).await,
+            Err(err) => {
+                let message = crate::http::ApiError::from(err).message;
+                self.fail(&task, &message).await
+            }
+        }
+    }
+
+    /// Renews the lease every third of it; returns only when the claim is
+    /// lost (another worker took the task after this one missed renewals).
+    async fn keep_claim(&self, task_id: &str, attempt: u32) {
+        let every = self.settings.lease / 3;
+        loop {
+            tokio::time::sleep(every).await;
+            match self
+                .tasks
+                .renew(task_id, attempt, self.settings.lease, SystemTime::now())
+                .await
+            {
+                Ok(true) => {}
+                Ok(false) => return,
+                Err(err) => tracing::warn!(%err, task_id, "the task's lease could not be renewed; will try again"),
+            }
+        }
+    }
+
+    async fn complete(&self, task: &TaskRecord, outcome: Outcome) -> Disposition {
+        // A capped max_steps was reported in the 202 answer.
+        let response = AgentResponse {
+            task_id: task.task_id.clone(),
+            session_id: task.session_id.clone(),
+            outcome,
+            warnings: Vec::new(),
+        };
+        let result = serde_json::to_value(&response).unwrap_or_default();
+        self.finish(task, TaskStatus::Completed, Some(result), None).await
+    }
+
+    async fn fail(&self, task: &TaskRecord, error: &str) -> Disposition {
+        self.finish(task, TaskStatus::Failed, None, Some(error.to_string()))
+            .await
+    }
+
+    async fn retry_or_fail(&self, task: &TaskRecord, err: &ModelError) -> Disposition {
+        if task.attempts >= self.settings.max_attempts {
+            let message = format!(
+                "gave up after {} attempts; the last one failed: {}",
+                task.attempts,
+                crate::http::ApiError::from(err.clone()).message
+            );
+            return self.fail(task, &message).await;
+        }
+        tracing::warn!(task_id = %task.task_id, attempt = task.attempts, %err, "a transient failure; the task will be retried");
+        if let Err(release_err) = self.tasks.release(&task.task_id, task.attempts).await {
+            // The lease will pass on its own; the redelivery claims it then.
+            tracing::warn!(%release_err, task_id = %task.task_id, "the task could not be released");
+        }
+        let after = match err {
+            ModelError::Unavailable {
+                retry_after: Some(after),
+                ..
+            } => *after,
+            _ => RETRY_AFTER,
+        };
+        Disposition::Retry {
+            after,
+            reason: err.to_string(),
+        }
+    }
+
+    async fn finish(
+        &self,
+        task: &TaskRecord,
+        status: TaskStatus,
+        result: Option<serde_json::Value>,
+        error: Option<String>,
+    ) -> Disposition {
+        let task_id = task.task_id.as_str();
+        match self
+            .tasks
+            .finish(task_id, task.attempts, status, result.as_ref(), error.as_deref())
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::warn!(
+                    task_id,
+                    attempt = task.attempts,
+                    "the task was taken over before it finished; its outcome is dropped"
+                );
+                return Disposition::Done(format!("task {task_id} was taken over by another delivery"));
+            }
+            Err(err) => {
+                // Not recorded: the redelivery runs it again. Release so it
+                // need not wait for the lease.
+                let _ = self.tasks.release(task_id, task.attempts).await;
+                return store_retry(&err);
+            }
+        }
+        self.count_task(status.as_str());
+        tracing::info!(
+            task_id,
+            status = status.as_str(),
+            attempt = task.attempts,
+            "task finished"
+        );
+        let now = rfc3339(SystemTime::now());
+        let finished = TaskRecord {
+            status,
+            result,
+            error,
+            updated_at: now.clone(),
+            finished_at: Some(now),
+            lease_until: None,
+            ..task.clone()
+        };
+        self.notify(&finished).await;
+        Disposition::Done(format!("task {task_id} is {}", status.as_str()))
+    }
+
+    /// POSTs the finished task to its `callback_url`, if it has one.
+    async fn notify(&self, task: &TaskRecord) {
+        let Some(url) = task.callback_url.as_deref() else {
+            return;
+        };
+        let Some(webhooks) = &self.webhooks else {
+            tracing::error!(task_id = %task.task_id, "the task has a callback_url but WEBHOOK_SECRET is not set here; no callback sent");
+            self.count_webhook("not_configured");
+            return;
+        };
+        let body = serde_json::to_value(TaskView::from(task.clone())).unwrap_or_default();
+        match webhooks.deliver(url, &body, &task.task_id).await {
+            Ok(attempt) => {
+                tracing::info!(task_id = %task.task_id, attempt, "callback delivered");
+                self.count_webhook("delivered");
+            }
+            Err(err) => {
+                tracing::error!(task_id = %task.task_id, %err, "callback not delivered");
+                self.count_webhook("failed");
+            }
+        }
+    }
+
+    fn count_task(&self, outcome: &str) {
+        self.metrics.inc(
+            "worker_tasks_total",
+            "Tasks seen by the worker: claimed, completed, failed, duplicate or unknown.",
+            &[("outcome", outcome)],
+        );
+    }
+
+    fn count_webhook(&self, outcome: &str) {
+        self.metrics.inc(
+            "webhooks_total",
+            "Task callbacks: delivered, failed, or not configured.",
+            &[("outcome", outcome)],
+        );
+    }
+}
+
+/// Model failures that a later attempt may not meet: the provider was
+/// unavailable or slow. A refusal (4xx) or a blocked prompt will repeat.
+fn transient(err: &ModelError) -> bool {
+    matches!(err, ModelError::Unavailable { .. } | ModelError::Timeout(_))
+}
+
+fn store_retry(err: &StoreError) -> Disposition {
+    tracing::warn!(%err, "the task store failed; the delivery will be retried");
+    Disposition::Retry {
+        after: RETRY_AFTER,
+        reason: err.to_string(),
+    }
+}

@@ -1,22 +1,29 @@
 //! `agent_function`: the tool-calling agent.
 //!
 //! `POST /api/v1/agent` runs a task through the agent loop of `agent-core`
-//! with the calculator, search and memory tools, stores the run as a task,
-//! and answers with the response and every step. `GET /api/v1/tasks/{id}`
-//! returns a stored run. Asynchronous runs (`async: true`) come with the
-//! Pub/Sub queue; until then they are refused with a clear message.
+//! with the calculator, search and memory tools and answers with the
+//! response and every step; with `async: true` it stores the task as
+//! `queued`, publishes it (Pub/Sub, or the local queue) and answers 202 at
+//! once. `GET /api/v1/tasks/{id}` returns a task, `GET
+//! /api/v1/tasks/{id}/events` streams its progress. The worker side lives
+//! in `agent-core` (`worker`), shared by `agent_worker` and the local queue.
 
 use std::sync::Arc;
 
-use agent_core::agent::{self, Outcome};
+use agent_core::agent;
 use agent_core::http::json::require_text;
 use agent_core::http::{ApiError, ApiJson};
 use agent_core::llm::Model;
+use agent_core::queue::Queue;
 use agent_core::store::{TaskRecord, TaskStatus, TaskStore};
+use agent_core::task;
+pub use agent_core::task::{AgentResponse, TaskView};
 use agent_core::tools::Registry;
-use agent_core::{App, session};
+use agent_core::{App, session, webhook};
 use axum::Router;
 use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -40,49 +47,18 @@ pub struct AgentRequest {
     pub system_instruction: Option<String>,
 }
 
-/// A completed run: the answer of `POST /api/v1/agent`, and the `result`
-/// of its task.
+/// The 202 answer to an asynchronous `POST /api/v1/agent`.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
-pub struct AgentResponse {
-    pub task_id: String,
-    pub session_id: String,
-    /// `response`, `steps`, `total_steps`, `tokens_used`, `model` and
-    /// `finish_reason` (`answered`, or `max_steps` when the limit ended it).
-    #[serde(flatten)]
-    pub outcome: Outcome,
-    /// What the request asked that was adjusted (a `max_steps` over the cap).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub warnings: Vec<String>,
-}
-
-/// `GET /api/v1/tasks/{id}`.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
-pub struct TaskResponse {
+pub struct Accepted {
     pub task_id: String,
     pub status: TaskStatus,
-    pub task: String,
     pub session_id: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub result: Option<Value>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-    pub created_at: String,
-    pub updated_at: String,
-}
-
-impl From<TaskRecord> for TaskResponse {
-    fn from(t: TaskRecord) -> TaskResponse {
-        TaskResponse {
-            task_id: t.task_id,
-            status: t.status,
-            task: t.task,
-            session_id: t.session_id,
-            result: t.result,
-            error: t.error,
-            created_at: t.created_at,
-            updated_at: t.updated_at,
-        }
-    }
+    /// Where to read the task (also the `Location` header).
+    pub status_url: String,
+    /// Where to follow its progress as server-sent events.
+    pub events_url: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 #[derive(Clone)]
@@ -90,24 +66,33 @@ pub struct AgentState {
     pub model: Arc<dyn Model>,
     pub tools: Registry,
     pub tasks: Arc<dyn TaskStore>,
+    pub queue: Arc<dyn Queue>,
     pub max_task_chars: usize,
+    /// Callbacks need a secret to sign with; without one they are refused.
+    pub callbacks_enabled: bool,
+    pub allow_loopback_callbacks: bool,
 }
 
 impl AgentState {
-    pub fn new(app: &App) -> anyhow::Result<AgentState> {
+    /// Builds the tools and opens the queue (the local queue starts its
+    /// dispatcher, so this process also runs the tasks it accepts).
+    pub async fn new(app: &App) -> anyhow::Result<AgentState> {
         Ok(AgentState {
             model: app.model.clone(),
             tools: agent_core::tools::registry(&app.settings.tools, &app.stores)?,
             tasks: app.stores.tasks.clone(),
+            queue: agent_core::queue::open(app).await?,
             max_task_chars: app.settings.http.max_message_chars,
+            callbacks_enabled: app.settings.tasks.webhook_secret.is_some(),
+            allow_loopback_callbacks: app.settings.tasks.allow_loopback_callbacks,
         })
     }
 }
 
 /// The named routes, behind the agent rate limit; `local` merges these.
-pub fn routes(app: &App) -> anyhow::Result<Router> {
+pub async fn routes(app: &App) -> anyhow::Result<Router> {
     Ok(app.rate_limited(
-        api(AgentState::new(app)?, false),
+        api(AgentState::new(app).await?, false),
         "agent",
         app.settings.rate_limit_agent,
     ))
@@ -115,15 +100,16 @@ pub fn routes(app: &App) -> anyhow::Result<Router> {
 
 /// The standalone function: the named routes, `POST /`, and the shared
 /// HTTP layer.
-pub fn router(app: &App) -> anyhow::Result<Router> {
-    let api = api(AgentState::new(app)?, true);
+pub async fn router(app: &App) -> anyhow::Result<Router> {
+    let api = api(AgentState::new(app).await?, true);
     Ok(app.wrap(app.rate_limited(api, "agent", app.settings.rate_limit_agent), FUNCTION))
 }
 
 fn api(state: AgentState, root_alias: bool) -> Router {
     let mut routes = Router::new()
         .route("/api/v1/agent", post(run_agent))
-        .route("/api/v1/tasks/{id}", get(get_task));
+        .route("/api/v1/tasks/{id}", get(get_task))
+        .route("/api/v1/tasks/{id}/events", get(task_events));
     if root_alias {
         routes = routes.route("/", post(run_agent));
     }
@@ -133,7 +119,7 @@ fn api(state: AgentState, root_alias: bool) -> Router {
 pub async fn run_agent(
     State(state): State<AgentState>,
     ApiJson(body): ApiJson<AgentRequest>,
-) -> Result<axum::Json<AgentResponse>, ApiError> {
+) -> Result<Response, ApiError> {
     require_text("task", &body.task, state.max_task_chars)?;
     let session_id = session::given_or_new(body.session_id.as_deref())?;
     if body.max_steps == Some(0) {
@@ -141,78 +127,158 @@ pub async fn run_agent(
             "max_steps must be at least 1; omit it for the default of 10",
         ));
     }
+    let (max_steps, warning) = agent::effective_max_steps(body.max_steps);
+    let system_instruction = body.system_instruction.filter(|s| !s.trim().is_empty());
+    let mut task = TaskRecord {
+        task_id: uuid::Uuid::new_v4().to_string(),
+        status: TaskStatus::Queued,
+        task: body.task,
+        session_id,
+        max_steps,
+        system_instruction,
+        callback_url: None,
+        attempts: 0,
+        delivery_id: None,
+        lease_until: None,
+        result: None,
+        error: None,
+        created_at: String::new(),
+        updated_at: String::new(),
+        started_at: None,
+        finished_at: None,
+    };
+    let warnings = warning.into_iter().collect();
     if body.run_async {
-        return Err(ApiError::invalid_argument(
-            "asynchronous runs (async: true) are not available in this version; omit async to run the task \
-             synchronously",
-        ));
+        task.callback_url = match body.callback_url {
+            Some(url) => Some(check_callback(&state, &url)?),
+            None => None,
+        };
+        return submit(&state, task, warnings).await;
     }
     if body.callback_url.is_some() {
         return Err(ApiError::invalid_argument(
-            "callback_url is only used by asynchronous runs (async: true), which are not available in this \
-             version; omit it",
+            "callback_url is only used by asynchronous runs: add \"async\": true, or omit callback_url",
         ));
     }
-    let (max_steps, warning) = agent::effective_max_steps(body.max_steps);
+    Ok(axum::Json(run_now(&state, task, warnings).await?).into_response())
+}
 
-    let task_id = uuid::Uuid::new_v4().to_string();
-    state
-        .tasks
-        .create(&TaskRecord {
-            task_id: task_id.clone(),
-            status: TaskStatus::Running,
-            task: body.task.clone(),
-            session_id: session_id.clone(),
-            max_steps,
-            result: None,
-            error: None,
-            created_at: String::new(),
-            updated_at: String::new(),
-        })
-        .await?;
+fn check_callback(state: &AgentState, url: &str) -> Result<String, ApiError> {
+    if !state.callbacks_enabled {
+        return Err(ApiError::invalid_argument(
+            "callback_url cannot be used here: this deployment has no WEBHOOK_SECRET to sign callbacks with; \
+             poll status_url or follow events_url instead",
+        ));
+    }
+    webhook::validate_url(url, state.allow_loopback_callbacks)
+        .map(|u| u.to_string())
+        .map_err(|why| ApiError::invalid_argument(format!("callback_url is not usable: {why}")))
+}
 
+/// Stores the task as `queued` and publishes it; the 202 goes out only once
+/// the queue holds it. A failed publish fails the task, so none is left
+/// queued with no message to run it.
+async fn submit(state: &AgentState, task: TaskRecord, warnings: Vec<String>) -> Result<Response, ApiError> {
+    state.tasks.create(&task).await?;
+    if let Err(err) = state.queue.publish(&task.task_id).await {
+        tracing::error!(%err, task_id = %task.task_id, "the task could not be queued; it is marked failed");
+        let message = format!("the task could not be queued ({err}); it is marked failed, submit it again");
+        if let Err(store_err) = state
+            .tasks
+            .finish(&task.task_id, 0, TaskStatus::Failed, None, Some(&message))
+            .await
+        {
+            tracing::error!(%store_err, task_id = %task.task_id, "the unqueued task could not be marked failed");
+        }
+        return Err(ApiError::unavailable(message, std::time::Duration::from_secs(5)));
+    }
+    let status_url = format!("/api/v1/tasks/{}", task.task_id);
+    let accepted = Accepted {
+        events_url: format!("{status_url}/events"),
+        status_url,
+        task_id: task.task_id,
+        status: TaskStatus::Queued,
+        session_id: task.session_id,
+        warnings,
+    };
+    // A uuid makes a valid header value; the header is only a convenience.
+    let mut response = (StatusCode::ACCEPTED, axum::Json(&accepted)).into_response();
+    if let Ok(location) = HeaderValue::from_str(&accepted.status_url) {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    Ok(response)
+}
+
+/// Runs the task in this request. It is stored as `running` (first attempt,
+/// no lease: no queue will deliver it) so it can be looked up while it runs.
+async fn run_now(state: &AgentState, mut task: TaskRecord, warnings: Vec<String>) -> Result<AgentResponse, ApiError> {
+    task.status = TaskStatus::Running;
+    task.attempts = 1;
+    state.tasks.create(&task).await?;
     let run = agent::Run {
-        task: body.task,
-        session_id: session_id.clone(),
-        max_steps,
-        system_instruction: body.system_instruction.filter(|s| !s.trim().is_empty()),
+        task: task.task.clone(),
+        session_id: task.session_id.clone(),
+        max_steps: task.max_steps,
+        system_instruction: task.system_instruction.clone(),
     };
     let outcome = match agent::run(state.model.as_ref(), &state.tools, &run, &|_| {}).await {
         Ok(outcome) => outcome,
         Err(err) => {
             let error = ApiError::from(err);
-            record(&state, &task_id, TaskStatus::Failed, None, Some(&error.message)).await;
+            record(state, &task.task_id, TaskStatus::Failed, None, Some(&error.message)).await;
             return Err(error);
         }
     };
     let response = AgentResponse {
-        task_id: task_id.clone(),
-        session_id,
+        task_id: task.task_id.clone(),
+        session_id: task.session_id,
         outcome,
-        warnings: warning.into_iter().collect(),
+        warnings,
     };
     let result = serde_json::to_value(&response).ok();
-    record(&state, &task_id, TaskStatus::Completed, result.as_ref(), None).await;
-    Ok(axum::Json(response))
+    record(state, &task.task_id, TaskStatus::Completed, result.as_ref(), None).await;
+    Ok(response)
 }
 
-/// Stores a run's outcome. The client gets its answer even when this
-/// fails: the work is done, and a retry would pay for it again.
+/// Stores a synchronous run's outcome. The client gets its answer even when
+/// this fails: the work is done, and a retry would pay for it again.
 async fn record(state: &AgentState, task_id: &str, status: TaskStatus, result: Option<&Value>, error: Option<&str>) {
-    if let Err(err) = state.tasks.finish(task_id, status, result, error).await {
+    if let Err(err) = state.tasks.finish(task_id, 1, status, result, error).await {
         tracing::warn!(%err, task_id, "the task's outcome could not be stored");
     }
+}
+
+async fn find(state: &AgentState, id: &str) -> Result<TaskRecord, ApiError> {
+    session::validate("the task id", id)?;
+    state.tasks.get(id).await?.ok_or_else(|| {
+        ApiError::not_found(format!(
+            "there is no task {id:?}; task ids are returned by POST /api/v1/agent"
+        ))
+    })
 }
 
 pub async fn get_task(
     State(state): State<AgentState>,
     Path(id): Path<String>,
-) -> Result<axum::Json<TaskResponse>, ApiError> {
-    session::validate("the task id", &id)?;
-    match state.tasks.get(&id).await? {
-        Some(task) => Ok(axum::Json(task.into())),
-        None => Err(ApiError::not_found(format!(
-            "there is no task {id:?}; task ids are returned by POST /api/v1/agent"
-        ))),
-    }
+) -> Result<axum::Json<TaskView>, ApiError> {
+    Ok(axum::Json(find(&state, &id).await?.into()))
+}
+
+/// Server-sent events: `status`, `step`..., then `done` with the task.
+/// Reconnecting with `Last-Event-ID` resumes after that step.
+pub async fn task_events(
+    State(state): State<AgentState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let found = find(&state, &id).await?;
+    let after = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(task::parse_event_id);
+    Ok(agent_core::http::sse::response(task::progress(
+        state.tasks.clone(),
+        found,
+        after,
+    )))
 }

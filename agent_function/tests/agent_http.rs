@@ -4,7 +4,7 @@
 
 use agent_core::agent::Step;
 use agent_core::testing::{Scripted, TestApp, TestServer, free_port};
-use agent_function::{AgentResponse, FUNCTION, TaskResponse, router};
+use agent_function::{AgentResponse, FUNCTION, TaskView, router};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -17,7 +17,7 @@ struct Agent {
 impl Agent {
     async fn start(vars: &[(&str, &str)]) -> Agent {
         let app = TestApp::start(FUNCTION, vars).await;
-        let router = router(&app).expect("router builds");
+        let router = router(&app).await.expect("router builds");
         Agent {
             server: TestServer::start(router).await,
             http: reqwest::Client::new(),
@@ -88,7 +88,7 @@ async fn calculates_and_searches_in_one_run() {
     assert_eq!(run.outcome.model, "offline");
 
     // The run is stored as a task.
-    let task: TaskResponse = agent.task(&run.task_id).await.json().await.expect("task");
+    let task: TaskView = agent.task(&run.task_id).await.json().await.expect("task");
     assert_eq!(task.status, agent_core::store::TaskStatus::Completed);
     assert_eq!(task.task, "Calcula 15 * 23 y busca información sobre matemáticas");
     let stored: AgentResponse = serde_json::from_value(task.result.expect("a result")).expect("stored run");
@@ -391,8 +391,22 @@ async fn bad_requests_get_the_envelope() {
     assert!(message.contains("at least 1"), "{message}");
     let (_, message) = error_code(agent.post(json!({"task": "x", "max_steps": -1})).await, 400).await;
     assert!(message.contains("invalid value"), "{message}");
-    let (_, message) = error_code(agent.post(json!({"task": "x", "async": true})).await, 400).await;
-    assert!(message.contains("not available"), "{message}");
+    let (_, message) = error_code(
+        agent
+            .post(json!({"task": "x", "callback_url": "https://example.com/"}))
+            .await,
+        400,
+    )
+    .await;
+    assert!(message.contains("\"async\": true"), "{message}");
+    let (_, message) = error_code(
+        agent
+            .post(json!({"task": "x", "async": true, "callback_url": "https://example.com/"}))
+            .await,
+        400,
+    )
+    .await;
+    assert!(message.contains("WEBHOOK_SECRET"), "{message}");
     let (_, message) = error_code(agent.post(json!({"tsk": "x"})).await, 400).await;
     assert!(message.contains("unknown field `tsk`"), "{message}");
     let (code, _) = error_code(agent.task("no-such-task").await, 404).await;

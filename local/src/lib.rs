@@ -13,17 +13,24 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST   /api/v1/chat", "chat with session memory (stream: true for SSE)"),
     ("GET    /api/v1/sessions/{id}", "a session's messages"),
     ("DELETE /api/v1/sessions/{id}", "forget a session"),
-    ("POST   /api/v1/agent", "run the tool-calling agent on a task"),
-    ("GET    /api/v1/tasks/{id}", "a stored agent run"),
+    (
+        "POST   /api/v1/agent",
+        "run the tool-calling agent on a task (async: true to queue it)",
+    ),
+    ("GET    /api/v1/tasks/{id}", "an agent task: status, result or error"),
+    (
+        "GET    /api/v1/tasks/{id}/events",
+        "an agent task's steps as they happen (SSE)",
+    ),
     ("POST   /api/v1/tools/search", "search the corpus (BM25)"),
     ("POST   /api/v1/tools/calculate", "safe arithmetic"),
     ("GET    /health", "liveness"),
     ("GET    /metrics", "Prometheus metrics"),
 ];
 
-pub fn router(app: &App) -> anyhow::Result<Router> {
+pub async fn router(app: &App) -> anyhow::Result<Router> {
     let api = chat_function::routes(app)
-        .merge(agent_function::routes(app)?)
+        .merge(agent_function::routes(app).await?)
         .merge(search_function::routes(app)?)
         .merge(calculator_function::routes(app));
     Ok(app.wrap(api, FUNCTION))

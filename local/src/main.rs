@@ -5,7 +5,9 @@
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let app = agent_core::App::start(local::FUNCTION).await;
-    let router = local::router(&app).unwrap_or_else(|err| app.exit_on_start_error(err));
+    let router = local::router(&app)
+        .await
+        .unwrap_or_else(|err| app.exit_on_start_error(err));
     let listener = agent_core::runtime::bind(app.settings.port).await?;
     println!("{}", local::banner(&app, app.settings.port));
     agent_core::runtime::serve_on(listener, router, agent_core::runtime::shutdown_signal()).await

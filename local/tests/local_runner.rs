@@ -41,6 +41,7 @@ async fn local_serves_every_function_on_one_port() {
         "GET    /api/v1/sessions/{id}",
         "POST   /api/v1/agent",
         "GET    /api/v1/tasks/{id}",
+        "GET    /api/v1/tasks/{id}/events",
         "POST   /api/v1/tools/search",
         "POST   /api/v1/tools/calculate",
         "GET    /health",
@@ -125,6 +126,51 @@ async fn local_serves_every_function_on_one_port() {
         .await
         .expect("json");
     assert_eq!(calc["result"], 14);
+
+    // The same task asynchronously, through the local queue: 202 and
+    // queued, then completed; its events show the steps.
+    let accepted = http
+        .post(format!("{base}/api/v1/agent"))
+        .body(r#"{"task":"Calcula 15 * 23 y busca información sobre matemáticas","async":true}"#)
+        .send()
+        .await
+        .expect("agent async");
+    assert_eq!(accepted.status().as_u16(), 202);
+    let accepted: Value = accepted.json().await.expect("json");
+    assert_eq!(accepted["status"], "queued");
+    let status_url = format!("{base}{}", accepted["status_url"].as_str().expect("status_url"));
+    let events = http
+        .get(format!(
+            "{base}{}",
+            accepted["events_url"].as_str().expect("events_url")
+        ))
+        .send()
+        .await
+        .expect("events")
+        .text()
+        .await
+        .expect("the stream ends after done");
+    assert!(
+        events.contains("event: step") && events.contains("\"tool\":\"calculate\""),
+        "{events}"
+    );
+    assert!(
+        events.contains("\"tool\":\"search_web\"") && events.contains("event: done"),
+        "{events}"
+    );
+    let task: Value = http
+        .get(&status_url)
+        .send()
+        .await
+        .expect("task")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(task["status"], "completed", "{task}");
+    assert!(
+        task["result"]["response"].as_str().expect("response").contains("345"),
+        "{task}"
+    );
 
     // The POST / aliases belong to the standalone functions.
     let root = http

@@ -1,0 +1,340 @@
+//! Asynchronous runs on the embedded defaults: the local queue, durable in
+//! SQLite on disk, delivered through the same worker as Pub/Sub pushes.
+//! Real HTTP over loopback, including the webhook receiver.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use agent_core::store::{TaskRecord, TaskStatus};
+use agent_core::testing::{TestApp, TestServer, free_port};
+use agent_function::{FUNCTION, router};
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use serde_json::{Value, json};
+
+const SECRET: &str = "local-webhook-secret";
+const DEADLINE: Duration = Duration::from_secs(60);
+
+struct Agent {
+    server: TestServer,
+    http: reqwest::Client,
+    app: TestApp,
+}
+
+impl Agent {
+    async fn start(vars: &[(&str, &str)]) -> Agent {
+        let app = TestApp::start(FUNCTION, vars).await;
+        Agent::on(app).await
+    }
+
+    async fn on(app: TestApp) -> Agent {
+        let router = router(&app).await.expect("router builds");
+        Agent {
+            server: TestServer::start(router).await,
+            http: reqwest::Client::new(),
+            app,
+        }
+    }
+
+    async fn post(&self, body: Value) -> reqwest::Response {
+        self.http
+            .post(format!("{}/api/v1/agent", self.server.url))
+            .json(&body)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    async fn get(&self, path: &str) -> Value {
+        self.http
+            .get(format!("{}{path}", self.server.url))
+            .send()
+            .await
+            .expect("request")
+            .json()
+            .await
+            .expect("json")
+    }
+
+    /// Polls the task until it is finished, keeping every status seen.
+    async fn wait_finished(&self, id: &str) -> (Value, Vec<String>) {
+        let started = std::time::Instant::now();
+        let mut seen: Vec<String> = Vec::new();
+        loop {
+            let task = self.get(&format!("/api/v1/tasks/{id}")).await;
+            let status = task["status"].as_str().unwrap_or_default().to_string();
+            if seen.last() != Some(&status) {
+                seen.push(status.clone());
+            }
+            if status == "completed" || status == "failed" {
+                return (task, seen);
+            }
+            assert!(started.elapsed() < DEADLINE, "task {id} did not finish: {task}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The whole event stream of a task, as (event, data) pairs.
+    async fn events(&self, id: &str, last_event_id: Option<&str>) -> Vec<(String, Value)> {
+        let mut request = self.http.get(format!("{}/api/v1/tasks/{id}/events", self.server.url));
+        if let Some(last) = last_event_id {
+            request = request.header("last-event-id", last);
+        }
+        let response = request.send().await.expect("events");
+        assert_eq!(response.status(), 200);
+        assert!(
+            response.headers()["content-type"]
+                .to_str()
+                .unwrap_or_default()
+                .starts_with("text/event-stream")
+        );
+        let text = tokio::time::timeout(DEADLINE, response.text())
+            .await
+            .expect("the stream ends after done")
+            .expect("text");
+        parse_sse(&text)
+    }
+}
+
+fn parse_sse(text: &str) -> Vec<(String, Value)> {
+    text.split("\n\n")
+        .filter_map(|block| {
+            let mut name = None;
+            let mut data = String::new();
+            for line in block.lines() {
+                if let Some(v) = line.strip_prefix("event:") {
+                    name = Some(v.trim().to_string());
+                } else if let Some(v) = line.strip_prefix("data:") {
+                    data.push_str(v.trim_start());
+                }
+            }
+            Some((name?, serde_json::from_str(&data).unwrap_or(Value::Null)))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn an_async_task_is_queued_then_completed_with_its_steps_streamed() {
+    let agent = Agent::start(&[]).await;
+    let response = agent
+        .post(json!({"task": "Calcula 15 * 23 y busca información sobre matemáticas", "async": true}))
+        .await;
+    assert_eq!(response.status(), 202);
+    let accepted: Value = response.json().await.expect("json");
+    assert_eq!(accepted["status"], "queued");
+    let id = accepted["task_id"].as_str().expect("id").to_string();
+    assert_eq!(accepted["events_url"], format!("/api/v1/tasks/{id}/events"));
+
+    let events = agent.events(&id, None).await;
+    let (task, _) = agent.wait_finished(&id).await;
+    assert_eq!(task["status"], "completed", "{task}");
+    assert_eq!(task["attempts"], 1);
+    assert!(
+        task["result"]["response"].as_str().expect("response").contains("345"),
+        "{task}"
+    );
+    assert!(
+        task["started_at"].is_string() && task["finished_at"].is_string(),
+        "{task}"
+    );
+
+    let names: Vec<&str> = events.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names.last(), Some(&"done"), "{names:?}");
+    let steps: Vec<&Value> = events.iter().filter(|(n, _)| n == "step").map(|(_, d)| d).collect();
+    let tools: Vec<&str> = steps.iter().filter_map(|s| s["tool"].as_str()).collect();
+    assert!(
+        tools.contains(&"calculate") && tools.contains(&"search_web"),
+        "{tools:?}"
+    );
+    assert_eq!(steps[0]["attempt"], 1);
+    assert_eq!(steps[0]["index"], 0);
+    let calc = steps.iter().find(|s| s["tool"] == "calculate").expect("calculate");
+    assert_eq!(calc["result"]["result"], 345.0);
+    assert_eq!(events.last().expect("done").1["result"], task["result"]);
+
+    // Reconnecting after the first step replays only what follows it.
+    let resumed = agent.events(&id, Some("1-0")).await;
+    let resumed_steps = resumed.iter().filter(|(n, _)| n == "step").count();
+    assert_eq!(resumed_steps, steps.len() - 1);
+}
+
+#[derive(Clone, Default)]
+struct Hooks(Arc<Mutex<Vec<(String, Bytes)>>>);
+
+async fn receive(State(hooks): State<Hooks>, headers: HeaderMap, body: Bytes) -> StatusCode {
+    let signature = headers
+        .get("x-signature-256")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    hooks.0.lock().expect("lock").push((signature, body));
+    StatusCode::OK
+}
+
+#[tokio::test]
+async fn a_finished_task_is_posted_once_to_its_callback_signed() {
+    let agent = Agent::start(&[("WEBHOOK_SECRET", SECRET), ("ALLOW_LOOPBACK_CALLBACKS", "true")]).await;
+    let hooks = Hooks::default();
+    let receiver = TestServer::start(
+        axum::Router::new()
+            .route("/hook", axum::routing::post(receive))
+            .with_state(hooks.clone()),
+    )
+    .await;
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let response = agent
+            .post(json!({"task": format!("Calcula {i} + 1"), "async": true, "callback_url": format!("{}/hook", receiver.url)}))
+            .await;
+        assert_eq!(response.status(), 202);
+        ids.push(
+            response.json::<Value>().await.expect("json")["task_id"]
+                .as_str()
+                .expect("id")
+                .to_string(),
+        );
+    }
+    for id in &ids {
+        agent.wait_finished(id).await;
+    }
+    let started = std::time::Instant::now();
+    while hooks.0.lock().expect("lock").len() < ids.len() {
+        assert!(started.elapsed() < DEADLINE, "callbacks did not all arrive");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let seen = hooks.0.lock().expect("lock").clone();
+    assert_eq!(seen.len(), 5, "one POST per task");
+    for (i, id) in ids.iter().enumerate() {
+        let (signature, body) = seen
+            .iter()
+            .find(|(_, body)| serde_json::from_slice::<Value>(body).expect("json")["task_id"] == id.as_str())
+            .expect("a callback for each task");
+        assert!(agent_core::webhook::verify(SECRET.as_bytes(), body, signature));
+        assert!(!agent_core::webhook::verify(b"another secret", body, signature));
+        let task: Value = serde_json::from_slice(body).expect("json");
+        assert_eq!(task["status"], "completed");
+        assert!(
+            task["result"]["response"]
+                .as_str()
+                .expect("text")
+                .contains(&format!("{}", i + 1)),
+            "{task}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn callbacks_into_private_networks_are_refused() {
+    let agent = Agent::start(&[("WEBHOOK_SECRET", SECRET), ("ALLOW_LOOPBACK_CALLBACKS", "true")]).await;
+    for url in [
+        "http://169.254.169.254/",
+        "https://169.254.169.254/computeMetadata/v1/",
+        "https://metadata.google.internal/",
+        "https://10.1.2.3/hook",
+        "http://example.com/hook",
+        "not a url",
+    ] {
+        let response = agent
+            .post(json!({"task": "x", "async": true, "callback_url": url}))
+            .await;
+        assert_eq!(response.status(), 400, "{url}");
+        let body: Value = response.json().await.expect("json");
+        assert_eq!(body["error"]["code"], "invalid_argument");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .expect("message")
+                .contains("callback_url"),
+            "{body}"
+        );
+    }
+    // Refused before anything was stored or queued.
+    let runnable = agent
+        .app
+        .stores
+        .tasks
+        .runnable(SystemTime::now(), 10)
+        .await
+        .expect("runnable");
+    assert!(runnable.is_empty(), "{runnable:?}");
+}
+
+#[tokio::test]
+async fn a_task_that_cannot_be_published_is_failed_and_answered_503() {
+    // Pub/Sub at a port where nothing listens.
+    let host = format!("127.0.0.1:{}", free_port());
+    let agent = Agent::start(&[
+        ("QUEUE", "pubsub"),
+        ("PUBSUB_PROJECT", "p"),
+        ("PUBSUB_EMULATOR_HOST", &host),
+    ])
+    .await;
+    let response = agent.post(json!({"task": "Calcula 1 + 1", "async": true})).await;
+    assert_eq!(response.status(), 503);
+    assert!(response.headers().contains_key("retry-after"));
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(body["error"]["code"], "unavailable");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .expect("message")
+            .contains("marked failed"),
+        "{body}"
+    );
+    let runnable = agent
+        .app
+        .stores
+        .tasks
+        .runnable(SystemTime::now(), 10)
+        .await
+        .expect("runnable");
+    assert!(runnable.is_empty(), "no task is left queued: {runnable:?}");
+}
+
+#[tokio::test]
+async fn tasks_queued_before_a_restart_are_run_after_it() {
+    // A process accepted this task and stopped before running it.
+    let app = TestApp::start(FUNCTION, &[]).await;
+    let queued = TaskRecord {
+        task_id: "left-behind-1".into(),
+        status: TaskStatus::Queued,
+        task: "Calcula 6 * 7".into(),
+        session_id: "s-restart".into(),
+        max_steps: 10,
+        system_instruction: None,
+        callback_url: None,
+        attempts: 0,
+        delivery_id: None,
+        lease_until: None,
+        result: None,
+        error: None,
+        created_at: String::new(),
+        updated_at: String::new(),
+        started_at: None,
+        finished_at: None,
+    };
+    app.stores.tasks.create(&queued).await.expect("create");
+    // The next process on the same store sweeps it up.
+    let agent = Agent::on(app).await;
+    let (task, _) = agent.wait_finished("left-behind-1").await;
+    assert_eq!(task["status"], "completed");
+    assert!(
+        task["result"]["response"].as_str().expect("text").contains("42"),
+        "{task}"
+    );
+}
+
+#[tokio::test]
+async fn events_of_an_unknown_task_are_a_404() {
+    let agent = Agent::start(&[]).await;
+    let response = agent
+        .http
+        .get(format!("{}/api/v1/tasks/nope/events", agent.server.url))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status(), 404);
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(body["error"]["code"], "not_found");
+}

@@ -1,0 +1,66 @@
+//! `agent_worker`: runs queued agent tasks delivered by Pub/Sub.
+//!
+//! `POST /` takes a Pub/Sub push (wrapped envelope) or an Eventarc
+//! CloudEvent (binary or structured) naming a task, and hands it to
+//! `agent-core`'s worker, which claims it and runs it once in effect. The
+//! answer tells Pub/Sub what to do: 2xx acknowledges (the task finished,
+//! failed for good, is a duplicate, or the message is malformed and would
+//! never get better), 503 asks for a redelivery (a transient failure).
+
+use std::sync::Arc;
+
+use agent_core::App;
+use agent_core::events;
+use agent_core::http::{ApiError, Metrics};
+use agent_core::worker::{Disposition, Worker};
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+
+pub const FUNCTION: &str = "agent_worker";
+
+#[derive(Clone)]
+pub struct WorkerState {
+    pub worker: Arc<Worker>,
+    pub metrics: Metrics,
+}
+
+/// The function: `POST /` behind the shared HTTP layer.
+pub fn router(app: &App) -> anyhow::Result<Router> {
+    let state = WorkerState {
+        worker: Arc::new(Worker::new(app)?),
+        metrics: app.metrics.clone(),
+    };
+    let api = Router::new().route("/", post(receive)).with_state(state);
+    Ok(app.wrap(api, FUNCTION))
+}
+
+/// One delivery. A body that cannot be decoded is acknowledged (it would
+/// fail the same way on every redelivery), logged and counted.
+pub async fn receive(State(state): State<WorkerState>, headers: HeaderMap, body: Bytes) -> Response {
+    let delivery = match events::decode(&headers, &body) {
+        Ok(delivery) => delivery,
+        Err(err) => {
+            tracing::warn!(%err, bytes = body.len(), "a malformed delivery was acknowledged and dropped");
+            state.metrics.inc(
+                "worker_malformed_messages_total",
+                "Deliveries that could not be decoded; acknowledged so they are not redelivered.",
+                &[],
+            );
+            let answer = serde_json::json!({"acknowledged": true, "error": err.to_string()});
+            return (StatusCode::OK, axum::Json(answer)).into_response();
+        }
+    };
+    match state.worker.deliver(&delivery).await {
+        Disposition::Done(outcome) => {
+            let answer = serde_json::json!({"acknowledged": true, "task_id": delivery.task_id, "outcome": outcome});
+            (StatusCode::OK, axum::Json(answer)).into_response()
+        }
+        Disposition::Retry { after, reason } => {
+            ApiError::unavailable(format!("{reason}; the message will be redelivered"), after).into_response()
+        }
+    }
+}

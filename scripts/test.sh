@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # The project's one test command (README "Test"; .ci/run calls exactly this).
 #
-# Runs the format and lint gates, starts Google's Firestore emulator, then
-# runs every test in the workspace: unit tests, real HTTP over loopback,
-# SQLite on disk, real processes, and the tests that need the emulator
-# (marked #[ignore] so a bare `cargo test` skips them visibly). Needs a Rust
-# toolchain with rustfmt and clippy, python3, and the Google Cloud CLI with
-# its Firestore emulator (Java).
+# Runs the format and lint gates, starts Google's Firestore and Pub/Sub
+# emulators, then runs every test in the workspace: unit tests, real HTTP
+# over loopback, SQLite on disk, real processes, and the tests that need the
+# emulators (marked #[ignore] so a bare `cargo test` skips them visibly).
+# Needs a Rust toolchain with rustfmt and clippy, python3, and the Google
+# Cloud CLI with its Firestore and Pub/Sub emulators (Java).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -32,18 +32,22 @@ stop_emulators() {
 }
 trap stop_emulators EXIT
 
-start_firestore_emulator() {
-  local port log pid pgid
+# start_emulator NAME READY_LINE VAR gcloud-args...: starts an emulator on a
+# free port in its own process group, waits for READY_LINE in its log, and
+# exports VAR=127.0.0.1:PORT.
+start_emulator() {
+  local name=$1 ready=$2 var=$3 port log pid pgid
+  shift 3
   port=$(free_port)
-  log=$(mktemp -t firestore-emulator.XXXXXX)
-  setsid gcloud emulators firestore start --host-port="127.0.0.1:$port" >"$log" 2>&1 < /dev/null &
+  log=$(mktemp -t "$name-emulator.XXXXXX")
+  setsid gcloud "$@" --host-port="127.0.0.1:$port" >"$log" 2>&1 < /dev/null &
   pid=$!
   pgid=$(ps -o pgid= -p "$pid" | tr -d ' ')
   EMULATOR_PGIDS+=("${pgid:-$pid}")
   for _ in $(seq 1 120); do
-    if grep -q "Dev App Server is now running" "$log"; then
-      export FIRESTORE_EMULATOR_HOST="127.0.0.1:$port"
-      echo "Firestore emulator on $FIRESTORE_EMULATOR_HOST (process group ${pgid:-$pid})"
+    if grep -q "$ready" "$log"; then
+      export "$var=127.0.0.1:$port"
+      echo "$name emulator on 127.0.0.1:$port (process group ${pgid:-$pid})"
       return 0
     fi
     if ! kill -0 "$pid" 2>/dev/null; then
@@ -51,7 +55,7 @@ start_firestore_emulator() {
     fi
     sleep 0.5
   done
-  echo "the Firestore emulator did not start; its log:" >&2
+  echo "the $name emulator did not start; its log:" >&2
   cat "$log" >&2
   return 1
 }
@@ -65,8 +69,9 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 step "build the tests"
 cargo test --workspace --locked --no-run
 
-step "start the Firestore emulator"
-start_firestore_emulator
+step "start the Firestore and Pub/Sub emulators"
+start_emulator Firestore "Dev App Server is now running" FIRESTORE_EMULATOR_HOST emulators firestore start
+start_emulator Pub/Sub "Server started" PUBSUB_EMULATOR_HOST beta emulators pubsub start --project=test-project
 
 step "cargo test (with the emulator tests)"
 cargo test --workspace --locked -- --include-ignored

@@ -148,7 +148,11 @@ impl Process {
     /// Starts `bin` with exactly `vars` (plus `PORT`) and waits for a 200 on
     /// `/health`.
     pub async fn start(bin: &str, vars: &[(&str, &str)]) -> Process {
-        let port = free_port();
+        Process::start_on(bin, free_port(), vars).await
+    }
+
+    /// As [`Process::start`], on a given port (a restart behind the same URL).
+    pub async fn start_on(bin: &str, port: u16, vars: &[(&str, &str)]) -> Process {
         let child = tokio::process::Command::new(bin)
             .env_clear()
             .env("PORT", port.to_string())
@@ -295,5 +299,86 @@ impl std::ops::Deref for TestApp {
 impl Drop for TestApp {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The Pub/Sub emulator host `./scripts/test.sh` started; a clear failure
+/// when run without it.
+pub fn pubsub_emulator_host() -> String {
+    match std::env::var("PUBSUB_EMULATOR_HOST") {
+        Ok(host) if !host.is_empty() => host,
+        _ => panic!("PUBSUB_EMULATOR_HOST is not set: run ./scripts/test.sh, which starts the Pub/Sub emulator"),
+    }
+}
+
+/// Topics and push subscriptions on the Pub/Sub emulator, through its REST
+/// API (what `gcloud pubsub` does in production).
+pub struct PubSubAdmin {
+    pub host: String,
+    pub project: String,
+    http: reqwest::Client,
+}
+
+impl PubSubAdmin {
+    pub fn new(host: &str, project: &str) -> PubSubAdmin {
+        PubSubAdmin {
+            host: host.to_string(),
+            project: project.to_string(),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    async fn call(&self, method: reqwest::Method, path: &str, body: serde_json::Value) -> serde_json::Value {
+        let url = format!("http://{}/v1/projects/{}/{path}", self.host, self.project);
+        let response = self
+            .http
+            .request(method, &url)
+            .json(&body)
+            .send()
+            .await
+            .unwrap_or_else(|err| panic!("the Pub/Sub emulator is unreachable at {url}: {err}"));
+        let status = response.status();
+        let text = response.text().await.unwrap_or_default();
+        if !status.is_success() {
+            panic!("{url} answered {status}: {text}");
+        }
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::Null)
+    }
+
+    pub async fn create_topic(&self, topic: &str) {
+        self.call(reqwest::Method::PUT, &format!("topics/{topic}"), serde_json::json!({}))
+            .await;
+    }
+
+    /// A push subscription to `endpoint` that redelivers a failed push after
+    /// 1 to 2 s, as a production subscription with a retry policy would.
+    pub async fn create_push_subscription(&self, name: &str, topic: &str, endpoint: &str) {
+        let body = serde_json::json!({
+            "topic": format!("projects/{}/topics/{topic}", self.project),
+            "pushConfig": {"pushEndpoint": endpoint},
+            "ackDeadlineSeconds": 60,
+            "retryPolicy": {"minimumBackoff": "1s", "maximumBackoff": "2s"},
+        });
+        self.call(reqwest::Method::PUT, &format!("subscriptions/{name}"), body)
+            .await;
+    }
+
+    pub async fn delete_subscription(&self, name: &str) {
+        let url = format!("http://{}/v1/projects/{}/subscriptions/{name}", self.host, self.project);
+        let _ = self.http.delete(url).send().await;
+    }
+
+    /// Publishes raw message data; returns the message id.
+    pub async fn publish(&self, topic: &str, data: &[u8]) -> String {
+        use base64::Engine as _;
+        let data = base64::engine::general_purpose::STANDARD.encode(data);
+        let answer = self
+            .call(
+                reqwest::Method::POST,
+                &format!("topics/{topic}:publish"),
+                serde_json::json!({"messages": [{"data": data}]}),
+            )
+            .await;
+        answer["messageIds"][0].as_str().unwrap_or_default().to_string()
     }
 }

@@ -144,7 +144,13 @@ impl Worker {
             Err(err) => return store_retry(&err),
         };
         self.count_task("claimed");
-        tracing::info!(task_id, attempt = task.attempts, message_id = %delivery.message_id, "running a queued task");
+        tracing::info!(
+            task_id,
+            attempt = task.attempts,
+            message_id = %delivery.message_id,
+            delivery_attempt = ?delivery.delivery_attempt,
+            "running a queued task"
+        );
         self.run(task).await
     }
 

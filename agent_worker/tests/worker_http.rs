@@ -183,7 +183,8 @@ async fn eventarc_cloudevents_in_binary_and_structured_mode_run_tasks() {
 #[tokio::test]
 async fn malformed_deliveries_are_acknowledged_and_counted() {
     let worker = Worker::start(vec![(200, answer("x"))], &[]).await;
-    let cases: Vec<(Vec<(&str, &str)>, Vec<u8>)> = vec![
+    type Case = (Vec<(&'static str, &'static str)>, Vec<u8>);
+    let cases: Vec<Case> = vec![
         (vec![], b"not json".to_vec()),
         (vec![], b"{}".to_vec()),
         (vec![], br#"{"message":{"data":"%%%","messageId":"1"}}"#.to_vec()),

@@ -164,15 +164,15 @@ pub async fn run_agent(
 }
 
 fn check_callback(state: &AgentState, url: &str) -> Result<String, ApiError> {
+    let url = webhook::validate_url(url, state.allow_loopback_callbacks)
+        .map_err(|why| ApiError::invalid_argument(format!("callback_url is not usable: {why}")))?;
     if !state.callbacks_enabled {
         return Err(ApiError::invalid_argument(
             "callback_url cannot be used here: this deployment has no WEBHOOK_SECRET to sign callbacks with; \
              poll status_url or follow events_url instead",
         ));
     }
-    webhook::validate_url(url, state.allow_loopback_callbacks)
-        .map(|u| u.to_string())
-        .map_err(|why| ApiError::invalid_argument(format!("callback_url is not usable: {why}")))
+    Ok(url.to_string())
 }
 
 /// Stores the task as `queued` and publishes it; the 202 goes out only once

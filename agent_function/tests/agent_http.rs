@@ -407,6 +407,16 @@ async fn bad_requests_get_the_envelope() {
     )
     .await;
     assert!(message.contains("WEBHOOK_SECRET"), "{message}");
+    // A callback into the metadata server is refused for what it is, whatever
+    // else is configured.
+    let (_, message) = error_code(
+        agent
+            .post(json!({"task": "x", "async": true, "callback_url": "http://169.254.169.254/"}))
+            .await,
+        400,
+    )
+    .await;
+    assert!(message.contains("link-local"), "{message}");
     let (_, message) = error_code(agent.post(json!({"tsk": "x"})).await, 400).await;
     assert!(message.contains("unknown field `tsk`"), "{message}");
     let (code, _) = error_code(agent.task("no-such-task").await, 404).await;

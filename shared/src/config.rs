@@ -227,6 +227,8 @@ pub struct Settings {
     pub tools: ToolSettings,
     pub queue: QueueSettings,
     pub tasks: TaskSettings,
+    /// `K_SERVICE` is set: running on Cloud Run (or Knative).
+    pub on_cloud_run: bool,
 }
 
 impl Settings {
@@ -329,6 +331,7 @@ impl Settings {
             tools: tool_settings(&env)?,
             queue: queue_settings(&env)?,
             tasks: task_settings(&env)?,
+            on_cloud_run: env.get("K_SERVICE").is_some(),
             history_limit: env.parse_or("HISTORY_LIMIT", 20, "a number of messages from 0 to 1000", |v| {
                 v.parse::<usize>().ok().filter(|n| *n <= 1000)
             })?,

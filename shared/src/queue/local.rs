@@ -4,8 +4,8 @@
 //! it through the same [`Worker::deliver`] that `agent_worker` runs for a
 //! Pub/Sub push, with the same answers: done, or retry later (as Pub/Sub
 //! redelivers after a 503). Nothing is kept only in memory: the task is
-//! already `queued` in the store, and a sweep of the store at start-up and
-//! every few seconds delivers what a stopped process left behind (queued
+//! already `queued` in the store, and a sweep of the store just after start-up
+//! and every few seconds delivers what a stopped process left behind (queued
 //! tasks, and running ones whose lease has passed).
 
 use std::collections::HashSet;
@@ -22,6 +22,8 @@ use crate::worker::{Disposition, Worker};
 
 /// How often the store is swept for tasks nobody is delivering.
 const SWEEP_EVERY: Duration = Duration::from_secs(5);
+/// When the first sweep runs, after start-up.
+const FIRST_SWEEP_AFTER: Duration = Duration::from_millis(500);
 /// Redelivery backoff after a transient failure: 1 s, doubling, at most this.
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
@@ -74,7 +76,10 @@ async fn dispatch(
     // does not pile a second delivery on each (the claim would refuse it
     // anyway; this only saves the work).
     let pending: Arc<Mutex<HashSet<String>>> = Arc::default();
-    let mut sweep = tokio::time::interval(SWEEP_EVERY);
+    // The first sweep waits a moment: it is a store query that would
+    // otherwise compete with the process's first requests (it cost about a
+    // millisecond of cold start when it ran at once).
+    let mut sweep = tokio::time::interval_at(tokio::time::Instant::now() + FIRST_SWEEP_AFTER, SWEEP_EVERY);
     sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let job = tokio::select! {

@@ -49,6 +49,12 @@ pub async fn open(app: &App) -> anyhow::Result<Arc<dyn Queue>> {
     Ok(match app.settings.queue.kind {
         QueueKind::PubSub => Arc::new(pubsub::PubSubQueue::connect(&app.settings.queue).await?),
         QueueKind::Local => {
+            if app.settings.on_cloud_run {
+                tracing::warn!(
+                    "QUEUE=local runs asynchronous tasks in this instance after it has answered, when Cloud Run \
+                     may throttle its CPU. Set QUEUE=pubsub and deploy agent_worker behind the topic."
+                );
+            }
             let worker = Arc::new(crate::worker::Worker::new(app)?);
             Arc::new(local::LocalQueue::start(
                 worker,

@@ -89,31 +89,29 @@ impl AgentState {
     }
 }
 
-/// The named routes, behind the agent rate limit; `local` merges these.
+/// The named routes; `local` merges these. Running a task is behind the
+/// agent rate limit; reading tasks, which clients poll, behind its own.
 pub async fn routes(app: &App) -> anyhow::Result<Router> {
-    Ok(app.rate_limited(
-        api(AgentState::new(app).await?, false),
-        "agent",
-        app.settings.rate_limit_agent,
-    ))
+    Ok(api(app, AgentState::new(app).await?, false))
 }
 
 /// The standalone function: the named routes, `POST /`, and the shared
 /// HTTP layer.
 pub async fn router(app: &App) -> anyhow::Result<Router> {
-    let api = api(AgentState::new(app).await?, true);
-    Ok(app.wrap(app.rate_limited(api, "agent", app.settings.rate_limit_agent), FUNCTION))
+    let api = api(app, AgentState::new(app).await?, true);
+    Ok(app.wrap(api, FUNCTION))
 }
 
-fn api(state: AgentState, root_alias: bool) -> Router {
-    let mut routes = Router::new()
-        .route("/api/v1/agent", post(run_agent))
+fn api(app: &App, state: AgentState, root_alias: bool) -> Router {
+    let mut runs = Router::new().route("/api/v1/agent", post(run_agent));
+    if root_alias {
+        runs = runs.route("/", post(run_agent));
+    }
+    let reads = Router::new()
         .route("/api/v1/tasks/{id}", get(get_task))
         .route("/api/v1/tasks/{id}/events", get(task_events));
-    if root_alias {
-        routes = routes.route("/", post(run_agent));
-    }
-    routes.with_state(state)
+    app.rate_limited(runs.with_state(state.clone()), "agent", app.settings.rate_limit_agent)
+        .merge(app.rate_limited(reads.with_state(state), "tasks", app.settings.rate_limit_tasks))
 }
 
 pub async fn run_agent(

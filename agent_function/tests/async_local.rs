@@ -338,3 +338,25 @@ async fn events_of_an_unknown_task_are_a_404() {
     let body: Value = response.json().await.expect("json");
     assert_eq!(body["error"]["code"], "not_found");
 }
+
+#[tokio::test]
+async fn polling_a_task_does_not_use_up_the_agent_rate_limit() {
+    let agent = Agent::start(&[("RATE_LIMIT_AGENT", "1/60s"), ("RATE_LIMIT_TASKS", "5/60s")]).await;
+    let response = agent.post(json!({"task": "Calcula 1 + 1", "async": true})).await;
+    assert_eq!(response.status(), 202);
+    let id = response.json::<Value>().await.expect("json")["task_id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let url = format!("{}/api/v1/tasks/{id}", agent.server.url);
+    for _ in 0..5 {
+        assert_eq!(agent.http.get(&url).send().await.expect("get").status(), 200);
+    }
+    assert_eq!(
+        agent.http.get(&url).send().await.expect("get").status(),
+        429,
+        "reads have their own limit"
+    );
+    let second = agent.post(json!({"task": "Calcula 2 + 2", "async": true})).await;
+    assert_eq!(second.status(), 429, "runs have theirs");
+}

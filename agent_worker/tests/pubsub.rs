@@ -251,6 +251,7 @@ impl Rig {
             ("PUBSUB_TOPIC", &topic),
             ("PUBSUB_EMULATOR_HOST", &pubsub),
             ("RATE_LIMIT_AGENT", "off"),
+            ("RATE_LIMIT_TASKS", "off"),
             ("WEBHOOK_SECRET", SECRET),
             ("ALLOW_LOOPBACK_CALLBACKS", "true"),
             ("LLM_PROVIDER", "offline"),

@@ -464,7 +464,7 @@ async fn tasks(bin: &Path, count: u64, concurrency: u64, extra: &[(&str, &str)])
         .iter()
         .find(|(k, _)| *k == "WORKER")
         .map(|(_, v)| PathBuf::from(v));
-    let mut settings: Vec<(&str, &str)> = vec![("RATE_LIMIT_AGENT", "off")];
+    let mut settings: Vec<(&str, &str)> = vec![("RATE_LIMIT_AGENT", "off"), ("RATE_LIMIT_TASKS", "off")];
     settings.extend(extra.iter().filter(|(k, _)| *k != "WORKER"));
     let dir = tempfile::tempdir()?;
     let db = dir.path().join("tasks.db");

@@ -223,6 +223,8 @@ pub struct Settings {
     pub rate_limit_chat: Option<RateLimit>,
     pub rate_limit_agent: Option<RateLimit>,
     pub rate_limit_tools: Option<RateLimit>,
+    /// Reads of tasks and their event streams (clients poll them).
+    pub rate_limit_tasks: Option<RateLimit>,
     pub history_limit: usize,
     pub tools: ToolSettings,
     pub queue: QueueSettings,
@@ -323,6 +325,15 @@ impl Settings {
                 "RATE_LIMIT_TOOLS",
                 Some(RateLimit {
                     max: 1000,
+                    window: Duration::from_secs(60),
+                }),
+                RATE_LIMIT_EXPECTED,
+                parse_rate_limit,
+            )?,
+            rate_limit_tasks: env.parse_or(
+                "RATE_LIMIT_TASKS",
+                Some(RateLimit {
+                    max: 600,
                     window: Duration::from_secs(60),
                 }),
                 RATE_LIMIT_EXPECTED,

@@ -126,25 +126,8 @@ pub async fn run_agent(
         ));
     }
     let (max_steps, warning) = agent::effective_max_steps(body.max_steps);
-    let system_instruction = body.system_instruction.filter(|s| !s.trim().is_empty());
-    let mut task = TaskRecord {
-        task_id: uuid::Uuid::new_v4().to_string(),
-        status: TaskStatus::Queued,
-        task: body.task,
-        session_id,
-        max_steps,
-        system_instruction,
-        callback_url: None,
-        attempts: 0,
-        delivery_id: None,
-        lease_until: None,
-        result: None,
-        error: None,
-        created_at: String::new(),
-        updated_at: String::new(),
-        started_at: None,
-        finished_at: None,
-    };
+    let mut task = TaskRecord::queued(uuid::Uuid::new_v4().to_string(), body.task, session_id, max_steps);
+    task.system_instruction = body.system_instruction.filter(|s| !s.trim().is_empty());
     let warnings = warning.into_iter().collect();
     if body.run_async {
         task.callback_url = match body.callback_url {

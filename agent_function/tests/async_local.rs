@@ -5,7 +5,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use agent_core::store::{TaskRecord, TaskStatus};
+use agent_core::store::TaskRecord;
 use agent_core::testing::{TestApp, TestServer, free_port};
 use agent_function::{FUNCTION, router};
 use axum::body::Bytes;
@@ -296,24 +296,7 @@ async fn a_task_that_cannot_be_published_is_failed_and_answered_503() {
 async fn tasks_queued_before_a_restart_are_run_after_it() {
     // A process accepted this task and stopped before running it.
     let app = TestApp::start(FUNCTION, &[]).await;
-    let queued = TaskRecord {
-        task_id: "left-behind-1".into(),
-        status: TaskStatus::Queued,
-        task: "Calcula 6 * 7".into(),
-        session_id: "s-restart".into(),
-        max_steps: 10,
-        system_instruction: None,
-        callback_url: None,
-        attempts: 0,
-        delivery_id: None,
-        lease_until: None,
-        result: None,
-        error: None,
-        created_at: String::new(),
-        updated_at: String::new(),
-        started_at: None,
-        finished_at: None,
-    };
+    let queued = TaskRecord::queued("left-behind-1", "Calcula 6 * 7", "s-restart", 10);
     app.stores.tasks.create(&queued).await.expect("create");
     // The next process on the same store sweeps it up.
     let agent = Agent::on(app).await;

@@ -49,24 +49,7 @@ impl Worker {
     }
 
     async fn queue(&self, id: &str) {
-        let task = TaskRecord {
-            task_id: id.into(),
-            status: TaskStatus::Queued,
-            task: format!("task {id}"),
-            session_id: "s".into(),
-            max_steps: 10,
-            system_instruction: None,
-            callback_url: None,
-            attempts: 0,
-            delivery_id: None,
-            lease_until: None,
-            result: None,
-            error: None,
-            created_at: String::new(),
-            updated_at: String::new(),
-            started_at: None,
-            finished_at: None,
-        };
+        let task = TaskRecord::queued(id, format!("task {id}"), "s", 10);
         self.app.stores.tasks.create(&task).await.expect("create");
     }
 

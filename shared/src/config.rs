@@ -536,6 +536,19 @@ fn tool_settings(env: &Env<'_>) -> Result<ToolSettings, ConfigError> {
     })
 }
 
+/// A project id from `var`, else `GOOGLE_CLOUD_PROJECT`; an error when
+/// `needed` and neither is set.
+fn project(env: &Env<'_>, var: &str, needed: bool, when: &str) -> Result<Option<String>, ConfigError> {
+    let project = env.get(var).or_else(|| env.get("GOOGLE_CLOUD_PROJECT"));
+    if needed && project.is_none() {
+        return Err(ConfigError::missing(
+            var,
+            format!("the Google Cloud project id {when} (or set GOOGLE_CLOUD_PROJECT)"),
+        ));
+    }
+    Ok(project)
+}
+
 fn queue_settings(env: &Env<'_>) -> Result<QueueSettings, ConfigError> {
     let kind = env.parse_or("QUEUE", QueueKind::Local, "local or pubsub", |v| {
         match v.to_ascii_lowercase().as_str() {
@@ -544,13 +557,12 @@ fn queue_settings(env: &Env<'_>) -> Result<QueueSettings, ConfigError> {
             _ => None,
         }
     })?;
-    let pubsub_project = env.get("PUBSUB_PROJECT").or_else(|| env.get("GOOGLE_CLOUD_PROJECT"));
-    if kind == QueueKind::PubSub && pubsub_project.is_none() {
-        return Err(ConfigError::missing(
-            "PUBSUB_PROJECT",
-            "the Google Cloud project id of the topic when QUEUE=pubsub (or set GOOGLE_CLOUD_PROJECT)",
-        ));
-    }
+    let pubsub_project = project(
+        env,
+        "PUBSUB_PROJECT",
+        kind == QueueKind::PubSub,
+        "of the topic when QUEUE=pubsub",
+    )?;
     let pubsub_topic = env.get_or("PUBSUB_TOPIC", "agent-tasks");
     let topic_ok = (3..=255).contains(&pubsub_topic.len())
         && pubsub_topic.starts_with(|c: char| c.is_ascii_alphabetic())
@@ -624,13 +636,12 @@ fn store_settings(env: &Env<'_>) -> Result<StoreSettings, ConfigError> {
             _ => None,
         }
     })?;
-    let firestore_project = env.get("FIRESTORE_PROJECT").or_else(|| env.get("GOOGLE_CLOUD_PROJECT"));
-    if kind == StoreKind::Firestore && firestore_project.is_none() {
-        return Err(ConfigError::missing(
-            "FIRESTORE_PROJECT",
-            "the Google Cloud project id when STORE=firestore (or set GOOGLE_CLOUD_PROJECT)",
-        ));
-    }
+    let firestore_project = project(
+        env,
+        "FIRESTORE_PROJECT",
+        kind == StoreKind::Firestore,
+        "when STORE=firestore",
+    )?;
     Ok(StoreSettings {
         kind,
         sqlite_path: PathBuf::from(env.get_or("SQLITE_PATH", ".agent-data/agent.db")),

@@ -96,24 +96,7 @@ async fn two_sqlite_stores_on_one_file_claim_a_task_once() {
     let lease = std::time::Duration::from_secs(60);
     for round in 0..10 {
         let id = format!("two-stores-{round}");
-        let task = TaskRecord {
-            task_id: id.clone(),
-            status: TaskStatus::Queued,
-            task: "t".into(),
-            session_id: "s".into(),
-            max_steps: 5,
-            system_instruction: None,
-            callback_url: None,
-            attempts: 0,
-            delivery_id: None,
-            lease_until: None,
-            result: None,
-            error: None,
-            created_at: String::new(),
-            updated_at: String::new(),
-            started_at: None,
-            finished_at: None,
-        };
+        let task = TaskRecord::queued(id.clone(), "t", "s", 5);
         a.tasks.create(&task).await.expect("create");
         let claims = (0..20).map(|i| {
             let tasks = if i % 2 == 0 { a.tasks.clone() } else { b.tasks.clone() };

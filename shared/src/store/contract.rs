@@ -217,22 +217,8 @@ pub async fn memory_is_per_session_and_case_insensitive(stores: &Stores) {
 /// A task as a caller would create it; the times are the store's to set.
 fn new_task(task_id: &str, status: TaskStatus) -> TaskRecord {
     TaskRecord {
-        task_id: task_id.into(),
         status,
-        task: "Calcula 2+2".into(),
-        session_id: format!("{task_id}-session"),
-        max_steps: 10,
-        system_instruction: None,
-        callback_url: None,
-        attempts: 0,
-        delivery_id: None,
-        lease_until: None,
-        result: None,
-        error: None,
-        created_at: String::new(),
-        updated_at: String::new(),
-        started_at: None,
-        finished_at: None,
+        ..TaskRecord::queued(task_id, "Calcula 2+2", format!("{task_id}-session"), 10)
     }
 }
 

@@ -180,6 +180,36 @@ pub struct TaskRecord {
     pub finished_at: Option<String>,
 }
 
+impl TaskRecord {
+    /// A task that has not run yet: `queued`, no attempts, no lease, no
+    /// outcome; the store sets the timestamps.
+    pub fn queued(
+        task_id: impl Into<String>,
+        task: impl Into<String>,
+        session_id: impl Into<String>,
+        max_steps: u32,
+    ) -> TaskRecord {
+        TaskRecord {
+            task_id: task_id.into(),
+            status: TaskStatus::Queued,
+            task: task.into(),
+            session_id: session_id.into(),
+            max_steps,
+            system_instruction: None,
+            callback_url: None,
+            attempts: 0,
+            delivery_id: None,
+            lease_until: None,
+            result: None,
+            error: None,
+            created_at: String::new(),
+            updated_at: String::new(),
+            started_at: None,
+            finished_at: None,
+        }
+    }
+}
+
 /// What [`TaskStore::claim`] found, decided in one atomic step.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Claim {

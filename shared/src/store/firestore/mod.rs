@@ -806,12 +806,17 @@ impl FirestoreStore {
         Ok(doc.value.map(|doc| to_task(task_id, doc)))
     }
 
+    /// At most this many in-flight tasks are read by one `runnable` call.
+    const RUNNABLE_SCAN: u32 = 1000;
+
     async fn runnable_now(&self, now: SystemTime, limit: usize) -> Result<Vec<String>, StoreError> {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        // Every queued and running task: the tasks in flight, few next to
-        // the finished ones, which the filter on `status` never reads.
+        // Queued and running tasks: the tasks in flight, few next to the
+        // finished ones, which the filter on `status` never reads. Bounded,
+        // so a large backlog costs one page per sweep; what lies beyond it
+        // is reached as the tasks before it finish.
         let docs = self
             .db
             .fluent()
@@ -823,6 +828,7 @@ impl FirestoreStore {
                     .field("status")
                     .is_in([TaskStatus::Queued.as_str(), TaskStatus::Running.as_str()])])
             })
+            .limit(Self::RUNNABLE_SCAN)
             .query()
             .await
             .map_err(classify)?;
@@ -1233,24 +1239,7 @@ mod tests {
         let lease = Duration::from_secs(60);
         for round in 0..3 {
             let id = format!("race-{round}");
-            let task = TaskRecord {
-                task_id: id.clone(),
-                status: TaskStatus::Queued,
-                task: "t".into(),
-                session_id: "s".into(),
-                max_steps: 5,
-                system_instruction: None,
-                callback_url: None,
-                attempts: 0,
-                delivery_id: None,
-                lease_until: None,
-                result: None,
-                error: None,
-                created_at: String::new(),
-                updated_at: String::new(),
-                started_at: None,
-                finished_at: None,
-            };
+            let task = TaskRecord::queued(id.clone(), "t", "s", 5);
             a.create(&task).await.expect("create");
             let claims = (0..20).map(|i| {
                 let tasks = if i % 2 == 0 { a.clone() } else { b.clone() };
@@ -1289,24 +1278,7 @@ mod tests {
         let store = FirestoreStore::connect_to(Some(&host), &project, "(default)", ttl)
             .await
             .unwrap_or_else(|err| panic!("{err:#}"));
-        let task = TaskRecord {
-            task_id: "ttl-task".into(),
-            status: TaskStatus::Queued,
-            task: "t".into(),
-            session_id: "s".into(),
-            max_steps: 5,
-            system_instruction: None,
-            callback_url: None,
-            attempts: 0,
-            delivery_id: None,
-            lease_until: None,
-            result: None,
-            error: None,
-            created_at: String::new(),
-            updated_at: String::new(),
-            started_at: None,
-            finished_at: None,
-        };
+        let task = TaskRecord::queued("ttl-task", "t", "s", 5);
         store.create(&task).await.expect("create");
         let event = TaskEvent {
             attempt: 1,

@@ -39,7 +39,7 @@ start_emulator() {
   local name=$1 ready=$2 var=$3 port log pid pgid
   shift 3
   port=$(free_port)
-  log=$(mktemp -t "$name-emulator.XXXXXX")
+  log=$(mktemp -t "${name//[^A-Za-z]/}-emulator.XXXXXX")
   setsid gcloud "$@" --host-port="127.0.0.1:$port" >"$log" 2>&1 < /dev/null &
   pid=$!
   pgid=$(ps -o pgid= -p "$pid" | tr -d ' ')

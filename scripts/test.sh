@@ -5,8 +5,10 @@
 # emulators, then runs every test in the workspace: unit tests, real HTTP
 # over loopback, SQLite on disk, real processes, and the tests that need the
 # emulators (marked #[ignore] so a bare `cargo test` skips them visibly).
-# Needs a Rust toolchain with rustfmt and clippy, python3, and the Google
-# Cloud CLI with its Firestore and Pub/Sub emulators (Java).
+# Needs a Rust toolchain with rustfmt and clippy, python3 with PyYAML, the
+# ShellCheck linter, zip and unzip, and the Google Cloud CLI with its Firestore and
+# Pub/Sub emulators (Java). deploy.sh and the Lambda script are tested
+# against recording fakes of gcloud and aws, so neither needs an account.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -59,6 +61,12 @@ start_emulator() {
   cat "$log" >&2
   return 1
 }
+
+step "deploy.sh against a recording fake gcloud"
+./scripts/test-deploy.sh
+
+step "packaging: Dockerfile, cloudbuild.yaml, Lambda, shellcheck"
+./scripts/test-packaging.sh
 
 step "cargo fmt --check"
 cargo fmt --all -- --check

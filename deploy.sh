@@ -590,18 +590,22 @@ deploy_function() {
   load_function "$1"
   local env secrets=() s auth
   env="STORE=firestore,FIRESTORE_PROJECT=$PROJECT,GOOGLE_CLOUD_PROJECT=$PROJECT,LOG_FORMAT=json"
-  env+=",LLM_PROVIDER=$LLM_PROVIDER"
-  case "$LLM_PROVIDER" in
-    gemini) env+="${GEMINI_MODEL:+,GEMINI_MODEL=$GEMINI_MODEL}" ;;
-    vertex)
-      env+=",VERTEX_PROJECT=${VERTEX_PROJECT:-$PROJECT},VERTEX_LOCATION=${VERTEX_LOCATION:-$REGION}"
-      env+="${GEMINI_MODEL:+,GEMINI_MODEL=$GEMINI_MODEL}"
-      ;;
-    openai)
-      env+="${OPENAI_BASE_URL:+,OPENAI_BASE_URL=$OPENAI_BASE_URL}"
-      env+="${OPENAI_MODEL:+,OPENAI_MODEL=$OPENAI_MODEL}"
-      ;;
-  esac
+  # Model settings only where the model is called: the tool functions
+  # have no model, and its key is not mounted there.
+  if [[ $F_MODEL == true ]]; then
+    env+=",LLM_PROVIDER=$LLM_PROVIDER"
+    case "$LLM_PROVIDER" in
+      gemini) env+="${GEMINI_MODEL:+,GEMINI_MODEL=$GEMINI_MODEL}" ;;
+      vertex)
+        env+=",VERTEX_PROJECT=${VERTEX_PROJECT:-$PROJECT},VERTEX_LOCATION=${VERTEX_LOCATION:-$REGION}"
+        env+="${GEMINI_MODEL:+,GEMINI_MODEL=$GEMINI_MODEL}"
+        ;;
+      openai)
+        env+="${OPENAI_BASE_URL:+,OPENAI_BASE_URL=$OPENAI_BASE_URL}"
+        env+="${OPENAI_MODEL:+,OPENAI_MODEL=$OPENAI_MODEL}"
+        ;;
+    esac
+  fi
   env+="${SESSION_TTL_DAYS:+,SESSION_TTL_DAYS=$SESSION_TTL_DAYS}"
   if [[ $F_BINARY == agent_function ]]; then
     env+=",QUEUE=pubsub,PUBSUB_TOPIC=$TOPIC,PUBSUB_PROJECT=$PROJECT"

@@ -355,7 +355,7 @@ while read -r service binary memory timeout concurrency max; do
     "--image=us-central1-docker.pkg.dev/demo/serverless-agent/$binary:test123" --region=us-central1 \
     "--service-account=sa-$service@demo.$SA" "--memory=$memory" --cpu=1 "--timeout=$timeout" \
     "--concurrency=$concurrency" --min-instances=0 "--max-instances=$max" \
-    '--set-env-vars=STORE=firestore,FIRESTORE_PROJECT=demo,GOOGLE_CLOUD_PROJECT=demo,LOG_FORMAT=json,LLM_PROVIDER=gemini*' \
+    '--set-env-vars=STORE=firestore,FIRESTORE_PROJECT=demo,GOOGLE_CLOUD_PROJECT=demo,LOG_FORMAT=json*' \
     --cpu-boost --ingress=all --quiet
 done <<'EOF'
 search search_function 256Mi 30 80 20
@@ -374,6 +374,16 @@ for service in chat agent; do
   expect_call "$service is public" run deploy "$service" --allow-unauthenticated
 done
 pass "search, calculator and agent-worker are private; chat and agent public"
+
+# A tool function has no model: a provider setting without its key would
+# stop it at start-up.
+for service in chat agent agent-worker; do
+  expect_call "$service calls the model" run deploy "$service" "--set-env-vars=*,LLM_PROVIDER=gemini*"
+done
+for service in search calculator; do
+  expect_no_call "$service gets no model settings" run deploy "$service" "--set-env-vars=*LLM_PROVIDER*"
+done
+pass "the model settings go to chat, agent and worker only"
 
 for service in agent agent-worker; do
   expect_call "$service gets the tool URLs" run deploy "$service" \

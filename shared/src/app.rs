@@ -43,11 +43,7 @@ impl App {
     }
 
     async fn start_with(function: &'static str, uses_model: bool) -> App {
-        let mut settings = Settings::from_env_or_exit();
-        if !uses_model {
-            settings.llm.offline_by_default = false;
-            settings.llm.provider = crate::config::Provider::Offline;
-        }
+        let settings = Settings::from_env_or_exit(uses_model);
         let project = std::env::var("GOOGLE_CLOUD_PROJECT")
             .ok()
             .or_else(|| settings.store.firestore_project.clone());

@@ -240,15 +240,37 @@ impl Settings {
     }
 
     /// Reads settings, or prints the problem as one line and exits with
-    /// status 2 (the conventional exit code for a usage error).
-    pub fn from_env_or_exit() -> Settings {
-        match Settings::from_env() {
+    /// status 2 (the conventional exit code for a usage error). A function
+    /// that calls no model (`uses_model` false) ignores the model settings:
+    /// they may be set for the whole deployment without its key.
+    pub fn from_env_or_exit(uses_model: bool) -> Settings {
+        let read = if uses_model {
+            Settings::from_env()
+        } else {
+            Settings::from_lookup_without_model(|name| std::env::var(name).ok())
+        };
+        match read {
             Ok(settings) => settings,
             Err(err) => {
                 eprintln!("error: {err}");
                 std::process::exit(2);
             }
         }
+    }
+
+    /// As [`Settings::from_lookup`], with every model setting unset: the
+    /// offline model, and no warning about it.
+    pub fn from_lookup_without_model(lookup: impl Fn(&str) -> Option<String>) -> Result<Settings, ConfigError> {
+        const MODEL_VARS: [&str; 5] = ["LLM_", "GEMINI_", "GOOGLE_API_KEY", "VERTEX_", "OPENAI_"];
+        let mut settings = Settings::from_lookup(|name| {
+            if MODEL_VARS.iter().any(|p| name.starts_with(p)) {
+                None
+            } else {
+                lookup(name)
+            }
+        })?;
+        settings.llm.offline_by_default = false;
+        Ok(settings)
     }
 
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Settings, ConfigError> {
@@ -805,6 +827,25 @@ mod tests {
         let s = settings(&[("WEBHOOK_SECRET", "s3cret"), ("TASK_LEASE_SECONDS", "2.5")]).expect("valid");
         assert_eq!(s.tasks.lease, Duration::from_millis(2500));
         assert!(!format!("{:?}", s.tasks).contains("s3cret"));
+    }
+
+    #[test]
+    fn a_function_without_a_model_ignores_model_settings() {
+        let vars = [
+            ("LLM_PROVIDER", "gemini"),
+            ("LLM_TIMEOUT_SECONDS", "nope"),
+            ("PORT", "9000"),
+        ];
+        let map: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        assert!(
+            Settings::from_lookup(|n| map.get(n).cloned()).is_err(),
+            "a model caller needs its key"
+        );
+        let s = Settings::from_lookup_without_model(|n| map.get(n).cloned()).expect("ignored");
+        assert_eq!((s.port, s.llm.provider), (9000, Provider::Offline));
+        assert!(s.startup_warnings().iter().all(|w| !w.contains("offline")));
+        let bad_port = Settings::from_lookup_without_model(|n| (n == "PORT").then(|| "0".to_string()));
+        assert_eq!(bad_port.expect_err("still validated").var, "PORT");
     }
 
     #[test]

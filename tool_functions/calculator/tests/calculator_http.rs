@@ -79,3 +79,31 @@ async fn evaluates_and_explains_what_it_refuses() {
         .expect("post");
     assert_eq!(alias.json::<Value>().await.expect("json")["result"], 2);
 }
+
+/// Deployments set model settings for every service; a tool function has no
+/// model and no key mounted, and must start anyway (as a real process).
+#[tokio::test]
+async fn the_function_starts_with_model_settings_it_does_not_use() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("calc.db");
+    let process = agent_core::testing::Process::start(
+        env!("CARGO_BIN_EXE_calculator_function"),
+        &[
+            ("LLM_PROVIDER", "gemini"),
+            ("LLM_TIMEOUT_SECONDS", "not a number"),
+            ("SQLITE_PATH", db.to_str().expect("utf-8 path")),
+        ],
+    )
+    .await;
+    let answer: serde_json::Value = reqwest::Client::new()
+        .post(format!("{}/api/v1/tools/calculate", process.url))
+        .body(r#"{"expression":"6*7"}"#)
+        .send()
+        .await
+        .expect("calculate")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(answer["result"], 42);
+    process.kill().await;
+}

@@ -57,6 +57,16 @@ impl Agent {
             .expect("json")
     }
 
+    /// The tasks a queue would still deliver.
+    async fn runnable(&self) -> Vec<String> {
+        self.app
+            .stores
+            .tasks
+            .runnable(SystemTime::now(), 10)
+            .await
+            .expect("runnable")
+    }
+
     /// Polls the task until it is finished, keeping every status seen.
     async fn wait_finished(&self, id: &str) -> (Value, Vec<String>) {
         let started = std::time::Instant::now();
@@ -95,6 +105,14 @@ impl Agent {
             .expect("text");
         parse_sse(&text)
     }
+}
+
+/// Checks the status and the envelope's code; returns its message.
+async fn error(response: reqwest::Response, status: u16, code: &str) -> String {
+    assert_eq!(response.status(), status);
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(body["error"]["code"], code, "{body}");
+    body["error"]["message"].as_str().expect("message").to_string()
 }
 
 fn parse_sse(text: &str) -> Vec<(String, Value)> {
@@ -238,25 +256,11 @@ async fn callbacks_into_private_networks_are_refused() {
         let response = agent
             .post(json!({"task": "x", "async": true, "callback_url": url}))
             .await;
-        assert_eq!(response.status(), 400, "{url}");
-        let body: Value = response.json().await.expect("json");
-        assert_eq!(body["error"]["code"], "invalid_argument");
-        assert!(
-            body["error"]["message"]
-                .as_str()
-                .expect("message")
-                .contains("callback_url"),
-            "{body}"
-        );
+        let message = error(response, 400, "invalid_argument").await;
+        assert!(message.contains("callback_url"), "{url}: {message}");
     }
     // Refused before anything was stored or queued.
-    let runnable = agent
-        .app
-        .stores
-        .tasks
-        .runnable(SystemTime::now(), 10)
-        .await
-        .expect("runnable");
+    let runnable = agent.runnable().await;
     assert!(runnable.is_empty(), "{runnable:?}");
 }
 
@@ -271,24 +275,10 @@ async fn a_task_that_cannot_be_published_is_failed_and_answered_503() {
     ])
     .await;
     let response = agent.post(json!({"task": "Calcula 1 + 1", "async": true})).await;
-    assert_eq!(response.status(), 503);
     assert!(response.headers().contains_key("retry-after"));
-    let body: Value = response.json().await.expect("json");
-    assert_eq!(body["error"]["code"], "unavailable");
-    assert!(
-        body["error"]["message"]
-            .as_str()
-            .expect("message")
-            .contains("marked failed"),
-        "{body}"
-    );
-    let runnable = agent
-        .app
-        .stores
-        .tasks
-        .runnable(SystemTime::now(), 10)
-        .await
-        .expect("runnable");
+    let message = error(response, 503, "unavailable").await;
+    assert!(message.contains("marked failed"), "{message}");
+    let runnable = agent.runnable().await;
     assert!(runnable.is_empty(), "no task is left queued: {runnable:?}");
 }
 
@@ -317,9 +307,8 @@ async fn events_of_an_unknown_task_are_a_404() {
         .send()
         .await
         .expect("request");
-    assert_eq!(response.status(), 404);
-    let body: Value = response.json().await.expect("json");
-    assert_eq!(body["error"]["code"], "not_found");
+    let message = error(response, 404, "not_found").await;
+    assert!(message.contains("nope"), "{message}");
 }
 
 #[tokio::test]

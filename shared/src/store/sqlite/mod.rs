@@ -127,8 +127,11 @@ impl SqliteStore {
         }
         let mut writer = connect(&path)
             .map_err(|e| anyhow::anyhow!("cannot open the SQLite database {} (SQLITE_PATH): {e}", path.display()))?;
-        writer.pragma_update(None, "journal_mode", "WAL")?;
-        migrate(&mut writer).map_err(|e| anyhow::anyhow!("{} (SQLITE_PATH): {e}", path.display()))?;
+        // Switching to WAL takes an exclusive lock, and SQLite answers BUSY
+        // at once, without its busy handler, when another process is doing
+        // the same: two processes starting on a new file must take turns.
+        while_busy(|| writer.pragma_update(None, "journal_mode", "WAL"))?;
+        while_busy(|| migrate(&mut writer)).map_err(|e| anyhow::anyhow!("{} (SQLITE_PATH): {e}", path.display()))?;
         Ok(SqliteStore {
             inner: Arc::new(Inner {
                 path,
@@ -202,6 +205,45 @@ fn migrate(conn: &mut Connection) -> anyhow::Result<()> {
     }
     tx.commit()?;
     Ok(())
+}
+
+/// Runs `f` again while SQLite says the database is busy or locked, for up
+/// to [`BUSY_TIMEOUT`], with a short growing pause; any other error (or the
+/// last busy one) is returned.
+fn while_busy<T, E>(mut f: impl FnMut() -> Result<T, E>) -> Result<T, E>
+where
+    E: BusyError,
+{
+    let deadline = std::time::Instant::now() + BUSY_TIMEOUT;
+    let mut pause = Duration::from_millis(5);
+    loop {
+        match f() {
+            Err(err) if err.is_busy() && std::time::Instant::now() < deadline => {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(200));
+            }
+            other => return other,
+        }
+    }
+}
+
+trait BusyError {
+    fn is_busy(&self) -> bool;
+}
+
+impl BusyError for rusqlite::Error {
+    fn is_busy(&self) -> bool {
+        matches!(
+            self.sqlite_error_code(),
+            Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked)
+        )
+    }
+}
+
+impl BusyError for anyhow::Error {
+    fn is_busy(&self) -> bool {
+        self.downcast_ref::<rusqlite::Error>().is_some_and(BusyError::is_busy)
+    }
 }
 
 fn classify(err: rusqlite::Error) -> StoreError {

@@ -541,3 +541,46 @@ async fn responses_carry_a_request_id() {
     let r = chat.http.get(chat.url("/health")).send().await.expect("get");
     assert_eq!(r.headers()["x-request-id"].len(), 36);
 }
+
+/// A client that sends its headers and part of its body, then nothing: it
+/// gets a 408 in the envelope once BODY_TIMEOUT_SECONDS has passed, nothing
+/// is stored, and the function goes on serving everyone else meanwhile.
+#[tokio::test]
+async fn a_body_that_never_finishes_times_out_with_408() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let chat = Chat::start(&[("BODY_TIMEOUT_SECONDS", "0.5")]).await;
+    let mut stalled = tokio::net::TcpStream::connect(chat.server.addr).await.expect("connect");
+    stalled
+        .write_all(
+            b"POST /api/v1/chat HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n\
+              content-length: 100\r\n\r\n{\"message\":\"stalled\",\"session_id\":\"slow-1\"",
+        )
+        .await
+        .expect("write");
+
+    // Served while the stalled body is pending.
+    let ok = chat.post("/api/v1/chat", json!({"message": "hi"})).await;
+    assert_eq!(ok.status(), StatusCode::OK);
+
+    let mut answer = Vec::new();
+    // A bound for a failure message, not a measurement.
+    tokio::time::timeout(std::time::Duration::from_secs(20), stalled.read_to_end(&mut answer))
+        .await
+        .expect("the stalled request gets an answer")
+        .expect("read");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains(r#""code":"request_timeout""#), "{answer}");
+    let session = chat
+        .http
+        .get(chat.url("/api/v1/sessions/slow-1"))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(
+        session.status(),
+        StatusCode::NOT_FOUND,
+        "nothing of the stalled request was stored"
+    );
+}

@@ -151,6 +151,9 @@ pub struct HttpSettings {
     /// Read the client address from `X-Forwarded-For` (set by Cloud Run's
     /// front end); only true behind a proxy that sets it, else forgeable.
     pub trust_proxy: bool,
+    /// A request body that sends nothing for this long is answered 408, so
+    /// a client that never finishes its body cannot hold a connection.
+    pub body_timeout: Duration,
 }
 
 /// Where the agent's tools run.
@@ -323,6 +326,17 @@ impl Settings {
                     env.get("K_SERVICE").is_some(),
                     "true or false",
                     parse_bool,
+                )?,
+                body_timeout: env.parse_or(
+                    "BODY_TIMEOUT_SECONDS",
+                    Duration::from_secs(30),
+                    "a number of seconds from 0.1 to 3600",
+                    |v| {
+                        v.parse::<f64>()
+                            .ok()
+                            .filter(|s| (0.1..=3600.0).contains(s))
+                            .map(Duration::from_secs_f64)
+                    },
                 )?,
             },
             rate_limit_chat: env.parse_or(
@@ -786,6 +800,9 @@ mod tests {
         let err = settings(&[("RATE_LIMIT_CHAT", "abc")]).expect_err("not a limit");
         assert_eq!(err.var, "RATE_LIMIT_CHAT");
         assert!(err.to_string().contains("100/60s"), "{err}");
+
+        let err = settings(&[("BODY_TIMEOUT_SECONDS", "0")]).expect_err("no time at all");
+        assert_eq!(err.var, "BODY_TIMEOUT_SECONDS");
 
         let err = settings(&[("LLM_PROVIDER", "nope")]).expect_err("unknown provider");
         assert_eq!(

@@ -86,6 +86,15 @@ impl ApiError {
         ApiError::new(StatusCode::GATEWAY_TIMEOUT, "upstream_timeout", message)
     }
 
+    /// The client stopped sending its body (`BODY_TIMEOUT_SECONDS`).
+    pub fn request_timeout() -> ApiError {
+        ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "request_timeout",
+            "the request body did not arrive in time (BODY_TIMEOUT_SECONDS); send it again, without pausing",
+        )
+    }
+
     /// A fault of ours. The message stays generic; the detail goes to the log.
     pub fn internal() -> ApiError {
         ApiError::new(
@@ -217,11 +226,7 @@ pub async fn envelope_errors(request: Request, next: Next) -> Response {
             "{method} is not allowed on {path}; the Allow header lists the methods it takes"
         )),
         StatusCode::PAYLOAD_TOO_LARGE => payload_too_large(limit),
-        StatusCode::REQUEST_TIMEOUT => ApiError::new(
-            status,
-            "request_timeout",
-            "the request body did not arrive in time; send it again",
-        ),
+        StatusCode::REQUEST_TIMEOUT => ApiError::request_timeout(),
         StatusCode::INTERNAL_SERVER_ERROR => ApiError::internal(),
         other => ApiError::new(
             other,

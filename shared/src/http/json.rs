@@ -26,12 +26,27 @@ where
         let bytes = Bytes::from_request(request, state).await.map_err(|rejection| {
             if rejection.status() == http::StatusCode::PAYLOAD_TOO_LARGE {
                 payload_too_large(limit)
+            } else if timed_out(&rejection) {
+                ApiError::request_timeout()
             } else {
                 ApiError::invalid_argument(format!("the request body could not be read: {}", rejection.body_text()))
             }
         })?;
         parse(&bytes).map(ApiJson)
     }
+}
+
+/// Whether reading the body failed because the client stopped sending it
+/// (the body timeout of [`super::wrap`]).
+fn timed_out(rejection: &axum::extract::rejection::BytesRejection) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(rejection);
+    while let Some(err) = source {
+        if err.is::<tower_http::timeout::TimeoutError>() {
+            return true;
+        }
+        source = err.source();
+    }
+    false
 }
 
 /// Parses a JSON body, explaining a failure in the client's terms.

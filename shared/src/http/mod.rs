@@ -36,6 +36,19 @@ pub use metrics::Metrics;
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
+/// Bounds the wait for each part of a request body: a client that stops
+/// sending (on purpose or not) gets a 408 instead of holding a connection and
+/// a handler forever. The timeout restarts with every chunk received.
+async fn body_timeout(
+    State(timeout): State<std::time::Duration>,
+    request: axum::extract::Request,
+    next: middleware::Next,
+) -> axum::response::Response {
+    let (parts, body) = request.into_parts();
+    let body = axum::body::Body::new(tower_http::timeout::TimeoutBody::new(timeout, body));
+    next.run(axum::extract::Request::from_parts(parts, body)).await
+}
+
 #[derive(Serialize)]
 struct Health {
     status: &'static str,
@@ -65,6 +78,7 @@ pub fn wrap(api: Router, function: &'static str, settings: &HttpSettings, metric
         .merge(protected)
         // Layers run bottom-up on the way in: request context first.
         .layer(DefaultBodyLimit::max(settings.max_body_bytes))
+        .layer(middleware::from_fn_with_state(settings.body_timeout, body_timeout))
         .layer(middleware::from_fn_with_state(
             Arc::new(settings.cors_allowed_origins.clone()),
             cors::cors,

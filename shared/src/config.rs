@@ -327,17 +327,7 @@ impl Settings {
                     "true or false",
                     parse_bool,
                 )?,
-                body_timeout: env.parse_or(
-                    "BODY_TIMEOUT_SECONDS",
-                    Duration::from_secs(30),
-                    "a number of seconds from 0.1 to 3600",
-                    |v| {
-                        v.parse::<f64>()
-                            .ok()
-                            .filter(|s| (0.1..=3600.0).contains(s))
-                            .map(Duration::from_secs_f64)
-                    },
-                )?,
+                body_timeout: env.seconds_or("BODY_TIMEOUT_SECONDS", Duration::from_secs(30), 0.1..=3600.0)?,
             },
             rate_limit_chat: env.parse_or(
                 "RATE_LIMIT_CHAT",
@@ -437,6 +427,22 @@ impl Env<'_> {
         }
     }
 
+    /// A duration in (fractional) seconds within `range`.
+    fn seconds_or(
+        &self,
+        name: &str,
+        default: Duration,
+        range: std::ops::RangeInclusive<f64>,
+    ) -> Result<Duration, ConfigError> {
+        let expected = format!("a number of seconds from {} to {}", range.start(), range.end());
+        self.parse_or(name, default, &expected, |v| {
+            v.parse::<f64>()
+                .ok()
+                .filter(|s| range.contains(s))
+                .map(Duration::from_secs_f64)
+        })
+    }
+
     fn url_or(&self, name: &str, default: &str) -> Result<String, ConfigError> {
         let url = self.get_or(name, default);
         validate_url(name, &url)?;
@@ -523,17 +529,7 @@ fn llm_settings(env: &Env<'_>) -> Result<LlmSettings, ConfigError> {
         openai_api_key,
         openai_model: env.get_or("OPENAI_MODEL", "gpt-4o-mini"),
         openai_base_url: env.url_or("OPENAI_BASE_URL", "https://api.openai.com/v1")?,
-        timeout: env.parse_or(
-            "LLM_TIMEOUT_SECONDS",
-            Duration::from_secs(60),
-            "a number of seconds from 1 to 3600",
-            |v| {
-                v.parse::<f64>()
-                    .ok()
-                    .filter(|s| (1.0..=3600.0).contains(s))
-                    .map(Duration::from_secs_f64)
-            },
-        )?,
+        timeout: env.seconds_or("LLM_TIMEOUT_SECONDS", Duration::from_secs(60), 1.0..=3600.0)?,
         max_retries: env.parse_or("LLM_MAX_RETRIES", 3, "a number of retries from 0 to 10", |v| {
             v.parse::<u32>().ok().filter(|n| *n <= 10)
         })?,
@@ -551,17 +547,7 @@ fn tool_settings(env: &Env<'_>) -> Result<ToolSettings, ConfigError> {
         search_url: url("SEARCH_URL")?,
         calculator_url: url("CALCULATOR_URL")?,
         search_corpus: env.get("SEARCH_CORPUS").map(PathBuf::from),
-        timeout: env.parse_or(
-            "TOOL_TIMEOUT_SECONDS",
-            Duration::from_secs(10),
-            "a number of seconds from 0.1 to 300",
-            |v| {
-                v.parse::<f64>()
-                    .ok()
-                    .filter(|s| (0.1..=300.0).contains(s))
-                    .map(Duration::from_secs_f64)
-            },
-        )?,
+        timeout: env.seconds_or("TOOL_TIMEOUT_SECONDS", Duration::from_secs(10), 0.1..=300.0)?,
         api_key: env.get("TOOL_API_KEY").map(Secret::new),
         id_tokens: env.parse_or(
             "TOOL_ID_TOKENS",
@@ -631,17 +617,7 @@ fn queue_settings(env: &Env<'_>) -> Result<QueueSettings, ConfigError> {
 
 fn task_settings(env: &Env<'_>) -> Result<TaskSettings, ConfigError> {
     Ok(TaskSettings {
-        lease: env.parse_or(
-            "TASK_LEASE_SECONDS",
-            Duration::from_secs(60),
-            "a number of seconds from 1 to 3600",
-            |v| {
-                v.parse::<f64>()
-                    .ok()
-                    .filter(|s| (1.0..=3600.0).contains(s))
-                    .map(Duration::from_secs_f64)
-            },
-        )?,
+        lease: env.seconds_or("TASK_LEASE_SECONDS", Duration::from_secs(60), 1.0..=3600.0)?,
         max_attempts: env.parse_or("TASK_MAX_ATTEMPTS", 5, "a number of attempts from 1 to 100", |v| {
             v.parse::<u32>().ok().filter(|n| (1..=100).contains(n))
         })?,
@@ -650,17 +626,7 @@ fn task_settings(env: &Env<'_>) -> Result<TaskSettings, ConfigError> {
         webhook_attempts: env.parse_or("WEBHOOK_ATTEMPTS", 5, "a number of attempts from 1 to 20", |v| {
             v.parse::<u32>().ok().filter(|n| (1..=20).contains(n))
         })?,
-        webhook_timeout: env.parse_or(
-            "WEBHOOK_TIMEOUT_SECONDS",
-            Duration::from_secs(10),
-            "a number of seconds from 0.1 to 120",
-            |v| {
-                v.parse::<f64>()
-                    .ok()
-                    .filter(|s| (0.1..=120.0).contains(s))
-                    .map(Duration::from_secs_f64)
-            },
-        )?,
+        webhook_timeout: env.seconds_or("WEBHOOK_TIMEOUT_SECONDS", Duration::from_secs(10), 0.1..=120.0)?,
     })
 }
 

@@ -77,11 +77,14 @@ impl AgentState {
     /// Builds the tools and opens the queue (the local queue starts its
     /// dispatcher, so this process also runs the tasks it accepts).
     pub async fn new(app: &App) -> anyhow::Result<AgentState> {
+        // Built once: the local queue's worker runs tasks with the same
+        // tools (one corpus index, one HTTP client, one ID-token cache).
+        let tools = agent_core::tools::registry(&app.settings.tools, &app.stores)?;
         Ok(AgentState {
             model: app.model.clone(),
-            tools: agent_core::tools::registry(&app.settings.tools, &app.stores)?,
+            queue: agent_core::queue::open(app, &tools).await?,
+            tools,
             tasks: app.stores.tasks.clone(),
-            queue: agent_core::queue::open(app).await?,
             max_task_chars: app.settings.http.max_message_chars,
             callbacks_enabled: app.settings.tasks.webhook_secret.is_some(),
             allow_loopback_callbacks: app.settings.tasks.allow_loopback_callbacks,

@@ -31,7 +31,10 @@ pub struct WorkerState {
 /// The function: `POST /` behind the shared HTTP layer.
 pub fn router(app: &App) -> anyhow::Result<Router> {
     let state = WorkerState {
-        worker: Arc::new(Worker::new(app)?),
+        worker: Arc::new(Worker::new(
+            app,
+            agent_core::tools::registry(&app.settings.tools, &app.stores)?,
+        )),
         metrics: app.metrics.clone(),
     };
     let api = Router::new().route("/", post(receive)).with_state(state);

@@ -25,16 +25,24 @@ struct Worker {
     server: TestServer,
     app: TestApp,
     http: reqwest::Client,
-    _model: Scripted,
+    /// The scripted model, when the test uses one.
+    model: Option<Scripted>,
 }
 
 impl Worker {
     async fn start(replies: Vec<(u16, Value)>, vars: &[(&str, &str)]) -> Worker {
         let model = Scripted::start(GEMINI_PATH, replies).await;
+        let mut worker = Worker::on(&model.server.url, vars).await;
+        worker.model = Some(model);
+        worker
+    }
+
+    /// A worker whose model is the Gemini server at `model_url`.
+    async fn on(model_url: &str, vars: &[(&str, &str)]) -> Worker {
         let mut all = vec![
             ("LLM_PROVIDER", "gemini"),
             ("GEMINI_API_KEY", "k"),
-            ("GEMINI_BASE_URL", model.server.url.as_str()),
+            ("GEMINI_BASE_URL", model_url),
             ("LLM_MAX_RETRIES", "0"),
         ];
         all.extend_from_slice(vars);
@@ -44,8 +52,13 @@ impl Worker {
             server,
             app,
             http: reqwest::Client::new(),
-            _model: model,
+            model: None,
         }
+    }
+
+    /// How many times the scripted model was called.
+    fn model_calls(&self) -> usize {
+        self.model.as_ref().map_or(0, |m| m.requests().len())
     }
 
     async fn queue(&self, id: &str) {
@@ -118,7 +131,7 @@ async fn a_push_runs_the_task_and_a_duplicate_is_acknowledged_without_running() 
             "{body}"
         );
     }
-    assert_eq!(worker._model.requests().len(), 1, "the model was called once");
+    assert_eq!(worker.model_calls(), 1, "the model was called once");
     assert_eq!(worker.task("t-push").await.attempts, 1);
 }
 
@@ -203,7 +216,7 @@ async fn an_unknown_task_is_acknowledged() {
     let (status, body) = worker.push("no-such-task", "m1").await;
     assert_eq!(status, 200, "{body}");
     assert!(body["outcome"].as_str().expect("outcome").contains("no task"), "{body}");
-    assert!(worker._model.requests().is_empty());
+    assert_eq!(worker.model_calls(), 0);
 }
 
 #[tokio::test]
@@ -233,7 +246,7 @@ async fn a_transient_model_failure_asks_for_redelivery_until_attempts_run_out() 
     assert!(task.error.expect("error").contains("gave up after 2 attempts"));
     let (status, _) = worker.push("t-flaky", "m1").await;
     assert_eq!(status, 200);
-    assert_eq!(worker._model.requests().len(), 2);
+    assert_eq!(worker.model_calls(), 2);
 }
 
 #[tokio::test]
@@ -259,23 +272,7 @@ async fn a_redelivery_while_the_first_delivery_holds_the_lease_is_retried_later(
         }),
     ))
     .await;
-    let app = TestApp::start(
-        agent_worker::FUNCTION,
-        &[
-            ("LLM_PROVIDER", "gemini"),
-            ("GEMINI_API_KEY", "k"),
-            ("GEMINI_BASE_URL", model.url.as_str()),
-            ("TASK_LEASE_SECONDS", "30"),
-        ],
-    )
-    .await;
-    let server = TestServer::start(agent_worker::router(&app).expect("router")).await;
-    let worker = Worker {
-        server,
-        app,
-        http: reqwest::Client::new(),
-        _model: Scripted::start("/unused", vec![]).await,
-    };
+    let worker = Worker::on(&model.url, &[("TASK_LEASE_SECONDS", "30")]).await;
     worker.queue("t-held").await;
     let first = {
         let http = worker.http.clone();

@@ -8,6 +8,16 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 
+async fn get_json(http: &reqwest::Client, url: impl reqwest::IntoUrl) -> Value {
+    let response = http.get(url).send().await.expect("GET");
+    response.json().await.expect("a JSON answer")
+}
+
+async fn post_json(http: &reqwest::Client, url: impl reqwest::IntoUrl, body: &'static str) -> Value {
+    let response = http.post(url).body(body).send().await.expect("POST");
+    response.json().await.expect("a JSON answer")
+}
+
 #[tokio::test]
 async fn local_serves_every_function_on_one_port() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -51,35 +61,13 @@ async fn local_serves_every_function_on_one_port() {
 
     let base = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::new();
-    let health: Value = http
-        .get(format!("{base}/health"))
-        .send()
-        .await
-        .expect("health")
-        .json()
-        .await
-        .expect("json");
+    let health = get_json(&http, format!("{base}/health")).await;
     assert_eq!(health["function"], "local");
 
-    let chat: Value = http
-        .post(format!("{base}/api/v1/chat"))
-        .body(r#"{"message":"hello"}"#)
-        .send()
-        .await
-        .expect("chat")
-        .json()
-        .await
-        .expect("json");
+    let chat = post_json(&http, format!("{base}/api/v1/chat"), r#"{"message":"hello"}"#).await;
     assert!(chat["tokens_used"].as_u64().expect("tokens") > 0);
     let sid = chat["session_id"].as_str().expect("session id");
-    let session: Value = http
-        .get(format!("{base}/api/v1/sessions/{sid}"))
-        .send()
-        .await
-        .expect("get")
-        .json()
-        .await
-        .expect("json");
+    let session = get_json(&http, format!("{base}/api/v1/sessions/{sid}")).await;
     assert_eq!(session["messages"].as_array().expect("messages").len(), 2);
     assert!(
         dir.path().join(".agent-data/agent.db").exists(),
@@ -87,15 +75,12 @@ async fn local_serves_every_function_on_one_port() {
     );
 
     // The agent, with the tools in the same process.
-    let run: Value = http
-        .post(format!("{base}/api/v1/agent"))
-        .body(r#"{"task":"Calcula 15 * 23 y busca información sobre matemáticas"}"#)
-        .send()
-        .await
-        .expect("agent")
-        .json()
-        .await
-        .expect("json");
+    let run = post_json(
+        &http,
+        format!("{base}/api/v1/agent"),
+        r#"{"task":"Calcula 15 * 23 y busca información sobre matemáticas"}"#,
+    )
+    .await;
     assert!(run["response"].as_str().expect("response").contains("345"), "{run}");
     let tools: Vec<&str> = run["steps"]
         .as_array()
@@ -104,27 +89,18 @@ async fn local_serves_every_function_on_one_port() {
         .map(|s| s["tool"].as_str().expect("tool"))
         .collect();
     assert_eq!(tools, ["calculate", "search_web"]);
-    let task: Value = http
-        .get(format!(
-            "{base}/api/v1/tasks/{}",
-            run["task_id"].as_str().expect("task id")
-        ))
-        .send()
-        .await
-        .expect("task")
-        .json()
-        .await
-        .expect("json");
+    let task = get_json(
+        &http,
+        format!("{base}/api/v1/tasks/{}", run["task_id"].as_str().expect("task id")),
+    )
+    .await;
     assert_eq!(task["status"], "completed");
-    let calc: Value = http
-        .post(format!("{base}/api/v1/tools/calculate"))
-        .body(r#"{"expression":"2*(3+4)"}"#)
-        .send()
-        .await
-        .expect("calculate")
-        .json()
-        .await
-        .expect("json");
+    let calc = post_json(
+        &http,
+        format!("{base}/api/v1/tools/calculate"),
+        r#"{"expression":"2*(3+4)"}"#,
+    )
+    .await;
     assert_eq!(calc["result"], 14);
 
     // The same task asynchronously, through the local queue: 202 and
@@ -158,14 +134,7 @@ async fn local_serves_every_function_on_one_port() {
         events.contains("\"tool\":\"search_web\"") && events.contains("event: done"),
         "{events}"
     );
-    let task: Value = http
-        .get(&status_url)
-        .send()
-        .await
-        .expect("task")
-        .json()
-        .await
-        .expect("json");
+    let task = get_json(&http, &status_url).await;
     assert_eq!(task["status"], "completed", "{task}");
     assert!(
         task["result"]["response"].as_str().expect("response").contains("345"),

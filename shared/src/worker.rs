@@ -46,7 +46,9 @@ pub struct Worker {
 }
 
 impl Worker {
-    pub fn new(app: &App) -> anyhow::Result<Worker> {
+    /// A worker running tasks with `tools`: the caller builds them once
+    /// (the agent function shares its own with the local queue's worker).
+    pub fn new(app: &App, tools: Registry) -> Worker {
         let settings = app.settings.tasks.clone();
         let webhooks = settings.webhook_secret.as_ref().map(|secret| {
             Webhooks::new(
@@ -57,14 +59,14 @@ impl Worker {
                 Duration::from_millis(500),
             )
         });
-        Ok(Worker {
+        Worker {
             model: app.model.clone(),
-            tools: crate::tools::registry(&app.settings.tools, &app.stores)?,
+            tools,
             tasks: app.stores.tasks.clone(),
             metrics: app.metrics.clone(),
             settings,
             webhooks,
-        })
+        }
     }
 
     /// Runs the delivered task if this delivery wins its claim.

@@ -85,45 +85,14 @@ async fn two_sqlite_stores_on_one_file_count_and_append_together() {
 
 #[tokio::test]
 async fn two_sqlite_stores_on_one_file_claim_a_task_once() {
-    use agent_core::store::{Claim, TaskRecord, TaskStatus};
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("claims.db");
     let (a, b) = (
         store::open(&settings(&path)).await.expect("open"),
         store::open(&settings(&path)).await.expect("open"),
     );
-    let now = std::time::SystemTime::now();
-    let lease = std::time::Duration::from_secs(60);
     for round in 0..10 {
-        let id = format!("two-stores-{round}");
-        let task = TaskRecord::queued(id.clone(), "t", "s", 5);
-        a.tasks.create(&task).await.expect("create");
-        let claims = (0..20).map(|i| {
-            let tasks = if i % 2 == 0 { a.tasks.clone() } else { b.tasks.clone() };
-            let id = id.clone();
-            tokio::spawn(async move { tasks.claim(&id, &format!("d{i}"), lease, 3, now).await.expect("claim") })
-        });
-        let outcomes: Vec<Claim> = futures_util::future::join_all(claims)
-            .await
-            .into_iter()
-            .map(|c| c.expect("task"))
-            .collect();
-        let won = outcomes.iter().filter(|c| matches!(c, Claim::Claimed(_))).count();
-        let held = outcomes
-            .iter()
-            .filter(|c| {
-                matches!(
-                    c,
-                    Claim::Held {
-                        same_delivery: false,
-                        ..
-                    }
-                )
-            })
-            .count();
-        assert_eq!((won, held), (1, 19), "round {round}: {outcomes:?}");
-        let stored = b.tasks.get(&id).await.expect("get").expect("exists");
-        assert_eq!((stored.status, stored.attempts), (TaskStatus::Running, 1));
+        contract::claims_have_one_winner(&a.tasks, &b.tasks, &format!("two-stores-{round}")).await;
     }
 }
 

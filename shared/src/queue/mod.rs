@@ -21,6 +21,7 @@ use async_trait::async_trait;
 
 use crate::App;
 use crate::config::QueueKind;
+use crate::tools::Registry;
 
 /// Why a task could not be queued. Nothing was published.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -44,8 +45,8 @@ pub fn message(task_id: &str) -> Vec<u8> {
 }
 
 /// Opens the configured queue. The local queue starts its dispatcher here,
-/// so the process that accepts tasks also runs them.
-pub async fn open(app: &App) -> anyhow::Result<Arc<dyn Queue>> {
+/// so the process that accepts tasks also runs them, with `tools`.
+pub async fn open(app: &App, tools: &Registry) -> anyhow::Result<Arc<dyn Queue>> {
     Ok(match app.settings.queue.kind {
         QueueKind::PubSub => Arc::new(pubsub::PubSubQueue::connect(&app.settings.queue).await?),
         QueueKind::Local => {
@@ -55,7 +56,7 @@ pub async fn open(app: &App) -> anyhow::Result<Arc<dyn Queue>> {
                      may throttle its CPU. Set QUEUE=pubsub and deploy agent_worker behind the topic."
                 );
             }
-            let worker = Arc::new(crate::worker::Worker::new(app)?);
+            let worker = Arc::new(crate::worker::Worker::new(app, tools.clone()));
             Arc::new(local::LocalQueue::start(
                 worker,
                 app.stores.tasks.clone(),

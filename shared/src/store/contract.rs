@@ -7,6 +7,7 @@
 //! Each case uses its own session and key names, so one store serves all.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use super::{
@@ -599,13 +600,20 @@ pub async fn runnable_lists_queued_and_expired_oldest_first(stores: &Stores) {
 }
 
 pub async fn concurrent_claims_have_one_winner(stores: &Stores) {
-    let id = "tasks-race";
-    ok(stores.tasks.create(&new_task(id, TaskStatus::Queued)).await, "create");
+    claims_have_one_winner(&stores.tasks, &stores.tasks, "tasks-race").await;
+}
+
+/// Twenty concurrent claims of a new queued task `id`, alternating between
+/// `a` and `b` (one store twice, or two stores on one database as two
+/// processes would be): exactly one wins, the rest find it held.
+pub async fn claims_have_one_winner(a: &Arc<dyn TaskStore>, b: &Arc<dyn TaskStore>, id: &str) {
+    ok(a.create(&new_task(id, TaskStatus::Queued)).await, "create");
     let now = now_ms();
     let claims: Vec<_> = (0..20)
         .map(|i| {
-            let tasks = stores.tasks.clone();
-            tokio::spawn(async move { tasks.claim(id, &format!("d{i}"), secs(60), 3, now).await })
+            let tasks = if i % 2 == 0 { a.clone() } else { b.clone() };
+            let id = id.to_string();
+            tokio::spawn(async move { tasks.claim(&id, &format!("d{i}"), secs(60), 3, now).await })
         })
         .collect();
     let mut winners = Vec::new();
@@ -615,12 +623,12 @@ pub async fn concurrent_claims_have_one_winner(stores: &Stores) {
             Claim::Held {
                 same_delivery: false, ..
             } => {}
-            other => panic!("claim {i}: {other:?}"),
+            other => panic!("claim {i} of {id}: {other:?}"),
         }
     }
-    assert_eq!(winners.len(), 1, "exactly one claim wins: {winners:?}");
-    let stored = get(stores.tasks.as_ref(), id).await;
-    assert_eq!(stored.attempts, 1);
+    assert_eq!(winners.len(), 1, "exactly one claim of {id} wins: {winners:?}");
+    let stored = get(b.as_ref(), id).await;
+    assert_eq!((stored.status, stored.attempts), (TaskStatus::Running, 1));
     assert_eq!(stored, winners[0]);
 }
 

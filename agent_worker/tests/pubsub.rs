@@ -358,9 +358,20 @@ impl Rig {
         }
     }
 
+    /// The callback is sent after the store records the finish, so a
+    /// finished status can be read before its callback has arrived.
+    async fn wait_callbacks(&self, ids: &[&str]) {
+        self.wait_for("every finished task's callback", async || {
+            ids.iter().all(|id| !self.hooks.for_task(id).is_empty())
+        })
+        .await;
+    }
+
     /// Every task completed, in one attempt, with one model call and one
     /// signed callback.
-    fn assert_ran_once(&self, names: &[String], tasks: &[Value]) {
+    async fn assert_ran_once(&self, names: &[String], tasks: &[Value]) {
+        let ids: Vec<&str> = tasks.iter().map(|t| t["task_id"].as_str().expect("id")).collect();
+        self.wait_callbacks(&ids).await;
         for (name, task) in names.iter().zip(tasks) {
             let id = task["task_id"].as_str().expect("id");
             assert_eq!(task["status"], "completed", "{task}");
@@ -406,7 +417,7 @@ async fn fifty_tasks_complete_once_each() {
     let rig = Rig::start("plain", None, "60").await;
     let (names, ids) = submit_all(&rig, "plain", 50).await;
     let tasks = rig.wait_finished(&ids).await;
-    rig.assert_ran_once(&names, &tasks);
+    rig.assert_ran_once(&names, &tasks).await;
     assert_eq!(
         rig.worker_metric("worker_tasks_total{function=\"agent_worker\",outcome=\"completed\"}")
             .await,
@@ -440,7 +451,7 @@ async fn a_503_to_every_first_delivery_still_runs_each_task_once() {
             })
             .await;
         }
-        rig.assert_ran_once(&names, &tasks);
+        rig.assert_ran_once(&names, &tasks).await;
     }
 }
 
@@ -459,7 +470,7 @@ async fn every_message_published_twice_still_runs_each_task_once() {
             >= 50
     })
     .await;
-    rig.assert_ran_once(&names, &tasks);
+    rig.assert_ran_once(&names, &tasks).await;
     assert_eq!(
         rig.worker_metric("worker_tasks_total{function=\"agent_worker\",outcome=\"claimed\"}")
             .await,
@@ -495,6 +506,7 @@ async fn a_worker_killed_mid_task_is_replaced_and_the_task_completes_once() {
         2,
         "the interrupted call and the one that finished"
     );
+    rig.wait_callbacks(&[id.as_str()]).await;
     assert_eq!(rig.hooks.for_task(&id).len(), 1, "one callback for the one completion");
 }
 

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use agent_core::agent;
 use agent_core::http::json::require_text;
-use agent_core::http::{ApiError, ApiJson};
+use agent_core::http::{Api, ApiError, ApiJson, Operation, Routes};
 use agent_core::llm::Model;
 use agent_core::queue::Queue;
 use agent_core::store::{TaskRecord, TaskStatus, TaskStore};
@@ -25,22 +25,32 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 pub const FUNCTION: &str = "agent_function";
 
 /// `POST /api/v1/agent`.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AgentRequest {
+    /// What the agent should do (MAX_MESSAGE_CHARS at most).
+    #[schemars(schema_with = "agent_core::http::json::text_schema")]
     pub task: String,
+    /// The session whose memory the agent reads and writes; new when omitted.
     #[serde(default)]
+    #[schemars(schema_with = "agent_core::session::optional_id_schema")]
     pub session_id: Option<String>,
+    /// At most this many model rounds (default 10, capped at 20 with a warning).
     #[serde(default)]
+    #[schemars(range(min = 1))]
     pub max_steps: Option<u32>,
+    /// Queue the task and answer 202 at once instead of running it now.
     #[serde(default, rename = "async")]
     pub run_async: bool,
+    /// With `async`: an `https://` URL that receives the finished task,
+    /// signed with `X-Signature-256` (needs WEBHOOK_SECRET).
     #[serde(default)]
     pub callback_url: Option<String>,
     #[serde(default)]
@@ -48,7 +58,7 @@ pub struct AgentRequest {
 }
 
 /// The 202 answer to an asynchronous `POST /api/v1/agent`.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
 pub struct Accepted {
     pub task_id: String,
     pub status: TaskStatus,
@@ -94,7 +104,7 @@ impl AgentState {
 
 /// The named routes; `local` merges these. Running a task is behind the
 /// agent rate limit; reading tasks, which clients poll, behind its own.
-pub async fn routes(app: &App) -> anyhow::Result<Router> {
+pub async fn routes(app: &App) -> anyhow::Result<Api> {
     Ok(api(app, AgentState::new(app).await?, false))
 }
 
@@ -105,14 +115,49 @@ pub async fn router(app: &App) -> anyhow::Result<Router> {
     Ok(app.wrap(api, FUNCTION))
 }
 
-fn api(app: &App, state: AgentState, root_alias: bool) -> Router {
-    let mut runs = Router::new().route("/api/v1/agent", post(run_agent));
+fn run_operation(id: &str) -> Operation {
+    Operation::post(id, "run the tool-calling agent on a task, or queue it with async: true")
+        .tag("agent")
+        .body::<AgentRequest>()
+        .json::<AgentResponse>(200, "the finished run: the answer and every step")
+        .json_with::<Accepted>(202, "with async: true, the task is queued", &["Location"])
+        .model_errors()
+}
+
+fn task_errors(op: Operation) -> Operation {
+    op.tag("tasks")
+        .path_schema(session::id_schema)
+        .error(400, "the task id is not valid")
+        .error(404, "there is no such task")
+        .error(503, "the store is unavailable for now; retry after Retry-After")
+}
+
+fn api(app: &App, state: AgentState, root_alias: bool) -> Api {
+    let mut runs = Routes::new().route("/api/v1/agent", post(run_agent), [run_operation("run_agent")]);
     if root_alias {
-        runs = runs.route("/", post(run_agent));
+        runs = runs.route("/", post(run_agent), [run_operation("run_agent_root")]);
     }
-    let reads = Router::new()
-        .route("/api/v1/tasks/{id}", get(get_task))
-        .route("/api/v1/tasks/{id}/events", get(task_events));
+    let reads = Routes::new()
+        .route(
+            "/api/v1/tasks/{id}",
+            get(get_task),
+            [task_errors(
+                Operation::get("get_task", "a task: its status, attempts, and its result or error")
+                    .json::<TaskView>(200, "the task"),
+            )],
+        )
+        .route(
+            "/api/v1/tasks/{id}/events",
+            get(task_events),
+            [task_errors(
+                Operation::get("task_events", "a task's progress: status, step and done events").event_stream(
+                    200,
+                    "`status`, one `step` per completed step, then `done` with the task",
+                    &task::PROGRESS_EVENTS,
+                    true,
+                ),
+            )],
+        );
     app.rate_limited(runs.with_state(state.clone()), "agent", app.settings.rate_limit_agent)
         .merge(app.rate_limited(reads.with_state(state), "tasks", app.settings.rate_limit_tasks))
 }

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use agent_core::App;
 use agent_core::events;
-use agent_core::http::{ApiError, Metrics};
+use agent_core::http::{ApiError, Metrics, Operation, Routes};
 use agent_core::worker::{Disposition, Worker};
 use axum::Router;
 use axum::body::Bytes;
@@ -37,7 +37,20 @@ pub fn router(app: &App) -> anyhow::Result<Router> {
         )),
         metrics: app.metrics.clone(),
     };
-    let api = Router::new().route("/", post(receive)).with_state(state);
+    let api = Routes::new()
+        .route(
+            "/",
+            post(receive),
+            [Operation::post(
+                "receive",
+                "one Pub/Sub push delivery or Eventarc CloudEvent (binary or structured) naming a task",
+            )
+            .tag("worker")
+            .json::<serde_json::Value>(200, "acknowledged: run, a duplicate, or malformed and dropped")
+            .error(413, "the body is larger than MAX_BODY_BYTES")
+            .error(503, "not done yet: the message will be redelivered")],
+        )
+        .with_state(state);
     Ok(app.wrap(api, FUNCTION))
 }
 

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use agent_core::App;
 use agent_core::http::json::require_text;
-use agent_core::http::{ApiError, ApiJson, sse};
+use agent_core::http::{Api, ApiError, ApiJson, Event, Operation, Routes, sse};
 use agent_core::llm::{Content, Model, ModelRequest, ModelResponse, Role, StreamEvent};
 use agent_core::session;
 use agent_core::store::{NewMessage, SessionStore, StoredMessage};
@@ -23,25 +23,33 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use futures_util::StreamExt;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 pub const FUNCTION: &str = "chat_function";
 
 /// `POST /api/v1/chat`.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ChatRequest {
+    /// The user's message (MAX_MESSAGE_CHARS at most).
+    #[schemars(schema_with = "agent_core::http::json::text_schema")]
     pub message: String,
+    /// Continues this session; a new one is created when omitted. Letters,
+    /// digits, `_`, `.` and `-`.
     #[serde(default)]
+    #[schemars(schema_with = "agent_core::session::optional_id_schema")]
     pub session_id: Option<String>,
+    /// Instructions for the model on this turn (not stored in the session).
     #[serde(default)]
     pub system_instruction: Option<String>,
+    /// Answer with server-sent events: `delta` events, then `done` or `error`.
     #[serde(default)]
     pub stream: bool,
 }
 
 /// The answer to a chat request, and the `data` of a stream's `done` event.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 pub struct ChatResponse {
     pub response: String,
     pub session_id: String,
@@ -49,8 +57,14 @@ pub struct ChatResponse {
     pub model: String,
 }
 
+/// The `data` of a stream's `delta` event: the next piece of the answer.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct Delta {
+    pub text: String,
+}
+
 /// `GET /api/v1/sessions/{id}`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct SessionResponse {
     pub session_id: String,
     pub messages: Vec<StoredMessage>,
@@ -76,7 +90,7 @@ impl ChatState {
 }
 
 /// The named routes, behind the chat rate limit; `local` merges these.
-pub fn routes(app: &App) -> Router {
+pub fn routes(app: &App) -> Api {
     app.rate_limited(api(ChatState::new(app), false), "chat", app.settings.rate_limit_chat)
 }
 
@@ -87,12 +101,53 @@ pub fn router(app: &App) -> Router {
     app.wrap(app.rate_limited(api, "chat", app.settings.rate_limit_chat), FUNCTION)
 }
 
-fn api(state: ChatState, root_alias: bool) -> Router {
-    let mut routes = Router::new()
-        .route("/api/v1/chat", post(chat))
-        .route("/api/v1/sessions/{id}", get(get_session).delete(delete_session));
+fn chat_operation(id: &str) -> Operation {
+    Operation::post(
+        id,
+        "chat with session memory: the model answers with the session's recent history",
+    )
+    .tag("chat")
+    .body::<ChatRequest>()
+    .json::<ChatResponse>(200, "the model's answer, stored in the session with the message")
+    .event_stream(
+        200,
+        "with stream: true, `delta` events as the model writes, then `done` (the same object) or `error`",
+        &[
+            Event::json::<Delta>("delta"),
+            Event::json::<ChatResponse>("done"),
+            Event::error(),
+        ],
+        false,
+    )
+    .model_errors()
+}
+
+fn api(state: ChatState, root_alias: bool) -> Api {
+    let session_errors = |op: Operation| {
+        op.tag("chat")
+            .path_schema(session::id_schema)
+            .error(400, "the session id is not valid (letters, digits, - and _)")
+            .error(404, "there is no such session")
+            .error(503, "the store is unavailable for now; retry after Retry-After")
+    };
+    let mut routes = Routes::new()
+        .route("/api/v1/chat", post(chat), [chat_operation("chat")])
+        .route(
+            "/api/v1/sessions/{id}",
+            get(get_session).delete(delete_session),
+            [
+                session_errors(
+                    Operation::get("get_session", "a session's messages, oldest first")
+                        .json::<SessionResponse>(200, "the session"),
+                ),
+                session_errors(
+                    Operation::delete("delete_session", "forget a session and its messages")
+                        .empty(204, "the session is gone"),
+                ),
+            ],
+        );
     if root_alias {
-        routes = routes.route("/", post(chat));
+        routes = routes.route("/", post(chat), [chat_operation("chat_root")]);
     }
     routes.with_state(state)
 }
@@ -185,7 +240,7 @@ async fn stream_chat(state: ChatState, turn: Turn) -> Result<Response, ApiError>
             let turn = turn.clone();
             async move {
                 match item {
-                    Ok(StreamEvent::Delta(text)) => (false, sse::json("delta", &serde_json::json!({ "text": text }))),
+                    Ok(StreamEvent::Delta(text)) => (false, sse::json("delta", &Delta { text })),
                     Ok(StreamEvent::Done(answer)) => match store_turn(&state, &turn, &answer).await {
                         Ok(done) => (true, sse::json("done", &done)),
                         Err(err) => (true, sse::error(&err)),

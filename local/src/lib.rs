@@ -25,6 +25,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST   /api/v1/tools/search", "search the corpus (BM25)"),
     ("POST   /api/v1/tools/calculate", "safe arithmetic"),
     ("GET    /health", "liveness"),
+    ("GET    /openapi.json", "the OpenAPI 3.1 document of every route"),
     ("GET    /metrics", "Prometheus metrics"),
 ];
 

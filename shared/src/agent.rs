@@ -32,7 +32,7 @@ pub const SYSTEM_INSTRUCTION: &str = "You are a helpful agent. Use the tools you
     error, correct the call or explain the problem. Answer in the language of the task.";
 
 /// One tool call of a run, as the API reports it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Step {
     /// Always `tool_call`; room for other kinds of steps.
     #[serde(rename = "type")]
@@ -48,7 +48,7 @@ pub struct Step {
 }
 
 /// Why a run stopped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum FinishReason {
     /// The model answered in text.
@@ -57,7 +57,7 @@ pub enum FinishReason {
     MaxSteps,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Outcome {
     pub response: String,
     pub steps: Vec<Step>,

@@ -10,8 +10,8 @@ use axum::Router;
 use axum::middleware;
 
 use crate::config::{RateLimit, Settings};
-use crate::http::Metrics;
 use crate::http::rate_limit::{self, RateLimiter};
+use crate::http::{Api, Metrics};
 use crate::llm::{self, Model};
 use crate::store::{self, Stores};
 
@@ -78,24 +78,28 @@ impl App {
 
     /// Puts `routes` behind the rate limit `limit` (if any), counted under
     /// `bucket`. Applied to matched routes only, so a 404 costs nothing.
-    pub fn rate_limited(&self, routes: Router, bucket: &'static str, limit: Option<RateLimit>) -> Router {
-        match limit {
-            None => routes,
-            Some(limit) => routes.route_layer(middleware::from_fn_with_state(
-                RateLimiter {
-                    bucket,
-                    limit,
-                    store: self.stores.rate_limits.clone(),
-                    metrics: self.metrics.clone(),
-                    trust_proxy: self.settings.http.trust_proxy,
-                },
-                rate_limit::limit,
-            )),
-        }
+    pub fn rate_limited(&self, routes: Api, bucket: &'static str, limit: Option<RateLimit>) -> Api {
+        let Some(limit) = limit else {
+            return routes;
+        };
+        let limiter = RateLimiter {
+            bucket,
+            limit,
+            store: self.stores.rate_limits.clone(),
+            metrics: self.metrics.clone(),
+            trust_proxy: self.settings.http.trust_proxy,
+        };
+        routes.layered(
+            |routes| routes.route_layer(middleware::from_fn_with_state(limiter, rate_limit::limit)),
+            &[
+                (429, "over the rate limit for this client; retry after Retry-After"),
+                (503, "the rate limit's store is unavailable; retry after Retry-After"),
+            ],
+        )
     }
 
     /// Wraps API routes with the shared HTTP layer (see [`crate::http::wrap`]).
-    pub fn wrap(&self, api: Router, function: &'static str) -> Router {
+    pub fn wrap(&self, api: Api, function: &'static str) -> Router {
         crate::http::wrap(api, function, &self.settings.http, self.metrics.clone())
     }
 }

@@ -16,7 +16,7 @@
 //! - [`gcp`]: the GCP metadata server: access and ID tokens, cached.
 //! - [`http`]: the layer every function shares: error envelope, JSON bodies,
 //!   API keys, rate limits, CORS, body limits, request ids, `/health`,
-//!   `/metrics`.
+//!   `/metrics`, and `/openapi.json`, generated from the routes' own types.
 //! - [`llm`]: the `Model` trait and its providers (Gemini, Vertex AI,
 //!   OpenAI-compatible, offline), with retries and streaming.
 //! - [`store`]: the store traits and their backends, SQLite (embedded) and

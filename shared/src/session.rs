@@ -9,6 +9,23 @@ use crate::http::error::ApiError;
 
 pub const MAX_LEN: usize = 128;
 
+/// The rules of [`validate`] as a JSON Schema, for the OpenAPI document.
+/// The reserved names are only described: a `not` keyword for them breaks
+/// schemathesis 4.32's generation of path parameters.
+pub fn id_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "string",
+        "pattern": "^[A-Za-z0-9_.-]{1,128}$",
+        "description": "1 to 128 characters of A-Z, a-z, 0-9, _, . and -, except the reserved ., .. and __name__",
+    })
+}
+
+/// An optional id in a body: absent or null starts a new session.
+pub fn optional_id_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    let id = id_schema(generator).to_value();
+    schemars::json_schema!({"anyOf": [id, {"type": "null"}], "default": null})
+}
+
 /// A new random session id (a UUID v4, which fits the rules).
 pub fn generate() -> String {
     uuid::Uuid::new_v4().to_string()

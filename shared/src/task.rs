@@ -21,7 +21,7 @@ use crate::store::{TaskEvent, TaskRecord, TaskStatus, TaskStore};
 
 /// A finished run: the answer of a synchronous `POST /api/v1/agent`, and
 /// the `result` of its task (synchronous or not).
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, schemars::JsonSchema)]
 pub struct AgentResponse {
     pub task_id: String,
     pub session_id: String,
@@ -35,7 +35,7 @@ pub struct AgentResponse {
 }
 
 /// `GET /api/v1/tasks/{id}`, the body of a webhook, and the `done` event.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, schemars::JsonSchema)]
 pub struct TaskView {
     pub task_id: String,
     pub status: TaskStatus,
@@ -44,7 +44,9 @@ pub struct TaskView {
     /// How many times a worker has started it (more than 1 after a worker
     /// died or a transient failure).
     pub attempts: u32,
+    /// When completed: the answer a synchronous run gives.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<AgentResponse>")]
     pub result: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -179,7 +181,10 @@ impl Progress {
                 self.last_status = Some(status);
                 self.ready.push_back(sse::json(
                     "status",
-                    &serde_json::json!({"status": status, "attempts": task.attempts}),
+                    &StatusEvent {
+                        status,
+                        attempts: task.attempts,
+                    },
                 ));
             }
             _ => {}
@@ -195,6 +200,35 @@ impl Progress {
         }
     }
 }
+
+/// The `data` of a `status` event.
+#[derive(Serialize, schemars::JsonSchema)]
+pub struct StatusEvent {
+    pub status: TaskStatus,
+    pub attempts: u32,
+}
+
+/// The `data` of a `step` event: a step as the synchronous answer lists it,
+/// with where it sits in the task. Written from the stored event (see
+/// [`step_event`]); this type documents it.
+#[derive(schemars::JsonSchema)]
+#[allow(dead_code)]
+pub struct StepEvent {
+    #[serde(flatten)]
+    step: crate::agent::Step,
+    /// The attempt that ran the step (more than 1 after a retry).
+    attempt: u32,
+    /// The step's place in its attempt, from 0.
+    index: u32,
+}
+
+/// What a task's progress stream sends, for its documentation.
+pub const PROGRESS_EVENTS: [crate::http::Event; 4] = [
+    crate::http::Event::json::<StatusEvent>("status"),
+    crate::http::Event::json::<StepEvent>("step"),
+    crate::http::Event::json::<TaskView>("done"),
+    crate::http::Event::error(),
+];
 
 fn step_event(event: TaskEvent) -> Event {
     let mut data = event.data;

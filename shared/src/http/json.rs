@@ -68,6 +68,18 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
 }
 
 /// A required text field: present, not blank, at most `max_chars` long.
+/// A text that is not blank: at least one character that Rust's
+/// `char::is_whitespace` (which [`require_text`] trims) does not count as
+/// space. The class is spelled out because `\s` differs between regex
+/// dialects (U+0085, U+FEFF).
+pub fn text_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "string",
+        "pattern": "[^\\t\\n\\u000b\\f\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]",
+        "description": "not blank; at most MAX_MESSAGE_CHARS characters",
+    })
+}
+
 pub fn require_text(field: &str, value: &str, max_chars: usize) -> Result<(), ApiError> {
     if value.trim().is_empty() {
         return Err(ApiError::invalid_argument(format!(

@@ -17,6 +17,7 @@ pub mod cors;
 pub mod error;
 pub mod json;
 pub mod metrics;
+pub mod openapi;
 pub mod rate_limit;
 pub mod request_context;
 pub mod sse;
@@ -24,6 +25,8 @@ pub mod sse;
 use std::sync::Arc;
 
 use axum::extract::{DefaultBodyLimit, State};
+use axum::http::header;
+use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Extension, Json, Router, middleware};
 use serde::Serialize;
@@ -33,6 +36,7 @@ use crate::config::{HttpSettings, Secret};
 pub use error::ApiError;
 pub use json::ApiJson;
 pub use metrics::Metrics;
+pub use openapi::{Api, Event, Operation, Routes};
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
@@ -49,7 +53,7 @@ async fn body_timeout(
     next.run(axum::extract::Request::from_parts(parts, body)).await
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, schemars::JsonSchema)]
 struct Health {
     status: &'static str,
     function: &'static str,
@@ -64,17 +68,41 @@ async fn health(State(function): State<&'static str>) -> Json<Health> {
     })
 }
 
+async fn openapi(State(document): State<Arc<String>>) -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "application/json")], document.to_string())
+}
+
 /// Wraps a function's API routes with everything every function serves and
-/// does. `function` names it in `/health` and in metrics.
-pub fn wrap(api: Router, function: &'static str, settings: &HttpSettings, metrics: Metrics) -> Router {
+/// does. `function` names it in `/health`, `/openapi.json` and metrics.
+pub fn wrap(api: Api, function: &'static str, settings: &HttpSettings, metrics: Metrics) -> Router {
     let keys: Arc<[Secret]> = settings.api_keys.clone().into();
+    let Api { router, mut operations } = api;
+    operations.extend([
+        Operation::get("health", "liveness: the function's name and version")
+            .tag("service")
+            .json::<Health>(200, "the function is serving")
+            .open()
+            .with_path("/health"),
+        Operation::get("openapi", "this document")
+            .tag("service")
+            .json::<serde_json::Value>(200, "the OpenAPI 3.1 document")
+            .open()
+            .with_path("/openapi.json"),
+        Operation::get("metrics", "Prometheus metrics")
+            .tag("service")
+            .text(200, "the Prometheus text format")
+            .with_path("/metrics"),
+    ]);
+    let document = openapi::document(function, VERSION, &operations, !settings.api_keys.is_empty());
     // `/metrics` sits behind the key like the API: its labels name routes
-    // and models. `/health` stays open for load balancers and probes.
-    let protected = api
+    // and models. `/health` and the document stay open for load balancers,
+    // probes and client generators.
+    let protected = router
         .route("/metrics", get(metrics::render).with_state(metrics.clone()))
         .layer(middleware::from_fn_with_state(keys, auth::require_api_key));
     Router::new()
         .route("/health", get(health).with_state(function))
+        .route("/openapi.json", get(openapi).with_state(Arc::new(document.to_string())))
         .merge(protected)
         // Layers run bottom-up on the way in: request context first.
         .layer(DefaultBodyLimit::max(settings.max_body_bytes))

@@ -34,7 +34,7 @@ use crate::http::metrics::Metrics;
 
 /// Who said a turn. Tool results travel in a `User` turn, as Gemini expects;
 /// providers that want a separate role (OpenAI's `tool`) map it themselves.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     User,

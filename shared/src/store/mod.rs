@@ -47,7 +47,7 @@ pub struct NewMessage {
 }
 
 /// A stored message, with its place in the session.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct StoredMessage {
     #[serde(skip)]
     pub seq: u64,
@@ -117,7 +117,7 @@ pub trait MemoryStore: Send + Sync {
 }
 
 /// Where an agent task is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum TaskStatus {
     Queued,

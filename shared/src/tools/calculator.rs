@@ -20,7 +20,7 @@
 //! missing `)`, not as a division by zero that hides the typo.
 
 use async_trait::async_trait;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::{Tool, ToolContext, ToolError};
@@ -751,10 +751,24 @@ impl<'a> Parser<'a> {
     }
 }
 
-#[derive(Deserialize)]
+/// The tool's arguments, and the body of `POST /api/v1/tools/calculate`.
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct Args {
-    expression: String,
+#[schemars(rename = "CalculateRequest")]
+pub struct Args {
+    /// The expression to evaluate, such as "2*(3+4)" or "sqrt(2) + log(1000)".
+    #[schemars(schema_with = "crate::http::json::text_schema")]
+    pub expression: String,
+}
+
+/// The tool's result.
+#[derive(Serialize, schemars::JsonSchema)]
+#[schemars(rename = "CalculateResponse")]
+pub struct Answer {
+    pub expression: String,
+    /// A whole number when the result is one (exactly, below 2^53).
+    #[schemars(with = "f64")]
+    pub result: Value,
 }
 
 /// The `calculate` tool: [`evaluate`] for the model.
@@ -807,7 +821,10 @@ impl Tool for Calculator {
     async fn call(&self, args: Value, _context: &ToolContext) -> Result<Value, ToolError> {
         let Args { expression } = super::arguments::<Args>(args)?;
         let result = evaluate(&expression).map_err(|e| ToolError::InvalidArguments(e.to_string()))?;
-        Ok(json!({ "expression": expression, "result": format_number(result) }))
+        Ok(json!(Answer {
+            result: format_number(result),
+            expression,
+        }))
     }
 }
 

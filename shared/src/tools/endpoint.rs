@@ -5,13 +5,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::Json;
 use axum::extract::State;
 use axum::routing::post;
-use axum::{Json, Router};
+use schemars::JsonSchema;
 use serde_json::Value;
 
 use super::{Tool, ToolContext, ToolError};
-use crate::http::{ApiError, ApiJson};
+use crate::http::{Api, ApiError, ApiJson, Operation, Routes};
 
 async fn call(State(tool): State<Arc<dyn Tool>>, ApiJson(args): ApiJson<Value>) -> Result<Json<Value>, ApiError> {
     if !args.is_object() {
@@ -26,11 +27,21 @@ async fn call(State(tool): State<Arc<dyn Tool>>, ApiJson(args): ApiJson<Value>) 
     }
 }
 
-/// `POST path` (and `POST /` when `root_alias`) serving `tool`.
-pub fn routes(path: &str, tool: Arc<dyn Tool>, root_alias: bool) -> Router {
-    let mut router = Router::new().route(path, post(call));
+/// `POST path` (and `POST /` when `root_alias`) serving `tool`, documented
+/// with `Args`, the arguments the tool deserializes, and `Answer`, what it
+/// returns.
+pub fn routes<Args: JsonSchema, Answer: JsonSchema>(path: &str, tool: Arc<dyn Tool>, root_alias: bool) -> Api {
+    let name = tool.spec().name.clone();
+    let operation = |id: String| {
+        Operation::post(&id, tool.spec().description.clone())
+            .tag("tools")
+            .body::<Args>()
+            .json::<Answer>(200, "the tool's result")
+            .error(503, "the tool could not run for now; retry after Retry-After")
+    };
+    let mut routes = Routes::new().route(path, post(call), [operation(name.clone())]);
     if root_alias {
-        router = router.route("/", post(call));
+        routes = routes.route("/", post(call), [operation(format!("{name}_root"))]);
     }
-    router.with_state(tool)
+    routes.with_state(tool)
 }

@@ -83,7 +83,7 @@ const SPANISH_STOPWORDS: &[&str] = &[
     "sobre", "es", "se", "su", "sus", "como",
 ];
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct SearchResult {
     /// "Document title > Section heading".
     pub title: String,
@@ -948,12 +948,26 @@ impl Search {
     }
 }
 
-#[derive(Debug, Deserialize)]
+/// The tool's arguments, and the body of `POST /api/v1/tools/search`.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct Args {
-    query: String,
+#[schemars(rename = "SearchRequest")]
+pub struct Args {
+    /// A few keywords to look for, e.g. "cold start" or "matemáticas".
+    #[schemars(schema_with = "crate::http::json::text_schema")]
+    pub query: String,
+    /// How many results to return at most, best first (default 5).
     #[serde(default, deserialize_with = "whole_number")]
-    max_results: Option<u32>,
+    #[schemars(range(min = 1, max = MAX_RESULTS_LIMIT))]
+    pub max_results: Option<u32>,
+}
+
+/// The tool's result.
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+#[schemars(rename = "SearchResponse")]
+pub struct Answer {
+    pub query: String,
+    pub results: Vec<SearchResult>,
 }
 
 /// Accepts `5` and also `5.0`: some providers carry every JSON number of a
@@ -998,7 +1012,10 @@ impl Tool for Search {
             )));
         }
         let results = self.index.search(query, max_results);
-        Ok(json!({"query": query, "results": results}))
+        Ok(json!(Answer {
+            query: query.to_string(),
+            results,
+        }))
     }
 }
 

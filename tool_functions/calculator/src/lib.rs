@@ -8,16 +8,18 @@
 use std::sync::Arc;
 
 use agent_core::App;
-use agent_core::tools::{calculator::Calculator, endpoint};
+use agent_core::http::Api;
+use agent_core::tools::calculator::{self, Calculator};
+use agent_core::tools::endpoint;
 use axum::Router;
 
 pub const FUNCTION: &str = "calculator_function";
 pub const ROUTE: &str = "/api/v1/tools/calculate";
 
 /// The named route, behind the tools rate limit; `local` merges it.
-pub fn routes(app: &App) -> Router {
+pub fn routes(app: &App) -> Api {
     app.rate_limited(
-        endpoint::routes(ROUTE, Arc::new(Calculator::new()), false),
+        endpoint::routes::<calculator::Args, calculator::Answer>(ROUTE, Arc::new(Calculator::new()), false),
         "tools",
         app.settings.rate_limit_tools,
     )
@@ -25,6 +27,6 @@ pub fn routes(app: &App) -> Router {
 
 /// The standalone function, with `POST /` and the shared HTTP layer.
 pub fn router(app: &App) -> Router {
-    let api = endpoint::routes(ROUTE, Arc::new(Calculator::new()), true);
+    let api = endpoint::routes::<calculator::Args, calculator::Answer>(ROUTE, Arc::new(Calculator::new()), true);
     app.wrap(app.rate_limited(api, "tools", app.settings.rate_limit_tools), FUNCTION)
 }

@@ -8,6 +8,7 @@
 use std::sync::Arc;
 
 use agent_core::App;
+use agent_core::http::Api;
 use agent_core::tools::{endpoint, search};
 use axum::Router;
 
@@ -21,9 +22,9 @@ fn tool(app: &App) -> anyhow::Result<Arc<search::Search>> {
 }
 
 /// The named route, behind the tools rate limit; `local` merges it.
-pub fn routes(app: &App) -> anyhow::Result<Router> {
+pub fn routes(app: &App) -> anyhow::Result<Api> {
     Ok(app.rate_limited(
-        endpoint::routes(ROUTE, tool(app)?, false),
+        endpoint::routes::<search::Args, search::Answer>(ROUTE, tool(app)?, false),
         "tools",
         app.settings.rate_limit_tools,
     ))
@@ -31,6 +32,6 @@ pub fn routes(app: &App) -> anyhow::Result<Router> {
 
 /// The standalone function, with `POST /` and the shared HTTP layer.
 pub fn router(app: &App) -> anyhow::Result<Router> {
-    let api = endpoint::routes(ROUTE, tool(app)?, true);
+    let api = endpoint::routes::<search::Args, search::Answer>(ROUTE, tool(app)?, true);
     Ok(app.wrap(app.rate_limited(api, "tools", app.settings.rate_limit_tools), FUNCTION))
 }

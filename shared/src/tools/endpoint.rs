@@ -45,3 +45,41 @@ pub fn routes<Args: JsonSchema, Answer: JsonSchema>(path: &str, tool: Arc<dyn To
     }
     routes.with_state(tool)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use serde_json::Value;
+
+    use crate::tools::{Tool, calculator, search};
+
+    fn names(schema: &Value, key: &str) -> BTreeSet<String> {
+        match &schema[key] {
+            Value::Object(map) => map.keys().cloned().collect(),
+            Value::Array(items) => items.iter().filter_map(|v| v.as_str().map(str::to_string)).collect(),
+            _ => BTreeSet::new(),
+        }
+    }
+
+    /// The model is told the tool's parameters in a hand-written schema (the
+    /// providers take a subset of JSON Schema); the HTTP document derives
+    /// them from the arguments type. Both must name the same fields.
+    #[test]
+    fn the_model_and_the_http_document_see_the_same_arguments() {
+        let cases = [
+            (
+                calculator::Calculator::new().spec().parameters.clone(),
+                schemars::schema_for!(calculator::Args).to_value(),
+            ),
+            (
+                search::spec().parameters,
+                schemars::schema_for!(search::Args).to_value(),
+            ),
+        ];
+        for (for_model, derived) in cases {
+            assert_eq!(names(&for_model, "properties"), names(&derived, "properties"));
+            assert_eq!(names(&for_model, "required"), names(&derived, "required"));
+        }
+    }
+}

@@ -504,6 +504,17 @@ impl Accumulator for StreamAccumulator {
                 message: "the stream ended without an answer".into(),
             });
         }
+        // Gemini's last chunk carries the finishReason ("if empty, the model
+        // has not stopped generating"): a stream that ends without one was
+        // cut short, by a proxy or the network, and its text is not the
+        // whole answer.
+        if self.saw_candidate && self.finish_reason.is_none() {
+            return Err(ModelError::Unavailable {
+                message: "the stream ended before the model finished its answer (no chunk carried a finishReason)"
+                    .into(),
+                retry_after: None,
+            });
+        }
         let mut answer = Map::new();
         if self.saw_candidate {
             let mut candidate = Map::new();
@@ -732,6 +743,24 @@ mod tests {
         assert!(
             StreamAccumulator::default().finish().is_err(),
             "an empty stream is not an answer"
+        );
+    }
+
+    #[test]
+    fn a_stream_without_a_finish_reason_is_not_an_answer() {
+        let mut acc = StreamAccumulator::default();
+        let chunk = json!({"candidates": [{"content": {"role": "model", "parts": [{"text": "The answer is"}]}}]});
+        let (deltas, _) = acc
+            .event(&SseEvent {
+                data: chunk.to_string(),
+                ..SseEvent::default()
+            })
+            .expect("chunk");
+        assert_eq!(deltas, ["The answer is"]);
+        let err = acc.finish().expect_err("cut short");
+        assert!(
+            matches!(&err, ModelError::Unavailable { message, .. } if message.contains("finishReason")),
+            "{err:?}"
         );
     }
 }

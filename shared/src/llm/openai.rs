@@ -361,12 +361,15 @@ struct StreamAccumulator {
     finish_reason: Option<Value>,
     usage: Option<Value>,
     model: Option<Value>,
+    /// `data: [DONE]` arrived.
+    done: bool,
 }
 
 impl Accumulator for StreamAccumulator {
     fn event(&mut self, event: &SseEvent) -> Result<(Vec<String>, bool), ModelError> {
         let data = event.data.trim();
         if data == "[DONE]" {
+            self.done = true;
             return Ok((Vec::new(), true));
         }
         if data.is_empty() {
@@ -436,6 +439,14 @@ impl Accumulator for StreamAccumulator {
             return Err(ModelError::Upstream {
                 status: None,
                 message: "the stream ended without an answer".into(),
+            });
+        }
+        // Neither `[DONE]` nor a finish_reason: the stream was cut short (a
+        // proxy or the network ended it), and its text is not the whole answer.
+        if !self.done && self.finish_reason.is_none() {
+            return Err(ModelError::Unavailable {
+                message: "the stream ended before the model finished its answer (no finish_reason, no [DONE])".into(),
+                retry_after: None,
             });
         }
         let mut message = Map::new();
@@ -671,5 +682,33 @@ mod tests {
             (calls[1].id.as_deref(), calls[1].name.as_str(), &calls[1].args),
             (Some("c2"), "b", &json!({"x": 3}))
         );
+    }
+
+    #[test]
+    fn a_stream_cut_short_is_not_an_answer() {
+        let feed = |acc: &mut StreamAccumulator, data: &str| {
+            acc.event(&SseEvent {
+                data: data.to_string(),
+                ..SseEvent::default()
+            })
+            .expect("chunk")
+        };
+        let partial = json!({"choices": [{"index": 0, "delta": {"content": "The answer is"}, "finish_reason": null}]});
+        let mut acc = StreamAccumulator::default();
+        feed(&mut acc, &partial.to_string());
+        let err = acc.finish().expect_err("cut short");
+        assert!(matches!(err, ModelError::Unavailable { .. }), "{err:?}");
+        // Either end marker makes it whole.
+        let mut acc = StreamAccumulator::default();
+        feed(&mut acc, &partial.to_string());
+        feed(&mut acc, "[DONE]");
+        assert_eq!(acc.finish().expect("[DONE]").text(), "The answer is");
+        let mut acc = StreamAccumulator::default();
+        feed(&mut acc, &partial.to_string());
+        feed(
+            &mut acc,
+            &json!({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}).to_string(),
+        );
+        assert_eq!(acc.finish().expect("finish_reason").text(), "The answer is");
     }
 }

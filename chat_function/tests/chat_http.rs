@@ -584,3 +584,41 @@ async fn a_body_that_never_finishes_times_out_with_408() {
         "nothing of the stalled request was stored"
     );
 }
+
+#[tokio::test]
+async fn a_body_that_trickles_times_out_with_408() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    // A byte every 200 ms never leaves the connection idle for the timeout,
+    // so only a deadline for the whole body stops it.
+    let chat = Chat::start(&[("BODY_TIMEOUT_SECONDS", "1")]).await;
+    let mut slow = tokio::net::TcpStream::connect(chat.server.addr).await.expect("connect");
+    slow.write_all(
+        b"POST /api/v1/chat HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 4000\r\n\r\n",
+    )
+    .await
+    .expect("write");
+    let trickle = tokio::spawn(async move {
+        let mut answer = Vec::new();
+        for _ in 0..100 {
+            if slow.write_all(b" ").await.is_err() {
+                break;
+            }
+            let mut buf = [0u8; 4096];
+            match tokio::time::timeout(std::time::Duration::from_millis(200), slow.read(&mut buf)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => break,
+                Ok(Ok(n)) => answer.extend_from_slice(&buf[..n]),
+                Err(_) => {}
+            }
+        }
+        String::from_utf8_lossy(&answer).into_owned()
+    });
+    let ok = chat.post("/api/v1/chat", json!({"message": "hi"})).await;
+    assert_eq!(ok.status(), StatusCode::OK, "served meanwhile");
+    let answer = trickle.await.expect("the trickling client");
+    assert!(
+        answer.starts_with("HTTP/1.1 408"),
+        "answered before 100 bytes: {answer:?}"
+    );
+    assert!(answer.contains(r#""code":"request_timeout""#), "{answer}");
+}

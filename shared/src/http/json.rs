@@ -41,7 +41,7 @@ where
 fn timed_out(rejection: &axum::extract::rejection::BytesRejection) -> bool {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(rejection);
     while let Some(err) = source {
-        if err.is::<tower_http::timeout::TimeoutError>() {
+        if err.is::<super::BodyDeadline>() {
             return true;
         }
         source = err.source();

@@ -40,18 +40,49 @@ pub use openapi::{Api, Event, Operation, Routes};
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
-/// Bounds the wait for each part of a request body: a client that stops
-/// sending (on purpose or not) gets a 408 instead of holding a connection and
-/// a handler forever. The timeout restarts with every chunk received.
+/// The whole request body must arrive within the body timeout: a client
+/// that stops sending, or trickles a byte at a time (slowloris), gets a 408
+/// instead of holding a connection and a handler. A deadline per chunk
+/// would not stop the trickle.
 async fn body_timeout(
     State(timeout): State<std::time::Duration>,
     request: axum::extract::Request,
     next: middleware::Next,
 ) -> axum::response::Response {
+    use axum::body::HttpBody;
+    use futures_util::StreamExt;
+
     let (parts, body) = request.into_parts();
-    let body = axum::body::Body::new(tower_http::timeout::TimeoutBody::new(timeout, body));
-    next.run(axum::extract::Request::from_parts(parts, body)).await
+    if body.is_end_stream() {
+        return next.run(axum::extract::Request::from_parts(parts, body)).await;
+    }
+    let deadline = tokio::time::Instant::now() + timeout;
+    let chunks = futures_util::stream::unfold(Some(body.into_data_stream()), move |chunks| async move {
+        let mut chunks = chunks?;
+        match tokio::time::timeout_at(deadline, chunks.next()).await {
+            Ok(Some(chunk)) => Some((chunk.map_err(axum::BoxError::from), Some(chunks))),
+            Ok(None) => None,
+            Err(_) => Some((Err(axum::BoxError::from(BodyDeadline)), None)),
+        }
+    });
+    next.run(axum::extract::Request::from_parts(
+        parts,
+        axum::body::Body::from_stream(chunks),
+    ))
+    .await
 }
+
+/// The error a body past its deadline ends with; [`json`] answers it 408.
+#[derive(Debug)]
+pub(crate) struct BodyDeadline;
+
+impl std::fmt::Display for BodyDeadline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the request body did not arrive within BODY_TIMEOUT_SECONDS")
+    }
+}
+
+impl std::error::Error for BodyDeadline {}
 
 #[derive(Serialize, schemars::JsonSchema)]
 struct Health {

@@ -211,7 +211,10 @@ async fn submit(state: &AgentState, task: TaskRecord, warnings: Vec<String>) -> 
     state.tasks.create(&task).await?;
     if let Err(err) = state.queue.publish(&task.task_id).await {
         tracing::error!(%err, task_id = %task.task_id, "the task could not be queued; it is marked failed");
-        let message = format!("the task could not be queued ({err}); it is marked failed, submit it again");
+        let message = format!(
+            "task {} could not be queued ({err}); it is marked failed, submit it again",
+            task.task_id
+        );
         if let Err(store_err) = state
             .tasks
             .finish(&task.task_id, 0, TaskStatus::Failed, None, Some(&message))

@@ -111,11 +111,16 @@ for _ in $(seq 1 100); do
 done
 curl -fsS "$url/health" >/dev/null || die "no answer from $url/health after 10 s"
 
-# VmRSS (resident now) and VmHWM (the peak so far) in kB, and open files.
+# From /proc/PID/status: VmRSS (resident now), RssAnon (its heap and
+# stacks part), VmHWM (the peak so far), all in kB, and Threads; and the
+# open files.
 status_kb() { awk -v key="$1:" '$1 == key { print $2 }' "/proc/$server_pid/status"; }
 open_fds() { find "/proc/$server_pid/fd" -mindepth 1 -maxdepth 1 | wc -l; }
 mb() { awk -v kb="$1" 'BEGIN { printf "%.1f", kb / 1024 }'; }
-sample() { printf '%s %s rss_kb=%s hwm_kb=%s fds=%s\n' "$(date +%s)" "$1" "$(status_kb VmRSS)" "$(status_kb VmHWM)" "$(open_fds)"; }
+sample() {
+  printf '%s %s rss_kb=%s anon_kb=%s hwm_kb=%s threads=%s fds=%s\n' "$(date +%s)" "$1" \
+    "$(status_kb VmRSS)" "$(status_kb RssAnon)" "$(status_kb VmHWM)" "$(status_kb Threads)" "$(open_fds)"
+}
 
 rss_boot=$(status_kb VmRSS)
 echo "==> warm-up: ${warmup}s of the same mix (RSS at boot $(mb "$rss_boot") MB)"

@@ -123,7 +123,7 @@ sample() {
 }
 
 rss_boot=$(status_kb VmRSS)
-echo "==> warm-up: ${warmup}s of the same mix (RSS at boot $(mb "$rss_boot") MB)"
+echo "==> warm-up: ${warmup}s of the same mix (RSS at boot $(mb "$rss_boot") MiB)"
 wrk -t"$threads" -c"$connections" -d"${warmup}s" --timeout 10s -s scripts/soak.lua "$url" >"$work/warmup.txt"
 
 rss_start=$(status_kb VmRSS)
@@ -227,7 +227,10 @@ kill -0 "$server_pid" 2>/dev/null || failures+=("the server process died while i
 rss_idle=$(status_kb VmRSS)
 hwm=$(status_kb VmHWM)
 sample idle >>"$work/rss.log"
-rss_peak=$(awk '{ sub("rss_kb=", "", $3); if ($3 > max) max = $3 } END { print max }' "$work/rss.log")
+# The peak: the largest sample, or VmHWM if larger (it can also read lower
+# than a sample: the kernel updates it lazily).
+rss_peak=$(awk '{ for (i = 3; i <= NF; i++) if ($i ~ /^(rss|hwm)_kb=/) { v = substr($i, index($i, "=") + 1) + 0; if (v > max) max = v } }
+  END { print max }' "$work/rss.log")
 
 echo "==> RSS samples (every ${sample_every}s)"
 sed 's/^/  /' "$work/rss.log"
@@ -256,7 +259,7 @@ load        wrk -t$threads -c$connections -d${seconds}s (after ${warmup}s warm-u
 requests    $(field requests) in $(field seconds)s = $(field rps) req/s
 statuses    2xx=$(field 2xx) 4xx=$(field 4xx) 5xx=$wrk_5xx (server-side 5xx, warm-up included: $server_5xx); socket errors $socket_errors
 latency     p50=$(field p50_ms) ms p90=$(field p90_ms) ms p99=$(field p99_ms) ms p99.9=$(field p999_ms) ms max=$(field max_ms) ms
-RSS         boot $(mb "$rss_boot") MB, start $(mb "$rss_start") MB, peak sampled $(mb "$rss_peak") MB (VmHWM $(mb "$hwm") MB), end $(mb "$rss_end") MB, after ${idle}s idle $(mb "$rss_idle") MB
+RSS         boot $(mb "$rss_boot") MiB, start $(mb "$rss_start") MiB, peak $(mb "$rss_peak") MiB (VmHWM now $(mb "$hwm") MiB), end $(mb "$rss_end") MiB, after ${idle}s idle $(mb "$rss_idle") MiB
 queue       $accepted async tasks answered 202, $completed completed, $failed failed; drained: $([[ $drained == 1 ]] && echo yes || echo no)
 server log  $warnings WARN/ERROR lines
 EOF

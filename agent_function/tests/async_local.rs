@@ -103,7 +103,7 @@ impl Agent {
             .await
             .expect("the stream ends after done")
             .expect("text");
-        parse_sse(&text)
+        agent_core::testing::sse_events(&text)
     }
 }
 
@@ -113,23 +113,6 @@ async fn error(response: reqwest::Response, status: u16, code: &str) -> String {
     let body: Value = response.json().await.expect("json");
     assert_eq!(body["error"]["code"], code, "{body}");
     body["error"]["message"].as_str().expect("message").to_string()
-}
-
-fn parse_sse(text: &str) -> Vec<(String, Value)> {
-    text.split("\n\n")
-        .filter_map(|block| {
-            let mut name = None;
-            let mut data = String::new();
-            for line in block.lines() {
-                if let Some(v) = line.strip_prefix("event:") {
-                    name = Some(v.trim().to_string());
-                } else if let Some(v) = line.strip_prefix("data:") {
-                    data.push_str(v.trim_start());
-                }
-            }
-            Some((name?, serde_json::from_str(&data).unwrap_or(Value::Null)))
-        })
-        .collect()
 }
 
 #[tokio::test]

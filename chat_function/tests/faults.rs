@@ -365,20 +365,7 @@ async fn read_events(response: reqwest::Response) -> Vec<(String, Value)> {
             .starts_with("text/event-stream")
     );
     let text = response.text().await.expect("the event stream ends");
-    text.split("\n\n")
-        .filter_map(|block| {
-            let mut name = None;
-            let mut data = String::new();
-            for line in block.lines() {
-                if let Some(v) = line.strip_prefix("event:") {
-                    name = Some(v.trim().to_string());
-                } else if let Some(v) = line.strip_prefix("data:") {
-                    data.push_str(v.trim_start());
-                }
-            }
-            Some((name?, serde_json::from_str(&data).unwrap_or(Value::Null)))
-        })
-        .collect()
+    agent_core::testing::sse_events(&text)
 }
 
 fn names(events: &[(String, Value)]) -> Vec<&str> {

@@ -382,3 +382,22 @@ impl PubSubAdmin {
         answer["messageIds"][0].as_str().unwrap_or_default().to_string()
     }
 }
+
+/// The events of a server-sent event stream's text, as (name, JSON data);
+/// data that is not JSON reads as null.
+pub fn sse_events(text: &str) -> Vec<(String, serde_json::Value)> {
+    text.split("\n\n")
+        .filter_map(|block| {
+            let mut name = None;
+            let mut data = String::new();
+            for line in block.lines() {
+                if let Some(v) = line.strip_prefix("event:") {
+                    name = Some(v.trim().to_string());
+                } else if let Some(v) = line.strip_prefix("data:") {
+                    data.push_str(v.trim_start());
+                }
+            }
+            Some((name?, serde_json::from_str(&data).unwrap_or(serde_json::Value::Null)))
+        })
+        .collect()
+}

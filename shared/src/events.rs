@@ -193,13 +193,27 @@ fn decode_base64(encoded: &str) -> Result<Vec<u8>, String> {
 }
 
 /// A value from the body, JSON-quoted (so control characters cannot forge
-/// log lines) and cut short.
+/// log lines) and cut short. JSON escapes only what it must (below U+0020),
+/// so DEL and the C1 controls are escaped here too: U+0085 ends a line in
+/// some log viewers, and U+009B starts a terminal escape sequence (found by
+/// the `delivery` fuzz target).
 fn quote(value: &str) -> String {
+    use std::fmt::Write as _;
     let mut cut: String = value.chars().take(QUOTE_LIMIT).collect();
     if cut.len() < value.len() {
         cut.push('…');
     }
-    Value::String(cut).to_string()
+    let json = Value::String(cut).to_string();
+    let mut quoted = String::with_capacity(json.len());
+    for ch in json.chars() {
+        if ch.is_control() {
+            // Still valid JSON: a \u escape may stand for any character.
+            let _ = write!(quoted, "\\u{:04x}", u32::from(ch));
+        } else {
+            quoted.push(ch);
+        }
+    }
+    quoted
 }
 
 #[cfg(test)]
@@ -417,6 +431,23 @@ mod tests {
         let msg = decode_json(&no_headers(), &envelope).expect_err("refused").to_string();
         assert!(!msg.contains('\n'), "{msg}");
         assert!(msg.len() < 300, "{msg}");
+    }
+
+    #[test]
+    fn control_characters_beyond_json_are_escaped_too() {
+        // DEL, NEL and CSI, which JSON itself does not escape.
+        let sneaky = "google\u{7f}\u{85}\u{9b}31m";
+        let structured = headers(&[("content-type", "application/cloudevents+json")]);
+        let event = json!({"specversion": "1.0", "type": sneaky, "id": "1", "data": emulator_push("t")});
+        let got = decode_json(&structured, &event).expect_err("refused");
+        assert_eq!(
+            got,
+            DecodeError::WrongEventType(r#""google\u007f\u0085\u009b31m""#.into())
+        );
+        let msg = got.to_string();
+        assert!(!msg.chars().any(char::is_control), "{msg}");
+        let unquoted: String = serde_json::from_str(&quote(sneaky)).expect("still a JSON string");
+        assert_eq!(unquoted, sneaky);
     }
 
     #[test]

@@ -1,0 +1,75 @@
+#!/usr/bin/env python3
+"""Writes the hand-made starting inputs of each fuzz target into
+fuzz/corpus/<target>/ (the format of each is in fuzz/common/inputs.rs).
+libFuzzer grows the corpus from these; `cargo fuzz cmin` keeps what adds
+coverage. Re-run before a fresh campaign if the corpus was cleared."""
+import base64, hashlib, json, os, re, sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+CORPUS = os.path.join(os.path.dirname(HERE), "corpus")
+PUBSUB = "google.cloud.pubsub.topic.v1.messagePublished"
+
+
+def write(target, data):
+    d = os.path.join(CORPUS, target)
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, "seed-" + hashlib.sha1(data).hexdigest()[:16]), "wb") as f:
+        f.write(data)
+
+
+# calculator: the expressions of the calculator's own unit tests, and a few more.
+src = open(os.path.join(ROOT, "shared/src/tools/calculator.rs"), encoding="utf-8").read()
+exprs = set(re.findall(r'(?:eval|error|evaluate)\("((?:[^"\\]|\\.)*)"\)', src))
+exprs |= {"2*(3+4)", "sqrt(2) + log(1000)", "-2^2", "2**10", "min(1,2,3)", "max(1, 2)", "log(8, 2)",
+          "round(2.5)", "1e308*10", "(-8)^0.5", "1/0 + (2", "pi*e", "ln(0)", "tan(pi/2)", "7 % 0",
+          ".5e-3", "((((1))))", "2pi", "abs(-3)", "floor(-1.5)+ceil(1.5)", "exp(710)"}
+for e in sorted(exprs):
+    write("calculator", e.encode().decode("unicode_escape").encode("utf-8", "surrogatepass"))
+
+
+# delivery: a selector byte (fuzz/common/inputs.rs) and a body.
+def b64(obj, alt=False):
+    raw = json.dumps(obj).encode()
+    return (base64.urlsafe_b64encode(raw).rstrip(b"=") if alt else base64.b64encode(raw)).decode()
+
+
+push = {"message": {"attributes": {"origin": "api"}, "data": b64({"task_id": "task-1"}), "messageId": "4",
+                    "message_id": "4", "publishTime": "2025-01-02T03:04:05.678Z"},
+        "subscription": "projects/demo/subscriptions/tasks-push", "deliveryAttempt": 2}
+bare = {"message": {"data": b64({"task_id": "t"}, alt=True)}}
+structured = {"specversion": "1.0", "type": PUBSUB, "source": "//pubsub.googleapis.com/projects/p/topics/t",
+              "id": "9001", "datacontenttype": "application/json", "data": push}
+structured64 = {"specversion": "1.0", "type": PUBSUB, "id": "ce-1",
+                "data_base64": base64.b64encode(json.dumps(bare).encode()).decode()}
+for selector, body in [(0, push), (1, bare), (2, structured), (3, structured64), (4, push), (4, bare),
+                       (6, push), (7, push), (2, push), (0, {"message": {"data": "", "messageId": "1"}})]:
+    write("delivery", bytes([selector]) + json.dumps(body).encode())
+write("delivery", bytes([5]) + b"id-77\n" + json.dumps(bare).encode())
+write("delivery", bytes([0]) + b"[1,2]")
+
+# request_body: selector (route in bits 0-1, content type in bits 2-3) and a body.
+CHAT, AGENT, CALC, SEARCH = 0, 1, 2, 3
+bodies = [
+    (CHAT, {"message": "hello"}),
+    (CHAT | 4, {"message": "what did I say?", "session_id": "fuzz-1", "system_instruction": "Be brief."}),
+    (CHAT | 8, {"message": "stream it", "stream": True}),
+    (CHAT, {"message": " ", "session_id": "__x__"}),
+    (AGENT, {"task": "What is 2*(3+4)?"}),
+    (AGENT | 4, {"task": "Remember that my name is Ada, then search for rate limits", "session_id": "fuzz-2",
+                 "max_steps": 3}),
+    (AGENT, {"task": "what is my name?", "session_id": "fuzz-2", "max_steps": 0}),
+    (AGENT | 8, {"task": "compute sqrt(2)", "async": True}),
+    (AGENT, {"task": "x", "async": True, "callback_url": "http://127.0.0.1:1/hook"}),
+    (AGENT, {"task": "x", "callback_url": "https://example.com/hook", "system_instruction": "s"}),
+    (CALC, {"expression": "2*(3+4)"}),
+    (CALC | 4, {"expression": "1/0"}),
+    (CALC, {"expression": 7}),
+    (SEARCH, {"query": "rate limit", "max_results": 3}),
+    (SEARCH | 12, {"query": "how do I deploy to Cloud Run?"}),
+    (SEARCH, {"query": ""}),
+]
+for selector, body in bodies:
+    write("request_body", bytes([selector]) + json.dumps(body).encode())
+for selector, raw in [(CHAT, b""), (CHAT, b"{"), (AGENT, b"[1]"), (CALC, b"null"), (SEARCH, b"message=hi")]:
+    write("request_body", bytes([selector]) + raw)

@@ -99,8 +99,20 @@ async fn health(State(function): State<&'static str>) -> Json<Health> {
     })
 }
 
-async fn openapi(State(document): State<Arc<String>>) -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "application/json")], document.to_string())
+/// The document, built on its first request rather than at start-up: a
+/// cold start should not pay for schemas that most instances never serve.
+struct Document {
+    function: &'static str,
+    operations: Vec<Operation>,
+    api_keys: bool,
+    built: std::sync::OnceLock<String>,
+}
+
+async fn openapi(State(document): State<Arc<Document>>) -> impl IntoResponse {
+    let body = document.built.get_or_init(|| {
+        openapi::document(document.function, VERSION, &document.operations, document.api_keys).to_string()
+    });
+    ([(header::CONTENT_TYPE, "application/json")], body.clone())
 }
 
 /// Wraps a function's API routes with everything every function serves and
@@ -124,7 +136,12 @@ pub fn wrap(api: Api, function: &'static str, settings: &HttpSettings, metrics: 
             .text(200, "the Prometheus text format")
             .with_path("/metrics"),
     ]);
-    let document = openapi::document(function, VERSION, &operations, !settings.api_keys.is_empty());
+    let document = Arc::new(Document {
+        function,
+        operations,
+        api_keys: !settings.api_keys.is_empty(),
+        built: std::sync::OnceLock::new(),
+    });
     // `/metrics` sits behind the key like the API: its labels name routes
     // and models. `/health` and the document stay open for load balancers,
     // probes and client generators.
@@ -133,7 +150,7 @@ pub fn wrap(api: Api, function: &'static str, settings: &HttpSettings, metrics: 
         .layer(middleware::from_fn_with_state(keys, auth::require_api_key));
     Router::new()
         .route("/health", get(health).with_state(function))
-        .route("/openapi.json", get(openapi).with_state(Arc::new(document.to_string())))
+        .route("/openapi.json", get(openapi).with_state(document))
         .merge(protected)
         // Layers run bottom-up on the way in: request context first.
         .layer(DefaultBodyLimit::max(settings.max_body_bytes))

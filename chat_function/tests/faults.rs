@@ -307,6 +307,15 @@ impl Chat {
     /// answered 200 with one model call, the history the model gets holds
     /// the stored messages and nothing of the failed request, and the turn
     /// is stored after them.
+    /// What every failed turn must leave: the model called exactly `calls`
+    /// times (`why`), no half-written turn in the session, and the service
+    /// serving the next request.
+    async fn failed_cleanly(&self, session: &str, calls: usize, why: &str) {
+        assert_eq!(self.model.calls().len(), calls, "{why}");
+        assert_eq!(self.stored(session).await, first_turn(), "no half-written turn");
+        self.keeps_serving(session).await;
+    }
+
     async fn keeps_serving(&self, session: &str) {
         let before = self.stored(session).await;
         self.model.script(vec![Reply::Answer("back to normal")]);
@@ -419,13 +428,8 @@ async fn a_429_forever_is_a_503_after_bounded_retries() {
     let (message, retry_after) = envelope(chat.say("s", "doomed").await, 503, "unavailable").await;
     assert!(message.contains("Resource has been exhausted"), "{message}");
     assert_eq!(retry_after, Some(1), "the provider's hint, in whole seconds");
-    assert_eq!(
-        chat.model.calls().len(),
-        3,
-        "LLM_MAX_RETRIES=2: one call and two retries"
-    );
-    assert_eq!(chat.stored("s").await, first_turn(), "no half-written turn");
-    chat.keeps_serving("s").await;
+    chat.failed_cleanly("s", 3, "LLM_MAX_RETRIES=2: one call and two retries")
+        .await;
 }
 
 #[tokio::test]
@@ -442,9 +446,8 @@ async fn a_429_with_a_long_hint_is_answered_at_once() {
     let (_, retry_after) = envelope(chat.say("s", "doomed").await, 503, "unavailable").await;
     assert!(started.elapsed() < Duration::from_secs(10), "not waited for");
     assert_eq!(retry_after, Some(45), "the client is told what the provider asked");
-    assert_eq!(chat.model.calls().len(), 1, "a hint beyond 30 s is not waited for");
-    assert_eq!(chat.stored("s").await, first_turn());
-    chat.keeps_serving("s").await;
+    chat.failed_cleanly("s", 1, "a hint beyond 30 s is not waited for")
+        .await;
 }
 
 #[tokio::test]
@@ -455,9 +458,7 @@ async fn a_503_forever_is_a_503_after_bounded_retries() {
     let (message, retry_after) = envelope(chat.say("s", "doomed").await, 503, "unavailable").await;
     assert!(message.contains("The model is overloaded"), "{message}");
     assert_eq!(retry_after, Some(5), "no hint from the provider: the default");
-    assert_eq!(chat.model.calls().len(), 3, "one call and two retries");
-    assert_eq!(chat.stored("s").await, first_turn(), "no half-written turn");
-    chat.keeps_serving("s").await;
+    chat.failed_cleanly("s", 3, "one call and two retries").await;
 }
 
 #[tokio::test]
@@ -473,9 +474,7 @@ async fn a_500_forever_is_a_503_after_bounded_retries() {
     let (message, retry_after) = envelope(chat.say("s", "doomed").await, 503, "unavailable").await;
     assert!(message.contains("An internal error has occurred"), "{message}");
     assert_eq!(retry_after, Some(5));
-    assert_eq!(chat.model.calls().len(), 3, "a 500 is retried, boundedly");
-    assert_eq!(chat.stored("s").await, first_turn(), "no half-written turn");
-    chat.keeps_serving("s").await;
+    chat.failed_cleanly("s", 3, "a 500 is retried, boundedly").await;
 }
 
 #[tokio::test]
@@ -492,9 +491,8 @@ async fn a_model_that_never_answers_is_a_504() {
         elapsed >= Duration::from_secs(3) && elapsed < Duration::from_secs(10),
         "bounded: {elapsed:?}"
     );
-    assert_eq!(chat.model.calls().len(), 3, "each attempt timed out and was retried");
-    assert_eq!(chat.stored("s").await, first_turn(), "no half-written turn");
-    chat.keeps_serving("s").await;
+    chat.failed_cleanly("s", 3, "each attempt timed out and was retried")
+        .await;
 }
 
 #[tokio::test]
@@ -554,9 +552,7 @@ async fn a_stream_cut_in_the_middle_ends_with_an_error_event() {
     assert_eq!(names(&events), ["delta", "delta", "error"], "{events:?}");
     assert_eq!(events[0].1["text"], "The answer ");
     assert_eq!(events[2].1["error"]["code"], "unavailable", "{events:?}");
-    assert_eq!(chat.model.calls().len(), 1, "a stream under way is not retried");
-    assert_eq!(chat.stored("s").await, first_turn(), "the partial answer is not stored");
-    chat.keeps_serving("s").await;
+    chat.failed_cleanly("s", 1, "a stream under way is not retried").await;
 
     // Streaming works again on the same server.
     chat.model.script(vec![Reply::Answer("streamed fine")]);

@@ -2,38 +2,16 @@
 //! the offline model, with local servers speaking Gemini's and OpenAI's wire
 //! formats, and with the calculator as a remote function.
 
+mod common;
+
 use agent_core::agent::Step;
 use agent_core::testing::{Scripted, TestApp, TestServer, free_port};
-use agent_function::{AgentResponse, FUNCTION, TaskView, router};
+use agent_function::{AgentResponse, TaskView};
+use common::Agent;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-struct Agent {
-    server: TestServer,
-    http: reqwest::Client,
-    _app: TestApp,
-}
-
 impl Agent {
-    async fn start(vars: &[(&str, &str)]) -> Agent {
-        let app = TestApp::start(FUNCTION, vars).await;
-        let router = router(&app).await.expect("router builds");
-        Agent {
-            server: TestServer::start(router).await,
-            http: reqwest::Client::new(),
-            _app: app,
-        }
-    }
-
-    async fn post(&self, body: Value) -> reqwest::Response {
-        self.http
-            .post(format!("{}/api/v1/agent", self.server.url))
-            .json(&body)
-            .send()
-            .await
-            .expect("request")
-    }
-
     async fn run(&self, body: Value) -> AgentResponse {
         let response = self.post(body).await;
         let status = response.status();

@@ -3,88 +3,22 @@
 //! Real HTTP over loopback, including the webhook receiver.
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
+
+mod common;
 
 use agent_core::store::TaskRecord;
 use agent_core::testing::{TestApp, TestServer, free_port};
-use agent_function::{FUNCTION, router};
+use agent_function::FUNCTION;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
+use common::{Agent, DEADLINE};
 use serde_json::{Value, json};
 
 const SECRET: &str = "local-webhook-secret";
-const DEADLINE: Duration = Duration::from_secs(60);
-
-struct Agent {
-    server: TestServer,
-    http: reqwest::Client,
-    app: TestApp,
-}
 
 impl Agent {
-    async fn start(vars: &[(&str, &str)]) -> Agent {
-        let app = TestApp::start(FUNCTION, vars).await;
-        Agent::on(app).await
-    }
-
-    async fn on(app: TestApp) -> Agent {
-        let router = router(&app).await.expect("router builds");
-        Agent {
-            server: TestServer::start(router).await,
-            http: reqwest::Client::new(),
-            app,
-        }
-    }
-
-    async fn post(&self, body: Value) -> reqwest::Response {
-        self.http
-            .post(format!("{}/api/v1/agent", self.server.url))
-            .json(&body)
-            .send()
-            .await
-            .expect("request")
-    }
-
-    async fn get(&self, path: &str) -> Value {
-        self.http
-            .get(format!("{}{path}", self.server.url))
-            .send()
-            .await
-            .expect("request")
-            .json()
-            .await
-            .expect("json")
-    }
-
-    /// The tasks a queue would still deliver.
-    async fn runnable(&self) -> Vec<String> {
-        self.app
-            .stores
-            .tasks
-            .runnable(SystemTime::now(), 10)
-            .await
-            .expect("runnable")
-    }
-
-    /// Polls the task until it is finished, keeping every status seen.
-    async fn wait_finished(&self, id: &str) -> (Value, Vec<String>) {
-        let started = std::time::Instant::now();
-        let mut seen: Vec<String> = Vec::new();
-        loop {
-            let task = self.get(&format!("/api/v1/tasks/{id}")).await;
-            let status = task["status"].as_str().unwrap_or_default().to_string();
-            if seen.last() != Some(&status) {
-                seen.push(status.clone());
-            }
-            if status == "completed" || status == "failed" {
-                return (task, seen);
-            }
-            assert!(started.elapsed() < DEADLINE, "task {id} did not finish: {task}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
     /// The whole event stream of a task, as (event, data) pairs.
     async fn events(&self, id: &str, last_event_id: Option<&str>) -> Vec<(String, Value)> {
         let mut request = self.http.get(format!("{}/api/v1/tasks/{id}/events", self.server.url));
@@ -109,10 +43,7 @@ impl Agent {
 
 /// Checks the status and the envelope's code; returns its message.
 async fn error(response: reqwest::Response, status: u16, code: &str) -> String {
-    assert_eq!(response.status(), status);
-    let body: Value = response.json().await.expect("json");
-    assert_eq!(body["error"]["code"], code, "{body}");
-    body["error"]["message"].as_str().expect("message").to_string()
+    agent_core::testing::error_envelope(response, status, code).await.0
 }
 
 #[tokio::test]

@@ -18,11 +18,12 @@
 //! The chat function's matrix (model faults, streams, the store, bodies,
 //! slow clients) is `chat_function/tests/faults.rs`.
 
-use std::path::PathBuf;
-use std::time::{Duration, Instant, SystemTime};
+mod common;
 
-use agent_core::testing::{Scripted, TestApp, TestServer, free_port};
-use agent_function::{FUNCTION, router};
+use std::time::{Duration, Instant};
+
+use agent_core::testing::{Scripted, error_envelope as envelope, free_port};
+use common::Agent;
 use serde_json::{Value, json};
 
 const GENERATE: &str = "/v1beta/models/gemini-2.5-flash:generateContent";
@@ -66,24 +67,24 @@ struct Row {
     error: Option<String>,
 }
 
-struct Agent {
-    server: TestServer,
-    http: reqwest::Client,
+/// The agent function (the shared harness) in front of a scripted model.
+struct Faults {
+    agent: Agent,
     model: Scripted,
-    app: TestApp,
-    db: PathBuf,
 }
 
-impl Agent {
-    async fn start(replies: Vec<(u16, Value)>, extra: &[(&str, &str)]) -> Agent {
+impl std::ops::Deref for Faults {
+    type Target = Agent;
+
+    fn deref(&self) -> &Agent {
+        &self.agent
+    }
+}
+
+impl Faults {
+    async fn start(replies: Vec<(u16, Value)>, extra: &[(&str, &str)]) -> Faults {
         let model = Scripted::start(GENERATE, replies).await;
-        // A folder of the test's own, removed when the Agent is dropped.
-        let db = std::env::temp_dir()
-            .join(format!("agent-faults-{}", uuid::Uuid::new_v4().simple()))
-            .join("agent.db");
-        let db_text = db.to_string_lossy().into_owned();
         let mut vars = vec![
-            ("SQLITE_PATH", db_text.as_str()),
             ("LLM_PROVIDER", "gemini"),
             ("GEMINI_API_KEY", "faults-test-key"),
             ("GEMINI_BASE_URL", model.server.url.as_str()),
@@ -93,27 +94,10 @@ impl Agent {
             ("RATE_LIMIT_AGENT", "off"),
         ];
         vars.extend_from_slice(extra);
-        let app = TestApp::start(FUNCTION, &vars).await;
-        let router = router(&app).await.expect("the router builds");
-        Agent {
-            server: TestServer::start(router).await,
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(30))
-                .build()
-                .expect("client"),
+        Faults {
+            agent: Agent::start(&vars).await,
             model,
-            app,
-            db,
         }
-    }
-
-    async fn post(&self, body: Value) -> reqwest::Response {
-        self.http
-            .post(format!("{}/api/v1/agent", self.server.url))
-            .json(&body)
-            .send()
-            .await
-            .expect("the agent function answers")
     }
 
     fn model_calls(&self) -> usize {
@@ -122,8 +106,9 @@ impl Agent {
 
     /// Every task in the database, oldest first.
     fn tasks(&self) -> Vec<Row> {
-        let conn = rusqlite::Connection::open_with_flags(&self.db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-            .expect("open the database");
+        let conn =
+            rusqlite::Connection::open_with_flags(self.app.sqlite_path(), rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+                .expect("open the database");
         let mut statement = conn
             .prepare("SELECT id, status, attempts, error FROM tasks ORDER BY created_at, rowid")
             .expect("prepare");
@@ -140,70 +125,11 @@ impl Agent {
             .collect::<Result<_, _>>()
             .expect("rows")
     }
-
-    /// The tasks a queue would still deliver.
-    async fn runnable(&self) -> Vec<String> {
-        self.app
-            .stores
-            .tasks
-            .runnable(SystemTime::now(), 10)
-            .await
-            .expect("runnable")
-    }
-
-    async fn task(&self, id: &str) -> Value {
-        self.http
-            .get(format!("{}/api/v1/tasks/{id}", self.server.url))
-            .send()
-            .await
-            .expect("get")
-            .json()
-            .await
-            .expect("json")
-    }
-
-    async fn wait_finished(&self, id: &str) -> Value {
-        let started = Instant::now();
-        loop {
-            let task = self.task(id).await;
-            if task["status"] == "completed" || task["status"] == "failed" {
-                return task;
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(20),
-                "task {id} did not finish: {task}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        if let Some(dir) = self.db.parent() {
-            let _ = std::fs::remove_dir_all(dir);
-        }
-    }
-}
-
-/// Checks the status and the envelope; returns the message and `Retry-After`.
-async fn envelope(response: reqwest::Response, status: u16, code: &str) -> (String, Option<u64>) {
-    assert_eq!(response.status().as_u16(), status, "status");
-    let retry_after = response
-        .headers()
-        .get("retry-after")
-        .map(|v| v.to_str().expect("ascii").parse::<u64>().expect("whole seconds"));
-    let body: Value = response.json().await.expect("json envelope");
-    assert_eq!(body["error"]["code"], code, "{body}");
-    (
-        body["error"]["message"].as_str().expect("message").to_string(),
-        retry_after,
-    )
 }
 
 #[tokio::test]
 async fn a_sync_run_on_a_failing_model_fails_its_task_and_the_next_run_succeeds() {
-    let agent = Agent::start(
+    let agent = Faults::start(
         vec![
             overloaded(),
             overloaded(),
@@ -263,13 +189,13 @@ async fn an_async_task_on_a_refusing_model_fails_after_bounded_attempts() {
     // Six refusals: 2 deliveries (TASK_MAX_ATTEMPTS) of 3 calls each.
     let mut replies = vec![quota_exhausted(); 6];
     replies.push(answer("Done at last."));
-    let agent = Agent::start(replies, &[]).await;
+    let agent = Faults::start(replies, &[]).await;
 
     let accepted = agent.post(json!({"task": "Summarise the news", "async": true})).await;
     assert_eq!(accepted.status(), 202);
     let accepted: Value = accepted.json().await.expect("json");
     let id = accepted["task_id"].as_str().expect("task_id").to_string();
-    let task = agent.wait_finished(&id).await;
+    let (task, _) = agent.wait_finished(&id).await;
     assert_eq!(task["status"], "failed", "{task}");
     assert_eq!(task["attempts"], 2, "{task}");
     let error = task["error"].as_str().expect("error");
@@ -292,7 +218,7 @@ async fn an_async_task_on_a_refusing_model_fails_after_bounded_attempts() {
         .json()
         .await
         .expect("json");
-    let next = agent
+    let (next, _) = agent
         .wait_finished(accepted["task_id"].as_str().expect("task_id"))
         .await;
     assert_eq!(next["status"], "completed", "{next}");
@@ -304,7 +230,7 @@ async fn an_async_task_on_a_refusing_model_fails_after_bounded_attempts() {
 async fn pubsub_unreachable_at_publish_fails_the_task_and_the_service_keeps_serving() {
     // Pub/Sub at a port where nothing listens.
     let host = format!("127.0.0.1:{}", free_port());
-    let agent = Agent::start(
+    let agent = Faults::start(
         vec![answer("Sync runs need no queue.")],
         &[
             ("QUEUE", "pubsub"),

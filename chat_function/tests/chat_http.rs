@@ -58,22 +58,7 @@ impl Chat {
 
 /// Asserts the error envelope with this status and code, and returns the message.
 async fn envelope(response: reqwest::Response, status: u16, code: &str) -> String {
-    assert_eq!(response.status().as_u16(), status, "status");
-    let content_type = response
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string();
-    assert!(
-        content_type.starts_with("application/json"),
-        "content type {content_type}"
-    );
-    let body: Value = response.json().await.expect("json body");
-    assert_eq!(body["error"]["code"], code, "{body}");
-    let message = body["error"]["message"].as_str().expect("message").to_string();
-    assert!(!message.is_empty());
-    message
+    agent_core::testing::error_envelope(response, status, code).await.0
 }
 
 #[tokio::test]
@@ -540,85 +525,4 @@ async fn responses_carry_a_request_id() {
     assert_eq!(r.headers()["x-request-id"], "abc-123");
     let r = chat.http.get(chat.url("/health")).send().await.expect("get");
     assert_eq!(r.headers()["x-request-id"].len(), 36);
-}
-
-/// A client that sends its headers and part of its body, then nothing: it
-/// gets a 408 in the envelope once BODY_TIMEOUT_SECONDS has passed, nothing
-/// is stored, and the function goes on serving everyone else meanwhile.
-#[tokio::test]
-async fn a_body_that_never_finishes_times_out_with_408() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-    let chat = Chat::start(&[("BODY_TIMEOUT_SECONDS", "0.5")]).await;
-    let mut stalled = tokio::net::TcpStream::connect(chat.server.addr).await.expect("connect");
-    stalled
-        .write_all(
-            b"POST /api/v1/chat HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n\
-              content-length: 100\r\n\r\n{\"message\":\"stalled\",\"session_id\":\"slow-1\"",
-        )
-        .await
-        .expect("write");
-
-    // Served while the stalled body is pending.
-    let ok = chat.post("/api/v1/chat", json!({"message": "hi"})).await;
-    assert_eq!(ok.status(), StatusCode::OK);
-
-    let mut answer = Vec::new();
-    // A bound for a failure message, not a measurement.
-    tokio::time::timeout(std::time::Duration::from_secs(20), stalled.read_to_end(&mut answer))
-        .await
-        .expect("the stalled request gets an answer")
-        .expect("read");
-    let answer = String::from_utf8_lossy(&answer);
-    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
-    assert!(answer.contains(r#""code":"request_timeout""#), "{answer}");
-    let session = chat
-        .http
-        .get(chat.url("/api/v1/sessions/slow-1"))
-        .send()
-        .await
-        .expect("get");
-    assert_eq!(
-        session.status(),
-        StatusCode::NOT_FOUND,
-        "nothing of the stalled request was stored"
-    );
-}
-
-#[tokio::test]
-async fn a_body_that_trickles_times_out_with_408() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-    // A byte every 200 ms never leaves the connection idle for the timeout,
-    // so only a deadline for the whole body stops it.
-    let chat = Chat::start(&[("BODY_TIMEOUT_SECONDS", "1")]).await;
-    let mut slow = tokio::net::TcpStream::connect(chat.server.addr).await.expect("connect");
-    slow.write_all(
-        b"POST /api/v1/chat HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 4000\r\n\r\n",
-    )
-    .await
-    .expect("write");
-    let trickle = tokio::spawn(async move {
-        let mut answer = Vec::new();
-        for _ in 0..100 {
-            if slow.write_all(b" ").await.is_err() {
-                break;
-            }
-            let mut buf = [0u8; 4096];
-            match tokio::time::timeout(std::time::Duration::from_millis(200), slow.read(&mut buf)).await {
-                Ok(Ok(0)) | Ok(Err(_)) => break,
-                Ok(Ok(n)) => answer.extend_from_slice(&buf[..n]),
-                Err(_) => {}
-            }
-        }
-        String::from_utf8_lossy(&answer).into_owned()
-    });
-    let ok = chat.post("/api/v1/chat", json!({"message": "hi"})).await;
-    assert_eq!(ok.status(), StatusCode::OK, "served meanwhile");
-    let answer = trickle.await.expect("the trickling client");
-    assert!(
-        answer.starts_with("HTTP/1.1 408"),
-        "answered before 100 bytes: {answer:?}"
-    );
-    assert!(answer.contains(r#""code":"request_timeout""#), "{answer}");
 }

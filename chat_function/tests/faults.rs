@@ -32,11 +32,12 @@
 //! | body of exactly `MAX_BODY_BYTES` | accepted: 200 | `bodies_at_the_limit_pass_and_one_byte_over_is_a_413` |
 //! | body one byte over (`Content-Length`, and chunked without one) | 413 `payload_too_large` naming the limit; the model is not called | `bodies_at_the_limit_pass_and_one_byte_over_is_a_413` |
 //! | client sends headers and part of the body, then stalls | 408 `request_timeout` after `BODY_TIMEOUT_SECONDS` (1); a concurrent request is answered 200 before it | `a_client_that_stalls_mid_body_gets_a_408_while_others_are_served` |
+//! | client trickles its body a byte every 200 ms (never idle for the timeout) | 408 `request_timeout` once the whole body's deadline passes; a concurrent request is answered 200 | `a_body_that_trickles_times_out_with_408` |
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use agent_core::testing::{TestApp, TestServer};
+use agent_core::testing::{TestApp, TestServer, error_envelope as envelope};
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
@@ -348,22 +349,6 @@ fn first_turn() -> Vec<(String, String)> {
     pair("first question", "first answer")
 }
 
-/// Checks the status and the envelope; returns the message and `Retry-After`.
-async fn envelope(response: reqwest::Response, status: u16, code: &str) -> (String, Option<u64>) {
-    assert_eq!(response.status().as_u16(), status, "status");
-    let content_type = response.headers()["content-type"].to_str().expect("ascii").to_string();
-    assert!(content_type.starts_with("application/json"), "{content_type}");
-    let retry_after = response
-        .headers()
-        .get("retry-after")
-        .map(|v| v.to_str().expect("ascii").parse::<u64>().expect("whole seconds"));
-    let body: Value = response.json().await.expect("json envelope");
-    assert_eq!(body["error"]["code"], code, "{body}");
-    let message = body["error"]["message"].as_str().expect("message").to_string();
-    assert!(!message.is_empty());
-    (message, retry_after)
-}
-
 /// The events of a finished event stream, as (name, data).
 async fn read_events(response: reqwest::Response) -> Vec<(String, Value)> {
     assert_eq!(response.status(), StatusCode::OK);
@@ -641,7 +626,7 @@ async fn a_locked_store_is_a_503_and_nothing_is_half_written() {
 }
 
 // ---------------------------------------------------------------------------
-// Clients: bodies at and over the limit, and a client that stalls.
+// Clients: bodies at and over the limit, and clients that stall or trickle.
 
 #[tokio::test]
 async fn bodies_at_the_limit_pass_and_one_byte_over_is_a_413() {
@@ -744,5 +729,47 @@ async fn a_client_that_stalls_mid_body_gets_a_408_while_others_are_served() {
         "the other request did not wait for the stalled one"
     );
     assert_eq!(chat.stored("s").await, first_turn(), "nothing of the stalled request");
+    chat.keeps_serving("s").await;
+}
+
+#[tokio::test]
+async fn a_body_that_trickles_times_out_with_408() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    // A byte every 200 ms never leaves the connection idle for the timeout,
+    // so only a deadline for the whole body stops it.
+    let chat = Chat::start(&[("BODY_TIMEOUT_SECONDS", "1")]).await;
+    chat.first_turn("s").await;
+    let mut slow = tokio::net::TcpStream::connect(chat.server.addr).await.expect("connect");
+    slow.write_all(
+        b"POST /api/v1/chat HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 4000\r\n\r\n",
+    )
+    .await
+    .expect("write");
+    let trickle = tokio::spawn(async move {
+        let mut answer = Vec::new();
+        for _ in 0..100 {
+            if slow.write_all(b" ").await.is_err() {
+                break;
+            }
+            let mut buf = [0u8; 4096];
+            match tokio::time::timeout(std::time::Duration::from_millis(200), slow.read(&mut buf)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => break,
+                Ok(Ok(n)) => answer.extend_from_slice(&buf[..n]),
+                Err(_) => {}
+            }
+        }
+        String::from_utf8_lossy(&answer).into_owned()
+    });
+    chat.model.script(vec![Reply::Answer("meanwhile")]);
+    let ok = chat.say("other", "not trickling").await;
+    assert_eq!(ok.status(), StatusCode::OK, "served meanwhile");
+    let answer = trickle.await.expect("the trickling client");
+    assert!(
+        answer.starts_with("HTTP/1.1 408"),
+        "answered before 100 bytes: {answer:?}"
+    );
+    assert!(answer.contains(r#""code":"request_timeout""#), "{answer}");
+    assert_eq!(chat.stored("s").await, first_turn(), "nothing of the trickled request");
     chat.keeps_serving("s").await;
 }

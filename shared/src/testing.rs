@@ -288,6 +288,13 @@ impl TestApp {
     }
 }
 
+impl TestApp {
+    /// The SQLite file the app stores in, for tests that read it directly.
+    pub fn sqlite_path(&self) -> std::path::PathBuf {
+        self.dir.join("agent.db")
+    }
+}
+
 impl std::ops::Deref for TestApp {
     type Target = crate::App;
 
@@ -400,4 +407,27 @@ pub fn sse_events(text: &str) -> Vec<(String, serde_json::Value)> {
             Some((name?, serde_json::from_str(&data).unwrap_or(serde_json::Value::Null)))
         })
         .collect()
+}
+
+/// Checks an error answer: its status, a JSON body, the envelope's `code`
+/// and a message. Returns the message and `Retry-After` in whole seconds.
+pub async fn error_envelope(response: reqwest::Response, status: u16, code: &str) -> (String, Option<u64>) {
+    assert_eq!(response.status().as_u16(), status, "status");
+    let headers = response.headers();
+    let content_type = headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("");
+    assert!(
+        content_type.starts_with("application/json"),
+        "content type {content_type:?}"
+    );
+    let retry_after = headers.get("retry-after").map(|v| {
+        v.to_str()
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+            .expect("Retry-After in whole seconds")
+    });
+    let body: serde_json::Value = response.json().await.expect("a JSON envelope");
+    assert_eq!(body["error"]["code"], code, "{body}");
+    let message = body["error"]["message"].as_str().expect("a message").to_string();
+    assert!(!message.is_empty(), "{body}");
+    (message, retry_after)
 }

@@ -1,0 +1,86 @@
+//! The agent function served on loopback over a [`TestApp`] (SQLite on
+//! disk), shared by this crate's integration tests. Each test binary uses a
+//! part of it.
+#![allow(dead_code)]
+
+use std::time::{Duration, SystemTime};
+
+use agent_core::testing::{TestApp, TestServer};
+use agent_function::{FUNCTION, router};
+use serde_json::Value;
+
+/// A bound for failure messages: nothing a test waits for takes this long.
+pub const DEADLINE: Duration = Duration::from_secs(60);
+
+pub struct Agent {
+    pub server: TestServer,
+    pub http: reqwest::Client,
+    pub app: TestApp,
+}
+
+impl Agent {
+    pub async fn start(vars: &[(&str, &str)]) -> Agent {
+        Agent::on(TestApp::start(FUNCTION, vars).await).await
+    }
+
+    /// Serves `app`, e.g. one whose store a test prepared first.
+    pub async fn on(app: TestApp) -> Agent {
+        let router = router(&app).await.expect("the router builds");
+        Agent {
+            server: TestServer::start(router).await,
+            http: reqwest::Client::builder()
+                .timeout(DEADLINE)
+                .build()
+                .expect("an HTTP client"),
+            app,
+        }
+    }
+
+    pub async fn post(&self, body: Value) -> reqwest::Response {
+        self.http
+            .post(format!("{}/api/v1/agent", self.server.url))
+            .json(&body)
+            .send()
+            .await
+            .expect("the agent function answers")
+    }
+
+    pub async fn get(&self, path: &str) -> Value {
+        self.http
+            .get(format!("{}{path}", self.server.url))
+            .send()
+            .await
+            .expect("the agent function answers")
+            .json()
+            .await
+            .expect("json")
+    }
+
+    /// The tasks a queue would still deliver.
+    pub async fn runnable(&self) -> Vec<String> {
+        self.app
+            .stores
+            .tasks
+            .runnable(SystemTime::now(), 10)
+            .await
+            .expect("runnable")
+    }
+
+    /// Polls the task until it is finished, keeping every status seen.
+    pub async fn wait_finished(&self, id: &str) -> (Value, Vec<String>) {
+        let started = std::time::Instant::now();
+        let mut seen: Vec<String> = Vec::new();
+        loop {
+            let task = self.get(&format!("/api/v1/tasks/{id}")).await;
+            let status = task["status"].as_str().unwrap_or_default().to_string();
+            if seen.last() != Some(&status) {
+                seen.push(status.clone());
+            }
+            if status == "completed" || status == "failed" {
+                return (task, seen);
+            }
+            assert!(started.elapsed() < DEADLINE, "task {id} did not finish: {task}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}

@@ -195,17 +195,30 @@ impl Operation {
     }
 
     /// An error answer in the envelope.
-    pub fn error(self, status: u16, description: &'static str) -> Operation {
+    pub fn error(mut self, status: u16, description: &'static str) -> Operation {
+        self.push_error(status, description);
+        self
+    }
+
+    fn push_error(&mut self, status: u16, description: &'static str) {
         let headers: &'static [&'static str] = match status {
             429 | 503 => &["Retry-After"],
             _ => &[],
         };
-        self.answer(
+        self.answers.push(Answer {
             status,
             description,
-            Some(Media::Json(schema_of::<ErrorEnvelope>)),
+            media: Some(Media::Json(schema_of::<ErrorEnvelope>)),
             headers,
-        )
+        });
+    }
+
+    /// An error answer a layer gives, unless the route documents that
+    /// status already (its own description is the better one).
+    fn add_layer_error(&mut self, status: u16, description: &'static str) {
+        if !self.has(status) {
+            self.push_error(status, description);
+        }
     }
 
     /// The answers of an operation that calls the model.
@@ -321,34 +334,18 @@ impl Api {
         self.router = layer(self.router);
         for op in &mut self.operations {
             for &(status, description) in answers {
-                if !op.has(status) {
-                    *op = op.clone().error(status, description);
-                }
+                op.add_layer_error(status, description);
             }
         }
         self
-    }
-
-    /// The router, for tests that drive the routes without the shared layer.
-    pub fn into_router(self) -> Router {
-        self.router
-    }
-
-    pub fn operations(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.operations.iter().map(|op| (op.method, op.path.as_str()))
     }
 }
 
 /// The answers the shared layer gives on every guarded API route.
 fn add_layer_answers(op: &mut Operation, api_keys: bool) {
-    let mut answers = vec![(500, "a fault of ours; the error is logged with the X-Request-Id")];
+    op.add_layer_error(500, "a fault of ours; the error is logged with the X-Request-Id");
     if api_keys && op.guarded {
-        answers.push((401, "the X-API-Key header is missing or not a valid key"));
-    }
-    for (status, description) in answers {
-        if !op.has(status) {
-            *op = op.clone().error(status, description);
-        }
+        op.add_layer_error(401, "the X-API-Key header is missing or not a valid key");
     }
 }
 

@@ -18,6 +18,37 @@ step() { printf '\n==> %s\n' "$*"; }
 # shellcheck source=scripts/emulators.sh
 source scripts/emulators.sh
 
+# What the checks need beyond the Rust toolchain and the Google Cloud CLI.
+# On a new Debian machine (as root) the missing packages are installed;
+# elsewhere the script stops at once, naming the command to run.
+step "prerequisites"
+missing=()
+for tool in shellcheck zip unzip; do
+  command -v "$tool" >/dev/null || missing+=("$tool")
+done
+python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
+if ((${#missing[@]})); then
+  if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
+    echo "installing ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  else
+    echo "missing: ${missing[*]}; install them first: sudo apt-get install ${missing[*]}" >&2
+    exit 1
+  fi
+fi
+if ! python3 -c 'import yaml' 2>/dev/null; then
+  echo "installing PyYAML for python3 (the packaging checks parse cloudbuild.yaml)"
+  python3 -m pip install --quiet --disable-pip-version-check pyyaml ||
+    { echo "missing: PyYAML; install it first: python3 -m pip install pyyaml" >&2; exit 1; }
+fi
+for tool in gcloud java cargo; do
+  command -v "$tool" >/dev/null || {
+    echo "missing: $tool (the Google Cloud CLI with its Firestore and Pub/Sub emulators, Java, and a Rust toolchain)" >&2
+    exit 1
+  }
+done
+
 step "deploy.sh against a recording fake gcloud"
 ./scripts/test-deploy.sh
 

@@ -179,7 +179,7 @@ impl From<StoreError> for ApiError {
             StoreError::Unavailable(detail) => {
                 tracing::warn!(%detail, "store unavailable");
                 ApiError::unavailable(
-                    "the session store is temporarily unavailable; nothing was saved, retry shortly",
+                    "the store is temporarily unavailable; nothing was saved, retry shortly",
                     Duration::from_secs(2),
                 )
             }

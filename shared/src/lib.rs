@@ -23,6 +23,8 @@
 //!   Firestore.
 //! - [`task`]: a task as clients see it, and the stream of its progress.
 //! - [`queue`]: where asynchronous tasks wait: Pub/Sub, or the local queue.
+//! - [`retry`]: what every retry loop shares: backoff with jitter,
+//!   `Retry-After`, error chains.
 //! - [`events`]: what a Pub/Sub-triggered worker receives (push envelopes
 //!   and Eventarc CloudEvents), decoded into one delivery.
 //! - [`worker`]: runs a delivered task once in effect (claims, leases,
@@ -44,6 +46,7 @@ pub mod http;
 pub mod llm;
 pub mod logging;
 pub mod queue;
+pub mod retry;
 pub mod runtime;
 pub mod session;
 pub mod store;

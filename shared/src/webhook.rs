@@ -14,18 +14,18 @@
 //! GitHub's scheme, so receivers can reuse code they already have, and
 //! [`verify`] is the reference for them and for our tests.
 
-use std::hash::BuildHasher;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
 use hmac::{Hmac, KeyInit, Mac};
 use reqwest::StatusCode;
 use reqwest::Url;
-use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderValue, RETRY_AFTER};
+use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderValue};
 use sha2::Sha256;
 use url_host::Host;
 
 use crate::config::Secret;
+use crate::retry::{self, Backoff, Jitter};
 
 /// Longer URLs are refused: no receiver needs one, and they end up in logs
 /// and stored task records.
@@ -401,7 +401,12 @@ impl Webhooks {
         let mut last = String::new();
         for attempt in 1..=self.attempts {
             if attempt > 1 {
-                let delay = backoff(self.first_backoff, attempt - 1, retry_after.take(), jitter());
+                let delay = backoff(
+                    self.first_backoff,
+                    attempt - 1,
+                    retry_after.take(),
+                    retry::unit_random(),
+                );
                 tokio::time::sleep(delay).await;
             }
             let client = match &client {
@@ -472,11 +477,10 @@ fn retryable(status: StatusCode) -> bool {
     status == StatusCode::REQUEST_TIMEOUT || status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error()
 }
 
-/// `Retry-After` in seconds; the HTTP-date form is rare from webhook
-/// receivers and falls back to the backoff.
+/// The receiver's `Retry-After`, in seconds or as an HTTP date, at most
+/// [`RETRY_AFTER_CAP`].
 fn parse_retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let seconds: u64 = headers.get(RETRY_AFTER)?.to_str().ok()?.trim().parse().ok()?;
-    Some(Duration::from_secs(seconds).min(RETRY_AFTER_CAP))
+    retry::retry_after(headers, RETRY_AFTER_CAP)
 }
 
 /// The wait after `failures` failed attempts: `first * 2^(failures-1)`, at
@@ -484,20 +488,11 @@ fn parse_retry_after(headers: &HeaderMap) -> Option<Duration> {
 /// workers retrying together spread out; never shorter than a (capped)
 /// `Retry-After`.
 fn backoff(first: Duration, failures: u32, retry_after: Option<Duration>, unit: f64) -> Duration {
-    let exponent = failures.saturating_sub(1).min(31);
-    let full = first.saturating_mul(1u32 << exponent).min(MAX_BACKOFF);
-    let jittered = full / 2 + (full / 2).mul_f64(unit.clamp(0.0, 1.0));
+    let jittered = Backoff::new(first, MAX_BACKOFF, Jitter::Equal).delay_at(failures.saturating_sub(1), unit);
     match retry_after {
         Some(wait) => jittered.max(wait.min(RETRY_AFTER_CAP)),
         None => jittered,
     }
-}
-
-/// A number in [0, 1) from the standard library's per-process random keys,
-/// which is all jitter needs.
-fn jitter() -> f64 {
-    let bits = std::collections::hash_map::RandomState::new().hash_one(std::time::Instant::now());
-    (bits >> 11) as f64 / (1u64 << 53) as f64
 }
 
 /// A transport error without its URL (which may carry a token in its
@@ -506,15 +501,7 @@ fn describe(err: reqwest::Error, timeout: Duration) -> String {
     if err.is_timeout() {
         return format!("no answer within {timeout:?}");
     }
-    let err = err.without_url();
-    let mut text = err.to_string();
-    let mut source = std::error::Error::source(&err);
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
+    retry::error_chain(&err.without_url())
 }
 
 #[cfg(test)]
@@ -526,6 +513,7 @@ mod tests {
     use axum::extract::State;
     use axum::http::HeaderMap as AxumHeaders;
     use axum::response::{IntoResponse, Response};
+    use reqwest::header::RETRY_AFTER;
     use serde_json::json;
 
     use super::*;
@@ -903,14 +891,19 @@ mod tests {
             Duration::from_secs(5)
         );
         assert_eq!(backoff(first, 1, Some(Duration::from_secs(3600)), 0.5), RETRY_AFTER_CAP);
-        let unit = jitter();
-        assert!((0.0..1.0).contains(&unit), "{unit}");
 
         let mut headers = HeaderMap::new();
         assert_eq!(parse_retry_after(&headers), None);
         headers.insert(RETRY_AFTER, HeaderValue::from_static("7"));
         assert_eq!(parse_retry_after(&headers), Some(Duration::from_secs(7)));
+        headers.insert(RETRY_AFTER, HeaderValue::from_static("3600"));
+        assert_eq!(parse_retry_after(&headers), Some(RETRY_AFTER_CAP));
+        // HTTP dates are honoured too (this one is in the past: retry now).
         headers.insert(RETRY_AFTER, HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"));
+        assert_eq!(parse_retry_after(&headers), Some(Duration::ZERO));
+        headers.insert(RETRY_AFTER, HeaderValue::from_static("Fri, 31 Dec 9999 23:59:59 GMT"));
+        assert_eq!(parse_retry_after(&headers), Some(RETRY_AFTER_CAP));
+        headers.insert(RETRY_AFTER, HeaderValue::from_static("-1"));
         assert_eq!(parse_retry_after(&headers), None);
     }
 }

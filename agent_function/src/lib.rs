@@ -19,7 +19,7 @@ use agent_core::store::{TaskRecord, TaskStatus, TaskStore};
 use agent_core::task;
 pub use agent_core::task::{AgentResponse, TaskView};
 use agent_core::tools::Registry;
-use agent_core::{App, session, webhook};
+use agent_core::{App, outbound_url, session};
 use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -194,7 +194,7 @@ pub async fn run_agent(
 }
 
 fn check_callback(state: &AgentState, url: &str) -> Result<String, ApiError> {
-    let url = webhook::validate_url(url, state.allow_loopback_callbacks)
+    let url = outbound_url::validate_url(url, state.allow_loopback_callbacks)
         .map_err(|why| ApiError::invalid_argument(format!("callback_url is not usable: {why}")))?;
     if !state.callbacks_enabled {
         return Err(ApiError::invalid_argument(

@@ -15,6 +15,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde::Deserialize;
 use tokio::sync::Mutex;
 
+use crate::retry::error_chain;
+
 pub const DEFAULT_METADATA_HOST: &str = "metadata.google.internal";
 
 /// Tokens are refreshed this long before they expire, so a token handed out
@@ -170,9 +172,9 @@ impl MetadataClient {
             .timeout(REQUEST_TIMEOUT)
             .send()
             .await
-            .map_err(|err| describe(&err.without_url()))?;
+            .map_err(|err| error_chain(&err.without_url()))?;
         let status = response.status();
-        let body = response.text().await.map_err(|err| describe(&err.without_url()))?;
+        let body = response.text().await.map_err(|err| error_chain(&err.without_url()))?;
         if !status.is_success() {
             let body = body.trim();
             let detail: String = body.chars().take(200).collect();
@@ -234,21 +236,6 @@ impl MetadataClient {
 
 fn refresh_at(lifetime: Duration) -> Instant {
     Instant::now() + lifetime.saturating_sub(EXPIRY_MARGIN)
-}
-
-/// reqwest's error with its causes ("error sending request: dns error: ...").
-fn describe(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        let text = cause.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = cause.source();
-    }
-    out
 }
 
 /// The `exp` claim (seconds since the epoch) of a JWT, unverified: it only

@@ -23,12 +23,15 @@
 //!   Firestore.
 //! - [`task`]: a task as clients see it, and the stream of its progress.
 //! - [`queue`]: where asynchronous tasks wait: Pub/Sub, or the local queue.
+//! - [`retry`]: what every retry loop shares: backoff with jitter,
+//!   `Retry-After`, error chains.
 //! - [`events`]: what a Pub/Sub-triggered worker receives (push envelopes
 //!   and Eventarc CloudEvents), decoded into one delivery.
 //! - [`worker`]: runs a delivered task once in effect (claims, leases,
 //!   retries) and reports it.
-//! - [`webhook`]: signed callbacks to a task's `callback_url`, with no
-//!   SSRF.
+//! - [`webhook`]: signed callbacks to a task's `callback_url`.
+//! - [`outbound_url`]: the guard every request to a client-given URL passes
+//!   (no SSRF): public addresses only, pinned, no redirects.
 //! - [`session`]: session ids and the validation rules shared by every
 //!   function that takes one.
 //! - [`tools`]: the `Tool` trait and the tools: calculator, search,
@@ -43,7 +46,9 @@ pub mod gcp;
 pub mod http;
 pub mod llm;
 pub mod logging;
+pub mod outbound_url;
 pub mod queue;
+pub mod retry;
 pub mod runtime;
 pub mod session;
 pub mod store;

@@ -39,14 +39,7 @@ where
 /// Whether reading the body failed because the client stopped sending it
 /// (the body timeout of [`super::wrap`]).
 fn timed_out(rejection: &axum::extract::rejection::BytesRejection) -> bool {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(rejection);
-    while let Some(err) = source {
-        if err.is::<super::BodyDeadline>() {
-            return true;
-        }
-        source = err.source();
-    }
-    false
+    crate::retry::causes(rejection).any(|err| err.is::<super::BodyDeadline>())
 }
 
 /// Parses a JSON body, explaining a failure in the client's terms.

@@ -9,7 +9,8 @@
 //! - [`gemini`]: Gemini on AI Studio (API key) and on Vertex AI (access token).
 //! - [`openai`]: OpenAI chat completions and every compatible server.
 //! - [`offline`]: a deterministic development model that needs no network.
-//! - [`retry`]: the shared retry and backoff policy for HTTP providers.
+//! - [`retry`]: the retry policy HTTP providers share, on the crate-wide
+//!   backoff and `Retry-After` of [`crate::retry`].
 //! - [`sse`]: a server-sent events decoder for streaming responses.
 //! - [`metered`]: a decorator that counts calls and tokens for `/metrics`.
 

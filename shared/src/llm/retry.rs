@@ -12,13 +12,13 @@
 //! provider's own messages too.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde_json::Value;
 
 use super::ModelError;
 use crate::config::{LlmSettings, Secret};
+use crate::retry::{Backoff, Jitter, error_chain, seconds_to_duration};
 
 /// How a provider retries. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -67,10 +67,7 @@ impl RetryPolicy {
     /// fixed, half random) so that many clients refused together do not come
     /// back together.
     pub fn backoff(&self, retry: u32) -> Duration {
-        let exp = self.base_delay.saturating_mul(2u32.saturating_pow(retry.min(30)));
-        let capped = exp.min(self.max_delay);
-        let half = capped / 2;
-        half + half.mul_f64(jitter())
+        Backoff::new(self.base_delay, self.max_delay, Jitter::Equal).delay(retry)
     }
 
     /// `text` with every configured secret masked.
@@ -79,25 +76,6 @@ impl RetryPolicy {
             .iter()
             .fold(text.to_string(), |acc, secret| acc.replace(secret.expose(), "***"))
     }
-}
-
-/// A number in [0, 1) that differs from call to call. Not cryptographic: it
-/// only spreads retries, so the clock and a counter are enough.
-fn jitter() -> f64 {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0);
-    let mut x = nanos ^ COUNTER.fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed);
-    if x == 0 {
-        x = 0x2545_F491_4F6C_DD1D;
-    }
-    // xorshift64
-    x ^= x << 13;
-    x ^= x >> 7;
-    x ^= x << 17;
-    (x >> 11) as f64 / (1u64 << 53) as f64
 }
 
 /// Sends the request `build` makes until it gets a successful response head,
@@ -256,22 +234,6 @@ fn transport<T>(policy: &RetryPolicy, err: reqwest::Error) -> Outcome<T> {
     Outcome::Transport(message)
 }
 
-/// An error with its causes ("error sending request: connection refused"):
-/// reqwest's own message alone rarely says what went wrong.
-fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        let text = cause.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = cause.source();
-    }
-    out
-}
-
 /// 429 (quota, rate limit), 500 (transient failure on the provider's side),
 /// 503 (overloaded) and 504 (the provider's own deadline) are worth another try.
 pub fn is_retryable(status: u16) -> bool {
@@ -380,6 +342,8 @@ pub fn parse_google_duration(text: &str) -> Option<Duration> {
 }
 
 /// `Retry-After` (seconds or an HTTP date), or OpenAI's `retry-after-ms`.
+/// Not capped here: a hint longer than the policy's `max_hint` is not waited
+/// for but handed back to the client as it came.
 fn retry_after_header(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
     if let Some(ms) = headers
         .get("retry-after-ms")
@@ -388,31 +352,7 @@ fn retry_after_header(headers: &reqwest::header::HeaderMap) -> Option<Duration> 
     {
         return seconds_to_duration(ms / 1000.0);
     }
-    headers
-        .get(reqwest::header::RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| parse_retry_after(v, SystemTime::now()))
-}
-
-/// A `Retry-After` value: delay seconds, or an HTTP date (a date in the past
-/// means "now").
-pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
-    let value = value.trim();
-    if let Ok(seconds) = value.parse::<f64>() {
-        return seconds_to_duration(seconds);
-    }
-    let date = time::OffsetDateTime::parse(value, &time::format_description::well_known::Rfc2822).ok()?;
-    let now = time::OffsetDateTime::from(now);
-    let wait = date - now;
-    Some(if wait.is_positive() {
-        wait.unsigned_abs()
-    } else {
-        Duration::ZERO
-    })
-}
-
-fn seconds_to_duration(seconds: f64) -> Option<Duration> {
-    (seconds.is_finite() && seconds >= 0.0).then(|| Duration::from_secs_f64(seconds.min(1e9)))
+    crate::retry::retry_after(headers, Duration::MAX)
 }
 
 #[cfg(test)]
@@ -477,9 +417,15 @@ mod tests {
         );
     }
 
+    /// The provider's hint is read with the shared parser, uncapped: the
+    /// policy's `max_hint` decides.
+    fn parse_retry_after(value: &str, now: std::time::SystemTime) -> Option<Duration> {
+        crate::retry::parse_retry_after(value, now, Duration::MAX)
+    }
+
     #[test]
     fn retry_after_seconds_and_dates() {
-        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_445_412_470); // 07:27:50 GMT
+        let now = std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1_445_412_470); // 07:27:50 GMT
         assert_eq!(parse_retry_after("0", now), Some(Duration::ZERO));
         assert_eq!(parse_retry_after(" 3 ", now), Some(Duration::from_secs(3)));
         assert_eq!(
@@ -492,6 +438,20 @@ mod tests {
         );
         assert_eq!(parse_retry_after("soon", now), None);
         assert_eq!(parse_retry_after("-5", now), None);
+        assert_eq!(parse_retry_after("86400", now), Some(Duration::from_secs(86_400)));
+    }
+
+    #[test]
+    fn retry_after_ms_comes_before_retry_after() {
+        use reqwest::header::{HeaderMap, HeaderValue, RETRY_AFTER};
+        let mut headers = HeaderMap::new();
+        assert_eq!(retry_after_header(&headers), None);
+        headers.insert(RETRY_AFTER, HeaderValue::from_static("120"));
+        assert_eq!(retry_after_header(&headers), Some(Duration::from_secs(120)));
+        headers.insert("retry-after-ms", HeaderValue::from_static("250"));
+        assert_eq!(retry_after_header(&headers), Some(Duration::from_millis(250)));
+        headers.insert("retry-after-ms", HeaderValue::from_static("-1"));
+        assert_eq!(retry_after_header(&headers), None);
     }
 
     #[test]

@@ -15,6 +15,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::{MAX_ATTEMPTS, RETRY_BUDGET};
+use crate::retry::{Backoff, Jitter};
 use crate::store::StoreError;
 
 /// The first retry waits up to this long, each next one up to twice as long…
@@ -198,12 +199,7 @@ pub(super) fn classify(err: FirestoreError) -> StoreError {
 /// [`FIRST_BACKOFF`] doubled each time, at most [`MAX_BACKOFF`]. Wholly
 /// random ("full jitter"), so that writers that collided spread out.
 fn backoff(attempt: u32) -> Duration {
-    let ceiling = FIRST_BACKOFF
-        .saturating_mul(1 << attempt.saturating_sub(1).min(16))
-        .min(MAX_BACKOFF);
-    let random = uuid::Uuid::new_v4().as_u64_pair().0;
-    let nanos = u64::try_from(ceiling.as_nanos()).unwrap_or(u64::MAX);
-    Duration::from_nanos(random % nanos.saturating_add(1))
+    Backoff::new(FIRST_BACKOFF, MAX_BACKOFF, Jitter::Full).delay(attempt.saturating_sub(1))
 }
 
 /// One lock per document path, so that the calls of one process that change

@@ -14,11 +14,9 @@ use serde_json::{Value, json};
 
 use super::super::FunctionCall;
 use super::expressions::find_expressions;
-
-pub(super) const CALCULATE: &str = "calculate";
-pub(super) const SEARCH_WEB: &str = "search_web";
-pub(super) const STORE_MEMORY: &str = "store_memory";
-pub(super) const RECALL_MEMORY: &str = "recall_memory";
+use crate::tools::calculator::TOOL_NAME as CALCULATE;
+use crate::tools::memory::{RECALL_TOOL_NAME as RECALL_MEMORY, STORE_TOOL_NAME as STORE_MEMORY};
+use crate::tools::search::TOOL_NAME as SEARCH_WEB;
 
 /// Words that join two requests ("calculate 2+2 *and* search for cats").
 const CONJUNCTIONS: &[&str] = &[

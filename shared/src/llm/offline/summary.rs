@@ -8,7 +8,9 @@
 use serde_json::Value;
 
 use super::super::{FunctionCall, FunctionResponse};
-use super::plan::{CALCULATE, RECALL_MEMORY, SEARCH_WEB, STORE_MEMORY};
+use crate::tools::calculator::TOOL_NAME as CALCULATE;
+use crate::tools::memory::{RECALL_TOOL_NAME as RECALL_MEMORY, STORE_TOOL_NAME as STORE_MEMORY};
+use crate::tools::search::TOOL_NAME as SEARCH_WEB;
 
 /// Composes the answer to a turn of tool results: one sentence per result,
 /// in the order the results came. `calls` are the function calls of the

@@ -34,6 +34,9 @@ use crate::llm::ToolSpec;
 pub use error::CalcError;
 pub use parser::{MAX_DEPTH, MAX_EXPRESSION_CHARS, evaluate};
 
+/// The tool's name, as the model calls it.
+pub const TOOL_NAME: &str = "calculate";
+
 /// A JSON number for a result: an integral value is a JSON integer (`14`,
 /// not `14.0`) as long as it is exact, that is below 2^53 in magnitude.
 /// Non-finite values (which [`evaluate`] never returns) become `null`.
@@ -76,7 +79,7 @@ impl Calculator {
     pub fn new() -> Calculator {
         Calculator {
             spec: ToolSpec {
-                name: "calculate".to_string(),
+                name: TOOL_NAME.to_string(),
                 description: format!(
                     "Evaluates an arithmetic expression and returns its numeric result. Use it for any arithmetic \
                      rather than computing in your head. Supported: numbers (12, 3.5, .5, 1e3, 2.5E-3); + - * / and \

@@ -193,10 +193,10 @@ copied Cargo.lock || fail "the Dockerfile does not copy Cargo.lock"
 ok "copies Cargo.lock and the manifest and sources of all ${#MEMBERS[@]} members: ${MEMBERS[*]}"
 
 # The documents the search tool embeds, from its include_str! paths.
-mapfile -t DOCS < <(sed -nE 's#.*include_str!\("(\.\./)+([^"]+)"\).*#\2#p' shared/src/tools/search.rs)
-((${#DOCS[@]})) || fail "found no include_str! documents in shared/src/tools/search.rs"
+mapfile -t DOCS < <(sed -nE 's#.*include_str!\("(\.\./)+([^"]+)"\).*#\2#p' shared/src/tools/search/corpus.rs)
+((${#DOCS[@]})) || fail "found no include_str! documents in shared/src/tools/search/corpus.rs"
 for doc in "${DOCS[@]}"; do
-  [[ -f $doc ]] || fail "shared/src/tools/search.rs embeds $doc, which does not exist"
+  [[ -f $doc ]] || fail "shared/src/tools/search/corpus.rs embeds $doc, which does not exist"
   copied "$doc" || fail "the Dockerfile does not copy $doc (embedded by the search tool)"
 done
 ok "copies the embedded documents: ${DOCS[*]}"

@@ -17,7 +17,6 @@
 pub mod gemini;
 pub mod metered;
 pub mod offline;
-mod offline_tools;
 pub mod openai;
 pub mod retry;
 pub mod sse;

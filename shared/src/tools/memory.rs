@@ -13,6 +13,10 @@ use super::{Tool, ToolContext, ToolError, arguments};
 use crate::llm::ToolSpec;
 use crate::store::{MemoryStore, StoreError};
 
+/// The tools' names, as the model calls them.
+pub const STORE_TOOL_NAME: &str = "store_memory";
+pub const RECALL_TOOL_NAME: &str = "recall_memory";
+
 /// Bounds what one session can make the store hold through the model.
 pub const MAX_KEY_CHARS: usize = 200;
 pub const MAX_VALUE_CHARS: usize = 4000;
@@ -40,7 +44,7 @@ impl StoreMemory {
     pub fn new(store: Arc<dyn MemoryStore>) -> StoreMemory {
         StoreMemory {
             spec: ToolSpec {
-                name: "store_memory".to_string(),
+                name: STORE_TOOL_NAME.to_string(),
                 description: "Remembers a fact for the rest of this session, as a key and a value \
                               (e.g. key \"favourite colour\", value \"teal\"). Storing a key again replaces its value."
                     .to_string(),
@@ -101,7 +105,7 @@ impl RecallMemory {
     pub fn new(store: Arc<dyn MemoryStore>) -> RecallMemory {
         RecallMemory {
             spec: ToolSpec {
-                name: "recall_memory".to_string(),
+                name: RECALL_TOOL_NAME.to_string(),
                 description: "Recalls what was remembered in this session: the value of one key, \
                               or every remembered fact when no key is given."
                     .to_string(),

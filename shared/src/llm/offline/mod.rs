@@ -9,15 +9,22 @@
 //! When the request offers tools it behaves like a model that calls them, so
 //! the agent loop can run without a language model: from the user's task it
 //! plans calls (several at once when the task asks for several things, see
-//! `offline_tools::plan_calls`), and from a turn of tool results it writes
-//! a final answer (see `offline_tools::summarise_results`). It only ever
-//! calls tools the request offers, and it always answers results in text, so
-//! a loop ends after one round of calls.
+//! `plan::plan_calls`), and from a turn of tool results it writes a final
+//! answer (see `summary::summarise_results`). It only ever calls tools the
+//! request offers, and it always answers results in text, so a loop ends
+//! after one round of calls.
+//!
+//! - `plan`: which tool calls a task asks for.
+//! - `expressions`: the arithmetic in a task's text, for `calculate`.
+//! - `summary`: a turn of tool results as the final answer.
+
+mod expressions;
+mod plan;
+mod summary;
 
 use async_trait::async_trait;
 use futures_util::StreamExt;
 
-use super::offline_tools;
 use super::{
     Content, FunctionCall, FunctionResponse, Model, ModelError, ModelRequest, ModelResponse, ModelStream, Part, Role,
     StreamEvent, Usage, estimate_tokens,
@@ -79,11 +86,11 @@ fn tool_turn(request: &ModelRequest) -> Content {
             .find(|c| c.role() == Role::Model)
             .map(|c| c.function_calls().collect())
             .unwrap_or_default();
-        return Content::model_text(offline_tools::summarise_results(&results, &calls));
+        return Content::model_text(summary::summarise_results(&results, &calls));
     }
     if last.role() == Role::User {
         let offered: Vec<&str> = request.tools.iter().map(|t| t.name.as_str()).collect();
-        let calls = offline_tools::plan_calls(&last.text(), &offered);
+        let calls = plan::plan_calls(&last.text(), &offered);
         if !calls.is_empty() {
             return Content {
                 role: Some(Role::Model),

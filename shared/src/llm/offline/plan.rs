@@ -1,10 +1,10 @@
-//! How the offline model uses tools: which calls a task asks for, and how
-//! the results read as an answer.
+//! Planning: which tool calls a task asks for.
 //!
-//! This is keyword matching, not understanding. It recognises a handful of
-//! phrasings (see [`plan_calls`]) so the agent loop, the tools and the step
-//! trace can be exercised end to end without a language model, and it does
-//! so deterministically, so tests can predict every call and every answer.
+//! The offline model has to call tools so that the agent loop, the tools and
+//! the step trace can be exercised end to end without a language model. This
+//! is keyword matching, not understanding: it recognises a handful of
+//! phrasings (see [`plan_calls`]), deterministically, so tests can predict
+//! every call.
 //!
 //! All scanning works on words and characters found with `char_indices`, and
 //! text is only ever sliced at those positions, so a multibyte character is
@@ -12,12 +12,11 @@
 
 use serde_json::{Value, json};
 
-use super::{FunctionCall, FunctionResponse};
-
-pub(super) const CALCULATE: &str = "calculate";
-pub(super) const SEARCH_WEB: &str = "search_web";
-pub(super) const STORE_MEMORY: &str = "store_memory";
-pub(super) const RECALL_MEMORY: &str = "recall_memory";
+use super::super::FunctionCall;
+use super::expressions::find_expressions;
+use crate::tools::calculator::TOOL_NAME as CALCULATE;
+use crate::tools::memory::{RECALL_TOOL_NAME as RECALL_MEMORY, STORE_TOOL_NAME as STORE_MEMORY};
+use crate::tools::search::TOOL_NAME as SEARCH_WEB;
 
 /// Words that join two requests ("calculate 2+2 *and* search for cats").
 const CONJUNCTIONS: &[&str] = &[
@@ -87,13 +86,6 @@ const CALCULATE_VERBS: &[&str] = &[
     "computa",
     "evalúa",
     "evalua",
-];
-
-/// Function names the calculator is expected to know; a name counts only
-/// when an opening parenthesis follows it ("sqrt(16)").
-const FUNCTIONS: &[&str] = &[
-    "sqrt", "cbrt", "abs", "exp", "ln", "log", "log2", "log10", "sin", "cos", "tan", "asin", "acos", "atan", "sinh",
-    "cosh", "tanh", "floor", "ceil", "round", "trunc",
 ];
 
 /// Punctuation that is not part of a word for matching purposes.
@@ -431,325 +423,16 @@ fn clean(text: &str) -> String {
         .to_string()
 }
 
-/// Finds the arithmetic in a text: maximal runs of numbers, `+ - * / % ^`,
-/// parentheses, spaces, decimal points and known function calls
-/// (`sqrt(16)`), trimmed, that contain an operator between two operands or
-/// a function call. A lone number ("2024"), a date ("2024-05-01",
-/// "01/05/2024"), a year range ("1990-2000") and digits inside a word
-/// ("covid-19" gives "-19", one operand) are not expressions. Each distinct
-/// expression is returned once, in order.
-pub(super) fn find_expressions(text: &str) -> Vec<String> {
-    let mut found = Vec::new();
-    let mut run: Option<usize> = None;
-    let mut chars = text.char_indices().peekable();
-    while let Some((i, c)) = chars.next() {
-        if is_expression_char(c) {
-            run.get_or_insert(i);
-            continue;
-        }
-        if c.is_alphanumeric() || c == '_' {
-            // A whole word is read at once, so digits inside it ("mp3")
-            // never start a number.
-            let mut end = i + c.len_utf8();
-            while let Some(&(j, d)) = chars.peek() {
-                if !(d.is_alphanumeric() || d == '_') {
-                    break;
-                }
-                end = j + d.len_utf8();
-                chars.next();
-            }
-            let called = chars.peek().is_some_and(|&(_, d)| d == '(');
-            if called && FUNCTIONS.contains(&text[i..end].to_lowercase().as_str()) {
-                run.get_or_insert(i);
-                continue;
-            }
-        }
-        if let Some(start) = run.take() {
-            keep_expression(&text[start..i], &mut found);
-        }
-    }
-    if let Some(start) = run {
-        keep_expression(&text[start..], &mut found);
-    }
-    found
-}
-
-/// Characters an expression is made of, function names aside.
-fn is_expression_char(c: char) -> bool {
-    c.is_ascii_digit() || matches!(c, '.' | '+' | '-' | '*' | '/' | '%' | '^' | '(' | ')' | ' ' | '\t')
-}
-
-/// Trims a run and keeps it if it is a new expression.
-fn keep_expression(run: &str, found: &mut Vec<String>) {
-    let candidate = trim_expression(run);
-    if is_expression(candidate) && !is_date(candidate) && !found.iter().any(|f| f == candidate) {
-        found.push(candidate.to_string());
-    }
-}
-
-/// Removes what cannot end or start an expression: spaces, a dangling
-/// operator or decimal point ("15%" as in "15% of", "23." ending a
-/// sentence) and unmatched outer parentheses ("(see 15 * 23)" gives
-/// "15 * 23)"). All removed characters are ASCII, so slicing one byte off
-/// an end is safe.
-fn trim_expression(run: &str) -> &str {
-    let mut s = run.trim();
-    loop {
-        let opens = s.matches('(').count();
-        let closes = s.matches(')').count();
-        let next = if s.ends_with(['+', '-', '*', '/', '%', '^', '.', '(']) || (closes > opens && s.ends_with(')')) {
-            &s[..s.len() - 1]
-        } else if s.starts_with(['+', '*', '/', '%', '^', '.', ')']) || (opens > closes && s.starts_with('(')) {
-            &s[1..]
-        } else {
-            return s;
-        };
-        s = next.trim();
-    }
-}
-
-/// The pieces of a candidate expression, for [`is_expression`].
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Token {
-    Number,
-    Operator,
-    Open,
-    Close,
-    Function,
-}
-
-/// Whether a trimmed run is arithmetic: well-formed numbers, balanced
-/// parentheses, no two operands side by side ("2024 30"), and an operator
-/// between two operands or a function call.
-fn is_expression(candidate: &str) -> bool {
-    let mut tokens = Vec::new();
-    let mut chars = candidate.chars().peekable();
-    while let Some(c) = chars.next() {
-        match c {
-            '0'..='9' | '.' => {
-                let mut dots = usize::from(c == '.');
-                let mut digits = usize::from(c != '.');
-                while let Some(&d) = chars.peek() {
-                    match d {
-                        '0'..='9' => digits += 1,
-                        '.' => dots += 1,
-                        _ => break,
-                    }
-                    chars.next();
-                }
-                if dots > 1 || digits == 0 {
-                    return false;
-                }
-                tokens.push(Token::Number);
-            }
-            '+' | '-' | '*' | '/' | '%' | '^' => tokens.push(Token::Operator),
-            '(' => tokens.push(Token::Open),
-            ')' => tokens.push(Token::Close),
-            c if c.is_whitespace() => {}
-            _ => {
-                while chars.peek().is_some_and(|d| d.is_alphanumeric() || *d == '_') {
-                    chars.next();
-                }
-                tokens.push(Token::Function);
-            }
-        }
-    }
-    let mut depth = 0i32;
-    for (i, token) in tokens.iter().enumerate() {
-        let next = tokens.get(i + 1).copied();
-        match token {
-            Token::Open => depth += 1,
-            Token::Close => depth -= 1,
-            Token::Function if next != Some(Token::Open) => return false,
-            Token::Number if next == Some(Token::Number) => return false,
-            _ => {}
-        }
-        if depth < 0 {
-            return false;
-        }
-    }
-    let operation = tokens.iter().enumerate().any(|(i, token)| match token {
-        Token::Function => true,
-        Token::Operator => {
-            i > 0
-                && matches!(tokens[i - 1], Token::Number | Token::Close)
-                && matches!(
-                    tokens.get(i + 1),
-                    Some(Token::Number | Token::Open | Token::Function | Token::Operator)
-                )
-        }
-        _ => false,
-    });
-    depth == 0 && operation
-}
-
-/// Dates and year ranges look like arithmetic but are not:
-/// "2024-05-01", "01/05/2024", "1990-2000".
-fn is_date(candidate: &str) -> bool {
-    let separator = match (candidate.contains('-'), candidate.contains('/')) {
-        (true, false) => '-',
-        (false, true) => '/',
-        _ => return false,
-    };
-    let groups: Vec<&str> = candidate.split(separator).collect();
-    if groups
-        .iter()
-        .any(|g| g.is_empty() || !g.chars().all(|c| c.is_ascii_digit()))
-    {
-        return false;
-    }
-    let four = |g: &&str| g.len() == 4;
-    match groups.as_slice() {
-        [first, _, last] => four(first) || four(last),
-        [from, to] => separator == '-' && four(from) && four(to),
-        _ => false,
-    }
-}
-
-/// Composes the answer to a turn of tool results: one sentence per result,
-/// in the order the results came. `calls` are the function calls of the
-/// model turn that asked for them; a result is matched to its call by id,
-/// else by position, to recover what was asked when the result does not
-/// echo it.
-pub(super) fn summarise_results(results: &[&FunctionResponse], calls: &[&FunctionCall]) -> String {
-    results
-        .iter()
-        .enumerate()
-        .map(|(i, result)| summarise_result(result, matching_call(result, i, calls)))
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-/// The call a result answers: the one with its id, else the one at its
-/// position if it names the same tool.
-fn matching_call<'c>(result: &FunctionResponse, index: usize, calls: &[&'c FunctionCall]) -> Option<&'c FunctionCall> {
-    if let Some(id) = &result.id
-        && let Some(call) = calls.iter().find(|c| c.id.as_ref() == Some(id))
-    {
-        return Some(call);
-    }
-    calls.get(index).copied().filter(|c| c.name == result.name)
-}
-
-/// One result as a sentence.
-fn summarise_result(result: &FunctionResponse, call: Option<&FunctionCall>) -> String {
-    let response = &result.response;
-    // What was asked: echoed by the tool, else taken from the call.
-    let asked = |field: &str| -> Option<String> {
-        let echoed = response.get(field).and_then(Value::as_str);
-        let from_call = || call.and_then(|c| c.args.get(field)).and_then(Value::as_str);
-        echoed.or_else(from_call).map(str::to_string)
-    };
-    let name = result.name.as_str();
-
-    if let Some(error) = response.get("error") {
-        let message = plain(error);
-        let message = message.trim_end_matches('.');
-        return match asked("expression") {
-            Some(expression) if name == CALCULATE => format!("I could not calculate {expression}: {message}."),
-            _ => format!("The tool {name} failed: {message}."),
-        };
-    }
-
-    match name {
-        CALCULATE if response.get("result").is_some() => {
-            let value = response.get("result").map(plain).unwrap_or_default();
-            match asked("expression") {
-                Some(expression) => format!("{expression} = {value}."),
-                None => format!("The result is {value}."),
-            }
-        }
-        SEARCH_WEB => summarise_search(asked("query"), response),
-        STORE_MEMORY => {
-            let stored = response.get("stored");
-            let field = |f: &str| stored.and_then(|s| s.get(f)).map(plain).or_else(|| asked(f));
-            match (field("key"), field("value")) {
-                (Some(key), Some(value)) => format!("I will remember that {key} is {value}."),
-                _ => "I stored it.".to_string(),
-            }
-        }
-        RECALL_MEMORY => summarise_memories(asked("key"), response),
-        _ => format!("The tool {name} returned {}.", shorten(&response.to_string(), 200)),
-    }
-}
-
-/// At most three search results as "1. title — snippet; 2. ...".
-fn summarise_search(query: Option<String>, response: &Value) -> String {
-    let results = response
-        .get("results")
-        .and_then(Value::as_array)
-        .map(Vec::as_slice)
-        .unwrap_or_default();
-    let listed: Vec<String> = results
-        .iter()
-        .take(3)
-        .enumerate()
-        .map(|(i, r)| {
-            let title = r.get("title").map(plain).unwrap_or_default();
-            let snippet = shorten(&r.get("snippet").map(plain).unwrap_or_default(), 160);
-            let snippet = snippet.trim_end_matches('.');
-            if snippet.is_empty() {
-                format!("{}. {title}", i + 1)
-            } else {
-                format!("{}. {title} — {snippet}", i + 1)
-            }
-        })
-        .collect();
-    match (query, listed.is_empty()) {
-        (Some(q), true) => format!("I found nothing about \"{q}\"."),
-        (None, true) => "I found nothing.".to_string(),
-        (Some(q), false) => format!("Search results for \"{q}\": {}.", listed.join("; ")),
-        (None, false) => format!("Search results: {}.", listed.join("; ")),
-    }
-}
-
-/// Every recalled memory as "key is value", or that there are none.
-fn summarise_memories(key: Option<String>, response: &Value) -> String {
-    let memories = response
-        .get("memories")
-        .and_then(Value::as_array)
-        .map(Vec::as_slice)
-        .unwrap_or_default();
-    let entries: Vec<String> = memories
-        .iter()
-        .map(|m| match (m.get("key"), m.get("value")) {
-            (Some(k), Some(v)) => format!("{} is {}", plain(k), plain(v)),
-            _ => plain(m),
-        })
-        .collect();
-    match (entries.is_empty(), key) {
-        (false, _) => format!("I remember: {}.", entries.join("; ")),
-        (true, Some(key)) => format!("I do not remember anything about \"{key}\"."),
-        (true, None) => "I do not remember anything yet.".to_string(),
-    }
-}
-
-/// A JSON value as a person reads it: strings without quotes, the rest as
-/// JSON (so a result keeps the form the tool wrote it in: 345, 2.5).
-fn plain(value: &Value) -> String {
-    match value {
-        Value::String(s) => s.clone(),
-        Value::Null => String::new(),
-        Value::Object(map) if map.is_empty() => String::new(),
-        other => other.to_string(),
-    }
-}
-
-/// Cuts text to `max` characters on a character boundary.
-fn shorten(text: &str, max: usize) -> String {
-    let text = text.trim();
-    if text.chars().count() <= max {
-        text.to_string()
-    } else {
-        let cut: String = text.chars().take(max).collect();
-        format!("{}...", cut.trim_end())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::Map;
+
+    // The wire names, spelled out: a renamed tool constant must fail here.
+    const CALCULATE: &str = "calculate";
+    const SEARCH_WEB: &str = "search_web";
+    const STORE_MEMORY: &str = "store_memory";
+    const RECALL_MEMORY: &str = "recall_memory";
 
     /// An arguments object of strings.
     fn args(pairs: &[(&str, &str)]) -> Value {
@@ -773,41 +456,6 @@ mod tests {
 
     fn call(name: &str, pairs: &[(&str, &str)]) -> (String, Value) {
         (name.to_string(), args(pairs))
-    }
-
-    #[test]
-    fn expressions_are_found_in_text() {
-        assert_eq!(find_expressions("Calcula 15 * 23 y busca"), vec!["15 * 23"]);
-        assert_eq!(find_expressions("what is (2+3)*4?"), vec!["(2+3)*4"]);
-        assert_eq!(find_expressions("what is sqrt(16) + 1?"), vec!["sqrt(16) + 1"]);
-        assert_eq!(find_expressions("sqrt(16)"), vec!["sqrt(16)"]);
-        assert_eq!(find_expressions("2^10, then 7 % 3 and 2^10"), vec!["2^10", "7 % 3"]);
-        assert_eq!(find_expressions("-5 + 3.5 is negative"), vec!["-5 + 3.5"]);
-        assert_eq!(find_expressions("(see 15 * 23) now"), vec!["15 * 23"]);
-        assert_eq!(find_expressions("it ends with 15 * 23."), vec!["15 * 23"]);
-    }
-
-    #[test]
-    fn numbers_dates_and_words_are_not_expressions() {
-        for text in [
-            "in 2024 I was 30",
-            "on 2024-05-01 and 01/05/2024",
-            "from 1990-2000",
-            "covid-19 and mp3",
-            "a 15-year-old",
-            "20% of people",
-            "Rust - the language - 2024",
-            "12.05.2024",
-            "the 3 4 numbers",
-            "log(",
-            "ñandú 15 años, 3 € — ok",
-        ] {
-            assert!(
-                find_expressions(text).is_empty(),
-                "{text}: {:?}",
-                find_expressions(text)
-            );
-        }
     }
 
     #[test]
@@ -936,92 +584,5 @@ mod tests {
             vec![call(SEARCH_WEB, &[("query", "what is 2+2")])]
         );
         assert!(planned("what is 2+2?", &[]).is_empty());
-    }
-
-    fn response(id: Option<&str>, name: &str, body: Value) -> FunctionResponse {
-        FunctionResponse {
-            id: id.map(str::to_string),
-            name: name.to_string(),
-            response: body,
-        }
-    }
-
-    #[test]
-    fn results_read_as_sentences() {
-        let results = [
-            response(None, CALCULATE, json!({"expression": "15 * 23", "result": 345})),
-            response(
-                None,
-                CALCULATE,
-                json!({"expression": "1/0", "error": "division by zero"}),
-            ),
-            response(
-                None,
-                SEARCH_WEB,
-                json!({"query": "x", "results": [
-                    {"title": "A", "snippet": "first.", "source": "a.md", "score": 2.0},
-                    {"title": "B", "snippet": "", "source": "b.md", "score": 1.0},
-                    {"title": "C", "snippet": "third", "source": "c.md", "score": 0.5},
-                    {"title": "D", "snippet": "fourth", "source": "d.md", "score": 0.1},
-                ]}),
-            ),
-            response(None, SEARCH_WEB, json!({"query": "y", "results": []})),
-            response(None, STORE_MEMORY, json!({"stored": {"key": "k", "value": "v"}})),
-            response(
-                None,
-                RECALL_MEMORY,
-                json!({"memories": [{"key": "a", "value": "1"}, {"key": "b", "value": "2"}]}),
-            ),
-            response(None, RECALL_MEMORY, json!({"memories": []})),
-            response(None, "weather", json!({"error": "no such tool."})),
-            response(None, "weather", json!({"sunny": true})),
-        ];
-        let refs: Vec<&FunctionResponse> = results.iter().collect();
-        assert_eq!(
-            summarise_results(&refs, &[]),
-            "15 * 23 = 345. I could not calculate 1/0: division by zero. \
-             Search results for \"x\": 1. A — first; 2. B; 3. C — third. I found nothing about \"y\". \
-             I will remember that k is v. I remember: a is 1; b is 2. I do not remember anything yet. \
-             The tool weather failed: no such tool. The tool weather returned {\"sunny\":true}."
-        );
-    }
-
-    #[test]
-    fn results_that_do_not_echo_are_matched_to_their_calls() {
-        let calls = [
-            FunctionCall {
-                id: Some("a".into()),
-                name: CALCULATE.into(),
-                args: json!({"expression": "2+2"}),
-            },
-            FunctionCall {
-                id: Some("b".into()),
-                name: SEARCH_WEB.into(),
-                args: json!({"query": "cats"}),
-            },
-            FunctionCall {
-                id: None,
-                name: RECALL_MEMORY.into(),
-                args: json!({"key": "colour"}),
-            },
-        ];
-        let calls: Vec<&FunctionCall> = calls.iter().collect();
-        // Answered out of order: ids match them up; the last matches by position.
-        let results = [
-            response(Some("b"), SEARCH_WEB, json!({"results": []})),
-            response(Some("a"), CALCULATE, json!({"result": 4})),
-            response(None, RECALL_MEMORY, json!({"memories": []})),
-        ];
-        let refs: Vec<&FunctionResponse> = results.iter().collect();
-        assert_eq!(
-            summarise_results(&refs, &calls),
-            "I found nothing about \"cats\". 2+2 = 4. I do not remember anything about \"colour\"."
-        );
-    }
-
-    #[test]
-    fn long_snippets_are_cut_on_a_character_boundary() {
-        let s = shorten(&"ñ".repeat(300), 160);
-        assert_eq!(s.chars().count(), 163);
     }
 }

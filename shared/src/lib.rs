@@ -33,7 +33,8 @@
 //!   function that takes one.
 //! - [`tools`]: the `Tool` trait and the tools: calculator, search,
 //!   memory, and remote tool functions.
-//! - [`testing`]: loopback servers and settings for the functions' tests.
+//! - `testing` (tests and the `testing` feature only): loopback servers
+//!   and settings for the functions' tests.
 
 pub mod agent;
 pub mod app;
@@ -48,6 +49,7 @@ pub mod runtime;
 pub mod session;
 pub mod store;
 pub mod task;
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;
 pub mod tools;
 pub mod webhook;

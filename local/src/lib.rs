@@ -30,10 +30,10 @@ pub const ROUTES: &[(&str, &str)] = &[
 ];
 
 pub async fn router(app: &App) -> anyhow::Result<Router> {
-    let api = chat_function::routes(app)
-        .merge(agent_function::routes(app).await?)
-        .merge(search_function::routes(app)?)
-        .merge(calculator_function::routes(app));
+    let api = chat_function::api(app)
+        .merge(agent_function::api(app).await?)
+        .merge(search_function::api(app)?)
+        .merge(calculator_function::api(app));
     Ok(app.wrap(api, FUNCTION))
 }
 

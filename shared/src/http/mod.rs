@@ -115,11 +115,20 @@ async fn openapi(State(document): State<Arc<Document>>) -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "application/json")], body.clone())
 }
 
+/// A function of its own: its API with the main route served at `POST /`
+/// too (a Cloud Function URL is called that way; see
+/// [`Routes::main_route`]), wrapped with [`wrap`].
+pub fn standalone(api: Api, function: &'static str, settings: &HttpSettings, metrics: Metrics) -> Router {
+    wrap(api.with_root(), function, settings, metrics)
+}
+
 /// Wraps a function's API routes with everything every function serves and
 /// does. `function` names it in `/health`, `/openapi.json` and metrics.
 pub fn wrap(api: Api, function: &'static str, settings: &HttpSettings, metrics: Metrics) -> Router {
     let keys: Arc<[Secret]> = settings.api_keys.clone().into();
-    let Api { router, mut operations } = api;
+    let Api {
+        router, mut operations, ..
+    } = api;
     operations.extend([
         Operation::get("health", "liveness: the function's name and version")
             .tag("service")

@@ -273,25 +273,13 @@ async fn run_to_end(
     task.status = TaskStatus::Running;
     task.attempts = 1;
     state.tasks.create(&task).await?;
-    let run = agent::Run {
-        task: task.task.clone(),
-        session_id: task.session_id.clone(),
-        max_steps: task.max_steps,
-        system_instruction: task.system_instruction.clone(),
-    };
-    let outcome = match agent::run(state.model.as_ref(), &state.tools, &run, &|_| {}).await {
-        Ok(outcome) => outcome,
+    let response = match task::run(state.model.as_ref(), &state.tools, &task, warnings, &|_| {}).await {
+        Ok(response) => response,
         Err(err) => {
             let error = ApiError::from(err);
             record(state, &task.task_id, TaskStatus::Failed, None, Some(&error.message)).await;
             return Err(error);
         }
-    };
-    let response = AgentResponse {
-        task_id: task.task_id.clone(),
-        session_id: task.session_id,
-        outcome,
-        warnings,
     };
     let result = serde_json::to_value(&response).ok();
     record(state, &task.task_id, TaskStatus::Completed, result.as_ref(), None).await;

@@ -15,9 +15,11 @@ use futures_util::Stream;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::agent::Outcome;
+use crate::agent::{self, Outcome, Step};
 use crate::http::sse;
+use crate::llm::{Model, ModelError};
 use crate::store::{TaskEvent, TaskRecord, TaskStatus, TaskStore};
+use crate::tools::Registry;
 
 /// A finished run: the answer of a synchronous `POST /api/v1/agent`, and
 /// the `result` of its task (synchronous or not).
@@ -32,6 +34,32 @@ pub struct AgentResponse {
     /// What the request asked that was adjusted (a `max_steps` over the cap).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+}
+
+/// Runs a task through the agent loop and assembles its answer: the one
+/// way a task record becomes a run, whether it runs in the request
+/// (`agent_function`) or from the queue ([`crate::worker`]). `on_step` sees
+/// each step as it completes; `warnings` go into the answer as they are.
+pub async fn run(
+    model: &dyn Model,
+    tools: &Registry,
+    task: &TaskRecord,
+    warnings: Vec<String>,
+    on_step: &(dyn Fn(&Step) + Send + Sync),
+) -> Result<AgentResponse, ModelError> {
+    let run = agent::Run {
+        task: task.task.clone(),
+        session_id: task.session_id.clone(),
+        max_steps: task.max_steps,
+        system_instruction: task.system_instruction.clone(),
+    };
+    let outcome = agent::run(model, tools, &run, on_step).await?;
+    Ok(AgentResponse {
+        task_id: task.task_id.clone(),
+        session_id: task.session_id.clone(),
+        outcome,
+        warnings,
+    })
 }
 
 /// `GET /api/v1/tasks/{id}`, the body of a webhook, and the `done` event.

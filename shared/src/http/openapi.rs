@@ -265,6 +265,17 @@ impl Operation {
         self
     }
 
+    /// Method (upper case), path and summary.
+    pub(crate) fn summary_line(&self) -> (&'static str, &str, &str) {
+        let method = match self.method {
+            "get" => "GET",
+            "post" => "POST",
+            "delete" => "DELETE",
+            other => other,
+        };
+        (method, &self.path, &self.summary)
+    }
+
     fn has(&self, status: u16) -> bool {
         self.answers.iter().any(|a| a.status == status)
     }

@@ -295,7 +295,7 @@ async fn record(state: &AgentState, task_id: &str, status: TaskStatus, result: O
 }
 
 async fn find(state: &AgentState, id: &str) -> Result<TaskRecord, ApiError> {
-    session::validate("the task id", id)?;
+    task::validate_id("the task id", id)?;
     state.tasks.get(id).await?.ok_or_else(|| {
         ApiError::not_found(format!(
             "there is no task {id:?}; task ids are returned by POST /api/v1/agent"

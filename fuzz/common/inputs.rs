@@ -109,7 +109,7 @@ pub fn check_delivery(data: &[u8]) -> Result<(), String> {
     let (headers, body) = delivery_parts(data);
     match events::decode(&headers, body) {
         Ok(delivery) => {
-            if agent_core::session::validate("task_id", &delivery.task_id).is_err() {
+            if agent_core::task::validate_id("task_id", &delivery.task_id).is_err() {
                 return Err(format!("accepted the invalid task id {:?}", delivery.task_id));
             }
             if delivery.message_id.is_empty() {

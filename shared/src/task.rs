@@ -16,8 +16,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::agent::{self, Outcome, Step};
-use crate::http::sse;
+use crate::http::{ApiError, sse};
 use crate::llm::{Model, ModelError};
+use crate::session;
 use crate::store::{TaskEvent, TaskRecord, TaskStatus, TaskStore};
 use crate::tools::Registry;
 
@@ -34,6 +35,20 @@ pub struct AgentResponse {
     /// What the request asked that was adjusted (a `max_steps` over the cap).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+}
+
+/// Checks a task id a client sent back, naming the field in the message.
+/// Task ids are ours (a UUID from `POST /api/v1/agent`), so the hint says
+/// where to find one; the characters allowed are the store's, as for
+/// session ids ([`session::is_safe_id`]).
+pub fn validate_id(field: &str, id: &str) -> Result<(), ApiError> {
+    if session::is_safe_id(id) {
+        return Ok(());
+    }
+    Err(ApiError::invalid_argument(format!(
+        "{field} is not a task id: task ids are UUIDs such as 0b7c6f1e-3f1a-4c2e-9d7a-5e2f8a1b4c3d, \
+         made by POST /api/v1/agent; use the task_id from its 202 answer (or the end of its status_url)"
+    )))
 }
 
 /// Runs a task through the agent loop and assembles its answer: the one
@@ -270,6 +285,26 @@ fn step_event(event: TaskEvent) -> Event {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A task id is ours to make: a bad one gets its own hint (where task
+    /// ids come from), not the session id's "omit it to start a new session".
+    #[test]
+    fn a_bad_task_id_says_what_a_task_id_is_and_where_it_comes_from() {
+        for ok in ["0b7c6f1e-3f1a-4c2e-9d7a-5e2f8a1b4c3d", "task-1"] {
+            assert!(validate_id("the task id", ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "..", "__x__", "a/b", "a b", &"x".repeat(129)] {
+            let err = validate_id("the task id", bad).expect_err(bad);
+            assert_eq!(err.code, "invalid_argument");
+            assert!(
+                err.message.starts_with("the task id is not a task id"),
+                "{}",
+                err.message
+            );
+            assert!(err.message.contains("task_id from its 202 answer"), "{}", err.message);
+            assert!(!err.message.contains("session"), "{}", err.message);
+        }
+    }
 
     #[test]
     fn event_ids_round_trip_and_garbage_is_ignored() {

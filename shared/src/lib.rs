@@ -23,7 +23,7 @@
 //!   Firestore.
 //! - [`task`]: a task as clients see it, and the stream of its progress.
 //! - [`queue`]: where asynchronous tasks wait: Pub/Sub, or the local queue.
-//! - [`events`]: what a Pub/Sub-triggered worker receives (push envelopes
+//! - [`delivery`]: what a Pub/Sub-triggered worker receives (push envelopes
 //!   and Eventarc CloudEvents), decoded into one delivery.
 //! - [`worker`]: runs a delivered task once in effect (claims, leases,
 //!   retries) and reports it.
@@ -39,7 +39,7 @@
 pub mod agent;
 pub mod app;
 pub mod config;
-pub mod events;
+pub mod delivery;
 pub mod gcp;
 pub mod http;
 pub mod llm;

@@ -16,7 +16,7 @@ use std::time::{Duration, SystemTime};
 use crate::App;
 use crate::agent::Step;
 use crate::config::TaskSettings;
-use crate::events::Delivery;
+use crate::delivery::Delivery;
 use crate::http::Metrics;
 use crate::llm::{Model, ModelError};
 use crate::store::{Claim, StoreError, TaskEvent, TaskRecord, TaskStatus, TaskStore, rfc3339};

@@ -46,7 +46,7 @@ pub fn validate_id(field: &str, id: &str) -> Result<(), ApiError> {
         return Ok(());
     }
     Err(ApiError::invalid_argument(format!(
-        "{field} is not a task id: task ids are UUIDs such as 0b7c6f1e-3f1a-4c2e-9d7a-5e2f8a1b4c3d, \
+        "{field} is not valid: task ids are UUIDs such as 0b7c6f1e-3f1a-4c2e-9d7a-5e2f8a1b4c3d, \
          made by POST /api/v1/agent; use the task_id from its 202 answer (or the end of its status_url)"
     )))
 }
@@ -297,7 +297,7 @@ mod tests {
             let err = validate_id("the task id", bad).expect_err(bad);
             assert_eq!(err.code, "invalid_argument");
             assert!(
-                err.message.starts_with("the task id is not a task id"),
+                err.message.starts_with("the task id is not valid: task ids are UUIDs"),
                 "{}",
                 err.message
             );

@@ -105,24 +105,26 @@ impl AgentState {
 
 /// The named routes; `local` merges these. Running a task is behind the
 /// agent rate limit; reading tasks, which clients poll, behind its own.
-pub async fn routes(app: &App) -> anyhow::Result<Api> {
-    Ok(api(app, AgentState::new(app).await?, false))
+pub async fn api(app: &App) -> anyhow::Result<Api> {
+    Ok(routes(app, AgentState::new(app).await?))
 }
 
 /// The standalone function: the named routes, `POST /`, and the shared
 /// HTTP layer.
 pub async fn router(app: &App) -> anyhow::Result<Router> {
-    let api = api(app, AgentState::new(app).await?, true);
-    Ok(app.wrap(api, FUNCTION))
+    Ok(app.standalone(api(app).await?, FUNCTION))
 }
 
-fn run_operation(id: &str) -> Operation {
-    Operation::post(id, "run the tool-calling agent on a task, or queue it with async: true")
-        .tag("agent")
-        .body::<AgentRequest>()
-        .json::<AgentResponse>(200, "the finished run: the answer and every step")
-        .json_with::<Accepted>(202, "with async: true, the task is queued", &["Location"])
-        .model_errors()
+fn run_operation() -> Operation {
+    Operation::post(
+        "run_agent",
+        "run the tool-calling agent on a task, or queue it with async: true",
+    )
+    .tag("agent")
+    .body::<AgentRequest>()
+    .json::<AgentResponse>(200, "the finished run: the answer and every step")
+    .json_with::<Accepted>(202, "with async: true, the task is queued", &["Location"])
+    .model_errors()
 }
 
 fn task_errors(op: Operation) -> Operation {
@@ -133,11 +135,8 @@ fn task_errors(op: Operation) -> Operation {
         .error(503, "the store is unavailable for now; retry after Retry-After")
 }
 
-fn api(app: &App, state: AgentState, root_alias: bool) -> Api {
-    let mut runs = Routes::new().route("/api/v1/agent", post(run_agent), [run_operation("run_agent")]);
-    if root_alias {
-        runs = runs.route("/", post(run_agent), [run_operation("run_agent_root")]);
-    }
+fn routes(app: &App, state: AgentState) -> Api {
+    let runs = Routes::new().main_route("/api/v1/agent", post(run_agent), [run_operation()]);
     let reads = Routes::new()
         .route(
             "/api/v1/tasks/{id}",
@@ -274,25 +273,13 @@ async fn run_to_end(
     task.status = TaskStatus::Running;
     task.attempts = 1;
     state.tasks.create(&task).await?;
-    let run = agent::Run {
-        task: task.task.clone(),
-        session_id: task.session_id.clone(),
-        max_steps: task.max_steps,
-        system_instruction: task.system_instruction.clone(),
-    };
-    let outcome = match agent::run(state.model.as_ref(), &state.tools, &run, &|_| {}).await {
-        Ok(outcome) => outcome,
+    let response = match task::run(state.model.as_ref(), &state.tools, &task, warnings, &|_| {}).await {
+        Ok(response) => response,
         Err(err) => {
             let error = ApiError::from(err);
             record(state, &task.task_id, TaskStatus::Failed, None, Some(&error.message)).await;
             return Err(error);
         }
-    };
-    let response = AgentResponse {
-        task_id: task.task_id.clone(),
-        session_id: task.session_id,
-        outcome,
-        warnings,
     };
     let result = serde_json::to_value(&response).ok();
     record(state, &task.task_id, TaskStatus::Completed, result.as_ref(), None).await;
@@ -308,7 +295,7 @@ async fn record(state: &AgentState, task_id: &str, status: TaskStatus, result: O
 }
 
 async fn find(state: &AgentState, id: &str) -> Result<TaskRecord, ApiError> {
-    session::validate("the task id", id)?;
+    task::validate_id("the task id", id)?;
     state.tasks.get(id).await?.ok_or_else(|| {
         ApiError::not_found(format!(
             "there is no task {id:?}; task ids are returned by POST /api/v1/agent"

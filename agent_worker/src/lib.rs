@@ -10,7 +10,7 @@
 use std::sync::Arc;
 
 use agent_core::App;
-use agent_core::events;
+use agent_core::delivery;
 use agent_core::http::{ApiError, Metrics, Operation, Routes};
 use agent_core::worker::{Disposition, Worker};
 use axum::Router;
@@ -57,7 +57,7 @@ pub fn router(app: &App) -> anyhow::Result<Router> {
 /// One delivery. A body that cannot be decoded is acknowledged (it would
 /// fail the same way on every redelivery), logged and counted.
 pub async fn receive(State(state): State<WorkerState>, headers: HeaderMap, body: Bytes) -> Response {
-    let delivery = match events::decode(&headers, &body) {
+    let delivery = match delivery::decode(&headers, &body) {
         Ok(delivery) => delivery,
         Err(err) => {
             tracing::warn!(%err, bytes = body.len(), "a malformed delivery was acknowledged and dropped");

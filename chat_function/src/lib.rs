@@ -90,20 +90,19 @@ impl ChatState {
 }
 
 /// The named routes, behind the chat rate limit; `local` merges these.
-pub fn routes(app: &App) -> Api {
-    app.rate_limited(api(ChatState::new(app), false), "chat", app.settings.rate_limit_chat)
+pub fn api(app: &App) -> Api {
+    app.rate_limited(routes(ChatState::new(app)), "chat", app.settings.rate_limit_chat)
 }
 
 /// The standalone function: the named routes, `POST /` as a Cloud Function
 /// URL is called, and the shared HTTP layer.
 pub fn router(app: &App) -> Router {
-    let api = api(ChatState::new(app), true);
-    app.wrap(app.rate_limited(api, "chat", app.settings.rate_limit_chat), FUNCTION)
+    app.standalone(api(app), FUNCTION)
 }
 
-fn chat_operation(id: &str) -> Operation {
+fn chat_operation() -> Operation {
     Operation::post(
-        id,
+        "chat",
         "chat with session memory: the model answers with the session's recent history",
     )
     .tag("chat")
@@ -122,7 +121,7 @@ fn chat_operation(id: &str) -> Operation {
     .model_errors()
 }
 
-fn api(state: ChatState, root_alias: bool) -> Api {
+fn routes(state: ChatState) -> Api {
     let session_errors = |op: Operation| {
         op.tag("chat")
             .path_schema(session::id_schema)
@@ -130,8 +129,8 @@ fn api(state: ChatState, root_alias: bool) -> Api {
             .error(404, "there is no such session")
             .error(503, "the store is unavailable for now; retry after Retry-After")
     };
-    let mut routes = Routes::new()
-        .route("/api/v1/chat", post(chat), [chat_operation("chat")])
+    Routes::new()
+        .main_route("/api/v1/chat", post(chat), [chat_operation()])
         .route(
             "/api/v1/sessions/{id}",
             get(get_session).delete(delete_session),
@@ -145,11 +144,8 @@ fn api(state: ChatState, root_alias: bool) -> Api {
                         .empty(204, "the session is gone"),
                 ),
             ],
-        );
-    if root_alias {
-        routes = routes.route("/", post(chat), [chat_operation("chat_root")]);
-    }
-    routes.with_state(state)
+        )
+        .with_state(state)
 }
 
 /// A validated request, ready for the model.

@@ -12,7 +12,7 @@
 
 #![allow(dead_code)] // each fuzz target uses only its own part
 
-use agent_core::events;
+use agent_core::delivery;
 use agent_core::tools::calculator;
 
 /// The longest error message accepted from the calculator or the delivery
@@ -56,7 +56,7 @@ pub fn check_calculator(data: &[u8]) -> Result<(), String> {
 // ------------------------------------------------------------------ delivery
 
 /// The Pub/Sub event type, as the binary-mode header names it.
-const PUBSUB: &str = events::PUBSUB_EVENT_TYPE;
+const PUBSUB: &str = delivery::PUBSUB_EVENT_TYPE;
 
 /// `delivery`: the first byte picks how the request was sent (its low three
 /// bits: no content type, JSON, structured CloudEvent twice, binary
@@ -107,9 +107,9 @@ pub fn delivery_parts(data: &[u8]) -> (axum::http::HeaderMap, &[u8]) {
 /// message id; a refusal says why in one short line.
 pub fn check_delivery(data: &[u8]) -> Result<(), String> {
     let (headers, body) = delivery_parts(data);
-    match events::decode(&headers, body) {
+    match delivery::decode(&headers, body) {
         Ok(delivery) => {
-            if agent_core::session::validate("task_id", &delivery.task_id).is_err() {
+            if agent_core::task::validate_id("task_id", &delivery.task_id).is_err() {
                 return Err(format!("accepted the invalid task id {:?}", delivery.task_id));
             }
             if delivery.message_id.is_empty() {

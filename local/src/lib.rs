@@ -4,42 +4,52 @@
 //! belong to the standalone functions, where each function has its own URL.
 
 use agent_core::App;
+use agent_core::http::Api;
 use axum::Router;
 
 pub const FUNCTION: &str = "local";
 
-/// Each route served, with what it does, for the start-up banner.
-pub const ROUTES: &[(&str, &str)] = &[
-    ("POST   /api/v1/chat", "chat with session memory (stream: true for SSE)"),
-    ("GET    /api/v1/sessions/{id}", "a session's messages"),
-    ("DELETE /api/v1/sessions/{id}", "forget a session"),
-    (
-        "POST   /api/v1/agent",
-        "run the tool-calling agent on a task (async: true to queue it)",
-    ),
-    ("GET    /api/v1/tasks/{id}", "an agent task: status, result or error"),
-    (
-        "GET    /api/v1/tasks/{id}/events",
-        "an agent task's steps as they happen (SSE)",
-    ),
-    ("POST   /api/v1/tools/search", "search the corpus (BM25)"),
-    ("POST   /api/v1/tools/calculate", "safe arithmetic"),
-    ("GET    /health", "liveness"),
-    ("GET    /openapi.json", "the OpenAPI 3.1 document of every route"),
-    ("GET    /metrics", "Prometheus metrics"),
-];
-
-pub async fn router(app: &App) -> anyhow::Result<Router> {
-    let api = chat_function::routes(app)
-        .merge(agent_function::routes(app).await?)
-        .merge(search_function::routes(app)?)
-        .merge(calculator_function::routes(app));
-    Ok(app.wrap(api, FUNCTION))
+/// Every function's named routes, merged.
+pub async fn api(app: &App) -> anyhow::Result<Api> {
+    Ok(chat_function::api(app)
+        .merge(agent_function::api(app).await?)
+        .merge(search_function::api(app)?)
+        .merge(calculator_function::api(app)))
 }
 
-/// What `local` prints at start: where it listens, what it serves, and on
-/// which model and store.
-pub fn banner(app: &App, port: u16) -> String {
+pub async fn router(app: &App) -> anyhow::Result<Router> {
+    Ok(app.wrap(api(app).await?, FUNCTION))
+}
+
+/// The longest summary a banner line shows.
+const HEADLINE_CHARS: usize = 80;
+
+/// A summary short enough for one banner line: its first sentence, cut at
+/// a word past [`HEADLINE_CHARS`] (the tools' summaries are the long
+/// descriptions the model reads).
+fn headline(summary: &str) -> String {
+    let first = summary.split_once(". ").map_or(summary, |(first, _)| first);
+    let first = first.strip_suffix('.').unwrap_or(first);
+    if first.chars().count() <= HEADLINE_CHARS {
+        return first.to_string();
+    }
+    let mut out = String::new();
+    for word in first.split(' ') {
+        if out.chars().count() + 1 + word.chars().count() > HEADLINE_CHARS - 3 {
+            break;
+        }
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        out.push_str(word);
+    }
+    out + "..."
+}
+
+/// What `local` prints at start: where it listens, what it serves (`api`'s
+/// routes and the shared layer's, as the OpenAPI document lists them), and
+/// on which model and store.
+pub fn banner(app: &App, port: u16, api: &Api) -> String {
     let store = match app.settings.store.kind {
         agent_core::config::StoreKind::Sqlite => format!("sqlite {}", app.settings.store.sqlite_path.display()),
         agent_core::config::StoreKind::Firestore => "firestore".to_string(),
@@ -49,11 +59,34 @@ pub fn banner(app: &App, port: u16) -> String {
         app.model.provider(),
         app.model.name(),
     );
-    for (route, what) in ROUTES {
-        out.push_str(&format!("  {route:<32} {what}\n"));
+    for (method, path, summary) in agent_core::http::served(api) {
+        let route = format!("{method:<6} {path}");
+        out.push_str(&format!("  {route:<32} {}\n", headline(&summary)));
     }
     out.push_str(&format!(
         "try: curl -s localhost:{port}/api/v1/chat -d '{{\"message\":\"hello\"}}'"
     ));
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_banner_line_shows_the_first_sentence_of_a_summary_and_no_more_than_a_line() {
+        assert_eq!(
+            headline("liveness: the function's name and version"),
+            "liveness: the function's name and version"
+        );
+        assert_eq!(
+            headline("Evaluates an arithmetic expression and returns its numeric result. Use it for any arithmetic."),
+            "Evaluates an arithmetic expression and returns its numeric result"
+        );
+        let long = headline(&"word ".repeat(40));
+        assert!(
+            long.ends_with("...") && long.chars().count() <= HEADLINE_CHARS,
+            "{long}"
+        );
+    }
 }

@@ -5,10 +5,12 @@
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let app = agent_core::App::start(local::FUNCTION).await;
-    let router = local::router(&app)
+    let api = local::api(&app)
         .await
         .unwrap_or_else(|err| app.exit_on_start_error(err));
+    let banner = local::banner(&app, app.settings.port, &api);
+    let router = app.wrap(api, local::FUNCTION);
     let listener = agent_core::runtime::bind(app.settings.port).await?;
-    println!("{}", local::banner(&app, app.settings.port));
+    println!("{banner}");
     agent_core::runtime::serve_on(listener, router, agent_core::runtime::shutdown_signal()).await
 }

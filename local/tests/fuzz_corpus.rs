@@ -86,7 +86,7 @@ fn delivery_corpus_and_regressions() {
         .iter()
         .filter_map(|(_, bytes)| {
             let (headers, body) = inputs::delivery_parts(bytes);
-            agent_core::events::decode(&headers, body).ok()?;
+            agent_core::delivery::decode(&headers, body).ok()?;
             Some(bytes.first().map_or(0, |b| b & 7))
         })
         .collect();

@@ -1,8 +1,9 @@
 //! What every function builds at start-up, built once, the same way.
 //!
 //! Settings, logs, metrics, the model and the stores: a function's `main`
-//! is `App::start(NAME)` then `serve(router(&app))`, and the `local` runner
-//! builds one `App` for all of them.
+//! is `App::start(NAME)` then `serve(router(&app))`, where `router` is
+//! `app.standalone(api(&app), NAME)`; the `local` runner builds one `App`
+//! for all of them and merges their `api`s.
 
 use std::sync::Arc;
 
@@ -90,7 +91,7 @@ impl App {
             trust_proxy: self.settings.http.trust_proxy,
         };
         routes.layered(
-            |routes| routes.route_layer(middleware::from_fn_with_state(limiter, rate_limit::limit)),
+            |routes| routes.route_layer(middleware::from_fn_with_state(limiter.clone(), rate_limit::limit)),
             &[
                 (429, "over the rate limit for this client; retry after Retry-After"),
                 (503, "the rate limit's store is unavailable; retry after Retry-After"),
@@ -101,5 +102,11 @@ impl App {
     /// Wraps API routes with the shared HTTP layer (see [`crate::http::wrap`]).
     pub fn wrap(&self, api: Api, function: &'static str) -> Router {
         crate::http::wrap(api, function, &self.settings.http, self.metrics.clone())
+    }
+
+    /// A function of its own out of its API: the main route at `POST /`
+    /// too, and the shared HTTP layer (see [`crate::http::standalone`]).
+    pub fn standalone(&self, api: Api, function: &'static str) -> Router {
+        crate::http::standalone(api, function, &self.settings.http, self.metrics.clone())
     }
 }

@@ -25,7 +25,7 @@
 //! - [`queue`]: where asynchronous tasks wait: Pub/Sub, or the local queue.
 //! - [`retry`]: what every retry loop shares: backoff with jitter,
 //!   `Retry-After`, error chains.
-//! - [`events`]: what a Pub/Sub-triggered worker receives (push envelopes
+//! - [`delivery`]: what a Pub/Sub-triggered worker receives (push envelopes
 //!   and Eventarc CloudEvents), decoded into one delivery.
 //! - [`worker`]: runs a delivered task once in effect (claims, leases,
 //!   retries) and reports it.
@@ -36,12 +36,13 @@
 //!   function that takes one.
 //! - [`tools`]: the `Tool` trait and the tools: calculator, search,
 //!   memory, and remote tool functions.
-//! - [`testing`]: loopback servers and settings for the functions' tests.
+//! - `testing` (tests and the `testing` feature only): loopback servers
+//!   and settings for the functions' tests.
 
 pub mod agent;
 pub mod app;
 pub mod config;
-pub mod events;
+pub mod delivery;
 pub mod gcp;
 pub mod http;
 pub mod llm;
@@ -53,6 +54,7 @@ pub mod runtime;
 pub mod session;
 pub mod store;
 pub mod task;
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;
 pub mod tools;
 pub mod webhook;

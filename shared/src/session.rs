@@ -31,13 +31,20 @@ pub fn generate() -> String {
     uuid::Uuid::new_v4().to_string()
 }
 
-/// Checks a client-given session id, naming the field in the message.
-pub fn validate(field: &str, id: &str) -> Result<(), ApiError> {
+/// Whether `id` is safe as a store key and in a URL path: the rules of the
+/// module (1 to [`MAX_LEN`] characters of `A-Z a-z 0-9 _ . -`, not `.`,
+/// `..` or `__x__`). Task ids keep to them too ([`crate::task::validate_id`]).
+pub fn is_safe_id(id: &str) -> bool {
     let valid_chars = id
         .bytes()
         .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
     let reserved = id == "." || id == ".." || (id.len() >= 4 && id.starts_with("__") && id.ends_with("__"));
-    if id.is_empty() || id.len() > MAX_LEN || !valid_chars || reserved {
+    !id.is_empty() && id.len() <= MAX_LEN && valid_chars && !reserved
+}
+
+/// Checks a client-given session id, naming the field in the message.
+pub fn validate(field: &str, id: &str) -> Result<(), ApiError> {
+    if !is_safe_id(id) {
         return Err(ApiError::invalid_argument(format!(
             "{field} must be 1 to {MAX_LEN} characters of A-Z, a-z, 0-9, _, . and - (and not ., .. or __name__); \
              omit it to start a new session"

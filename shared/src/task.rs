@@ -15,9 +15,12 @@ use futures_util::Stream;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::agent::Outcome;
-use crate::http::sse;
+use crate::agent::{self, Outcome, Step};
+use crate::http::{ApiError, sse};
+use crate::llm::{Model, ModelError};
+use crate::session;
 use crate::store::{TaskEvent, TaskRecord, TaskStatus, TaskStore};
+use crate::tools::Registry;
 
 /// A finished run: the answer of a synchronous `POST /api/v1/agent`, and
 /// the `result` of its task (synchronous or not).
@@ -32,6 +35,46 @@ pub struct AgentResponse {
     /// What the request asked that was adjusted (a `max_steps` over the cap).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+}
+
+/// Checks a task id a client sent back, naming the field in the message.
+/// Task ids are ours (a UUID from `POST /api/v1/agent`), so the hint says
+/// where to find one; the characters allowed are the store's, as for
+/// session ids ([`session::is_safe_id`]).
+pub fn validate_id(field: &str, id: &str) -> Result<(), ApiError> {
+    if session::is_safe_id(id) {
+        return Ok(());
+    }
+    Err(ApiError::invalid_argument(format!(
+        "{field} is not valid: task ids are UUIDs such as 0b7c6f1e-3f1a-4c2e-9d7a-5e2f8a1b4c3d, \
+         made by POST /api/v1/agent; use the task_id from its 202 answer (or the end of its status_url)"
+    )))
+}
+
+/// Runs a task through the agent loop and assembles its answer: the one
+/// way a task record becomes a run, whether it runs in the request
+/// (`agent_function`) or from the queue ([`crate::worker`]). `on_step` sees
+/// each step as it completes; `warnings` go into the answer as they are.
+pub async fn run(
+    model: &dyn Model,
+    tools: &Registry,
+    task: &TaskRecord,
+    warnings: Vec<String>,
+    on_step: &(dyn Fn(&Step) + Send + Sync),
+) -> Result<AgentResponse, ModelError> {
+    let run = agent::Run {
+        task: task.task.clone(),
+        session_id: task.session_id.clone(),
+        max_steps: task.max_steps,
+        system_instruction: task.system_instruction.clone(),
+    };
+    let outcome = agent::run(model, tools, &run, on_step).await?;
+    Ok(AgentResponse {
+        task_id: task.task_id.clone(),
+        session_id: task.session_id.clone(),
+        outcome,
+        warnings,
+    })
 }
 
 /// `GET /api/v1/tasks/{id}`, the body of a webhook, and the `done` event.
@@ -242,6 +285,26 @@ fn step_event(event: TaskEvent) -> Event {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A task id is ours to make: a bad one gets its own hint (where task
+    /// ids come from), not the session id's "omit it to start a new session".
+    #[test]
+    fn a_bad_task_id_says_what_a_task_id_is_and_where_it_comes_from() {
+        for ok in ["0b7c6f1e-3f1a-4c2e-9d7a-5e2f8a1b4c3d", "task-1"] {
+            assert!(validate_id("the task id", ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "..", "__x__", "a/b", "a b", &"x".repeat(129)] {
+            let err = validate_id("the task id", bad).expect_err(bad);
+            assert_eq!(err.code, "invalid_argument");
+            assert!(
+                err.message.starts_with("the task id is not valid: task ids are UUIDs"),
+                "{}",
+                err.message
+            );
+            assert!(err.message.contains("task_id from its 202 answer"), "{}", err.message);
+            assert!(!err.message.contains("session"), "{}", err.message);
+        }
+    }
 
     #[test]
     fn event_ids_round_trip_and_garbage_is_ignored() {

@@ -2,8 +2,9 @@
 //! variables, a router served on a real loopback port, scripted wire-format
 //! servers, function binaries as real processes, and the Firestore emulator.
 //!
-//! Public (not `cfg(test)`) because every function crate's integration tests
-//! use them; nothing in production calls them.
+//! Compiled only for tests and with the `testing` feature, which the
+//! function crates enable from `[dev-dependencies]`: their integration tests
+//! use these helpers, and nothing in production may.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

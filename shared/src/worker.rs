@@ -14,9 +14,9 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use crate::App;
-use crate::agent::{self, Outcome, Step};
+use crate::agent::Step;
 use crate::config::TaskSettings;
-use crate::events::Delivery;
+use crate::delivery::Delivery;
 use crate::http::Metrics;
 use crate::llm::{Model, ModelError};
 use crate::store::{Claim, StoreError, TaskEvent, TaskRecord, TaskStatus, TaskStore, rfc3339};
@@ -159,12 +159,6 @@ impl Worker {
     async fn run(&self, task: TaskRecord) -> Disposition {
         let task_id = task.task_id.clone();
         let attempt = task.attempts;
-        let run = agent::Run {
-            task: task.task.clone(),
-            session_id: task.session_id.clone(),
-            max_steps: task.max_steps,
-            system_instruction: task.system_instruction.clone(),
-        };
 
         // Steps are stored as they complete, by a writer beside the loop,
         // so a slow store does not slow the agent.
@@ -173,7 +167,8 @@ impl Worker {
             let on_step = move |step: &Step| {
                 let _ = steps_tx.send(step.clone());
             };
-            agent::run(self.model.as_ref(), &self.tools, &run, &on_step).await
+            // A capped max_steps was reported in the 202 answer.
+            crate::task::run(self.model.as_ref(), &self.tools, &task, Vec::new(), &on_step).await
         };
         let record_steps = async {
             let mut index = 0;
@@ -200,7 +195,7 @@ impl Worker {
         };
 
         match result {
-            Ok(outcome) => self.complete(&task, outcome).await,
+            Ok(response) => self.complete(&task, response).await,
             Err(err) if transient(&err) => self.retry_or_fail(&task, &err).await,
             Err(err) => {
                 let message = crate::http::ApiError::from(err).message;
@@ -227,14 +222,7 @@ impl Worker {
         }
     }
 
-    async fn complete(&self, task: &TaskRecord, outcome: Outcome) -> Disposition {
-        // A capped max_steps was reported in the 202 answer.
-        let response = AgentResponse {
-            task_id: task.task_id.clone(),
-            session_id: task.session_id.clone(),
-            outcome,
-            warnings: Vec::new(),
-        };
+    async fn complete(&self, task: &TaskRecord, response: AgentResponse) -> Disposition {
         let result = serde_json::to_value(&response).unwrap_or_default();
         self.finish(task, TaskStatus::Completed, Some(result), None).await
     }

@@ -115,12 +115,9 @@ async fn openapi(State(document): State<Arc<Document>>) -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "application/json")], body.clone())
 }
 
-/// Wraps a function's API routes with everything every function serves and
-/// does. `function` names it in `/health`, `/openapi.json` and metrics.
-pub fn wrap(api: Api, function: &'static str, settings: &HttpSettings, metrics: Metrics) -> Router {
-    let keys: Arc<[Secret]> = settings.api_keys.clone().into();
-    let Api { router, mut operations } = api;
-    operations.extend([
+/// What the shared layer serves beside a function's API.
+fn service_operations() -> [Operation; 3] {
+    [
         Operation::get("health", "liveness: the function's name and version")
             .tag("service")
             .json::<Health>(200, "the function is serving")
@@ -135,7 +132,39 @@ pub fn wrap(api: Api, function: &'static str, settings: &HttpSettings, metrics: 
             .tag("service")
             .text(200, "the Prometheus text format")
             .with_path("/metrics"),
-    ]);
+    ]
+}
+
+/// What a function wrapped by [`wrap`] serves, as its OpenAPI document
+/// lists it: method (upper case), path and summary of each operation of
+/// `api`, then of the shared layer.
+pub fn served(api: &Api) -> Vec<(&'static str, String, String)> {
+    let service = service_operations();
+    api.operations
+        .iter()
+        .chain(&service)
+        .map(|op| {
+            let (method, path, summary) = op.summary_line();
+            (method, path.to_string(), summary.to_string())
+        })
+        .collect()
+}
+
+/// A function of its own: its API with the main route served at `POST /`
+/// too (a Cloud Function URL is called that way; see
+/// [`Routes::main_route`]), wrapped with [`wrap`].
+pub fn standalone(api: Api, function: &'static str, settings: &HttpSettings, metrics: Metrics) -> Router {
+    wrap(api.with_root(), function, settings, metrics)
+}
+
+/// Wraps a function's API routes with everything every function serves and
+/// does. `function` names it in `/health`, `/openapi.json` and metrics.
+pub fn wrap(api: Api, function: &'static str, settings: &HttpSettings, metrics: Metrics) -> Router {
+    let keys: Arc<[Secret]> = settings.api_keys.clone().into();
+    let Api {
+        router, mut operations, ..
+    } = api;
+    operations.extend(service_operations());
     let document = Arc::new(Document {
         function,
         operations,

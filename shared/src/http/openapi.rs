@@ -265,6 +265,17 @@ impl Operation {
         self
     }
 
+    /// Method (upper case), path and summary.
+    pub(crate) fn summary_line(&self) -> (&'static str, &str, &str) {
+        let method = match self.method {
+            "get" => "GET",
+            "post" => "POST",
+            "delete" => "DELETE",
+            other => other,
+        };
+        (method, &self.path, &self.summary)
+    }
+
     fn has(&self, status: u16) -> bool {
         self.answers.iter().any(|a| a.status == status)
     }
@@ -274,6 +285,8 @@ impl Operation {
 pub struct Routes<S> {
     router: Router<S>,
     operations: Vec<Operation>,
+    /// The main route again at `/`, for a standalone function.
+    root: Option<(Router<S>, Vec<Operation>)>,
 }
 
 impl<S: Clone + Send + Sync + 'static> Default for Routes<S> {
@@ -281,6 +294,7 @@ impl<S: Clone + Send + Sync + 'static> Default for Routes<S> {
         Routes {
             router: Router::new(),
             operations: Vec::new(),
+            root: None,
         }
     }
 }
@@ -306,36 +320,93 @@ impl<S: Clone + Send + Sync + 'static> Routes<S> {
         self
     }
 
+    /// The function's main route: registered like [`Routes::route`], and
+    /// also served at `/` when the function stands alone (a Cloud Function
+    /// URL is called as `POST /`), documented there as `<id>_root`.
+    pub fn main_route(
+        mut self,
+        path: &str,
+        handler: MethodRouter<S>,
+        operations: impl IntoIterator<Item = Operation>,
+    ) -> Routes<S> {
+        let operations: Vec<Operation> = operations.into_iter().collect();
+        let root_operations = operations
+            .iter()
+            .map(|op| {
+                let mut op = op.clone();
+                op.id = format!("{}_root", op.id);
+                op.with_path("/")
+            })
+            .collect();
+        self.root = Some((Router::new().route("/", handler.clone()), root_operations));
+        self.route(path, handler, operations)
+    }
+
     pub fn with_state(self, state: S) -> Api {
         Api {
+            root: self.root.map(|(router, operations)| Root {
+                router: router.with_state(state.clone()),
+                operations,
+            }),
             router: self.router.with_state(state),
             operations: self.operations,
         }
     }
 }
 
+/// The main route served at `/`, kept apart until [`Api::with_root`].
+struct Root {
+    router: Router,
+    operations: Vec<Operation>,
+}
+
 /// A function's routes and their documentation, kept together through
-/// every merge and layer until [`super::wrap`] serves them.
+/// every merge and layer until [`super::wrap`] serves them. It also knows
+/// its main route ([`Routes::main_route`]), which a standalone function
+/// serves at `/` as well ([`super::standalone`]).
 pub struct Api {
     pub(crate) router: Router,
     pub(crate) operations: Vec<Operation>,
+    root: Option<Root>,
 }
 
 impl Api {
+    /// Both routes and documents. A merge of two APIs that each have a main
+    /// route (several functions on one port) has none: only a function of
+    /// its own serves `/`.
     pub fn merge(mut self, other: Api) -> Api {
         self.router = self.router.merge(other.router);
         self.operations.extend(other.operations);
+        self.root = match (self.root, other.root) {
+            (Some(root), None) | (None, Some(root)) => Some(root),
+            _ => None,
+        };
         self
     }
 
-    /// Applies a layer to the routes, and documents what the layer can
-    /// answer on their behalf (e.g. 429 from a rate limit).
-    pub fn layered(mut self, layer: impl FnOnce(Router) -> Router, answers: &[(u16, &'static str)]) -> Api {
+    /// Applies a layer to the routes (the main route's `/` too), and
+    /// documents what the layer can answer on their behalf (e.g. 429 from a
+    /// rate limit).
+    pub fn layered(mut self, layer: impl Fn(Router) -> Router, answers: &[(u16, &'static str)]) -> Api {
         self.router = layer(self.router);
-        for op in &mut self.operations {
+        if let Some(root) = &mut self.root {
+            root.router = layer(std::mem::take(&mut root.router));
+        }
+        let root_operations = self.root.iter_mut().flat_map(|root| root.operations.iter_mut());
+        for op in self.operations.iter_mut().chain(root_operations) {
             for &(status, description) in answers {
                 op.add_layer_error(status, description);
             }
+        }
+        self
+    }
+
+    /// The routes with the main route served at `/` too, as a standalone
+    /// function serves them.
+    pub(crate) fn with_root(mut self) -> Api {
+        if let Some(root) = self.root.take() {
+            self.router = self.router.merge(root.router);
+            self.operations.extend(root.operations);
         }
         self
     }

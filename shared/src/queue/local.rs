@@ -16,7 +16,7 @@ use async_trait::async_trait;
 use tokio::sync::{Semaphore, mpsc};
 
 use super::{Queue, QueueError};
-use crate::events::Delivery;
+use crate::delivery::Delivery;
 use crate::store::TaskStore;
 use crate::worker::{Disposition, Worker};
 

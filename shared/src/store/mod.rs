@@ -7,12 +7,13 @@
 //! across every instance sharing the store. SQLite keeps them with one
 //! immediate transaction, Firestore with a transaction per call.
 //!
-//! - [`contract`]: the promises above as one test suite that every
+//! - `contract` (feature `testing`): the promises above as one test suite that every
 //!   backend must pass.
 //! - [`sqlite`]: the embedded default, one file, shared safely by several
 //!   processes on one machine.
 //! - [`firestore`]: production: many instances, no local state.
 
+#[cfg(any(test, feature = "testing"))]
 pub mod contract;
 pub mod firestore;
 pub mod sqlite;

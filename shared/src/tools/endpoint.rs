@@ -27,23 +27,16 @@ async fn call(State(tool): State<Arc<dyn Tool>>, ApiJson(args): ApiJson<Value>) 
     }
 }
 
-/// `POST path` (and `POST /` when `root_alias`) serving `tool`, documented
-/// with `Args`, the arguments the tool deserializes, and `Answer`, what it
-/// returns.
-pub fn routes<Args: JsonSchema, Answer: JsonSchema>(path: &str, tool: Arc<dyn Tool>, root_alias: bool) -> Api {
-    let name = tool.spec().name.clone();
-    let operation = |id: String| {
-        Operation::post(&id, tool.spec().description.clone())
-            .tag("tools")
-            .body::<Args>()
-            .json::<Answer>(200, "the tool's result")
-            .error(503, "the tool could not run for now; retry after Retry-After")
-    };
-    let mut routes = Routes::new().route(path, post(call), [operation(name.clone())]);
-    if root_alias {
-        routes = routes.route("/", post(call), [operation(format!("{name}_root"))]);
-    }
-    routes.with_state(tool)
+/// `POST path` serving `tool` as the main route (also `POST /` when the
+/// function stands alone), documented with `Args`, the arguments the tool
+/// deserializes, and `Answer`, what it returns.
+pub fn routes<Args: JsonSchema, Answer: JsonSchema>(path: &str, tool: Arc<dyn Tool>) -> Api {
+    let operation = Operation::post(&tool.spec().name, tool.spec().description.clone())
+        .tag("tools")
+        .body::<Args>()
+        .json::<Answer>(200, "the tool's result")
+        .error(503, "the tool could not run for now; retry after Retry-After");
+    Routes::new().main_route(path, post(call), [operation]).with_state(tool)
 }
 
 #[cfg(test)]

@@ -17,9 +17,10 @@ pub const FUNCTION: &str = "calculator_function";
 pub const ROUTE: &str = "/api/v1/tools/calculate";
 
 /// The named route, behind the tools rate limit; `local` merges it.
-pub fn routes(app: &App) -> Api {
+pub fn api(app: &App) -> Api {
+    let tool = Arc::new(Calculator::new());
     app.rate_limited(
-        endpoint::routes::<calculator::Args, calculator::Answer>(ROUTE, Arc::new(Calculator::new()), false),
+        endpoint::routes::<calculator::Args, calculator::Answer>(ROUTE, tool),
         "tools",
         app.settings.rate_limit_tools,
     )
@@ -27,6 +28,5 @@ pub fn routes(app: &App) -> Api {
 
 /// The standalone function, with `POST /` and the shared HTTP layer.
 pub fn router(app: &App) -> Router {
-    let api = endpoint::routes::<calculator::Args, calculator::Answer>(ROUTE, Arc::new(Calculator::new()), true);
-    app.wrap(app.rate_limited(api, "tools", app.settings.rate_limit_tools), FUNCTION)
+    app.standalone(api(app), FUNCTION)
 }

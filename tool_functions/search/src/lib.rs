@@ -22,9 +22,9 @@ fn tool(app: &App) -> anyhow::Result<Arc<search::Search>> {
 }
 
 /// The named route, behind the tools rate limit; `local` merges it.
-pub fn routes(app: &App) -> anyhow::Result<Api> {
+pub fn api(app: &App) -> anyhow::Result<Api> {
     Ok(app.rate_limited(
-        endpoint::routes::<search::Args, search::Answer>(ROUTE, tool(app)?, false),
+        endpoint::routes::<search::Args, search::Answer>(ROUTE, tool(app)?),
         "tools",
         app.settings.rate_limit_tools,
     ))
@@ -32,6 +32,5 @@ pub fn routes(app: &App) -> anyhow::Result<Api> {
 
 /// The standalone function, with `POST /` and the shared HTTP layer.
 pub fn router(app: &App) -> anyhow::Result<Router> {
-    let api = endpoint::routes::<search::Args, search::Answer>(ROUTE, tool(app)?, true);
-    Ok(app.wrap(app.rate_limited(api, "tools", app.settings.rate_limit_tools), FUNCTION))
+    Ok(app.standalone(api(app)?, FUNCTION))
 }

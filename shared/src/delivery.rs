@@ -159,7 +159,7 @@ fn from_envelope(envelope: &Map<String, Value>, fallback_id: Option<&str>) -> Re
         Some(Value::String(id)) => id,
         _ => return Err(DecodeError::NoTaskId),
     };
-    if crate::session::validate("task_id", task_id).is_err() {
+    if crate::task::validate_id("task_id", task_id).is_err() {
         return Err(DecodeError::BadTaskId(quote(task_id)));
     }
     let message_id = ["messageId", "message_id"]
@@ -561,7 +561,7 @@ mod tests {
             let h = &header_sets[rng.below(header_sets.len())];
             if let Ok(delivery) = decode(h, &input) {
                 assert!(
-                    crate::session::validate("task_id", &delivery.task_id).is_ok(),
+                    crate::task::validate_id("task_id", &delivery.task_id).is_ok(),
                     "round {round} (seed {SEED:#x}) accepted task id {:?}",
                     delivery.task_id
                 );

@@ -43,7 +43,7 @@ pub struct AgentRequest {
     #[serde(default)]
     #[schemars(schema_with = "agent_core::session::optional_id_schema")]
     pub session_id: Option<String>,
-    /// At most this many model rounds (default 10, capped at 20 with a warning).
+    /// At most this many tool calls (default 10, capped at 20 with a warning).
     #[serde(default)]
     #[schemars(range(min = 1))]
     pub max_steps: Option<u32>,

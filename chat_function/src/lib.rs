@@ -125,7 +125,7 @@ fn routes(state: ChatState) -> Api {
     let session_errors = |op: Operation| {
         op.tag("chat")
             .path_schema(session::id_schema)
-            .error(400, "the session id is not valid (letters, digits, - and _)")
+            .error(400, "the session id is not valid (letters, digits, _, . and -)")
             .error(404, "there is no such session")
             .error(503, "the store is unavailable for now; retry after Retry-After")
     };

@@ -108,9 +108,9 @@ use serde::{Deserialize, Serialize};
 use self::cas::{KeyLocks, classify, commit_if_unchanged, delete, exists, put, read};
 use self::ids::{is_document_id, key_id};
 use super::{
-    Claim, ClaimStep, MemoryEntry, MemoryStore, NewMessage, RateLimitStore, SessionStore, StoreError, StoredMessage,
-    TaskEvent, TaskRecord, TaskStatus, TaskStore, WindowCount, claim_step, event_time, exhausted_error, lease_end,
-    lease_passed, rfc3339, unix_seconds,
+    Claim, ClaimStep, Finished, MemoryEntry, MemoryStore, NewMessage, RateLimitStore, SessionStore, StoreError,
+    StoredMessage, TaskEvent, TaskRecord, TaskStatus, TaskStore, WindowCount, claim_step, event_time, exhausted_error,
+    lease_end, lease_passed, rfc3339, unix_seconds,
 };
 use crate::llm::Role;
 
@@ -760,21 +760,12 @@ impl FirestoreStore {
         .await
     }
 
-    async fn finish_now(
-        &self,
-        task_id: &str,
-        attempt: u32,
-        status: TaskStatus,
-        result: Option<&serde_json::Value>,
-        error: Option<&str>,
-    ) -> Result<bool, StoreError> {
-        if !matches!(status, TaskStatus::Completed | TaskStatus::Failed) {
-            return Err(StoreError::Internal(format!(
-                "a task finishes as completed or failed, not {}",
-                status.as_str()
-            )));
-        }
-        let result = result.map(|r| r.to_string());
+    async fn finish_now(&self, task_id: &str, attempt: u32, outcome: &Finished) -> Result<bool, StoreError> {
+        let (status, result, error) = (
+            outcome.status(),
+            outcome.result().map(|r| r.to_string()),
+            outcome.error(),
+        );
         self.change_task(task_id, "finish", |stored| {
             Ok(match stored {
                 Some(mut doc)
@@ -1083,15 +1074,8 @@ impl TaskStore for FirestoreStore {
         bounded(self.release_now(task_id, attempt)).await
     }
 
-    async fn finish(
-        &self,
-        task_id: &str,
-        attempt: u32,
-        status: TaskStatus,
-        result: Option<&serde_json::Value>,
-        error: Option<&str>,
-    ) -> Result<bool, StoreError> {
-        bounded(self.finish_now(task_id, attempt, status, result, error)).await
+    async fn finish(&self, task_id: &str, attempt: u32, outcome: &Finished) -> Result<bool, StoreError> {
+        bounded(self.finish_now(task_id, attempt, outcome)).await
     }
 
     async fn get(&self, task_id: &str) -> Result<Option<TaskRecord>, StoreError> {

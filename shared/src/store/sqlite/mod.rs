@@ -21,9 +21,9 @@ use async_trait::async_trait;
 use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior, params};
 
 use super::{
-    Claim, ClaimStep, MemoryEntry, MemoryStore, NewMessage, RateLimitStore, SessionStore, StoreError, StoredMessage,
-    TaskEvent, TaskRecord, TaskStatus, TaskStore, WindowCount, claim_step, event_time, exhausted_error, lease_end,
-    rfc3339, unix_seconds,
+    Claim, ClaimStep, Finished, MemoryEntry, MemoryStore, NewMessage, RateLimitStore, SessionStore, StoreError,
+    StoredMessage, TaskEvent, TaskRecord, TaskStatus, TaskStore, WindowCount, claim_step, event_time, exhausted_error,
+    lease_end, rfc3339, unix_seconds,
 };
 use crate::llm::Role;
 
@@ -638,24 +638,12 @@ impl TaskStore for SqliteStore {
         .await
     }
 
-    async fn finish(
-        &self,
-        task_id: &str,
-        attempt: u32,
-        status: TaskStatus,
-        result: Option<&serde_json::Value>,
-        error: Option<&str>,
-    ) -> Result<bool, StoreError> {
-        if !matches!(status, TaskStatus::Completed | TaskStatus::Failed) {
-            return Err(StoreError::Internal(format!(
-                "a task finishes as completed or failed, not {}",
-                status.as_str()
-            )));
-        }
-        let (task_id, result, error) = (
+    async fn finish(&self, task_id: &str, attempt: u32, outcome: &Finished) -> Result<bool, StoreError> {
+        let (task_id, status, result, error) = (
             task_id.to_string(),
-            result.map(|r| r.to_string()),
-            error.map(str::to_string),
+            outcome.status(),
+            outcome.result().map(|r| r.to_string()),
+            outcome.error().map(str::to_string),
         );
         self.write(move |conn| {
             let finished = conn.execute(

@@ -494,3 +494,28 @@ pub(crate) fn event_time(created_at: &str) -> Result<SystemTime, StoreError> {
         .map(|t| whole_millis(SystemTime::from(t)))
         .map_err(|e| StoreError::Internal(format!("an event's created_at {created_at:?} is not RFC 3339: {e}")))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_finished_task_is_completed_with_a_result_or_failed_with_an_error() {
+        let answer = serde_json::json!({"response": "4"});
+        let completed = Finished::Completed(answer.clone());
+        assert_eq!(
+            (completed.status(), completed.result(), completed.error()),
+            (TaskStatus::Completed, Some(&answer), None)
+        );
+        assert_eq!(completed.into_parts(), (TaskStatus::Completed, Some(answer), None));
+        let failed = Finished::Failed("no model".to_string());
+        assert_eq!(
+            (failed.status(), failed.result(), failed.error()),
+            (TaskStatus::Failed, None, Some("no model"))
+        );
+        assert_eq!(
+            failed.into_parts(),
+            (TaskStatus::Failed, None, Some("no model".to_string()))
+        );
+    }
+}

@@ -15,7 +15,7 @@ use agent_core::http::json::require_text;
 use agent_core::http::{Api, ApiError, ApiJson, Operation, Routes};
 use agent_core::llm::Model;
 use agent_core::queue::Queue;
-use agent_core::store::{TaskRecord, TaskStatus, TaskStore};
+use agent_core::store::{Finished, TaskRecord, TaskStatus, TaskStore};
 use agent_core::task;
 pub use agent_core::task::{AgentResponse, TaskView};
 use agent_core::tools::Registry;
@@ -27,7 +27,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use tracing::Instrument;
 
 pub const FUNCTION: &str = "agent_function";
@@ -217,7 +216,7 @@ async fn submit(state: &AgentState, task: TaskRecord, warnings: Vec<String>) -> 
         );
         if let Err(store_err) = state
             .tasks
-            .finish(&task.task_id, 0, TaskStatus::Failed, None, Some(&message))
+            .finish(&task.task_id, 0, &Finished::Failed(message.clone()))
             .await
         {
             tracing::error!(%store_err, task_id = %task.task_id, "the unqueued task could not be marked failed");
@@ -277,19 +276,19 @@ async fn run_to_end(
         Ok(response) => response,
         Err(err) => {
             let error = ApiError::from(err);
-            record(state, &task.task_id, TaskStatus::Failed, None, Some(&error.message)).await;
+            record(state, &task.task_id, &Finished::Failed(error.message.clone())).await;
             return Err(error);
         }
     };
-    let result = serde_json::to_value(&response).ok();
-    record(state, &task.task_id, TaskStatus::Completed, result.as_ref(), None).await;
+    let result = serde_json::to_value(&response).unwrap_or_default();
+    record(state, &task.task_id, &Finished::Completed(result)).await;
     Ok(response)
 }
 
 /// Stores a synchronous run's outcome. The client gets its answer even when
 /// this fails: the work is done, and a retry would pay for it again.
-async fn record(state: &AgentState, task_id: &str, status: TaskStatus, result: Option<&Value>, error: Option<&str>) {
-    if let Err(err) = state.tasks.finish(task_id, 1, status, result, error).await {
+async fn record(state: &AgentState, task_id: &str, outcome: &Finished) {
+    if let Err(err) = state.tasks.finish(task_id, 1, outcome).await {
         tracing::warn!(%err, task_id, "the task's outcome could not be stored");
     }
 }
@@ -346,7 +345,7 @@ mod tests {
     /// An OpenAI-compatible model that says when it is called and answers
     /// (in text) only once released.
     async fn gated_model() -> (TestServer, mpsc::UnboundedReceiver<()>, Arc<Notify>) {
-        async fn answer(State((called, release)): State<Gate>) -> axum::Json<Value> {
+        async fn answer(State((called, release)): State<Gate>) -> axum::Json<serde_json::Value> {
             let _ = called.send(());
             release.notified().await;
             axum::Json(json!({

@@ -19,7 +19,7 @@ use crate::config::TaskSettings;
 use crate::delivery::Delivery;
 use crate::http::Metrics;
 use crate::llm::{Model, ModelError};
-use crate::store::{Claim, StoreError, TaskEvent, TaskRecord, TaskStatus, TaskStore, rfc3339};
+use crate::store::{Claim, Finished, StoreError, TaskEvent, TaskRecord, TaskStore, rfc3339};
 use crate::task::{AgentResponse, TaskView};
 use crate::tools::Registry;
 use crate::webhook::Webhooks;
@@ -224,12 +224,11 @@ impl Worker {
 
     async fn complete(&self, task: &TaskRecord, response: AgentResponse) -> Disposition {
         let result = serde_json::to_value(&response).unwrap_or_default();
-        self.finish(task, TaskStatus::Completed, Some(result), None).await
+        self.finish(task, Finished::Completed(result)).await
     }
 
     async fn fail(&self, task: &TaskRecord, error: &str) -> Disposition {
-        self.finish(task, TaskStatus::Failed, None, Some(error.to_string()))
-            .await
+        self.finish(task, Finished::Failed(error.to_string())).await
     }
 
     async fn retry_or_fail(&self, task: &TaskRecord, err: &ModelError) -> Disposition {
@@ -259,19 +258,9 @@ impl Worker {
         }
     }
 
-    async fn finish(
-        &self,
-        task: &TaskRecord,
-        status: TaskStatus,
-        result: Option<serde_json::Value>,
-        error: Option<String>,
-    ) -> Disposition {
+    async fn finish(&self, task: &TaskRecord, outcome: Finished) -> Disposition {
         let task_id = task.task_id.as_str();
-        match self
-            .tasks
-            .finish(task_id, task.attempts, status, result.as_ref(), error.as_deref())
-            .await
-        {
+        match self.tasks.finish(task_id, task.attempts, &outcome).await {
             Ok(true) => {}
             Ok(false) => {
                 tracing::warn!(
@@ -288,6 +277,7 @@ impl Worker {
                 return store_retry(&err);
             }
         }
+        let (status, result, error) = outcome.into_parts();
         self.count_task(status.as_str());
         tracing::info!(
             task_id,

@@ -11,7 +11,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use super::{
-    Claim, NewMessage, StoreError, Stores, TaskEvent, TaskRecord, TaskStatus, TaskStore, held_for_good, whole_millis,
+    Claim, Finished, NewMessage, StoreError, Stores, TaskEvent, TaskRecord, TaskStatus, TaskStore, held_for_good,
+    whole_millis,
 };
 use crate::llm::Role;
 
@@ -369,15 +370,12 @@ pub async fn claims_take_turns_under_leases(stores: &Stores) {
 
     let result = serde_json::json!({"response": "4", "steps": [{"tool": "calculate", "n": 12345678901234567_u64}]});
     assert!(
-        !ok(
-            t.finish(id, 2, TaskStatus::Completed, Some(&result), None).await,
-            "finish"
-        ),
+        !ok(t.finish(id, 2, &Finished::Completed(result.clone())).await, "finish"),
         "a stale attempt cannot finish"
     );
     assert_eq!(get(t, id).await, third, "nothing changed");
     assert!(ok(
-        t.finish(id, 3, TaskStatus::Completed, Some(&result), None).await,
+        t.finish(id, 3, &Finished::Completed(result.clone())).await,
         "finish"
     ));
     let done = get(t, id).await;
@@ -390,7 +388,7 @@ pub async fn claims_take_turns_under_leases(stores: &Stores) {
     );
     assert_eq!(done.lease_until, None, "a finished task holds no lease");
     assert!(
-        !ok(t.finish(id, 3, TaskStatus::Failed, None, Some("late")).await, "finish"),
+        !ok(t.finish(id, 3, &Finished::Failed("late".to_string())).await, "finish"),
         "finished once"
     );
     assert!(!ok(t.renew(id, 3, lease, renewed_at).await, "renew"));
@@ -464,7 +462,7 @@ pub async fn unknown_tasks_are_not_found(stores: &Stores) {
         assert!(!ok(t.release(id, 1).await, "release"), "{id}");
         // Documented in the trait: false, not an error.
         assert!(
-            !ok(t.finish(id, 0, TaskStatus::Failed, None, Some("x")).await, "finish"),
+            !ok(t.finish(id, 0, &Finished::Failed("x".to_string())).await, "finish"),
             "{id}"
         );
         assert_eq!(ok(t.get(id).await, "get"), None, "{id}");
@@ -476,17 +474,14 @@ pub async fn queued_tasks_finish_with_attempt_zero(stores: &Stores) {
     let t = stores.tasks.as_ref();
     let id = "tasks-never-claimed";
     ok(t.create(&new_task(id, TaskStatus::Queued)).await, "create");
+    // Running is not an outcome: `Finished` cannot say it.
     assert!(
-        t.finish(id, 0, TaskStatus::Running, None, None).await.is_err(),
-        "running is not an outcome"
-    );
-    assert!(
-        !ok(t.finish(id, 1, TaskStatus::Failed, None, Some("x")).await, "finish"),
+        !ok(t.finish(id, 1, &Finished::Failed("x".to_string())).await, "finish"),
         "it has no attempt 1"
     );
     assert_eq!(get(t, id).await.status, TaskStatus::Queued);
     assert!(ok(
-        t.finish(id, 0, TaskStatus::Failed, None, Some("cancelled")).await,
+        t.finish(id, 0, &Finished::Failed("cancelled".to_string())).await,
         "finish"
     ));
     let got = get(t, id).await;
@@ -528,8 +523,7 @@ pub async fn synchronous_runs_are_held_for_good(stores: &Stores) {
     );
     assert_eq!(get(t, id).await, got, "and a claim changes nothing");
     assert!(ok(
-        t.finish(id, 1, TaskStatus::Completed, Some(&serde_json::json!("4")), None)
-            .await,
+        t.finish(id, 1, &Finished::Completed(serde_json::json!("4"))).await,
         "finish"
     ));
     assert_eq!(get(t, id).await.status, TaskStatus::Completed);
@@ -558,7 +552,7 @@ pub async fn runnable_lists_queued_and_expired_oldest_first(stores: &Stores) {
         "leased",
     );
     assert!(ok(
-        t.finish("tasks-run-done", 0, TaskStatus::Failed, None, Some("x")).await,
+        t.finish("tasks-run-done", 0, &Finished::Failed("x".to_string())).await,
         "finish"
     ));
     let mine =

@@ -211,6 +211,50 @@ impl TaskRecord {
     }
 }
 
+/// How a task ended: the two outcomes [`TaskStore::finish`] records, so that
+/// a result always comes with `completed` and an error with `failed`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Finished {
+    /// `completed`, with its result (the agent's answer as JSON).
+    Completed(serde_json::Value),
+    /// `failed`, with the error that says why.
+    Failed(String),
+}
+
+impl Finished {
+    /// `completed` or `failed`.
+    pub fn status(&self) -> TaskStatus {
+        match self {
+            Finished::Completed(_) => TaskStatus::Completed,
+            Finished::Failed(_) => TaskStatus::Failed,
+        }
+    }
+
+    /// The result of a completed task.
+    pub fn result(&self) -> Option<&serde_json::Value> {
+        match self {
+            Finished::Completed(result) => Some(result),
+            Finished::Failed(_) => None,
+        }
+    }
+
+    /// The error of a failed task.
+    pub fn error(&self) -> Option<&str> {
+        match self {
+            Finished::Completed(_) => None,
+            Finished::Failed(error) => Some(error),
+        }
+    }
+
+    /// The `status`, `result` and `error` of a [`TaskRecord`] that ended so.
+    pub fn into_parts(self) -> (TaskStatus, Option<serde_json::Value>, Option<String>) {
+        match self {
+            Finished::Completed(result) => (TaskStatus::Completed, Some(result), None),
+            Finished::Failed(error) => (TaskStatus::Failed, None, Some(error)),
+        }
+    }
+}
+
 /// What [`TaskStore::claim`] found, decided in one atomic step.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Claim {
@@ -281,20 +325,13 @@ pub trait TaskStore: Send + Sync {
     /// False (and no change) when that claim no longer holds the task.
     async fn release(&self, task_id: &str, attempt: u32) -> Result<bool, StoreError>;
 
-    /// Records the outcome (`completed` or `failed`, with its result or
-    /// error, and `finished_at`) when the task is not finished and its
+    /// Records the outcome (`completed` with its result or `failed` with
+    /// its error, and `finished_at`) when the task is not finished and its
     /// `attempts` is still `attempt`; false (and no change) otherwise, so a
     /// worker that lost its claim cannot overwrite the winner. A queued task
     /// that was never claimed is finished with `attempt` 0. False too when
-    /// there is no such task; an error when `status` is not an outcome.
-    async fn finish(
-        &self,
-        task_id: &str,
-        attempt: u32,
-        status: TaskStatus,
-        result: Option<&serde_json::Value>,
-        error: Option<&str>,
-    ) -> Result<bool, StoreError>;
+    /// there is no such task.
+    async fn finish(&self, task_id: &str, attempt: u32, outcome: &Finished) -> Result<bool, StoreError>;
 
     async fn get(&self, task_id: &str) -> Result<Option<TaskRecord>, StoreError>;
 
@@ -456,4 +493,29 @@ pub(crate) fn event_time(created_at: &str) -> Result<SystemTime, StoreError> {
     time::OffsetDateTime::parse(created_at, &time::format_description::well_known::Rfc3339)
         .map(|t| whole_millis(SystemTime::from(t)))
         .map_err(|e| StoreError::Internal(format!("an event's created_at {created_at:?} is not RFC 3339: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_finished_task_is_completed_with_a_result_or_failed_with_an_error() {
+        let answer = serde_json::json!({"response": "4"});
+        let completed = Finished::Completed(answer.clone());
+        assert_eq!(
+            (completed.status(), completed.result(), completed.error()),
+            (TaskStatus::Completed, Some(&answer), None)
+        );
+        assert_eq!(completed.into_parts(), (TaskStatus::Completed, Some(answer), None));
+        let failed = Finished::Failed("no model".to_string());
+        assert_eq!(
+            (failed.status(), failed.result(), failed.error()),
+            (TaskStatus::Failed, None, Some("no model"))
+        );
+        assert_eq!(
+            failed.into_parts(),
+            (TaskStatus::Failed, None, Some("no model".to_string()))
+        );
+    }
 }

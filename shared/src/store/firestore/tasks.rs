@@ -1,0 +1,540 @@
+//! [`TaskStore`] on Firestore: who runs a task, decided by conditional
+//! commits.
+//!
+//! - `tasks/{task_id}`: `{status, task, session_id, max_steps,
+//!   system_instruction?, callback_url?, attempts, delivery_id?, lease_until?,
+//!   result?, error?, created_at, updated_at, started_at?, finished_at?}`.
+//!   `result` is the JSON text, so it comes back exactly as given (a
+//!   Firestore map would not keep its keys' order, and would turn large
+//!   integers into doubles). `runnable` queries on `status` alone (a
+//!   single-field index, which Firestore keeps without being asked), and
+//!   sorts and filters the leases of the `queued` and `running` tasks it
+//!   finds in memory.
+//! - `tasks/{task_id}/events/a{attempt}-i{index}`, both numbers zero-padded
+//!   to 10 digits so that the ids sort in `(attempt, index)` order:
+//!   `{attempt, index, data, created_at}`, `data` being JSON text as
+//!   `result`. `events` is one query in id order from a cursor, with a limit.
+//!
+//! Every change of a task (claim, renewal, release, outcome) goes through
+//! [`FirestoreStore::change_task`]: read the task, decide (a claim with
+//! [`claim_step`], as SQLite does), and commit the new document only if the
+//! task is still as read. Of concurrent claims, from any number of
+//! instances, one commits and the others read again and find it held, so
+//! at most one wins; `attempts` is the fencing token that keeps a worker
+//! that lost its claim from renewing, releasing or finishing it. A task is
+//! created with CreateDocument, which refuses an id that exists; an event
+//! is written without a precondition, so writing it again replaces it.
+
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use firestore::errors::FirestoreError;
+use firestore::gcloud_sdk::google::firestore::v1::{Value, value::ValueType};
+use firestore::{FirestoreDb, FirestoreQueryCursor, FirestoreTimestamp, FirestoreValue};
+use serde::{Deserialize, Serialize};
+
+use super::cas::{classify, commit_if_unchanged, put, read};
+use super::ids::is_document_id;
+use super::{FirestoreStore, Written, bounded, query_limit, time_of, timestamp};
+use crate::store::{
+    Claim, ClaimStep, Finished, StoreError, TaskEvent, TaskRecord, TaskStatus, TaskStore, claim_step, event_time,
+    exhausted_error, lease_end, lease_passed,
+};
+
+const TASKS: &str = "tasks";
+const EVENTS: &str = "events";
+
+/// A task, written whole by every change (a `None` field is absent). The
+/// fields after `max_steps` have defaults, so tasks stored before claims
+/// existed still read.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct TaskDoc {
+    status: String,
+    task: String,
+    session_id: String,
+    max_steps: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    system_instruction: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    callback_url: Option<String>,
+    #[serde(default)]
+    attempts: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    delivery_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    lease_until: Option<FirestoreTimestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    result: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+    created_at: FirestoreTimestamp,
+    updated_at: FirestoreTimestamp,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    started_at: Option<FirestoreTimestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    finished_at: Option<FirestoreTimestamp>,
+}
+
+/// What `runnable` reads of a task.
+#[derive(Debug, Deserialize)]
+struct TaskStateDoc {
+    status: String,
+    #[serde(default)]
+    lease_until: Option<FirestoreTimestamp>,
+    created_at: FirestoreTimestamp,
+}
+
+/// The fields of [`TaskStateDoc`].
+const TASK_STATE_FIELDS: [&str; 3] = ["status", "lease_until", "created_at"];
+
+#[derive(Debug, Serialize, Deserialize)]
+struct EventDoc {
+    attempt: i64,
+    index: i64,
+    data: String,
+    created_at: FirestoreTimestamp,
+}
+
+impl FirestoreStore {
+    /// The path of task `task_id`; `None` when it cannot be a document id,
+    /// so that no such task exists.
+    fn task_path(&self, task_id: &str) -> Option<String> {
+        is_document_id(task_id).then(|| format!("{}/{TASKS}/{task_id}", self.documents()))
+    }
+
+    async fn create_now(&self, task: &TaskRecord) -> Result<(), StoreError> {
+        self.doc_path(TASKS, &task.task_id, "the task id")?;
+        let now = timestamp(SystemTime::now()).map_err(classify)?;
+        let finished = matches!(task.status, TaskStatus::Completed | TaskStatus::Failed);
+        let doc = TaskDoc {
+            status: task.status.as_str().to_string(),
+            task: task.task.clone(),
+            session_id: task.session_id.clone(),
+            max_steps: i64::from(task.max_steps),
+            system_instruction: task.system_instruction.clone(),
+            callback_url: task.callback_url.clone(),
+            attempts: i64::from(task.attempts),
+            delivery_id: task.delivery_id.clone(),
+            lease_until: task.lease_until.map(timestamp).transpose().map_err(classify)?,
+            result: task.result.as_ref().map(|r| r.to_string()),
+            error: task.error.clone(),
+            created_at: now,
+            updated_at: now,
+            // Set by the store from the status, as the other times.
+            started_at: (task.status != TaskStatus::Queued).then_some(now),
+            finished_at: finished.then_some(now),
+        };
+        // CreateDocument refuses an id that exists: a task is created once.
+        let created = self
+            .db
+            .fluent()
+            .insert()
+            .into(TASKS)
+            .document_id(&task.task_id)
+            .object(&doc)
+            .execute::<Written>()
+            .await;
+        match created {
+            Ok(_) => Ok(()),
+            Err(FirestoreError::DataConflictError(_)) => Err(StoreError::Internal(format!(
+                "a task with id {:?} already exists",
+                task.task_id
+            ))),
+            Err(err) => Err(classify(err)),
+        }
+    }
+
+    /// Reads task `task_id`, lets `change` decide on it (`None` when there is
+    /// no such task) and commits the document it returns, if any, only if
+    /// the task is still as read: one atomic step (see [`cas`]).
+    async fn change_task<T, F>(&self, task_id: &str, what: &str, change: F) -> Result<T, StoreError>
+    where
+        F: Fn(Option<TaskDoc>) -> Result<(T, Option<TaskDoc>), FirestoreError>,
+    {
+        let Some(path) = self.task_path(task_id) else {
+            return Ok(change(None).map_err(classify)?.0);
+        };
+        let path = &path;
+        let change = &change;
+        let _turn = self.locks.lock(path).await;
+        commit_if_unchanged(&self.db, what, move || async move {
+            let stored = read::<TaskDoc>(&self.db, self.documents(), TASKS, task_id).await?;
+            let (value, doc) = change(stored.value)?;
+            let writes = match doc {
+                Some(doc) => vec![put(path, &doc, Some(stored.unchanged))?],
+                None => Vec::new(),
+            };
+            Ok((value, writes))
+        })
+        .await
+    }
+
+    async fn claim_now(
+        &self,
+        task_id: &str,
+        delivery_id: &str,
+        lease: Duration,
+        max_attempts: u32,
+        now: SystemTime,
+    ) -> Result<Claim, StoreError> {
+        let lease_until = timestamp(lease_end(now, lease)?).map_err(classify)?;
+        let now_ts = timestamp(now).map_err(classify)?;
+        self.change_task(task_id, "claim", |stored| {
+            let Some(mut doc) = stored else {
+                return Ok((Claim::NotFound, None));
+            };
+            let task = to_task(task_id, doc.clone());
+            Ok(match claim_step(&task, delivery_id, max_attempts, now) {
+                ClaimStep::Held {
+                    same_delivery,
+                    lease_until,
+                } => (
+                    Claim::Held {
+                        same_delivery,
+                        lease_until,
+                    },
+                    None,
+                ),
+                ClaimStep::Finished => (Claim::Finished(task), None),
+                ClaimStep::Take => {
+                    doc.status = TaskStatus::Running.as_str().to_string();
+                    doc.attempts = i64::from(task.attempts) + 1;
+                    doc.delivery_id = Some(delivery_id.to_string());
+                    doc.lease_until = Some(lease_until);
+                    doc.started_at.get_or_insert(now_ts);
+                    doc.updated_at = now_ts;
+                    (Claim::Claimed(to_task(task_id, doc.clone())), Some(doc))
+                }
+                ClaimStep::Exhaust => {
+                    doc.status = TaskStatus::Failed.as_str().to_string();
+                    doc.error = Some(exhausted_error(task.attempts, max_attempts));
+                    doc.lease_until = None;
+                    doc.finished_at = Some(now_ts);
+                    doc.updated_at = now_ts;
+                    (Claim::Exhausted(to_task(task_id, doc.clone())), Some(doc))
+                }
+            })
+        })
+        .await
+    }
+
+    async fn renew_now(
+        &self,
+        task_id: &str,
+        attempt: u32,
+        lease: Duration,
+        now: SystemTime,
+    ) -> Result<bool, StoreError> {
+        let lease_until = timestamp(lease_end(now, lease)?).map_err(classify)?;
+        let now = timestamp(now).map_err(classify)?;
+        self.change_task(task_id, "renew", |stored| {
+            Ok(match stored {
+                Some(mut doc) if holds(&doc, attempt) => {
+                    doc.lease_until = Some(lease_until);
+                    doc.updated_at = now;
+                    (true, Some(doc))
+                }
+                _ => (false, None),
+            })
+        })
+        .await
+    }
+
+    async fn release_now(&self, task_id: &str, attempt: u32) -> Result<bool, StoreError> {
+        self.change_task(task_id, "release", |stored| {
+            Ok(match stored {
+                Some(mut doc) if holds(&doc, attempt) => {
+                    doc.status = TaskStatus::Queued.as_str().to_string();
+                    doc.lease_until = None;
+                    doc.delivery_id = None;
+                    doc.updated_at = timestamp(SystemTime::now())?;
+                    (true, Some(doc))
+                }
+                _ => (false, None),
+            })
+        })
+        .await
+    }
+
+    async fn finish_now(&self, task_id: &str, attempt: u32, outcome: &Finished) -> Result<bool, StoreError> {
+        let (status, result, error) = (
+            outcome.status(),
+            outcome.result().map(|r| r.to_string()),
+            outcome.error(),
+        );
+        self.change_task(task_id, "finish", |stored| {
+            Ok(match stored {
+                Some(mut doc)
+                    if doc.attempts == i64::from(attempt)
+                        && matches!(TaskStatus::parse(&doc.status), TaskStatus::Queued | TaskStatus::Running) =>
+                {
+                    let now = timestamp(SystemTime::now())?;
+                    doc.status = status.as_str().to_string();
+                    doc.result = result.clone();
+                    doc.error = error.map(str::to_string);
+                    doc.lease_until = None;
+                    doc.finished_at = Some(now);
+                    doc.updated_at = now;
+                    (true, Some(doc))
+                }
+                _ => (false, None),
+            })
+        })
+        .await
+    }
+
+    async fn get_now(&self, task_id: &str) -> Result<Option<TaskRecord>, StoreError> {
+        if !is_document_id(task_id) {
+            return Ok(None);
+        }
+        let doc = read::<TaskDoc>(&self.db, self.documents(), TASKS, task_id)
+            .await
+            .map_err(classify)?;
+        Ok(doc.value.map(|doc| to_task(task_id, doc)))
+    }
+
+    /// At most this many in-flight tasks are read by one `runnable` call.
+    const RUNNABLE_SCAN: u32 = 1000;
+
+    async fn runnable_now(&self, now: SystemTime, limit: usize) -> Result<Vec<String>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        // Queued and running tasks: the tasks in flight, few next to the
+        // finished ones, which the filter on `status` never reads. Bounded,
+        // so a large backlog costs one page per sweep; what lies beyond it
+        // is reached as the tasks before it finish.
+        let docs = self
+            .db
+            .fluent()
+            .select()
+            .fields(TASK_STATE_FIELDS)
+            .from(TASKS)
+            .filter(|q| {
+                q.for_all([q
+                    .field("status")
+                    .is_in([TaskStatus::Queued.as_str(), TaskStatus::Running.as_str()])])
+            })
+            .limit(Self::RUNNABLE_SCAN)
+            .query()
+            .await
+            .map_err(classify)?;
+        let mut runnable = Vec::new();
+        for doc in docs {
+            let state: TaskStateDoc = FirestoreDb::deserialize_doc_to(&doc).map_err(classify)?;
+            let due = match TaskStatus::parse(&state.status) {
+                TaskStatus::Queued => true,
+                TaskStatus::Running => state
+                    .lease_until
+                    .is_some_and(|until| lease_passed(SystemTime::from(until), now)),
+                TaskStatus::Completed | TaskStatus::Failed => false,
+            };
+            if due {
+                let id = doc.name.rsplit('/').next().unwrap_or_default().to_string();
+                runnable.push((SystemTime::from(state.created_at), id));
+            }
+        }
+        runnable.sort();
+        Ok(runnable.into_iter().take(limit).map(|(_, id)| id).collect())
+    }
+
+    async fn add_event_now(&self, task_id: &str, event: &TaskEvent) -> Result<(), StoreError> {
+        let task_path = self.doc_path(TASKS, task_id, "the task id")?;
+        let doc = EventDoc {
+            attempt: i64::from(event.attempt),
+            index: i64::from(event.index),
+            data: event.data.to_string(),
+            created_at: timestamp(event_time(&event.created_at)?).map_err(classify)?,
+        };
+        // A write without a precondition: it creates the event or replaces it.
+        self.db
+            .fluent()
+            .update()
+            .in_col(EVENTS)
+            .document_id(event_id(event.attempt, event.index))
+            .parent(&task_path)
+            .object(&doc)
+            .execute::<Written>()
+            .await
+            .map_err(classify)?;
+        Ok(())
+    }
+
+    async fn events_now(
+        &self,
+        task_id: &str,
+        after: Option<(u32, u32)>,
+        limit: usize,
+    ) -> Result<Vec<TaskEvent>, StoreError> {
+        let Some(task_path) = self.task_path(task_id).filter(|_| limit > 0) else {
+            return Ok(Vec::new());
+        };
+        let query = self
+            .db
+            .fluent()
+            .select()
+            .from(EVENTS)
+            .parent(&task_path)
+            .order(|o| o.fields([o.field("__name__").ascending()]))
+            .limit(query_limit(limit));
+        let query = match after {
+            // After the event at that position, whether or not it exists.
+            Some((attempt, index)) => {
+                let name = format!("{task_path}/{EVENTS}/{}", event_id(attempt, index));
+                query.start_at(FirestoreQueryCursor::AfterValue(vec![FirestoreValue::from(Value {
+                    value_type: Some(ValueType::ReferenceValue(name)),
+                })]))
+            }
+            None => query,
+        };
+        let docs: Vec<EventDoc> = query.obj().query().await.map_err(classify)?;
+        docs.into_iter().map(to_event).collect()
+    }
+}
+
+/// Whether claim `attempt` holds the task: it is `running` under it.
+fn holds(doc: &TaskDoc, attempt: u32) -> bool {
+    TaskStatus::parse(&doc.status) == TaskStatus::Running && doc.attempts == i64::from(attempt)
+}
+
+fn to_u32(n: i64) -> u32 {
+    n.clamp(0, i64::from(u32::MAX)) as u32
+}
+
+fn to_task(task_id: &str, doc: TaskDoc) -> TaskRecord {
+    TaskRecord {
+        task_id: task_id.to_string(),
+        status: TaskStatus::parse(&doc.status),
+        task: doc.task,
+        session_id: doc.session_id,
+        max_steps: to_u32(doc.max_steps),
+        system_instruction: doc.system_instruction,
+        callback_url: doc.callback_url,
+        attempts: to_u32(doc.attempts),
+        delivery_id: doc.delivery_id,
+        lease_until: doc.lease_until.map(SystemTime::from),
+        // Written by this store from a serde_json::Value, so it parses; a
+        // document damaged by hand reads as no result rather than failing.
+        result: doc.result.and_then(|r| serde_json::from_str(&r).ok()),
+        error: doc.error,
+        created_at: time_of(doc.created_at),
+        updated_at: time_of(doc.updated_at),
+        started_at: doc.started_at.map(time_of),
+        finished_at: doc.finished_at.map(time_of),
+    }
+}
+
+fn to_event(doc: EventDoc) -> Result<TaskEvent, StoreError> {
+    Ok(TaskEvent {
+        attempt: to_u32(doc.attempt),
+        index: to_u32(doc.index),
+        data: serde_json::from_str(&doc.data)
+            .map_err(|e| StoreError::Internal(format!("a stored task event is not JSON: {e}")))?,
+        created_at: time_of(doc.created_at),
+    })
+}
+
+/// The id of the event at `(attempt, index)`: ids sort as positions do.
+fn event_id(attempt: u32, index: u32) -> String {
+    format!("a{attempt:010}-i{index:010}")
+}
+
+#[async_trait]
+impl TaskStore for FirestoreStore {
+    async fn create(&self, task: &TaskRecord) -> Result<(), StoreError> {
+        bounded(self.create_now(task)).await
+    }
+
+    async fn claim(
+        &self,
+        task_id: &str,
+        delivery_id: &str,
+        lease: Duration,
+        max_attempts: u32,
+        now: SystemTime,
+    ) -> Result<Claim, StoreError> {
+        bounded(self.claim_now(task_id, delivery_id, lease, max_attempts, now)).await
+    }
+
+    async fn renew(&self, task_id: &str, attempt: u32, lease: Duration, now: SystemTime) -> Result<bool, StoreError> {
+        bounded(self.renew_now(task_id, attempt, lease, now)).await
+    }
+
+    async fn release(&self, task_id: &str, attempt: u32) -> Result<bool, StoreError> {
+        bounded(self.release_now(task_id, attempt)).await
+    }
+
+    async fn finish(&self, task_id: &str, attempt: u32, outcome: &Finished) -> Result<bool, StoreError> {
+        bounded(self.finish_now(task_id, attempt, outcome)).await
+    }
+
+    async fn get(&self, task_id: &str) -> Result<Option<TaskRecord>, StoreError> {
+        bounded(self.get_now(task_id)).await
+    }
+
+    async fn runnable(&self, now: SystemTime, limit: usize) -> Result<Vec<String>, StoreError> {
+        bounded(self.runnable_now(now, limit)).await
+    }
+
+    async fn add_event(&self, task_id: &str, event: &TaskEvent) -> Result<(), StoreError> {
+        bounded(self.add_event_now(task_id, event)).await
+    }
+
+    async fn events(
+        &self,
+        task_id: &str,
+        after: Option<(u32, u32)>,
+        limit: usize,
+    ) -> Result<Vec<TaskEvent>, StoreError> {
+        bounded(self.events_now(task_id, after, limit)).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::store::firestore::tests::{emulator, expire_at, project, raw_fields, store};
+
+    #[tokio::test]
+    #[ignore = "needs the Firestore emulator (FIRESTORE_EMULATOR_HOST); ./scripts/test.sh starts one"]
+    async fn two_stores_on_one_database_claim_a_task_once() {
+        // Two instances: only the conditional commits keep them apart.
+        let (host, project) = (emulator(), project());
+        let a: Arc<dyn TaskStore> = store(&host, &project).await;
+        let b: Arc<dyn TaskStore> = store(&host, &project).await;
+        for round in 0..3 {
+            crate::store::contract::claims_have_one_winner(&a, &b, &format!("race-{round}")).await;
+        }
+    }
+
+    #[tokio::test]
+    #[ignore = "needs the Firestore emulator (FIRESTORE_EMULATOR_HOST); ./scripts/test.sh starts one"]
+    async fn tasks_and_events_carry_no_expire_at() {
+        let (host, project) = (emulator(), project());
+        let ttl = Some(Duration::from_secs(86_400));
+        let store = FirestoreStore::connect_to(Some(&host), &project, "(default)", ttl)
+            .await
+            .unwrap_or_else(|err| panic!("{err:#}"));
+        let task = TaskRecord::queued("ttl-task", "t", "s", 5);
+        store.create(&task).await.expect("create");
+        let event = TaskEvent {
+            attempt: 1,
+            index: 2,
+            data: serde_json::json!({"k": 1}),
+            created_at: String::new(),
+        };
+        store.add_event("ttl-task", &event).await.expect("add_event");
+        let task_path = format!("{}/{TASKS}/ttl-task", store.documents());
+        let fields = raw_fields(&store, store.documents(), TASKS, "ttl-task").await;
+        assert!(fields.contains_key("status"), "a task document: {fields:?}");
+        assert_eq!(expire_at(&fields), None, "tasks never expire");
+        let fields = raw_fields(&store, &task_path, EVENTS, "a0000000001-i0000000002").await;
+        assert!(
+            fields.contains_key("data"),
+            "an event document at its sortable id: {fields:?}"
+        );
+        assert_eq!(expire_at(&fields), None, "task events never expire");
+    }
+}

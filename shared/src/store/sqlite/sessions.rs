@@ -1,0 +1,129 @@
+//! [`SessionStore`] on SQLite: a `sessions` row per session holds the
+//! counter (`next_seq`) that numbers its messages, and each message is a
+//! `messages` row under the primary key `(session_id, seq)`.
+//!
+//! An append reserves its sequence numbers with one upsert of the session
+//! row and inserts its messages in the same write: on the writer thread,
+//! under the file's write lock, so a turn is stored whole or not at all and
+//! never interleaves with another, whichever process appends. `recent` is
+//! one backwards range scan of the primary key with a limit, so it costs
+//! O(limit) however long the session; `messages` checks the session and
+//! reads its rows in one read transaction, so the two agree.
+
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+use rusqlite::{OptionalExtension, params};
+
+use super::{SqliteStore, from_millis, millis};
+use crate::llm::Role;
+use crate::store::{NewMessage, SessionStore, StoreError, StoredMessage, rfc3339};
+
+fn role_from(s: &str) -> Role {
+    if s == "model" { Role::Model } else { Role::User }
+}
+
+fn row_to_message(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredMessage> {
+    let role: String = row.get(1)?;
+    Ok(StoredMessage {
+        seq: row.get::<_, i64>(0)? as u64,
+        role: role_from(&role),
+        content: row.get(2)?,
+        created_at: rfc3339(from_millis(row.get(3)?)),
+    })
+}
+
+#[async_trait]
+impl SessionStore for SqliteStore {
+    async fn append(&self, session_id: &str, messages: &[NewMessage]) -> Result<Vec<StoredMessage>, StoreError> {
+        let session_id = session_id.to_string();
+        let messages = messages.to_vec();
+        self.write(move |conn| {
+            let now = SystemTime::now();
+            let now_ms = millis(now);
+            let n = messages.len() as i64;
+            // Reserve n sequence numbers in the session row; the writer
+            // thread and the file's write lock make the reservation atomic.
+            let first: i64 = conn.query_row(
+                "INSERT INTO sessions (id, created_at, updated_at, next_seq) VALUES (?1, ?2, ?2, ?3 + 1)
+                 ON CONFLICT (id) DO UPDATE SET next_seq = next_seq + ?3, updated_at = ?2
+                 RETURNING next_seq - ?3",
+                params![session_id, now_ms, n],
+                |r| r.get(0),
+            )?;
+            let mut stored = Vec::with_capacity(messages.len());
+            {
+                let mut insert = conn.prepare_cached(
+                    "INSERT INTO messages (session_id, seq, role, content, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                )?;
+                for (i, m) in messages.into_iter().enumerate() {
+                    let seq = first + i as i64;
+                    insert.execute(params![session_id, seq, m.role.as_str(), m.content, now_ms])?;
+                    stored.push(StoredMessage {
+                        seq: seq as u64,
+                        role: m.role,
+                        content: m.content,
+                        created_at: rfc3339(now),
+                    });
+                }
+            }
+            Ok(stored)
+        })
+        .await
+    }
+
+    async fn recent(&self, session_id: &str, limit: usize) -> Result<Vec<StoredMessage>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let session_id = session_id.to_string();
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT seq, role, content, created_at FROM messages WHERE session_id = ?1 ORDER BY seq DESC LIMIT ?2",
+            )?;
+            let mut rows: Vec<StoredMessage> = stmt
+                .query_map(params![session_id, limit as i64], row_to_message)?
+                .collect::<Result<_, _>>()?;
+            rows.reverse();
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn messages(&self, session_id: &str) -> Result<Option<Vec<StoredMessage>>, StoreError> {
+        let session_id = session_id.to_string();
+        self.read(move |conn| {
+            // One read transaction, so the existence check and the rows agree.
+            conn.execute_batch("BEGIN")?;
+            let result = (|| {
+                let exists = conn
+                    .query_row("SELECT 1 FROM sessions WHERE id = ?1", [&session_id], |_| Ok(()))
+                    .optional()?
+                    .is_some();
+                if !exists {
+                    return Ok(None);
+                }
+                let mut stmt = conn.prepare_cached(
+                    "SELECT seq, role, content, created_at FROM messages WHERE session_id = ?1 ORDER BY seq",
+                )?;
+                let rows = stmt
+                    .query_map([&session_id], row_to_message)?
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok(Some(rows))
+            })();
+            conn.execute_batch("COMMIT")?;
+            result
+        })
+        .await
+    }
+
+    async fn delete(&self, session_id: &str) -> Result<bool, StoreError> {
+        let session_id = session_id.to_string();
+        self.write(move |conn| {
+            conn.execute("DELETE FROM messages WHERE session_id = ?1", [&session_id])?;
+            let deleted = conn.execute("DELETE FROM sessions WHERE id = ?1", [&session_id])?;
+            Ok(deleted > 0)
+        })
+        .await
+    }
+}

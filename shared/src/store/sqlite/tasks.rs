@@ -1,0 +1,333 @@
+//! [`TaskStore`] on SQLite: a `tasks` row per task and a `task_events` row
+//! per progress event, under the primary key `(task_id, attempt, idx)`.
+//!
+//! A claim reads the task, decides with [`claim_step`] and writes its
+//! decision within one write on the writer thread, whose transaction holds
+//! the file's write lock: no other claim, of this process or another, comes
+//! in between, so of concurrent claims at most one wins. Renewing,
+//! releasing and finishing are single updates conditioned on the status and
+//! on `attempts`, the claim's fencing token, so a worker that lost its claim
+//! changes nothing. `runnable` walks the partial index `tasks_runnable`,
+//! which holds only queued and running tasks, in creation order; an event
+//! stored again at its position replaces the first (an upsert), and
+//! `events` is a range of the primary key.
+
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::{SqliteStore, from_millis, millis};
+use crate::store::{
+    Claim, ClaimStep, Finished, StoreError, TaskEvent, TaskRecord, TaskStatus, TaskStore, claim_step, event_time,
+    exhausted_error, lease_end, rfc3339,
+};
+
+/// The columns [`row_to_task`] reads, in its order.
+const TASK_COLUMNS: &str = "id, status, task, session_id, max_steps, result, error, created_at, updated_at, \
+     system_instruction, callback_url, attempts, delivery_id, lease_until, started_at, finished_at";
+
+fn to_u32(n: i64) -> u32 {
+    n.clamp(0, i64::from(u32::MAX)) as u32
+}
+
+fn row_to_task(row: &rusqlite::Row<'_>) -> rusqlite::Result<TaskRecord> {
+    let status: String = row.get(1)?;
+    let result: Option<String> = row.get(5)?;
+    Ok(TaskRecord {
+        task_id: row.get(0)?,
+        status: TaskStatus::parse(&status),
+        task: row.get(2)?,
+        session_id: row.get(3)?,
+        max_steps: to_u32(row.get(4)?),
+        // Written by this store from a serde_json::Value, so it parses; a
+        // row damaged by hand reads as no result rather than failing.
+        result: result.and_then(|r| serde_json::from_str(&r).ok()),
+        error: row.get(6)?,
+        created_at: rfc3339(from_millis(row.get(7)?)),
+        updated_at: rfc3339(from_millis(row.get(8)?)),
+        system_instruction: row.get(9)?,
+        callback_url: row.get(10)?,
+        attempts: to_u32(row.get(11)?),
+        delivery_id: row.get(12)?,
+        lease_until: row.get::<_, Option<i64>>(13)?.map(from_millis),
+        started_at: row.get::<_, Option<i64>>(14)?.map(|t| rfc3339(from_millis(t))),
+        finished_at: row.get::<_, Option<i64>>(15)?.map(|t| rfc3339(from_millis(t))),
+    })
+}
+
+fn row_to_event(row: &rusqlite::Row<'_>) -> rusqlite::Result<TaskEvent> {
+    let data: String = row.get(2)?;
+    Ok(TaskEvent {
+        attempt: to_u32(row.get(0)?),
+        index: to_u32(row.get(1)?),
+        data: serde_json::from_str(&data)
+            .map_err(|e| rusqlite::Error::FromSqlConversionFailure(2, rusqlite::types::Type::Text, Box::new(e)))?,
+        created_at: rfc3339(from_millis(row.get(3)?)),
+    })
+}
+
+/// The task `task_id` as stored, read inside a write.
+fn task_row(conn: &Connection, task_id: &str) -> rusqlite::Result<Option<TaskRecord>> {
+    conn.prepare_cached(&format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = ?1"))?
+        .query_row([task_id], row_to_task)
+        .optional()
+}
+
+#[async_trait]
+impl TaskStore for SqliteStore {
+    async fn create(&self, task: &TaskRecord) -> Result<(), StoreError> {
+        let task = task.clone();
+        self.write(move |conn| {
+            let now = millis(SystemTime::now());
+            conn.execute(
+                "INSERT INTO tasks (id, status, task, session_id, max_steps, result, error, created_at, updated_at,
+                                    system_instruction, callback_url, attempts, delivery_id, lease_until,
+                                    started_at, finished_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+                params![
+                    task.task_id,
+                    task.status.as_str(),
+                    task.task,
+                    task.session_id,
+                    i64::from(task.max_steps),
+                    task.result.as_ref().map(|r| r.to_string()),
+                    task.error,
+                    now,
+                    task.system_instruction,
+                    task.callback_url,
+                    i64::from(task.attempts),
+                    task.delivery_id,
+                    task.lease_until.map(millis),
+                    // Set by the store from the status, as the other times.
+                    (task.status != TaskStatus::Queued).then_some(now),
+                    matches!(task.status, TaskStatus::Completed | TaskStatus::Failed).then_some(now),
+                ],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn claim(
+        &self,
+        task_id: &str,
+        delivery_id: &str,
+        lease: Duration,
+        max_attempts: u32,
+        now: SystemTime,
+    ) -> Result<Claim, StoreError> {
+        let (task_id, delivery_id) = (task_id.to_string(), delivery_id.to_string());
+        let lease_until = millis(lease_end(now, lease)?);
+        let now = millis(now);
+        // Read, decide and write in one write: the writer's transaction
+        // holds the file's write lock, so no other claim (of this process
+        // or another) comes in between.
+        self.write(move |conn| {
+            let Some(task) = task_row(conn, &task_id)? else {
+                return Ok(Claim::NotFound);
+            };
+            match claim_step(&task, &delivery_id, max_attempts, from_millis(now)) {
+                ClaimStep::Held {
+                    same_delivery,
+                    lease_until,
+                } => Ok(Claim::Held {
+                    same_delivery,
+                    lease_until,
+                }),
+                ClaimStep::Finished => Ok(Claim::Finished(task)),
+                ClaimStep::Take => {
+                    let claimed = conn
+                        .prepare_cached(&format!(
+                            "UPDATE tasks SET status = 'running', attempts = attempts + 1, delivery_id = ?2,
+                                lease_until = ?3, started_at = COALESCE(started_at, ?4), updated_at = ?4
+                             WHERE id = ?1 RETURNING {TASK_COLUMNS}"
+                        ))?
+                        .query_row(params![task_id, delivery_id, lease_until, now], row_to_task)?;
+                    Ok(Claim::Claimed(claimed))
+                }
+                ClaimStep::Exhaust => {
+                    let failed = conn
+                        .prepare_cached(&format!(
+                            "UPDATE tasks SET status = 'failed', error = ?2, lease_until = NULL,
+                                finished_at = ?3, updated_at = ?3
+                             WHERE id = ?1 RETURNING {TASK_COLUMNS}"
+                        ))?
+                        .query_row(
+                            params![task_id, exhausted_error(task.attempts, max_attempts), now],
+                            row_to_task,
+                        )?;
+                    Ok(Claim::Exhausted(failed))
+                }
+            }
+        })
+        .await
+    }
+
+    async fn renew(&self, task_id: &str, attempt: u32, lease: Duration, now: SystemTime) -> Result<bool, StoreError> {
+        let task_id = task_id.to_string();
+        let lease_until = millis(lease_end(now, lease)?);
+        let now = millis(now);
+        self.write(move |conn| {
+            let renewed = conn.execute(
+                "UPDATE tasks SET lease_until = ?3, updated_at = ?4
+                 WHERE id = ?1 AND status = 'running' AND attempts = ?2",
+                params![task_id, i64::from(attempt), lease_until, now],
+            )?;
+            Ok(renewed > 0)
+        })
+        .await
+    }
+
+    async fn release(&self, task_id: &str, attempt: u32) -> Result<bool, StoreError> {
+        let task_id = task_id.to_string();
+        self.write(move |conn| {
+            let released = conn.execute(
+                "UPDATE tasks SET status = 'queued', lease_until = NULL, delivery_id = NULL, updated_at = ?3
+                 WHERE id = ?1 AND status = 'running' AND attempts = ?2",
+                params![task_id, i64::from(attempt), millis(SystemTime::now())],
+            )?;
+            Ok(released > 0)
+        })
+        .await
+    }
+
+    async fn finish(&self, task_id: &str, attempt: u32, outcome: &Finished) -> Result<bool, StoreError> {
+        let (task_id, status, result, error) = (
+            task_id.to_string(),
+            outcome.status(),
+            outcome.result().map(|r| r.to_string()),
+            outcome.error().map(str::to_string),
+        );
+        self.write(move |conn| {
+            let finished = conn.execute(
+                "UPDATE tasks SET status = ?3, result = ?4, error = ?5, lease_until = NULL,
+                    finished_at = ?6, updated_at = ?6
+                 WHERE id = ?1 AND attempts = ?2 AND status IN ('queued', 'running')",
+                params![
+                    task_id,
+                    i64::from(attempt),
+                    status.as_str(),
+                    result,
+                    error,
+                    millis(SystemTime::now())
+                ],
+            )?;
+            Ok(finished > 0)
+        })
+        .await
+    }
+
+    async fn get(&self, task_id: &str) -> Result<Option<TaskRecord>, StoreError> {
+        let task_id = task_id.to_string();
+        self.read(move |conn| task_row(conn, &task_id)).await
+    }
+
+    async fn runnable(&self, now: SystemTime, limit: usize) -> Result<Vec<String>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let now = millis(now);
+        self.read(move |conn| {
+            // The first condition is the index's own, so the scan walks the
+            // `tasks_runnable` index in created_at order: finished tasks are
+            // not in it, and it stops after `limit` rows.
+            let mut stmt = conn.prepare_cached(
+                "SELECT id FROM tasks INDEXED BY tasks_runnable
+                 WHERE status IN ('queued', 'running')
+                   AND (status = 'queued' OR (lease_until IS NOT NULL AND lease_until <= ?1))
+                 ORDER BY created_at, rowid LIMIT ?2",
+            )?;
+            stmt.query_map(params![now, i64::try_from(limit).unwrap_or(i64::MAX)], |r| r.get(0))?
+                .collect()
+        })
+        .await
+    }
+
+    async fn add_event(&self, task_id: &str, event: &TaskEvent) -> Result<(), StoreError> {
+        let created_at = millis(event_time(&event.created_at)?);
+        let (task_id, attempt, index, data) = (
+            task_id.to_string(),
+            i64::from(event.attempt),
+            i64::from(event.index),
+            event.data.to_string(),
+        );
+        self.write(move |conn| {
+            conn.execute(
+                "INSERT INTO task_events (task_id, attempt, idx, data, created_at) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (task_id, attempt, idx) DO UPDATE SET data = excluded.data, created_at = excluded.created_at",
+                params![task_id, attempt, index, data, created_at],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn events(
+        &self,
+        task_id: &str,
+        after: Option<(u32, u32)>,
+        limit: usize,
+    ) -> Result<Vec<TaskEvent>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let task_id = task_id.to_string();
+        // (-1, -1) is before every event: attempts and indexes are unsigned.
+        let (attempt, index) = after.map_or((-1, -1), |(a, i)| (i64::from(a), i64::from(i)));
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT attempt, idx, data, created_at FROM task_events
+                 WHERE task_id = ?1 AND (attempt, idx) > (?2, ?3)
+                 ORDER BY attempt, idx LIMIT ?4",
+            )?;
+            stmt.query_map(
+                params![task_id, attempt, index, i64::try_from(limit).unwrap_or(i64::MAX)],
+                row_to_event,
+            )?
+            .collect()
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn runnable_and_events_walk_their_indexes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SqliteStore::open(&dir.path().join("plan.db")).await.expect("open");
+        let plan: Vec<String> = store
+            .read(|conn| {
+                let mut stmt = conn.prepare(
+                    "EXPLAIN QUERY PLAN SELECT id FROM tasks
+                     WHERE status IN ('queued', 'running')
+                       AND (status = 'queued' OR (lease_until IS NOT NULL AND lease_until <= 0))
+                     ORDER BY created_at, rowid LIMIT 10",
+                )?;
+                stmt.query_map([], |r| r.get::<_, String>(3))?.collect()
+            })
+            .await
+            .expect("plan");
+        // Chosen by the planner, without the INDEXED BY that `runnable`
+        // adds, and with no sort step.
+        assert!(plan.iter().any(|p| p.contains("tasks_runnable")), "{plan:?}");
+        assert!(!plan.iter().any(|p| p.contains("TEMP B-TREE")), "{plan:?}");
+        let plan: Vec<String> = store
+            .read(|conn| {
+                let mut stmt = conn.prepare(
+                    "EXPLAIN QUERY PLAN SELECT attempt, idx, data, created_at FROM task_events
+                     WHERE task_id = 't' AND (attempt, idx) > (1, 2) ORDER BY attempt, idx LIMIT 10",
+                )?;
+                stmt.query_map([], |r| r.get::<_, String>(3))?.collect()
+            })
+            .await
+            .expect("plan");
+        // `events` is a range of the primary key, in its order.
+        assert_eq!(plan.len(), 1, "{plan:?}");
+        assert!(plan[0].starts_with("SEARCH task_events USING PRIMARY KEY"), "{plan:?}");
+        assert!(plan[0].contains("(attempt,idx)>"), "{plan:?}");
+    }
+}

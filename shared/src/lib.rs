@@ -1,8 +1,10 @@
 //! `agent-core`: everything the serverless-agent functions share.
 //!
-//! Each function crate (chat, agent, worker, tools) is a thin `router()` over
-//! this library, so a fix here reaches every function and no function holds
-//! logic another would need. The map:
+//! Each function crate (chat, agent, worker, tools) is a thin `api(app)` of
+//! routes over this library, made a service of its own by
+//! [`App::standalone`] or merged with the others by `local`, so a fix here
+//! reaches every function and no function holds logic another would need.
+//! The map:
 //!
 //! - [`agent`]: the tool-calling loop and its step trace.
 //! - [`app`]: what every function builds at start-up (settings, logs,
@@ -20,8 +22,9 @@
 //! - [`llm`]: the `Model` trait and its providers (Gemini, Vertex AI,
 //!   OpenAI-compatible, offline), with retries and streaming.
 //! - [`store`]: the store traits and their backends, SQLite (embedded) and
-//!   Firestore.
-//! - [`task`]: a task as clients see it, and the stream of its progress.
+//!   Firestore, each one file per store trait.
+//! - [`task`]: a task as clients see it, the stream of its progress, and
+//!   the one way a task record is run (synchronously or by the worker).
 //! - [`queue`]: where asynchronous tasks wait: Pub/Sub, or the local queue.
 //! - [`retry`]: what every retry loop shares: backoff with jitter,
 //!   `Retry-After`, error chains.
@@ -32,10 +35,10 @@
 //! - [`webhook`]: signed callbacks to a task's `callback_url`.
 //! - [`outbound_url`]: the guard every request to a client-given URL passes
 //!   (no SSRF): public addresses only, pinned, no redirects.
-//! - [`session`]: session ids and the validation rules shared by every
-//!   function that takes one.
+//! - [`session`]: session ids: generated, or checked when a client gives
+//!   one.
 //! - [`tools`]: the `Tool` trait and the tools: calculator, search,
-//!   memory, and remote tool functions.
+//!   memory, remote tool functions, and a tool served as an HTTP route.
 //! - `testing` (tests and the `testing` feature only): loopback servers
 //!   and settings for the functions' tests.
 

@@ -15,7 +15,7 @@ use agent_core::http::json::require_text;
 use agent_core::http::{Api, ApiError, ApiJson, Operation, Routes};
 use agent_core::llm::Model;
 use agent_core::queue::Queue;
-use agent_core::store::{Finished, TaskRecord, TaskStatus, TaskStore};
+use agent_core::store::{Finished, TaskRecord, TaskState, TaskStatus, TaskStore};
 use agent_core::task;
 pub use agent_core::task::{AgentResponse, TaskView};
 use agent_core::tools::Registry;
@@ -269,7 +269,7 @@ async fn run_to_end(
     mut task: TaskRecord,
     warnings: Vec<String>,
 ) -> Result<AgentResponse, ApiError> {
-    task.status = TaskStatus::Running;
+    task.state = TaskState::Running;
     task.attempts = 1;
     state.tasks.create(&task).await?;
     let response = match task::run(state.model.as_ref(), &state.tools, &task, warnings, &|_| {}).await {
@@ -397,13 +397,14 @@ mod tests {
                 .await
                 .expect("the store answers")
                 .expect("the task was stored");
-            if task.status != TaskStatus::Running || tokio::time::Instant::now() > deadline {
+            if task.state != TaskState::Running || tokio::time::Instant::now() > deadline {
                 break task;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         };
-        assert_eq!(task.status, TaskStatus::Completed, "{task:?}");
-        let result = task.result.expect("a completed run keeps its answer");
+        let Some(Finished::Completed(result)) = task.state.finished() else {
+            panic!("a completed run keeps its answer: {task:?}");
+        };
         assert_eq!(result["response"], "done at last", "{result}");
     }
 }

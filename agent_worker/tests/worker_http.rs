@@ -3,7 +3,7 @@
 //! for a redelivery). The model is a local server speaking Gemini's wire
 //! format.
 
-use agent_core::store::{TaskRecord, TaskStatus};
+use agent_core::store::{Finished, TaskRecord, TaskStatus};
 use agent_core::testing::{Scripted, TestApp, TestServer};
 use base64::Engine as _;
 use serde_json::{Value, json};
@@ -119,8 +119,11 @@ async fn a_push_runs_the_task_and_a_duplicate_is_acknowledged_without_running() 
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["acknowledged"], true);
     let task = worker.task("t-push").await;
-    assert_eq!((task.status, task.attempts), (TaskStatus::Completed, 1));
-    assert_eq!(task.result.expect("result")["response"], "forty-two");
+    assert_eq!((task.status(), task.attempts), (TaskStatus::Completed, 1));
+    assert_eq!(
+        task.state.finished().and_then(Finished::result).expect("result")["response"],
+        "forty-two"
+    );
 
     // The same message again, and another message for the same task.
     for message_id in ["m1", "m2"] {
@@ -172,7 +175,7 @@ async fn eventarc_cloudevents_in_binary_and_structured_mode_run_tasks() {
         .await;
     assert_eq!(status, 200, "{answer}");
     for id in ["t-binary", "t-structured"] {
-        assert_eq!(worker.task(id).await.status, TaskStatus::Completed, "{id}");
+        assert_eq!(worker.task(id).await.status(), TaskStatus::Completed, "{id}");
     }
 }
 
@@ -232,7 +235,7 @@ async fn a_transient_model_failure_asks_for_redelivery_until_attempts_run_out() 
     assert_eq!(body["error"]["code"], "unavailable");
     let task = worker.task("t-flaky").await;
     assert_eq!(
-        (task.status, task.attempts, task.lease_until),
+        (task.status(), task.attempts, task.lease_until),
         (TaskStatus::Queued, 1, None),
         "released"
     );
@@ -242,8 +245,14 @@ async fn a_transient_model_failure_asks_for_redelivery_until_attempts_run_out() 
     let (status, body) = worker.push("t-flaky", "m1").await;
     assert_eq!(status, 200, "{body}");
     let task = worker.task("t-flaky").await;
-    assert_eq!((task.status, task.attempts), (TaskStatus::Failed, 2));
-    assert!(task.error.expect("error").contains("gave up after 2 attempts"));
+    assert_eq!((task.status(), task.attempts), (TaskStatus::Failed, 2));
+    assert!(
+        task.state
+            .finished()
+            .and_then(Finished::error)
+            .expect("error")
+            .contains("gave up after 2 attempts")
+    );
     let (status, _) = worker.push("t-flaky", "m1").await;
     assert_eq!(status, 200);
     assert_eq!(worker.model_calls(), 2);
@@ -256,8 +265,14 @@ async fn a_model_refusal_fails_the_task_and_is_acknowledged() {
     let (status, body) = worker.push("t-refused", "m1").await;
     assert_eq!(status, 200, "{body}");
     let task = worker.task("t-refused").await;
-    assert_eq!((task.status, task.attempts), (TaskStatus::Failed, 1));
-    assert!(task.error.expect("error").contains("400"));
+    assert_eq!((task.status(), task.attempts), (TaskStatus::Failed, 1));
+    assert!(
+        task.state
+            .finished()
+            .and_then(Finished::error)
+            .expect("error")
+            .contains("400")
+    );
 }
 
 #[tokio::test]
@@ -279,7 +294,7 @@ async fn a_redelivery_while_the_first_delivery_holds_the_lease_is_retried_later(
         let url = format!("{}/", worker.server.url);
         tokio::spawn(async move { http.post(url).body(push_body("t-held", "m1")).send().await })
     };
-    while worker.task("t-held").await.status != TaskStatus::Running {
+    while worker.task("t-held").await.status() != TaskStatus::Running {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     let (status, body) = worker.push("t-held", "m1").await;

@@ -19,7 +19,7 @@ use crate::agent::{self, Outcome, Step};
 use crate::http::{ApiError, sse};
 use crate::llm::{Model, ModelError};
 use crate::session;
-use crate::store::{TaskEvent, TaskRecord, TaskStatus, TaskStore};
+use crate::store::{Finished, TaskEvent, TaskRecord, TaskState, TaskStatus, TaskStore};
 use crate::tools::Registry;
 
 /// A finished run: the answer of a synchronous `POST /api/v1/agent`, and
@@ -102,15 +102,24 @@ pub struct TaskView {
 }
 
 impl From<TaskRecord> for TaskView {
+    /// A `null` result and an empty error are what a damaged stored task
+    /// reads as when it has none ([`TaskState`]'s `from_stored`); they are
+    /// left out, as a missing one always was.
     fn from(t: TaskRecord) -> TaskView {
+        let status = t.status();
+        let (result, error) = match t.state {
+            TaskState::Queued | TaskState::Running => (None, None),
+            TaskState::Finished(Finished::Completed(result)) => (Some(result).filter(|r| !r.is_null()), None),
+            TaskState::Finished(Finished::Failed(error)) => (None, Some(error).filter(|e| !e.is_empty())),
+        };
         TaskView {
             task_id: t.task_id,
-            status: t.status,
+            status,
             task: t.task,
             session_id: t.session_id,
             attempts: t.attempts,
-            result: t.result,
-            error: t.error,
+            result,
+            error,
             created_at: t.created_at,
             updated_at: t.updated_at,
             started_at: t.started_at,
@@ -215,7 +224,7 @@ impl Progress {
             }
         }
         self.failures = 0;
-        match task.status {
+        match task.status() {
             TaskStatus::Completed | TaskStatus::Failed => {
                 self.ready.push_back(sse::json("done", &TaskView::from(task)));
                 self.ended = true;
@@ -304,6 +313,45 @@ mod tests {
             assert!(err.message.contains("task_id from its 202 answer"), "{}", err.message);
             assert!(!err.message.contains("session"), "{}", err.message);
         }
+    }
+
+    /// The JSON of a task says its status, with the result of a completed
+    /// one or the error of a failed one; a null result or an empty error
+    /// (what a damaged stored task reads as) is left out, as a missing one was.
+    #[test]
+    fn a_task_view_shows_the_outcome_its_state_holds() {
+        let view = |state| {
+            let view = serde_json::to_value(TaskView::from(TaskRecord {
+                state,
+                ..TaskRecord::queued("t", "2+2", "s", 5)
+            }))
+            .expect("json");
+            (
+                view["status"].clone(),
+                view.get("result").cloned(),
+                view.get("error").cloned(),
+            )
+        };
+        let answer = serde_json::json!({"response": "4"});
+        let json = |v: &str| Value::String(v.to_string());
+        assert_eq!(view(TaskState::Queued), (json("queued"), None, None));
+        assert_eq!(view(TaskState::Running), (json("running"), None, None));
+        assert_eq!(
+            view(TaskState::Finished(Finished::Completed(answer.clone()))),
+            (json("completed"), Some(answer), None)
+        );
+        assert_eq!(
+            view(TaskState::Finished(Finished::Failed("no model".to_string()))),
+            (json("failed"), None, Some(json("no model")))
+        );
+        assert_eq!(
+            view(TaskState::Finished(Finished::Completed(Value::Null))),
+            (json("completed"), None, None)
+        );
+        assert_eq!(
+            view(TaskState::Finished(Finished::Failed(String::new()))),
+            (json("failed"), None, None)
+        );
     }
 
     #[test]

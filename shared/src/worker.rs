@@ -19,7 +19,7 @@ use crate::config::TaskSettings;
 use crate::delivery::Delivery;
 use crate::http::Metrics;
 use crate::llm::{Model, ModelError};
-use crate::store::{Claim, Finished, StoreError, TaskEvent, TaskRecord, TaskStore, rfc3339};
+use crate::store::{Claim, Finished, StoreError, TaskEvent, TaskRecord, TaskState, TaskStore, rfc3339};
 use crate::task::{AgentResponse, TaskView};
 use crate::tools::Registry;
 use crate::webhook::Webhooks;
@@ -107,11 +107,11 @@ impl Worker {
             Ok(Claim::Finished(task)) => {
                 tracing::info!(
                     task_id,
-                    status = task.status.as_str(),
+                    status = task.status().as_str(),
                     "a duplicate delivery of a finished task; acknowledged"
                 );
                 self.count_task("duplicate");
-                return Disposition::Done(format!("task {task_id} is already {}", task.status.as_str()));
+                return Disposition::Done(format!("task {task_id} is already {}", task.status().as_str()));
             }
             Ok(Claim::Held {
                 same_delivery: false, ..
@@ -277,7 +277,7 @@ impl Worker {
                 return store_retry(&err);
             }
         }
-        let (status, result, error) = outcome.into_parts();
+        let status = outcome.status();
         self.count_task(status.as_str());
         tracing::info!(
             task_id,
@@ -287,9 +287,7 @@ impl Worker {
         );
         let now = rfc3339(SystemTime::now());
         let finished = TaskRecord {
-            status,
-            result,
-            error,
+            state: TaskState::Finished(outcome),
             updated_at: now.clone(),
             finished_at: Some(now),
             lease_until: None,

@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use super::{
-    Claim, Finished, NewMessage, StoreError, Stores, TaskEvent, TaskRecord, TaskStatus, TaskStore, held_for_good,
-    whole_millis,
+    Claim, Finished, NewMessage, StoreError, Stores, TaskEvent, TaskRecord, TaskState, TaskStatus, TaskStore,
+    held_for_good, whole_millis,
 };
 use crate::llm::Role;
 
@@ -217,9 +217,9 @@ pub async fn memory_is_per_session_and_case_insensitive(stores: &Stores) {
 }
 
 /// A task as a caller would create it; the times are the store's to set.
-fn new_task(task_id: &str, status: TaskStatus) -> TaskRecord {
+fn new_task(task_id: &str, state: TaskState) -> TaskRecord {
     TaskRecord {
-        status,
+        state,
         ..TaskRecord::queued(task_id, "Calcula 2+2", format!("{task_id}-session"), 10)
     }
 }
@@ -246,13 +246,13 @@ fn claimed(claim: Claim, what: &str) -> TaskRecord {
 
 pub async fn tasks_are_created_once_as_given(stores: &Stores) {
     let t = stores.tasks.as_ref();
-    let mut task = new_task("tasks-create", TaskStatus::Queued);
+    let mut task = new_task("tasks-create", TaskState::Queued);
     task.system_instruction = Some("Answer in Spanish".into());
     task.callback_url = Some("https://example.com/hook?x=1".into());
     ok(t.create(&task).await, "create");
     assert!(t.create(&task).await.is_err(), "an id is created once");
     let got = get(t, "tasks-create").await;
-    assert_eq!((got.status, got.attempts, got.max_steps), (TaskStatus::Queued, 0, 10));
+    assert_eq!((got.status(), got.attempts, got.max_steps), (TaskStatus::Queued, 0, 10));
     assert_eq!(
         (got.task.as_str(), got.session_id.as_str()),
         ("Calcula 2+2", "tasks-create-session")
@@ -264,8 +264,8 @@ pub async fn tasks_are_created_once_as_given(stores: &Stores) {
         "{got:?}"
     );
     assert_eq!(
-        (got.delivery_id, got.lease_until, got.result, got.error),
-        (None, None, None, None)
+        (got.delivery_id, got.lease_until, got.state.finished()),
+        (None, None, None)
     );
     assert_eq!(
         (got.started_at, got.finished_at),
@@ -278,11 +278,11 @@ pub async fn tasks_are_created_once_as_given(stores: &Stores) {
 pub async fn claims_take_turns_under_leases(stores: &Stores) {
     let t = stores.tasks.as_ref();
     let id = "tasks-claim";
-    ok(t.create(&new_task(id, TaskStatus::Queued)).await, "create");
+    ok(t.create(&new_task(id, TaskState::Queued)).await, "create");
     let (base, lease) = (now_ms(), secs(60));
 
     let first = claimed(ok(t.claim(id, "d1", lease, 5, base).await, "claim"), "a queued task");
-    assert_eq!((first.status, first.attempts), (TaskStatus::Running, 1));
+    assert_eq!((first.status(), first.attempts), (TaskStatus::Running, 1));
     assert_eq!(first.delivery_id.as_deref(), Some("d1"));
     assert_eq!(first.lease_until, Some(base + lease));
     let started = first.started_at.clone().expect("started_at is set by the first claim");
@@ -313,7 +313,7 @@ pub async fn claims_take_turns_under_leases(stores: &Stores) {
         ok(t.claim(id, "d2", lease, 5, expired).await, "claim"),
         "after the lease",
     );
-    assert_eq!((second.status, second.attempts), (TaskStatus::Running, 2));
+    assert_eq!((second.status(), second.attempts), (TaskStatus::Running, 2));
     assert_eq!(second.delivery_id.as_deref(), Some("d2"));
     assert_eq!(second.lease_until, Some(expired + lease));
     assert_eq!(
@@ -347,11 +347,11 @@ pub async fn claims_take_turns_under_leases(stores: &Stores) {
     );
 
     assert!(!ok(t.release(id, 1).await, "release"), "the old attempt cannot release");
-    assert_eq!(get(t, id).await.status, TaskStatus::Running);
+    assert_eq!(get(t, id).await.status(), TaskStatus::Running);
     assert!(ok(t.release(id, 2).await, "release"));
     let released = get(t, id).await;
     assert_eq!(
-        (released.status, released.attempts, released.lease_until),
+        (released.status(), released.attempts, released.lease_until),
         (TaskStatus::Queued, 2, None)
     );
     assert!(
@@ -379,9 +379,8 @@ pub async fn claims_take_turns_under_leases(stores: &Stores) {
         "finish"
     ));
     let done = get(t, id).await;
-    assert_eq!((done.status, done.attempts), (TaskStatus::Completed, 3));
-    assert_eq!(done.result.as_ref(), Some(&result));
-    assert_eq!(done.error, None);
+    assert_eq!((done.status(), done.attempts), (TaskStatus::Completed, 3));
+    assert_eq!(done.state, TaskState::Finished(Finished::Completed(result)));
     assert!(
         done.finished_at.as_deref().is_some_and(|f| f.ends_with('Z')),
         "{done:?}"
@@ -403,7 +402,7 @@ pub async fn claims_take_turns_under_leases(stores: &Stores) {
 pub async fn claims_run_out_of_attempts(stores: &Stores) {
     let t = stores.tasks.as_ref();
     let (id, lease, base) = ("tasks-exhausted", secs(10), now_ms());
-    ok(t.create(&new_task(id, TaskStatus::Queued)).await, "create");
+    ok(t.create(&new_task(id, TaskState::Queued)).await, "create");
     claimed(ok(t.claim(id, "d1", lease, 2, base).await, "claim"), "first");
     let second = base + lease;
     claimed(
@@ -422,8 +421,12 @@ pub async fn claims_run_out_of_attempts(stores: &Stores) {
         Claim::Exhausted(task) => task,
         other => panic!("a third claim of at most 2: {other:?}"),
     };
-    assert_eq!((exhausted.status, exhausted.attempts), (TaskStatus::Failed, 2));
-    let error = exhausted.error.clone().expect("an error says why");
+    assert_eq!((exhausted.status(), exhausted.attempts), (TaskStatus::Failed, 2));
+    let error = exhausted
+        .state
+        .finished()
+        .and_then(Finished::error)
+        .expect("an error says why");
     assert!(error.contains("2 attempts"), "{error}");
     assert!(
         exhausted.finished_at.is_some() && exhausted.lease_until.is_none(),
@@ -437,13 +440,18 @@ pub async fn claims_run_out_of_attempts(stores: &Stores) {
     );
 
     // Created as given, out of attempts already, and queued.
-    let mut spent = new_task("tasks-spent", TaskStatus::Queued);
+    let mut spent = new_task("tasks-spent", TaskState::Queued);
     spent.attempts = 3;
     ok(t.create(&spent).await, "create");
     match ok(t.claim("tasks-spent", "d1", lease, 3, base).await, "claim") {
         Claim::Exhausted(task) => {
-            assert_eq!((task.status, task.attempts), (TaskStatus::Failed, 3));
-            assert!(task.error.is_some_and(|e| e.contains("3 attempts")));
+            assert_eq!((task.status(), task.attempts), (TaskStatus::Failed, 3));
+            assert!(
+                task.state
+                    .finished()
+                    .and_then(Finished::error)
+                    .is_some_and(|e| e.contains("3 attempts"))
+            );
         }
         other => panic!("a queued task with 3 of 3 attempts: {other:?}"),
     }
@@ -473,21 +481,21 @@ pub async fn unknown_tasks_are_not_found(stores: &Stores) {
 pub async fn queued_tasks_finish_with_attempt_zero(stores: &Stores) {
     let t = stores.tasks.as_ref();
     let id = "tasks-never-claimed";
-    ok(t.create(&new_task(id, TaskStatus::Queued)).await, "create");
+    ok(t.create(&new_task(id, TaskState::Queued)).await, "create");
     // Running is not an outcome: `Finished` cannot say it.
     assert!(
         !ok(t.finish(id, 1, &Finished::Failed("x".to_string())).await, "finish"),
         "it has no attempt 1"
     );
-    assert_eq!(get(t, id).await.status, TaskStatus::Queued);
+    assert_eq!(get(t, id).await.status(), TaskStatus::Queued);
     assert!(ok(
         t.finish(id, 0, &Finished::Failed("cancelled".to_string())).await,
         "finish"
     ));
     let got = get(t, id).await;
     assert_eq!(
-        (got.status, got.attempts, got.error.as_deref()),
-        (TaskStatus::Failed, 0, Some("cancelled"))
+        (&got.state, got.attempts),
+        (&TaskState::Finished(Finished::Failed("cancelled".to_string())), 0)
     );
     assert!(got.finished_at.is_some(), "{got:?}");
     assert_eq!(got.started_at, None, "never started");
@@ -500,12 +508,12 @@ pub async fn queued_tasks_finish_with_attempt_zero(stores: &Stores) {
 pub async fn synchronous_runs_are_held_for_good(stores: &Stores) {
     let t = stores.tasks.as_ref();
     let id = "tasks-sync";
-    let mut task = new_task(id, TaskStatus::Running);
+    let mut task = new_task(id, TaskState::Running);
     task.attempts = 1;
     ok(t.create(&task).await, "create");
     let got = get(t, id).await;
     assert_eq!(
-        (got.status, got.attempts, got.lease_until),
+        (got.status(), got.attempts, got.lease_until),
         (TaskStatus::Running, 1, None)
     );
     assert!(got.started_at.is_some(), "a task created running has started: {got:?}");
@@ -526,7 +534,7 @@ pub async fn synchronous_runs_are_held_for_good(stores: &Stores) {
         t.finish(id, 1, &Finished::Completed(serde_json::json!("4"))).await,
         "finish"
     ));
-    assert_eq!(get(t, id).await.status, TaskStatus::Completed);
+    assert_eq!(get(t, id).await.status(), TaskStatus::Completed);
 }
 
 pub async fn runnable_lists_queued_and_expired_oldest_first(stores: &Stores) {
@@ -540,9 +548,9 @@ pub async fn runnable_lists_queued_and_expired_oldest_first(stores: &Stores) {
         "tasks-run-q2",
     ];
     for id in ids {
-        let mut task = new_task(id, TaskStatus::Queued);
+        let mut task = new_task(id, TaskState::Queued);
         if id == "tasks-run-sync" {
-            task.status = TaskStatus::Running;
+            task.state = TaskState::Running;
             task.attempts = 1;
         }
         ok(t.create(&task).await, "create");
@@ -601,7 +609,7 @@ pub async fn concurrent_claims_have_one_winner(stores: &Stores) {
 /// `a` and `b` (one store twice, or two stores on one database as two
 /// processes would be): exactly one wins, the rest find it held.
 pub async fn claims_have_one_winner(a: &Arc<dyn TaskStore>, b: &Arc<dyn TaskStore>, id: &str) {
-    ok(a.create(&new_task(id, TaskStatus::Queued)).await, "create");
+    ok(a.create(&new_task(id, TaskState::Queued)).await, "create");
     let now = now_ms();
     let claims: Vec<_> = (0..20)
         .map(|i| {
@@ -622,14 +630,14 @@ pub async fn claims_have_one_winner(a: &Arc<dyn TaskStore>, b: &Arc<dyn TaskStor
     }
     assert_eq!(winners.len(), 1, "exactly one claim of {id} wins: {winners:?}");
     let stored = get(b.as_ref(), id).await;
-    assert_eq!((stored.status, stored.attempts), (TaskStatus::Running, 1));
+    assert_eq!((stored.status(), stored.attempts), (TaskStatus::Running, 1));
     assert_eq!(stored, winners[0]);
 }
 
 pub async fn events_are_ordered_and_replaced(stores: &Stores) {
     let t = stores.tasks.as_ref();
     let id = "tasks-events";
-    ok(t.create(&new_task(id, TaskStatus::Queued)).await, "create");
+    ok(t.create(&new_task(id, TaskState::Queued)).await, "create");
     let event = |attempt: u32, index: u32, created_at: &str| TaskEvent {
         attempt,
         index,

@@ -147,12 +147,79 @@ impl TaskStatus {
     }
 }
 
+/// Where a stored task stands, with the outcome of a finished one: a
+/// finished task is completed with its result or failed with its error, and
+/// nothing else can be said.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TaskState {
+    Queued,
+    Running,
+    /// `completed` or `failed`.
+    Finished(Finished),
+}
+
+impl TaskState {
+    /// The status the API shows and the stores keep.
+    pub fn status(&self) -> TaskStatus {
+        match self {
+            TaskState::Queued => TaskStatus::Queued,
+            TaskState::Running => TaskStatus::Running,
+            TaskState::Finished(outcome) => outcome.status(),
+        }
+    }
+
+    /// The outcome, once `completed` or `failed`.
+    pub fn finished(&self) -> Option<&Finished> {
+        match self {
+            TaskState::Finished(outcome) => Some(outcome),
+            TaskState::Queued | TaskState::Running => None,
+        }
+    }
+
+    /// The state of a task as a backend stores it: its `status`, its
+    /// `result` (JSON text) and its `error`. Both backends read with it.
+    ///
+    /// The stores write a result only with `completed` and an error only
+    /// with `failed` ([`TaskStore::finish`], [`Claim::Exhausted`]), so a row
+    /// or document that says otherwise was damaged by hand. It never fails
+    /// to read: it reads as its status says, and the API shows that status
+    /// with no result or error where none could be read, as it always has:
+    /// - an unknown status is `failed`;
+    /// - `completed` without a result, or with one that is not JSON, is
+    ///   completed with the result `null`, which [`crate::task::TaskView`]
+    ///   leaves out (so a stored JSON `null` is left out too);
+    /// - `failed` without an error is failed with the error `""`, also
+    ///   left out;
+    /// - a result or an error beside a status that cannot have it is
+    ///   dropped (the API used to show it).
+    pub(crate) fn from_stored(status: &str, result: Option<&str>, error: Option<String>) -> TaskState {
+        match TaskStatus::parse(status) {
+            TaskStatus::Queued => TaskState::Queued,
+            TaskStatus::Running => TaskState::Running,
+            TaskStatus::Completed => TaskState::Finished(Finished::Completed(
+                result.and_then(|r| serde_json::from_str(r).ok()).unwrap_or_default(),
+            )),
+            TaskStatus::Failed => TaskState::Finished(Finished::Failed(error.unwrap_or_default())),
+        }
+    }
+
+    /// What a backend stores for this state: `status`, `result` (JSON
+    /// text) and `error`; [`TaskState::from_stored`] reads them back.
+    pub(crate) fn to_stored(&self) -> (TaskStatus, Option<String>, Option<&str>) {
+        match self {
+            TaskState::Queued | TaskState::Running => (self.status(), None, None),
+            TaskState::Finished(outcome) => outcome.to_stored(),
+        }
+    }
+}
+
 /// An agent task as stored: what was asked, where it stands, who holds
 /// it, and its result (the agent's answer as JSON) or error.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TaskRecord {
     pub task_id: String,
-    pub status: TaskStatus,
+    /// Its status, with the result or error once finished.
+    pub state: TaskState,
     pub task: String,
     pub session_id: String,
     pub max_steps: u32,
@@ -170,8 +237,6 @@ pub struct TaskRecord {
     /// lease has passed may be taken again. `None` for a synchronous run,
     /// which no queue will ever deliver again.
     pub lease_until: Option<SystemTime>,
-    pub result: Option<serde_json::Value>,
-    pub error: Option<String>,
     /// RFC 3339, UTC.
     pub created_at: String,
     pub updated_at: String,
@@ -182,6 +247,11 @@ pub struct TaskRecord {
 }
 
 impl TaskRecord {
+    /// `queued`, `running`, `completed` or `failed`, as [`TaskRecord::state`] says.
+    pub fn status(&self) -> TaskStatus {
+        self.state.status()
+    }
+
     /// A task that has not run yet: `queued`, no attempts, no lease, no
     /// outcome; the store sets the timestamps.
     pub fn queued(
@@ -192,7 +262,7 @@ impl TaskRecord {
     ) -> TaskRecord {
         TaskRecord {
             task_id: task_id.into(),
-            status: TaskStatus::Queued,
+            state: TaskState::Queued,
             task: task.into(),
             session_id: session_id.into(),
             max_steps,
@@ -201,8 +271,6 @@ impl TaskRecord {
             attempts: 0,
             delivery_id: None,
             lease_until: None,
-            result: None,
-            error: None,
             created_at: String::new(),
             updated_at: String::new(),
             started_at: None,
@@ -246,12 +314,10 @@ impl Finished {
         }
     }
 
-    /// The `status`, `result` and `error` of a [`TaskRecord`] that ended so.
-    pub fn into_parts(self) -> (TaskStatus, Option<serde_json::Value>, Option<String>) {
-        match self {
-            Finished::Completed(result) => (TaskStatus::Completed, Some(result), None),
-            Finished::Failed(error) => (TaskStatus::Failed, None, Some(error)),
-        }
+    /// What a backend stores for this outcome: `status`, `result` (JSON
+    /// text) and `error`.
+    pub(crate) fn to_stored(&self) -> (TaskStatus, Option<String>, Option<&str>) {
+        (self.status(), self.result().map(|r| r.to_string()), self.error())
     }
 }
 
@@ -432,11 +498,11 @@ pub(crate) enum ClaimStep {
 }
 
 pub(crate) fn claim_step(task: &TaskRecord, delivery_id: &str, max_attempts: u32, now: SystemTime) -> ClaimStep {
-    let runnable = match (task.status, task.lease_until) {
-        (TaskStatus::Completed | TaskStatus::Failed, _) => return ClaimStep::Finished,
-        (TaskStatus::Queued, _) => true,
-        (TaskStatus::Running, None) => false,
-        (TaskStatus::Running, Some(until)) => lease_passed(until, now),
+    let runnable = match (&task.state, task.lease_until) {
+        (TaskState::Finished(_), _) => return ClaimStep::Finished,
+        (TaskState::Queued, _) => true,
+        (TaskState::Running, None) => false,
+        (TaskState::Running, Some(until)) => lease_passed(until, now),
     };
     if !runnable {
         return match task.lease_until {
@@ -507,15 +573,76 @@ mod tests {
             (completed.status(), completed.result(), completed.error()),
             (TaskStatus::Completed, Some(&answer), None)
         );
-        assert_eq!(completed.into_parts(), (TaskStatus::Completed, Some(answer), None));
+        assert_eq!(
+            completed.to_stored(),
+            (TaskStatus::Completed, Some(answer.to_string()), None)
+        );
         let failed = Finished::Failed("no model".to_string());
         assert_eq!(
             (failed.status(), failed.result(), failed.error()),
             (TaskStatus::Failed, None, Some("no model"))
         );
+        assert_eq!(failed.to_stored(), (TaskStatus::Failed, None, Some("no model")));
+    }
+
+    #[test]
+    fn stored_parts_read_as_one_state_and_back() {
+        let answer = serde_json::json!({"response": "4", "n": 12345678901234567_u64});
+        let states = [
+            TaskState::Queued,
+            TaskState::Running,
+            TaskState::Finished(Finished::Completed(answer.clone())),
+            TaskState::Finished(Finished::Failed("no model".to_string())),
+        ];
+        for state in states {
+            let (status, result, error) = state.to_stored();
+            let read = TaskState::from_stored(status.as_str(), result.as_deref(), error.map(str::to_string));
+            assert_eq!(read, state, "{status:?}");
+            assert_eq!(read.status(), status);
+        }
         assert_eq!(
-            failed.into_parts(),
-            (TaskStatus::Failed, None, Some("no model".to_string()))
+            TaskState::from_stored("completed", Some(&answer.to_string()), None).finished(),
+            Some(&Finished::Completed(answer))
         );
+        assert_eq!(TaskState::Queued.finished(), None);
+    }
+
+    /// Rows the stores never write (damaged by hand) read as their status
+    /// says, with what the API showed before: no result, no error.
+    #[test]
+    fn inconsistent_stored_parts_read_as_their_status_says() {
+        let completed =
+            |result, error: Option<&str>| TaskState::from_stored("completed", result, error.map(str::to_string));
+        let no_result = TaskState::Finished(Finished::Completed(serde_json::Value::Null));
+        assert_eq!(completed(None, None), no_result, "completed without a result");
+        assert_eq!(
+            completed(Some("not json"), None),
+            no_result,
+            "a result that is not JSON"
+        );
+        assert_eq!(
+            completed(None, Some("boom")),
+            no_result,
+            "an error beside completed is dropped"
+        );
+        assert_eq!(
+            TaskState::from_stored("failed", None, None),
+            TaskState::Finished(Finished::Failed(String::new())),
+            "failed without an error"
+        );
+        assert_eq!(
+            TaskState::from_stored("failed", Some("{\"response\": \"4\"}"), Some("boom".to_string())),
+            TaskState::Finished(Finished::Failed("boom".to_string())),
+            "a result beside failed is dropped"
+        );
+        assert_eq!(
+            TaskState::from_stored("paused", None, Some("?".to_string())),
+            TaskState::Finished(Finished::Failed("?".to_string())),
+            "an unknown status is failed, as before"
+        );
+        for status in ["queued", "running"] {
+            let state = TaskState::from_stored(status, Some("{}"), Some("boom".to_string()));
+            assert_eq!((state.status().as_str(), state.finished()), (status, None));
+        }
     }
 }

@@ -37,8 +37,8 @@ use super::cas::{classify, commit_if_unchanged, put, read};
 use super::ids::is_document_id;
 use super::{FirestoreStore, Written, bounded, query_limit, time_of, timestamp};
 use crate::store::{
-    Claim, ClaimStep, Finished, StoreError, TaskEvent, TaskRecord, TaskStatus, TaskStore, claim_step, event_time,
-    exhausted_error, lease_end, lease_passed,
+    Claim, ClaimStep, Finished, StoreError, TaskEvent, TaskRecord, TaskState, TaskStatus, TaskStore, claim_step,
+    event_time, exhausted_error, lease_end, lease_passed,
 };
 
 const TASKS: &str = "tasks";
@@ -105,9 +105,9 @@ impl FirestoreStore {
     async fn create_now(&self, task: &TaskRecord) -> Result<(), StoreError> {
         self.doc_path(TASKS, &task.task_id, "the task id")?;
         let now = timestamp(SystemTime::now()).map_err(classify)?;
-        let finished = matches!(task.status, TaskStatus::Completed | TaskStatus::Failed);
+        let (status, result, error) = task.state.to_stored();
         let doc = TaskDoc {
-            status: task.status.as_str().to_string(),
+            status: status.as_str().to_string(),
             task: task.task.clone(),
             session_id: task.session_id.clone(),
             max_steps: i64::from(task.max_steps),
@@ -116,13 +116,13 @@ impl FirestoreStore {
             attempts: i64::from(task.attempts),
             delivery_id: task.delivery_id.clone(),
             lease_until: task.lease_until.map(timestamp).transpose().map_err(classify)?,
-            result: task.result.as_ref().map(|r| r.to_string()),
-            error: task.error.clone(),
+            result,
+            error: error.map(str::to_string),
             created_at: now,
             updated_at: now,
             // Set by the store from the status, as the other times.
-            started_at: (task.status != TaskStatus::Queued).then_some(now),
-            finished_at: finished.then_some(now),
+            started_at: (status != TaskStatus::Queued).then_some(now),
+            finished_at: task.state.finished().is_some().then_some(now),
         };
         // CreateDocument refuses an id that exists: a task is created once.
         let created = self
@@ -257,11 +257,7 @@ impl FirestoreStore {
     }
 
     async fn finish_now(&self, task_id: &str, attempt: u32, outcome: &Finished) -> Result<bool, StoreError> {
-        let (status, result, error) = (
-            outcome.status(),
-            outcome.result().map(|r| r.to_string()),
-            outcome.error(),
-        );
+        let (status, result, error) = outcome.to_stored();
         self.change_task(task_id, "finish", |stored| {
             Ok(match stored {
                 Some(mut doc)
@@ -404,7 +400,7 @@ fn to_u32(n: i64) -> u32 {
 fn to_task(task_id: &str, doc: TaskDoc) -> TaskRecord {
     TaskRecord {
         task_id: task_id.to_string(),
-        status: TaskStatus::parse(&doc.status),
+        state: TaskState::from_stored(&doc.status, doc.result.as_deref(), doc.error),
         task: doc.task,
         session_id: doc.session_id,
         max_steps: to_u32(doc.max_steps),
@@ -413,10 +409,6 @@ fn to_task(task_id: &str, doc: TaskDoc) -> TaskRecord {
         attempts: to_u32(doc.attempts),
         delivery_id: doc.delivery_id,
         lease_until: doc.lease_until.map(SystemTime::from),
-        // Written by this store from a serde_json::Value, so it parses; a
-        // document damaged by hand reads as no result rather than failing.
-        result: doc.result.and_then(|r| serde_json::from_str(&r).ok()),
-        error: doc.error,
         created_at: time_of(doc.created_at),
         updated_at: time_of(doc.updated_at),
         started_at: doc.started_at.map(time_of),
@@ -496,6 +488,44 @@ mod tests {
 
     use super::*;
     use crate::store::firestore::tests::{emulator, expire_at, project, raw_fields, store};
+
+    /// A document this store never writes (edited by hand) reads through
+    /// `TaskState::from_stored`, as the SQLite rows do.
+    #[test]
+    fn damaged_task_documents_read_as_their_status_says() {
+        let at = timestamp(SystemTime::UNIX_EPOCH).expect("a timestamp");
+        let doc = |status: &str, result: Option<&str>, error: Option<&str>| TaskDoc {
+            status: status.to_string(),
+            task: "t".to_string(),
+            session_id: "s".to_string(),
+            max_steps: 5,
+            system_instruction: None,
+            callback_url: None,
+            attempts: 1,
+            delivery_id: None,
+            lease_until: None,
+            result: result.map(str::to_string),
+            error: error.map(str::to_string),
+            created_at: at,
+            updated_at: at,
+            started_at: None,
+            finished_at: None,
+        };
+        let state = |status, result, error| to_task("t", doc(status, result, error)).state;
+        assert_eq!(
+            state("completed", Some(r#"{"response":"4"}"#), None),
+            TaskState::Finished(Finished::Completed(serde_json::json!({"response": "4"})))
+        );
+        assert_eq!(
+            state("completed", Some("{not json"), None),
+            TaskState::Finished(Finished::Completed(serde_json::Value::Null))
+        );
+        assert_eq!(
+            state("failed", Some("{}"), None),
+            TaskState::Finished(Finished::Failed(String::new()))
+        );
+        assert_eq!(state("running", None, Some("stale")), TaskState::Running);
+    }
 
     #[tokio::test]
     #[ignore = "needs the Firestore emulator (FIRESTORE_EMULATOR_HOST); ./scripts/test.sh starts one"]

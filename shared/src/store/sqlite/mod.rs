@@ -343,7 +343,7 @@ mod tests {
         let store = SqliteStore::open(&path).await.expect("migrates");
         let old = store.get("old").await.expect("get").expect("kept");
         assert_eq!(
-            (old.status, old.attempts, old.lease_until),
+            (old.status(), old.attempts, old.lease_until),
             (TaskStatus::Queued, 0, None)
         );
         assert_eq!((old.started_at, old.finished_at, old.callback_url), (None, None, None));

@@ -19,8 +19,8 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{SqliteStore, from_millis, millis};
 use crate::store::{
-    Claim, ClaimStep, Finished, StoreError, TaskEvent, TaskRecord, TaskStatus, TaskStore, claim_step, event_time,
-    exhausted_error, lease_end, rfc3339,
+    Claim, ClaimStep, Finished, StoreError, TaskEvent, TaskRecord, TaskState, TaskStatus, TaskStore, claim_step,
+    event_time, exhausted_error, lease_end, rfc3339,
 };
 
 /// The columns [`row_to_task`] reads, in its order.
@@ -36,14 +36,10 @@ fn row_to_task(row: &rusqlite::Row<'_>) -> rusqlite::Result<TaskRecord> {
     let result: Option<String> = row.get(5)?;
     Ok(TaskRecord {
         task_id: row.get(0)?,
-        status: TaskStatus::parse(&status),
+        state: TaskState::from_stored(&status, result.as_deref(), row.get(6)?),
         task: row.get(2)?,
         session_id: row.get(3)?,
         max_steps: to_u32(row.get(4)?),
-        // Written by this store from a serde_json::Value, so it parses; a
-        // row damaged by hand reads as no result rather than failing.
-        result: result.and_then(|r| serde_json::from_str(&r).ok()),
-        error: row.get(6)?,
         created_at: rfc3339(from_millis(row.get(7)?)),
         updated_at: rfc3339(from_millis(row.get(8)?)),
         system_instruction: row.get(9)?,
@@ -79,6 +75,7 @@ impl TaskStore for SqliteStore {
     async fn create(&self, task: &TaskRecord) -> Result<(), StoreError> {
         let task = task.clone();
         self.write(move |conn| {
+            let (status, result, error) = task.state.to_stored();
             let now = millis(SystemTime::now());
             conn.execute(
                 "INSERT INTO tasks (id, status, task, session_id, max_steps, result, error, created_at, updated_at,
@@ -87,12 +84,12 @@ impl TaskStore for SqliteStore {
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
                 params![
                     task.task_id,
-                    task.status.as_str(),
+                    status.as_str(),
                     task.task,
                     task.session_id,
                     i64::from(task.max_steps),
-                    task.result.as_ref().map(|r| r.to_string()),
-                    task.error,
+                    result,
+                    error,
                     now,
                     task.system_instruction,
                     task.callback_url,
@@ -100,8 +97,8 @@ impl TaskStore for SqliteStore {
                     task.delivery_id,
                     task.lease_until.map(millis),
                     // Set by the store from the status, as the other times.
-                    (task.status != TaskStatus::Queued).then_some(now),
-                    matches!(task.status, TaskStatus::Completed | TaskStatus::Failed).then_some(now),
+                    (status != TaskStatus::Queued).then_some(now),
+                    task.state.finished().is_some().then_some(now),
                 ],
             )?;
             Ok(())
@@ -193,12 +190,9 @@ impl TaskStore for SqliteStore {
     }
 
     async fn finish(&self, task_id: &str, attempt: u32, outcome: &Finished) -> Result<bool, StoreError> {
-        let (task_id, status, result, error) = (
-            task_id.to_string(),
-            outcome.status(),
-            outcome.result().map(|r| r.to_string()),
-            outcome.error().map(str::to_string),
-        );
+        let task_id = task_id.to_string();
+        let (status, result, error) = outcome.to_stored();
+        let error = error.map(str::to_string);
         self.write(move |conn| {
             let finished = conn.execute(
                 "UPDATE tasks SET status = ?3, result = ?4, error = ?5, lease_until = NULL,
@@ -294,6 +288,57 @@ impl TaskStore for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Rows this store never writes (edited by hand) read through
+    /// `TaskState::from_stored`: the API shows their status as before, and
+    /// no result or error where none could be read. A result or an error
+    /// beside a status that cannot have it is dropped (it used to show).
+    #[tokio::test]
+    async fn damaged_task_rows_read_as_their_status_says() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SqliteStore::open(&dir.path().join("damaged.db")).await.expect("open");
+        let rows = [
+            ("no-result", "completed", None, None),
+            ("bad-result", "completed", Some("{not json"), None),
+            ("no-error", "failed", None, None),
+            ("both", "failed", Some(r#"{"response":"4"}"#), Some("boom")),
+            ("unknown", "paused", None, Some("why")),
+            ("queued-with-error", "queued", None, Some("stale")),
+        ];
+        for (id, status, result, error) in rows {
+            store
+                .write(move |conn| {
+                    conn.execute(
+                        "INSERT INTO tasks (id, status, task, session_id, max_steps, result, error,
+                                            created_at, updated_at)
+                         VALUES (?1, ?2, 't', 's', 5, ?3, ?4, 1000, 1000)",
+                        params![id, status, result, error],
+                    )?;
+                    Ok(())
+                })
+                .await
+                .expect("insert");
+        }
+        let view = |id: &'static str| {
+            let store = &store;
+            async move {
+                let task = store.get(id).await.expect("get").expect("stored");
+                let view = serde_json::to_value(crate::task::TaskView::from(task)).expect("json");
+                (
+                    view["status"].clone(),
+                    view.get("result").cloned(),
+                    view.get("error").cloned(),
+                )
+            }
+        };
+        let json = |v: &str| serde_json::Value::String(v.to_string());
+        assert_eq!(view("no-result").await, (json("completed"), None, None));
+        assert_eq!(view("bad-result").await, (json("completed"), None, None));
+        assert_eq!(view("no-error").await, (json("failed"), None, None));
+        assert_eq!(view("both").await, (json("failed"), None, Some(json("boom"))));
+        assert_eq!(view("unknown").await, (json("failed"), None, Some(json("why"))));
+        assert_eq!(view("queued-with-error").await, (json("queued"), None, None));
+    }
 
     #[tokio::test]
     async fn runnable_and_events_walk_their_indexes() {

@@ -61,6 +61,17 @@ cargo fmt --all -- --check
 step "cargo clippy (warnings are errors)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+step "cargo doc for agent-core (warnings are errors; no test support in the release API)"
+doc="${CARGO_TARGET_DIR:-target}/doc/agent_core"
+rm -rf "$doc" # rustdoc leaves the pages of modules that are gone
+RUSTDOCFLAGS="-D warnings" cargo doc -p agent-core --no-deps --locked
+for module in testing store/contract; do
+  if [[ -e "$doc/$module" ]]; then
+    echo "agent_core::${module//\//::} is documented: test support leaked into the release library" >&2
+    exit 1
+  fi
+done
+
 step "build the tests"
 cargo test --workspace --locked --no-run
 

@@ -240,7 +240,7 @@ fn refresh_at(lifetime: Duration) -> Instant {
 
 /// The `exp` claim (seconds since the epoch) of a JWT, unverified: it only
 /// decides when to fetch a new token, the receiver checks the signature.
-pub fn jwt_expiry(jwt: &str) -> Option<u64> {
+pub(crate) fn jwt_expiry(jwt: &str) -> Option<u64> {
     let payload = jwt.split('.').nth(1)?;
     let bytes = base64url_decode(payload)?;
     let claims: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
@@ -251,7 +251,7 @@ pub fn jwt_expiry(jwt: &str) -> Option<u64> {
 
 /// Base64url without padding (RFC 4648 section 5), as JWTs use it; padding is
 /// tolerated. A dozen lines do not justify a dependency.
-pub fn base64url_decode(text: &str) -> Option<Vec<u8>> {
+pub(crate) fn base64url_decode(text: &str) -> Option<Vec<u8>> {
     let text = text.trim_end_matches('=');
     let mut out = Vec::with_capacity(text.len() * 3 / 4);
     let mut acc: u32 = 0;

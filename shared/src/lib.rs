@@ -7,13 +7,13 @@
 //! The map:
 //!
 //! - [`agent`]: the tool-calling loop and its step trace.
-//! - [`app`]: what every function builds at start-up (settings, logs,
+//! - `app`: what every function builds at start-up (settings, logs,
 //!   metrics, model, stores), so each `main` is a few lines.
 //! - [`config`]: typed settings from the environment, validated once; a bad
 //!   value stops the process with exit code 2 and one clear line.
 //! - [`runtime`]: `serve(router)` on `$PORT` with graceful shutdown, or on AWS
 //!   Lambda through `lambda_http` when `AWS_LAMBDA_RUNTIME_API` is set.
-//! - [`logging`]: JSON logs for Cloud Logging (severity, trace correlation) or
+//! - `logging`: JSON logs for Cloud Logging (severity, trace correlation) or
 //!   pretty logs for a terminal.
 //! - [`gcp`]: the GCP metadata server: access and ID tokens, cached.
 //! - [`http`]: the layer every function shares: error envelope, JSON bodies,
@@ -26,7 +26,7 @@
 //! - [`task`]: a task as clients see it, the stream of its progress, and
 //!   the one way a task record is run (synchronously or by the worker).
 //! - [`queue`]: where asynchronous tasks wait: Pub/Sub, or the local queue.
-//! - [`retry`]: what every retry loop shares: backoff with jitter,
+//! - `retry`: what every retry loop shares: backoff with jitter,
 //!   `Retry-After`, error chains.
 //! - [`delivery`]: what a Pub/Sub-triggered worker receives (push envelopes
 //!   and Eventarc CloudEvents), decoded into one delivery.
@@ -42,17 +42,19 @@
 //! - `testing` (tests and the `testing` feature only): loopback servers
 //!   and settings for the functions' tests.
 
+#![warn(unreachable_pub)]
+
 pub mod agent;
-pub mod app;
+pub(crate) mod app;
 pub mod config;
 pub mod delivery;
 pub mod gcp;
 pub mod http;
 pub mod llm;
-pub mod logging;
+pub(crate) mod logging;
 pub mod outbound_url;
 pub mod queue;
-pub mod retry;
+pub(crate) mod retry;
 pub mod runtime;
 pub mod session;
 pub mod store;

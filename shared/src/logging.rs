@@ -20,7 +20,7 @@ use crate::config::LogFormat;
 
 /// Installs the global subscriber. `RUST_LOG` filters (default `info`).
 /// `project` turns trace ids into the resource names Cloud Logging expects.
-pub fn init(format: LogFormat, project: Option<String>) {
+pub(crate) fn init(format: LogFormat, project: Option<String>) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let result = match format {
         LogFormat::Json => tracing_subscriber::fmt()
@@ -37,7 +37,7 @@ pub fn init(format: LogFormat, project: Option<String>) {
     drop(result);
 }
 
-pub struct CloudLogging {
+pub(crate) struct CloudLogging {
     pub project: Option<String>,
 }
 

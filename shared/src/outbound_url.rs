@@ -100,12 +100,12 @@ impl OutboundUrlError {
 
 /// `url::Host`, through reqwest, which re-exports `Url` but not the crate.
 mod url_host {
-    pub enum Host<'a> {
+    pub(super) enum Host<'a> {
         Domain(&'a str),
         Ip(std::net::IpAddr),
     }
 
-    pub fn of(url: &reqwest::Url) -> Option<Host<'_>> {
+    pub(super) fn of(url: &reqwest::Url) -> Option<Host<'_>> {
         let host = url.host_str()?;
         // `host_str` gives IPv6 literals in brackets; the parsed URL has
         // already normalised every IP form (`0x7f.1`, `2130706433`, ...).

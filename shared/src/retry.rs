@@ -15,7 +15,7 @@ use std::time::{Duration, SystemTime};
 
 /// How a backoff spreads the wait below its ceiling.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Jitter {
+pub(crate) enum Jitter {
     /// Half fixed, half random: the wait is in [ceiling / 2, ceiling]. For
     /// retries after a refusal, where coming back too soon is refused again.
     Equal,
@@ -28,25 +28,25 @@ pub enum Jitter {
 /// `first * 2^n`, at most `max`, spread by [`Jitter`] so that many clients
 /// refused together do not come back together.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Backoff {
+pub(crate) struct Backoff {
     pub first: Duration,
     pub max: Duration,
     pub jitter: Jitter,
 }
 
 impl Backoff {
-    pub const fn new(first: Duration, max: Duration, jitter: Jitter) -> Self {
+    pub(crate) const fn new(first: Duration, max: Duration, jitter: Jitter) -> Self {
         Backoff { first, max, jitter }
     }
 
     /// The longest wait before retry `retry` (from 0): `first * 2^retry`,
     /// at most `max`.
-    pub fn ceiling(&self, retry: u32) -> Duration {
+    pub(crate) fn ceiling(&self, retry: u32) -> Duration {
         self.first.saturating_mul(1u32 << retry.min(31)).min(self.max)
     }
 
     /// The shortest and the longest wait before retry `retry` (from 0).
-    pub fn bounds(&self, retry: u32) -> (Duration, Duration) {
+    pub(crate) fn bounds(&self, retry: u32) -> (Duration, Duration) {
         let ceiling = self.ceiling(retry);
         match self.jitter {
             Jitter::Equal => (ceiling / 2, ceiling),
@@ -55,14 +55,14 @@ impl Backoff {
     }
 
     /// The wait before retry `retry` (from 0), with fresh randomness.
-    pub fn delay(&self, retry: u32) -> Duration {
+    pub(crate) fn delay(&self, retry: u32) -> Duration {
         self.delay_at(retry, unit_random())
     }
 
     /// The wait before retry `retry` (from 0) for a given draw `unit` in
     /// [0, 1] (clamped; NaN counts as 0): `lower + (upper - lower) * unit`
     /// of [`Self::bounds`].
-    pub fn delay_at(&self, retry: u32, unit: f64) -> Duration {
+    pub(crate) fn delay_at(&self, retry: u32, unit: f64) -> Duration {
         let (lower, upper) = self.bounds(retry);
         let unit = if unit.is_nan() { 0.0 } else { unit.clamp(0.0, 1.0) };
         let span = upper - lower;
@@ -76,7 +76,7 @@ impl Backoff {
 /// only spreads retries. The standard library's hasher keys are random per
 /// process (so instances started together still differ) and change with
 /// every `RandomState`, which is all jitter needs.
-pub fn unit_random() -> f64 {
+pub(crate) fn unit_random() -> f64 {
     let bits = std::collections::hash_map::RandomState::new().hash_one(std::time::Instant::now());
     (bits >> 11) as f64 / (1u64 << 53) as f64
 }
@@ -85,7 +85,7 @@ pub fn unit_random() -> f64 {
 /// HTTP date, where a date in the past means "now". Fractional seconds are
 /// accepted (some proxies send them); a negative or unreadable value is
 /// `None`, so the caller falls back to its backoff. At most `cap`.
-pub fn parse_retry_after(value: &str, now: SystemTime, cap: Duration) -> Option<Duration> {
+pub(crate) fn parse_retry_after(value: &str, now: SystemTime, cap: Duration) -> Option<Duration> {
     let value = value.trim();
     if let Ok(seconds) = value.parse::<f64>() {
         return seconds_to_duration(seconds).map(|wait| wait.min(cap));
@@ -100,7 +100,7 @@ pub fn parse_retry_after(value: &str, now: SystemTime, cap: Duration) -> Option<
 }
 
 /// The `Retry-After` header of a response, read now, at most `cap`.
-pub fn retry_after(headers: &reqwest::header::HeaderMap, cap: Duration) -> Option<Duration> {
+pub(crate) fn retry_after(headers: &reqwest::header::HeaderMap, cap: Duration) -> Option<Duration> {
     headers
         .get(reqwest::header::RETRY_AFTER)
         .and_then(|v| v.to_str().ok())
@@ -109,12 +109,12 @@ pub fn retry_after(headers: &reqwest::header::HeaderMap, cap: Duration) -> Optio
 
 /// A number of seconds as a duration: `None` when negative or not finite,
 /// at most a billion seconds (so a silly hint cannot overflow a deadline).
-pub fn seconds_to_duration(seconds: f64) -> Option<Duration> {
+pub(crate) fn seconds_to_duration(seconds: f64) -> Option<Duration> {
     (seconds.is_finite() && seconds >= 0.0).then(|| Duration::from_secs_f64(seconds.min(1e9)))
 }
 
 /// `err` and then each of its causes, outermost first.
-pub fn causes<'a>(err: &'a (dyn Error + 'static)) -> impl Iterator<Item = &'a (dyn Error + 'static)> {
+pub(crate) fn causes<'a>(err: &'a (dyn Error + 'static)) -> impl Iterator<Item = &'a (dyn Error + 'static)> {
     std::iter::successors(Some(err), |err: &&'a (dyn Error + 'static)| (*err).source())
 }
 
@@ -122,7 +122,7 @@ pub fn causes<'a>(err: &'a (dyn Error + 'static)) -> impl Iterator<Item = &'a (d
 /// connection refused"): reqwest's own message alone rarely says what went
 /// wrong. A cause whose text is already in the message is left out, since
 /// many errors repeat their source's text.
-pub fn error_chain(err: &(dyn Error + 'static)) -> String {
+pub(crate) fn error_chain(err: &(dyn Error + 'static)) -> String {
     let mut out = err.to_string();
     for cause in causes(err).skip(1) {
         let text = cause.to_string();

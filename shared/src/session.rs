@@ -34,7 +34,7 @@ pub fn generate() -> String {
 /// Whether `id` is safe as a store key and in a URL path: the rules of the
 /// module (1 to [`MAX_LEN`] characters of `A-Z a-z 0-9 _ . -`, not `.`,
 /// `..` or `__x__`). Task ids keep to them too ([`crate::task::validate_id`]).
-pub fn is_safe_id(id: &str) -> bool {
+pub(crate) fn is_safe_id(id: &str) -> bool {
     let valid_chars = id
         .bytes()
         .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));

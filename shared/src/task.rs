@@ -40,7 +40,7 @@ pub struct AgentResponse {
 /// Checks a task id a client sent back, naming the field in the message.
 /// Task ids are ours (a UUID from `POST /api/v1/agent`), so the hint says
 /// where to find one; the characters allowed are the store's, as for
-/// session ids ([`session::is_safe_id`]).
+/// session ids (`session::is_safe_id`).
 pub fn validate_id(field: &str, id: &str) -> Result<(), ApiError> {
     if session::is_safe_id(id) {
         return Ok(());
@@ -262,7 +262,7 @@ pub struct StatusEvent {
 
 /// The `data` of a `step` event: a step as the synchronous answer lists it,
 /// with where it sits in the task. Written from the stored event (see
-/// [`step_event`]); this type documents it.
+/// `step_event`); this type documents it.
 #[derive(schemars::JsonSchema)]
 #[allow(dead_code)]
 pub struct StepEvent {

@@ -12,12 +12,12 @@ use axum::response::{IntoResponse, Response};
 use super::error::ApiError;
 use crate::config::Secret;
 
-pub const HEADER: &str = "x-api-key";
+pub(crate) const HEADER: &str = "x-api-key";
 
 /// Which configured key a request presented, by position in `API_KEYS`: the
 /// rate limiter counts per key without ever storing the key itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct KeyIndex(pub usize);
+pub(crate) struct KeyIndex(pub usize);
 
 /// Compares in time that depends only on the lengths.
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -31,7 +31,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// The index of the matching key; every key is compared, match or not.
-pub fn find_key(keys: &[Secret], presented: &[u8]) -> Option<KeyIndex> {
+pub(crate) fn find_key(keys: &[Secret], presented: &[u8]) -> Option<KeyIndex> {
     let mut found = None;
     for (i, key) in keys.iter().enumerate() {
         if constant_time_eq(key.expose().as_bytes(), presented) && found.is_none() {
@@ -41,7 +41,7 @@ pub fn find_key(keys: &[Secret], presented: &[u8]) -> Option<KeyIndex> {
     found
 }
 
-pub async fn require_api_key(State(keys): State<Arc<[Secret]>>, mut request: Request, next: Next) -> Response {
+pub(crate) async fn require_api_key(State(keys): State<Arc<[Secret]>>, mut request: Request, next: Next) -> Response {
     if keys.is_empty() {
         return next.run(request).await;
     }

@@ -35,7 +35,7 @@ fn add_vary(headers: &mut HeaderMap) {
     headers.append(header::VARY, HeaderValue::from_static("origin"));
 }
 
-pub async fn cors(State(origins): State<Arc<CorsOrigins>>, request: Request, next: Next) -> Response {
+pub(crate) async fn cors(State(origins): State<Arc<CorsOrigins>>, request: Request, next: Next) -> Response {
     let origin = request.headers().get(header::ORIGIN).cloned();
     let is_preflight = request.method() == Method::OPTIONS
         && origin.is_some()

@@ -4,7 +4,7 @@
 //!
 //! Handlers return [`ApiError`]; errors raised below them (axum's 404 and 405,
 //! body limits, panics) are rewritten into the same envelope by
-//! [`envelope_errors`], so a client never parses an HTML page or a bare string.
+//! `envelope_errors`, so a client never parses an HTML page or a bare string.
 
 use std::time::Duration;
 
@@ -194,12 +194,12 @@ impl From<StoreError> for ApiError {
 /// The body limit in force, put in request extensions by the HTTP stack so
 /// the 413 message can name it.
 #[derive(Debug, Clone, Copy)]
-pub struct BodyLimit(pub usize);
+pub(crate) struct BodyLimit(pub usize);
 
 /// Rewrites error responses produced below the handlers (no route, wrong
 /// method, body too large, timeouts) into the envelope. Responses that are
 /// already JSON are ours and pass untouched.
-pub async fn envelope_errors(request: Request, next: Next) -> Response {
+pub(crate) async fn envelope_errors(request: Request, next: Next) -> Response {
     let method = request.method().clone();
     let path = request.uri().path().to_string();
     let limit = request.extensions().get::<BodyLimit>().copied();
@@ -249,7 +249,7 @@ pub(crate) fn payload_too_large(limit: Option<BodyLimit>) -> ApiError {
 }
 
 /// For `CatchPanicLayer`: a panic is our bug, answered as a generic 500.
-pub fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+pub(crate) fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
     tracing::error!("a request handler panicked");
     ApiError::internal().into_response()
 }

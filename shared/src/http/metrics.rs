@@ -164,7 +164,7 @@ fn escape(value: &str) -> String {
 
 /// Counts every request by route template (never the raw path, whose ids
 /// would make the series unbounded), method and status, and times it.
-pub async fn track(State(metrics): State<Metrics>, request: Request, next: Next) -> Response {
+pub(crate) async fn track(State(metrics): State<Metrics>, request: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = request.method().as_str().to_string();
     let route = request
@@ -189,7 +189,7 @@ pub async fn track(State(metrics): State<Metrics>, request: Request, next: Next)
 }
 
 /// `GET /metrics`.
-pub async fn render(State(metrics): State<Metrics>) -> impl IntoResponse {
+pub(crate) async fn render(State(metrics): State<Metrics>) -> impl IntoResponse {
     (
         [(http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
         metrics.render(),

@@ -3,23 +3,23 @@
 //! [`wrap`] turns a function's API routes into a complete service: `/health`,
 //! `/metrics`, API keys, CORS, body limits, request ids, metrics, panics and
 //! every error in the envelope. The function adds its own rate limit with
-//! [`rate_limit::RateLimiter`], since the limit differs per function.
+//! `rate_limit::RateLimiter`, since the limit differs per function.
 //!
 //! - [`error`]: the error envelope and the rewriting of errors raised below
 //!   the handlers.
 //! - [`json`]: JSON bodies with errors a client can act on.
 //! - [`sse`]: server-sent events, as chat streams and task progress use them.
-//! - [`auth`], [`rate_limit`], [`cors`], [`request_context`], [`metrics`]:
+//! - `auth`, `rate_limit`, `cors`, `request_context`, [`metrics`]:
 //!   one concern each.
 
-pub mod auth;
-pub mod cors;
+pub(crate) mod auth;
+pub(crate) mod cors;
 pub mod error;
 pub mod json;
 pub mod metrics;
 pub mod openapi;
-pub mod rate_limit;
-pub mod request_context;
+pub(crate) mod rate_limit;
+pub(crate) mod request_context;
 pub mod sse;
 
 use std::sync::Arc;

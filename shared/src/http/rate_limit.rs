@@ -20,10 +20,10 @@ use super::metrics::Metrics;
 use crate::config::RateLimit;
 use crate::store::RateLimitStore;
 
-pub const CLIENT_HEADER: &str = "x-client-id";
+pub(crate) const CLIENT_HEADER: &str = "x-client-id";
 
 #[derive(Clone)]
-pub struct RateLimiter {
+pub(crate) struct RateLimiter {
     /// Names the limit ("chat", "agent") so one client's chat and agent
     /// requests are counted apart.
     pub bucket: &'static str,
@@ -36,7 +36,7 @@ pub struct RateLimiter {
 }
 
 /// Who is asking, for counting.
-pub fn client_key(request: &Request, trust_proxy: bool) -> String {
+pub(crate) fn client_key(request: &Request, trust_proxy: bool) -> String {
     if let Some(id) = request.headers().get(CLIENT_HEADER).and_then(|v| v.to_str().ok()) {
         let id = id.trim();
         if !id.is_empty() {
@@ -56,7 +56,7 @@ pub fn client_key(request: &Request, trust_proxy: bool) -> String {
 /// The client's address: the last `X-Forwarded-For` hop when a trusted proxy
 /// added it (the hops before it are the client's to forge), the Lambda
 /// request context's source IP, else the TCP peer.
-pub fn client_ip(request: &Request, trust_proxy: bool) -> Option<IpAddr> {
+pub(crate) fn client_ip(request: &Request, trust_proxy: bool) -> Option<IpAddr> {
     if trust_proxy && let Some(ip) = last_forwarded_for(request.headers()) {
         return Some(ip);
     }
@@ -92,7 +92,7 @@ fn seconds_until(t: SystemTime, now: SystemTime) -> u64 {
         .max(1)
 }
 
-pub async fn limit(State(limiter): State<RateLimiter>, request: Request, next: Next) -> Response {
+pub(crate) async fn limit(State(limiter): State<RateLimiter>, request: Request, next: Next) -> Response {
     let key = format!("{}:{}", limiter.bucket, client_key(&request, limiter.trust_proxy));
     let now = SystemTime::now();
     let window = match limiter.store.hit(&key, limiter.limit.window, now).await {

@@ -14,17 +14,17 @@ use axum::middleware::Next;
 use axum::response::Response;
 use tracing::Instrument;
 
-pub const REQUEST_ID: &str = "x-request-id";
+pub(crate) const REQUEST_ID: &str = "x-request-id";
 
 /// What a handler may want to know about the request it serves.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RequestContext {
+pub(crate) struct RequestContext {
     pub request_id: String,
     pub trace: Option<TraceContext>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TraceContext {
+pub(crate) struct TraceContext {
     /// 32 lowercase hex digits.
     pub trace_id: String,
     /// 16 lowercase hex digits, as Cloud Logging's `spanId` wants.
@@ -62,7 +62,7 @@ fn traceparent(value: &str) -> Option<TraceContext> {
     })
 }
 
-pub fn trace_context(headers: &HeaderMap) -> Option<TraceContext> {
+pub(crate) fn trace_context(headers: &HeaderMap) -> Option<TraceContext> {
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     header("traceparent")
         .and_then(traceparent)
@@ -79,7 +79,7 @@ fn request_id(headers: &HeaderMap) -> String {
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
 }
 
-pub async fn trace_requests(mut request: Request, next: Next) -> Response {
+pub(crate) async fn trace_requests(mut request: Request, next: Next) -> Response {
     let started = Instant::now();
     let id = request_id(request.headers());
     let trace = trace_context(request.headers());

@@ -291,7 +291,7 @@ fn encode_part(part: &Part) -> Option<Value> {
 
 /// A `GenerateContentResponse` as a [`ModelResponse`], or the reason it is
 /// not one.
-pub fn decode_response(answer: &Value, configured_model: &str) -> Result<ModelResponse, ModelError> {
+pub(crate) fn decode_response(answer: &Value, configured_model: &str) -> Result<ModelResponse, ModelError> {
     let model = answer
         .get("modelVersion")
         .and_then(Value::as_str)

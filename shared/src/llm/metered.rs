@@ -10,13 +10,13 @@ use futures_util::StreamExt;
 use super::{Model, ModelError, ModelRequest, ModelResponse, ModelStream, StreamEvent, Usage};
 use crate::http::metrics::Metrics;
 
-pub struct Metered {
+pub(crate) struct Metered {
     inner: Arc<dyn Model>,
     metrics: Metrics,
 }
 
 impl Metered {
-    pub fn new(inner: Arc<dyn Model>, metrics: Metrics) -> Metered {
+    pub(crate) fn new(inner: Arc<dyn Model>, metrics: Metrics) -> Metered {
         Metered { inner, metrics }
     }
 }

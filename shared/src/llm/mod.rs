@@ -7,19 +7,19 @@
 //! which their parts, with `thoughtSignature`, are not sent back verbatim.
 //!
 //! - [`gemini`]: Gemini on AI Studio (API key) and on Vertex AI (access token).
-//! - [`openai`]: OpenAI chat completions and every compatible server.
+//! - `openai`: OpenAI chat completions and every compatible server.
 //! - [`offline`]: a deterministic development model that needs no network.
-//! - [`retry`]: the retry policy HTTP providers share, on the crate-wide
-//!   backoff and `Retry-After` of [`crate::retry`].
-//! - [`sse`]: a server-sent events decoder for streaming responses.
-//! - [`metered`]: a decorator that counts calls and tokens for `/metrics`.
+//! - `retry`: the retry policy HTTP providers share, on the crate-wide
+//!   backoff and `Retry-After` of `crate::retry`.
+//! - `sse`: a server-sent events decoder for streaming responses.
+//! - `metered`: a decorator that counts calls and tokens for `/metrics`.
 
 pub mod gemini;
-pub mod metered;
+pub(crate) mod metered;
 pub mod offline;
-pub mod openai;
-pub mod retry;
-pub mod sse;
+pub(crate) mod openai;
+pub(crate) mod retry;
+pub(crate) mod sse;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -259,6 +259,6 @@ pub fn http_client(timeout: Duration) -> anyhow::Result<reqwest::Client> {
 }
 
 /// A rough token estimate (4 characters a token) for models that report none.
-pub fn estimate_tokens(text: &str) -> u64 {
+pub(crate) fn estimate_tokens(text: &str) -> u64 {
     (text.chars().count() as u64).div_ceil(4)
 }

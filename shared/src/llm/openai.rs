@@ -18,7 +18,7 @@ use super::sse::{self, Accumulator, SseEvent};
 use super::{Content, FunctionCall, Model, ModelError, ModelRequest, ModelResponse, ModelStream, Part, Role, Usage};
 use crate::config::LlmSettings;
 
-pub struct OpenAiModel {
+pub(crate) struct OpenAiModel {
     http: reqwest::Client,
     model: String,
     url: String,
@@ -28,7 +28,7 @@ pub struct OpenAiModel {
 }
 
 impl OpenAiModel {
-    pub fn new(settings: &LlmSettings, http: reqwest::Client) -> anyhow::Result<Self> {
+    pub(crate) fn new(settings: &LlmSettings, http: reqwest::Client) -> anyhow::Result<Self> {
         let mut policy = RetryPolicy::from_settings(settings);
         let authorization = match settings.openai_api_key.as_ref() {
             Some(key) => {
@@ -92,7 +92,7 @@ impl Model for OpenAiModel {
 }
 
 /// The chat completions request JSON for `request`.
-pub fn request_body(model: &str, request: &ModelRequest, stream: bool) -> Value {
+pub(crate) fn request_body(model: &str, request: &ModelRequest, stream: bool) -> Value {
     let mut body = Map::new();
     body.insert("model".into(), json!(model));
     body.insert("messages".into(), Value::Array(messages(request)));
@@ -263,7 +263,7 @@ fn decode_arguments(arguments: Option<&Value>) -> Value {
 }
 
 /// A chat completion as a [`ModelResponse`], or the reason it is not one.
-pub fn decode_response(answer: &Value, configured_model: &str) -> Result<ModelResponse, ModelError> {
+pub(crate) fn decode_response(answer: &Value, configured_model: &str) -> Result<ModelResponse, ModelError> {
     let Some(choice) = answer.get("choices").and_then(Value::as_array).and_then(|c| c.first()) else {
         return Err(ModelError::Upstream {
             status: None,

@@ -22,7 +22,7 @@ use crate::retry::{Backoff, Jitter, error_chain, seconds_to_duration};
 
 /// How a provider retries. Cheap to clone.
 #[derive(Debug, Clone)]
-pub struct RetryPolicy {
+pub(crate) struct RetryPolicy {
     /// Retries after the first attempt.
     pub max_retries: u32,
     /// Per attempt: the time to get the whole answer of a plain call, or the
@@ -39,7 +39,7 @@ pub struct RetryPolicy {
 }
 
 impl RetryPolicy {
-    pub fn new(max_retries: u32, timeout: Duration) -> Self {
+    pub(crate) fn new(max_retries: u32, timeout: Duration) -> Self {
         RetryPolicy {
             max_retries,
             timeout,
@@ -50,12 +50,12 @@ impl RetryPolicy {
         }
     }
 
-    pub fn from_settings(settings: &LlmSettings) -> Self {
+    pub(crate) fn from_settings(settings: &LlmSettings) -> Self {
         Self::new(settings.max_retries, settings.timeout)
     }
 
     /// Masks `secret` in every message this policy produces.
-    pub fn redacting(mut self, secret: &Secret) -> Self {
+    pub(crate) fn redacting(mut self, secret: &Secret) -> Self {
         if !secret.expose().is_empty() {
             self.secrets.push(secret.clone());
         }
@@ -66,12 +66,12 @@ impl RetryPolicy {
     /// server gave no hint: exponential, capped, with "equal jitter" (half
     /// fixed, half random) so that many clients refused together do not come
     /// back together.
-    pub fn backoff(&self, retry: u32) -> Duration {
+    pub(crate) fn backoff(&self, retry: u32) -> Duration {
         Backoff::new(self.base_delay, self.max_delay, Jitter::Equal).delay(retry)
     }
 
     /// `text` with every configured secret masked.
-    pub fn redact(&self, text: &str) -> String {
+    pub(crate) fn redact(&self, text: &str) -> String {
         self.secrets
             .iter()
             .fold(text.to_string(), |acc, secret| acc.replace(secret.expose(), "***"))
@@ -81,7 +81,7 @@ impl RetryPolicy {
 /// Sends the request `build` makes until it gets a successful response head,
 /// retrying as the policy says. For streaming calls: the body is left to the
 /// caller (see [`super::sse::events`] for its per-chunk timeout).
-pub async fn send_with_retry(
+pub(crate) async fn send_with_retry(
     policy: &RetryPolicy,
     build: impl Fn() -> reqwest::RequestBuilder,
 ) -> Result<reqwest::Response, ModelError> {
@@ -91,7 +91,7 @@ pub async fn send_with_retry(
 /// Sends the request until it gets a successful answer and returns the body
 /// as JSON. The per-attempt timeout covers reading the body, and a body cut
 /// off mid-way is retried like a refused connection.
-pub async fn send_json_with_retry(
+pub(crate) async fn send_json_with_retry(
     policy: &RetryPolicy,
     build: impl Fn() -> reqwest::RequestBuilder,
 ) -> Result<Value, ModelError> {
@@ -236,14 +236,14 @@ fn transport<T>(policy: &RetryPolicy, err: reqwest::Error) -> Outcome<T> {
 
 /// 429 (quota, rate limit), 500 (transient failure on the provider's side),
 /// 503 (overloaded) and 504 (the provider's own deadline) are worth another try.
-pub fn is_retryable(status: u16) -> bool {
+pub(crate) fn is_retryable(status: u16) -> bool {
     // 502 too: proxies in front of model servers answer it while a backend
     // restarts, and a retry usually reaches a healthy one.
     matches!(status, 429 | 500 | 502 | 503 | 504)
 }
 
 /// A request body as bytes, encoded once and sent again on each retry.
-pub fn json_body(body: &serde_json::Value) -> Result<bytes::Bytes, ModelError> {
+pub(crate) fn json_body(body: &serde_json::Value) -> Result<bytes::Bytes, ModelError> {
     serde_json::to_vec(body)
         .map(bytes::Bytes::from)
         .map_err(|err| ModelError::Upstream {
@@ -254,7 +254,7 @@ pub fn json_body(body: &serde_json::Value) -> Result<bytes::Bytes, ModelError> {
 
 /// The error for a status and message that will not be retried (any more):
 /// the retryable ones mean "try later", the rest "the provider refused".
-pub fn status_error(status: u16, message: String, retry_after: Option<Duration>) -> ModelError {
+pub(crate) fn status_error(status: u16, message: String, retry_after: Option<Duration>) -> ModelError {
     if is_retryable(status) {
         ModelError::Unavailable {
             message: format!("HTTP {status}: {message}"),
@@ -271,7 +271,7 @@ pub fn status_error(status: u16, message: String, retry_after: Option<Duration>)
 /// The provider's own explanation in an error body: `error.message` for
 /// Google and OpenAI (Google's streaming API wraps it in an array), a bare
 /// `error` string for Ollama, `message` for some proxies.
-pub fn provider_message(body: &Value) -> Option<String> {
+pub(crate) fn provider_message(body: &Value) -> Option<String> {
     let body = match body {
         Value::Array(items) => items.first()?,
         other => other,
@@ -314,7 +314,7 @@ fn snippet(text: &str) -> String {
 
 /// Google's hint: the `retryDelay` of the `google.rpc.RetryInfo` entry in
 /// `error.details`.
-pub fn retry_info_delay(body: &Value) -> Option<Duration> {
+pub(crate) fn retry_info_delay(body: &Value) -> Option<Duration> {
     let body = match body {
         Value::Array(items) => items.first()?,
         other => other,
@@ -336,7 +336,7 @@ pub fn retry_info_delay(body: &Value) -> Option<Duration> {
 }
 
 /// A protobuf JSON duration: `"2s"`, `"1.500s"`.
-pub fn parse_google_duration(text: &str) -> Option<Duration> {
+pub(crate) fn parse_google_duration(text: &str) -> Option<Duration> {
     let seconds: f64 = text.trim().strip_suffix('s')?.parse().ok()?;
     seconds_to_duration(seconds)
 }

@@ -21,7 +21,7 @@ use super::{ModelError, ModelStream, StreamEvent};
 
 /// One dispatched event.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct SseEvent {
+pub(crate) struct SseEvent {
     /// The `event:` field; `None` means the default type, `message`.
     pub event: Option<String>,
     /// The `data:` lines, joined with `\n`.
@@ -32,12 +32,12 @@ pub struct SseEvent {
 
 /// A line longer than this is not an event stream a model would send; the
 /// limit keeps a broken server from growing the buffer without end.
-pub const MAX_LINE_BYTES: usize = 16 * 1024 * 1024;
+pub(crate) const MAX_LINE_BYTES: usize = 16 * 1024 * 1024;
 
 /// Bytes in, events out. Feed it chunks with [`SseDecoder::push`] and call
 /// [`SseDecoder::finish`] at the end of the stream.
 #[derive(Debug, Default)]
-pub struct SseDecoder {
+pub(crate) struct SseDecoder {
     /// Bytes of the current, incomplete line.
     buf: Vec<u8>,
     /// The previous chunk ended with `\r`: a `\n` starting the next chunk
@@ -52,17 +52,17 @@ pub struct SseDecoder {
 }
 
 impl SseDecoder {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self::default()
     }
 
     /// How many bytes wait for their line ending.
-    pub fn buffered_len(&self) -> usize {
+    pub(crate) fn buffered_len(&self) -> usize {
         self.buf.len()
     }
 
     /// Decodes a chunk and returns the events it completed.
-    pub fn push(&mut self, chunk: &[u8]) -> Vec<SseEvent> {
+    pub(crate) fn push(&mut self, chunk: &[u8]) -> Vec<SseEvent> {
         let mut events = Vec::new();
         let mut rest = chunk;
         if self.skip_lf && !rest.is_empty() {
@@ -93,7 +93,7 @@ impl SseDecoder {
 
     /// Ends the stream: a last line without a line ending is processed, and
     /// an event still pending is delivered (see the module documentation).
-    pub fn finish(&mut self) -> Option<SseEvent> {
+    pub(crate) fn finish(&mut self) -> Option<SseEvent> {
         let mut out = None;
         if !self.buf.is_empty() {
             let line = std::mem::take(&mut self.buf);
@@ -152,7 +152,7 @@ impl SseDecoder {
 /// The events of a streaming response. The per-attempt timeout of a stream
 /// covers each wait for the next chunk, not the whole answer: a long answer is
 /// fine, a silent connection is not.
-pub fn events(
+pub(crate) fn events(
     response: reqwest::Response,
     idle_timeout: Duration,
 ) -> impl Stream<Item = Result<SseEvent, ModelError>> + Send + 'static {
@@ -217,7 +217,7 @@ pub fn events(
 /// anything was produced (a block, an error chunk, a stall) is returned by
 /// `Model::stream` itself, where the caller can still answer with a proper
 /// HTTP status instead of a broken event stream.
-pub async fn first_event_ready(mut stream: ModelStream) -> Result<ModelStream, ModelError> {
+pub(crate) async fn first_event_ready(mut stream: ModelStream) -> Result<ModelStream, ModelError> {
     match stream.next().await {
         Some(Ok(first)) => Ok(futures_util::stream::once(async move { Ok(first) })
             .chain(stream)
@@ -231,7 +231,7 @@ pub async fn first_event_ready(mut stream: ModelStream) -> Result<ModelStream, M
 }
 
 /// A provider's way of folding its stream chunks into one answer.
-pub trait Accumulator: Send + 'static {
+pub(crate) trait Accumulator: Send + 'static {
     /// Takes one event: returns the text it adds (each piece becomes a
     /// `Delta`) and whether the stream is over (OpenAI's `[DONE]`).
     fn event(&mut self, event: &SseEvent) -> Result<(Vec<String>, bool), ModelError>;
@@ -242,7 +242,7 @@ pub trait Accumulator: Send + 'static {
 
 /// Turns decoded events into `Delta`s and a final `Done`, with the folding
 /// `accumulator` does. Nothing follows `Done` or an error.
-pub fn model_stream<A: Accumulator>(
+pub(crate) fn model_stream<A: Accumulator>(
     events: impl Stream<Item = Result<SseEvent, ModelError>> + Send + 'static,
     accumulator: A,
 ) -> ModelStream {

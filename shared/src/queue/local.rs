@@ -33,14 +33,14 @@ struct Job {
     attempt: u32,
 }
 
-pub struct LocalQueue {
+pub(crate) struct LocalQueue {
     jobs: mpsc::UnboundedSender<Job>,
 }
 
 impl LocalQueue {
     /// Starts the dispatcher on the current runtime; it runs at most
     /// `concurrency` tasks at once and lives as long as the process.
-    pub fn start(worker: Arc<Worker>, tasks: Arc<dyn TaskStore>, concurrency: usize) -> LocalQueue {
+    pub(crate) fn start(worker: Arc<Worker>, tasks: Arc<dyn TaskStore>, concurrency: usize) -> LocalQueue {
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(dispatch(worker, tasks, concurrency, tx.clone(), rx));
         LocalQueue { jobs: tx }

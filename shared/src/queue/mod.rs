@@ -6,14 +6,14 @@
 //! once while each task runs once in effect (the worker's claim decides),
 //! and lets the local queue be durable with no state of its own.
 //!
-//! - [`pubsub`]: Google Cloud Pub/Sub (`QUEUE=pubsub`); a push subscription
+//! - `pubsub`: Google Cloud Pub/Sub (`QUEUE=pubsub`); a push subscription
 //!   or an Eventarc trigger delivers to `agent_worker`.
-//! - [`local`]: the embedded default (`QUEUE=local`): delivered in process
+//! - `local`: the embedded default (`QUEUE=local`): delivered in process
 //!   through the same [`crate::worker::Worker`], swept from the store after
 //!   a restart.
 
-pub mod local;
-pub mod pubsub;
+pub(crate) mod local;
+pub(crate) mod pubsub;
 
 use std::sync::Arc;
 

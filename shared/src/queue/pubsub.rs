@@ -19,13 +19,13 @@ use crate::config::QueueSettings;
 /// the client: the task is then marked failed, never left queued.
 const PUBLISH_TIMEOUT: Duration = Duration::from_secs(10);
 
-pub struct PubSubQueue {
+pub(crate) struct PubSubQueue {
     publisher: Publisher,
     topic: String,
 }
 
 impl PubSubQueue {
-    pub async fn connect(settings: &QueueSettings) -> anyhow::Result<PubSubQueue> {
+    pub(crate) async fn connect(settings: &QueueSettings) -> anyhow::Result<PubSubQueue> {
         let project = settings
             .pubsub_project
             .as_deref()

@@ -467,7 +467,7 @@ pub(crate) fn unix_seconds(t: SystemTime) -> i64 {
 }
 
 /// RFC 3339 in UTC with millisecond precision, as every timestamp in the API.
-pub fn rfc3339(t: SystemTime) -> String {
+pub(crate) fn rfc3339(t: SystemTime) -> String {
     let t = time::OffsetDateTime::from(t);
     let format =
         time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");

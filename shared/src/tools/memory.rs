@@ -14,21 +14,21 @@ use crate::llm::ToolSpec;
 use crate::store::{MemoryStore, StoreError};
 
 /// The tools' names, as the model calls them.
-pub const STORE_TOOL_NAME: &str = "store_memory";
-pub const RECALL_TOOL_NAME: &str = "recall_memory";
+pub(crate) const STORE_TOOL_NAME: &str = "store_memory";
+pub(crate) const RECALL_TOOL_NAME: &str = "recall_memory";
 
 /// Bounds what one session can make the store hold through the model.
-pub const MAX_KEY_CHARS: usize = 200;
-pub const MAX_VALUE_CHARS: usize = 4000;
+pub(crate) const MAX_KEY_CHARS: usize = 200;
+pub(crate) const MAX_VALUE_CHARS: usize = 4000;
 /// Entries `recall_memory` returns at most.
-pub const MAX_RECALL: usize = 50;
+pub(crate) const MAX_RECALL: usize = 50;
 
 fn store_error(err: StoreError) -> ToolError {
     tracing::warn!(%err, "memory store failed");
     ToolError::Failed("the memory store is unavailable right now; try again later".to_string())
 }
 
-pub struct StoreMemory {
+pub(crate) struct StoreMemory {
     spec: ToolSpec,
     store: Arc<dyn MemoryStore>,
 }
@@ -41,7 +41,7 @@ struct StoreArgs {
 }
 
 impl StoreMemory {
-    pub fn new(store: Arc<dyn MemoryStore>) -> StoreMemory {
+    pub(crate) fn new(store: Arc<dyn MemoryStore>) -> StoreMemory {
         StoreMemory {
             spec: ToolSpec {
                 name: STORE_TOOL_NAME.to_string(),
@@ -89,7 +89,7 @@ impl Tool for StoreMemory {
     }
 }
 
-pub struct RecallMemory {
+pub(crate) struct RecallMemory {
     spec: ToolSpec,
     store: Arc<dyn MemoryStore>,
 }
@@ -102,7 +102,7 @@ struct RecallArgs {
 }
 
 impl RecallMemory {
-    pub fn new(store: Arc<dyn MemoryStore>) -> RecallMemory {
+    pub(crate) fn new(store: Arc<dyn MemoryStore>) -> RecallMemory {
         RecallMemory {
             spec: ToolSpec {
                 name: RECALL_TOOL_NAME.to_string(),

@@ -9,16 +9,16 @@
 //! - [`calculator`]: safe arithmetic (`calculate`), a parser, never `eval`.
 //! - [`search`]: BM25 full-text search over a folder of documents
 //!   (`search_web`), with the project's own documentation as the default.
-//! - [`memory`]: per-session key/value memory in the store
+//! - `memory`: per-session key/value memory in the store
 //!   (`store_memory`, `recall_memory`).
 //! - [`endpoint`]: a tool served over HTTP as a function of its own.
-//! - [`registry`]: the agent's tools, from the settings.
+//! - [`registry`](mod@registry): the agent's tools, from the settings.
 //! - [`remote`]: a tool function called over HTTP(S), with a Google ID token
 //!   on Google Cloud.
 
 pub mod calculator;
 pub mod endpoint;
-pub mod memory;
+pub(crate) mod memory;
 pub mod registry;
 pub mod remote;
 pub mod search;

@@ -7,16 +7,16 @@
 //! One file per store trait, each with its documents, its operations and
 //! how they keep the trait's promises on Firestore:
 //!
-//! - [`sessions`]: [`SessionStore`](crate::store::SessionStore), in
+//! - `sessions`: [`SessionStore`](crate::store::SessionStore), in
 //!   `sessions/{session_id}` and a `messages` subcollection.
-//! - [`rate_limits`]: [`RateLimitStore`](crate::store::RateLimitStore), in
+//! - `rate_limits`: [`RateLimitStore`](crate::store::RateLimitStore), in
 //!   `rate_limits/k-{key}`.
-//! - [`memory`]: [`MemoryStore`](crate::store::MemoryStore), in
+//! - `memory`: [`MemoryStore`](crate::store::MemoryStore), in
 //!   `memories/{session_id}` and an `entries` subcollection.
-//! - [`tasks`]: [`TaskStore`](crate::store::TaskStore), in `tasks/{task_id}`
+//! - `tasks`: [`TaskStore`](crate::store::TaskStore), in `tasks/{task_id}`
 //!   and an `events` subcollection: claims, leases, outcomes and progress.
-//! - [`cas`]: the conditional commits every read-modify-write goes through.
-//! - [`ids`]: which ids can be document ids, and the encoding of keys.
+//! - `cas`: the conditional commits every read-modify-write goes through.
+//! - `ids`: which ids can be document ids, and the encoding of keys.
 //!
 //! This file connects (to Firestore or the emulator) and holds what the
 //! stores share: the time bounds, timestamps and the emulator's credentials.
@@ -24,7 +24,7 @@
 //! Session and task ids are document ids as they are (the HTTP layer lets
 //! through only ids that can be); keys that come from clients (a rate-limit
 //! key carries `X-Client-ID`) or from the model (memory keys) are encoded
-//! first ([`ids::key_id`]), as a `/` in them would make a path.
+//! first (`ids::key_id`), as a `/` in them would make a path.
 //!
 //! # Concurrency
 //!

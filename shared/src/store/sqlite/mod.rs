@@ -1,7 +1,7 @@
 //! The embedded store: one SQLite file in WAL mode.
 //!
 //! Writes go to one writer thread that commits them in groups
-//! ([`writer`]); reads use a small pool of connections on tokio's blocking
+//! (`writer`); reads use a small pool of connections on tokio's blocking
 //! pool, so a slow disk never stalls the async runtime. Each write is atomic
 //! (its own savepoint inside a `BEGIN IMMEDIATE` transaction, which takes
 //! the file's write lock up front): several processes sharing the file (two
@@ -11,15 +11,15 @@
 //! One file per store trait, each keeping the trait's promises with the
 //! writer and the readers of this file:
 //!
-//! - [`sessions`]: [`SessionStore`](crate::store::SessionStore), sessions
+//! - `sessions`: [`SessionStore`](crate::store::SessionStore), sessions
 //!   and their numbered messages.
-//! - [`rate_limits`]: [`RateLimitStore`](crate::store::RateLimitStore), its
+//! - `rate_limits`: [`RateLimitStore`](crate::store::RateLimitStore), its
 //!   fixed windows counted by one statement.
-//! - [`memory`]: [`MemoryStore`](crate::store::MemoryStore), a session's
+//! - `memory`: [`MemoryStore`](crate::store::MemoryStore), a session's
 //!   remembered facts.
-//! - [`tasks`]: [`TaskStore`](crate::store::TaskStore), tasks, their claims
+//! - `tasks`: [`TaskStore`](crate::store::TaskStore), tasks, their claims
 //!   and their progress events.
-//! - [`writer`]: the writer thread and its group commits.
+//! - `writer`: the writer thread and its group commits.
 //!
 //! This file opens the database, holds its schema (the migrations of every
 //! table), and the helpers the stores share: error classification and

@@ -344,10 +344,14 @@ impl<S: Clone + Send + Sync + 'static> Routes<S> {
 
     pub fn with_state(self, state: S) -> Api {
         Api {
-            root: self.root.map(|(router, operations)| Root {
-                router: router.with_state(state.clone()),
-                operations,
-            }),
+            roots: self
+                .root
+                .map(|(router, operations)| Root {
+                    router: router.with_state(state.clone()),
+                    operations,
+                })
+                .into_iter()
+                .collect(),
             router: self.router.with_state(state),
             operations: self.operations,
         }
@@ -367,20 +371,19 @@ struct Root {
 pub struct Api {
     pub(crate) router: Router,
     pub(crate) operations: Vec<Operation>,
-    root: Option<Root>,
+    /// Every merged API's main route: a standalone function (one main
+    /// route) serves its own at `/`; several functions on one port serve
+    /// none there.
+    roots: Vec<Root>,
 }
 
 impl Api {
-    /// Both routes and documents. A merge of two APIs that each have a main
-    /// route (several functions on one port) has none: only a function of
-    /// its own serves `/`.
+    /// Both routes and documents. The main routes are kept apart: with more
+    /// than one (several functions on one port), none is served at `/`.
     pub fn merge(mut self, other: Api) -> Api {
         self.router = self.router.merge(other.router);
         self.operations.extend(other.operations);
-        self.root = match (self.root, other.root) {
-            (Some(root), None) | (None, Some(root)) => Some(root),
-            _ => None,
-        };
+        self.roots.extend(other.roots);
         self
     }
 
@@ -389,10 +392,10 @@ impl Api {
     /// rate limit).
     pub fn layered(mut self, layer: impl Fn(Router) -> Router, answers: &[(u16, &'static str)]) -> Api {
         self.router = layer(self.router);
-        if let Some(root) = &mut self.root {
+        for root in &mut self.roots {
             root.router = layer(std::mem::take(&mut root.router));
         }
-        let root_operations = self.root.iter_mut().flat_map(|root| root.operations.iter_mut());
+        let root_operations = self.roots.iter_mut().flat_map(|root| root.operations.iter_mut());
         for op in self.operations.iter_mut().chain(root_operations) {
             for &(status, description) in answers {
                 op.add_layer_error(status, description);
@@ -404,7 +407,8 @@ impl Api {
     /// The routes with the main route served at `/` too, as a standalone
     /// function serves them.
     pub(crate) fn with_root(mut self) -> Api {
-        if let Some(root) = self.root.take() {
+        let mut roots = std::mem::take(&mut self.roots);
+        if let (Some(root), true) = (roots.pop(), roots.is_empty()) {
             self.router = self.router.merge(root.router);
             self.operations.extend(root.operations);
         }
@@ -536,7 +540,7 @@ pub fn document(function: &str, version: &str, operations: &[Operation], api_key
 #[cfg(test)]
 mod tests {
     use super::*;
-    use axum::routing::get;
+    use axum::routing::{get, post};
 
     #[derive(JsonSchema, serde::Deserialize)]
     #[serde(deny_unknown_fields)]
@@ -562,6 +566,35 @@ mod tests {
             .with_state(())
             .layered(|r| r, &[(429, "limited")]);
         document("f", "1", &api.operations, api_keys)
+    }
+
+    fn function(path: &str, id: &str) -> Api {
+        Routes::new()
+            .main_route(path, post(|| async { "" }), [Operation::post(id, id)])
+            .with_state(())
+    }
+
+    fn ids(api: &Api) -> Vec<&str> {
+        api.operations.iter().map(|op| op.id.as_str()).collect()
+    }
+
+    #[test]
+    fn only_a_function_of_its_own_serves_its_main_route_at_the_root() {
+        let alone = function("/a", "a").layered(|r| r, &[(429, "limited")]).with_root();
+        assert_eq!(ids(&alone), ["a", "a_root"]);
+        assert!(alone.operations[1].has(429), "a layer answers for the root route too");
+        for count in [2, 3] {
+            let merged = (1..count)
+                .fold(function("/f0", "f0"), |api, n| {
+                    api.merge(function(&format!("/f{n}"), &format!("f{n}")))
+                })
+                .with_root();
+            assert!(
+                merged.operations.iter().all(|op| op.path != "/"),
+                "{count} functions on one port serve nothing at /: {:?}",
+                ids(&merged)
+            );
+        }
     }
 
     #[test]

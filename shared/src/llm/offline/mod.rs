@@ -22,6 +22,16 @@ mod expressions;
 mod plan;
 mod summary;
 
+/// The tools' wire names spelled out for the planner's and summariser's
+/// tests: a renamed tool constant must fail them.
+#[cfg(test)]
+mod wire_names {
+    pub(super) const CALCULATE: &str = "calculate";
+    pub(super) const SEARCH_WEB: &str = "search_web";
+    pub(super) const STORE_MEMORY: &str = "store_memory";
+    pub(super) const RECALL_MEMORY: &str = "recall_memory";
+}
+
 use async_trait::async_trait;
 use futures_util::StreamExt;
 

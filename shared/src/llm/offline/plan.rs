@@ -426,13 +426,8 @@ fn clean(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::llm::offline::wire_names::{CALCULATE, RECALL_MEMORY, SEARCH_WEB, STORE_MEMORY};
     use serde_json::Map;
-
-    // The wire names, spelled out: a renamed tool constant must fail here.
-    const CALCULATE: &str = "calculate";
-    const SEARCH_WEB: &str = "search_web";
-    const STORE_MEMORY: &str = "store_memory";
-    const RECALL_MEMORY: &str = "recall_memory";
 
     /// An arguments object of strings.
     fn args(pairs: &[(&str, &str)]) -> Value {

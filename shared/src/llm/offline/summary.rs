@@ -155,13 +155,8 @@ fn shorten(text: &str, max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::llm::offline::wire_names::{CALCULATE, RECALL_MEMORY, SEARCH_WEB, STORE_MEMORY};
     use serde_json::json;
-
-    // The wire names, spelled out: a renamed tool constant must fail here.
-    const CALCULATE: &str = "calculate";
-    const SEARCH_WEB: &str = "search_web";
-    const STORE_MEMORY: &str = "store_memory";
-    const RECALL_MEMORY: &str = "recall_memory";
 
     fn response(id: Option<&str>, name: &str, body: Value) -> FunctionResponse {
         FunctionResponse {

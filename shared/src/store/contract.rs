@@ -1,9 +1,10 @@
 //! The promises every store backend keeps, as one test suite.
 //!
 //! A backend's tests call [`run_all`] with a fresh [`Stores`]: SQLite on a
-//! file today, Firestore against its emulator next. A backend that breaks a
-//! promise fails here, whichever backend it is. Public (not `cfg(test)`) so
-//! integration tests of any crate can run it; production never calls it.
+//! file (and two stores on one file), Firestore on its emulator. A backend
+//! that breaks a promise fails here, whichever backend it is. Compiled for
+//! tests and behind the `testing` feature (not only `cfg(test)`), so that
+//! integration tests of any crate can run it; no release build has it.
 //! Each case uses its own session and key names, so one store serves all.
 
 use std::collections::HashSet;

@@ -5,10 +5,12 @@
 //! atomicity: a turn's messages get consecutive sequence numbers and are
 //! stored together or not at all; a rate-limit hit is counted exactly once
 //! across every instance sharing the store. SQLite keeps them with one
-//! immediate transaction, Firestore with a transaction per call.
+//! immediate transaction, Firestore with one commit per call, conditioned
+//! on the documents it read (compare-and-set, retried when another writer
+//! got there first).
 //!
-//! - `contract` (feature `testing`): the promises above as one test suite that every
-//!   backend must pass.
+//! - `contract` (tests and the `testing` feature only): the promises above
+//!   as one test suite that every backend must pass.
 //! - [`sqlite`]: the embedded default, one file, shared safely by several
 //!   processes on one machine.
 //! - [`firestore`]: production: many instances, no local state.

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use agent_core::agent;
 use agent_core::http::json::require_text;
-use agent_core::http::{Api, ApiError, ApiJson, Operation, Routes};
+use agent_core::http::{Api, ApiError, ApiJson, Operation, Routes, detached};
 use agent_core::llm::Model;
 use agent_core::queue::Queue;
 use agent_core::store::{Finished, TaskRecord, TaskState, TaskStatus, TaskStore};
@@ -27,7 +27,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use tracing::Instrument;
 
 pub const FUNCTION: &str = "agent_function";
 
@@ -243,25 +242,14 @@ async fn submit(state: &AgentState, task: TaskRecord, warnings: Vec<String>) -> 
 /// Runs the task in this request. It is stored as `running` (first attempt,
 /// no lease: no queue will deliver it) so it can be looked up while it runs.
 ///
-/// The run is spawned, and the request only waits for it: a client that
-/// disconnects makes hyper drop the request's future, and a run dropped at
-/// one of its awaits would leave its task `running` forever (no lease, so no
-/// sweep takes it up again). Spawned, it runs to its end and records its
-/// outcome whether or not anyone is still waiting for the answer.
+/// The run is detached from the request (`agent_core::http::detached`): a
+/// client that disconnects makes hyper drop the request's future, and a run
+/// dropped at one of its awaits would leave its task `running` forever (no
+/// lease, so no sweep takes it up again). Detached, it runs to its end and
+/// records its outcome whether or not anyone is still waiting for the answer.
 async fn run_now(state: &AgentState, task: TaskRecord, warnings: Vec<String>) -> Result<AgentResponse, ApiError> {
     let state = state.clone();
-    let run =
-        tokio::spawn(async move { run_to_end(&state, task, warnings).await }.instrument(tracing::Span::current()));
-    match run.await {
-        Ok(answer) => answer,
-        // A panic stays a panic, answered as before by the HTTP layer's
-        // catch-panic (a logged 500).
-        Err(err) if err.is_panic() => std::panic::resume_unwind(err.into_panic()),
-        Err(_) => Err(ApiError::unavailable(
-            "the function is shutting down; run the task again",
-            std::time::Duration::from_secs(1),
-        )),
-    }
+    detached::run(move |_| async move { run_to_end(&state, task, warnings).await }).await
 }
 
 async fn run_to_end(
@@ -330,38 +318,11 @@ pub async fn task_events(
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
     use std::time::Duration;
 
-    use agent_core::testing::{TestApp, TestServer};
-    use axum::extract::State;
-    use serde_json::json;
-    use tokio::sync::{Notify, mpsc};
+    use agent_core::testing::{GatedModel, TestApp};
 
     use super::*;
-
-    type Gate = (mpsc::UnboundedSender<()>, Arc<Notify>);
-
-    /// An OpenAI-compatible model that says when it is called and answers
-    /// (in text) only once released.
-    async fn gated_model() -> (TestServer, mpsc::UnboundedReceiver<()>, Arc<Notify>) {
-        async fn answer(State((called, release)): State<Gate>) -> axum::Json<serde_json::Value> {
-            let _ = called.send(());
-            release.notified().await;
-            axum::Json(json!({
-                "id": "chatcmpl-test", "object": "chat.completion", "created": 1, "model": "gated",
-                "choices": [{"index": 0, "finish_reason": "stop",
-                             "message": {"role": "assistant", "content": "done at last"}}],
-                "usage": {"prompt_tokens": 3, "completion_tokens": 3, "total_tokens": 6}
-            }))
-        }
-        let (called_tx, called_rx) = mpsc::unbounded_channel();
-        let release = Arc::new(Notify::new());
-        let router = Router::new()
-            .route("/v1/chat/completions", post(answer))
-            .with_state((called_tx, release.clone()));
-        (TestServer::start(router).await, called_rx, release)
-    }
 
     /// Found by the soak (scripts/soak.sh): wrk closing its connections at
     /// the end of a run left the synchronous runs it was waiting for
@@ -369,9 +330,12 @@ mod tests {
     /// handler's future; the run must still end and be recorded.
     #[tokio::test]
     async fn a_synchronous_run_ends_and_is_recorded_when_its_client_goes_away() {
-        let (model, mut called, release) = gated_model().await;
-        let base = format!("{}/v1", model.url);
-        let app = TestApp::start(FUNCTION, &[("LLM_PROVIDER", "openai"), ("OPENAI_BASE_URL", &base)]).await;
+        let mut model = GatedModel::start().await;
+        let app = TestApp::start(
+            FUNCTION,
+            &[("LLM_PROVIDER", "openai"), ("OPENAI_BASE_URL", &model.base_url)],
+        )
+        .await;
         let state = AgentState::new(&app).await.expect("the agent state builds");
         let task = TaskRecord::queued("client-went-away", "say something", "s-gone", 10);
 
@@ -379,15 +343,12 @@ mod tests {
             let state = state.clone();
             async move { run_now(&state, task, Vec::new()).await }
         });
-        tokio::time::timeout(Duration::from_secs(10), called.recv())
-            .await
-            .expect("the model is called within 10 s")
-            .expect("the model's gate is open");
+        model.called().await;
         // What hyper does when the client disconnects: the request's future
         // is dropped wherever it was waiting.
         request.abort();
         assert!(request.await.is_err_and(|e| e.is_cancelled()));
-        release.notify_one();
+        model.release();
 
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         let task = loop {
@@ -405,6 +366,6 @@ mod tests {
         let Some(Finished::Completed(result)) = task.state.finished() else {
             panic!("a completed run keeps its answer: {task:?}");
         };
-        assert_eq!(result["response"], "done at last", "{result}");
+        assert_eq!(result["response"], GatedModel::ANSWER, "{result}");
     }
 }

@@ -6,6 +6,11 @@
 //! never holds a question without its answer. `stream: true` answers with
 //! server-sent events and stores the turn once the stream completes.
 //!
+//! A turn whose model call has started is not lost with its client: the
+//! call, and the storing of its answer, run on a task of their own
+//! (`agent_core::http::detached`), and a turn whose client was gone by the
+//! time the answer was ready is counted in `chat_turns_abandoned_total`.
+//!
 //! The handlers are plain functions over [`ChatState`]; everything they do
 //! not own (keys, limits, CORS, errors, metrics) comes from `agent-core`.
 
@@ -13,8 +18,8 @@ use std::sync::Arc;
 
 use agent_core::App;
 use agent_core::http::json::require_text;
-use agent_core::http::{Api, ApiError, ApiJson, Event, Operation, Routes, sse};
-use agent_core::llm::{Content, Model, ModelRequest, ModelResponse, Role, StreamEvent};
+use agent_core::http::{Api, ApiError, ApiJson, Event, Metrics, Operation, Routes, detached, sse};
+use agent_core::llm::{Content, Model, ModelRequest, ModelResponse, ModelStream, Role, StreamEvent};
 use agent_core::session;
 use agent_core::store::{NewMessage, SessionStore, StoredMessage};
 use axum::Router;
@@ -76,6 +81,7 @@ pub struct ChatState {
     pub sessions: Arc<dyn SessionStore>,
     pub history_limit: usize,
     pub max_message_chars: usize,
+    pub metrics: Metrics,
 }
 
 impl ChatState {
@@ -85,6 +91,18 @@ impl ChatState {
             sessions: app.stores.sessions.clone(),
             history_limit: app.settings.history_limit,
             max_message_chars: app.settings.http.max_message_chars,
+            metrics: app.metrics.clone(),
+        }
+    }
+
+    /// Counts a turn whose answer is ready when its client has gone.
+    fn count_if_abandoned(&self, client_gone: bool) {
+        if client_gone {
+            self.metrics.inc(
+                "chat_turns_abandoned_total",
+                "Chat turns whose client had gone by the time the model's answer was ready; each is stored all the same.",
+                &[],
+            );
         }
     }
 }
@@ -219,39 +237,54 @@ pub async fn chat(State(state): State<ChatState>, ApiJson(body): ApiJson<ChatReq
     if stream {
         return stream_chat(state, turn).await;
     }
-    let answer = state.model.generate(&turn.request).await?;
-    Ok(axum::Json(store_turn(&state, &turn, &answer).await?).into_response())
+    // Detached: a client that disconnects drops this future, and the paid
+    // model call must still end with its answer stored.
+    let done = detached::run(move |client| async move {
+        let answer = state.model.generate(&turn.request).await?;
+        state.count_if_abandoned(client.is_gone());
+        store_turn(&state, &turn, &answer).await
+    })
+    .await?;
+    Ok(axum::Json(done).into_response())
 }
 
 /// `delta` events as the model writes, then one `done` event carrying the
 /// same object the non-streaming call answers (after the turn is stored),
 /// or one `error` event with the envelope.
+///
+/// The stream is opened, and then driven to its end, on a task of its own
+/// that sends the events to the response: a client that goes away stops
+/// receiving them, not the turn, which is stored when the stream completes.
 async fn stream_chat(state: ChatState, turn: Turn) -> Result<Response, ApiError> {
-    // An error before the first token is still a proper HTTP status.
-    let model_stream = state.model.stream(turn.request.clone()).await?;
-    let turn = Arc::new(turn);
-    let events = model_stream
-        .then(move |item| {
-            let state = state.clone();
-            let turn = turn.clone();
-            async move {
-                match item {
-                    Ok(StreamEvent::Delta(text)) => (false, sse::json("delta", &Delta { text })),
-                    Ok(StreamEvent::Done(answer)) => match store_turn(&state, &turn, &answer).await {
-                        Ok(done) => (true, sse::json("done", &done)),
-                        Err(err) => (true, sse::error(&err)),
-                    },
-                    Err(err) => (true, sse::error(&ApiError::from(err))),
-                }
-            }
-        })
-        // Nothing follows a done or error event.
-        .scan(false, |finished, (last, event)| {
-            let emit = !*finished;
-            *finished |= last;
-            futures_util::future::ready(emit.then_some(Ok::<_, std::convert::Infallible>(event)))
-        });
+    let (feed, events) = sse::channel();
+    detached::run(move |_| async move {
+        // An error before the first token is still a proper HTTP status.
+        let model_stream = state.model.stream(turn.request.clone()).await?;
+        detached::spawn(finish_stream(state, turn, model_stream, feed));
+        Ok::<_, ApiError>(())
+    })
+    .await?;
     Ok(sse::response(events))
+}
+
+/// Sends the deltas, then stores the turn and sends `done`, or sends the
+/// `error`; nothing follows a done or error event.
+async fn finish_stream(state: ChatState, turn: Turn, mut model_stream: ModelStream, feed: sse::Feed) {
+    let last = loop {
+        match model_stream.next().await {
+            Some(Ok(StreamEvent::Delta(text))) => feed.send(sse::json("delta", &Delta { text })),
+            Some(Ok(StreamEvent::Done(answer))) => {
+                state.count_if_abandoned(feed.is_gone());
+                break match store_turn(&state, &turn, &answer).await {
+                    Ok(done) => sse::json("done", &done),
+                    Err(err) => sse::error(&err),
+                };
+            }
+            Some(Err(err)) => break sse::error(&ApiError::from(err)),
+            None => return,
+        }
+    };
+    feed.send(last);
 }
 
 pub async fn get_session(State(state): State<ChatState>, Path(id): Path<String>) -> Result<Response, ApiError> {

@@ -432,3 +432,215 @@ pub async fn error_envelope(response: reqwest::Response, status: u16, code: &str
     assert!(!message.is_empty(), "{body}");
     (message, retry_after)
 }
+
+/// A model speaking OpenAI's chat completions wire format that says when it
+/// is called and holds its answer, [`GatedModel::ANSWER`], until released:
+/// a plain call gets nothing until then; a streamed call gets its first
+/// delta at once and the rest then. For tests of what happens while a model
+/// call is under way (a client that goes away).
+pub struct GatedModel {
+    pub server: TestServer,
+    /// `OPENAI_BASE_URL` for it.
+    pub base_url: String,
+    called: tokio::sync::mpsc::UnboundedReceiver<()>,
+    release: std::sync::Arc<tokio::sync::Notify>,
+}
+
+impl GatedModel {
+    /// What it answers, in two deltas when streamed.
+    pub const ANSWER: &'static str = "done at last";
+    const HEAD: &'static str = "done ";
+    const TAIL: &'static str = "at last";
+
+    pub async fn start() -> GatedModel {
+        use std::sync::Arc;
+
+        use axum::extract::State;
+        use axum::response::{IntoResponse, Response};
+        use futures_util::StreamExt;
+        use serde_json::json;
+        use tokio::sync::{Notify, mpsc};
+
+        type Gate = (mpsc::UnboundedSender<()>, Arc<Notify>);
+        fn chunk(delta: serde_json::Value, finish_reason: Option<&str>) -> String {
+            let chunk = json!({
+                "id": "chatcmpl-gated", "object": "chat.completion.chunk", "created": 1, "model": "gated",
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}]
+            });
+            format!("data: {chunk}\n\n")
+        }
+        async fn answer(State((called, release)): State<Gate>, body: axum::body::Bytes) -> Response {
+            let request: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+            let _ = called.send(());
+            if request["stream"] != json!(true) {
+                release.notified().await;
+                return axum::Json(json!({
+                    "id": "chatcmpl-gated", "object": "chat.completion", "created": 1, "model": "gated",
+                    "choices": [{"index": 0, "finish_reason": "stop",
+                                 "message": {"role": "assistant", "content": GatedModel::ANSWER}}],
+                    "usage": {"prompt_tokens": 3, "completion_tokens": 3, "total_tokens": 6}
+                }))
+                .into_response();
+            }
+            let head = chunk(json!({"role": "assistant", "content": GatedModel::HEAD}), None);
+            let rest = async move {
+                release.notified().await;
+                let usage = json!({
+                    "id": "chatcmpl-gated", "object": "chat.completion.chunk", "created": 1, "model": "gated",
+                    "choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 3, "total_tokens": 6}
+                });
+                format!(
+                    "{}data: {usage}\n\ndata: [DONE]\n\n",
+                    chunk(json!({"content": GatedModel::TAIL}), Some("stop"))
+                )
+            };
+            let body = futures_util::stream::once(std::future::ready(head))
+                .chain(futures_util::stream::once(rest))
+                .map(Ok::<_, std::convert::Infallible>);
+            (
+                [(http::header::CONTENT_TYPE, "text/event-stream")],
+                axum::body::Body::from_stream(body),
+            )
+                .into_response()
+        }
+
+        let (called_tx, called) = mpsc::unbounded_channel();
+        let release = Arc::new(Notify::new());
+        let router = Router::new()
+            .route("/v1/chat/completions", axum::routing::post(answer))
+            .with_state((called_tx, release.clone()));
+        let server = TestServer::start(router).await;
+        GatedModel {
+            base_url: format!("{}/v1", server.url),
+            server,
+            called,
+            release,
+        }
+    }
+
+    /// Waits (10 s at most) until it is called.
+    pub async fn called(&mut self) {
+        match tokio::time::timeout(std::time::Duration::from_secs(10), self.called.recv()).await {
+            Ok(Some(())) => {}
+            Ok(None) => panic!("the gated model stopped"),
+            Err(_) => panic!("the gated model was not called within 10 s"),
+        }
+    }
+
+    /// Lets one held answer go (the next one, if none is held yet).
+    pub fn release(&self) {
+        self.release.notify_one();
+    }
+}
+
+/// `router`, with each request that carries an `x-test-watch` header saying
+/// (with that header's value) when the server lets go of it: its handler's
+/// future was dropped before it answered, or its response body was dropped
+/// (once sent, or when the client went away). What hyper does when a client
+/// disconnects, made observable, so a test can wait for it instead of
+/// sleeping.
+pub fn watch_drops(router: Router) -> (Router, tokio::sync::mpsc::UnboundedReceiver<String>) {
+    use axum::extract::{Request, State};
+    use axum::middleware::Next;
+    use axum::response::Response;
+    use futures_util::StreamExt;
+    use tokio::sync::mpsc;
+
+    struct OnDrop(Option<(mpsc::UnboundedSender<String>, String)>);
+    impl Drop for OnDrop {
+        fn drop(&mut self) {
+            if let Some((dropped, name)) = self.0.take() {
+                let _ = dropped.send(name);
+            }
+        }
+    }
+    async fn watch(State(dropped): State<mpsc::UnboundedSender<String>>, request: Request, next: Next) -> Response {
+        let Some(name) = request
+            .headers()
+            .get("x-test-watch")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+        else {
+            return next.run(request).await;
+        };
+        // Declared first, so dropped after the handler's future.
+        let mut handler = OnDrop(Some((dropped.clone(), name.clone())));
+        let response = next.run(request).await;
+        handler.0 = None;
+        let body = OnDrop(Some((dropped, name)));
+        response.map(|inner| {
+            // A stream's fields drop before its closure's: the body, then the signal.
+            axum::body::Body::from_stream(inner.into_data_stream().map(move |chunk| {
+                let _watched = &body;
+                chunk
+            }))
+        })
+    }
+
+    let (dropped, watched) = mpsc::unbounded_channel();
+    (
+        router.layer(axum::middleware::from_fn_with_state(dropped, watch)),
+        watched,
+    )
+}
+
+/// Sends `POST path` with a JSON `body` and these extra headers over a raw
+/// connection, and returns it: the test reads what it wants, then drops it
+/// to disconnect, as a client going away does.
+pub async fn raw_post(
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &serde_json::Value,
+) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+
+    let body = body.to_string();
+    let extra: String = headers
+        .iter()
+        .map(|(name, value)| format!("{name}: {value}\r\n"))
+        .collect();
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n{extra}\r\n{body}",
+        body.len()
+    );
+    let mut connection = tokio::net::TcpStream::connect(addr)
+        .await
+        .unwrap_or_else(|err| panic!("cannot connect to {addr}: {err}"));
+    connection
+        .write_all(request.as_bytes())
+        .await
+        .unwrap_or_else(|err| panic!("cannot send the request to {addr}: {err}"));
+    connection
+}
+
+/// Reads from `connection` (10 s at most) until what it received contains
+/// `wanted`, and returns what it received.
+pub async fn read_until(connection: &mut tokio::net::TcpStream, wanted: &str) -> String {
+    use tokio::io::AsyncReadExt;
+
+    let mut received = Vec::new();
+    let read = async {
+        let mut buf = [0u8; 4096];
+        while !String::from_utf8_lossy(&received).contains(wanted) {
+            match connection.read(&mut buf).await {
+                Ok(0) => panic!(
+                    "the connection closed before {wanted:?}: {}",
+                    String::from_utf8_lossy(&received)
+                ),
+                Ok(n) => received.extend_from_slice(&buf[..n]),
+                Err(err) => panic!("cannot read the answer: {err}"),
+            }
+        }
+    };
+    if tokio::time::timeout(std::time::Duration::from_secs(10), read)
+        .await
+        .is_err()
+    {
+        panic!(
+            "{wanted:?} did not arrive within 10 s: {}",
+            String::from_utf8_lossy(&received)
+        );
+    }
+    String::from_utf8_lossy(&received).into_owned()
+}

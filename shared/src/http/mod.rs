@@ -9,11 +9,14 @@
 //!   the handlers.
 //! - [`json`]: JSON bodies with errors a client can act on.
 //! - [`sse`]: server-sent events, as chat streams and task progress use them.
+//! - [`detached`]: work a request starts that must end even when its
+//!   client goes away (a model call that is paid for).
 //! - `auth`, `rate_limit`, `cors`, `request_context`, [`metrics`]:
 //!   one concern each.
 
 pub(crate) mod auth;
 pub(crate) mod cors;
+pub mod detached;
 pub mod error;
 pub mod json;
 pub mod metrics;

@@ -8,6 +8,7 @@ use axum::response::{IntoResponse, Response};
 use futures_util::Stream;
 use http::HeaderValue;
 use serde::Serialize;
+use tokio::sync::mpsc;
 
 use super::ApiError;
 
@@ -35,4 +36,33 @@ where
         .headers_mut()
         .insert("x-accel-buffering", HeaderValue::from_static("no"));
     response
+}
+
+/// Where a task that outlives its client (see [`super::detached`]) sends
+/// the events of a stream; the other end is the stream to answer with.
+/// Sending never waits, and a send to a client that went away is dropped,
+/// so the task goes on to its end either way.
+#[derive(Debug, Clone)]
+pub struct Feed {
+    events: mpsc::UnboundedSender<Event>,
+}
+
+impl Feed {
+    /// Sends `event` to the client, if it is still reading.
+    pub fn send(&self, event: Event) {
+        let _ = self.events.send(event);
+    }
+
+    /// The client went away: its response, and the stream, were dropped.
+    pub fn is_gone(&self) -> bool {
+        self.events.is_closed()
+    }
+}
+
+/// A [`Feed`] and the events it sends, for [`response`]; the stream ends
+/// when every `Feed` is dropped.
+pub fn channel() -> (Feed, impl Stream<Item = Result<Event, Infallible>> + Send + 'static) {
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let events = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx).map(|event| event.map(Ok)));
+    (Feed { events: tx }, events)
 }

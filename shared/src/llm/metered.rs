@@ -81,8 +81,8 @@ impl Model for Metered {
                 return Err(err);
             }
         };
-        // Record once, when the stream ends (or fails); a stream dropped by a
-        // client that went away counts as "cancelled".
+        // Record once, when the stream ends (or fails); a stream dropped
+        // before its end (its reader stopped) counts as "cancelled".
         let guard = StreamRecord {
             metrics: self.metrics.clone(),
             provider,

@@ -349,6 +349,16 @@ async fn rate_limit_admits_the_limit_per_client() {
         metrics.contains("route=\"/api/v1/chat\",method=\"POST\",status=\"429\"} 1"),
         "{metrics}"
     );
+    // The store's calls reach /metrics: at least a write per hit counted.
+    let writes: u64 = metrics
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("store_operations_total{function=\"chat_function\",store=\"sqlite\",op=\"write\"} ")
+        })
+        .unwrap_or_else(|| panic!("no store writes in\n{metrics}"))
+        .parse()
+        .expect("a count");
+    assert!(writes >= 5, "{writes} store writes for 5 rate-limit hits");
     assert!(
         metrics.contains(
             "model_calls_total{function=\"chat_function\",provider=\"offline\",model=\"offline\",outcome=\"ok\"} 4"

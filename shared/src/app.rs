@@ -68,7 +68,7 @@ impl App {
     pub async fn build(settings: Settings, function: &'static str) -> anyhow::Result<App> {
         let metrics = Metrics::new(function);
         let model = llm::build(&settings.llm, metrics.clone())?;
-        let stores = store::open(&settings.store).await?;
+        let stores = store::open(&settings.store, &metrics).await?;
         Ok(App {
             settings: Arc::new(settings),
             metrics,

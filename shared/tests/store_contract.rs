@@ -3,6 +3,7 @@
 //! sharing it would be), and Firestore on Google's emulator.
 
 use agent_core::config::{StoreKind, StoreSettings};
+use agent_core::http::Metrics;
 use agent_core::store::{self, contract};
 
 fn settings(path: &std::path::Path) -> StoreSettings {
@@ -18,7 +19,7 @@ fn settings(path: &std::path::Path) -> StoreSettings {
 #[tokio::test]
 async fn sqlite_keeps_every_promise() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let stores = store::open(&settings(&dir.path().join("contract.db")))
+    let stores = store::open(&settings(&dir.path().join("contract.db")), &Metrics::new("test"))
         .await
         .expect("open");
     contract::run_all(&stores).await;
@@ -29,8 +30,12 @@ async fn two_sqlite_stores_on_one_file_count_and_append_together() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("shared.db");
     let (a, b) = (
-        store::open(&settings(&path)).await.expect("open"),
-        store::open(&settings(&path)).await.expect("open"),
+        store::open(&settings(&path), &Metrics::new("test"))
+            .await
+            .expect("open"),
+        store::open(&settings(&path), &Metrics::new("test"))
+            .await
+            .expect("open"),
     );
     let window = std::time::Duration::from_secs(3600);
     let now = std::time::SystemTime::now();
@@ -88,8 +93,12 @@ async fn two_sqlite_stores_on_one_file_claim_a_task_once() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("claims.db");
     let (a, b) = (
-        store::open(&settings(&path)).await.expect("open"),
-        store::open(&settings(&path)).await.expect("open"),
+        store::open(&settings(&path), &Metrics::new("test"))
+            .await
+            .expect("open"),
+        store::open(&settings(&path), &Metrics::new("test"))
+            .await
+            .expect("open"),
     );
     for round in 0..10 {
         contract::claims_have_one_winner(&a.tasks, &b.tasks, &format!("two-stores-{round}")).await;
@@ -109,7 +118,7 @@ async fn firestore_keeps_every_promise() {
     let project = format!("contract-{}", uuid::Uuid::new_v4().simple());
     let ttl = Some(std::time::Duration::from_secs(86_400));
     let store = std::sync::Arc::new(
-        FirestoreStore::connect(&project, "(default)", ttl)
+        FirestoreStore::connect(&project, "(default)", ttl, &Metrics::new("test"))
             .await
             .unwrap_or_else(|err| panic!("{err:#}")),
     );
@@ -131,7 +140,7 @@ async fn firestore_unreachable_fails_fast_and_clearly() {
         .expect("a free port");
     let host = closed.to_string();
     let started = std::time::Instant::now();
-    let err = FirestoreStore::connect_to(Some(&host), "nowhere", "(default)", None)
+    let err = FirestoreStore::connect_to(Some(&host), "nowhere", "(default)", None, &Metrics::new("test"))
         .await
         .err()
         .expect("nothing listens there");

@@ -27,6 +27,7 @@ use async_trait::async_trait;
 use serde::Serialize;
 
 use crate::config::{StoreKind, StoreSettings};
+use crate::http::Metrics;
 use crate::llm::Role;
 
 /// Why a store call failed.
@@ -432,12 +433,21 @@ pub struct Stores {
     pub tasks: Arc<dyn TaskStore>,
 }
 
+/// The counter of the store's calls to its database, by `store` and `op`.
+pub(crate) const OPERATIONS: &str = "store_operations_total";
+pub(crate) const OPERATIONS_HELP: &str = "Calls the store made to its database, by kind.";
+/// The counter of documents read and written, by `store` and `kind`.
+pub(crate) const DOCUMENTS: &str = "store_documents_total";
+pub(crate) const DOCUMENTS_HELP: &str = "Documents the store read from and wrote to its database.";
+
 /// Opens the configured backend: creates the SQLite file and applies its
-/// migrations, so a failure here stops the process before it serves.
-pub async fn open(settings: &StoreSettings) -> anyhow::Result<Stores> {
+/// migrations, so a failure here stops the process before it serves. The
+/// store counts its calls to the database into `metrics`
+/// (`store_operations_total`, and on Firestore `store_documents_total`).
+pub async fn open(settings: &StoreSettings, metrics: &Metrics) -> anyhow::Result<Stores> {
     match settings.kind {
         StoreKind::Sqlite => {
-            let store = Arc::new(sqlite::SqliteStore::open(&settings.sqlite_path).await?);
+            let store = Arc::new(sqlite::SqliteStore::open_counted(&settings.sqlite_path, metrics).await?);
             Ok(Stores {
                 sessions: store.clone(),
                 rate_limits: store.clone(),
@@ -449,7 +459,13 @@ pub async fn open(settings: &StoreSettings) -> anyhow::Result<Stores> {
             // Validated at start-up: FIRESTORE_PROJECT or GOOGLE_CLOUD_PROJECT is set.
             let project = settings.firestore_project.as_deref().unwrap_or_default();
             let store = Arc::new(
-                firestore::FirestoreStore::connect(project, &settings.firestore_database, settings.session_ttl).await?,
+                firestore::FirestoreStore::connect(
+                    project,
+                    &settings.firestore_database,
+                    settings.session_ttl,
+                    metrics,
+                )
+                .await?,
             );
             Ok(Stores {
                 sessions: store.clone(),

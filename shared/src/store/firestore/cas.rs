@@ -14,7 +14,7 @@ use firestore::{FirestoreDb, FirestoreTransaction, FirestoreTransactionData};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::{MAX_ATTEMPTS, RETRY_BUDGET};
+use super::{Counts, MAX_ATTEMPTS, RETRY_BUDGET};
 use crate::retry::{Backoff, Jitter};
 use crate::store::StoreError;
 
@@ -37,14 +37,20 @@ pub(super) struct Read<T> {
 }
 
 /// Reads one document of `collection` under `parent` (a document path, or
-/// the database's documents path for a top-level collection).
+/// the database's documents path for a top-level collection): one get,
+/// counted.
 pub(super) async fn read<T: DeserializeOwned>(
+    counts: &Counts,
     db: &FirestoreDb,
     parent: &str,
     collection: &str,
     id: &str,
 ) -> Result<Read<T>, FirestoreError> {
+    counts.get();
     let doc = db.fluent().select().by_id_in(collection).parent(parent).one(id).await?;
+    if doc.is_some() {
+        counts.found();
+    }
     Ok(match doc {
         None => Read {
             value: None,
@@ -94,7 +100,12 @@ pub(super) fn delete(path: String, only_if: Option<Precondition>) -> Write {
 /// failure (Firestore unreachable or overloaded), so that a call fails fast
 /// while Firestore is down. `body` must read what it decides on every time,
 /// and condition its writes on it (see [`read`]).
-pub(super) async fn commit_if_unchanged<T, F, Fut>(db: &FirestoreDb, what: &str, body: F) -> Result<T, StoreError>
+pub(super) async fn commit_if_unchanged<T, F, Fut>(
+    counts: &Counts,
+    db: &FirestoreDb,
+    what: &str,
+    body: F,
+) -> Result<T, StoreError>
 where
     F: Fn() -> Fut,
     Fut: Future<Output = Result<(T, Vec<Write>), FirestoreError>>,
@@ -106,7 +117,7 @@ where
         let (err, conflicted) = match body().await {
             Err(err) if retryable(&err) => (err, false),
             Err(err) => return Err(classify(err)),
-            Ok((value, writes)) => match commit(db, writes).await {
+            Ok((value, writes)) => match commit(counts, db, writes).await {
                 Ok(()) => return Ok(value),
                 Err(err) if conflict(&err) => (err, true),
                 Err(err) if retryable(&err) => (err, false),
@@ -133,11 +144,13 @@ where
 
 /// Applies `writes` all or none, with their preconditions. The crate
 /// commits atomically only in a transaction, so this opens one that reads
-/// nothing (and so locks nothing) just to commit.
-async fn commit(db: &FirestoreDb, writes: Vec<Write>) -> Result<(), FirestoreError> {
+/// nothing (and so locks nothing) just to commit: two calls, both counted.
+async fn commit(counts: &Counts, db: &FirestoreDb, writes: Vec<Write>) -> Result<(), FirestoreError> {
     if writes.is_empty() {
         return Ok(());
     }
+    let n = writes.len();
+    counts.begin_transaction();
     let data = db.begin_transaction().await?.into_data();
     let data = FirestoreTransactionData::new(
         data.transaction_id().clone(),
@@ -145,7 +158,9 @@ async fn commit(db: &FirestoreDb, writes: Vec<Write>) -> Result<(), FirestoreErr
         data.transaction_span().clone(),
         writes,
     );
+    counts.commit();
     FirestoreTransaction::from_data(db, data).commit().await?;
+    counts.written(n);
     Ok(())
 }
 

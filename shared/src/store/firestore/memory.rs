@@ -49,16 +49,18 @@ impl FirestoreStore {
             .ok_or_else(|| StoreError::Internal(format!("a memory key of {} bytes is too long to store", key.len())))?;
         let entry_path = &format!("{counter_path}/{ENTRIES}/{id}");
         let _turn = self.locks.lock(counter_path).await;
-        commit_if_unchanged(&self.db, "remember", move || async move {
+        commit_if_unchanged(&self.counts, &self.db, "remember", move || async move {
             let now = SystemTime::now();
             let ts = timestamp(now)?;
-            let entry = read::<MemoryEntryDoc>(&self.db, counter_path, ENTRIES, id).await?;
+            let entry = read::<MemoryEntryDoc>(&self.counts, &self.db, counter_path, ENTRIES, id).await?;
             let mut writes = Vec::with_capacity(2);
             let (seq, created_at) = match &entry.value {
                 Some(old) => (old.seq, old.created_at),
                 None => {
                     // A new fact takes the next number of the session's counter.
-                    let counter = read::<MemoryCounterDoc>(&self.db, self.documents(), MEMORIES, session_id).await?;
+                    let counter =
+                        read::<MemoryCounterDoc>(&self.counts, &self.db, self.documents(), MEMORIES, session_id)
+                            .await?;
                     let (seq, counter_created) = counter.value.map_or((1, ts), |c| (c.next_seq, c.created_at));
                     let doc = MemoryCounterDoc {
                         next_seq: seq + 1,
@@ -98,14 +100,14 @@ impl FirestoreStore {
                 let Some(id) = key_id(&normalise_key(key)) else {
                     return Ok(Vec::new());
                 };
-                let entry = read::<MemoryEntryDoc>(&self.db, &counter_path, ENTRIES, &id)
+                let entry = read::<MemoryEntryDoc>(&self.counts, &self.db, &counter_path, ENTRIES, &id)
                     .await
                     .map_err(classify)?;
                 Ok(entry.value.into_iter().map(to_memory).collect())
             }
             None if limit == 0 => Ok(Vec::new()),
             None => {
-                let docs: Vec<MemoryEntryDoc> = self
+                let query = self
                     .db
                     .fluent()
                     .select()
@@ -114,9 +116,8 @@ impl FirestoreStore {
                     .order(|o| o.fields([o.field("seq").ascending()]))
                     .limit(query_limit(limit))
                     .obj()
-                    .query()
-                    .await
-                    .map_err(classify)?;
+                    .query();
+                let docs: Vec<MemoryEntryDoc> = self.counts.query(query).await.map_err(classify)?;
                 Ok(docs.into_iter().map(to_memory).collect())
             }
         }

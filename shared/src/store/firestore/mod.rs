@@ -70,6 +70,15 @@
 //! Firestore does not, so that a request fails with a 503 instead of hanging
 //! while Firestore is unreachable; each request to Firestore is also limited
 //! to [`REQUEST_TIMEOUT`].
+//!
+//! # Counts
+//!
+//! Every call the store makes to Firestore is counted into `/metrics` by
+//! kind, with the documents it read and wrote (`Counts`): the calls go
+//! through `Counts` where they are made (`cas::read` for gets,
+//! `cas::commit` for commits, `Counts::query` around each query), so a
+//! call run again is counted again. Requests the client library sends again
+//! by itself (a failed read, once: `READ_RETRIES`) are not seen.
 
 mod cas;
 mod ids;
@@ -91,7 +100,8 @@ use serde::Deserialize;
 
 use self::cas::KeyLocks;
 use self::ids::is_document_id;
-use super::{StoreError, rfc3339};
+use super::{DOCUMENTS, DOCUMENTS_HELP, OPERATIONS, OPERATIONS_HELP, StoreError, rfc3339};
+use crate::http::Metrics;
 
 /// The longest any store call takes before it answers `Unavailable`.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -117,11 +127,17 @@ pub struct FirestoreStore {
     db: FirestoreDb,
     session_ttl: Option<Duration>,
     locks: KeyLocks,
+    counts: Counts,
 }
 
 /// Shorthand for [`FirestoreStore::connect`].
-pub async fn connect(project: &str, database: &str, session_ttl: Option<Duration>) -> anyhow::Result<FirestoreStore> {
-    FirestoreStore::connect(project, database, session_ttl).await
+pub async fn connect(
+    project: &str,
+    database: &str,
+    session_ttl: Option<Duration>,
+    metrics: &Metrics,
+) -> anyhow::Result<FirestoreStore> {
+    FirestoreStore::connect(project, database, session_ttl, metrics).await
 }
 
 impl FirestoreStore {
@@ -129,13 +145,16 @@ impl FirestoreStore {
     /// `FIRESTORE_EMULATOR_HOST` is set, else Firestore with the Application
     /// Default Credentials. Reads once, so that a wrong project or database,
     /// missing credentials or an unreachable emulator stop the process
-    /// before it serves rather than failing its requests.
+    /// before it serves rather than failing its requests. Its calls to
+    /// Firestore are counted into `metrics` (`store_operations_total` and
+    /// `store_documents_total`, see the module's counts section).
     pub async fn connect(
         project: &str,
         database: &str,
         session_ttl: Option<Duration>,
+        metrics: &Metrics,
     ) -> anyhow::Result<FirestoreStore> {
-        FirestoreStore::connect_to(None, project, database, session_ttl).await
+        FirestoreStore::connect_to(None, project, database, session_ttl, metrics).await
     }
 
     /// [`connect`](Self::connect), to the emulator at `emulator_host`
@@ -146,7 +165,9 @@ impl FirestoreStore {
         project: &str,
         database: &str,
         session_ttl: Option<Duration>,
+        metrics: &Metrics,
     ) -> anyhow::Result<FirestoreStore> {
+        let counts = Counts::new(metrics);
         let options = FirestoreDbOptions::new(project.to_string())
             .with_database_id(database.to_string())
             .with_max_retries(READ_RETRIES)
@@ -167,7 +188,9 @@ impl FirestoreStore {
             // A query, not a get: a get answers NOT_FOUND for a missing
             // document and for a missing database alike, a query only for
             // the latter.
-            db.fluent().select().from("_meta").limit(1).query().await?;
+            counts
+                .query(db.fluent().select().from("_meta").limit(1).query())
+                .await?;
             Ok::<_, FirestoreError>(db)
         };
         let cause = match tokio::time::timeout(CONNECT_TIMEOUT, attempt).await {
@@ -176,6 +199,7 @@ impl FirestoreStore {
                     db,
                     session_ttl,
                     locks: KeyLocks::default(),
+                    counts,
                 });
             }
             Ok(Err(err)) => err.to_string(),
@@ -202,6 +226,98 @@ impl FirestoreStore {
             )));
         }
         Ok(format!("{}/{collection}/{id}", self.documents()))
+    }
+}
+
+/// Counts the store's calls to Firestore into `/metrics`, as
+/// `store_operations_total{store="firestore",op}` and
+/// `store_documents_total{store="firestore",kind="read"|"written"}`:
+///
+/// - `get`: a single-document read; 1 document read when it exists.
+/// - `query`: a query; the documents it returned are read.
+/// - `begin_transaction`: the start of a transaction (each commit opens
+///   one, see `cas::commit`; a session's full read is a read-only one).
+/// - `commit`: a transaction's commit; its writes are written when it
+///   succeeds (none for a read-only transaction).
+/// - `write`: a single-document write outside a commit (a task created, a
+///   task event); 1 document written when it succeeds.
+///
+/// A call is counted when made, whatever its outcome; documents only when it
+/// succeeded. Counting takes a short lock on the metrics table, never held
+/// across an await, and makes no request.
+#[derive(Clone)]
+pub(super) struct Counts {
+    metrics: Metrics,
+}
+
+impl Counts {
+    const OPS: [&'static str; 5] = ["get", "query", "begin_transaction", "commit", "write"];
+
+    /// Starts every series at 0, so that `/metrics` shows them all from the
+    /// start.
+    fn new(metrics: &Metrics) -> Counts {
+        let counts = Counts {
+            metrics: metrics.clone(),
+        };
+        for op in Counts::OPS {
+            counts
+                .metrics
+                .inc_by(OPERATIONS, OPERATIONS_HELP, &[("store", "firestore"), ("op", op)], 0);
+        }
+        for kind in ["read", "written"] {
+            counts.documents(kind, 0);
+        }
+        counts
+    }
+
+    fn call(&self, op: &'static str) {
+        self.metrics
+            .inc(OPERATIONS, OPERATIONS_HELP, &[("store", "firestore"), ("op", op)]);
+    }
+
+    fn documents(&self, kind: &'static str, n: usize) {
+        let n = u64::try_from(n).unwrap_or(u64::MAX);
+        self.metrics
+            .inc_by(DOCUMENTS, DOCUMENTS_HELP, &[("store", "firestore"), ("kind", kind)], n);
+    }
+
+    /// Runs `query`, counting it and the documents it returns.
+    pub(super) async fn query<T>(
+        &self,
+        query: impl Future<Output = Result<Vec<T>, FirestoreError>>,
+    ) -> Result<Vec<T>, FirestoreError> {
+        self.call("query");
+        let docs = query.await?;
+        self.documents("read", docs.len());
+        Ok(docs)
+    }
+
+    /// A get is about to be sent.
+    pub(super) fn get(&self) {
+        self.call("get");
+    }
+
+    /// A get found its document.
+    pub(super) fn found(&self) {
+        self.documents("read", 1);
+    }
+
+    pub(super) fn begin_transaction(&self) {
+        self.call("begin_transaction");
+    }
+
+    pub(super) fn commit(&self) {
+        self.call("commit");
+    }
+
+    /// A commit (or a single write) succeeded with `n` writes.
+    pub(super) fn written(&self, n: usize) {
+        self.documents("written", n);
+    }
+
+    /// A single-document write is about to be sent.
+    pub(super) fn write(&self) {
+        self.call("write");
     }
 }
 
@@ -284,7 +400,7 @@ mod tests {
     }
 
     pub(super) async fn store(host: &str, project: &str) -> Arc<FirestoreStore> {
-        let store = FirestoreStore::connect_to(Some(host), project, "(default)", None).await;
+        let store = FirestoreStore::connect_to(Some(host), project, "(default)", None, &Metrics::new("test")).await;
         Arc::new(store.unwrap_or_else(|err| panic!("{err:#}")))
     }
 
@@ -341,6 +457,181 @@ mod tests {
             assert_eq!(pair[1].content, pair[0].content.replacen('q', "a", 1));
         }
         eprintln!("40 hits took {hits_took:?}, 40 appends {:?}", started.elapsed());
+    }
+
+    /// What the store asked of Firestore, read off `store_operations_total`
+    /// and `store_documents_total`.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+    struct Cost {
+        get: u64,
+        query: u64,
+        begin_transaction: u64,
+        commit: u64,
+        write: u64,
+        read: u64,
+        written: u64,
+    }
+
+    impl Cost {
+        fn of(metrics: &Metrics) -> Cost {
+            let op = |op| metrics.counter(OPERATIONS, &[("store", "firestore"), ("op", op)]);
+            let docs = |kind| metrics.counter(DOCUMENTS, &[("store", "firestore"), ("kind", kind)]);
+            Cost {
+                get: op("get"),
+                query: op("query"),
+                begin_transaction: op("begin_transaction"),
+                commit: op("commit"),
+                write: op("write"),
+                read: docs("read"),
+                written: docs("written"),
+            }
+        }
+
+        /// What `call` cost, counted on `metrics`.
+        async fn measure<T>(metrics: &Metrics, call: impl Future<Output = T>) -> (T, Cost) {
+            let before = Cost::of(metrics);
+            let out = call.await;
+            let after = Cost::of(metrics);
+            let cost = Cost {
+                get: after.get - before.get,
+                query: after.query - before.query,
+                begin_transaction: after.begin_transaction - before.begin_transaction,
+                commit: after.commit - before.commit,
+                write: after.write - before.write,
+                read: after.read - before.read,
+                written: after.written - before.written,
+            };
+            (out, cost)
+        }
+    }
+
+    /// How many messages a chat turn reads back: `HISTORY_LIMIT`'s default.
+    const HISTORY_LIMIT: usize = 20;
+    /// Turns already in the session before the measured one.
+    const EARLIER_TURNS: usize = 2;
+
+    /// What one chat turn on an existing session costs today: the history,
+    /// then the append of the user's message and the answer. The baseline to
+    /// cut to one read and one commit a turn.
+    const TURN_ON_EXISTING_SESSION: Cost = Cost {
+        // `recent`: one query for the last HISTORY_LIMIT messages.
+        query: 1,
+        // `append`: one get of the session document, for its counter.
+        get: 1,
+        // `append`: its conditional commit opens a transaction to commit in…
+        begin_transaction: 1,
+        // …and commits it: the two messages and the session document.
+        commit: 1,
+        write: 0,
+        // The history (2 messages a turn) and the session document.
+        read: 2 * EARLIER_TURNS as u64 + 1,
+        // The user's message, the answer and the session document.
+        written: 3,
+    };
+
+    /// What a new session's first turn costs: as above, with no history to
+    /// read and a query for messages an expired session may have left.
+    const FIRST_TURN_OF_A_NEW_SESSION: Cost = Cost {
+        // `recent` (finds nothing), then `append`'s look for leftovers.
+        query: 2,
+        // The session document, which is not there (0 documents read).
+        get: 1,
+        begin_transaction: 1,
+        commit: 1,
+        write: 0,
+        read: 0,
+        // The user's message, the answer and the new session document.
+        written: 3,
+    };
+
+    /// A rate-limit hit in a window already counting: a get of the
+    /// window's document (1 read), and a commit of its new count (1
+    /// written) in a transaction of its own.
+    const RATE_LIMIT_HIT: Cost = Cost {
+        get: 1,
+        query: 0,
+        begin_transaction: 1,
+        commit: 1,
+        write: 0,
+        read: 1,
+        written: 1,
+    };
+
+    /// The first hit of a window: the same calls, but no document to read.
+    const FIRST_RATE_LIMIT_HIT: Cost = Cost {
+        read: 0,
+        ..RATE_LIMIT_HIT
+    };
+
+    #[tokio::test]
+    #[ignore = "needs the Firestore emulator (FIRESTORE_EMULATOR_HOST); ./scripts/test.sh starts one"]
+    async fn a_chat_turn_and_a_rate_limit_hit_cost_what_they_cost_today() {
+        let metrics = Metrics::new("test");
+        let store = FirestoreStore::connect_to(Some(&emulator()), &project(), "(default)", None, &metrics)
+            .await
+            .unwrap_or_else(|err| panic!("{err:#}"));
+        let turn = |i: usize| {
+            [
+                NewMessage {
+                    role: Role::User,
+                    content: format!("q{i}"),
+                },
+                NewMessage {
+                    role: Role::Model,
+                    content: format!("a{i}"),
+                },
+            ]
+        };
+        // What chat_function does with a turn: the history, then the append.
+        let chat_turn = |session: &'static str, i: usize| {
+            let store = &store;
+            async move {
+                let history = store.recent(session, HISTORY_LIMIT).await.expect("recent");
+                store.append(session, &turn(i)).await.expect("append");
+                history.len()
+            }
+        };
+
+        let (history, first) = Cost::measure(&metrics, chat_turn("s", 0)).await;
+        assert_eq!(history, 0);
+        assert_eq!(first, FIRST_TURN_OF_A_NEW_SESSION, "a new session's first turn");
+        for i in 1..EARLIER_TURNS {
+            chat_turn("s", i).await;
+        }
+        let (history, cost) = Cost::measure(&metrics, chat_turn("s", EARLIER_TURNS)).await;
+        assert_eq!(history, 2 * EARLIER_TURNS);
+        assert_eq!(cost, TURN_ON_EXISTING_SESSION, "a turn on an existing session");
+
+        let window = Duration::from_secs(3600);
+        let now = SystemTime::now();
+        let (hit, cost) = Cost::measure(&metrics, store.hit("client", window, now)).await;
+        assert_eq!(hit.expect("hit").count, 1);
+        assert_eq!(cost, FIRST_RATE_LIMIT_HIT, "a window's first hit");
+        let (hit, cost) = Cost::measure(&metrics, store.hit("client", window, now)).await;
+        assert_eq!(hit.expect("hit").count, 2);
+        assert_eq!(cost, RATE_LIMIT_HIT, "a hit in a counting window");
+    }
+
+    #[test]
+    fn the_counters_are_in_the_metrics_text_from_the_start() {
+        let metrics = Metrics::new("chat");
+        let counts = Counts::new(&metrics);
+        counts.get();
+        counts.found();
+        let text = metrics.render();
+        for line in [
+            "# TYPE store_operations_total counter",
+            "store_operations_total{function=\"chat\",store=\"firestore\",op=\"get\"} 1",
+            "store_operations_total{function=\"chat\",store=\"firestore\",op=\"query\"} 0",
+            "store_operations_total{function=\"chat\",store=\"firestore\",op=\"begin_transaction\"} 0",
+            "store_operations_total{function=\"chat\",store=\"firestore\",op=\"commit\"} 0",
+            "store_operations_total{function=\"chat\",store=\"firestore\",op=\"write\"} 0",
+            "# TYPE store_documents_total counter",
+            "store_documents_total{function=\"chat\",store=\"firestore\",kind=\"read\"} 1",
+            "store_documents_total{function=\"chat\",store=\"firestore\",kind=\"written\"} 0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
+        }
     }
 
     /// The raw fields of the document `id` of `collection` under `parent`

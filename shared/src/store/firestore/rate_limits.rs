@@ -49,8 +49,8 @@ impl FirestoreStore {
         let path = &format!("{}/{RATE_LIMITS}/{id}", self.documents());
         let expire_at = timestamp(resets_at + RATE_LIMIT_MARGIN).map_err(classify)?;
         let _turn = self.locks.lock(path).await;
-        let count = commit_if_unchanged(&self.db, "rate-limit hit", move || async move {
-            let stored = read::<RateLimitDoc>(&self.db, self.documents(), RATE_LIMITS, id).await?;
+        let count = commit_if_unchanged(&self.counts, &self.db, "rate-limit hit", move || async move {
+            let stored = read::<RateLimitDoc>(&self.counts, &self.db, self.documents(), RATE_LIMITS, id).await?;
             let count = match stored.value {
                 Some(doc) if doc.window_start == window_start => doc.count + 1,
                 _ => 1,

@@ -35,7 +35,7 @@ use serde::{Deserialize, Serialize};
 
 use super::cas::{classify, commit_if_unchanged, delete, exists, put, read};
 use super::ids::is_document_id;
-use super::{FirestoreStore, bounded, query_limit, time_of, timestamp};
+use super::{Counts, FirestoreStore, bounded, query_limit, time_of, timestamp};
 use crate::llm::Role;
 use crate::store::{NewMessage, SessionStore, StoreError, StoredMessage, rfc3339};
 
@@ -74,15 +74,15 @@ impl FirestoreStore {
         let session_path = &self.doc_path(SESSIONS, session_id, "the session id")?;
         let n = messages.len() as i64;
         let _turn = self.locks.lock(session_path).await;
-        commit_if_unchanged(&self.db, "append", move || async move {
+        commit_if_unchanged(&self.counts, &self.db, "append", move || async move {
             let now = SystemTime::now();
             let (ts, expire_at) = (timestamp(now)?, self.expiry(now)?);
-            let session = read::<SessionDoc>(&self.db, self.documents(), SESSIONS, session_id).await?;
+            let session = read::<SessionDoc>(&self.counts, &self.db, self.documents(), SESSIONS, session_id).await?;
             // Reserve n sequence numbers: the session document's condition
             // makes the reservation and the messages one atomic step.
             let (first, created_at) = match &session.value {
                 Some(s) => (s.next_seq, s.created_at),
-                None => (first_free_seq(&self.db, session_path).await?, ts),
+                None => (first_free_seq(&self.counts, &self.db, session_path).await?, ts),
             };
             let mut writes = Vec::with_capacity(messages.len() + 1);
             let mut stored = Vec::with_capacity(messages.len());
@@ -121,7 +121,7 @@ impl FirestoreStore {
             return Ok(Vec::new());
         }
         let session_path = format!("{}/{SESSIONS}/{session_id}", self.documents());
-        let mut docs: Vec<MessageDoc> = self
+        let query = self
             .db
             .fluent()
             .select()
@@ -130,9 +130,8 @@ impl FirestoreStore {
             .order(|o| o.fields([o.field("seq").descending()]))
             .limit(query_limit(limit))
             .obj()
-            .query()
-            .await
-            .map_err(classify)?;
+            .query();
+        let mut docs: Vec<MessageDoc> = self.counts.query(query).await.map_err(classify)?;
         docs.reverse();
         Ok(docs.into_iter().map(to_message).collect())
     }
@@ -144,6 +143,7 @@ impl FirestoreStore {
         let session_path = format!("{}/{SESSIONS}/{session_id}", self.documents());
         // One read-only transaction (it locks nothing), so that the
         // existence check and the messages agree.
+        self.counts.begin_transaction();
         let transaction = self
             .db
             .begin_transaction_with_options(
@@ -157,25 +157,26 @@ impl FirestoreStore {
                 transaction.transaction_id().clone(),
             ));
         let result = async {
-            let session = read::<SessionDoc>(&db, self.documents(), SESSIONS, session_id).await?;
+            let session = read::<SessionDoc>(&self.counts, &db, self.documents(), SESSIONS, session_id).await?;
             if session.value.is_none() {
                 return Ok(None);
             }
-            let docs: Vec<MessageDoc> = db
+            let query = db
                 .fluent()
                 .select()
                 .from(MESSAGES)
                 .parent(&session_path)
                 .order(|o| o.fields([o.field("seq").ascending()]))
                 .obj()
-                .query()
-                .await?;
+                .query();
+            let docs: Vec<MessageDoc> = self.counts.query(query).await?;
             Ok(Some(docs.into_iter().map(to_message).collect()))
         }
         .await
         .map_err(classify);
         // Nothing to write or release: committing only ends it early, and
         // its failure changes nothing that was read.
+        self.counts.commit();
         transaction.commit().await.ok();
         result
     }
@@ -192,9 +193,10 @@ impl FirestoreStore {
         // messages without their session.
         let mut existed = None;
         loop {
-            let (exists_now, done) = commit_if_unchanged(&self.db, "delete", move || async move {
-                let session = read::<SessionDoc>(&self.db, self.documents(), SESSIONS, session_id).await?;
-                let docs = self
+            let (exists_now, done) = commit_if_unchanged(&self.counts, &self.db, "delete", move || async move {
+                let session =
+                    read::<SessionDoc>(&self.counts, &self.db, self.documents(), SESSIONS, session_id).await?;
+                let query = self
                     .db
                     .fluent()
                     .select()
@@ -202,8 +204,8 @@ impl FirestoreStore {
                     .from(MESSAGES)
                     .parent(session_path)
                     .limit(query_limit(DELETE_CHUNK))
-                    .query()
-                    .await?;
+                    .query();
+                let docs = self.counts.query(query).await?;
                 let done = docs.len() < DELETE_CHUNK;
                 let exists = session.value.is_some();
                 let mut writes: Vec<Write> = docs.into_iter().map(|d| delete(d.name, None)).collect();
@@ -227,8 +229,8 @@ fn message_path(session_path: &str, seq: i64) -> String {
 
 /// The sequence number a new session starts at: 1, or after the messages an
 /// expired session left behind (see the expiry section of [`super`]).
-async fn first_free_seq(db: &FirestoreDb, session_path: &str) -> Result<i64, FirestoreError> {
-    let last: Vec<MessageDoc> = db
+async fn first_free_seq(counts: &Counts, db: &FirestoreDb, session_path: &str) -> Result<i64, FirestoreError> {
+    let query = db
         .fluent()
         .select()
         .from(MESSAGES)
@@ -236,8 +238,8 @@ async fn first_free_seq(db: &FirestoreDb, session_path: &str) -> Result<i64, Fir
         .order(|o| o.fields([o.field("seq").descending()]))
         .limit(1)
         .obj()
-        .query()
-        .await?;
+        .query();
+    let last: Vec<MessageDoc> = counts.query(query).await?;
     Ok(last.first().map_or(1, |m| m.seq + 1))
 }
 
@@ -293,9 +295,11 @@ mod tests {
         // What a TTL policy may do: delete the session document first.
         let path = format!("{}/{SESSIONS}/s", store.documents());
         let writes = vec![delete(path, None)];
-        commit_if_unchanged(&store.db, "expire", || async { Ok(((), writes.clone())) })
-            .await
-            .expect("delete the session document");
+        commit_if_unchanged(&store.counts, &store.db, "expire", || async {
+            Ok(((), writes.clone()))
+        })
+        .await
+        .expect("delete the session document");
         assert_eq!(store.messages("s").await.expect("messages"), None);
         let again = store.append("s", &[say("new")]).await.expect("append again");
         assert_eq!(
@@ -322,9 +326,15 @@ mod tests {
             },
         ];
 
-        let with_ttl = FirestoreStore::connect_to(Some(&host), &project(), "(default)", Some(ttl))
-            .await
-            .unwrap_or_else(|err| panic!("{err:#}"));
+        let with_ttl = FirestoreStore::connect_to(
+            Some(&host),
+            &project(),
+            "(default)",
+            Some(ttl),
+            &crate::http::Metrics::new("test"),
+        )
+        .await
+        .unwrap_or_else(|err| panic!("{err:#}"));
         let before = SystemTime::now();
         let stored = with_ttl.append("ttl", &turn).await.expect("append");
         let after = SystemTime::now();

@@ -125,6 +125,7 @@ impl FirestoreStore {
             finished_at: task.state.finished().is_some().then_some(now),
         };
         // CreateDocument refuses an id that exists: a task is created once.
+        self.counts.write();
         let created = self
             .db
             .fluent()
@@ -135,7 +136,10 @@ impl FirestoreStore {
             .execute::<Written>()
             .await;
         match created {
-            Ok(_) => Ok(()),
+            Ok(_) => {
+                self.counts.written(1);
+                Ok(())
+            }
             Err(FirestoreError::DataConflictError(_)) => Err(StoreError::Internal(format!(
                 "a task with id {:?} already exists",
                 task.task_id
@@ -157,8 +161,8 @@ impl FirestoreStore {
         let path = &path;
         let change = &change;
         let _turn = self.locks.lock(path).await;
-        commit_if_unchanged(&self.db, what, move || async move {
-            let stored = read::<TaskDoc>(&self.db, self.documents(), TASKS, task_id).await?;
+        commit_if_unchanged(&self.counts, &self.db, what, move || async move {
+            let stored = read::<TaskDoc>(&self.counts, &self.db, self.documents(), TASKS, task_id).await?;
             let (value, doc) = change(stored.value)?;
             let writes = match doc {
                 Some(doc) => vec![put(path, &doc, Some(stored.unchanged))?],
@@ -283,7 +287,7 @@ impl FirestoreStore {
         if !is_document_id(task_id) {
             return Ok(None);
         }
-        let doc = read::<TaskDoc>(&self.db, self.documents(), TASKS, task_id)
+        let doc = read::<TaskDoc>(&self.counts, &self.db, self.documents(), TASKS, task_id)
             .await
             .map_err(classify)?;
         Ok(doc.value.map(|doc| to_task(task_id, doc)))
@@ -300,7 +304,7 @@ impl FirestoreStore {
         // finished ones, which the filter on `status` never reads. Bounded,
         // so a large backlog costs one page per sweep; what lies beyond it
         // is reached as the tasks before it finish.
-        let docs = self
+        let query = self
             .db
             .fluent()
             .select()
@@ -312,9 +316,8 @@ impl FirestoreStore {
                     .is_in([TaskStatus::Queued.as_str(), TaskStatus::Running.as_str()])])
             })
             .limit(Self::RUNNABLE_SCAN)
-            .query()
-            .await
-            .map_err(classify)?;
+            .query();
+        let docs = self.counts.query(query).await.map_err(classify)?;
         let mut runnable = Vec::new();
         for doc in docs {
             let state: TaskStateDoc = FirestoreDb::deserialize_doc_to(&doc).map_err(classify)?;
@@ -343,6 +346,7 @@ impl FirestoreStore {
             created_at: timestamp(event_time(&event.created_at)?).map_err(classify)?,
         };
         // A write without a precondition: it creates the event or replaces it.
+        self.counts.write();
         self.db
             .fluent()
             .update()
@@ -353,6 +357,7 @@ impl FirestoreStore {
             .execute::<Written>()
             .await
             .map_err(classify)?;
+        self.counts.written(1);
         Ok(())
     }
 
@@ -383,7 +388,7 @@ impl FirestoreStore {
             }
             None => query,
         };
-        let docs: Vec<EventDoc> = query.obj().query().await.map_err(classify)?;
+        let docs: Vec<EventDoc> = self.counts.query(query.obj().query()).await.map_err(classify)?;
         docs.into_iter().map(to_event).collect()
     }
 }
@@ -544,9 +549,15 @@ mod tests {
     async fn tasks_and_events_carry_no_expire_at() {
         let (host, project) = (emulator(), project());
         let ttl = Some(Duration::from_secs(86_400));
-        let store = FirestoreStore::connect_to(Some(&host), &project, "(default)", ttl)
-            .await
-            .unwrap_or_else(|err| panic!("{err:#}"));
+        let store = FirestoreStore::connect_to(
+            Some(&host),
+            &project,
+            "(default)",
+            ttl,
+            &crate::http::Metrics::new("test"),
+        )
+        .await
+        .unwrap_or_else(|err| panic!("{err:#}"));
         let task = TaskRecord::queued("ttl-task", "t", "s", 5);
         store.create(&task).await.expect("create");
         let event = TaskEvent {

@@ -40,7 +40,8 @@ use writer::Writer;
 
 use rusqlite::{Connection, ErrorCode, OpenFlags, TransactionBehavior};
 
-use super::StoreError;
+use super::{OPERATIONS, OPERATIONS_HELP, StoreError};
+use crate::http::Metrics;
 
 /// How long a writer waits for another process's lock before giving up
 /// with `Unavailable` (answered as 503, so the client retries).
@@ -123,16 +124,30 @@ struct Inner {
     writer: Writer,
     readers: Mutex<Vec<Connection>>,
     hits: AtomicU64,
+    metrics: Option<Metrics>,
 }
 
 impl SqliteStore {
     /// Opens (creating the file and its folder if needed) and migrates.
     pub async fn open(path: &Path) -> anyhow::Result<SqliteStore> {
         let path = path.to_path_buf();
-        tokio::task::spawn_blocking(move || SqliteStore::open_blocking(path)).await?
+        tokio::task::spawn_blocking(move || SqliteStore::open_blocking(path, None)).await?
     }
 
-    fn open_blocking(path: PathBuf) -> anyhow::Result<SqliteStore> {
+    /// [`open`](Self::open), counting each store call's work into `metrics`
+    /// as `store_operations_total{store="sqlite",op="read"|"write"}`: one
+    /// read on a reader connection, or one write (a savepoint in the
+    /// writer's group commit, which may hold several), per call.
+    pub async fn open_counted(path: &Path, metrics: &Metrics) -> anyhow::Result<SqliteStore> {
+        let path = path.to_path_buf();
+        let metrics = metrics.clone();
+        for op in ["read", "write"] {
+            metrics.inc_by(OPERATIONS, OPERATIONS_HELP, &[("store", "sqlite"), ("op", op)], 0);
+        }
+        tokio::task::spawn_blocking(move || SqliteStore::open_blocking(path, Some(metrics))).await?
+    }
+
+    fn open_blocking(path: PathBuf, metrics: Option<Metrics>) -> anyhow::Result<SqliteStore> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)
                 .map_err(|e| anyhow::anyhow!("cannot create the folder {} for SQLITE_PATH: {e}", dir.display()))?;
@@ -150,6 +165,7 @@ impl SqliteStore {
                 writer: Writer::start(writer)?,
                 readers: Mutex::new(Vec::new()),
                 hits: AtomicU64::new(0),
+                metrics,
             }),
         })
     }
@@ -159,7 +175,14 @@ impl SqliteStore {
         &self,
         f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
     ) -> Result<T, StoreError> {
+        self.count("write");
         self.inner.writer.write(f).await
+    }
+
+    fn count(&self, op: &'static str) {
+        if let Some(metrics) = &self.inner.metrics {
+            metrics.inc(OPERATIONS, OPERATIONS_HELP, &[("store", "sqlite"), ("op", op)]);
+        }
     }
 
     /// Runs `f` on a reader connection, opened on demand and kept for reuse.
@@ -167,6 +190,7 @@ impl SqliteStore {
         &self,
         f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
     ) -> Result<T, StoreError> {
+        self.count("read");
         let inner = self.inner.clone();
         tokio::task::spawn_blocking(move || {
             let pooled = inner.readers.lock().unwrap_or_else(PoisonError::into_inner).pop();
@@ -288,6 +312,28 @@ mod tests {
             role,
             content: content.to_string(),
         }
+    }
+
+    #[tokio::test]
+    async fn each_call_counts_one_read_or_one_write() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let metrics = Metrics::new("chat");
+        let store = SqliteStore::open_counted(&dir.path().join("c.db"), &metrics)
+            .await
+            .expect("open");
+        let text = metrics.render();
+        assert!(
+            text.contains("store_operations_total{function=\"chat\",store=\"sqlite\",op=\"read\"} 0"),
+            "{text}"
+        );
+        // A chat turn: the history, then the append.
+        store.recent("s", 20).await.expect("recent");
+        store
+            .append("s", &[msg(Role::User, "q"), msg(Role::Model, "a")])
+            .await
+            .expect("append");
+        let op = |op| metrics.counter(OPERATIONS, &[("store", "sqlite"), ("op", op)]);
+        assert_eq!((op("read"), op("write")), (1, 1));
     }
 
     #[tokio::test]

@@ -16,6 +16,8 @@
 //! - `tasks`: [`TaskStore`](crate::store::TaskStore), in `tasks/{task_id}`
 //!   and an `events` subcollection: claims, leases, outcomes and progress.
 //! - `cas`: the conditional commits every read-modify-write goes through.
+//! - `counts`: the gets, queries, commits and documents counted for
+//!   `/metrics`.
 //! - `ids`: which ids can be document ids, and the encoding of keys.
 //!
 //! This file connects (to Firestore or the emulator) and holds what the
@@ -74,13 +76,14 @@
 //! # Counts
 //!
 //! Every call the store makes to Firestore is counted into `/metrics` by
-//! kind, with the documents it read and wrote (`Counts`): the calls go
+//! kind, with the documents it read and wrote (`counts`): the calls go
 //! through `Counts` where they are made (`cas::read` for gets,
 //! `cas::commit` for commits, `Counts::query` around each query), so a
 //! call run again is counted again. Requests the client library sends again
 //! by itself (a failed read, once: `READ_RETRIES`) are not seen.
 
 mod cas;
+mod counts;
 mod ids;
 mod memory;
 mod rate_limits;
@@ -99,8 +102,9 @@ use firestore::{FirestoreDb, FirestoreDbOptions, FirestoreTimestamp};
 use serde::Deserialize;
 
 use self::cas::KeyLocks;
+use self::counts::Counts;
 use self::ids::is_document_id;
-use super::{DOCUMENTS, DOCUMENTS_HELP, OPERATIONS, OPERATIONS_HELP, StoreError, rfc3339};
+use super::{StoreError, rfc3339};
 use crate::http::Metrics;
 
 /// The longest any store call takes before it answers `Unavailable`.
@@ -229,98 +233,6 @@ impl FirestoreStore {
     }
 }
 
-/// Counts the store's calls to Firestore into `/metrics`, as
-/// `store_operations_total{store="firestore",op}` and
-/// `store_documents_total{store="firestore",kind="read"|"written"}`:
-///
-/// - `get`: a single-document read; 1 document read when it exists.
-/// - `query`: a query; the documents it returned are read.
-/// - `begin_transaction`: the start of a transaction (each commit opens
-///   one, see `cas::commit`; a session's full read is a read-only one).
-/// - `commit`: a transaction's commit; its writes are written when it
-///   succeeds (none for a read-only transaction).
-/// - `write`: a single-document write outside a commit (a task created, a
-///   task event); 1 document written when it succeeds.
-///
-/// A call is counted when made, whatever its outcome; documents only when it
-/// succeeded. Counting takes a short lock on the metrics table, never held
-/// across an await, and makes no request.
-#[derive(Clone)]
-pub(super) struct Counts {
-    metrics: Metrics,
-}
-
-impl Counts {
-    const OPS: [&'static str; 5] = ["get", "query", "begin_transaction", "commit", "write"];
-
-    /// Starts every series at 0, so that `/metrics` shows them all from the
-    /// start.
-    fn new(metrics: &Metrics) -> Counts {
-        let counts = Counts {
-            metrics: metrics.clone(),
-        };
-        for op in Counts::OPS {
-            counts
-                .metrics
-                .inc_by(OPERATIONS, OPERATIONS_HELP, &[("store", "firestore"), ("op", op)], 0);
-        }
-        for kind in ["read", "written"] {
-            counts.documents(kind, 0);
-        }
-        counts
-    }
-
-    fn call(&self, op: &'static str) {
-        self.metrics
-            .inc(OPERATIONS, OPERATIONS_HELP, &[("store", "firestore"), ("op", op)]);
-    }
-
-    fn documents(&self, kind: &'static str, n: usize) {
-        let n = u64::try_from(n).unwrap_or(u64::MAX);
-        self.metrics
-            .inc_by(DOCUMENTS, DOCUMENTS_HELP, &[("store", "firestore"), ("kind", kind)], n);
-    }
-
-    /// Runs `query`, counting it and the documents it returns.
-    pub(super) async fn query<T>(
-        &self,
-        query: impl Future<Output = Result<Vec<T>, FirestoreError>>,
-    ) -> Result<Vec<T>, FirestoreError> {
-        self.call("query");
-        let docs = query.await?;
-        self.documents("read", docs.len());
-        Ok(docs)
-    }
-
-    /// A get is about to be sent.
-    pub(super) fn get(&self) {
-        self.call("get");
-    }
-
-    /// A get found its document.
-    pub(super) fn found(&self) {
-        self.documents("read", 1);
-    }
-
-    pub(super) fn begin_transaction(&self) {
-        self.call("begin_transaction");
-    }
-
-    pub(super) fn commit(&self) {
-        self.call("commit");
-    }
-
-    /// A commit (or a single write) succeeded with `n` writes.
-    pub(super) fn written(&self, n: usize) {
-        self.documents("written", n);
-    }
-
-    /// A single-document write is about to be sent.
-    pub(super) fn write(&self) {
-        self.call("write");
-    }
-}
-
 /// Bounds a call in time, so that it answers `Unavailable` when Firestore
 /// does not.
 async fn bounded<T>(call: impl Future<Output = Result<T, StoreError>>) -> Result<T, StoreError> {
@@ -388,6 +300,7 @@ mod tests {
 
     use super::*;
     use crate::llm::Role;
+    use crate::store::{DOCUMENTS, OPERATIONS};
     use crate::store::{NewMessage, RateLimitStore, SessionStore};
 
     pub(super) fn emulator() -> String {
@@ -610,28 +523,6 @@ mod tests {
         let (hit, cost) = Cost::measure(&metrics, store.hit("client", window, now)).await;
         assert_eq!(hit.expect("hit").count, 2);
         assert_eq!(cost, RATE_LIMIT_HIT, "a hit in a counting window");
-    }
-
-    #[test]
-    fn the_counters_are_in_the_metrics_text_from_the_start() {
-        let metrics = Metrics::new("chat");
-        let counts = Counts::new(&metrics);
-        counts.get();
-        counts.found();
-        let text = metrics.render();
-        for line in [
-            "# TYPE store_operations_total counter",
-            "store_operations_total{function=\"chat\",store=\"firestore\",op=\"get\"} 1",
-            "store_operations_total{function=\"chat\",store=\"firestore\",op=\"query\"} 0",
-            "store_operations_total{function=\"chat\",store=\"firestore\",op=\"begin_transaction\"} 0",
-            "store_operations_total{function=\"chat\",store=\"firestore\",op=\"commit\"} 0",
-            "store_operations_total{function=\"chat\",store=\"firestore\",op=\"write\"} 0",
-            "# TYPE store_documents_total counter",
-            "store_documents_total{function=\"chat\",store=\"firestore\",kind=\"read\"} 1",
-            "store_documents_total{function=\"chat\",store=\"firestore\",kind=\"written\"} 0",
-        ] {
-            assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
-        }
     }
 
     /// The raw fields of the document `id` of `collection` under `parent`

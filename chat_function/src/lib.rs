@@ -255,11 +255,13 @@ pub async fn chat(State(state): State<ChatState>, ApiJson(body): ApiJson<ChatReq
 /// The stream is opened, and then driven to its end, on a task of its own
 /// that sends the events to the response: a client that goes away stops
 /// receiving them, not the turn, which is stored when the stream completes.
-async fn stream_chat(state: ChatState, turn: Turn) -> Result<Response, ApiError> {
+async fn stream_chat(state: ChatState, mut turn: Turn) -> Result<Response, ApiError> {
     let (feed, events) = sse::channel();
     detached::run(move |_| async move {
         // An error before the first token is still a proper HTTP status.
-        let model_stream = state.model.stream(turn.request.clone()).await?;
+        // Storing the turn needs only its session and message, not the
+        // request (the history), so the model takes it rather than a copy.
+        let model_stream = state.model.stream(std::mem::take(&mut turn.request)).await?;
         detached::spawn(finish_stream(state, turn, model_stream, feed));
         Ok::<_, ApiError>(())
     })

@@ -268,6 +268,24 @@ mod tests {
         );
     }
 
+    /// A stream's deltas joined, and its final answer: more than one delta,
+    /// then exactly one `Done`, last.
+    fn deltas_then_done(events: &[StreamEvent]) -> (String, &ModelResponse) {
+        let (done, deltas) = events.split_last().expect("at least one event");
+        let joined: String = deltas
+            .iter()
+            .map(|e| match e {
+                StreamEvent::Delta(d) => d.clone(),
+                StreamEvent::Done(_) => panic!("done before the end"),
+            })
+            .collect();
+        assert!(deltas.len() > 1, "the answer arrives in several deltas");
+        match done {
+            StreamEvent::Done(answer) => (joined, answer),
+            StreamEvent::Delta(_) => panic!("the last event is not done"),
+        }
+    }
+
     #[tokio::test]
     async fn stream_deltas_join_to_the_reply() {
         let model = OfflineModel::new();
@@ -279,19 +297,8 @@ mod tests {
             .try_collect()
             .await
             .expect("events");
-        let (done, deltas) = events.split_last().expect("at least one event");
-        let joined: String = deltas
-            .iter()
-            .map(|e| match e {
-                StreamEvent::Delta(d) => d.clone(),
-                StreamEvent::Done(_) => panic!("done before the end"),
-            })
-            .collect();
-        assert!(deltas.len() > 1);
-        match done {
-            StreamEvent::Done(r) => assert_eq!(r.text(), joined),
-            StreamEvent::Delta(_) => panic!("the last event is not done"),
-        }
+        let (joined, done) = deltas_then_done(&events);
+        assert_eq!(done.text(), joined);
     }
 
     const ALL_TOOLS: &[&str] = &["calculate", "search_web", "store_memory", "recall_memory"];
@@ -539,20 +546,9 @@ mod tests {
         let request = tool_request(vec![task, planned.content, answered], ALL_TOOLS);
         let expected = generate(request.contents.clone(), ALL_TOOLS).await;
         let events = events(request).await;
-        let (done, deltas) = events.split_last().expect("at least one event");
-        let joined: String = deltas
-            .iter()
-            .map(|e| match e {
-                StreamEvent::Delta(d) => d.clone(),
-                StreamEvent::Done(_) => panic!("done before the end"),
-            })
-            .collect();
-        assert!(deltas.len() > 1);
+        let (joined, done) = deltas_then_done(&events);
         assert_eq!(joined, "15 * 23 = 345. I found nothing about \"matemáticas\".");
-        match done {
-            StreamEvent::Done(r) => assert_eq!(r, &expected),
-            StreamEvent::Delta(_) => panic!("the last event is not done"),
-        }
+        assert_eq!(done, &expected);
     }
 
     #[test]

@@ -3,8 +3,9 @@
 //! a test needs a model that fails).
 
 use std::collections::HashSet;
+use std::time::Duration;
 
-use agent_core::testing::{TestApp, TestServer};
+use agent_core::testing::{TestApp, TestServer, clear_of_window_boundary};
 use chat_function::{ChatResponse, FUNCTION, router};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -310,6 +311,7 @@ async fn api_keys_are_required_when_set() {
 #[tokio::test]
 async fn rate_limit_admits_the_limit_per_client() {
     let chat = Chat::start(&[("RATE_LIMIT_CHAT", "3/60s")]).await;
+    clear_of_window_boundary(Duration::from_secs(60), Duration::from_secs(20)).await;
     let send = |client: &'static str| {
         chat.http
             .post(chat.url("/api/v1/chat"))

@@ -7,7 +7,7 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use agent_core::testing::{Process, TestServer, free_port};
+use agent_core::testing::{Process, TestServer, clear_of_window_boundary, free_port};
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
@@ -53,10 +53,9 @@ async fn two_processes_sharing_one_sqlite_file_admit_exactly_the_limit() {
     let dir = tempfile::tempdir().expect("tempdir");
     let db = dir.path().join("shared.db");
     let db = db.to_str().expect("utf-8");
-    // Windows are aligned to the clock: an hour-long one makes the burst
-    // below straddling a window boundary (a flaky count) negligible.
     let vars = [("SQLITE_PATH", db), ("RATE_LIMIT_CHAT", "3/1h")];
     let (a, b) = tokio::join!(start(&vars), start(&vars));
+    clear_of_window_boundary(Duration::from_secs(3600), Duration::from_secs(30)).await;
     let http = reqwest::Client::new();
     let sends = (0..10).map(|i| {
         let url = if i % 2 == 0 { &a.url } else { &b.url };

@@ -21,7 +21,7 @@ use agent_core::http::json::require_text;
 use agent_core::http::{Api, ApiError, ApiJson, Event, Metrics, Operation, Routes, detached, sse};
 use agent_core::llm::{Content, Model, ModelRequest, ModelResponse, ModelStream, Role, StreamEvent};
 use agent_core::session;
-use agent_core::store::{NewMessage, SessionStore, StoredMessage};
+use agent_core::store::{History, NewMessage, SessionStore, StoredMessage};
 use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -171,6 +171,9 @@ struct Turn {
     session_id: String,
     message: String,
     request: ModelRequest,
+    /// The history as read, which the append starts from: on Firestore the
+    /// turn's one read serves both.
+    history: History,
 }
 
 async fn prepare(state: &ChatState, body: ChatRequest) -> Result<Turn, ApiError> {
@@ -184,8 +187,8 @@ async fn prepare(state: &ChatState, body: ChatRequest) -> Result<Turn, ApiError>
         )));
     }
     let session_id = session::given_or_new(body.session_id.as_deref())?;
-    let history = state.sessions.recent(&session_id, state.history_limit).await?;
-    let mut contents: Vec<Content> = history
+    let mut history = state.sessions.history(&session_id, state.history_limit).await?;
+    let mut contents: Vec<Content> = std::mem::take(&mut history.messages)
         .into_iter()
         .map(|m| match m.role {
             Role::User => Content::user_text(m.content),
@@ -201,6 +204,7 @@ async fn prepare(state: &ChatState, body: ChatRequest) -> Result<Turn, ApiError>
             contents,
             tools: Vec::new(),
         },
+        history,
     })
 }
 
@@ -209,8 +213,9 @@ async fn store_turn(state: &ChatState, turn: &Turn, answer: &ModelResponse) -> R
     let response = answer.text();
     state
         .sessions
-        .append(
+        .append_after(
             &turn.session_id,
+            &turn.history,
             &[
                 NewMessage {
                     role: Role::User,

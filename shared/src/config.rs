@@ -119,6 +119,9 @@ pub struct StoreSettings {
     /// Sessions untouched for this long may be deleted by a Firestore TTL
     /// policy on `expire_at` (`SESSION_TTL_DAYS`); `None`: kept forever.
     pub session_ttl: Option<Duration>,
+    /// Messages a Firestore session document keeps for the next turn's
+    /// history, so that the turn reads no query: `HISTORY_LIMIT`.
+    pub session_tail: usize,
 }
 
 /// `N/<window>`: at most N requests per client per window.
@@ -369,9 +372,7 @@ impl Settings {
             queue: queue_settings(&env)?,
             tasks: task_settings(&env)?,
             on_cloud_run: env.get("K_SERVICE").is_some(),
-            history_limit: env.parse_or("HISTORY_LIMIT", 20, "a number of messages from 0 to 1000", |v| {
-                v.parse::<usize>().ok().filter(|n| *n <= 1000)
-            })?,
+            history_limit: history_limit(&env)?,
         })
     }
 
@@ -630,6 +631,12 @@ fn task_settings(env: &Env<'_>) -> Result<TaskSettings, ConfigError> {
     })
 }
 
+fn history_limit(env: &Env<'_>) -> Result<usize, ConfigError> {
+    env.parse_or("HISTORY_LIMIT", 20, "a number of messages from 0 to 1000", |v| {
+        v.parse::<usize>().ok().filter(|n| *n <= 1000)
+    })
+}
+
 fn store_settings(env: &Env<'_>) -> Result<StoreSettings, ConfigError> {
     let kind = env.parse_or("STORE", StoreKind::Sqlite, "sqlite or firestore", |v| {
         match v.to_ascii_lowercase().as_str() {
@@ -655,6 +662,7 @@ fn store_settings(env: &Env<'_>) -> Result<StoreSettings, ConfigError> {
                 .filter(|d| (1..=3650).contains(d))
                 .map(|d| Some(Duration::from_secs(d * 86_400)))
         })?,
+        session_tail: history_limit(env)?,
     })
 }
 

@@ -13,6 +13,7 @@ fn settings(path: &std::path::Path) -> StoreSettings {
         firestore_project: None,
         firestore_database: "(default)".into(),
         session_ttl: None,
+        session_tail: 20,
     }
 }
 
@@ -89,6 +90,21 @@ async fn two_sqlite_stores_on_one_file_count_and_append_together() {
 }
 
 #[tokio::test]
+async fn two_sqlite_stores_on_one_file_take_turns_on_one_session() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("turns.db");
+    let (a, b) = (
+        store::open(&settings(&path), &Metrics::new("test"))
+            .await
+            .expect("open"),
+        store::open(&settings(&path), &Metrics::new("test"))
+            .await
+            .expect("open"),
+    );
+    contract::turns_across_stores_lose_nothing(&a, &b, "two-stores", 100).await;
+}
+
+#[tokio::test]
 async fn two_sqlite_stores_on_one_file_claim_a_task_once() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("claims.db");
@@ -129,6 +145,30 @@ async fn firestore_keeps_every_promise() {
         tasks: store,
     };
     contract::run_all(&stores).await;
+}
+
+#[tokio::test]
+#[ignore = "needs the Firestore emulator (FIRESTORE_EMULATOR_HOST); ./scripts/test.sh starts one"]
+async fn two_firestore_stores_take_turns_on_one_session() {
+    use agent_core::store::{Stores, firestore::FirestoreStore};
+    // Two stores stand for two instances: their local locks do not see each
+    // other, so only the conditional commits keep them exact.
+    let project = format!("contract-{}", uuid::Uuid::new_v4().simple());
+    let open = || async {
+        let store = std::sync::Arc::new(
+            FirestoreStore::connect(&project, "(default)", None, &Metrics::new("test"))
+                .await
+                .unwrap_or_else(|err| panic!("{err:#}")),
+        );
+        Stores {
+            sessions: store.clone(),
+            rate_limits: store.clone(),
+            memory: store.clone(),
+            tasks: store,
+        }
+    };
+    let (a, b) = (open().await, open().await);
+    contract::turns_across_stores_lose_nothing(&a, &b, "two-stores", 100).await;
 }
 
 /// Needs no emulator: a closed port stands for an unreachable one.

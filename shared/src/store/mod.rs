@@ -78,6 +78,65 @@ pub trait SessionStore: Send + Sync {
 
     /// Removes the session and its messages; false when it did not exist.
     async fn delete(&self, session_id: &str) -> Result<bool, StoreError>;
+
+    /// [`recent`](Self::recent) as a turn reads it before its model call,
+    /// with what the store read to find it, for
+    /// [`append_after`](Self::append_after).
+    async fn history(&self, session_id: &str, limit: usize) -> Result<History, StoreError> {
+        Ok(History::new(self.recent(session_id, limit).await?))
+    }
+
+    /// [`append`](Self::append), after `history` was read from the same
+    /// session: a store whose append must read the session first (its
+    /// counter) starts from what the history read instead, and reads again
+    /// only if the session changed in between. The promises are those of
+    /// `append`, whatever happened since `history`.
+    async fn append_after(
+        &self,
+        session_id: &str,
+        history: &History,
+        messages: &[NewMessage],
+    ) -> Result<Vec<StoredMessage>, StoreError> {
+        let _ = history;
+        self.append(session_id, messages).await
+    }
+}
+
+/// The recent messages of a session, oldest first, and what the store read
+/// to find them: Firestore reads the session document for them, and the
+/// turn's append starts from that read rather than a second one.
+#[derive(Default)]
+pub struct History {
+    pub messages: Vec<StoredMessage>,
+    read: Option<Box<dyn std::any::Any + Send + Sync>>,
+}
+
+impl History {
+    pub fn new(messages: Vec<StoredMessage>) -> History {
+        History { messages, read: None }
+    }
+
+    /// Messages with what the store read, for its own `append_after`.
+    pub(crate) fn with_read<T: std::any::Any + Send + Sync>(messages: Vec<StoredMessage>, read: T) -> History {
+        History {
+            messages,
+            read: Some(Box::new(read)),
+        }
+    }
+
+    /// What the store read, if it was this store's kind of read.
+    pub(crate) fn read<T: std::any::Any>(&self) -> Option<&T> {
+        self.read.as_deref().and_then(|r| r.downcast_ref())
+    }
+}
+
+impl std::fmt::Debug for History {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("History")
+            .field("messages", &self.messages)
+            .field("read", &self.read.is_some())
+            .finish()
+    }
 }
 
 /// The count of one fixed window after a hit.
@@ -465,7 +524,8 @@ pub async fn open(settings: &StoreSettings, metrics: &Metrics) -> anyhow::Result
                     settings.session_ttl,
                     metrics,
                 )
-                .await?,
+                .await?
+                .with_session_tail(settings.session_tail),
             );
             Ok(Stores {
                 sessions: store.clone(),

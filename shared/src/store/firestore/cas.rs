@@ -8,13 +8,15 @@ use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
+use firestore::FirestoreDb;
+use firestore::errors::FirestoreDatabaseError;
 use firestore::errors::FirestoreError;
-use firestore::gcloud_sdk::google::firestore::v1::{Precondition, Write, precondition, write};
-use firestore::{FirestoreDb, FirestoreTransaction, FirestoreTransactionData};
+use firestore::gcloud_sdk::google::firestore::v1::{CommitRequest, Precondition, Write, precondition, write};
+use firestore::gcloud_sdk::tonic;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::{Counts, MAX_ATTEMPTS, RETRY_BUDGET};
+use super::{Counts, MAX_ATTEMPTS, REQUEST_TIMEOUT, RETRY_BUDGET};
 use crate::retry::{Backoff, Jitter};
 use crate::store::StoreError;
 
@@ -142,24 +144,37 @@ where
     }
 }
 
-/// Applies `writes` all or none, with their preconditions. The crate
-/// commits atomically only in a transaction, so this opens one that reads
-/// nothing (and so locks nothing) just to commit: two calls, both counted.
+/// Applies `writes` all or none, with their preconditions: one `Commit`
+/// request outside any transaction (a batched write, atomic all the same).
+/// The crate's fluent API commits atomically only in a transaction, and
+/// opening one costs a `BeginTransaction` round trip before every commit;
+/// the preconditions already say what a transaction would check, so the
+/// commit goes straight to the gRPC client (pinned by `Cargo.lock`).
 async fn commit(counts: &Counts, db: &FirestoreDb, writes: Vec<Write>) -> Result<(), FirestoreError> {
     if writes.is_empty() {
         return Ok(());
     }
     let n = writes.len();
-    counts.begin_transaction();
-    let data = db.begin_transaction().await?.into_data();
-    let data = FirestoreTransactionData::new(
-        data.transaction_id().clone(),
-        data.documents_path().clone(),
-        data.transaction_span().clone(),
+    let mut request = tonic::Request::new(CommitRequest {
+        database: db.get_database_path().clone(),
         writes,
-    );
+        transaction: Vec::new(),
+        request_options: None,
+    });
+    request.set_timeout(REQUEST_TIMEOUT);
     counts.commit();
-    FirestoreTransaction::from_data(db, data).commit().await?;
+    db.client().get().commit(request).await.map_err(|status| {
+        // Only an abort is sure to have written nothing; after any other
+        // failure (a dropped connection) the writes may have been applied,
+        // and running the call again could apply them twice.
+        let retry_possible = status.code() == tonic::Code::Aborted;
+        match FirestoreError::from(status) {
+            FirestoreError::DatabaseError(e) => {
+                FirestoreError::DatabaseError(FirestoreDatabaseError { retry_possible, ..e })
+            }
+            other => other,
+        }
+    })?;
     counts.written(n);
     Ok(())
 }
@@ -235,6 +250,13 @@ impl KeyLocks {
     /// Waits for `key`'s turn (first come, first served); it lasts until the
     /// guard drops.
     pub(super) async fn lock(&self, key: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        self.lock_telling_wait(key).await.0
+    }
+
+    /// [`lock`](Self::lock), and whether it had to wait: another call of
+    /// this process changed the document meanwhile, so what was read of it
+    /// before is likely out of date.
+    pub(super) async fn lock_telling_wait(&self, key: &str) -> (tokio::sync::OwnedMutexGuard<()>, bool) {
         let lock = {
             let mut table = self.table.lock().unwrap_or_else(PoisonError::into_inner);
             match table.locks.get(key).and_then(Weak::upgrade) {
@@ -250,7 +272,10 @@ impl KeyLocks {
                 }
             }
         };
-        lock.lock_owned().await
+        match lock.clone().try_lock_owned() {
+            Ok(guard) => (guard, false),
+            Err(_) => (lock.lock_owned().await, true),
+        }
     }
 
     #[cfg(test)]

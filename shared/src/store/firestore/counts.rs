@@ -12,16 +12,21 @@ use firestore::errors::FirestoreError;
 use crate::http::Metrics;
 use crate::store::{DOCUMENTS, DOCUMENTS_HELP, OPERATIONS, OPERATIONS_HELP};
 
+const FALLBACKS: &str = "store_history_fallbacks_total";
+const FALLBACKS_HELP: &str = "Session histories read with a query because the session document's tail could not cover them \
+     (very large messages, HISTORY_LIMIT above the tail's, a session written before tails).";
+
 /// Counts the store's calls to Firestore into `/metrics`, as
 /// `store_operations_total{store="firestore",op}` and
 /// `store_documents_total{store="firestore",kind="read"|"written"}`:
 ///
 /// - `get`: a single-document read; 1 document read when it exists.
 /// - `query`: a query; the documents it returned are read.
-/// - `begin_transaction`: the start of a transaction (each commit opens
-///   one, see `cas::commit`; a session's full read is a read-only one).
-/// - `commit`: a transaction's commit; its writes are written when it
-///   succeeds (none for a read-only transaction).
+/// - `begin_transaction`: the start of a transaction: only a session's
+///   full read, a read-only one (the conditional commits need none, see
+///   `cas::commit`).
+/// - `commit`: a commit of writes, or the end of that read-only
+///   transaction; its writes are written when it succeeds.
 /// - `write`: a single-document write outside a commit (a task created, a
 ///   task event); 1 document written when it succeeds.
 ///
@@ -51,6 +56,20 @@ impl Counts {
             counts.documents(kind, 0);
         }
         counts
+            .metrics
+            .inc_by(FALLBACKS, FALLBACKS_HELP, &[("store", "firestore")], 0);
+        counts
+    }
+
+    /// A session's history was read with a query: the tail of its document
+    /// could not cover it.
+    pub(super) fn history_fallback(&self) {
+        self.metrics.inc(FALLBACKS, FALLBACKS_HELP, &[("store", "firestore")]);
+    }
+
+    #[cfg(test)]
+    pub(super) fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     fn call(&self, op: &'static str) {
@@ -125,6 +144,7 @@ mod tests {
             "# TYPE store_documents_total counter",
             "store_documents_total{function=\"chat\",store=\"firestore\",kind=\"read\"} 1",
             "store_documents_total{function=\"chat\",store=\"firestore\",kind=\"written\"} 0",
+            "store_history_fallbacks_total{function=\"chat\",store=\"firestore\"} 0",
         ] {
             assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
         }

@@ -15,6 +15,8 @@
 //!   `memories/{session_id}` and an `entries` subcollection.
 //! - `tasks`: [`TaskStore`](crate::store::TaskStore), in `tasks/{task_id}`
 //!   and an `events` subcollection: claims, leases, outcomes and progress.
+//! - `tail`: the bounded copy of a session's recent messages that its
+//!   document carries, so that a chat turn is one read and one commit.
 //! - `cas`: the conditional commits every read-modify-write goes through.
 //! - `counts`: the gets, queries, commits and documents counted for
 //!   `/metrics`.
@@ -88,6 +90,7 @@ mod ids;
 mod memory;
 mod rate_limits;
 mod sessions;
+mod tail;
 mod tasks;
 
 use std::future::Future;
@@ -118,6 +121,9 @@ pub const MAX_ATTEMPTS: u32 = 30;
 /// How long a read-modify-write is tried again; less than [`CALL_TIMEOUT`],
 /// so that a contended call reports the contention, not a timeout.
 pub const RETRY_BUDGET: Duration = Duration::from_secs(9);
+/// Messages a session document's tail keeps unless told otherwise:
+/// `HISTORY_LIMIT`'s default.
+const DEFAULT_SESSION_TAIL: usize = 20;
 /// Times the client sends a failed read again (after a random wait of up to
 /// 1 s): once, as the calls that write run again on their own.
 const READ_RETRIES: usize = 1;
@@ -130,6 +136,8 @@ struct Written {}
 pub struct FirestoreStore {
     db: FirestoreDb,
     session_ttl: Option<Duration>,
+    /// Messages a session document's tail keeps: [`Self::with_session_tail`].
+    session_tail: usize,
     locks: KeyLocks,
     counts: Counts,
 }
@@ -202,6 +210,7 @@ impl FirestoreStore {
                 return Ok(FirestoreStore {
                     db,
                     session_ttl,
+                    session_tail: DEFAULT_SESSION_TAIL,
                     locks: KeyLocks::default(),
                     counts,
                 });
@@ -215,6 +224,14 @@ impl FirestoreStore {
              Check FIRESTORE_PROJECT / credentials, or FIRESTORE_EMULATOR_HOST for the emulator",
             CONNECT_TIMEOUT.as_secs()
         )
+    }
+
+    /// Keeps the last `messages` of each session in its document, so that a
+    /// chat turn asking for at most that many reads no query: set it to the
+    /// history limit (`HISTORY_LIMIT`). At most 1,000.
+    pub fn with_session_tail(mut self, messages: usize) -> FirestoreStore {
+        self.session_tail = messages.min(1000);
+        self
     }
 
     fn documents(&self) -> &str {
@@ -423,47 +440,36 @@ mod tests {
     /// Turns already in the session before the measured one.
     const EARLIER_TURNS: usize = 2;
 
-    /// What one chat turn on an existing session costs today: the history,
-    /// then the append of the user's message and the answer. The baseline to
-    /// cut to one read and one commit a turn.
+    /// What one chat turn on an existing session costs: the history from the
+    /// session document's tail, then the append from that same read.
     const TURN_ON_EXISTING_SESSION: Cost = Cost {
-        // `recent`: one query for the last HISTORY_LIMIT messages.
-        query: 1,
-        // `append`: one get of the session document, for its counter.
+        // `history`: the session document, whose tail is the history and
+        // whose counter numbers the turn. No query.
         get: 1,
-        // `append`: its conditional commit opens a transaction to commit in…
-        begin_transaction: 1,
-        // …and commits it: the two messages and the session document.
+        query: 0,
+        // `append_after`: one commit, with no transaction to open for it…
+        begin_transaction: 0,
         commit: 1,
         write: 0,
-        // The history (2 messages a turn) and the session document.
-        read: 2 * EARLIER_TURNS as u64 + 1,
-        // The user's message, the answer and the session document.
+        read: 1,
+        // …of the user's message, the answer and the session document.
         written: 3,
     };
 
-    /// What a new session's first turn costs: as above, with no history to
-    /// read and a query for messages an expired session may have left.
+    /// A new session's first turn: the get finds nothing (0 read), and no
+    /// query looks for what an expired session may have left.
     const FIRST_TURN_OF_A_NEW_SESSION: Cost = Cost {
-        // `recent` (finds nothing), then `append`'s look for leftovers.
-        query: 2,
-        // The session document, which is not there (0 documents read).
-        get: 1,
-        begin_transaction: 1,
-        commit: 1,
-        write: 0,
         read: 0,
-        // The user's message, the answer and the new session document.
-        written: 3,
+        ..TURN_ON_EXISTING_SESSION
     };
 
     /// A rate-limit hit in a window already counting: a get of the
     /// window's document (1 read), and a commit of its new count (1
-    /// written) in a transaction of its own.
+    /// written).
     const RATE_LIMIT_HIT: Cost = Cost {
         get: 1,
         query: 0,
-        begin_transaction: 1,
+        begin_transaction: 0,
         commit: 1,
         write: 0,
         read: 1,
@@ -478,7 +484,7 @@ mod tests {
 
     #[tokio::test]
     #[ignore = "needs the Firestore emulator (FIRESTORE_EMULATOR_HOST); ./scripts/test.sh starts one"]
-    async fn a_chat_turn_and_a_rate_limit_hit_cost_what_they_cost_today() {
+    async fn a_chat_turn_is_one_read_and_one_commit_and_so_is_a_rate_limit_hit() {
         let metrics = Metrics::new("test");
         let store = FirestoreStore::connect_to(Some(&emulator()), &project(), "(default)", None, &metrics)
             .await
@@ -499,9 +505,9 @@ mod tests {
         let chat_turn = |session: &'static str, i: usize| {
             let store = &store;
             async move {
-                let history = store.recent(session, HISTORY_LIMIT).await.expect("recent");
-                store.append(session, &turn(i)).await.expect("append");
-                history.len()
+                let history = store.history(session, HISTORY_LIMIT).await.expect("history");
+                store.append_after(session, &history, &turn(i)).await.expect("append");
+                history.messages.len()
             }
         };
 
@@ -514,6 +520,17 @@ mod tests {
         let (history, cost) = Cost::measure(&metrics, chat_turn("s", EARLIER_TURNS)).await;
         assert_eq!(history, 2 * EARLIER_TURNS);
         assert_eq!(cost, TURN_ON_EXISTING_SESSION, "a turn on an existing session");
+        // Past the history limit, the tail still covers the turn.
+        for i in EARLIER_TURNS + 1..HISTORY_LIMIT {
+            chat_turn("s", i).await;
+        }
+        let (history, cost) = Cost::measure(&metrics, chat_turn("s", HISTORY_LIMIT)).await;
+        assert_eq!(history, HISTORY_LIMIT);
+        assert_eq!(cost, TURN_ON_EXISTING_SESSION, "a turn on a session past the limit");
+        assert_eq!(
+            metrics.counter("store_history_fallbacks_total", &[("store", "firestore")]),
+            0
+        );
 
         let window = Duration::from_secs(3600);
         let now = SystemTime::now();

@@ -1,43 +1,72 @@
 //! [`SessionStore`] on Firestore.
 //!
-//! - `sessions/{session_id}`: `{next_seq, created_at, updated_at, expire_at?}`.
-//!   `next_seq` is the counter that hands out the session's sequence numbers.
+//! - `sessions/{session_id}`: `{next_seq, first_seq, tail, created_at,
+//!   updated_at, expire_at?}`. `next_seq` is the counter that hands out the
+//!   session's sequence numbers; `tail` is a copy of the most recent
+//!   messages (`{seq, role, content, created_at}`, oldest first), and
+//!   `first_seq` the number the document started at, so that a tail that
+//!   begins there holds the whole session.
 //! - `sessions/{session_id}/messages/{seq}`, the id being `seq` zero-padded
 //!   to 12 digits so that the console lists a session in order:
 //!   `{seq, role ("user" | "model"), content, created_at, expire_at?}`.
-//!   A document per message in a subcollection, never an array in the
-//!   session document: a document holds at most 1 MiB and is rewritten whole
-//!   on every change, so an array would cap a session's length and make each
-//!   append cost the whole history. Here an append writes its own messages
-//!   only, and `recent` is one query ordered by `seq` descending with a
-//!   limit: `limit` documents read, however long the session.
+//!   A document per message in a subcollection, never an array of them all
+//!   in the session document: a document holds at most 1 MiB and is
+//!   rewritten whole on every change, so an array would cap a session's
+//!   length and make each append cost the whole history. The subcollection
+//!   is the full history; the tail is bounded.
 //!
-//! An append reads the session document, takes the next sequence numbers
-//! from its counter, and commits the messages (each only if it does not
-//! exist) with the counter (only if the session is as read) in one
-//! conditional commit ([`super::cas`]): a turn is stored whole or not at
-//! all, and two appends never get the same numbers. `messages` reads in one
-//! read-only transaction, so the existence check and the messages agree. A
-//! delete goes in chunks, the session document last and only if no append
-//! came in between. A session started again after its document expired
-//! numbers its messages after the leftovers ([`first_free_seq`]).
+//! # A turn: one read, one commit
+//!
+//! A chat turn reads the session document alone ([`SessionStore::history`]):
+//! its tail is the history the model gets and its counter numbers the turn,
+//! so no query runs. The append after the model call
+//! ([`SessionStore::append_after`]) starts from that read and commits the
+//! messages (each only if it does not exist) with the session document, its
+//! counter advanced and its tail moved on (only if the document is as read),
+//! in one conditional commit ([`super::cas`]): a turn is stored whole or not
+//! at all, and two appends never get the same numbers. When another append
+//! got there first, the commit fails whole and the append reads the
+//! document again and recomputes the tail; the model is never called again.
+//!
+//! The tail holds the last [`FirestoreStore::with_session_tail`] messages
+//! (`HISTORY_LIMIT`), fewer when they would pass [`TAIL_BYTES`]: the
+//! document stays far below Firestore's 1 MiB whatever `MAX_MESSAGE_CHARS`
+//! allows. A history the tail cannot cover (very large messages, a longer
+//! limit, a session written before tails) is read with a query, counted in
+//! `store_history_fallbacks_total`, and the turn's append then writes a tail
+//! that covers it.
+//!
+//! `messages` reads in one read-only transaction, so the existence check and
+//! the messages agree. A delete goes in chunks, the session document last
+//! and only if no append came in between.
+//!
+//! # Sessions that expired
+//!
+//! A TTL policy may delete an expired session's document before its last
+//! messages ([`super`], expiry). A session started again under that id
+//! begins with an empty tail (the expired history is not the new session's)
+//! and numbers its messages from 1; as the messages are only ever created,
+//! never overwritten, a leftover at one of those numbers fails the commit,
+//! and the append then looks up the highest number in use (one query, only
+//! then) and numbers after it.
 
+use std::sync::{Mutex, PoisonError};
 use std::time::SystemTime;
 
 use async_trait::async_trait;
 use firestore::errors::FirestoreError;
-use firestore::gcloud_sdk::google::firestore::v1::Write;
+use firestore::gcloud_sdk::google::firestore::v1::{Precondition, Write};
 use firestore::{
     FirestoreConsistencySelector, FirestoreDb, FirestoreTimestamp, FirestoreTransactionMode,
     FirestoreTransactionOptions,
 };
 use serde::{Deserialize, Serialize};
 
-use super::cas::{classify, commit_if_unchanged, delete, exists, put, read};
+use super::cas::{Read, classify, commit_if_unchanged, delete, exists, put, read};
 use super::ids::is_document_id;
+use super::tail::{self, TailMessage, role_from};
 use super::{Counts, FirestoreStore, bounded, query_limit, time_of, timestamp};
-use crate::llm::Role;
-use crate::store::{NewMessage, SessionStore, StoreError, StoredMessage, rfc3339};
+use crate::store::{History, NewMessage, SessionStore, StoreError, StoredMessage, rfc3339};
 
 /// Messages deleted per commit: a commit stays small (Firestore long capped
 /// one at 500 writes).
@@ -46,9 +75,15 @@ const DELETE_CHUNK: usize = 400;
 const SESSIONS: &str = "sessions";
 const MESSAGES: &str = "messages";
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct SessionDoc {
     next_seq: i64,
+    /// The number the document started at; absent in documents written
+    /// before tails.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    first_seq: Option<i64>,
+    #[serde(default)]
+    tail: Vec<TailMessage>,
     created_at: FirestoreTimestamp,
     updated_at: FirestoreTimestamp,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -65,27 +100,135 @@ struct MessageDoc {
     expire_at: Option<FirestoreTimestamp>,
 }
 
+/// What a turn's history read, handed back (in a [`History`]) to the
+/// append after the model call.
+struct TurnRead {
+    session_path: String,
+    session: Read<SessionDoc>,
+    /// The history, when the tail could not give it and a query found it:
+    /// the next tail starts from it.
+    queried: Option<Vec<TailMessage>>,
+    /// Whether `queried` is the whole session (fewer than asked for).
+    queried_whole: bool,
+}
+
 impl FirestoreStore {
     fn expiry(&self, now: SystemTime) -> Result<Option<FirestoreTimestamp>, FirestoreError> {
         self.session_ttl.map(|ttl| timestamp(now + ttl)).transpose()
     }
 
-    async fn append_now(&self, session_id: &str, messages: &[NewMessage]) -> Result<Vec<StoredMessage>, StoreError> {
+    async fn history_now(&self, session_id: &str, limit: usize) -> Result<History, StoreError> {
+        if !is_document_id(session_id) {
+            return Ok(History::default());
+        }
+        let session_path = format!("{}/{SESSIONS}/{session_id}", self.documents());
+        let session = read::<SessionDoc>(&self.counts, &self.db, self.documents(), SESSIONS, session_id)
+            .await
+            .map_err(classify)?;
+        let from_tail = match &session.value {
+            // A new session (or one whose document expired): no history.
+            None => Some(Vec::new()),
+            Some(doc) => tail::history(&doc.tail, doc.first_seq, doc.next_seq, limit),
+        };
+        let (messages, queried, queried_whole) = match from_tail {
+            Some(messages) => (messages, None, false),
+            None => {
+                self.counts.history_fallback();
+                let queried = self.query_recent(&session_path, limit).await?;
+                let messages = queried.iter().map(TailMessage::to_stored).collect();
+                let whole = queried.len() < limit;
+                (messages, Some(queried), whole)
+            }
+        };
+        let read = TurnRead {
+            session_path,
+            session,
+            queried,
+            queried_whole,
+        };
+        Ok(History::with_read(messages, read))
+    }
+
+    /// The last `limit` messages by a query, oldest first.
+    async fn query_recent(&self, session_path: &str, limit: usize) -> Result<Vec<TailMessage>, StoreError> {
+        let query = self
+            .db
+            .fluent()
+            .select()
+            .from(MESSAGES)
+            .parent(session_path)
+            .order(|o| o.fields([o.field("seq").descending()]))
+            .limit(query_limit(limit))
+            .obj()
+            .query();
+        let docs: Vec<MessageDoc> = self.counts.query(query).await.map_err(classify)?;
+        Ok(docs
+            .into_iter()
+            .rev()
+            .map(|d| TailMessage {
+                seq: d.seq,
+                role: d.role,
+                content: d.content,
+                created_at: d.created_at,
+            })
+            .collect())
+    }
+
+    async fn append_now(
+        &self,
+        session_id: &str,
+        messages: &[NewMessage],
+        after: Option<&TurnRead>,
+    ) -> Result<Vec<StoredMessage>, StoreError> {
         let session_path = &self.doc_path(SESSIONS, session_id, "the session id")?;
         let n = messages.len() as i64;
-        let _turn = self.locks.lock(session_path).await;
+        let (_turn, waited) = self.locks.lock_telling_wait(session_path).await;
+        // The turn's read serves the first attempt, if it is of this session
+        // and no append of this process came in since (one that did makes
+        // the read out of date, and the commit would only fail).
+        let given = &Mutex::new(after.filter(|r| r.session_path == *session_path && !waited));
+        // The session document as the previous attempt read it.
+        let previous: &Mutex<Option<Precondition>> = &Mutex::new(None);
         commit_if_unchanged(&self.counts, &self.db, "append", move || async move {
             let now = SystemTime::now();
             let (ts, expire_at) = (timestamp(now)?, self.expiry(now)?);
-            let session = read::<SessionDoc>(&self.counts, &self.db, self.documents(), SESSIONS, session_id).await?;
+            let given = given.lock().unwrap_or_else(PoisonError::into_inner).take();
+            let fresh;
+            let (session, queried, queried_whole) = match given {
+                Some(r) => (&r.session, r.queried.as_deref(), r.queried_whole),
+                None => {
+                    fresh = read::<SessionDoc>(&self.counts, &self.db, self.documents(), SESSIONS, session_id).await?;
+                    (&fresh, None, false)
+                }
+            };
+            // The document has not changed since the attempt that failed, so
+            // a message was in the way: one an expired session left behind.
+            let blocked = {
+                let mut previous = previous.lock().unwrap_or_else(PoisonError::into_inner);
+                let blocked = previous.as_ref() == Some(&session.unchanged);
+                *previous = Some(session.unchanged);
+                blocked
+            };
+            let (mut first, created_at, first_seq, base) = match &session.value {
+                Some(doc) => {
+                    let base = queried.map_or_else(|| doc.tail.clone(), <[TailMessage]>::to_vec);
+                    // A document from before tails learns where it starts
+                    // when a query found the whole session.
+                    let first_seq = doc
+                        .first_seq
+                        .or_else(|| queried_whole.then(|| base.first().map_or(doc.next_seq, |m| m.seq)));
+                    (doc.next_seq, doc.created_at, first_seq, base)
+                }
+                None => (1, ts, None, Vec::new()),
+            };
+            if blocked {
+                first = first.max(first_free_seq(&self.counts, &self.db, session_path).await?);
+            }
             // Reserve n sequence numbers: the session document's condition
             // makes the reservation and the messages one atomic step.
-            let (first, created_at) = match &session.value {
-                Some(s) => (s.next_seq, s.created_at),
-                None => (first_free_seq(&self.counts, &self.db, session_path).await?, ts),
-            };
             let mut writes = Vec::with_capacity(messages.len() + 1);
             let mut stored = Vec::with_capacity(messages.len());
+            let mut added = Vec::with_capacity(messages.len());
             for (i, m) in messages.iter().enumerate() {
                 let seq = first + i as i64;
                 let doc = MessageDoc {
@@ -103,9 +246,17 @@ impl FirestoreStore {
                     content: m.content.clone(),
                     created_at: rfc3339(now),
                 });
+                added.push(TailMessage {
+                    seq,
+                    role: doc.role,
+                    content: doc.content,
+                    created_at: ts,
+                });
             }
             let doc = SessionDoc {
                 next_seq: first + n,
+                first_seq: first_seq.or(Some(first)),
+                tail: tail::extend(base, added, self.session_tail),
                 created_at,
                 updated_at: ts,
                 expire_at,
@@ -114,26 +265,6 @@ impl FirestoreStore {
             Ok((stored, writes))
         })
         .await
-    }
-
-    async fn recent_now(&self, session_id: &str, limit: usize) -> Result<Vec<StoredMessage>, StoreError> {
-        if limit == 0 || !is_document_id(session_id) {
-            return Ok(Vec::new());
-        }
-        let session_path = format!("{}/{SESSIONS}/{session_id}", self.documents());
-        let query = self
-            .db
-            .fluent()
-            .select()
-            .from(MESSAGES)
-            .parent(&session_path)
-            .order(|o| o.fields([o.field("seq").descending()]))
-            .limit(query_limit(limit))
-            .obj()
-            .query();
-        let mut docs: Vec<MessageDoc> = self.counts.query(query).await.map_err(classify)?;
-        docs.reverse();
-        Ok(docs.into_iter().map(to_message).collect())
     }
 
     async fn messages_now(&self, session_id: &str) -> Result<Option<Vec<StoredMessage>>, StoreError> {
@@ -243,10 +374,6 @@ async fn first_free_seq(counts: &Counts, db: &FirestoreDb, session_path: &str) -
     Ok(last.first().map_or(1, |m| m.seq + 1))
 }
 
-fn role_from(s: &str) -> Role {
-    if s == "model" { Role::Model } else { Role::User }
-}
-
 fn to_message(doc: MessageDoc) -> StoredMessage {
     StoredMessage {
         seq: doc.seq.max(0) as u64,
@@ -259,11 +386,11 @@ fn to_message(doc: MessageDoc) -> StoredMessage {
 #[async_trait]
 impl SessionStore for FirestoreStore {
     async fn append(&self, session_id: &str, messages: &[NewMessage]) -> Result<Vec<StoredMessage>, StoreError> {
-        bounded(self.append_now(session_id, messages)).await
+        bounded(self.append_now(session_id, messages, None)).await
     }
 
     async fn recent(&self, session_id: &str, limit: usize) -> Result<Vec<StoredMessage>, StoreError> {
-        bounded(self.recent_now(session_id, limit)).await
+        Ok(bounded(self.history_now(session_id, limit)).await?.messages)
     }
 
     async fn messages(&self, session_id: &str) -> Result<Option<Vec<StoredMessage>>, StoreError> {
@@ -273,6 +400,19 @@ impl SessionStore for FirestoreStore {
     async fn delete(&self, session_id: &str) -> Result<bool, StoreError> {
         bounded(self.delete_now(session_id)).await
     }
+
+    async fn history(&self, session_id: &str, limit: usize) -> Result<History, StoreError> {
+        bounded(self.history_now(session_id, limit)).await
+    }
+
+    async fn append_after(
+        &self,
+        session_id: &str,
+        history: &History,
+        messages: &[NewMessage],
+    ) -> Result<Vec<StoredMessage>, StoreError> {
+        bounded(self.append_now(session_id, messages, history.read::<TurnRead>())).await
+    }
 }
 
 #[cfg(test)]
@@ -280,7 +420,143 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+    use crate::llm::Role;
     use crate::store::firestore::tests::{emulator, expire_at, project, raw_fields, seconds_between, store};
+
+    fn say(content: &str) -> NewMessage {
+        NewMessage {
+            role: Role::User,
+            content: content.to_string(),
+        }
+    }
+
+    /// Deletes documents as a TTL policy may, one by one.
+    async fn expire(store: &FirestoreStore, paths: Vec<String>) {
+        let writes: Vec<Write> = paths.into_iter().map(|p| delete(p, None)).collect();
+        commit_if_unchanged(&store.counts, &store.db, "expire", || async {
+            Ok(((), writes.clone()))
+        })
+        .await
+        .expect("delete as a TTL policy would");
+    }
+
+    fn fallbacks(store: &FirestoreStore) -> u64 {
+        store
+            .counts
+            .metrics()
+            .counter("store_history_fallbacks_total", &[("store", "firestore")])
+    }
+
+    #[tokio::test]
+    #[ignore = "needs the Firestore emulator (FIRESTORE_EMULATOR_HOST); ./scripts/test.sh starts one"]
+    async fn a_leftover_in_the_way_is_stepped_over_not_overwritten() {
+        let (host, project) = (emulator(), project());
+        let store = store(&host, &project).await;
+        let old: Vec<NewMessage> = (1..=4).map(|i| say(&format!("old {i}"))).collect();
+        store.append("gap", &old).await.expect("append");
+        // The TTL policy took the session document and the first messages,
+        // not yet the fourth.
+        let session_path = format!("{}/{SESSIONS}/gap", store.documents());
+        let mut gone = vec![session_path.clone()];
+        gone.extend((1..=3).map(|seq| message_path(&session_path, seq)));
+        expire(&store, gone).await;
+        // The new session numbers from 1, and when it reaches the leftover,
+        // numbers after it.
+        let mut seqs = Vec::new();
+        for i in 0..3 {
+            let history = store.history("gap", 20).await.expect("history");
+            let stored = store
+                .append_after("gap", &history, &[say(&format!("new {i}"))])
+                .await
+                .expect("append after");
+            seqs.push(stored[0].seq);
+        }
+        assert_eq!(seqs, [1, 2, 3]);
+        let history = store.history("gap", 20).await.expect("history");
+        let stored = store
+            .append_after("gap", &history, &[say("new 3")])
+            .await
+            .expect("append");
+        assert_eq!(stored[0].seq, 5, "after the leftover at 4, which it never overwrites");
+        let all = store.messages("gap").await.expect("messages").expect("exists");
+        let contents: Vec<&str> = all.iter().map(|m| m.content.as_str()).collect();
+        assert_eq!(contents, ["new 0", "new 1", "new 2", "old 4", "new 3"]);
+        let recent = store.recent("gap", 20).await.expect("recent");
+        let contents: Vec<&str> = recent.iter().map(|m| m.content.as_str()).collect();
+        assert_eq!(
+            contents,
+            ["new 0", "new 1", "new 2", "new 3"],
+            "the expired session is not this one's history"
+        );
+    }
+
+    #[tokio::test]
+    #[ignore = "needs the Firestore emulator (FIRESTORE_EMULATOR_HOST); ./scripts/test.sh starts one"]
+    async fn a_session_from_before_tails_is_queried_once_then_read_from_its_tail() {
+        let (host, project) = (emulator(), project());
+        let store = store(&host, &project).await;
+        store.append("legacy", &[say("q0"), say("a0")]).await.expect("append");
+        // What the document looked like before tails: its counter and times.
+        let session_path = format!("{}/{SESSIONS}/legacy", store.documents());
+        let ts = timestamp(SystemTime::now()).expect("now");
+        #[derive(Serialize)]
+        struct Legacy {
+            next_seq: i64,
+            created_at: FirestoreTimestamp,
+            updated_at: FirestoreTimestamp,
+        }
+        let legacy = Legacy {
+            next_seq: 3,
+            created_at: ts,
+            updated_at: ts,
+        };
+        let writes = vec![put(&session_path, &legacy, None).expect("a document")];
+        commit_if_unchanged(&store.counts, &store.db, "legacy", || async {
+            Ok(((), writes.clone()))
+        })
+        .await
+        .expect("write the old shape");
+
+        let history = store.history("legacy", 20).await.expect("history");
+        assert_eq!(history.messages.len(), 2);
+        assert_eq!(fallbacks(&store), 1, "the old document has no tail: a query");
+        store
+            .append_after("legacy", &history, &[say("q1"), say("a1")])
+            .await
+            .expect("append after");
+        let history = store.history("legacy", 20).await.expect("history");
+        let contents: Vec<&str> = history.messages.iter().map(|m| m.content.as_str()).collect();
+        assert_eq!(contents, ["q0", "a0", "q1", "a1"]);
+        assert_eq!(fallbacks(&store), 1, "the next turn reads the tail the first one wrote");
+    }
+
+    #[tokio::test]
+    #[ignore = "needs the Firestore emulator (FIRESTORE_EMULATOR_HOST); ./scripts/test.sh starts one"]
+    async fn large_messages_fall_back_to_the_query_and_say_so() {
+        let (host, project) = (emulator(), project());
+        let store = store(&host, &project).await;
+        let big = |i: usize| format!("{i}{}", "x".repeat(100_000));
+        for i in 0..3 {
+            let history = store.history("large", 20).await.expect("history");
+            assert_eq!(history.messages.len(), i);
+            store
+                .append_after("large", &history, &[say(&big(i))])
+                .await
+                .expect("append");
+        }
+        assert_eq!(fallbacks(&store), 0, "two fit in the tail");
+        let history = store.history("large", 20).await.expect("history");
+        let expected: Vec<String> = (0..3).map(big).collect();
+        let contents: Vec<String> = history.messages.iter().map(|m| m.content.clone()).collect();
+        assert_eq!(contents, expected, "the whole history, from the query");
+        assert_eq!(fallbacks(&store), 1, "the third did not: a query, counted");
+        let session = raw_fields(&store, store.documents(), SESSIONS, "large").await;
+        let size: usize = format!("{session:?}").len();
+        assert!(
+            size < super::tail::TAIL_BYTES + 4096,
+            "the session document stays bounded: {size} bytes"
+        );
+    }
 
     #[tokio::test]
     #[ignore = "needs the Firestore emulator (FIRESTORE_EMULATOR_HOST); ./scripts/test.sh starts one"]

@@ -1,14 +1,19 @@
 //! [`RateLimitStore`] on Firestore.
 //!
-//! - `rate_limits/k-{key}`: `{window_start, count, expire_at}`, one document
-//!   per client and limit.
+//! - `rate_limits/k-{key}@{window_secs}@{window_start}`: `{window_start,
+//!   window_secs, count, expire_at}`, one document per client, limit and
+//!   window.
 //!
-//! A hit reads the window's document and writes the new count only if the
-//! document is as read (a conditional commit, [`super::cas`]): when another
-//! instance counted in between, the commit fails and the hit is counted
-//! again from what it wrote, so each hit is counted exactly once and
-//! instances sharing the database admit exactly the limit together. The
-//! document expires [`RATE_LIMIT_MARGIN`] after its window ends.
+//! A hit is one commit that reads nothing: it adds 1 to the window's
+//! `count` with Firestore's increment transform (creating the document on
+//! the window's first hit) and reads the count back from the commit's
+//! answer ([`super::cas::increment`]). Firestore applies the increments to a
+//! document one after another, so each hit is counted exactly once and
+//! instances sharing the database admit exactly the limit together, without
+//! the conflicts and retries a read-then-write would meet under load. A new
+//! window is a new document, so nothing is reset; the old one expires
+//! [`RATE_LIMIT_MARGIN`] after its end. The window's length is part of the
+//! id, so that changing a limit's window never continues an old count.
 
 use std::time::{Duration, SystemTime};
 
@@ -16,7 +21,7 @@ use async_trait::async_trait;
 use firestore::FirestoreTimestamp;
 use serde::{Deserialize, Serialize};
 
-use super::cas::{classify, commit_if_unchanged, put, read};
+use super::cas::{classify, increment};
 use super::ids::key_id;
 use super::{FirestoreStore, bounded, timestamp};
 use crate::store::{RateLimitStore, StoreError, WindowCount, unix_seconds};
@@ -27,10 +32,11 @@ const RATE_LIMIT_MARGIN: Duration = Duration::from_secs(3600);
 
 const RATE_LIMITS: &str = "rate_limits";
 
+/// The fields a hit sets; `count` is the one it increments.
 #[derive(Debug, Serialize, Deserialize)]
 struct RateLimitDoc {
     window_start: i64,
-    count: i64,
+    window_secs: i64,
     expire_at: FirestoreTimestamp,
 }
 
@@ -40,34 +46,31 @@ impl FirestoreStore {
         let now_secs = unix_seconds(now);
         let window_start = now_secs - now_secs.rem_euclid(window_secs);
         let resets_at = SystemTime::UNIX_EPOCH + Duration::from_secs((window_start + window_secs).max(0) as u64);
-        let id = &key_id(key).ok_or_else(|| {
+        let id = window_id(key, window_secs, window_start).ok_or_else(|| {
             StoreError::Internal(format!(
                 "a rate-limit key of {} bytes is too long for a Firestore document id",
                 key.len()
             ))
         })?;
-        let path = &format!("{}/{RATE_LIMITS}/{id}", self.documents());
-        let expire_at = timestamp(resets_at + RATE_LIMIT_MARGIN).map_err(classify)?;
-        let _turn = self.locks.lock(path).await;
-        let count = commit_if_unchanged(&self.counts, &self.db, "rate-limit hit", move || async move {
-            let stored = read::<RateLimitDoc>(&self.counts, &self.db, self.documents(), RATE_LIMITS, id).await?;
-            let count = match stored.value {
-                Some(doc) if doc.window_start == window_start => doc.count + 1,
-                _ => 1,
-            };
-            let doc = RateLimitDoc {
-                window_start,
-                count,
-                expire_at,
-            };
-            Ok((count, vec![put(path, &doc, Some(stored.unchanged))?]))
-        })
-        .await?;
+        let path = format!("{}/{RATE_LIMITS}/{id}", self.documents());
+        let doc = RateLimitDoc {
+            window_start,
+            window_secs,
+            expire_at: timestamp(resets_at + RATE_LIMIT_MARGIN).map_err(classify)?,
+        };
+        let count = increment(&self.counts, &self.db, &path, &doc, "count").await?;
         Ok(WindowCount {
             count: count.max(0) as u64,
             resets_at,
         })
     }
+}
+
+/// The id of `key`'s window: the key's id ([`key_id`]) and then the window's
+/// length and start, after `@`s. Injective, as the two numbers after the
+/// last two `@`s are always the window's.
+fn window_id(key: &str, window_secs: i64, window_start: i64) -> Option<String> {
+    key_id(&format!("{key}@{window_secs}@{window_start}"))
 }
 
 #[async_trait]
@@ -91,9 +94,13 @@ mod tests {
         let now = SystemTime::now();
         let hit = store.hit("ttl:key", window, now).await.expect("hit");
         assert_eq!(hit.count, 1);
-        let id = key_id("ttl:key").expect("a short key has an id");
+        let id = window_id("ttl:key", 60, unix_seconds(hit.resets_at) - 60).expect("a short key has an id");
         let fields = raw_fields(&store, store.documents(), RATE_LIMITS, &id).await;
         assert!(fields.contains_key("window_start"), "a rate-limit document: {fields:?}");
+        assert!(matches!(
+            fields["count"].value_type,
+            Some(firestore::gcloud_sdk::google::firestore::v1::value::ValueType::IntegerValue(1))
+        ));
         let at = expire_at(&fields).unwrap_or_else(|| panic!("the rate-limit window has no expire_at: {fields:?}"));
         let after_end = seconds_between(at, hit.resets_at);
         assert!(

@@ -203,3 +203,48 @@ async fn streamed_turn_outlives_its_client(mut chat: Chat) {
     );
     assert_eq!(chat.abandoned().await, COUNTED_ONCE);
 }
+
+/// SIGTERM (Cloud Run scaling in) while a turn whose client left is with
+/// the model: the process has no open request, yet it waits for the turn
+/// and stores it before it exits. The real binary, on SQLite on disk.
+#[tokio::test]
+async fn sigterm_waits_for_a_turn_whose_client_went_away() {
+    let mut model = GatedModel::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("drain.db");
+    let vars = [
+        ("LLM_PROVIDER", "openai"),
+        ("OPENAI_BASE_URL", model.base_url.as_str()),
+        ("SQLITE_PATH", db.to_str().expect("utf-8")),
+    ];
+    let mut process = agent_core::testing::Process::start(env!("CARGO_BIN_EXE_chat_function"), &vars).await;
+    let addr: std::net::SocketAddr = process.url.trim_start_matches("http://").parse().expect("an address");
+    let body = json!({"message": "still there?", "session_id": "drained"});
+    let connection = raw_post(addr, "/api/v1/chat", &[], &body).await;
+    model.called().await;
+    drop(connection);
+    let pid = process.child.id().expect("running").to_string();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    // The drain has nothing open to wait for but the turn.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        process.child.try_wait().expect("status").is_none(),
+        "the process exited with a turn still with the model"
+    );
+    model.release();
+    let status = tokio::time::timeout(Duration::from_secs(10), process.child.wait())
+        .await
+        .expect("it exits once the turn is stored")
+        .expect("status");
+    assert_eq!(status.code(), Some(0));
+    let store = agent_core::store::sqlite::SqliteStore::open(&db).await.expect("open");
+    let stored = agent_core::store::SessionStore::messages(&store, "drained")
+        .await
+        .expect("messages")
+        .expect("the turn was stored");
+    assert_eq!(contents(&stored), ["still there?", GatedModel::ANSWER]);
+}

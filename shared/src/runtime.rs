@@ -12,6 +12,9 @@ use std::time::Duration;
 use anyhow::Context;
 use axum::Router;
 use tokio::net::TcpListener;
+use tokio::time::Instant;
+
+use crate::http::detached;
 
 /// Cloud Run sends SIGKILL 10 s after SIGTERM; finish within that.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(8);
@@ -35,32 +38,43 @@ pub async fn bind(port: u16) -> anyhow::Result<TcpListener> {
 }
 
 /// Serves on a bound listener until `shutdown` completes, then gives open
-/// requests `DRAIN_TIMEOUT` to finish.
+/// requests, and the work they left running, `DRAIN_TIMEOUT` to finish.
 pub async fn serve_on(
     listener: TcpListener,
     router: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let (tx, rx) = tokio::sync::watch::channel(false);
+    // When the drain must end: set once `shutdown` completes.
+    let (tx, rx) = tokio::sync::watch::channel(None::<Instant>);
     let signal = async move {
         shutdown.await;
         tracing::info!("shutting down: finishing open requests");
-        let _ = tx.send(true);
+        let _ = tx.send(Some(Instant::now() + DRAIN_TIMEOUT));
     };
     let server = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(signal);
+    let mut stopping = rx.clone();
     let deadline = async move {
-        let mut rx = rx;
-        let _ = rx.wait_for(|stopping| *stopping).await;
-        tokio::time::sleep(DRAIN_TIMEOUT).await;
+        let at = stopping.wait_for(Option::is_some).await.ok().and_then(|at| *at);
+        match at {
+            Some(at) => tokio::time::sleep_until(at).await,
+            None => std::future::pending().await,
+        }
     };
     tokio::select! {
-        result = server => result.context("server failed"),
+        result = server => result.context("server failed")?,
         _ = deadline => {
             tracing::warn!("open requests did not finish within {DRAIN_TIMEOUT:?}; stopping anyway");
-            Ok(())
+            return Ok(());
         }
     }
+    // The requests are answered; what they left running (a chat turn whose
+    // client went away) has what is left of the drain time.
+    let at = (*rx.borrow()).unwrap_or_else(|| Instant::now() + DRAIN_TIMEOUT);
+    if !detached::drained(at.saturating_duration_since(Instant::now())).await {
+        tracing::warn!("work left by requests did not finish within {DRAIN_TIMEOUT:?}; stopping anyway");
+    }
+    Ok(())
 }
 
 /// SIGTERM (Cloud Run, Kubernetes) or Ctrl-C.

@@ -9,8 +9,13 @@
 //! [`Client`] to ask, once it has its answer, whether anyone is.
 //! [`spawn`] is for work that goes on after the request has answered (the
 //! rest of an event stream).
+//!
+//! Both count as in flight until they end, and a shutdown waits for them
+//! ([`drained`], in `runtime::serve_on`) as for open requests: SIGTERM on
+//! Cloud Run must not drop a turn whose client already left.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -46,7 +51,7 @@ where
     let client = Client {
         waiting: Arc::downgrade(&waiting),
     };
-    let task = tokio::spawn(work(client).instrument(tracing::Span::current()));
+    let task = tokio::spawn(counted(work(client)).instrument(tracing::Span::current()));
     let outcome = task.await;
     // Held until here: dropped earlier only with this future.
     drop(waiting);
@@ -66,7 +71,45 @@ pub fn spawn<F>(work: F)
 where
     F: Future<Output = ()> + Send + 'static,
 {
-    tokio::spawn(work.instrument(tracing::Span::current()));
+    tokio::spawn(counted(work).instrument(tracing::Span::current()));
+}
+
+/// Detached work of this process not yet ended.
+static IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
+/// Told when [`IN_FLIGHT`] comes down to 0.
+static IDLE: tokio::sync::Notify = tokio::sync::Notify::const_new();
+
+/// `work`, counted in [`IN_FLIGHT`] from now until it ends, panics included.
+fn counted<F: Future>(work: F) -> impl Future<Output = F::Output> {
+    struct Ends;
+    impl Drop for Ends {
+        fn drop(&mut self) {
+            if IN_FLIGHT.fetch_sub(1, Ordering::AcqRel) == 1 {
+                IDLE.notify_waiters();
+            }
+        }
+    }
+    IN_FLIGHT.fetch_add(1, Ordering::AcqRel);
+    let ends = Ends;
+    async move {
+        let _ends = ends;
+        work.await
+    }
+}
+
+/// Waits until no detached work is running, at most `within`; whether it
+/// all ended.
+pub async fn drained(within: Duration) -> bool {
+    let waiting = async {
+        loop {
+            let idle = IDLE.notified();
+            if IN_FLIGHT.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            idle.await;
+        }
+    };
+    tokio::time::timeout(within, waiting).await.is_ok()
 }
 
 #[cfg(test)]

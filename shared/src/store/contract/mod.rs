@@ -1,0 +1,60 @@
+//! The promises every store backend keeps, as one test suite.
+//!
+//! A backend's tests call [`run_all`] with a fresh [`Stores`]: SQLite on a
+//! file (and two stores on one file), Firestore on its emulator. A backend
+//! that breaks a promise fails here, whichever backend it is. Compiled for
+//! tests and behind the `testing` feature (not only `cfg(test)`), so that
+//! integration tests of any crate can run it; no release build has it.
+//! Each case uses its own session and key names, so one store serves all.
+
+//!
+//! One file per store trait: `sessions`, `rate_limits`, `memory`, `tasks`.
+
+mod memory;
+mod rate_limits;
+mod sessions;
+mod tasks;
+
+pub use memory::*;
+pub use rate_limits::*;
+pub use sessions::*;
+pub use tasks::*;
+
+use super::{NewMessage, StoreError, Stores};
+use crate::llm::Role;
+
+pub(super) fn message(role: Role, content: &str) -> NewMessage {
+    NewMessage {
+        role,
+        content: content.to_string(),
+    }
+}
+
+/// Runs every case; panics (failing the calling test) on the first broken promise.
+pub async fn run_all(stores: &Stores) {
+    sessions_keep_order_and_sequence(stores).await;
+    identical_messages_are_all_kept(stores).await;
+    recent_is_the_tail_oldest_first(stores).await;
+    turns_append_after_their_history(stores).await;
+    a_history_gone_stale_still_appends_in_order(stores).await;
+    a_history_of_another_session_is_not_used(stores).await;
+    large_messages_still_give_the_whole_history(stores).await;
+    concurrent_appends_lose_nothing_and_never_interleave(stores).await;
+    delete_removes_the_session(stores).await;
+    rate_limit_counts_are_exact_under_concurrency(stores).await;
+    rate_limit_windows_reset(stores).await;
+    memory_is_per_session_and_case_insensitive(stores).await;
+    tasks_are_created_once_as_given(stores).await;
+    claims_take_turns_under_leases(stores).await;
+    claims_run_out_of_attempts(stores).await;
+    unknown_tasks_are_not_found(stores).await;
+    queued_tasks_finish_with_attempt_zero(stores).await;
+    synchronous_runs_are_held_for_good(stores).await;
+    runnable_lists_queued_and_expired_oldest_first(stores).await;
+    concurrent_claims_have_one_winner(stores).await;
+    events_are_ordered_and_replaced(stores).await;
+}
+
+pub(super) fn ok<T>(result: Result<T, StoreError>, what: &str) -> T {
+    result.unwrap_or_else(|err| panic!("{what}: {err}"))
+}

@@ -20,7 +20,8 @@ const FALLBACKS_HELP: &str = "Session histories read with a query because the se
 /// `store_operations_total{store="firestore",op}` and
 /// `store_documents_total{store="firestore",kind="read"|"written"}`:
 ///
-/// - `get`: a single-document read; 1 document read when it exists.
+/// - `get`: a read of documents by name: one, or a few in one batched
+///   request; 1 document read for each that exists.
 /// - `query`: a query; the documents it returned are read.
 /// - `begin_transaction`: the start of a transaction: only a session's
 ///   full read, a read-only one (the conditional commits need none, see

@@ -7,9 +7,11 @@
 //!   told within one millisecond would tie on a timestamp.
 //!
 //! Keys compare without case or surrounding space, as the entry's id is the
-//! normalised key. Remembering reads the entry (and, for a new fact, the
-//! counter) and commits both only if they are as read ([`super::cas`]), so
-//! a fact told twice at once is one entry and no two facts share a `seq`.
+//! normalised key. Remembering reads the entry and the counter together (one
+//! batched get) and commits the entry (and, for a new fact, the counter)
+//! only if they are as read ([`super::cas`]), so a fact told twice at once
+//! is one entry and no two facts share a `seq`: one read request and one
+//! commit a fact.
 
 use std::time::SystemTime;
 
@@ -17,7 +19,7 @@ use async_trait::async_trait;
 use firestore::FirestoreTimestamp;
 use serde::{Deserialize, Serialize};
 
-use super::cas::{classify, commit_if_unchanged, put, read};
+use super::cas::{classify, commit_if_unchanged, put, read, read_two};
 use super::ids::{is_document_id, key_id};
 use super::{FirestoreStore, bounded, query_limit, time_of, timestamp};
 use crate::store::{MemoryEntry, MemoryStore, StoreError};
@@ -52,15 +54,14 @@ impl FirestoreStore {
         commit_if_unchanged(&self.counts, &self.db, "remember", move || async move {
             let now = SystemTime::now();
             let ts = timestamp(now)?;
-            let entry = read::<MemoryEntryDoc>(&self.counts, &self.db, counter_path, ENTRIES, id).await?;
+            // The entry and the session's counter in one request: a new fact
+            // takes the counter's next number.
+            let (entry, counter) =
+                read_two::<MemoryEntryDoc, MemoryCounterDoc>(&self.counts, &self.db, entry_path, counter_path).await?;
             let mut writes = Vec::with_capacity(2);
             let (seq, created_at) = match &entry.value {
                 Some(old) => (old.seq, old.created_at),
                 None => {
-                    // A new fact takes the next number of the session's counter.
-                    let counter =
-                        read::<MemoryCounterDoc>(&self.counts, &self.db, self.documents(), MEMORIES, session_id)
-                            .await?;
                     let (seq, counter_created) = counter.value.map_or((1, ts), |c| (c.next_seq, c.created_at));
                     let doc = MemoryCounterDoc {
                         next_seq: seq + 1,

@@ -320,7 +320,7 @@ mod tests {
     use super::*;
     use crate::llm::Role;
     use crate::store::{DOCUMENTS, OPERATIONS};
-    use crate::store::{NewMessage, RateLimitStore, SessionStore};
+    use crate::store::{MemoryStore, NewMessage, RateLimitStore, SessionStore};
 
     pub(super) fn emulator() -> String {
         match std::env::var("FIRESTORE_EMULATOR_HOST") {
@@ -479,7 +479,7 @@ mod tests {
 
     #[tokio::test]
     #[ignore = "needs the Firestore emulator (FIRESTORE_EMULATOR_HOST); ./scripts/test.sh starts one"]
-    async fn a_chat_turn_is_one_read_and_one_commit_and_a_rate_limit_hit_one_commit() {
+    async fn a_chat_turn_is_one_read_and_one_commit_a_rate_limit_hit_one_commit_and_so_on() {
         let metrics = Metrics::new("test");
         let store = FirestoreStore::connect_to(Some(&emulator()), &project(), "(default)", None, &metrics)
             .await
@@ -535,6 +535,26 @@ mod tests {
         let (hit, cost) = Cost::measure(&metrics, store.hit("client", window, now)).await;
         assert_eq!(hit.expect("hit").count, 2);
         assert_eq!(cost, RATE_LIMIT_HIT, "a hit in a counting window");
+
+        // A fact remembered: the entry and the counter in one batched get,
+        // then one commit (the entry, and for a new fact the counter too).
+        let (_, cost) = Cost::measure(&metrics, store.remember("s", "colour", "blue")).await;
+        let new_fact = Cost {
+            get: 1,
+            commit: 1,
+            written: 2,
+            ..Cost::default()
+        };
+        assert_eq!(cost, new_fact, "the first fact of a session");
+        let (_, cost) = Cost::measure(&metrics, store.remember("s", "shape", "round")).await;
+        assert_eq!(cost, Cost { read: 1, ..new_fact }, "a new fact: the counter is read");
+        let (_, cost) = Cost::measure(&metrics, store.remember("s", "Colour", "green")).await;
+        let again = Cost {
+            read: 2,
+            written: 1,
+            ..new_fact
+        };
+        assert_eq!(cost, again, "a fact told again: both read, the entry written");
     }
 
     /// The raw fields of the document `id` of `collection` under `parent`

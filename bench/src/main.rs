@@ -6,8 +6,15 @@
 //! - `bench chat BIN [SECONDS] [CONNECTIONS] [NAME=VALUE...]`: starts BIN
 //!   (a function or `local`) on the offline model and SQLite, or the store
 //!   the NAME=VALUE settings name, then sends `POST /api/v1/chat` on
-//!   CONNECTIONS keep-alive connections for SECONDS, and reports requests
-//!   per second and latency percentiles.
+//!   CONNECTIONS keep-alive connections for SECONDS, each on a new session
+//!   of its own, and reports requests per second, latency percentiles, and
+//!   per ok request the function's CPU time and the store calls and
+//!   documents its `/metrics` counted. With `STORE=firestore` and no
+//!   `FIRESTORE_EMULATOR_HOST`, it starts a fresh Firestore emulator for the
+//!   run (and reports its CPU time too) and stops it after.
+//!   `SESSION_MESSAGES=N` first grows each session to N messages, `WARMUP=N`
+//!   first sends N turns a connection on sessions of their own; neither is
+//!   measured.
 //! - `bench tool BIN calculate|search [SECONDS] [CONNECTIONS]`: the same
 //!   for a tool function's route.
 //! - `bench loop [RUNS]`: the agent loop's own cost per step, in process,
@@ -23,7 +30,9 @@
 //! stops what it started.
 
 mod agent_loop;
+mod emulator;
 mod load;
+mod metrics;
 mod procfs;
 mod startup;
 mod tasks;
@@ -58,7 +67,8 @@ async fn main() -> anyhow::Result<()> {
             tasks::tasks(Path::new(bin), parse(arg(2), 200)?, parse(arg(3), 16)?, &extra).await
         }
         _ => bail!(
-            "usage: bench startup BIN [RUNS=20] [NAME=VALUE...] | bench chat BIN [SECONDS=10] [CONNECTIONS=64] [NAME=VALUE...]\n\
+            "usage: bench startup BIN [RUNS=20] [NAME=VALUE...]\n\
+             | bench chat BIN [SECONDS=10] [CONNECTIONS=64] [SESSION_MESSAGES=N] [WARMUP=N] [NAME=VALUE...]\n\
              | bench tool BIN calculate|search [SECONDS=10] [CONNECTIONS=64] | bench loop [RUNS=1000]\n\
              | bench tasks BIN [TASKS=200] [CONCURRENCY=16] [NAME=VALUE...]\n\
              BIN is a release binary, e.g. target/release/chat_function"
@@ -66,7 +76,7 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
-fn parse(arg: Option<&str>, default: u64) -> anyhow::Result<u64> {
+pub(crate) fn parse(arg: Option<&str>, default: u64) -> anyhow::Result<u64> {
     match arg {
         None => Ok(default),
         Some(v) => v.parse().with_context(|| format!("{v:?} is not a whole number")),

@@ -3,15 +3,16 @@
 //! - `bench startup BIN [RUNS] [NAME=VALUE...]`: cold start, exec to the
 //!   first 200 on `/health`, and idle RSS after start, over RUNS fresh
 //!   processes, with extra settings (e.g. a provider) from NAME=VALUE.
+//! - `bench first-answer BIN [RUNS] [NAME=VALUE...]`: exec to the first 200
+//!   on `POST /api/v1/chat` (a new session), over RUNS fresh processes on
+//!   one existing store.
 //! - `bench chat BIN [SECONDS] [CONNECTIONS] [NAME=VALUE...]`: starts BIN
 //!   (a function or `local`) on the offline model and SQLite, or the store
 //!   the NAME=VALUE settings name, then sends `POST /api/v1/chat` on
 //!   CONNECTIONS keep-alive connections for SECONDS, each on a new session
 //!   of its own, and reports requests per second, latency percentiles, and
-//!   per ok request the function's CPU time and the store calls and
-//!   documents its `/metrics` counted. With `STORE=firestore` and no
-//!   `FIRESTORE_EMULATOR_HOST`, it starts a fresh Firestore emulator for the
-//!   run (and reports its CPU time too) and stops it after.
+//!   per ok request the function's CPU time (and the emulator's, on one it
+//!   started) and the store calls and documents its `/metrics` counted.
 //!   `SESSION_MESSAGES=N` first grows each session to N messages, `WARMUP=N`
 //!   first sends N turns a connection on sessions of their own; neither is
 //!   measured.
@@ -25,6 +26,11 @@
 //!   and latency, and tasks completed per second end to end. With
 //!   `WORKER=path/to/agent_worker`, `QUEUE=pubsub` and the emulators'
 //!   settings, it also starts the worker and a push subscription to it.
+//!
+//! With `STORE=firestore` and no `FIRESTORE_EMULATOR_HOST`, `startup`,
+//! `first-answer` and `chat` start a fresh Firestore emulator for the
+//! command and stop it after; without `FIRESTORE_PROJECT` they name a
+//! project of their own.
 //!
 //! Each run uses a fresh temporary SQLite file and a free loopback port, and
 //! stops what it started.
@@ -53,6 +59,10 @@ async fn main() -> anyhow::Result<()> {
             let extra: Vec<(&str, &str)> = args.iter().skip(3).filter_map(|a| a.split_once('=')).collect();
             startup::startup(Path::new(bin), parse(arg(2), 20)?, &extra).await
         }
+        (Some("first-answer"), Some(bin)) => {
+            let extra: Vec<(&str, &str)> = args.iter().skip(3).filter_map(|a| a.split_once('=')).collect();
+            startup::first_answer(Path::new(bin), parse(arg(2), 20)?, &extra).await
+        }
         (Some("chat"), Some(bin)) => {
             let extra: Vec<(&str, &str)> = args.iter().skip(4).filter_map(|a| a.split_once('=')).collect();
             load::chat(Path::new(bin), parse(arg(2), 10)?, parse(arg(3), 64)?, &extra).await
@@ -67,7 +77,7 @@ async fn main() -> anyhow::Result<()> {
             tasks::tasks(Path::new(bin), parse(arg(2), 200)?, parse(arg(3), 16)?, &extra).await
         }
         _ => bail!(
-            "usage: bench startup BIN [RUNS=20] [NAME=VALUE...]\n\
+            "usage: bench startup BIN [RUNS=20] [NAME=VALUE...] | bench first-answer BIN [RUNS=20] [NAME=VALUE...]\n\
              | bench chat BIN [SECONDS=10] [CONNECTIONS=64] [SESSION_MESSAGES=N] [WARMUP=N] [NAME=VALUE...]\n\
              | bench tool BIN calculate|search [SECONDS=10] [CONNECTIONS=64] | bench loop [RUNS=1000]\n\
              | bench tasks BIN [TASKS=200] [CONCURRENCY=16] [NAME=VALUE...]\n\

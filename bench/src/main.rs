@@ -33,7 +33,9 @@
 //! project of their own.
 //!
 //! Each run uses a fresh temporary SQLite file and a free loopback port, and
-//! stops what it started.
+//! stops what it started, on Ctrl-C and SIGTERM too. The output is ready to paste into
+//! BENCHMARKS.md: the command line in a `sh` block, then the figures in a
+//! plain one; progress goes to stderr.
 
 mod agent_loop;
 mod emulator;
@@ -50,9 +52,50 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use tokio::process::{Child, Command};
 
+const COMMANDS: [&str; 6] = ["startup", "first-answer", "chat", "tool", "loop", "tasks"];
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let args: Vec<String> = std::env::args().collect();
+    if !args.get(1).is_some_and(|c| COMMANDS.contains(&c.as_str())) {
+        return run(args.get(1..).unwrap_or_default()).await;
+    }
+    // Ready to paste into BENCHMARKS.md: the command line, then the figures
+    // (progress goes to stderr).
+    println!("```sh\n{}\n```\n\n```", command_line(&args));
+    // On Ctrl-C or SIGTERM (e.g. from `timeout`) the run is dropped, and
+    // with it the processes it started (the function, the emulator's
+    // process group).
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        result = run(&args[1..]) => result?,
+        _ = tokio::signal::ctrl_c() => bail!("interrupted; what the run started is stopped"),
+        _ = terminate.recv() => bail!("terminated; what the run started is stopped"),
+    }
+    println!("```");
+    Ok(())
+}
+
+/// The arguments as a shell would take them back.
+fn command_line(args: &[String]) -> String {
+    let plain = |a: &str| {
+        !a.is_empty()
+            && a.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_-./=:,@%+".contains(&b))
+    };
+    args.iter()
+        .map(|a| {
+            if plain(a) {
+                a.clone()
+            } else {
+                format!("'{}'", a.replace('\'', "'\\''"))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+async fn run(args: &[String]) -> anyhow::Result<()> {
     let arg = |i: usize| args.get(i).map(String::as_str);
     match (arg(0), arg(1)) {
         (Some("startup"), Some(bin)) => {

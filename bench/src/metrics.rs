@@ -1,9 +1,16 @@
 //! The store's counts from a function's `GET /metrics`
-//! (`store_operations_total` and `store_documents_total`, see the README),
-//! read before and after a run, so that what one request asks of the store
-//! can be read off.
+//! (`store_operations_total` and `store_documents_total`, see the README;
+//! `store_history_fallbacks_total` where the function has it), read before
+//! and after a run, so that what one request asks of the store can be read
+//! off.
 
-const SERIES: [&str; 2] = ["store_operations_total", "store_documents_total"];
+/// Each series reported: its name, what the report calls it, the label
+/// that tells its counters apart (none: one counter a store).
+const SERIES: [(&str, &str, Option<&str>); 3] = [
+    ("store_operations_total", "store calls", Some("op")),
+    ("store_documents_total", "documents", Some("kind")),
+    ("store_history_fallbacks_total", "history fallbacks", None),
+];
 
 /// One counter: its metric name, its labels, its value.
 #[derive(Debug, Clone, PartialEq)]
@@ -30,7 +37,7 @@ pub(crate) fn parse(text: &str) -> Vec<Sample> {
                 Some((name, rest)) => (name, rest.strip_suffix('}')?),
                 None => (series, ""),
             };
-            if !SERIES.contains(&name) {
+            if !SERIES.iter().any(|(series, _, _)| *series == name) {
                 return None;
             }
             // Label values here are words (`firestore`, `get`): no quotes or
@@ -71,10 +78,7 @@ pub(crate) fn per_request(before: &[Sample], after: &[Sample], requests: usize) 
     if requests == 0 {
         return lines;
     }
-    for (name, what, key) in [
-        ("store_operations_total", "store calls", "op"),
-        ("store_documents_total", "documents", "kind"),
-    ] {
+    for (name, what, key) in SERIES {
         // Grouped by store, in the order the function lists its series.
         let mut stores: Vec<(&str, Vec<String>)> = Vec::new();
         for sample in after.iter().filter(|s| s.name == name) {
@@ -83,11 +87,11 @@ pub(crate) fn per_request(before: &[Sample], after: &[Sample], requests: usize) 
                 .find(|b| b.name == sample.name && b.labels == sample.labels)
                 .map_or(0.0, |b| b.value);
             let store = sample.label("store").unwrap_or("?");
-            let part = format!(
-                "{} {:.2}",
-                sample.label(key).unwrap_or("?"),
-                (sample.value - was) / requests as f64
-            );
+            let increase = (sample.value - was) / requests as f64;
+            let part = match key {
+                Some(key) => format!("{} {increase:.2}", sample.label(key).unwrap_or("?")),
+                None => format!("{increase:.2}"),
+            };
             match stores.iter_mut().find(|(s, _)| *s == store) {
                 Some((_, parts)) => parts.push(part),
                 None => stores.push((store, vec![part])),
@@ -113,16 +117,18 @@ mod tests {
         store_operations_total{function=\"chat\",store=\"firestore\",op=\"get\"} 1\n\
         store_operations_total{function=\"chat\",store=\"firestore\",op=\"commit\"} 0\n\
         store_documents_total{function=\"chat\",store=\"firestore\",kind=\"read\"} 0\n\
+        store_history_fallbacks_total{function=\"chat\",store=\"firestore\"} 0\n\
         http_requests_total{function=\"chat\",route=\"/health\",method=\"GET\",status=\"200\"} 3\n";
 
     const AFTER: &str = "store_operations_total{function=\"chat\",store=\"firestore\",op=\"get\"} 11\n\
         store_operations_total{function=\"chat\",store=\"firestore\",op=\"commit\"} 20\n\
-        store_documents_total{function=\"chat\",store=\"firestore\",kind=\"read\"} 215\n";
+        store_documents_total{function=\"chat\",store=\"firestore\",kind=\"read\"} 215\n\
+        store_history_fallbacks_total{function=\"chat\",store=\"firestore\"} 1\n";
 
     #[test]
     fn only_the_store_counters_are_kept() {
         let samples = parse(BEFORE);
-        assert_eq!(samples.len(), 3);
+        assert_eq!(samples.len(), 4);
         assert_eq!(samples[0].label("op"), Some("get"));
         assert_eq!(samples[0].value, 1.0);
     }
@@ -135,6 +141,7 @@ mod tests {
             [
                 "store calls per request (store_operations_total): firestore get 1.00, commit 2.00",
                 "documents per request (store_documents_total): firestore read 21.50",
+                "history fallbacks per request (store_history_fallbacks_total): firestore 0.10",
             ]
         );
     }

@@ -72,8 +72,9 @@ What it creates, when missing:
     secretmanager, iam (and aiplatform for vertex)
   - the Artifact Registry repository, the Pub/Sub topic, its dead-letter
     topic and a pull subscription keeping dead-lettered messages
-  - the Firestore (default) database in native mode, and TTL policies on
-    expire_at for rate_limits, sessions and messages
+  - the Firestore (default) database in native mode, TTL policies on
+    expire_at for rate_limits, sessions and messages, and no indexes on
+    sessions.tail and messages.content (never queried)
   - the secrets above
   - service accounts sa-chat, sa-agent, sa-agent-worker, sa-search,
     sa-calculator and sa-eventarc, with only the roles each needs
@@ -455,6 +456,15 @@ ensure_firestore() {
       run gcloud firestore fields ttls update expire_at --collection-group="$group" \
         --database='(default)' --enable-ttl --async "${P[@]}"
     fi
+  done
+  # Nothing is ever looked up by a message's text or by the copy of the last
+  # messages a session document keeps, and Firestore indexes every field by
+  # default: each index entry is written with the document, slowing every
+  # turn's commit and filling storage. Setting this again changes nothing.
+  local field
+  for field in sessions:tail messages:content; do
+    run gcloud firestore indexes fields update "${field#*:}" --collection-group="${field%%:*}" \
+      --database='(default)' --disable-indexes --async --quiet "${P[@]}"
   done
 }
 

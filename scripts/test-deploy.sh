@@ -87,6 +87,10 @@ case "${words[*]:0:3}" in
       *) echo "fake gcloud: unsupported: $*" >&2 && exit 2 ;;
     esac
     ;;
+  "firestore indexes fields")
+    need "database/${flag[--database]}"
+    [[ ${words[3]:-} == update ]] || { echo "fake gcloud: unsupported: $*" >&2 && exit 2; }
+    ;;
   "secrets describe "* | "secrets add-iam-policy-binding "*) need "secret/${words[2]}" ;;
   "secrets create "*) create "secret/${words[2]}/created" && add_version "${words[2]}" ;;
   "secrets versions add") need "secret/$name" && add_version "$name" ;;
@@ -335,7 +339,11 @@ expect_call "Firestore created" firestore databases create '--database=(default)
 for group in rate_limits sessions messages; do
   expect_call "TTL on $group" firestore fields ttls update expire_at "--collection-group=$group" --enable-ttl --async
 done
-pass "APIs, repository, topics, Firestore and TTL policies are created"
+expect_call "no index on a session's tail" firestore indexes fields update tail --collection-group=sessions \
+  --disable-indexes --async
+expect_call "no index on a message's text" firestore indexes fields update content --collection-group=messages \
+  --disable-indexes --async
+pass "APIs, repository, topics, Firestore, TTL policies and index exemptions are created"
 
 # One build with a step per function, pushing each image with the tag.
 builds=$(cat "$STATE"/builds/*.yaml)

@@ -26,6 +26,15 @@
 //!   and latency, and tasks completed per second end to end. With
 //!   `WORKER=path/to/agent_worker`, `QUEUE=pubsub` and the emulators'
 //!   settings, it also starts the worker and a push subscription to it.
+//! - `bench costs BIN_DIR [N] [FIRESTORE_EMULATOR_HOST=host:port]`: what each
+//!   kind of operation asks of Firestore (store calls, documents, history
+//!   fallbacks, by `/metrics`), averaged over N operations of each, with
+//!   `chat_function` and `agent_function` from BIN_DIR on a fresh emulator
+//!   (or the one FIRESTORE_EMULATOR_HOST names, as a setting or in the
+//!   environment): chat turns on new and existing sessions with the rate
+//!   limit on and off, synchronous agent runs, asynchronous tasks through
+//!   the local queue, task reads, the local queue's sweep, and the claim.
+//!   Counts, not times: exact whatever the machine.
 //!
 //! With `STORE=firestore` and no `FIRESTORE_EMULATOR_HOST`, `startup`,
 //! `first-answer` and `chat` start a fresh Firestore emulator for the
@@ -38,6 +47,7 @@
 //! plain one; progress goes to stderr.
 
 mod agent_loop;
+mod costs;
 mod emulator;
 mod load;
 mod metrics;
@@ -52,7 +62,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use tokio::process::{Child, Command};
 
-const COMMANDS: [&str; 6] = ["startup", "first-answer", "chat", "tool", "loop", "tasks"];
+const COMMANDS: [&str; 7] = ["startup", "first-answer", "chat", "tool", "loop", "tasks", "costs"];
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -119,12 +129,17 @@ async fn run(args: &[String]) -> anyhow::Result<()> {
             let extra: Vec<(&str, &str)> = args.iter().skip(4).filter_map(|a| a.split_once('=')).collect();
             tasks::tasks(Path::new(bin), parse(arg(2), 200)?, parse(arg(3), 16)?, &extra).await
         }
+        (Some("costs"), Some(dir)) => {
+            let extra: Vec<(&str, &str)> = args.iter().skip(3).filter_map(|a| a.split_once('=')).collect();
+            costs::costs(Path::new(dir), parse(arg(2), 20)?, &extra).await
+        }
         _ => bail!(
             "usage: bench startup BIN [RUNS=20] [NAME=VALUE...] | bench first-answer BIN [RUNS=20] [NAME=VALUE...]\n\
              | bench chat BIN [SECONDS=10] [CONNECTIONS=64] [SESSION_MESSAGES=N] [WARMUP=N] [NAME=VALUE...]\n\
              | bench tool BIN calculate|search [SECONDS=10] [CONNECTIONS=64] | bench loop [RUNS=1000]\n\
              | bench tasks BIN [TASKS=200] [CONCURRENCY=16] [NAME=VALUE...]\n\
-             BIN is a release binary, e.g. target/release/chat_function"
+             | bench costs BIN_DIR [N=20] [FIRESTORE_EMULATOR_HOST=host:port]\n\
+             BIN is a release binary, e.g. target/release/chat_function; BIN_DIR holds them, e.g. target/release"
         ),
     }
 }

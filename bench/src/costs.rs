@@ -10,10 +10,11 @@
 //! - The local queue's sweep of the store (`shared/src/queue/local.rs`: a
 //!   `runnable` query `FIRST_SWEEP_AFTER` = 0.5 s after start-up, then every
 //!   `SWEEP_EVERY` = 5 s; constants, not settings). `agent_function`'s
-//!   operations run just after a sweep was seen in `/metrics` (its query
-//!   counted), and only while the next one is at least [`SAFE_END`] away;
-//!   the idle gap up to the next sweep is measured too, which is one
-//!   sweep's cost, reported on a line of its own.
+//!   operations start only within [`START_BEFORE`] of a sweep seen in
+//!   `/metrics` (its query counted), and count only if they ended within
+//!   [`SAFE_END`] of it, before the next one; the idle gap up to the next
+//!   sweep is measured too, which is one sweep's cost, reported on a line
+//!   of its own.
 //! - Polling for an asynchronous task's end: the measurement waits for the
 //!   worker's own count of the task (`worker_tasks_total{outcome=
 //!   "completed"}`, counted once its outcome is stored), which asks nothing
@@ -38,8 +39,8 @@ use crate::metrics::{self, Cost};
 /// An operation of `agent_function` starts only this soon after a sweep was
 /// seen (the next one comes 5 s after it)…
 const START_BEFORE: Duration = Duration::from_millis(4000);
-/// …and counts only if it ended this soon after it (the sweep is seen
-/// within a poll, 10 ms, of its query being counted).
+/// …and counts only if it ended this soon after it (the next sweep is 5 s
+/// after the last, give or take the scheduling of its task).
 const SAFE_END: Duration = Duration::from_millis(4900);
 /// How often `/metrics` is read while waiting.
 const POLL: Duration = Duration::from_millis(10);
@@ -295,16 +296,20 @@ fn queries(text: &str) -> f64 {
 }
 
 /// Waits until the local queue's next sweep is counted (its query), then
-/// lets it return; when it was seen.
+/// lets it return. Returns a time the sweep's query was counted after: when
+/// the last read of `/metrics` that did not show it was sent, so that the
+/// next sweep is at least 5 s after it however slow the reads were.
 async fn wait_sweep(function: &Function) -> anyhow::Result<Instant> {
+    let mut asked = Instant::now();
     let was = queries(&function.metrics().await?);
-    let deadline = Instant::now() + Duration::from_secs(12);
+    let deadline = asked + Duration::from_secs(12);
     loop {
         tokio::time::sleep(POLL).await;
+        let before = asked;
+        asked = Instant::now();
         if queries(&function.metrics().await?) > was {
-            let seen = Instant::now();
             tokio::time::sleep(SETTLE).await;
-            return Ok(seen);
+            return Ok(before);
         }
         anyhow::ensure!(
             Instant::now() < deadline,

@@ -87,7 +87,7 @@ impl App {
             bucket,
             limit,
             store: self.stores.rate_limits.clone(),
-            metrics: self.metrics.clone(),
+            refused: RateLimiter::refused_counter(&self.metrics, bucket),
             trust_proxy: self.settings.http.trust_proxy,
         };
         routes.layered(

@@ -193,7 +193,10 @@ pub fn wrap(api: Api, function: &'static str, settings: &HttpSettings, metrics: 
         ))
         .layer(CatchPanicLayer::custom(error::panic_response))
         .layer(middleware::from_fn(error::envelope_errors))
-        .layer(middleware::from_fn_with_state(metrics, metrics::track))
+        .layer(middleware::from_fn_with_state(
+            Arc::new(metrics::RequestSeries::new(metrics)),
+            metrics::track,
+        ))
         .layer(middleware::from_fn(request_context::trace_requests))
         // Outermost, so the envelope rewriting can name the limit in a 413.
         .layer(Extension(error::BodyLimit(settings.max_body_bytes)))

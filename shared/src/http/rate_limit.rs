@@ -16,7 +16,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::auth::KeyIndex;
 use super::error::ApiError;
-use super::metrics::Metrics;
+use super::metrics::{Counter, Metrics};
 use crate::config::RateLimit;
 use crate::store::RateLimitStore;
 
@@ -29,10 +29,22 @@ pub(crate) struct RateLimiter {
     pub bucket: &'static str,
     pub limit: RateLimit,
     pub store: Arc<dyn RateLimitStore>,
-    pub metrics: Metrics,
+    /// `rate_limited_requests_total` for this limit.
+    pub refused: Counter,
     /// Take the client address from `X-Forwarded-For` (behind Cloud Run's or
     /// another trusted proxy, where the peer is the proxy).
     pub trust_proxy: bool,
+}
+
+impl RateLimiter {
+    /// `refused` counts into `rate_limited_requests_total{bucket}`.
+    pub(crate) fn refused_counter(metrics: &Metrics, bucket: &str) -> Counter {
+        metrics.register_counter(
+            "rate_limited_requests_total",
+            "Requests refused by a rate limit, by limit.",
+            &[("bucket", bucket)],
+        )
+    }
 }
 
 /// Who is asking, for counting.
@@ -104,11 +116,7 @@ pub(crate) async fn limit(State(limiter): State<RateLimiter>, request: Request, 
     let reset = seconds_until(window.resets_at, now);
     let remaining = limiter.limit.max.saturating_sub(window.count);
     let mut response = if window.count > limiter.limit.max {
-        limiter.metrics.inc(
-            "rate_limited_requests_total",
-            "Requests refused by a rate limit, by limit.",
-            &[("bucket", limiter.bucket)],
-        );
+        limiter.refused.inc();
         ApiError::rate_limited(
             format!(
                 "this client sent more than {} {} requests in {} s; retry after {reset} s, or send a distinct X-Client-ID per end user",

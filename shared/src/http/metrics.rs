@@ -21,9 +21,11 @@ use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use http::Method;
+use tower_service::Service;
+
+use super::middleware::{Middleware, ResponseFuture, respond};
 
 /// Upper bounds, in seconds, of the request latency histogram.
 const BUCKETS: [f64; 14] = [
@@ -430,18 +432,31 @@ impl RequestSeries {
 }
 
 /// Counts every request by route template, method and status, and times it.
-pub(crate) async fn track(State(series): State<Arc<RequestSeries>>, request: Request, next: Next) -> Response {
-    let started = Instant::now();
-    let method = request.method().clone();
-    let route = request.extensions().get::<MatchedPath>().cloned();
-    let response = next.run(request).await;
-    series.record(
-        route.as_ref().map_or("unmatched", MatchedPath::as_str),
-        &method,
-        response.status().as_u16(),
-        started.elapsed(),
-    );
-    response
+#[derive(Clone)]
+pub(crate) struct Track(pub(crate) Arc<RequestSeries>);
+
+impl Middleware for Track {
+    fn call<S>(&self, request: Request, inner: &mut S) -> ResponseFuture
+    where
+        S: Service<Request, Response = Response, Error = std::convert::Infallible> + Clone + Send + 'static,
+        S::Future: Send + 'static,
+    {
+        let started = Instant::now();
+        let method = request.method().clone();
+        let route = request.extensions().get::<MatchedPath>().cloned();
+        let response = inner.call(request);
+        let series = self.0.clone();
+        Box::pin(async move {
+            let response = respond(response).await;
+            series.record(
+                route.as_ref().map_or("unmatched", MatchedPath::as_str),
+                &method,
+                response.status().as_u16(),
+                started.elapsed(),
+            );
+            response
+        })
+    }
 }
 
 /// `GET /metrics`.

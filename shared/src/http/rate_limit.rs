@@ -5,18 +5,20 @@
 //! on Cloud Run: with many instances, an in-memory counter would admit the
 //! limit once per instance.
 
+use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{ConnectInfo, Request};
 use axum::http::{HeaderMap, HeaderValue};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use tower_service::Service;
 
 use super::auth::KeyIndex;
 use super::error::ApiError;
 use super::metrics::{Counter, Metrics};
+use super::middleware::{Middleware, ResponseFuture, respond};
 use crate::config::RateLimit;
 use crate::store::RateLimitStore;
 
@@ -104,7 +106,28 @@ fn seconds_until(t: SystemTime, now: SystemTime) -> u64 {
         .max(1)
 }
 
-pub(crate) async fn limit(State(limiter): State<RateLimiter>, request: Request, next: Next) -> Response {
+/// A [`RateLimiter`] in front of routes.
+#[derive(Clone)]
+pub(crate) struct Limit(pub(crate) Arc<RateLimiter>);
+
+impl Middleware for Limit {
+    fn call<S>(&self, request: Request, inner: &mut S) -> ResponseFuture
+    where
+        S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
+        S::Future: Send + 'static,
+    {
+        // The store is asked before the request goes on, so the future takes
+        // the ready service and leaves a clone in its place.
+        let clone = inner.clone();
+        let ready = std::mem::replace(inner, clone);
+        Box::pin(limit(self.0.clone(), request, ready))
+    }
+}
+
+async fn limit<S>(limiter: Arc<RateLimiter>, request: Request, mut next: S) -> Response
+where
+    S: Service<Request, Response = Response, Error = Infallible>,
+{
     let key = format!("{}:{}", limiter.bucket, client_key(&request, limiter.trust_proxy));
     let now = SystemTime::now();
     let window = match limiter.store.hit(&key, limiter.limit.window, now).await {
@@ -128,7 +151,7 @@ pub(crate) async fn limit(State(limiter): State<RateLimiter>, request: Request, 
         )
         .into_response()
     } else {
-        next.run(request).await
+        respond(next.call(request)).await
     };
     let headers = response.headers_mut();
     headers.insert("ratelimit-limit", HeaderValue::from(limiter.limit.max));

@@ -6,13 +6,16 @@
 //! `X-Cloud-Trace-Context` or W3C `traceparent`, so Cloud Logging groups a
 //! request's lines under its trace.
 
+use std::convert::Infallible;
 use std::time::Instant;
 
 use axum::extract::Request;
 use axum::http::{HeaderMap, HeaderValue};
-use axum::middleware::Next;
 use axum::response::Response;
+use tower_service::Service;
 use tracing::Instrument;
+
+use super::middleware::{Middleware, ResponseFuture, respond};
 
 pub(crate) const REQUEST_ID: &str = "x-request-id";
 
@@ -79,45 +82,60 @@ fn request_id(headers: &HeaderMap) -> String {
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
 }
 
-pub(crate) async fn trace_requests(mut request: Request, next: Next) -> Response {
-    let started = Instant::now();
-    let id = request_id(request.headers());
-    let trace = trace_context(request.headers());
-    let span = tracing::info_span!(
-        "request",
-        method = %request.method(),
-        path = %request.uri().path(),
-        request_id = %id,
-        trace = tracing::field::Empty,
-        span_id = tracing::field::Empty,
-    );
-    if let Some(t) = &trace {
-        span.record("trace", t.trace_id.as_str());
-        if let Some(s) = &t.span_id {
-            span.record("span_id", s.as_str());
-        }
-    }
-    request.extensions_mut().insert(RequestContext {
-        request_id: id.clone(),
-        trace,
-    });
+/// Gives each request its id and span, logs how it ended, and echoes the
+/// id in the response.
+#[derive(Clone)]
+pub(crate) struct TraceRequests;
 
-    let mut response = next.run(request).instrument(span.clone()).await;
-    let status = response.status().as_u16();
-    let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
-    span.in_scope(|| {
-        // Cloud Run already logs every request; ours add the request id and
-        // matter most when something failed.
-        if status >= 500 {
-            tracing::warn!(status, latency_ms, "request failed");
-        } else {
-            tracing::debug!(status, latency_ms, "request finished");
+impl Middleware for TraceRequests {
+    fn call<S>(&self, mut request: Request, inner: &mut S) -> ResponseFuture
+    where
+        S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
+        S::Future: Send + 'static,
+    {
+        let started = Instant::now();
+        let id = request_id(request.headers());
+        let trace = trace_context(request.headers());
+        let span = tracing::info_span!(
+            "request",
+            method = %request.method(),
+            path = %request.uri().path(),
+            request_id = %id,
+            trace = tracing::field::Empty,
+            span_id = tracing::field::Empty,
+        );
+        if let Some(t) = &trace {
+            span.record("trace", t.trace_id.as_str());
+            if let Some(s) = &t.span_id {
+                span.record("span_id", s.as_str());
+            }
         }
-    });
-    if let Ok(v) = HeaderValue::from_str(&id) {
-        response.headers_mut().insert(REQUEST_ID, v);
+        request.extensions_mut().insert(RequestContext {
+            request_id: id.clone(),
+            trace,
+        });
+        // The layers and the handler below run in the request's span, their
+        // synchronous part included.
+        let response = span.in_scope(|| inner.call(request));
+        Box::pin(async move {
+            let mut response = respond(response).instrument(span.clone()).await;
+            let status = response.status().as_u16();
+            let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+            span.in_scope(|| {
+                // Cloud Run already logs every request; ours add the request id and
+                // matter most when something failed.
+                if status >= 500 {
+                    tracing::warn!(status, latency_ms, "request failed");
+                } else {
+                    tracing::debug!(status, latency_ms, "request finished");
+                }
+            });
+            if let Ok(v) = HeaderValue::from_str(&id) {
+                response.headers_mut().insert(REQUEST_ID, v);
+            }
+            response
+        })
     }
-    response
 }
 
 #[cfg(test)]

@@ -83,13 +83,13 @@ impl App {
         let Some(limit) = limit else {
             return routes;
         };
-        let limiter = rate_limit::Limit(Arc::new(RateLimiter {
+        let limiter = rate_limit::Limit(Arc::new(RateLimiter::new(
             bucket,
             limit,
-            store: self.stores.rate_limits.clone(),
-            refused: RateLimiter::refused_counter(&self.metrics, bucket),
-            trust_proxy: self.settings.http.trust_proxy,
-        }));
+            self.stores.rate_limits.clone(),
+            &self.metrics,
+            self.settings.http.trust_proxy,
+        )));
         routes.layered(
             |routes| routes.route_layer(MiddlewareLayer(limiter.clone())),
             &[

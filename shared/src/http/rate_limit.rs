@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use axum::extract::{ConnectInfo, Request};
-use axum::http::{HeaderMap, HeaderValue};
+use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use tower_service::Service;
 
@@ -23,47 +23,83 @@ use crate::config::RateLimit;
 use crate::store::RateLimitStore;
 
 pub(crate) const CLIENT_HEADER: &str = "x-client-id";
+const RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");
+const RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("ratelimit-remaining");
+const RATELIMIT_RESET: HeaderName = HeaderName::from_static("ratelimit-reset");
 
-#[derive(Clone)]
 pub(crate) struct RateLimiter {
     /// Names the limit ("chat", "agent") so one client's chat and agent
     /// requests are counted apart.
-    pub bucket: &'static str,
-    pub limit: RateLimit,
-    pub store: Arc<dyn RateLimitStore>,
+    bucket: &'static str,
+    limit: RateLimit,
+    store: Arc<dyn RateLimitStore>,
     /// `rate_limited_requests_total` for this limit.
-    pub refused: Counter,
+    refused: Counter,
     /// Take the client address from `X-Forwarded-For` (behind Cloud Run's or
     /// another trusted proxy, where the peer is the proxy).
-    pub trust_proxy: bool,
+    trust_proxy: bool,
+    /// `RateLimit-Limit`, the same on every answer.
+    limit_header: HeaderValue,
 }
 
 impl RateLimiter {
-    /// `refused` counts into `rate_limited_requests_total{bucket}`.
-    pub(crate) fn refused_counter(metrics: &Metrics, bucket: &str) -> Counter {
-        metrics.register_counter(
-            "rate_limited_requests_total",
-            "Requests refused by a rate limit, by limit.",
-            &[("bucket", bucket)],
-        )
+    /// Refusals are counted in `metrics` as
+    /// `rate_limited_requests_total{bucket}`.
+    pub(crate) fn new(
+        bucket: &'static str,
+        limit: RateLimit,
+        store: Arc<dyn RateLimitStore>,
+        metrics: &Metrics,
+        trust_proxy: bool,
+    ) -> RateLimiter {
+        RateLimiter {
+            bucket,
+            limit,
+            store,
+            refused: metrics.register_counter(
+                "rate_limited_requests_total",
+                "Requests refused by a rate limit, by limit.",
+                &[("bucket", bucket)],
+            ),
+            trust_proxy,
+            limit_header: HeaderValue::from(limit.max),
+        }
+    }
+
+    /// The store key this request is counted under: the bucket, then who is
+    /// asking.
+    fn key(&self, request: &Request) -> String {
+        let mut key = String::with_capacity(self.bucket.len() + 48);
+        key.push_str(self.bucket);
+        key.push(':');
+        write_client_key(&mut key, request, self.trust_proxy);
+        key
     }
 }
 
-/// Who is asking, for counting.
-pub(crate) fn client_key(request: &Request, trust_proxy: bool) -> String {
+/// Who is asking, for counting, written at the end of `out`.
+fn write_client_key(out: &mut String, request: &Request, trust_proxy: bool) {
+    use std::fmt::Write as _;
+
     if let Some(id) = request.headers().get(CLIENT_HEADER).and_then(|v| v.to_str().ok()) {
         let id = id.trim();
         if !id.is_empty() {
             // Bounded, so a client cannot grow the store's keys without limit.
-            return format!("id:{}", id.chars().take(128).collect::<String>());
+            let end = id.char_indices().nth(128).map_or(id.len(), |(i, _)| i);
+            out.push_str("id:");
+            out.push_str(&id[..end]);
+            return;
         }
     }
     if let Some(KeyIndex(i)) = request.extensions().get::<KeyIndex>() {
-        return format!("key:{i}");
+        let _ = write!(out, "key:{i}");
+        return;
     }
     match client_ip(request, trust_proxy) {
-        Some(ip) => format!("ip:{ip}"),
-        None => "ip:unknown".to_string(),
+        Some(ip) => {
+            let _ = write!(out, "ip:{ip}");
+        }
+        None => out.push_str("ip:unknown"),
     }
 }
 
@@ -128,7 +164,7 @@ async fn limit<S>(limiter: Arc<RateLimiter>, request: Request, mut next: S) -> R
 where
     S: Service<Request, Response = Response, Error = Infallible>,
 {
-    let key = format!("{}:{}", limiter.bucket, client_key(&request, limiter.trust_proxy));
+    let key = limiter.key(&request);
     let now = SystemTime::now();
     let window = match limiter.store.hit(&key, limiter.limit.window, now).await {
         Ok(w) => w,
@@ -154,9 +190,9 @@ where
         respond(next.call(request)).await
     };
     let headers = response.headers_mut();
-    headers.insert("ratelimit-limit", HeaderValue::from(limiter.limit.max));
-    headers.insert("ratelimit-remaining", HeaderValue::from(remaining));
-    headers.insert("ratelimit-reset", HeaderValue::from(reset));
+    headers.insert(RATELIMIT_LIMIT, limiter.limit_header.clone());
+    headers.insert(RATELIMIT_REMAINING, HeaderValue::from(remaining));
+    headers.insert(RATELIMIT_RESET, HeaderValue::from(reset));
     response
 }
 
@@ -175,9 +211,20 @@ mod tests {
         r
     }
 
+    fn client_key(request: &Request, trust_proxy: bool) -> String {
+        let mut key = String::new();
+        write_client_key(&mut key, request, trust_proxy);
+        key
+    }
+
     #[test]
     fn client_identity_precedence() {
         assert_eq!(client_key(&request(&[("x-client-id", "alice")]), false), "id:alice");
+        let long = format!(" {} ", "b".repeat(200));
+        assert_eq!(
+            client_key(&request(&[("x-client-id", &long)]), false),
+            format!("id:{}", "b".repeat(128))
+        );
         let mut with_key = request(&[]);
         with_key.extensions_mut().insert(KeyIndex(1));
         assert_eq!(client_key(&with_key, false), "key:1");

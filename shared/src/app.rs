@@ -8,9 +8,9 @@
 use std::sync::Arc;
 
 use axum::Router;
-use axum::middleware;
 
 use crate::config::{RateLimit, Settings};
+use crate::http::middleware::MiddlewareLayer;
 use crate::http::rate_limit::{self, RateLimiter};
 use crate::http::{Api, Metrics};
 use crate::llm::{self, Model};
@@ -83,15 +83,15 @@ impl App {
         let Some(limit) = limit else {
             return routes;
         };
-        let limiter = RateLimiter {
+        let limiter = rate_limit::Limit(Arc::new(RateLimiter::new(
             bucket,
             limit,
-            store: self.stores.rate_limits.clone(),
-            metrics: self.metrics.clone(),
-            trust_proxy: self.settings.http.trust_proxy,
-        };
+            self.stores.rate_limits.clone(),
+            &self.metrics,
+            self.settings.http.trust_proxy,
+        )));
         routes.layered(
-            |routes| routes.route_layer(middleware::from_fn_with_state(limiter.clone(), rate_limit::limit)),
+            |routes| routes.route_layer(MiddlewareLayer(limiter.clone())),
             &[
                 (429, "over the rate limit for this client; retry after Retry-After"),
                 (503, "the rate limit's store is unavailable; retry after Retry-After"),

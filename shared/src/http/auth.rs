@@ -3,13 +3,15 @@
 //! The comparison takes the same time whatever the key, so response timing
 //! tells an attacker nothing about how much of a guess was right.
 
+use std::convert::Infallible;
 use std::sync::Arc;
 
-use axum::extract::{Request, State};
-use axum::middleware::Next;
+use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
+use tower_service::Service;
 
 use super::error::ApiError;
+use super::middleware::{Middleware, ResponseFuture, respond};
 use crate::config::Secret;
 
 pub(crate) const HEADER: &str = "x-api-key";
@@ -41,23 +43,37 @@ pub(crate) fn find_key(keys: &[Secret], presented: &[u8]) -> Option<KeyIndex> {
     found
 }
 
-pub(crate) async fn require_api_key(State(keys): State<Arc<[Secret]>>, mut request: Request, next: Next) -> Response {
-    if keys.is_empty() {
-        return next.run(request).await;
-    }
-    let Some(presented) = request.headers().get(HEADER) else {
-        return ApiError::unauthenticated("this function requires an API key: send it in the X-API-Key header")
-            .into_response();
-    };
-    match find_key(&keys, presented.as_bytes()) {
-        Some(index) => {
-            request.extensions_mut().insert(index);
-            next.run(request).await
+/// The keys `X-API-Key` must match one of, when there are any.
+#[derive(Clone)]
+pub(crate) struct RequireApiKey(pub(crate) Arc<[Secret]>);
+
+impl Middleware for RequireApiKey {
+    fn call<S>(&self, mut request: Request, inner: &mut S) -> ResponseFuture
+    where
+        S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
+        S::Future: Send + 'static,
+    {
+        let keys = &self.0;
+        if keys.is_empty() {
+            return Box::pin(respond(inner.call(request)));
         }
-        None => ApiError::unauthenticated(
-            "the X-API-Key header does not hold a valid API key; check the key you were given",
-        )
-        .into_response(),
+        let Some(presented) = request.headers().get(HEADER) else {
+            let refusal =
+                ApiError::unauthenticated("this function requires an API key: send it in the X-API-Key header");
+            return Box::pin(std::future::ready(refusal.into_response()));
+        };
+        match find_key(keys, presented.as_bytes()) {
+            Some(index) => {
+                request.extensions_mut().insert(index);
+                Box::pin(respond(inner.call(request)))
+            }
+            None => {
+                let refusal = ApiError::unauthenticated(
+                    "the X-API-Key header does not hold a valid API key; check the key you were given",
+                );
+                Box::pin(std::future::ready(refusal.into_response()))
+            }
+        }
     }
 }
 

@@ -6,14 +6,19 @@
 //! body limits, panics) are rewritten into the same envelope by
 //! `envelope_errors`, so a client never parses an HTML page or a bare string.
 
+use std::convert::Infallible;
+use std::panic::AssertUnwindSafe;
 use std::time::Duration;
 
 use axum::Json;
 use axum::extract::Request;
 use axum::http::{HeaderValue, StatusCode, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use futures_util::FutureExt;
 use serde::Serialize;
+use tower_service::Service;
+
+use super::middleware::{Middleware, ResponseFuture, respond};
 
 use crate::llm::ModelError;
 use crate::store::StoreError;
@@ -199,42 +204,54 @@ pub(crate) struct BodyLimit(pub usize);
 /// Rewrites error responses produced below the handlers (no route, wrong
 /// method, body too large, timeouts) into the envelope. Responses that are
 /// already JSON are ours and pass untouched.
-pub(crate) async fn envelope_errors(request: Request, next: Next) -> Response {
-    let method = request.method().clone();
-    let path = request.uri().path().to_string();
-    let limit = request.extensions().get::<BodyLimit>().copied();
-    let response = next.run(request).await;
-    let status = response.status();
-    if !(status.is_client_error() || status.is_server_error()) {
-        return response;
+#[derive(Clone)]
+pub(crate) struct EnvelopeErrors;
+
+impl Middleware for EnvelopeErrors {
+    fn call<S>(&self, request: Request, inner: &mut S) -> ResponseFuture
+    where
+        S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
+        S::Future: Send + 'static,
+    {
+        let method = request.method().clone();
+        let path = request.uri().path().to_string();
+        let limit = request.extensions().get::<BodyLimit>().copied();
+        let response = inner.call(request);
+        Box::pin(async move {
+            let response = respond(response).await;
+            let status = response.status();
+            if !(status.is_client_error() || status.is_server_error()) {
+                return response;
+            }
+            let is_json = response
+                .headers()
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.starts_with("application/json"));
+            if is_json {
+                return response;
+            }
+            let error = match status {
+                StatusCode::NOT_FOUND => ApiError::not_found(format!(
+                    "there is no route {method} {path}; GET /health lists this function's name, and the README lists its routes"
+                )),
+                // axum adds the `Allow` header outside the route's layers, after
+                // this rewrite, so the message points at it rather than repeating it.
+                StatusCode::METHOD_NOT_ALLOWED => ApiError::method_not_allowed(format!(
+                    "{method} is not allowed on {path}; the Allow header lists the methods it takes"
+                )),
+                StatusCode::PAYLOAD_TOO_LARGE => payload_too_large(limit),
+                StatusCode::REQUEST_TIMEOUT => ApiError::request_timeout(),
+                StatusCode::INTERNAL_SERVER_ERROR => ApiError::internal(),
+                other => ApiError::new(
+                    other,
+                    "error",
+                    other.canonical_reason().unwrap_or("the request failed").to_lowercase(),
+                ),
+            };
+            error.into_response()
+        })
     }
-    let is_json = response
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json"));
-    if is_json {
-        return response;
-    }
-    let error = match status {
-        StatusCode::NOT_FOUND => ApiError::not_found(format!(
-            "there is no route {method} {path}; GET /health lists this function's name, and the README lists its routes"
-        )),
-        // axum adds the `Allow` header outside the route's layers, after
-        // this rewrite, so the message points at it rather than repeating it.
-        StatusCode::METHOD_NOT_ALLOWED => ApiError::method_not_allowed(format!(
-            "{method} is not allowed on {path}; the Allow header lists the methods it takes"
-        )),
-        StatusCode::PAYLOAD_TOO_LARGE => payload_too_large(limit),
-        StatusCode::REQUEST_TIMEOUT => ApiError::request_timeout(),
-        StatusCode::INTERNAL_SERVER_ERROR => ApiError::internal(),
-        other => ApiError::new(
-            other,
-            "error",
-            other.canonical_reason().unwrap_or("the request failed").to_lowercase(),
-        ),
-    };
-    error.into_response()
 }
 
 pub(crate) fn payload_too_large(limit: Option<BodyLimit>) -> ApiError {
@@ -248,8 +265,30 @@ pub(crate) fn payload_too_large(limit: Option<BodyLimit>) -> ApiError {
     }
 }
 
-/// For `CatchPanicLayer`: a panic is our bug, answered as a generic 500.
-pub(crate) fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+/// A panic in a handler (or a layer below) is our bug: answered as a
+/// generic 500, and logged.
+#[derive(Clone)]
+pub(crate) struct CatchPanic;
+
+impl Middleware for CatchPanic {
+    fn call<S>(&self, request: Request, inner: &mut S) -> ResponseFuture
+    where
+        S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
+        S::Future: Send + 'static,
+    {
+        match std::panic::catch_unwind(AssertUnwindSafe(|| inner.call(request))) {
+            Ok(response) => Box::pin(async move {
+                AssertUnwindSafe(respond(response))
+                    .catch_unwind()
+                    .await
+                    .unwrap_or_else(panic_response)
+            }),
+            Err(panic) => Box::pin(std::future::ready(panic_response(panic))),
+        }
+    }
+}
+
+fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
     tracing::error!("a request handler panicked");
     ApiError::internal().into_response()
 }
@@ -286,5 +325,50 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(&e.to_json()).expect("json");
         assert_eq!(v["error"]["code"], "invalid_argument");
         assert_eq!(v["error"]["message"], "no \"message\"");
+    }
+
+    /// Panics as it is called, before it has a future.
+    #[derive(Clone)]
+    struct PanicsWhenCalled;
+
+    impl Middleware for PanicsWhenCalled {
+        fn call<S>(&self, _: Request, _: &mut S) -> ResponseFuture
+        where
+            S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
+            S::Future: Send + 'static,
+        {
+            panic!("in call")
+        }
+    }
+
+    async fn status_and_code(mut router: axum::Router, path: &str) -> (u16, serde_json::Value) {
+        let request = Request::get(path).body(axum::body::Body::empty()).expect("request");
+        let response = match Service::call(&mut router, request).await {
+            Ok(response) => response,
+            Err(never) => match never {},
+        };
+        let status = response.status().as_u16();
+        let body = axum::body::to_bytes(response.into_body(), 1 << 16).await.expect("body");
+        let envelope: serde_json::Value = serde_json::from_slice(&body).expect("json");
+        (status, envelope["error"]["code"].clone())
+    }
+
+    #[tokio::test]
+    async fn a_panic_below_is_a_500_envelope() {
+        use super::super::middleware::MiddlewareLayer;
+        use axum::routing::get;
+
+        async fn panics() -> &'static str {
+            panic!("in the handler")
+        }
+        let in_handler = axum::Router::new()
+            .route("/", get(panics))
+            .layer(MiddlewareLayer(CatchPanic));
+        assert_eq!(status_and_code(in_handler, "/").await, (500, "internal".into()));
+
+        let in_call = axum::Router::new()
+            .route("/", get(|| async { "unreachable" }))
+            .layer((MiddlewareLayer(CatchPanic), MiddlewareLayer(PanicsWhenCalled)));
+        assert_eq!(status_and_code(in_call, "/").await, (500, "internal".into()));
     }
 }

@@ -13,6 +13,8 @@
 //!   client goes away (a model call that is paid for).
 //! - `auth`, `rate_limit`, `cors`, `request_context`, [`metrics`]:
 //!   one concern each.
+//! - `middleware`: how those layers wrap the routes, at no allocation
+//!   beyond one boxed future each.
 
 pub(crate) mod auth;
 pub(crate) mod cors;
@@ -20,6 +22,7 @@ pub mod detached;
 pub mod error;
 pub mod json;
 pub mod metrics;
+pub(crate) mod middleware;
 pub mod openapi;
 pub(crate) mod rate_limit;
 pub(crate) mod request_context;
@@ -27,13 +30,15 @@ pub mod sse;
 
 use std::sync::Arc;
 
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::header;
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::{Extension, Json, Router, middleware};
+use axum::{Extension, Json, Router};
 use serde::Serialize;
-use tower_http::catch_panic::CatchPanicLayer;
+use tower_service::Service;
+
+use middleware::{Middleware, MiddlewareLayer, ResponseFuture, respond};
 
 use crate::config::{HttpSettings, Secret};
 pub use error::ApiError;
@@ -47,32 +52,35 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// that stops sending, or trickles a byte at a time (slowloris), gets a 408
 /// instead of holding a connection and a handler. A deadline per chunk
 /// would not stop the trickle.
-async fn body_timeout(
-    State(timeout): State<std::time::Duration>,
-    request: axum::extract::Request,
-    next: middleware::Next,
-) -> axum::response::Response {
-    use axum::body::HttpBody;
-    use futures_util::StreamExt;
+#[derive(Clone)]
+struct BodyTimeout(std::time::Duration);
 
-    let (parts, body) = request.into_parts();
-    if body.is_end_stream() {
-        return next.run(axum::extract::Request::from_parts(parts, body)).await;
-    }
-    let deadline = tokio::time::Instant::now() + timeout;
-    let chunks = futures_util::stream::unfold(Some(body.into_data_stream()), move |chunks| async move {
-        let mut chunks = chunks?;
-        match tokio::time::timeout_at(deadline, chunks.next()).await {
-            Ok(Some(chunk)) => Some((chunk.map_err(axum::BoxError::from), Some(chunks))),
-            Ok(None) => None,
-            Err(_) => Some((Err(axum::BoxError::from(BodyDeadline)), None)),
+impl Middleware for BodyTimeout {
+    fn call<S>(&self, request: Request, inner: &mut S) -> ResponseFuture
+    where
+        S: Service<Request, Response = Response, Error = std::convert::Infallible> + Clone + Send + 'static,
+        S::Future: Send + 'static,
+    {
+        use axum::body::HttpBody;
+        use futures_util::StreamExt;
+
+        let (parts, body) = request.into_parts();
+        if body.is_end_stream() {
+            return Box::pin(respond(inner.call(Request::from_parts(parts, body))));
         }
-    });
-    next.run(axum::extract::Request::from_parts(
-        parts,
-        axum::body::Body::from_stream(chunks),
-    ))
-    .await
+        let deadline = tokio::time::Instant::now() + self.0;
+        let chunks = futures_util::stream::unfold(Some(body.into_data_stream()), move |chunks| async move {
+            let mut chunks = chunks?;
+            match tokio::time::timeout_at(deadline, chunks.next()).await {
+                Ok(Some(chunk)) => Some((chunk.map_err(axum::BoxError::from), Some(chunks))),
+                Ok(None) => None,
+                Err(_) => Some((Err(axum::BoxError::from(BodyDeadline)), None)),
+            }
+        });
+        Box::pin(respond(
+            inner.call(Request::from_parts(parts, axum::body::Body::from_stream(chunks))),
+        ))
+    }
 }
 
 /// The error a body past its deadline ends with; [`json`] answers it 408.
@@ -179,22 +187,22 @@ pub fn wrap(api: Api, function: &'static str, settings: &HttpSettings, metrics: 
     // probes and client generators.
     let protected = router
         .route("/metrics", get(metrics::render).with_state(metrics.clone()))
-        .layer(middleware::from_fn_with_state(keys, auth::require_api_key));
+        .layer(MiddlewareLayer(auth::RequireApiKey(keys)));
     Router::new()
         .route("/health", get(health).with_state(function))
         .route("/openapi.json", get(openapi).with_state(document))
         .merge(protected)
-        // Layers run bottom-up on the way in: request context first.
-        .layer(DefaultBodyLimit::max(settings.max_body_bytes))
-        .layer(middleware::from_fn_with_state(settings.body_timeout, body_timeout))
-        .layer(middleware::from_fn_with_state(
-            Arc::new(settings.cors_allowed_origins.clone()),
-            cors::cors,
+        // One layer, outermost first, so each route is wrapped once (see
+        // `middleware`).
+        .layer((
+            // Outermost, so the envelope rewriting can name the limit in a 413.
+            Extension(error::BodyLimit(settings.max_body_bytes)),
+            MiddlewareLayer(request_context::TraceRequests),
+            MiddlewareLayer(metrics::Track(Arc::new(metrics::RequestSeries::new(metrics)))),
+            MiddlewareLayer(error::EnvelopeErrors),
+            MiddlewareLayer(error::CatchPanic),
+            MiddlewareLayer(cors::Cors(Arc::new(settings.cors_allowed_origins.clone()))),
+            MiddlewareLayer(BodyTimeout(settings.body_timeout)),
+            DefaultBodyLimit::max(settings.max_body_bytes),
         ))
-        .layer(CatchPanicLayer::custom(error::panic_response))
-        .layer(middleware::from_fn(error::envelope_errors))
-        .layer(middleware::from_fn_with_state(metrics, metrics::track))
-        .layer(middleware::from_fn(request_context::trace_requests))
-        // Outermost, so the envelope rewriting can name the limit in a 413.
-        .layer(Extension(error::BodyLimit(settings.max_body_bytes)))
 }

@@ -5,51 +5,101 @@
 //! on Cloud Run: with many instances, an in-memory counter would admit the
 //! limit once per instance.
 
+use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{HeaderMap, HeaderValue};
-use axum::middleware::Next;
+use axum::extract::{ConnectInfo, Request};
+use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use axum::response::{IntoResponse, Response};
+use tower_service::Service;
 
 use super::auth::KeyIndex;
 use super::error::ApiError;
-use super::metrics::Metrics;
+use super::metrics::{Counter, Metrics};
+use super::middleware::{Middleware, ResponseFuture, respond};
 use crate::config::RateLimit;
 use crate::store::RateLimitStore;
 
 pub(crate) const CLIENT_HEADER: &str = "x-client-id";
+const RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");
+const RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("ratelimit-remaining");
+const RATELIMIT_RESET: HeaderName = HeaderName::from_static("ratelimit-reset");
 
-#[derive(Clone)]
 pub(crate) struct RateLimiter {
     /// Names the limit ("chat", "agent") so one client's chat and agent
     /// requests are counted apart.
-    pub bucket: &'static str,
-    pub limit: RateLimit,
-    pub store: Arc<dyn RateLimitStore>,
-    pub metrics: Metrics,
+    bucket: &'static str,
+    limit: RateLimit,
+    store: Arc<dyn RateLimitStore>,
+    /// `rate_limited_requests_total` for this limit.
+    refused: Counter,
     /// Take the client address from `X-Forwarded-For` (behind Cloud Run's or
     /// another trusted proxy, where the peer is the proxy).
-    pub trust_proxy: bool,
+    trust_proxy: bool,
+    /// `RateLimit-Limit`, the same on every answer.
+    limit_header: HeaderValue,
 }
 
-/// Who is asking, for counting.
-pub(crate) fn client_key(request: &Request, trust_proxy: bool) -> String {
+impl RateLimiter {
+    /// Refusals are counted in `metrics` as
+    /// `rate_limited_requests_total{bucket}`.
+    pub(crate) fn new(
+        bucket: &'static str,
+        limit: RateLimit,
+        store: Arc<dyn RateLimitStore>,
+        metrics: &Metrics,
+        trust_proxy: bool,
+    ) -> RateLimiter {
+        RateLimiter {
+            bucket,
+            limit,
+            store,
+            refused: metrics.register_counter(
+                "rate_limited_requests_total",
+                "Requests refused by a rate limit, by limit.",
+                &[("bucket", bucket)],
+            ),
+            trust_proxy,
+            limit_header: HeaderValue::from(limit.max),
+        }
+    }
+
+    /// The store key this request is counted under: the bucket, then who is
+    /// asking.
+    fn key(&self, request: &Request) -> String {
+        let mut key = String::with_capacity(self.bucket.len() + 48);
+        key.push_str(self.bucket);
+        key.push(':');
+        write_client_key(&mut key, request, self.trust_proxy);
+        key
+    }
+}
+
+/// Who is asking, for counting, written at the end of `out`.
+fn write_client_key(out: &mut String, request: &Request, trust_proxy: bool) {
+    use std::fmt::Write as _;
+
     if let Some(id) = request.headers().get(CLIENT_HEADER).and_then(|v| v.to_str().ok()) {
         let id = id.trim();
         if !id.is_empty() {
             // Bounded, so a client cannot grow the store's keys without limit.
-            return format!("id:{}", id.chars().take(128).collect::<String>());
+            let end = id.char_indices().nth(128).map_or(id.len(), |(i, _)| i);
+            out.push_str("id:");
+            out.push_str(&id[..end]);
+            return;
         }
     }
     if let Some(KeyIndex(i)) = request.extensions().get::<KeyIndex>() {
-        return format!("key:{i}");
+        let _ = write!(out, "key:{i}");
+        return;
     }
     match client_ip(request, trust_proxy) {
-        Some(ip) => format!("ip:{ip}"),
-        None => "ip:unknown".to_string(),
+        Some(ip) => {
+            let _ = write!(out, "ip:{ip}");
+        }
+        None => out.push_str("ip:unknown"),
     }
 }
 
@@ -92,8 +142,29 @@ fn seconds_until(t: SystemTime, now: SystemTime) -> u64 {
         .max(1)
 }
 
-pub(crate) async fn limit(State(limiter): State<RateLimiter>, request: Request, next: Next) -> Response {
-    let key = format!("{}:{}", limiter.bucket, client_key(&request, limiter.trust_proxy));
+/// A [`RateLimiter`] in front of routes.
+#[derive(Clone)]
+pub(crate) struct Limit(pub(crate) Arc<RateLimiter>);
+
+impl Middleware for Limit {
+    fn call<S>(&self, request: Request, inner: &mut S) -> ResponseFuture
+    where
+        S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
+        S::Future: Send + 'static,
+    {
+        // The store is asked before the request goes on, so the future takes
+        // the ready service and leaves a clone in its place.
+        let clone = inner.clone();
+        let ready = std::mem::replace(inner, clone);
+        Box::pin(limit(self.0.clone(), request, ready))
+    }
+}
+
+async fn limit<S>(limiter: Arc<RateLimiter>, request: Request, mut next: S) -> Response
+where
+    S: Service<Request, Response = Response, Error = Infallible>,
+{
+    let key = limiter.key(&request);
     let now = SystemTime::now();
     let window = match limiter.store.hit(&key, limiter.limit.window, now).await {
         Ok(w) => w,
@@ -104,11 +175,7 @@ pub(crate) async fn limit(State(limiter): State<RateLimiter>, request: Request, 
     let reset = seconds_until(window.resets_at, now);
     let remaining = limiter.limit.max.saturating_sub(window.count);
     let mut response = if window.count > limiter.limit.max {
-        limiter.metrics.inc(
-            "rate_limited_requests_total",
-            "Requests refused by a rate limit, by limit.",
-            &[("bucket", limiter.bucket)],
-        );
+        limiter.refused.inc();
         ApiError::rate_limited(
             format!(
                 "this client sent more than {} {} requests in {} s; retry after {reset} s, or send a distinct X-Client-ID per end user",
@@ -120,12 +187,12 @@ pub(crate) async fn limit(State(limiter): State<RateLimiter>, request: Request, 
         )
         .into_response()
     } else {
-        next.run(request).await
+        respond(next.call(request)).await
     };
     let headers = response.headers_mut();
-    headers.insert("ratelimit-limit", HeaderValue::from(limiter.limit.max));
-    headers.insert("ratelimit-remaining", HeaderValue::from(remaining));
-    headers.insert("ratelimit-reset", HeaderValue::from(reset));
+    headers.insert(RATELIMIT_LIMIT, limiter.limit_header.clone());
+    headers.insert(RATELIMIT_REMAINING, HeaderValue::from(remaining));
+    headers.insert(RATELIMIT_RESET, HeaderValue::from(reset));
     response
 }
 
@@ -144,9 +211,20 @@ mod tests {
         r
     }
 
+    fn client_key(request: &Request, trust_proxy: bool) -> String {
+        let mut key = String::new();
+        write_client_key(&mut key, request, trust_proxy);
+        key
+    }
+
     #[test]
     fn client_identity_precedence() {
         assert_eq!(client_key(&request(&[("x-client-id", "alice")]), false), "id:alice");
+        let long = format!(" {} ", "b".repeat(200));
+        assert_eq!(
+            client_key(&request(&[("x-client-id", &long)]), false),
+            format!("id:{}", "b".repeat(128))
+        );
         let mut with_key = request(&[]);
         with_key.extensions_mut().insert(KeyIndex(1));
         assert_eq!(client_key(&with_key, false), "key:1");

@@ -6,37 +6,44 @@
 //! `X-Cloud-Trace-Context` or W3C `traceparent`, so Cloud Logging groups a
 //! request's lines under its trace.
 
+use std::borrow::Cow;
+use std::convert::Infallible;
 use std::time::Instant;
 
 use axum::extract::Request;
 use axum::http::{HeaderMap, HeaderValue};
-use axum::middleware::Next;
 use axum::response::Response;
+use tower_service::Service;
 use tracing::Instrument;
+
+use super::middleware::{Middleware, ResponseFuture, respond};
 
 pub(crate) const REQUEST_ID: &str = "x-request-id";
 
-/// What a handler may want to know about the request it serves.
+/// The trace a request belongs to, borrowed from its headers when they
+/// already spell it as Cloud Logging wants it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct RequestContext {
-    pub request_id: String,
-    pub trace: Option<TraceContext>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct TraceContext {
+pub(crate) struct TraceContext<'a> {
     /// 32 lowercase hex digits.
-    pub trace_id: String,
+    pub trace_id: Cow<'a, str>,
     /// 16 lowercase hex digits, as Cloud Logging's `spanId` wants.
-    pub span_id: Option<String>,
+    pub span_id: Option<Cow<'a, str>>,
 }
 
 fn is_hex(s: &str, len: usize) -> bool {
     s.len() == len && s.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
+fn lowercase(hex: &str) -> Cow<'_, str> {
+    if hex.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(hex.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(hex)
+    }
+}
+
 /// `X-Cloud-Trace-Context: TRACE_ID/SPAN_ID;o=1` (span id in decimal).
-fn cloud_trace(value: &str) -> Option<TraceContext> {
+fn cloud_trace(value: &str) -> Option<TraceContext<'_>> {
     let (trace_id, rest) = value.split_once('/').unwrap_or((value, ""));
     let trace_id = trace_id.trim();
     if !is_hex(trace_id, 32) {
@@ -44,80 +51,92 @@ fn cloud_trace(value: &str) -> Option<TraceContext> {
     }
     let span = rest.split(';').next().and_then(|s| s.trim().parse::<u64>().ok());
     Some(TraceContext {
-        trace_id: trace_id.to_ascii_lowercase(),
-        span_id: span.map(|s| format!("{s:016x}")),
+        trace_id: lowercase(trace_id),
+        span_id: span.map(|s| Cow::Owned(format!("{s:016x}"))),
     })
 }
 
 /// `traceparent: 00-TRACE_ID-SPAN_ID-FLAGS`.
-fn traceparent(value: &str) -> Option<TraceContext> {
+fn traceparent(value: &str) -> Option<TraceContext<'_>> {
     let mut parts = value.trim().split('-');
     let (_version, trace_id, span_id) = (parts.next()?, parts.next()?, parts.next()?);
     if !is_hex(trace_id, 32) || !is_hex(span_id, 16) || trace_id.bytes().all(|b| b == b'0') {
         return None;
     }
     Some(TraceContext {
-        trace_id: trace_id.to_ascii_lowercase(),
-        span_id: Some(span_id.to_ascii_lowercase()),
+        trace_id: lowercase(trace_id),
+        span_id: Some(lowercase(span_id)),
     })
 }
 
-pub(crate) fn trace_context(headers: &HeaderMap) -> Option<TraceContext> {
+pub(crate) fn trace_context(headers: &HeaderMap) -> Option<TraceContext<'_>> {
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     header("traceparent")
         .and_then(traceparent)
         .or_else(|| header("x-cloud-trace-context").and_then(cloud_trace))
 }
 
-/// The client's request id if it is short and printable, else a new one.
-fn request_id(headers: &HeaderMap) -> String {
+/// The client's request id if it is short and printable, else a new one;
+/// as the header value it is echoed in.
+fn request_id(headers: &HeaderMap) -> HeaderValue {
     headers
         .get(REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
-        .map(str::to_string)
-        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.as_bytes().iter().all(u8::is_ascii_graphic))
+        .cloned()
+        .unwrap_or_else(|| {
+            let mut id = [0; uuid::fmt::Hyphenated::LENGTH];
+            let id = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut id);
+            HeaderValue::from_str(id).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
+        })
 }
 
-pub(crate) async fn trace_requests(mut request: Request, next: Next) -> Response {
-    let started = Instant::now();
-    let id = request_id(request.headers());
-    let trace = trace_context(request.headers());
-    let span = tracing::info_span!(
-        "request",
-        method = %request.method(),
-        path = %request.uri().path(),
-        request_id = %id,
-        trace = tracing::field::Empty,
-        span_id = tracing::field::Empty,
-    );
-    if let Some(t) = &trace {
-        span.record("trace", t.trace_id.as_str());
-        if let Some(s) = &t.span_id {
-            span.record("span_id", s.as_str());
-        }
-    }
-    request.extensions_mut().insert(RequestContext {
-        request_id: id.clone(),
-        trace,
-    });
+/// Gives each request its id and span, logs how it ended, and echoes the
+/// id in the response.
+#[derive(Clone)]
+pub(crate) struct TraceRequests;
 
-    let mut response = next.run(request).instrument(span.clone()).await;
-    let status = response.status().as_u16();
-    let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
-    span.in_scope(|| {
-        // Cloud Run already logs every request; ours add the request id and
-        // matter most when something failed.
-        if status >= 500 {
-            tracing::warn!(status, latency_ms, "request failed");
-        } else {
-            tracing::debug!(status, latency_ms, "request finished");
-        }
-    });
-    if let Ok(v) = HeaderValue::from_str(&id) {
-        response.headers_mut().insert(REQUEST_ID, v);
+impl Middleware for TraceRequests {
+    fn call<S>(&self, request: Request, inner: &mut S) -> ResponseFuture
+    where
+        S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
+        S::Future: Send + 'static,
+    {
+        let started = Instant::now();
+        let id = request_id(request.headers());
+        // Every field at once: recording the trace afterwards made the JSON
+        // log format parse and write the span's fields again, twice, on
+        // every request Cloud Run traces (all of them).
+        let span = {
+            let trace = trace_context(request.headers());
+            tracing::info_span!(
+                "request",
+                method = %request.method(),
+                path = %request.uri().path(),
+                request_id = %id.to_str().unwrap_or_default(),
+                trace = trace.as_ref().map(|t| t.trace_id.as_ref()),
+                span_id = trace.as_ref().and_then(|t| t.span_id.as_deref()),
+            )
+        };
+        // The layers and the handler below run in the request's span, their
+        // synchronous part included.
+        let response = span.in_scope(|| inner.call(request));
+        Box::pin(async move {
+            let mut response = respond(response).instrument(span.clone()).await;
+            let status = response.status().as_u16();
+            let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+            span.in_scope(|| {
+                // Cloud Run already logs every request; ours add the request id and
+                // matter most when something failed.
+                if status >= 500 {
+                    tracing::warn!(status, latency_ms, "request failed");
+                } else {
+                    tracing::debug!(status, latency_ms, "request finished");
+                }
+            });
+            response.headers_mut().insert(REQUEST_ID, id);
+            response
+        })
     }
-    response
 }
 
 #[cfg(test)]
@@ -133,5 +152,24 @@ mod tests {
         assert_eq!(t.span_id.as_deref(), Some("b7ad6b7169203331"));
         assert!(cloud_trace("nothex/1").is_none());
         assert!(traceparent("00-00000000000000000000000000000000-b7ad6b7169203331-01").is_none());
+    }
+
+    #[test]
+    fn request_ids_are_the_clients_when_sane_else_new() {
+        let mut headers = HeaderMap::new();
+        headers.insert(REQUEST_ID, HeaderValue::from_static("abc-1_X"));
+        assert_eq!(request_id(&headers), "abc-1_X");
+        for bad in ["a b", "", "\u{e9}t\u{e9}", &"x".repeat(129)] {
+            headers.insert(REQUEST_ID, HeaderValue::from_str(bad).expect("a header value"));
+            let id = request_id(&headers);
+            let id = id.to_str().expect("ascii");
+            assert!(
+                uuid::Uuid::parse_str(id).is_ok_and(|u| u.get_version_num() == 4),
+                "{bad:?} -> {id}"
+            );
+            assert_eq!(id, id.to_ascii_lowercase());
+        }
+        headers.remove(REQUEST_ID);
+        assert_ne!(request_id(&headers), request_id(&headers));
     }
 }

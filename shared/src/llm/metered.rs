@@ -8,49 +8,107 @@ use async_trait::async_trait;
 use futures_util::StreamExt;
 
 use super::{Model, ModelError, ModelRequest, ModelResponse, ModelStream, StreamEvent, Usage};
-use crate::http::metrics::Metrics;
+use crate::http::metrics::{Counter, Metrics};
 
 pub(crate) struct Metered {
     inner: Arc<dyn Model>,
-    metrics: Metrics,
+    series: Arc<Series>,
 }
 
 impl Metered {
     pub(crate) fn new(inner: Arc<dyn Model>, metrics: Metrics) -> Metered {
-        Metered { inner, metrics }
+        let series = Arc::new(Series::new(&metrics, inner.provider(), inner.name()));
+        Metered { inner, series }
     }
 }
 
-fn outcome(result: &Result<ModelResponse, ModelError>) -> &'static str {
+/// How a model call ended, as the `outcome` label says it.
+#[derive(Clone, Copy)]
+enum Outcome {
+    Ok,
+    Unavailable,
+    UpstreamError,
+    Timeout,
+    Blocked,
+    /// A stream dropped before its end (its reader stopped).
+    Cancelled,
+}
+
+impl Outcome {
+    const ALL: [Outcome; 6] = [
+        Outcome::Ok,
+        Outcome::Unavailable,
+        Outcome::UpstreamError,
+        Outcome::Timeout,
+        Outcome::Blocked,
+        Outcome::Cancelled,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::Unavailable => "unavailable",
+            Outcome::UpstreamError => "upstream_error",
+            Outcome::Timeout => "timeout",
+            Outcome::Blocked => "blocked",
+            Outcome::Cancelled => "cancelled",
+        }
+    }
+}
+
+fn outcome(result: &Result<ModelResponse, ModelError>) -> Outcome {
     match result {
-        Ok(_) => "ok",
-        Err(ModelError::Unavailable { .. }) => "unavailable",
-        Err(ModelError::Upstream { .. }) => "upstream_error",
-        Err(ModelError::Timeout(_)) => "timeout",
-        Err(ModelError::Blocked(_)) => "blocked",
+        Ok(_) => Outcome::Ok,
+        Err(err) => error_outcome(err),
     }
 }
 
-fn record(metrics: &Metrics, provider: &str, model: &str, outcome: &str, usage: Option<Usage>) {
-    metrics.inc(
-        "model_calls_total",
-        "Model calls by provider, model and outcome.",
-        &[("provider", provider), ("model", model), ("outcome", outcome)],
-    );
-    if let Some(usage) = usage {
-        let help = "Tokens reported by the model, by direction.";
-        metrics.inc_by(
-            "model_tokens_total",
-            help,
-            &[("provider", provider), ("model", model), ("direction", "input")],
-            usage.input_tokens,
-        );
-        metrics.inc_by(
-            "model_tokens_total",
-            help,
-            &[("provider", provider), ("model", model), ("direction", "output")],
-            usage.output_tokens,
-        );
+fn error_outcome(err: &ModelError) -> Outcome {
+    match err {
+        ModelError::Unavailable { .. } => Outcome::Unavailable,
+        ModelError::Upstream { .. } => Outcome::UpstreamError,
+        ModelError::Timeout(_) => Outcome::Timeout,
+        ModelError::Blocked(_) => Outcome::Blocked,
+    }
+}
+
+/// The series one model's calls are counted in, registered once: a call
+/// is counted with atomic adds, with no lock and no allocation.
+struct Series {
+    /// By [`Outcome`], in the order of [`Outcome::ALL`].
+    calls: [Counter; Outcome::ALL.len()],
+    input_tokens: Counter,
+    output_tokens: Counter,
+}
+
+impl Series {
+    fn new(metrics: &Metrics, provider: &str, model: &str) -> Series {
+        let tokens = |direction| {
+            metrics.register_counter(
+                "model_tokens_total",
+                "Tokens reported by the model, by direction.",
+                &[("provider", provider), ("model", model), ("direction", direction)],
+            )
+        };
+        Series {
+            calls: Outcome::ALL.map(|outcome| {
+                metrics.register_counter(
+                    "model_calls_total",
+                    "Model calls by provider, model and outcome.",
+                    &[("provider", provider), ("model", model), ("outcome", outcome.label())],
+                )
+            }),
+            input_tokens: tokens("input"),
+            output_tokens: tokens("output"),
+        }
+    }
+
+    fn record(&self, outcome: Outcome, usage: Option<Usage>) {
+        self.calls[outcome as usize].inc();
+        if let Some(usage) = usage {
+            self.input_tokens.inc_by(usage.input_tokens);
+            self.output_tokens.inc_by(usage.output_tokens);
+        }
     }
 }
 
@@ -67,33 +125,29 @@ impl Model for Metered {
     async fn generate(&self, request: &ModelRequest) -> Result<ModelResponse, ModelError> {
         let result = self.inner.generate(request).await;
         let usage = result.as_ref().ok().map(|r| r.usage);
-        record(&self.metrics, self.provider(), self.name(), outcome(&result), usage);
+        self.series.record(outcome(&result), usage);
         result
     }
 
     async fn stream(&self, request: ModelRequest) -> Result<ModelStream, ModelError> {
-        let provider = self.provider();
-        let model = self.name().to_string();
         let stream = match self.inner.stream(request).await {
             Ok(s) => s,
             Err(err) => {
-                record(&self.metrics, provider, &model, outcome(&Err(err.clone())), None);
+                self.series.record(error_outcome(&err), None);
                 return Err(err);
             }
         };
         // Record once, when the stream ends (or fails); a stream dropped
         // before its end (its reader stopped) counts as "cancelled".
         let guard = StreamRecord {
-            metrics: self.metrics.clone(),
-            provider,
-            model,
+            series: self.series.clone(),
             done: AtomicBool::new(false),
         };
         Ok(stream
             .map(move |item| {
                 match &item {
-                    Ok(StreamEvent::Done(r)) => guard.finish("ok", Some(r.usage)),
-                    Err(e) => guard.finish(outcome(&Err(e.clone())), None),
+                    Ok(StreamEvent::Done(r)) => guard.finish(Outcome::Ok, Some(r.usage)),
+                    Err(e) => guard.finish(error_outcome(e), None),
                     Ok(StreamEvent::Delta(_)) => {}
                 }
                 item
@@ -103,22 +157,20 @@ impl Model for Metered {
 }
 
 struct StreamRecord {
-    metrics: Metrics,
-    provider: &'static str,
-    model: String,
+    series: Arc<Series>,
     done: AtomicBool,
 }
 
 impl StreamRecord {
-    fn finish(&self, outcome: &str, usage: Option<Usage>) {
+    fn finish(&self, outcome: Outcome, usage: Option<Usage>) {
         if !self.done.swap(true, Ordering::Relaxed) {
-            record(&self.metrics, self.provider, &self.model, outcome, usage);
+            self.series.record(outcome, usage);
         }
     }
 }
 
 impl Drop for StreamRecord {
     fn drop(&mut self) {
-        self.finish("cancelled", None);
+        self.finish(Outcome::Cancelled, None);
     }
 }

@@ -223,12 +223,7 @@ async fn sigterm_waits_for_a_turn_whose_client_went_away() {
     let connection = raw_post(addr, "/api/v1/chat", &[], &body).await;
     model.called().await;
     drop(connection);
-    let pid = process.child.id().expect("running").to_string();
-    let killed = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .expect("kill");
-    assert!(killed.success());
+    process.terminate();
     // The drain has nothing open to wait for but the turn.
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(

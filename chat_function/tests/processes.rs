@@ -284,12 +284,7 @@ async fn sigterm_drains_and_exits_cleanly() {
     let dir = tempfile::tempdir().expect("tempdir");
     let db = dir.path().join("term.db");
     let mut process = start(&[("SQLITE_PATH", db.to_str().expect("utf-8"))]).await;
-    let pid = process.child.id().expect("running").to_string();
-    let killed = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .expect("kill");
-    assert!(killed.success());
+    process.terminate();
     let status = tokio::time::timeout(Duration::from_secs(10), process.child.wait())
         .await
         .expect("exits")

@@ -178,6 +178,17 @@ impl Process {
         panic!("{bin} did not become healthy on port {port}");
     }
 
+    /// Sends the process SIGTERM, as Cloud Run does to scale in; does not
+    /// wait for it.
+    pub fn terminate(&self) {
+        let pid = self.child.id().expect("the process is running").to_string();
+        let sent = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill");
+        assert!(sent.success(), "kill -TERM {pid}");
+    }
+
     /// Stops the process (SIGKILL) and waits for it.
     pub async fn kill(mut self) {
         let _ = self.child.kill().await;

@@ -17,27 +17,23 @@ fn settings(path: &std::path::Path) -> StoreSettings {
     }
 }
 
+/// A store on the SQLite file at `path`: two on one file stand for two
+/// processes sharing it.
+async fn open(path: &std::path::Path) -> agent_core::store::Stores {
+    store::open(&settings(path), &Metrics::new("test")).await.expect("open")
+}
+
 #[tokio::test]
 async fn sqlite_keeps_every_promise() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let stores = store::open(&settings(&dir.path().join("contract.db")), &Metrics::new("test"))
-        .await
-        .expect("open");
-    contract::run_all(&stores).await;
+    contract::run_all(&open(&dir.path().join("contract.db")).await).await;
 }
 
 #[tokio::test]
 async fn two_sqlite_stores_on_one_file_count_and_append_together() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("shared.db");
-    let (a, b) = (
-        store::open(&settings(&path), &Metrics::new("test"))
-            .await
-            .expect("open"),
-        store::open(&settings(&path), &Metrics::new("test"))
-            .await
-            .expect("open"),
-    );
+    let (a, b) = (open(&path).await, open(&path).await);
     let window = std::time::Duration::from_secs(3600);
     let now = std::time::SystemTime::now();
     let hits = (0..40).map(|i| {
@@ -93,14 +89,7 @@ async fn two_sqlite_stores_on_one_file_count_and_append_together() {
 async fn two_sqlite_stores_on_one_file_take_turns_on_one_session() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("turns.db");
-    let (a, b) = (
-        store::open(&settings(&path), &Metrics::new("test"))
-            .await
-            .expect("open"),
-        store::open(&settings(&path), &Metrics::new("test"))
-            .await
-            .expect("open"),
-    );
+    let (a, b) = (open(&path).await, open(&path).await);
     contract::turns_across_stores_lose_nothing(&a, &b, "two-stores", 100).await;
 }
 
@@ -108,14 +97,7 @@ async fn two_sqlite_stores_on_one_file_take_turns_on_one_session() {
 async fn two_sqlite_stores_on_one_file_claim_a_task_once() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("claims.db");
-    let (a, b) = (
-        store::open(&settings(&path), &Metrics::new("test"))
-            .await
-            .expect("open"),
-        store::open(&settings(&path), &Metrics::new("test"))
-            .await
-            .expect("open"),
-    );
+    let (a, b) = (open(&path).await, open(&path).await);
     for round in 0..10 {
         contract::claims_have_one_winner(&a.tasks, &b.tasks, &format!("two-stores-{round}")).await;
     }

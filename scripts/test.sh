@@ -78,7 +78,9 @@ cargo test --workspace --locked --no-run
 step "schemathesis for the contract test (a pinned virtualenv beside the build)"
 VENV="$(realpath -m "${CARGO_TARGET_DIR:-target}")/schemathesis-venv"
 if ! "$VENV/bin/pip" freeze 2>/dev/null | grep -qxF -f <(grep -v '^#' scripts/requirements-contract.txt); then
-  python3 -m venv "$VENV"
+  # Made again from nothing: a virtualenv moved with its target directory
+  # keeps scripts that point at the old place and cannot run.
+  python3 -m venv --clear "$VENV"
   "$VENV/bin/pip" install --quiet --disable-pip-version-check -r scripts/requirements-contract.txt
 fi
 export SCHEMATHESIS="$VENV/bin/schemathesis"

@@ -336,6 +336,20 @@ mod tests {
         Arc::new(store.unwrap_or_else(|err| panic!("{err:#}")))
     }
 
+    /// Turn `i`: the user's `q{i}` and the model's `a{i}`.
+    fn question_and_answer(i: usize) -> [NewMessage; 2] {
+        [
+            NewMessage {
+                role: Role::User,
+                content: format!("q{i}"),
+            },
+            NewMessage {
+                role: Role::Model,
+                content: format!("a{i}"),
+            },
+        ]
+    }
+
     pub(super) fn project() -> String {
         format!("unit-{}", uuid::Uuid::new_v4().simple())
     }
@@ -366,19 +380,7 @@ mod tests {
         let started = std::time::Instant::now();
         let appends = (0..40).map(|i| {
             let sessions = if i % 2 == 0 { a.clone() } else { b.clone() };
-            tokio::spawn(async move {
-                let turn = [
-                    NewMessage {
-                        role: Role::User,
-                        content: format!("q{i}"),
-                    },
-                    NewMessage {
-                        role: Role::Model,
-                        content: format!("a{i}"),
-                    },
-                ];
-                sessions.append("shared-session", &turn).await
-            })
+            tokio::spawn(async move { sessions.append("shared-session", &question_and_answer(i)).await })
         });
         for r in futures_util::future::join_all(appends).await {
             r.expect("task").expect("append");
@@ -484,18 +486,7 @@ mod tests {
         let store = FirestoreStore::connect_to(Some(&emulator()), &project(), "(default)", None, &metrics)
             .await
             .unwrap_or_else(|err| panic!("{err:#}"));
-        let turn = |i: usize| {
-            [
-                NewMessage {
-                    role: Role::User,
-                    content: format!("q{i}"),
-                },
-                NewMessage {
-                    role: Role::Model,
-                    content: format!("a{i}"),
-                },
-            ]
-        };
+        let turn = question_and_answer;
         // What chat_function does with a turn: the history, then the append.
         let chat_turn = |session: &'static str, i: usize| {
             let store = &store;

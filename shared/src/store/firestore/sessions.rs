@@ -64,8 +64,8 @@ use serde::{Deserialize, Serialize};
 
 use super::cas::{Read, classify, commit_if_unchanged, delete, exists, put, read};
 use super::ids::is_document_id;
-use super::tail::{self, TailMessage, role_from};
-use super::{Counts, FirestoreStore, bounded, query_limit, time_of, timestamp};
+use super::tail::{self, TailMessage};
+use super::{Counts, FirestoreStore, bounded, query_limit, timestamp};
 use crate::store::{History, NewMessage, SessionStore, StoreError, StoredMessage, rfc3339};
 
 /// Messages deleted per commit: a commit stays small (Firestore long capped
@@ -162,16 +162,7 @@ impl FirestoreStore {
             .obj()
             .query();
         let docs: Vec<MessageDoc> = self.counts.query(query).await.map_err(classify)?;
-        Ok(docs
-            .into_iter()
-            .rev()
-            .map(|d| TailMessage {
-                seq: d.seq,
-                role: d.role,
-                content: d.content,
-                created_at: d.created_at,
-            })
-            .collect())
+        Ok(docs.into_iter().rev().map(MessageDoc::into_tail).collect())
     }
 
     async fn append_now(
@@ -374,13 +365,20 @@ async fn first_free_seq(counts: &Counts, db: &FirestoreDb, session_path: &str) -
     Ok(last.first().map_or(1, |m| m.seq + 1))
 }
 
-fn to_message(doc: MessageDoc) -> StoredMessage {
-    StoredMessage {
-        seq: doc.seq.max(0) as u64,
-        role: role_from(&doc.role),
-        content: doc.content,
-        created_at: time_of(doc.created_at),
+impl MessageDoc {
+    /// The message as a tail keeps it (and so as a history returns it).
+    fn into_tail(self) -> TailMessage {
+        TailMessage {
+            seq: self.seq,
+            role: self.role,
+            content: self.content,
+            created_at: self.created_at,
+        }
     }
+}
+
+fn to_message(doc: MessageDoc) -> StoredMessage {
+    doc.into_tail().into_stored()
 }
 
 #[async_trait]

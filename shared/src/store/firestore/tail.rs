@@ -37,16 +37,20 @@ impl TailMessage {
     }
 
     pub(super) fn to_stored(&self) -> StoredMessage {
+        self.clone().into_stored()
+    }
+
+    pub(super) fn into_stored(self) -> StoredMessage {
         StoredMessage {
             seq: self.seq.max(0) as u64,
             role: role_from(&self.role),
-            content: self.content.clone(),
+            content: self.content,
             created_at: time_of(self.created_at),
         }
     }
 }
 
-pub(super) fn role_from(s: &str) -> Role {
+fn role_from(s: &str) -> Role {
     if s == "model" { Role::Model } else { Role::User }
 }
 

@@ -32,6 +32,9 @@ mod wire_names {
     pub(super) const RECALL_MEMORY: &str = "recall_memory";
 }
 
+use std::borrow::Cow;
+use std::fmt::Write as _;
+
 use async_trait::async_trait;
 use futures_util::StreamExt;
 
@@ -60,12 +63,12 @@ impl OfflineModel {
             .system_instruction
             .iter()
             .map(|s| estimate_tokens(s))
-            .chain(request.contents.iter().map(|c| estimate_tokens(&content_text(c))))
+            .chain(request.contents.iter().map(content_tokens))
             .sum();
         ModelResponse {
             usage: Usage {
                 input_tokens: input.max(1),
-                output_tokens: estimate_tokens(&content_text(&content)).max(1),
+                output_tokens: content_tokens(&content).max(1),
             },
             content,
             model: MODEL_NAME.to_string(),
@@ -117,57 +120,100 @@ fn tool_turn(request: &ModelRequest) -> Content {
     ))
 }
 
-/// All the text in a turn, tool traffic included, for token estimates.
-fn content_text(content: &Content) -> String {
-    content
-        .parts
-        .iter()
-        .map(|p| match p {
-            Part::Text(t) => t.clone(),
-            Part::FunctionCall(c) => format!("{} {}", c.name, c.args),
-            Part::FunctionResponse(r) => format!("{} {}", r.name, r.response),
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
+/// The tokens of all the text in a turn, tool traffic included (its parts
+/// joined by spaces, a call or result as `NAME JSON`), counted without
+/// writing the text out.
+fn content_tokens(content: &Content) -> u64 {
+    let mut chars = CharCount(content.parts.len().saturating_sub(1));
+    for part in &content.parts {
+        let _ = match part {
+            Part::Text(t) => chars.write_str(t),
+            Part::FunctionCall(c) => write!(chars, "{} {}", c.name, c.args),
+            Part::FunctionResponse(r) => write!(chars, "{} {}", r.name, r.response),
+        };
+    }
+    (chars.0 as u64).div_ceil(4)
 }
 
-/// Shortens a quote for a reply, on a character boundary.
-fn quote(text: &str) -> String {
-    const MAX: usize = 80;
-    let text = text.trim();
-    if text.chars().count() <= MAX {
-        format!("\"{text}\"")
-    } else {
-        let cut: String = text.chars().take(MAX).collect();
-        format!("\"{cut}...\"")
+/// Counts the characters written to it.
+struct CharCount(usize);
+
+impl std::fmt::Write for CharCount {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.0 += s.chars().count();
+        Ok(())
     }
+}
+
+/// A turn's text, borrowed when it is one text part (a stored message).
+fn text_of(content: &Content) -> Cow<'_, str> {
+    match content.parts.as_slice() {
+        [Part::Text(text)] => Cow::Borrowed(text),
+        _ => Cow::Owned(content.text()),
+    }
+}
+
+/// The longest quote, in characters.
+const QUOTE_MAX: usize = 80;
+
+/// Shortens a quote for a reply, on a character boundary.
+#[cfg(test)]
+fn quote(text: &str) -> String {
+    let mut out = String::new();
+    push_quote(&mut out, text);
+    out
+}
+
+/// Writes a quote for a reply, shortened on a character boundary.
+fn push_quote(out: &mut String, text: &str) {
+    let text = text.trim();
+    out.push('"');
+    match text.char_indices().nth(QUOTE_MAX) {
+        None => out.push_str(text),
+        Some((cut, _)) => {
+            out.push_str(&text[..cut]);
+            out.push_str("...");
+        }
+    }
+    out.push('"');
 }
 
 fn reply(request: &ModelRequest) -> String {
     let (last, earlier) = match request.contents.split_last() {
-        Some((last, earlier)) if last.role() == Role::User => (last.text(), earlier),
-        _ => (String::new(), request.contents.as_slice()),
+        Some((last, earlier)) if last.role() == Role::User => (text_of(last), earlier),
+        _ => (Cow::Borrowed(""), request.contents.as_slice()),
     };
-    let earlier_user: Vec<String> = earlier
+    let mut earlier_user = earlier
         .iter()
         .filter(|c| c.role() == Role::User)
-        .map(|c| c.text())
+        .map(text_of)
         .filter(|t| !t.trim().is_empty())
-        .map(|t| quote(&t))
-        .collect();
+        .peekable();
 
-    let mut out = format!("[offline model] You said: {}.", quote(&last));
-    if earlier_user.is_empty() {
+    let mut out = String::with_capacity(256);
+    out.push_str("[offline model] You said: ");
+    push_quote(&mut out, &last);
+    out.push('.');
+    if earlier_user.peek().is_none() {
         out.push_str(" This is the first message of the conversation.");
     } else {
-        out.push_str(&format!(
-            " Earlier in this conversation ({} messages) you said: {}.",
-            earlier.len(),
-            earlier_user.join(", ")
-        ));
+        let _ = write!(
+            out,
+            " Earlier in this conversation ({} messages) you said: ",
+            earlier.len()
+        );
+        for (i, text) in earlier_user.enumerate() {
+            if i > 0 {
+                out.push_str(", ");
+            }
+            push_quote(&mut out, &text);
+        }
+        out.push('.');
     }
     if let Some(system) = request.system_instruction.as_deref().filter(|s| !s.trim().is_empty()) {
-        out.push_str(&format!(" My instructions: {}.", quote(system)));
+        out.push_str(" My instructions: ");
+        push_quote(&mut out, system);
+        out.push('.');
     }
     out
 }

@@ -230,3 +230,58 @@ async fn unreachable_firestore_stops_start_up_quickly_and_clearly() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("cannot reach Firestore"), "{stderr}");
 }
+
+/// The start-up check runs beside the first requests: a Firestore that
+/// takes the connection but never answers leaves `/health` at 503
+/// `starting` while the process serves, then stops the process with the
+/// check's error.
+#[tokio::test]
+async fn health_waits_for_the_store_check_and_a_failed_check_stops_the_process() {
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let host = silent.local_addr().expect("address").to_string();
+    // Takes connections and reads them, answering nothing.
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = silent.accept().await {
+            tokio::spawn(async move {
+                let mut sink = tokio::io::sink();
+                let _ = tokio::io::copy(&mut socket, &mut sink).await;
+            });
+        }
+    });
+    let port = free_port();
+    let mut child = tokio::process::Command::new(BIN)
+        .env_clear()
+        .env("PORT", port.to_string())
+        .env("STORE", "firestore")
+        .env("FIRESTORE_PROJECT", "silent")
+        .env("FIRESTORE_EMULATOR_HOST", &host)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn");
+    let http = reqwest::Client::new();
+    let mut starting = None;
+    for _ in 0..200 {
+        if let Ok(r) = http.get(format!("http://127.0.0.1:{port}/health")).send().await {
+            starting = Some((r.status(), r.json::<Value>().await.expect("a JSON body")));
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let (status, body) = starting.expect("the process serves before its store check ends");
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["status"], "starting", "{body}");
+    // The guard fails a hang instead of waiting forever; it is not a speed test.
+    let code = tokio::time::timeout(Duration::from_secs(60), child.wait())
+        .await
+        .expect("the failed check stops the process")
+        .expect("wait");
+    assert_eq!(code.code(), Some(1));
+    let mut stderr = String::new();
+    if let Some(mut pipe) = child.stderr.take() {
+        use tokio::io::AsyncReadExt;
+        pipe.read_to_string(&mut stderr).await.expect("stderr");
+    }
+    assert!(stderr.contains("cannot reach Firestore (project silent"), "{stderr}");
+}

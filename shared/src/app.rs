@@ -12,9 +12,9 @@ use axum::Router;
 use crate::config::{RateLimit, Settings};
 use crate::http::middleware::MiddlewareLayer;
 use crate::http::rate_limit::{self, RateLimiter};
-use crate::http::{Api, Metrics};
+use crate::http::{Api, Metrics, Readiness};
 use crate::llm::{self, Model};
-use crate::store::{self, Stores};
+use crate::store::{self, StartupCheck, Stores};
 
 fn exit_on_start_error(function: &str, err: anyhow::Error) -> ! {
     tracing::error!("cannot start {function}: {err:#}");
@@ -28,11 +28,17 @@ pub struct App {
     pub metrics: Metrics,
     pub model: Arc<dyn Model>,
     pub stores: Stores,
+    /// Whether the store has been shown to answer: `/health` is 503 until then.
+    pub readiness: Readiness,
 }
 
 impl App {
     /// Reads the environment (exit 2 on a bad setting), starts logging and
     /// opens the model and the stores (exit 1 if they cannot be used).
+    ///
+    /// The store's start-up check (a Firestore read) runs beside the first
+    /// requests rather than before them: `/health` answers 503 until it
+    /// passes, and the process stops with exit 1 if it fails.
     pub async fn start(function: &'static str) -> App {
         App::start_with(function, true).await
     }
@@ -52,8 +58,17 @@ impl App {
         for warning in settings.startup_warnings() {
             tracing::warn!("{warning}");
         }
-        match App::build(settings, function).await {
-            Ok(app) => app,
+        match App::open(settings, function).await {
+            Ok((app, check)) => {
+                let readiness = app.readiness.clone();
+                tokio::spawn(async move {
+                    match check.await {
+                        Ok(()) => readiness.set_ready(),
+                        Err(err) => exit_on_start_error(function, err),
+                    }
+                });
+                app
+            }
             Err(err) => exit_on_start_error(function, err),
         }
     }
@@ -64,17 +79,32 @@ impl App {
         exit_on_start_error(self.metrics.function(), err)
     }
 
-    /// Builds from given settings, for tests and embedders.
+    /// Builds from given settings, for tests and embedders: the store is
+    /// checked before this returns.
     pub async fn build(settings: Settings, function: &'static str) -> anyhow::Result<App> {
+        let (app, check) = App::open(settings, function).await?;
+        check.await?;
+        app.readiness.set_ready();
+        Ok(app)
+    }
+
+    /// The app, not yet ready, and the store check that makes it so.
+    async fn open(settings: Settings, function: &'static str) -> anyhow::Result<(App, StartupCheck)> {
         let metrics = Metrics::new(function);
+        // The store's connection opens while the model is built.
+        let store_settings = settings.store.clone();
+        let store_metrics = metrics.clone();
+        let stores = tokio::spawn(async move { store::open_unchecked(&store_settings, &store_metrics).await });
         let model = llm::build(&settings.llm, metrics.clone())?;
-        let stores = store::open(&settings.store, &metrics).await?;
-        Ok(App {
+        let (stores, check) = stores.await??;
+        let app = App {
             settings: Arc::new(settings),
             metrics,
             model,
             stores,
-        })
+            readiness: Readiness::pending(),
+        };
+        Ok((app, check))
     }
 
     /// Puts `routes` behind the rate limit `limit` (if any), counted under
@@ -101,12 +131,24 @@ impl App {
 
     /// Wraps API routes with the shared HTTP layer (see [`crate::http::wrap`]).
     pub fn wrap(&self, api: Api, function: &'static str) -> Router {
-        crate::http::wrap(api, function, &self.settings.http, self.metrics.clone())
+        crate::http::wrap(
+            api,
+            function,
+            &self.settings.http,
+            self.metrics.clone(),
+            self.readiness.clone(),
+        )
     }
 
     /// A function of its own out of its API: the main route at `POST /`
     /// too, and the shared HTTP layer (see [`crate::http::standalone`]).
     pub fn standalone(&self, api: Api, function: &'static str) -> Router {
-        crate::http::standalone(api, function, &self.settings.http, self.metrics.clone())
+        crate::http::standalone(
+            api,
+            function,
+            &self.settings.http,
+            self.metrics.clone(),
+            self.readiness.clone(),
+        )
     }
 }

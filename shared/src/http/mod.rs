@@ -20,6 +20,7 @@ pub(crate) mod auth;
 pub(crate) mod cors;
 pub mod detached;
 pub mod error;
+pub mod health;
 pub mod json;
 pub mod metrics;
 pub(crate) mod middleware;
@@ -34,14 +35,15 @@ use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::{Extension, Json, Router};
-use serde::Serialize;
+use axum::{Extension, Router};
 use tower_service::Service;
 
 use middleware::{Middleware, MiddlewareLayer, ResponseFuture, respond};
 
 use crate::config::{HttpSettings, Secret};
 pub use error::ApiError;
+use health::Health;
+pub use health::Readiness;
 pub use json::ApiJson;
 pub use metrics::Metrics;
 pub use openapi::{Api, Event, Operation, Routes};
@@ -95,21 +97,6 @@ impl std::fmt::Display for BodyDeadline {
 
 impl std::error::Error for BodyDeadline {}
 
-#[derive(Serialize, schemars::JsonSchema)]
-struct Health {
-    status: &'static str,
-    function: &'static str,
-    version: &'static str,
-}
-
-async fn health(State(function): State<&'static str>) -> Json<Health> {
-    Json(Health {
-        status: "ok",
-        function,
-        version: VERSION,
-    })
-}
-
 /// The document, built on its first request rather than at start-up: a
 /// cold start should not pay for schemas that most instances never serve.
 struct Document {
@@ -129,9 +116,10 @@ async fn openapi(State(document): State<Arc<Document>>) -> impl IntoResponse {
 /// What the shared layer serves beside a function's API.
 fn service_operations() -> [Operation; 3] {
     [
-        Operation::get("health", "liveness: the function's name and version")
+        Operation::get("health", "readiness: the function's name and version")
             .tag("service")
             .json::<Health>(200, "the function is serving")
+            .json::<Health>(503, "starting: its store is not yet shown to answer")
             .open()
             .with_path("/health"),
         Operation::get("openapi", "this document")
@@ -164,13 +152,26 @@ pub fn served(api: &Api) -> Vec<(&'static str, String, String)> {
 /// A function of its own: its API with the main route served at `POST /`
 /// too (a Cloud Function URL is called that way; see
 /// [`Routes::main_route`]), wrapped with [`wrap`].
-pub fn standalone(api: Api, function: &'static str, settings: &HttpSettings, metrics: Metrics) -> Router {
-    wrap(api.with_root(), function, settings, metrics)
+pub fn standalone(
+    api: Api,
+    function: &'static str,
+    settings: &HttpSettings,
+    metrics: Metrics,
+    readiness: Readiness,
+) -> Router {
+    wrap(api.with_root(), function, settings, metrics, readiness)
 }
 
 /// Wraps a function's API routes with everything every function serves and
-/// does. `function` names it in `/health`, `/openapi.json` and metrics.
-pub fn wrap(api: Api, function: &'static str, settings: &HttpSettings, metrics: Metrics) -> Router {
+/// does. `function` names it in `/health`, `/openapi.json` and metrics;
+/// `/health` answers 503 until `readiness` is ready.
+pub fn wrap(
+    api: Api,
+    function: &'static str,
+    settings: &HttpSettings,
+    metrics: Metrics,
+    readiness: Readiness,
+) -> Router {
     let keys: Arc<[Secret]> = settings.api_keys.clone().into();
     let Api {
         router, mut operations, ..
@@ -189,7 +190,7 @@ pub fn wrap(api: Api, function: &'static str, settings: &HttpSettings, metrics: 
         .route("/metrics", get(metrics::render).with_state(metrics.clone()))
         .layer(MiddlewareLayer(auth::RequireApiKey(keys)));
     Router::new()
-        .route("/health", get(health).with_state(function))
+        .route("/health", get(health::health).with_state((function, readiness)))
         .route("/openapi.json", get(openapi).with_state(document))
         .merge(protected)
         // One layer, outermost first, so each route is wrapped once (see

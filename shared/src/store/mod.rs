@@ -20,6 +20,8 @@ pub mod contract;
 pub mod firestore;
 pub mod sqlite;
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -499,26 +501,43 @@ pub(crate) const OPERATIONS_HELP: &str = "Calls the store made to its database, 
 pub(crate) const DOCUMENTS: &str = "store_documents_total";
 pub(crate) const DOCUMENTS_HELP: &str = "Documents the store read from and wrote to its database.";
 
+/// What [`open_unchecked`] leaves to do: show that the store answers
+/// (on Firestore, that the project, the database and the credentials are
+/// good). An error names the setting to check.
+pub type StartupCheck = Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>>;
+
 /// Opens the configured backend: creates the SQLite file and applies its
-/// migrations, so a failure here stops the process before it serves. The
-/// store counts its calls to the database into `metrics`
-/// (`store_operations_total`, and on Firestore `store_documents_total`).
+/// migrations, or connects to Firestore and reads once, so a failure here
+/// stops the process before it serves. The store counts its calls to the
+/// database into `metrics` (`store_operations_total`, and on Firestore
+/// `store_documents_total`).
 pub async fn open(settings: &StoreSettings, metrics: &Metrics) -> anyhow::Result<Stores> {
+    let (stores, check) = open_unchecked(settings, metrics).await?;
+    check.await?;
+    Ok(stores)
+}
+
+/// [`open`], leaving its last step, the Firestore read, to the caller: a
+/// process can serve while it runs, so that its first request does not wait
+/// one more round trip (see `App::start`). SQLite has nothing left to do.
+pub async fn open_unchecked(settings: &StoreSettings, metrics: &Metrics) -> anyhow::Result<(Stores, StartupCheck)> {
     match settings.kind {
         StoreKind::Sqlite => {
             let store = Arc::new(sqlite::SqliteStore::open_counted(&settings.sqlite_path, metrics).await?);
-            Ok(Stores {
+            let stores = Stores {
                 sessions: store.clone(),
                 rate_limits: store.clone(),
                 memory: store.clone(),
                 tasks: store,
-            })
+            };
+            Ok((stores, Box::pin(std::future::ready(Ok(())))))
         }
         StoreKind::Firestore => {
             // Validated at start-up: FIRESTORE_PROJECT or GOOGLE_CLOUD_PROJECT is set.
             let project = settings.firestore_project.as_deref().unwrap_or_default();
             let store = Arc::new(
-                firestore::FirestoreStore::connect(
+                firestore::FirestoreStore::open_to(
+                    None,
                     project,
                     &settings.firestore_database,
                     settings.session_ttl,
@@ -527,12 +546,13 @@ pub async fn open(settings: &StoreSettings, metrics: &Metrics) -> anyhow::Result
                 .await?
                 .with_session_tail(settings.session_tail),
             );
-            Ok(Stores {
+            let stores = Stores {
                 sessions: store.clone(),
                 rate_limits: store.clone(),
                 memory: store.clone(),
-                tasks: store,
-            })
+                tasks: store.clone(),
+            };
+            Ok((stores, Box::pin(async move { store.check().await })))
         }
     }
 }

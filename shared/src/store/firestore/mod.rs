@@ -137,6 +137,8 @@ struct Written {}
 
 pub struct FirestoreStore {
     db: FirestoreDb,
+    /// Which project and database, for errors: `project P, database D`.
+    target: String,
     session_ttl: Option<Duration>,
     /// Messages a session document's tail keeps: [`Self::with_session_tail`].
     session_tail: usize,
@@ -181,13 +183,31 @@ impl FirestoreStore {
         session_ttl: Option<Duration>,
         metrics: &Metrics,
     ) -> anyhow::Result<FirestoreStore> {
-        let counts = Counts::new(metrics);
+        let store = FirestoreStore::open_to(emulator_host, project, database, session_ttl, metrics).await?;
+        store.check().await?;
+        Ok(store)
+    }
+
+    /// [`connect_to`](Self::connect_to) without its [`check`](Self::check):
+    /// the connection is open (an unreachable emulator or endpoint fails
+    /// here), but nothing has yet shown that the project, the database and
+    /// the credentials are good. For a process that starts serving at once
+    /// and checks beside its first requests.
+    pub async fn open_to(
+        emulator_host: Option<&str>,
+        project: &str,
+        database: &str,
+        session_ttl: Option<Duration>,
+        metrics: &Metrics,
+    ) -> anyhow::Result<FirestoreStore> {
+        let at = emulator_host.map(|h| format!(", emulator {h}")).unwrap_or_default();
+        let target = format!("project {project}, database {database}{at}");
         let options = FirestoreDbOptions::new(project.to_string())
             .with_database_id(database.to_string())
             .with_max_retries(READ_RETRIES)
             .with_request_timeout(REQUEST_TIMEOUT);
         let attempt = async {
-            let db = match emulator_host {
+            match emulator_host {
                 Some(host) => {
                     let url = if host.contains("://") {
                         host.to_string()
@@ -195,37 +215,42 @@ impl FirestoreStore {
                         format!("http://{host}")
                     };
                     FirestoreDb::with_options_auth(options.with_firebase_api_url(url), EmulatorOwner::credentials())
-                        .await?
+                        .await
                 }
-                None => FirestoreDb::with_options(options).await?,
-            };
-            // A query, not a get: a get answers NOT_FOUND for a missing
-            // document and for a missing database alike, a query only for
-            // the latter.
-            counts
-                .query(db.fluent().select().from("_meta").limit(1).query())
-                .await?;
-            Ok::<_, FirestoreError>(db)
+                None => FirestoreDb::with_options(options).await,
+            }
         };
         let cause = match tokio::time::timeout(CONNECT_TIMEOUT, attempt).await {
             Ok(Ok(db)) => {
                 return Ok(FirestoreStore {
                     db,
+                    target,
                     session_ttl,
                     session_tail: DEFAULT_SESSION_TAIL,
                     locks: KeyLocks::default(),
-                    counts,
+                    counts: Counts::new(metrics),
                 });
             }
             Ok(Err(err)) => err.to_string(),
             Err(_) => "no answer".to_string(),
         };
-        let at = emulator_host.map(|h| format!(", emulator {h}")).unwrap_or_default();
-        anyhow::bail!(
-            "cannot reach Firestore (project {project}, database {database}{at}) within {} s: {cause}. \
-             Check FIRESTORE_PROJECT / credentials, or FIRESTORE_EMULATOR_HOST for the emulator",
-            CONNECT_TIMEOUT.as_secs()
-        )
+        Err(unreachable(&target, &cause))
+    }
+
+    /// Reads once, so that a wrong project or database, or credentials
+    /// Firestore refuses, show up as one clear error at start-up rather
+    /// than on every request.
+    pub async fn check(&self) -> anyhow::Result<()> {
+        // A query, not a get: a get answers NOT_FOUND for a missing document
+        // and for a missing database alike, a query only for the latter.
+        let query = self
+            .counts
+            .query(self.db.fluent().select().from("_meta").limit(1).query());
+        match tokio::time::timeout(CONNECT_TIMEOUT, query).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(err)) => Err(unreachable(&self.target, &err.to_string())),
+            Err(_) => Err(unreachable(&self.target, "no answer")),
+        }
     }
 
     /// Keeps the last `messages` of each session in its document, so that a
@@ -250,6 +275,14 @@ impl FirestoreStore {
         }
         Ok(format!("{}/{collection}/{id}", self.documents()))
     }
+}
+
+fn unreachable(target: &str, cause: &str) -> anyhow::Error {
+    anyhow::anyhow!(
+        "cannot reach Firestore ({target}) within {} s: {cause}. \
+         Check FIRESTORE_PROJECT / credentials, or FIRESTORE_EMULATOR_HOST for the emulator",
+        CONNECT_TIMEOUT.as_secs()
+    )
 }
 
 /// Bounds a call in time, so that it answers `Unavailable` when Firestore

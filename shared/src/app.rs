@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use axum::Router;
 
+use crate::auth::Authenticator;
 use crate::config::{RateLimit, Settings};
 use crate::http::middleware::MiddlewareLayer;
 use crate::http::rate_limit::{self, RateLimiter};
@@ -28,6 +29,8 @@ pub struct App {
     pub metrics: Metrics,
     pub model: Arc<dyn Model>,
     pub stores: Stores,
+    /// Who each request is (API keys): one per process.
+    pub authenticator: Arc<Authenticator>,
 }
 
 impl App {
@@ -69,11 +72,13 @@ impl App {
         let metrics = Metrics::new(function);
         let model = llm::build(&settings.llm, metrics.clone())?;
         let stores = store::open(&settings.store, &metrics).await?;
+        let authenticator = Arc::new(Authenticator::new(&settings.http.auth));
         Ok(App {
             settings: Arc::new(settings),
             metrics,
             model,
             stores,
+            authenticator,
         })
     }
 
@@ -101,12 +106,24 @@ impl App {
 
     /// Wraps API routes with the shared HTTP layer (see [`crate::http::wrap`]).
     pub fn wrap(&self, api: Api, function: &'static str) -> Router {
-        crate::http::wrap(api, function, &self.settings.http, self.metrics.clone())
+        crate::http::wrap(
+            api,
+            function,
+            &self.settings.http,
+            self.authenticator.clone(),
+            self.metrics.clone(),
+        )
     }
 
     /// A function of its own out of its API: the main route at `POST /`
     /// too, and the shared HTTP layer (see [`crate::http::standalone`]).
     pub fn standalone(&self, api: Api, function: &'static str) -> Router {
-        crate::http::standalone(api, function, &self.settings.http, self.metrics.clone())
+        crate::http::standalone(
+            api,
+            function,
+            &self.settings.http,
+            self.authenticator.clone(),
+            self.metrics.clone(),
+        )
     }
 }

@@ -1,9 +1,10 @@
 //! The HTTP layer every function shares, as tower layers around its routes.
 //!
 //! [`wrap`] turns a function's API routes into a complete service: `/health`,
-//! `/metrics`, API keys, CORS, body limits, request ids, metrics, panics and
-//! every error in the envelope. The function adds its own rate limit with
-//! `rate_limit::RateLimiter`, since the limit differs per function.
+//! `/metrics`, authentication (every request's principal), CORS, body
+//! limits, request ids, metrics, panics and every error in the envelope.
+//! The function adds its own rate limit with `rate_limit::RateLimiter`,
+//! since the limit differs per function.
 //!
 //! - [`error`]: the error envelope and the rewriting of errors raised below
 //!   the handlers.
@@ -11,8 +12,8 @@
 //! - [`sse`]: server-sent events, as chat streams and task progress use them.
 //! - [`detached`]: work a request starts that must end even when its
 //!   client goes away (a model call that is paid for).
-//! - `auth`, `rate_limit`, `cors`, `request_context`, [`metrics`]:
-//!   one concern each.
+//! - `auth` (the principal of every request, see [`crate::auth`]),
+//!   `rate_limit`, `cors`, `request_context`, [`metrics`]: one concern each.
 //! - `middleware`: how those layers wrap the routes, at no allocation
 //!   beyond one boxed future each.
 
@@ -40,7 +41,8 @@ use tower_service::Service;
 
 use middleware::{Middleware, MiddlewareLayer, ResponseFuture, respond};
 
-use crate::config::{HttpSettings, Secret};
+use crate::auth::Authenticator;
+use crate::config::HttpSettings;
 pub use error::ApiError;
 pub use json::ApiJson;
 pub use metrics::Metrics;
@@ -164,14 +166,27 @@ pub fn served(api: &Api) -> Vec<(&'static str, String, String)> {
 /// A function of its own: its API with the main route served at `POST /`
 /// too (a Cloud Function URL is called that way; see
 /// [`Routes::main_route`]), wrapped with [`wrap`].
-pub fn standalone(api: Api, function: &'static str, settings: &HttpSettings, metrics: Metrics) -> Router {
-    wrap(api.with_root(), function, settings, metrics)
+pub fn standalone(
+    api: Api,
+    function: &'static str,
+    settings: &HttpSettings,
+    authenticator: Arc<Authenticator>,
+    metrics: Metrics,
+) -> Router {
+    wrap(api.with_root(), function, settings, authenticator, metrics)
 }
 
 /// Wraps a function's API routes with everything every function serves and
-/// does. `function` names it in `/health`, `/openapi.json` and metrics.
-pub fn wrap(api: Api, function: &'static str, settings: &HttpSettings, metrics: Metrics) -> Router {
-    let keys: Arc<[Secret]> = settings.api_keys.clone().into();
+/// does. `function` names it in `/health`, `/openapi.json` and metrics;
+/// `authenticator` decides every request's principal (built once per
+/// process).
+pub fn wrap(
+    api: Api,
+    function: &'static str,
+    settings: &HttpSettings,
+    authenticator: Arc<Authenticator>,
+    metrics: Metrics,
+) -> Router {
     let Api {
         router, mut operations, ..
     } = api;
@@ -179,15 +194,15 @@ pub fn wrap(api: Api, function: &'static str, settings: &HttpSettings, metrics: 
     let document = Arc::new(Document {
         function,
         operations,
-        api_keys: !settings.api_keys.is_empty(),
+        api_keys: authenticator.api_keys(),
         built: std::sync::OnceLock::new(),
     });
-    // `/metrics` sits behind the key like the API: its labels name routes
-    // and models. `/health` and the document stay open for load balancers,
-    // probes and client generators.
+    // `/metrics` sits behind the credentials like the API: its labels name
+    // routes and models. `/health` and the document stay open for load
+    // balancers, probes and client generators, and carry no principal.
     let protected = router
         .route("/metrics", get(metrics::render).with_state(metrics.clone()))
-        .layer(MiddlewareLayer(auth::RequireApiKey(keys)));
+        .layer(MiddlewareLayer(auth::Authenticate(authenticator)));
     Router::new()
         .route("/health", get(health).with_state(function))
         .route("/openapi.json", get(openapi).with_state(document))

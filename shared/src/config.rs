@@ -12,7 +12,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use auth::AuthSettings;
+pub use auth::{AuthSettings, FIREBASE_KEYS_URL, GOOGLE_KEYS_URL};
 
 /// A setting that could not be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -150,7 +150,7 @@ pub enum CorsOrigins {
 /// The settings of the HTTP layer every function shares.
 #[derive(Debug, Clone)]
 pub struct HttpSettings {
-    /// Who may call (`API_KEYS`).
+    /// API keys and ID token issuers: who may call (`API_KEYS`, `AUTH_*`).
     pub auth: AuthSettings,
     pub cors_allowed_origins: CorsOrigins,
     pub max_body_bytes: usize,
@@ -387,8 +387,9 @@ impl Settings {
         }
         if !self.http.auth.is_on() {
             warnings.push(
-                "API_KEYS is empty, so every request is accepted without a key. Set \
-                 API_KEYS=name:key,... to require an X-API-Key header."
+                "API_KEYS, AUTH_FIREBASE_PROJECT and AUTH_GOOGLE_AUDIENCE are unset, so every \
+                 request is accepted without a credential. Set API_KEYS=name:key,... to require an \
+                 X-API-Key header, or AUTH_FIREBASE_PROJECT to accept Firebase ID tokens."
                     .to_string(),
             );
         }

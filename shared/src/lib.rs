@@ -10,7 +10,8 @@
 //! - `app`: what every function builds at start-up (settings, logs,
 //!   metrics, model, stores), so each `main` is a few lines.
 //! - [`auth`]: who is calling: every request's principal (an API key's
-//!   name, or `anonymous`), the key each record belongs to.
+//!   name, a verified Firebase or Google ID token's user, or `anonymous`),
+//!   the key each record belongs to.
 //! - [`config`]: typed settings from the environment, validated once; a bad
 //!   value stops the process with exit code 2 and one clear line.
 //! - [`runtime`]: `serve(router)` on `$PORT` with graceful shutdown, or on AWS

@@ -1,13 +1,15 @@
 //! The authentication layer: every request to a function's routes gets its
-//! [`crate::auth::Principal`] as a request extension, or a 401 in the error
-//! envelope.
+//! [`Principal`] as a request extension, or a 401 (503 when an issuer's keys
+//! cannot be fetched) in the error envelope.
 //!
 //! Who a request is, and which credentials count, is decided by
-//! [`crate::auth::Authenticator`]; this layer only applies it.
+//! [`crate::auth::Authenticator`]; this layer only applies it. A request
+//! with an API key or none costs no await; only a bearer token, whose key
+//! set may have to be fetched, is verified in the response future.
 //!
 //! Credentials never reach a log line: the request span names the method,
-//! path, request id and trace only, and refusals say what was wrong, never
-//! what was presented.
+//! path, request id and trace only, and refusals say which check failed,
+//! never what was presented.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -17,7 +19,7 @@ use axum::response::{IntoResponse, Response};
 use tower_service::Service;
 
 use super::middleware::{Middleware, ResponseFuture, respond};
-use crate::auth::Authenticator;
+use crate::auth::{Authenticator, Identified, Principal};
 
 /// The header remote tool calls send their key in.
 pub(crate) use crate::auth::API_KEY_HEADER as HEADER;
@@ -33,11 +35,32 @@ impl Middleware for Authenticate {
         S::Future: Send + 'static,
     {
         match self.0.identify(request.headers()) {
-            Ok(principal) => {
+            Identified::Now(Ok(principal)) => {
                 request.extensions_mut().insert(principal);
                 Box::pin(respond(inner.call(request)))
             }
-            Err(refusal) => Box::pin(std::future::ready(refusal.into_response())),
+            Identified::Now(Err(refusal)) => Box::pin(std::future::ready(refusal.into_response())),
+            Identified::Token(token) => {
+                // The token is verified before the request goes on, so the
+                // future takes the ready service and leaves a clone in its
+                // place.
+                let clone = inner.clone();
+                let ready = std::mem::replace(inner, clone);
+                Box::pin(verified(self.0.clone(), token, request, ready))
+            }
         }
+    }
+}
+
+async fn verified<S>(authenticator: Arc<Authenticator>, token: String, mut request: Request, mut next: S) -> Response
+where
+    S: Service<Request, Response = Response, Error = Infallible>,
+{
+    match authenticator.verify(&token).await {
+        Ok(principal) => {
+            request.extensions_mut().insert::<Principal>(principal);
+            respond(next.call(request)).await
+        }
+        Err(refusal) => refusal.into_response(),
     }
 }

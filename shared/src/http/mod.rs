@@ -46,7 +46,7 @@ use crate::config::HttpSettings;
 pub use error::ApiError;
 pub use json::ApiJson;
 pub use metrics::Metrics;
-pub use openapi::{Api, Event, Operation, Routes};
+pub use openapi::{Api, Credentials, Event, Operation, Routes};
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
@@ -117,13 +117,13 @@ async fn health(State(function): State<&'static str>) -> Json<Health> {
 struct Document {
     function: &'static str,
     operations: Vec<Operation>,
-    api_keys: bool,
+    credentials: Credentials,
     built: std::sync::OnceLock<String>,
 }
 
 async fn openapi(State(document): State<Arc<Document>>) -> impl IntoResponse {
     let body = document.built.get_or_init(|| {
-        openapi::document(document.function, VERSION, &document.operations, document.api_keys).to_string()
+        openapi::document(document.function, VERSION, &document.operations, document.credentials).to_string()
     });
     ([(header::CONTENT_TYPE, "application/json")], body.clone())
 }
@@ -179,7 +179,7 @@ pub fn standalone(
 /// Wraps a function's API routes with everything every function serves and
 /// does. `function` names it in `/health`, `/openapi.json` and metrics;
 /// `authenticator` decides every request's principal (built once per
-/// process).
+/// process, so its key-set cache is shared).
 pub fn wrap(
     api: Api,
     function: &'static str,
@@ -194,7 +194,10 @@ pub fn wrap(
     let document = Arc::new(Document {
         function,
         operations,
-        api_keys: authenticator.api_keys(),
+        credentials: Credentials {
+            api_key: authenticator.api_keys(),
+            bearer: authenticator.tokens(),
+        },
         built: std::sync::OnceLock::new(),
     });
     // `/metrics` sits behind the credentials like the API: its labels name

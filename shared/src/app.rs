@@ -9,12 +9,16 @@ use std::sync::Arc;
 
 use axum::Router;
 
+use crate::auth::Authenticator;
 use crate::config::{RateLimit, Settings};
 use crate::http::middleware::MiddlewareLayer;
 use crate::http::rate_limit::{self, RateLimiter};
 use crate::http::{Api, Metrics, Readiness};
 use crate::llm::{self, Model};
 use crate::store::{self, StartupCheck, Stores};
+
+/// How long the outbound client waits to connect to an ID token issuer.
+const KEY_SET_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 fn exit_on_start_error(function: &str, err: anyhow::Error) -> ! {
     tracing::error!("cannot start {function}: {err:#}");
@@ -28,6 +32,9 @@ pub struct App {
     pub metrics: Metrics,
     pub model: Arc<dyn Model>,
     pub stores: Stores,
+    /// Who each request is (API keys, ID tokens): one per process, so the
+    /// issuers' key sets are fetched once for every function it serves.
+    pub authenticator: Arc<Authenticator>,
     /// Whether the store has been shown to answer: `/health` is 503 until then.
     pub readiness: Readiness,
 }
@@ -96,12 +103,20 @@ impl App {
         let store_metrics = metrics.clone();
         let stores = tokio::spawn(async move { store::open_unchecked(&store_settings, &store_metrics).await });
         let model = llm::build(&settings.llm, metrics.clone())?;
+        // The shared outbound client; each key-set fetch has a shorter limit
+        // of its own.
+        let http = llm::http_client(KEY_SET_CONNECT_TIMEOUT)?;
+        let authenticator = Arc::new(Authenticator::new(&settings.http.auth, &http, &metrics));
+        for url in authenticator.key_set_urls() {
+            tracing::info!("ID tokens are checked with the keys published at {url}");
+        }
         let (stores, check) = stores.await??;
         let app = App {
             settings: Arc::new(settings),
             metrics,
             model,
             stores,
+            authenticator,
             readiness: Readiness::pending(),
         };
         Ok((app, check))
@@ -135,6 +150,7 @@ impl App {
             api,
             function,
             &self.settings.http,
+            self.authenticator.clone(),
             self.metrics.clone(),
             self.readiness.clone(),
         )
@@ -147,6 +163,7 @@ impl App {
             api,
             function,
             &self.settings.http,
+            self.authenticator.clone(),
             self.metrics.clone(),
             self.readiness.clone(),
         )

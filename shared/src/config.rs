@@ -6,9 +6,13 @@
 //! Parsing takes a lookup function instead of reading `std::env` directly so
 //! tests can build settings without touching the process environment.
 
+mod auth;
+
 use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
+
+pub use auth::{AuthSettings, FIREBASE_KEYS_URL, GOOGLE_KEYS_URL};
 
 /// A setting that could not be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -146,7 +150,8 @@ pub enum CorsOrigins {
 /// The settings of the HTTP layer every function shares.
 #[derive(Debug, Clone)]
 pub struct HttpSettings {
-    pub api_keys: Vec<Secret>,
+    /// API keys and ID token issuers: who may call (`API_KEYS`, `AUTH_*`).
+    pub auth: AuthSettings,
     pub cors_allowed_origins: CorsOrigins,
     pub max_body_bytes: usize,
     /// The longest `message` (in characters) a chat request may carry.
@@ -295,16 +300,7 @@ impl Settings {
             llm: llm_settings(&env)?,
             store: store_settings(&env)?,
             http: HttpSettings {
-                api_keys: env
-                    .get("API_KEYS")
-                    .map(|v| {
-                        v.split(',')
-                            .map(str::trim)
-                            .filter(|k| !k.is_empty())
-                            .map(Secret::new)
-                            .collect()
-                    })
-                    .unwrap_or_default(),
+                auth: auth::auth_settings(&env)?,
                 cors_allowed_origins: cors_origins(&env)?,
                 max_body_bytes: env.parse_or(
                     "MAX_BODY_BYTES",
@@ -389,10 +385,11 @@ impl Settings {
                     .to_string(),
             );
         }
-        if self.http.api_keys.is_empty() {
+        if !self.http.auth.is_on() {
             warnings.push(
-                "API_KEYS is empty, so every request is accepted without a key. Set \
-                 API_KEYS=key1,key2 to require an X-API-Key header."
+                "API_KEYS, AUTH_FIREBASE_PROJECT and AUTH_GOOGLE_AUDIENCE are unset, so every \
+                 request is accepted without a credential. Set API_KEYS=name:key,... to require an \
+                 X-API-Key header, or AUTH_FIREBASE_PROJECT to accept Firebase ID tokens."
                     .to_string(),
             );
         }
@@ -881,6 +878,6 @@ mod tests {
         let s = settings(&[("API_KEYS", "k1,k2"), ("GEMINI_API_KEY", "sekrit")]).expect("valid");
         let debug = format!("{s:?}");
         assert!(!debug.contains("sekrit") && !debug.contains("k1"), "{debug}");
-        assert_eq!(s.http.api_keys.len(), 2);
+        assert_eq!(s.http.auth.api_keys.len(), 2);
     }
 }

@@ -9,6 +9,9 @@
 //! - [`agent`]: the tool-calling loop and its step trace.
 //! - `app`: what every function builds at start-up (settings, logs,
 //!   metrics, model, stores), so each `main` is a few lines.
+//! - [`auth`]: who is calling: every request's principal (an API key's
+//!   name, a verified Firebase or Google ID token's user, or `anonymous`),
+//!   the key each record belongs to.
 //! - [`config`]: typed settings from the environment, validated once; a bad
 //!   value stops the process with exit code 2 and one clear line.
 //! - [`runtime`]: `serve(router)` on `$PORT` with graceful shutdown, or on AWS
@@ -17,7 +20,7 @@
 //!   pretty logs for a terminal.
 //! - [`gcp`]: the GCP metadata server: access and ID tokens, cached.
 //! - [`http`]: the layer every function shares: error envelope, JSON bodies,
-//!   API keys, rate limits, CORS, body limits, request ids, `/health`,
+//!   authentication, rate limits, CORS, body limits, request ids, `/health`,
 //!   `/metrics`, and `/openapi.json`, generated from the routes' own types.
 //! - [`llm`]: the `Model` trait and its providers (Gemini, Vertex AI,
 //!   OpenAI-compatible, offline), with retries and streaming.
@@ -46,6 +49,7 @@
 
 pub mod agent;
 pub(crate) mod app;
+pub mod auth;
 pub mod config;
 pub mod delivery;
 pub mod gcp;

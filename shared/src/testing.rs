@@ -16,6 +16,9 @@ use tokio::task::JoinHandle;
 
 use crate::config::Settings;
 
+mod issuer;
+pub use issuer::TestIssuer;
+
 /// Settings as if the environment held exactly `vars`.
 pub fn settings(vars: &[(&str, &str)]) -> Settings {
     let map: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();

@@ -1,9 +1,10 @@
 //! The HTTP layer every function shares, as tower layers around its routes.
 //!
 //! [`wrap`] turns a function's API routes into a complete service: `/health`,
-//! `/metrics`, API keys, CORS, body limits, request ids, metrics, panics and
-//! every error in the envelope. The function adds its own rate limit with
-//! `rate_limit::RateLimiter`, since the limit differs per function.
+//! `/metrics`, authentication (every request's principal), CORS, body
+//! limits, request ids, metrics, panics and every error in the envelope.
+//! The function adds its own rate limit with `rate_limit::RateLimiter`,
+//! since the limit differs per function.
 //!
 //! - [`error`]: the error envelope and the rewriting of errors raised below
 //!   the handlers.
@@ -11,8 +12,8 @@
 //! - [`sse`]: server-sent events, as chat streams and task progress use them.
 //! - [`detached`]: work a request starts that must end even when its
 //!   client goes away (a model call that is paid for).
-//! - `auth`, `rate_limit`, `cors`, `request_context`, [`metrics`]:
-//!   one concern each.
+//! - `auth` (the principal of every request, see [`crate::auth`]),
+//!   `rate_limit`, `cors`, `request_context`, [`metrics`]: one concern each.
 //! - `middleware`: how those layers wrap the routes, at no allocation
 //!   beyond one boxed future each.
 
@@ -40,13 +41,14 @@ use tower_service::Service;
 
 use middleware::{Middleware, MiddlewareLayer, ResponseFuture, respond};
 
-use crate::config::{HttpSettings, Secret};
+use crate::auth::Authenticator;
+use crate::config::HttpSettings;
 pub use error::ApiError;
 use health::Health;
 pub use health::Readiness;
 pub use json::ApiJson;
 pub use metrics::Metrics;
-pub use openapi::{Api, Event, Operation, Routes};
+pub use openapi::{Api, Credentials, Event, Operation, Routes};
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
@@ -102,13 +104,13 @@ impl std::error::Error for BodyDeadline {}
 struct Document {
     function: &'static str,
     operations: Vec<Operation>,
-    api_keys: bool,
+    credentials: Credentials,
     built: std::sync::OnceLock<String>,
 }
 
 async fn openapi(State(document): State<Arc<Document>>) -> impl IntoResponse {
     let body = document.built.get_or_init(|| {
-        openapi::document(document.function, VERSION, &document.operations, document.api_keys).to_string()
+        openapi::document(document.function, VERSION, &document.operations, document.credentials).to_string()
     });
     ([(header::CONTENT_TYPE, "application/json")], body.clone())
 }
@@ -156,23 +158,26 @@ pub fn standalone(
     api: Api,
     function: &'static str,
     settings: &HttpSettings,
+    authenticator: Arc<Authenticator>,
     metrics: Metrics,
     readiness: Readiness,
 ) -> Router {
-    wrap(api.with_root(), function, settings, metrics, readiness)
+    wrap(api.with_root(), function, settings, authenticator, metrics, readiness)
 }
 
 /// Wraps a function's API routes with everything every function serves and
 /// does. `function` names it in `/health`, `/openapi.json` and metrics;
-/// `/health` answers 503 until `readiness` is ready.
+/// `authenticator` decides every request's principal (built once per
+/// process, so its key-set cache is shared); `/health` answers 503 until
+/// `readiness` is ready.
 pub fn wrap(
     api: Api,
     function: &'static str,
     settings: &HttpSettings,
+    authenticator: Arc<Authenticator>,
     metrics: Metrics,
     readiness: Readiness,
 ) -> Router {
-    let keys: Arc<[Secret]> = settings.api_keys.clone().into();
     let Api {
         router, mut operations, ..
     } = api;
@@ -180,15 +185,18 @@ pub fn wrap(
     let document = Arc::new(Document {
         function,
         operations,
-        api_keys: !settings.api_keys.is_empty(),
+        credentials: Credentials {
+            api_key: authenticator.api_keys(),
+            bearer: authenticator.tokens(),
+        },
         built: std::sync::OnceLock::new(),
     });
-    // `/metrics` sits behind the key like the API: its labels name routes
-    // and models. `/health` and the document stay open for load balancers,
-    // probes and client generators.
+    // `/metrics` sits behind the credentials like the API: its labels name
+    // routes and models. `/health` and the document stay open for load
+    // balancers, probes and client generators, and carry no principal.
     let protected = router
         .route("/metrics", get(metrics::render).with_state(metrics.clone()))
-        .layer(MiddlewareLayer(auth::RequireApiKey(keys)));
+        .layer(MiddlewareLayer(auth::Authenticate(authenticator)));
     Router::new()
         .route("/health", get(health::health).with_state((function, readiness)))
         .route("/openapi.json", get(openapi).with_state(document))

@@ -109,7 +109,8 @@ pub struct Operation {
     last_event_id: bool,
     /// The schema of the path's parameters (`{id}`), a string by default.
     path_schema: Option<SchemaFn>,
-    /// Whether API keys guard it (everything but `/health` and the document).
+    /// Whether credentials guard it (everything but `/health` and the
+    /// document).
     guarded: bool,
 }
 
@@ -416,11 +417,47 @@ impl Api {
     }
 }
 
+/// Which credentials the shared layer accepts on guarded routes, for the
+/// document's security schemes and 401 answers. Both false: the function is
+/// open.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Credentials {
+    /// `X-API-Key` (`API_KEYS`).
+    pub api_key: bool,
+    /// `Authorization: Bearer <ID token>` (`AUTH_FIREBASE_PROJECT`,
+    /// `AUTH_GOOGLE_AUDIENCE`).
+    pub bearer: bool,
+}
+
+impl Credentials {
+    fn any(self) -> bool {
+        self.api_key || self.bearer
+    }
+}
+
 /// The answers the shared layer gives on every guarded API route.
-fn add_layer_answers(op: &mut Operation, api_keys: bool) {
+fn add_layer_answers(op: &mut Operation, credentials: Credentials) {
     op.add_layer_error(500, "a fault of ours; the error is logged with the X-Request-Id");
-    if api_keys && op.guarded {
-        op.add_layer_error(401, "the X-API-Key header is missing or not a valid key");
+    if !op.guarded {
+        return;
+    }
+    match (credentials.api_key, credentials.bearer) {
+        (false, false) => {}
+        (true, false) => op.add_layer_error(401, "the X-API-Key header is missing or not a valid key"),
+        (false, true) => op.add_layer_error(
+            401,
+            "no bearer ID token, or one that failed a check (the message says which)",
+        ),
+        (true, true) => op.add_layer_error(
+            401,
+            "neither a valid X-API-Key nor a valid bearer ID token; the message says which check failed",
+        ),
+    }
+    if credentials.bearer {
+        op.add_layer_error(
+            503,
+            "the ID token issuer's keys cannot be fetched right now; retry after Retry-After",
+        );
     }
 }
 
@@ -452,14 +489,14 @@ fn header_object(name: &str) -> Value {
 }
 
 /// The OpenAPI 3.1 document for `operations`, as served by `function`.
-pub fn document(function: &str, version: &str, operations: &[Operation], api_keys: bool) -> Value {
+pub fn document(function: &str, version: &str, operations: &[Operation], credentials: Credentials) -> Value {
     let mut generator = SchemaSettings::draft2020_12()
         .with(|s| s.definitions_path = "/components/schemas".into())
         .into_generator();
     let mut paths: BTreeMap<String, Map<String, Value>> = BTreeMap::new();
     for op in operations {
         let mut op = op.clone();
-        add_layer_answers(&mut op, api_keys);
+        add_layer_answers(&mut op, credentials);
         let mut responses: BTreeMap<String, Value> = BTreeMap::new();
         for answer in &op.answers {
             let entry = responses
@@ -511,7 +548,7 @@ pub fn document(function: &str, version: &str, operations: &[Operation], api_key
                 "content": {"application/json": {"schema": body(&mut generator).to_value()}},
             });
         }
-        if api_keys && !op.guarded {
+        if credentials.any() && !op.guarded {
             object["security"] = json!([]);
         }
         paths
@@ -529,10 +566,31 @@ pub fn document(function: &str, version: &str, operations: &[Operation], api_key
         "paths": paths,
         "components": {"schemas": generator.take_definitions(true)},
     });
-    if api_keys {
-        doc["components"]["securitySchemes"] =
-            json!({"apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"}});
-        doc["security"] = json!([{"apiKey": []}]);
+    // Either scheme admits a request: each is an alternative of `security`.
+    let mut schemes = Map::new();
+    let mut security = Vec::new();
+    if credentials.api_key {
+        schemes.insert(
+            "apiKey".into(),
+            json!({"type": "apiKey", "in": "header", "name": "X-API-Key", "description": "a key of API_KEYS"}),
+        );
+        security.push(json!({"apiKey": []}));
+    }
+    if credentials.bearer {
+        schemes.insert(
+            "idToken".into(),
+            json!({
+                "type": "http",
+                "scheme": "bearer",
+                "bearerFormat": "JWT",
+                "description": "a Firebase Authentication ID token (AUTH_FIREBASE_PROJECT) or a Google-signed ID token (AUTH_GOOGLE_AUDIENCE), RS256",
+            }),
+        );
+        security.push(json!({"idToken": []}));
+    }
+    if credentials.any() {
+        doc["components"]["securitySchemes"] = Value::Object(schemes);
+        doc["security"] = Value::Array(security);
     }
     doc
 }
@@ -551,7 +609,7 @@ mod tests {
         loud: bool,
     }
 
-    fn doc(api_keys: bool) -> Value {
+    fn doc(credentials: Credentials) -> Value {
         let api = Routes::new()
             .route(
                 "/ask/{id}",
@@ -565,7 +623,7 @@ mod tests {
             )
             .with_state(())
             .layered(|r| r, &[(429, "limited")]);
-        document("f", "1", &api.operations, api_keys)
+        document("f", "1", &api.operations, credentials)
     }
 
     fn function(path: &str, id: &str) -> Api {
@@ -599,7 +657,7 @@ mod tests {
 
     #[test]
     fn operations_schemas_and_layer_answers_are_documented() {
-        let doc = doc(false);
+        let doc = doc(Credentials::default());
         assert_eq!(doc["openapi"], "3.1.0");
         let post = &doc["paths"]["/ask/{id}"]["post"];
         assert_eq!(post["parameters"][0]["name"], "id");
@@ -623,8 +681,35 @@ mod tests {
 
     #[test]
     fn api_keys_add_the_scheme_and_401() {
-        let doc = doc(true);
+        let doc = doc(Credentials {
+            api_key: true,
+            bearer: false,
+        });
         assert_eq!(doc["components"]["securitySchemes"]["apiKey"]["name"], "X-API-Key");
+        assert_eq!(doc["security"], json!([{"apiKey": []}]));
         assert!(doc["paths"]["/ask/{id}"]["post"]["responses"]["401"].is_object());
+        assert!(doc["paths"]["/ask/{id}"]["post"]["responses"]["503"].is_null());
+    }
+
+    #[test]
+    fn id_tokens_add_the_bearer_scheme_as_an_alternative() {
+        let doc = doc(Credentials {
+            api_key: true,
+            bearer: true,
+        });
+        assert_eq!(doc["components"]["securitySchemes"]["idToken"]["scheme"], "bearer");
+        assert_eq!(doc["security"], json!([{"apiKey": []}, {"idToken": []}]));
+        let post = &doc["paths"]["/ask/{id}"]["post"]["responses"];
+        assert!(post["401"].is_object() && post["503"].is_object(), "{post}");
+        let only_tokens = doc_only_tokens();
+        assert_eq!(only_tokens["security"], json!([{"idToken": []}]));
+        assert!(only_tokens["components"]["securitySchemes"]["apiKey"].is_null());
+    }
+
+    fn doc_only_tokens() -> Value {
+        doc(Credentials {
+            api_key: false,
+            bearer: true,
+        })
     }
 }

@@ -1,6 +1,8 @@
 //! Rate limits per client, counted in the store.
 //!
-//! A client is its `X-Client-ID`, else its API key, else its address.
+//! A client is its `X-Client-ID`, else its principal (an API key's name, an
+//! ID token's user: see [`crate::auth`]), else, when the function is open
+//! (`anonymous`), its address.
 //! Counting in the store rather than in memory is what makes a limit a limit
 //! on Cloud Run: with many instances, an in-memory counter would admit the
 //! limit once per instance.
@@ -15,10 +17,10 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use tower_service::Service;
 
-use super::auth::KeyIndex;
 use super::error::ApiError;
 use super::metrics::{Counter, Metrics};
 use super::middleware::{Middleware, ResponseFuture, respond};
+use crate::auth::Principal;
 use crate::config::RateLimit;
 use crate::store::RateLimitStore;
 
@@ -91,8 +93,12 @@ fn write_client_key(out: &mut String, request: &Request, trust_proxy: bool) {
             return;
         }
     }
-    if let Some(KeyIndex(i)) = request.extensions().get::<KeyIndex>() {
-        let _ = write!(out, "key:{i}");
+    // `key:NAME`, `firebase:UID`, `google:SUB`: never `id:` or `ip:`, so
+    // the three kinds of client cannot collide.
+    if let Some(principal) = request.extensions().get::<Principal>()
+        && !principal.is_anonymous()
+    {
+        out.push_str(principal.as_str());
         return;
     }
     match client_ip(request, trust_proxy) {
@@ -226,8 +232,22 @@ mod tests {
             format!("id:{}", "b".repeat(128))
         );
         let mut with_key = request(&[]);
-        with_key.extensions_mut().insert(KeyIndex(1));
-        assert_eq!(client_key(&with_key, false), "key:1");
+        with_key
+            .extensions_mut()
+            .insert(Principal::api_key("ops").expect("name"));
+        assert_eq!(client_key(&with_key, false), "key:ops");
+        let mut with_user = request(&[("x-forwarded-for", "203.0.113.7")]);
+        with_user
+            .extensions_mut()
+            .insert(Principal::firebase("uid-1").expect("uid"));
+        assert_eq!(client_key(&with_user, true), "firebase:uid-1");
+        let mut anonymous = request(&[]);
+        anonymous.extensions_mut().insert(Principal::anonymous());
+        assert_eq!(
+            client_key(&anonymous, false),
+            "ip:10.0.0.9",
+            "an open function counts by address"
+        );
         assert_eq!(client_key(&request(&[]), false), "ip:10.0.0.9");
         let forwarded = request(&[("x-forwarded-for", "1.1.1.1, 203.0.113.7")]);
         assert_eq!(client_key(&forwarded, true), "ip:203.0.113.7");

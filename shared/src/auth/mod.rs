@@ -1,0 +1,231 @@
+//! Who is calling: every request's [`Principal`], from the credential it
+//! presented.
+//!
+//! - [`principal`]: the principal, its stable string form (what records are
+//!   keyed by) and its extractor for handlers.
+//! - [`keys`]: `API_KEYS`, named keys and their constant-time lookup.
+//! - `token`: ID tokens (Firebase Authentication, Google) and every check
+//!   they must pass.
+//! - `key_set`: each issuer's public keys, fetched and cached.
+//!
+//! The [`Authenticator`] decides, and the shared HTTP layer
+//! (`http::auth`) applies it to every request of a function's routes:
+//!
+//! - with no credential configured (`API_KEYS`, `AUTH_FIREBASE_PROJECT`,
+//!   `AUTH_GOOGLE_AUDIENCE` all unset), every request is `anonymous`;
+//! - otherwise a request needs a valid API key (`X-API-Key`) or a valid ID
+//!   token (`Authorization: Bearer`). A credential of a kind that is not
+//!   configured is ignored (a private Cloud Run service receives the ID
+//!   token Cloud Run already checked); one that is configured is always
+//!   checked, and a wrong one is a 401 that says which check failed, even
+//!   beside a valid one of the other kind. When both are valid, the
+//!   principal is the token's end user: the key then names the app, the
+//!   token the person using it.
+
+pub(crate) mod key_set;
+pub mod keys;
+pub mod principal;
+pub(crate) mod token;
+
+use axum::http::HeaderMap;
+
+pub use principal::{Principal, PrincipalKind};
+
+use crate::config::AuthSettings;
+use crate::http::{ApiError, Metrics};
+use key_set::{KeySet, RETRY_AFTER_FAILURE};
+use keys::ApiKey;
+use token::{Issuer, TokenError};
+
+/// The header an API key is sent in.
+pub(crate) const API_KEY_HEADER: &str = "x-api-key";
+
+/// Decides who each request is, from the settings. Built once per process
+/// (`App::build`), so the key sets it caches are shared by every request.
+pub struct Authenticator {
+    keys: Box<[ApiKey]>,
+    /// Firebase first, then Google, as configured; empty when ID tokens are
+    /// not accepted.
+    issuers: Box<[Issuer]>,
+}
+
+/// What a request's headers say before any token is verified.
+pub(crate) enum Identified {
+    /// Decided: the principal, or the refusal.
+    Now(Result<Principal, ApiError>),
+    /// A bearer token to verify (which may fetch a key set).
+    Token(String),
+}
+
+impl Authenticator {
+    /// Key sets are fetched with `http` (the shared outbound client), and
+    /// their fetches counted in `metrics`.
+    pub fn new(settings: &AuthSettings, http: &reqwest::Client, metrics: &Metrics) -> Authenticator {
+        let mut issuers = Vec::new();
+        if let Some(project) = &settings.firebase_project {
+            let keys = KeySet::new("firebase", settings.firebase_keys_url.clone(), http.clone(), metrics);
+            issuers.push(Issuer::firebase(project, keys));
+        }
+        if !settings.google_audiences.is_empty() {
+            let keys = KeySet::new("google", settings.google_keys_url.clone(), http.clone(), metrics);
+            issuers.push(Issuer::google(settings.google_audiences.clone(), keys));
+        }
+        Authenticator {
+            keys: settings.api_keys.clone().into(),
+            issuers: issuers.into(),
+        }
+    }
+
+    /// Whether API keys are accepted (and, unless tokens are too, required).
+    pub fn api_keys(&self) -> bool {
+        !self.keys.is_empty()
+    }
+
+    /// Whether bearer ID tokens are accepted.
+    pub fn tokens(&self) -> bool {
+        !self.issuers.is_empty()
+    }
+
+    /// The key-set URLs in use, for the start-up log.
+    pub fn key_set_urls(&self) -> Vec<&str> {
+        self.issuers.iter().map(|i| i.key_set().url()).collect()
+    }
+
+    /// What `headers` say, without waiting for anything: the principal of
+    /// an API key or `anonymous`, a refusal, or a token to verify.
+    pub(crate) fn identify(&self, headers: &HeaderMap) -> Identified {
+        if !self.api_keys() && !self.tokens() {
+            return Identified::Now(Ok(Principal::anonymous()));
+        }
+        let bearer = if self.tokens() { bearer_token(headers) } else { None };
+        let mut key_principal = None;
+        if self.api_keys()
+            && let Some(presented) = headers.get(API_KEY_HEADER)
+        {
+            match keys::find(&self.keys, presented.as_bytes()) {
+                Some(principal) => key_principal = Some(principal.clone()),
+                None => {
+                    return Identified::Now(Err(ApiError::unauthenticated(
+                        "the X-API-Key header does not hold a valid API key; check the key you were given",
+                    )));
+                }
+            }
+        }
+        match (bearer, key_principal) {
+            (Some(token), _) => Identified::Token(token.to_string()),
+            (None, Some(principal)) => Identified::Now(Ok(principal)),
+            (None, None) => Identified::Now(Err(ApiError::unauthenticated(self.missing()))),
+        }
+    }
+
+    /// Verifies a bearer token from [`Authenticator::identify`].
+    pub(crate) async fn verify(&self, token: &str) -> Result<Principal, ApiError> {
+        token::verify(&self.issuers, token).await.map_err(|err| match err {
+            TokenError::KeysUnavailable { ref why, .. } => {
+                tracing::warn!("an ID token could not be checked: {why}");
+                ApiError::unavailable(err.to_string(), RETRY_AFTER_FAILURE)
+            }
+            err => ApiError::unauthenticated(err.to_string()),
+        })
+    }
+
+    /// The 401 message for a request with no credential.
+    fn missing(&self) -> &'static str {
+        match (self.api_keys(), self.tokens()) {
+            (true, false) => "this function requires an API key: send it in the X-API-Key header",
+            (false, true) => "this function requires an ID token: send it as Authorization: Bearer <token>",
+            _ => {
+                "this function requires an API key (the X-API-Key header) or an ID token \
+                 (Authorization: Bearer <token>)"
+            }
+        }
+    }
+}
+
+/// The token of `Authorization: Bearer <token>` (the scheme in any case);
+/// `None` when there is no such header or it holds another scheme.
+fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(axum::http::header::AUTHORIZATION)?.to_str().ok()?.trim();
+    let (scheme, token) = value.split_once(' ').unwrap_or((value, ""));
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    fn authenticator(vars: &[(&str, &str)]) -> Authenticator {
+        let settings = crate::testing::settings(vars);
+        Authenticator::new(&settings.http.auth, &reqwest::Client::new(), &Metrics::new("test"))
+    }
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.append(*name, HeaderValue::from_static(value));
+        }
+        map
+    }
+
+    fn outcome(identified: Identified) -> String {
+        match identified {
+            Identified::Now(Ok(p)) => p.to_string(),
+            Identified::Now(Err(e)) => format!("{} {}", e.status.as_u16(), e.message),
+            Identified::Token(t) => format!("token {t:?}"),
+        }
+    }
+
+    #[test]
+    fn who_a_request_is() {
+        let off = authenticator(&[]);
+        assert_eq!(outcome(off.identify(&headers(&[("x-api-key", "k1")]))), "anonymous");
+        assert_eq!(
+            outcome(off.identify(&headers(&[("authorization", "Bearer t")]))),
+            "anonymous"
+        );
+
+        let keys = authenticator(&[("API_KEYS", "ops:k1")]);
+        assert_eq!(outcome(keys.identify(&headers(&[("x-api-key", "k1")]))), "key:ops");
+        let missing = outcome(keys.identify(&headers(&[])));
+        assert!(
+            missing.starts_with("401 ") && missing.contains("X-API-Key"),
+            "{missing}"
+        );
+        assert!(outcome(keys.identify(&headers(&[("x-api-key", "k2")]))).contains("not hold a valid API key"));
+        assert_eq!(
+            outcome(keys.identify(&headers(&[("x-api-key", "k1"), ("authorization", "Bearer t")]))),
+            "key:ops",
+            "a token is not a credential here"
+        );
+
+        let both = authenticator(&[("API_KEYS", "ops:k1"), ("AUTH_FIREBASE_PROJECT", "demo-project")]);
+        let with = |pairs| outcome(both.identify(&headers(pairs)));
+        assert_eq!(with(&[("authorization", "Bearer abc")]), "token \"abc\"");
+        assert_eq!(with(&[("authorization", "bearer  abc ")]), "token \"abc\"");
+        assert_eq!(
+            with(&[("authorization", "Bearer")]),
+            "token \"\"",
+            "an empty token is checked, and refused"
+        );
+        assert_eq!(
+            with(&[("x-api-key", "k1"), ("authorization", "Bearer abc")]),
+            "token \"abc\"",
+            "the user wins"
+        );
+        assert!(with(&[("x-api-key", "k9"), ("authorization", "Bearer abc")]).contains("not hold a valid API key"));
+        assert_eq!(
+            with(&[("x-api-key", "k1"), ("authorization", "Basic b3BzOms=")]),
+            "key:ops"
+        );
+        let missing = with(&[("authorization", "Basic b3BzOms=")]);
+        assert!(missing.contains("X-API-Key") && missing.contains("Bearer"), "{missing}");
+
+        let tokens = authenticator(&[("AUTH_GOOGLE_AUDIENCE", "https://chat.example")]);
+        let missing = outcome(tokens.identify(&headers(&[("x-api-key", "k1")])));
+        assert!(
+            missing.contains("requires an ID token"),
+            "a key is not a credential here: {missing}"
+        );
+    }
+}

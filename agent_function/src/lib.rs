@@ -11,6 +11,7 @@
 use std::sync::Arc;
 
 use agent_core::agent;
+use agent_core::auth::Principal;
 use agent_core::http::json::require_text;
 use agent_core::http::{Api, ApiError, ApiJson, Operation, Routes, detached};
 use agent_core::llm::Model;
@@ -19,7 +20,7 @@ use agent_core::store::{Finished, TaskRecord, TaskState, TaskStatus, TaskStore};
 use agent_core::task;
 pub use agent_core::task::{AgentResponse, TaskView};
 use agent_core::tools::Registry;
-use agent_core::{App, outbound_url, session};
+use agent_core::{App, outbound_url, owned, session};
 use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -162,6 +163,7 @@ fn routes(app: &App, state: AgentState) -> Api {
 
 pub async fn run_agent(
     State(state): State<AgentState>,
+    principal: Principal,
     ApiJson(body): ApiJson<AgentRequest>,
 ) -> Result<Response, ApiError> {
     require_text("task", &body.task, state.max_task_chars)?;
@@ -172,7 +174,13 @@ pub async fn run_agent(
         ));
     }
     let (max_steps, warning) = agent::effective_max_steps(body.max_steps);
-    let mut task = TaskRecord::queued(uuid::Uuid::new_v4().to_string(), body.task, session_id, max_steps);
+    let mut task = TaskRecord::queued(
+        uuid::Uuid::new_v4().to_string(),
+        principal.as_str(),
+        body.task,
+        session_id,
+        max_steps,
+    );
     task.system_instruction = body.system_instruction.filter(|s| !s.trim().is_empty());
     let warnings = warning.into_iter().collect();
     if body.run_async {
@@ -281,9 +289,12 @@ async fn record(state: &AgentState, task_id: &str, outcome: &Finished) {
     }
 }
 
-async fn find(state: &AgentState, id: &str) -> Result<TaskRecord, ApiError> {
+/// The caller's task `id`. Another principal's task answers exactly as one
+/// that does not exist: the same one read, the same 404.
+async fn find(state: &AgentState, principal: &Principal, id: &str) -> Result<TaskRecord, ApiError> {
     task::validate_id("the task id", id)?;
-    state.tasks.get(id).await?.ok_or_else(|| {
+    let found = state.tasks.get(id).await?;
+    found.filter(|task| owned::owns(principal, &task.owner)).ok_or_else(|| {
         ApiError::not_found(format!(
             "there is no task {id:?}; task ids are returned by POST /api/v1/agent"
         ))
@@ -292,19 +303,21 @@ async fn find(state: &AgentState, id: &str) -> Result<TaskRecord, ApiError> {
 
 pub async fn get_task(
     State(state): State<AgentState>,
+    principal: Principal,
     Path(id): Path<String>,
 ) -> Result<axum::Json<TaskView>, ApiError> {
-    Ok(axum::Json(find(&state, &id).await?.into()))
+    Ok(axum::Json(find(&state, &principal, &id).await?.into()))
 }
 
 /// Server-sent events: `status`, `step`..., then `done` with the task.
 /// Reconnecting with `Last-Event-ID` resumes after that step.
 pub async fn task_events(
     State(state): State<AgentState>,
+    principal: Principal,
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let found = find(&state, &id).await?;
+    let found = find(&state, &principal, &id).await?;
     let after = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
@@ -337,7 +350,7 @@ mod tests {
         )
         .await;
         let state = AgentState::new(&app).await.expect("the agent state builds");
-        let task = TaskRecord::queued("client-went-away", "say something", "s-gone", 10);
+        let task = TaskRecord::queued("client-went-away", "anonymous", "say something", "s-gone", 10);
 
         let request = tokio::spawn({
             let state = state.clone();

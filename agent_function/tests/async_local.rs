@@ -200,7 +200,7 @@ async fn a_task_that_cannot_be_published_is_failed_and_answered_503() {
 async fn tasks_queued_before_a_restart_are_run_after_it() {
     // A process accepted this task and stopped before running it.
     let app = TestApp::start(FUNCTION, &[]).await;
-    let queued = TaskRecord::queued("left-behind-1", "Calcula 6 * 7", "s-restart", 10);
+    let queued = TaskRecord::queued("left-behind-1", "anonymous", "Calcula 6 * 7", "s-restart", 10);
     app.stores.tasks.create(&queued).await.expect("create");
     // The next process on the same store sweeps it up.
     let agent = Agent::on(app).await;

@@ -62,7 +62,7 @@ impl Worker {
     }
 
     async fn queue(&self, id: &str) {
-        let task = TaskRecord::queued(id, format!("task {id}"), "s", 10);
+        let task = TaskRecord::queued(id, "anonymous", format!("task {id}"), "s", 10);
         self.app.stores.tasks.create(&task).await.expect("create");
     }
 

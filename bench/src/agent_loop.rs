@@ -67,7 +67,7 @@ pub(crate) async fn agent_loop(runs: u64) -> anyhow::Result<()> {
         agent_core::tools::Registry::new().with(std::sync::Arc::new(agent_core::tools::calculator::Calculator::new()));
     let run = agent_core::agent::Run {
         task: "Calcula 15 * 23".into(),
-        session_id: "bench".into(),
+        session_key: "bench".into(),
         max_steps: agent_core::agent::MAX_STEPS_CAP,
         system_instruction: None,
     };

@@ -17,11 +17,12 @@
 use std::sync::Arc;
 
 use agent_core::App;
+use agent_core::auth::Principal;
 use agent_core::http::json::require_text;
 use agent_core::http::{Api, ApiError, ApiJson, Event, Metrics, Operation, Routes, detached, sse};
 use agent_core::llm::{Content, Model, ModelRequest, ModelResponse, ModelStream, Role, StreamEvent};
-use agent_core::session;
 use agent_core::store::{History, NewMessage, SessionStore, StoredMessage};
+use agent_core::{owned, session};
 use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -169,6 +170,8 @@ fn routes(state: ChatState) -> Api {
 /// A validated request, ready for the model.
 struct Turn {
     session_id: String,
+    /// The session's store key: the caller's own (`owned::session_key`).
+    session_key: String,
     message: String,
     request: ModelRequest,
     /// The history as read, which the append starts from: on Firestore the
@@ -176,7 +179,7 @@ struct Turn {
     history: History,
 }
 
-async fn prepare(state: &ChatState, body: ChatRequest) -> Result<Turn, ApiError> {
+async fn prepare(state: &ChatState, principal: &Principal, body: ChatRequest) -> Result<Turn, ApiError> {
     require_text("message", &body.message, state.max_message_chars)?;
     if let Some(system) = &body.system_instruction
         && system.chars().count() > state.max_message_chars
@@ -187,7 +190,8 @@ async fn prepare(state: &ChatState, body: ChatRequest) -> Result<Turn, ApiError>
         )));
     }
     let session_id = session::given_or_new(body.session_id.as_deref())?;
-    let mut history = state.sessions.history(&session_id, state.history_limit).await?;
+    let session_key = owned::session_key(principal.as_str(), &session_id);
+    let mut history = state.sessions.history(&session_key, state.history_limit).await?;
     let mut contents: Vec<Content> = std::mem::take(&mut history.messages)
         .into_iter()
         .map(|m| match m.role {
@@ -198,6 +202,7 @@ async fn prepare(state: &ChatState, body: ChatRequest) -> Result<Turn, ApiError>
     contents.push(Content::user_text(body.message.clone()));
     Ok(Turn {
         session_id,
+        session_key,
         message: body.message,
         request: ModelRequest {
             system_instruction: body.system_instruction.filter(|s| !s.trim().is_empty()),
@@ -214,7 +219,7 @@ async fn store_turn(state: &ChatState, turn: &Turn, answer: &ModelResponse) -> R
     state
         .sessions
         .append_after(
-            &turn.session_id,
+            &turn.session_key,
             &turn.history,
             &[
                 NewMessage {
@@ -236,9 +241,13 @@ async fn store_turn(state: &ChatState, turn: &Turn, answer: &ModelResponse) -> R
     })
 }
 
-pub async fn chat(State(state): State<ChatState>, ApiJson(body): ApiJson<ChatRequest>) -> Result<Response, ApiError> {
+pub async fn chat(
+    State(state): State<ChatState>,
+    principal: Principal,
+    ApiJson(body): ApiJson<ChatRequest>,
+) -> Result<Response, ApiError> {
     let stream = body.stream;
-    let turn = prepare(&state, body).await?;
+    let turn = prepare(&state, &principal, body).await?;
     if stream {
         return stream_chat(state, turn).await;
     }
@@ -294,9 +303,19 @@ async fn finish_stream(state: ChatState, turn: Turn, mut model_stream: ModelStre
     feed.send(last);
 }
 
-pub async fn get_session(State(state): State<ChatState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+/// Another principal's session answers exactly as one that does not exist:
+/// its key is not the caller's, so the store finds nothing.
+pub async fn get_session(
+    State(state): State<ChatState>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
     session::validate("the session id", &id)?;
-    match state.sessions.messages(&id).await? {
+    match state
+        .sessions
+        .messages(&owned::session_key(principal.as_str(), &id))
+        .await?
+    {
         Some(messages) => Ok(axum::Json(SessionResponse {
             session_id: id,
             messages,
@@ -306,9 +325,17 @@ pub async fn get_session(State(state): State<ChatState>, Path(id): Path<String>)
     }
 }
 
-pub async fn delete_session(State(state): State<ChatState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+pub async fn delete_session(
+    State(state): State<ChatState>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
     session::validate("the session id", &id)?;
-    if state.sessions.delete(&id).await? {
+    if state
+        .sessions
+        .delete(&owned::session_key(principal.as_str(), &id))
+        .await?
+    {
         Ok(StatusCode::NO_CONTENT.into_response())
     } else {
         Err(unknown_session(&id))

@@ -71,7 +71,9 @@ pub struct Outcome {
 #[derive(Debug, Clone)]
 pub struct Run {
     pub task: String,
-    pub session_id: String,
+    /// The store key of the run's session (`owned::session_key`), under
+    /// which its memory is kept.
+    pub session_key: String,
     /// Already capped by the caller (see [`effective_max_steps`]).
     pub max_steps: u32,
     pub system_instruction: Option<String>,
@@ -101,7 +103,7 @@ pub async fn run(
     on_step: &(dyn Fn(&Step) + Send + Sync),
 ) -> Result<Outcome, ModelError> {
     let context = ToolContext {
-        session_id: run.session_id.clone(),
+        session_key: run.session_key.clone(),
     };
     let mut request = ModelRequest {
         system_instruction: Some(

@@ -38,6 +38,8 @@
 //! - [`webhook`]: signed callbacks to a task's `callback_url`.
 //! - [`outbound_url`]: the guard every request to a client-given URL passes
 //!   (no SSRF): public addresses only, pinned, no redirects.
+//! - [`owned`]: records belong to their principal: the store keys of a
+//!   principal's sessions, and who may read a task.
 //! - [`session`]: session ids: generated, or checked when a client gives
 //!   one.
 //! - [`tools`]: the `Tool` trait and the tools: calculator, search,
@@ -57,6 +59,7 @@ pub mod http;
 pub mod llm;
 pub(crate) mod logging;
 pub mod outbound_url;
+pub mod owned;
 pub mod queue;
 pub(crate) mod retry;
 pub mod runtime;

@@ -18,9 +18,9 @@ use serde_json::Value;
 use crate::agent::{self, Outcome, Step};
 use crate::http::{ApiError, sse};
 use crate::llm::{Model, ModelError};
-use crate::session;
 use crate::store::{Finished, TaskEvent, TaskRecord, TaskState, TaskStatus, TaskStore};
 use crate::tools::Registry;
+use crate::{owned, session};
 
 /// A finished run: the answer of a synchronous `POST /api/v1/agent`, and
 /// the `result` of its task (synchronous or not).
@@ -64,7 +64,8 @@ pub async fn run(
 ) -> Result<AgentResponse, ModelError> {
     let run = agent::Run {
         task: task.task.clone(),
-        session_id: task.session_id.clone(),
+        // The owner's session: the agent's memory is kept under it.
+        session_key: owned::session_key(&task.owner, &task.session_id),
         max_steps: task.max_steps,
         system_instruction: task.system_instruction.clone(),
     };
@@ -323,7 +324,7 @@ mod tests {
         let view = |state| {
             let view = serde_json::to_value(TaskView::from(TaskRecord {
                 state,
-                ..TaskRecord::queued("t", "2+2", "s", 5)
+                ..TaskRecord::queued("t", "anonymous", "2+2", "s", 5)
             }))
             .expect("json");
             (

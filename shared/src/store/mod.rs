@@ -282,6 +282,10 @@ impl TaskState {
 #[derive(Debug, Clone, PartialEq)]
 pub struct TaskRecord {
     pub task_id: String,
+    /// The principal that submitted it (`Principal::as_str`): only it may
+    /// read the task, and its run uses that principal's session
+    /// (`owned`). `anonymous` for a task stored before owners were.
+    pub owner: String,
     /// Its status, with the result or error once finished.
     pub state: TaskState,
     pub task: String,
@@ -320,12 +324,14 @@ impl TaskRecord {
     /// outcome; the store sets the timestamps.
     pub fn queued(
         task_id: impl Into<String>,
+        owner: impl Into<String>,
         task: impl Into<String>,
         session_id: impl Into<String>,
         max_steps: u32,
     ) -> TaskRecord {
         TaskRecord {
             task_id: task_id.into(),
+            owner: owner.into(),
             state: TaskState::Queued,
             task: task.into(),
             session_id: session_id.into(),

@@ -82,7 +82,7 @@ impl Tool for StoreMemory {
         }
         let entry = self
             .store
-            .remember(&context.session_id, &key, &value)
+            .remember(&context.session_key, &key, &value)
             .await
             .map_err(store_error)?;
         Ok(json!({"stored": {"key": entry.key, "value": entry.value}}))
@@ -132,7 +132,7 @@ impl Tool for RecallMemory {
         let key = key.filter(|k| !k.trim().is_empty());
         let entries = self
             .store
-            .recall(&context.session_id, key.as_deref(), MAX_RECALL)
+            .recall(&context.session_key, key.as_deref(), MAX_RECALL)
             .await
             .map_err(store_error)?;
         let memories: Vec<Value> = entries

@@ -35,8 +35,9 @@ use crate::llm::ToolSpec;
 /// What a tool call knows about the run it belongs to.
 #[derive(Debug, Clone, Default)]
 pub struct ToolContext {
-    /// The agent run's session: memory is kept per session.
-    pub session_id: String,
+    /// The store key of the agent run's session (its owner's:
+    /// `owned::session_key`): memory is kept per session.
+    pub session_key: String,
 }
 
 /// Why a tool call did not produce a result. The message is for the model

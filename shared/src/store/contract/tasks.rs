@@ -12,7 +12,7 @@ use crate::store::{
 fn new_task(task_id: &str, state: TaskState) -> TaskRecord {
     TaskRecord {
         state,
-        ..TaskRecord::queued(task_id, "Calcula 2+2", format!("{task_id}-session"), 10)
+        ..TaskRecord::queued(task_id, "key:contract", "Calcula 2+2", format!("{task_id}-session"), 10)
     }
 }
 
@@ -51,6 +51,7 @@ pub async fn tasks_are_created_once_as_given(stores: &Stores) {
     );
     assert_eq!(got.system_instruction.as_deref(), Some("Answer in Spanish"));
     assert_eq!(got.callback_url.as_deref(), Some("https://example.com/hook?x=1"));
+    assert_eq!(got.owner, "key:contract", "the task keeps who submitted it");
     assert!(
         got.created_at.ends_with('Z') && got.updated_at == got.created_at,
         "{got:?}"
@@ -76,6 +77,7 @@ pub async fn claims_take_turns_under_leases(stores: &Stores) {
     let first = claimed(ok(t.claim(id, "d1", lease, 5, base).await, "claim"), "a queued task");
     assert_eq!((first.status(), first.attempts), (TaskStatus::Running, 1));
     assert_eq!(first.delivery_id.as_deref(), Some("d1"));
+    assert_eq!(first.owner, "key:contract", "a claim keeps the owner");
     assert_eq!(first.lease_until, Some(base + lease));
     let started = first.started_at.clone().expect("started_at is set by the first claim");
     assert_eq!(first.finished_at, None);

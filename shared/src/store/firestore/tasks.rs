@@ -1,7 +1,7 @@
 //! [`TaskStore`] on Firestore: who runs a task, decided by conditional
 //! commits.
 //!
-//! - `tasks/{task_id}`: `{status, task, session_id, max_steps,
+//! - `tasks/{task_id}`: `{owner, status, task, session_id, max_steps,
 //!   system_instruction?, callback_url?, attempts, delivery_id?, lease_until?,
 //!   result?, error?, created_at, updated_at, started_at?, finished_at?}`.
 //!   `result` is the JSON text, so it comes back exactly as given (a
@@ -49,6 +49,9 @@ const EVENTS: &str = "events";
 /// existed still read.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct TaskDoc {
+    /// Absent on tasks stored before owners: those are `anonymous`'s.
+    #[serde(default = "anonymous")]
+    owner: String,
     status: String,
     task: String,
     session_id: String,
@@ -73,6 +76,10 @@ struct TaskDoc {
     started_at: Option<FirestoreTimestamp>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     finished_at: Option<FirestoreTimestamp>,
+}
+
+fn anonymous() -> String {
+    crate::auth::Principal::anonymous().as_str().to_string()
 }
 
 /// What `runnable` reads of a task.
@@ -107,6 +114,7 @@ impl FirestoreStore {
         let now = timestamp(SystemTime::now()).map_err(classify)?;
         let (status, result, error) = task.state.to_stored();
         let doc = TaskDoc {
+            owner: task.owner.clone(),
             status: status.as_str().to_string(),
             task: task.task.clone(),
             session_id: task.session_id.clone(),
@@ -405,6 +413,7 @@ fn to_u32(n: i64) -> u32 {
 fn to_task(task_id: &str, doc: TaskDoc) -> TaskRecord {
     TaskRecord {
         task_id: task_id.to_string(),
+        owner: doc.owner,
         state: TaskState::from_stored(&doc.status, doc.result.as_deref(), doc.error),
         task: doc.task,
         session_id: doc.session_id,
@@ -500,6 +509,7 @@ mod tests {
     fn damaged_task_documents_read_as_their_status_says() {
         let at = timestamp(SystemTime::UNIX_EPOCH).expect("a timestamp");
         let doc = |status: &str, result: Option<&str>, error: Option<&str>| TaskDoc {
+            owner: anonymous(),
             status: status.to_string(),
             task: "t".to_string(),
             session_id: "s".to_string(),
@@ -558,7 +568,7 @@ mod tests {
         )
         .await
         .unwrap_or_else(|err| panic!("{err:#}"));
-        let task = TaskRecord::queued("ttl-task", "t", "s", 5);
+        let task = TaskRecord::queued("ttl-task", "anonymous", "t", "s", 5);
         store.create(&task).await.expect("create");
         let event = TaskEvent {
             attempt: 1,

@@ -113,6 +113,9 @@ const MIGRATIONS: &[&str] = &[
         created_at INTEGER NOT NULL,
         PRIMARY KEY (task_id, attempt, idx)
     ) WITHOUT ROWID;",
+    // 4: who submitted each task; tasks stored before belong to `anonymous`
+    // (see `owned`).
+    "ALTER TABLE tasks ADD COLUMN owner TEXT NOT NULL DEFAULT 'anonymous';",
 ];
 
 pub struct SqliteStore {

@@ -25,7 +25,7 @@ use crate::store::{
 
 /// The columns [`row_to_task`] reads, in its order.
 const TASK_COLUMNS: &str = "id, status, task, session_id, max_steps, result, error, created_at, updated_at, \
-     system_instruction, callback_url, attempts, delivery_id, lease_until, started_at, finished_at";
+     system_instruction, callback_url, attempts, delivery_id, lease_until, started_at, finished_at, owner";
 
 fn to_u32(n: i64) -> u32 {
     n.clamp(0, i64::from(u32::MAX)) as u32
@@ -36,6 +36,7 @@ fn row_to_task(row: &rusqlite::Row<'_>) -> rusqlite::Result<TaskRecord> {
     let result: Option<String> = row.get(5)?;
     Ok(TaskRecord {
         task_id: row.get(0)?,
+        owner: row.get(16)?,
         state: TaskState::from_stored(&status, result.as_deref(), row.get(6)?),
         task: row.get(2)?,
         session_id: row.get(3)?,
@@ -80,8 +81,8 @@ impl TaskStore for SqliteStore {
             conn.execute(
                 "INSERT INTO tasks (id, status, task, session_id, max_steps, result, error, created_at, updated_at,
                                     system_instruction, callback_url, attempts, delivery_id, lease_until,
-                                    started_at, finished_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+                                    started_at, finished_at, owner)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
                 params![
                     task.task_id,
                     status.as_str(),
@@ -99,6 +100,7 @@ impl TaskStore for SqliteStore {
                     // Set by the store from the status, as the other times.
                     (status != TaskStatus::Queued).then_some(now),
                     task.state.finished().is_some().then_some(now),
+                    task.owner,
                 ],
             )?;
             Ok(())
@@ -319,6 +321,9 @@ mod tests {
                 .await
                 .expect("insert");
         }
+        // Rows from before owners were stored belong to `anonymous`.
+        let legacy = store.get("no-result").await.expect("get").expect("stored");
+        assert_eq!(legacy.owner, "anonymous");
         let view = |id: &'static str| {
             let store = &store;
             async move {

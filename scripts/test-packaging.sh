@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Checks the packaging files without building anything: cloudbuild.yaml's
 # step graph, the Dockerfile and .dockerignore against the workspace,
-# scripts/lambda.sh against a recording fake aws CLI, and shellcheck on every
-# shell script. Runs in seconds; needs bash, coreutils, python3 with PyYAML,
-# zip/unzip and shellcheck. Exits non-zero on the first failed check.
+# scripts/lambda.sh against a recording fake aws CLI, and every shell script
+# with ShellCheck. Runs in seconds; needs bash, coreutils, python3 with
+# PyYAML (PYTHON, default python3), zip/unzip and ShellCheck (SHELLCHECK,
+# default shellcheck); scripts/test.sh provides them. Exits non-zero on the
+# first failed check.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,14 +20,16 @@ fail() {
   exit 1
 }
 
-for tool in python3 shellcheck zip unzip; do
-  command -v "$tool" > /dev/null || fail "$tool is not installed"
+PYTHON=${PYTHON:-python3}
+SHELLCHECK=${SHELLCHECK:-shellcheck}
+for tool in "$PYTHON" "$SHELLCHECK" zip unzip; do
+  command -v "$tool" > /dev/null || fail "$tool is not installed (scripts/test.sh installs what is missing)"
 done
-python3 -c 'import yaml' 2> /dev/null || fail "python3 has no PyYAML (pip install pyyaml)"
+"$PYTHON" -c 'import yaml' 2> /dev/null || fail "$PYTHON has no PyYAML (scripts/test.sh installs it into its virtualenv)"
 
 # ------------------------------------------------------------ cloudbuild.yaml
 step "cloudbuild.yaml"
-python3 - "${FUNCTIONS[@]}" <<'PY'
+"$PYTHON" - "${FUNCTIONS[@]}" <<'PY'
 import sys
 import yaml
 
@@ -122,7 +126,7 @@ PY
 # ------------------------------------------------------------ Dockerfile
 step "Dockerfile and .dockerignore"
 # Instructions only (no comments), continuation lines joined.
-python3 - > "$TMP/instructions" <<'PY'
+"$PYTHON" - > "$TMP/instructions" <<'PY'
 lines, cur = [], ""
 for raw in open("Dockerfile"):
     line = raw.rstrip("\n")
@@ -159,7 +163,7 @@ grep -qE '^ENTRYPOINT ' "$TMP/instructions" || fail "no ENTRYPOINT"
 ok "runtime ${last_from#FROM }, USER $user"
 
 # Every workspace member's manifest and sources are copied.
-mapfile -t MEMBERS < <(python3 - <<'PY'
+mapfile -t MEMBERS < <("$PYTHON" - <<'PY'
 import re
 text = open("Cargo.toml").read()
 block = re.search(r"^\s*members\s*=\s*\[(.*?)\]", text, re.S | re.M)
@@ -207,7 +211,7 @@ need=(Cargo.toml Cargo.lock "${DOCS[@]}")
 for m in "${MEMBERS[@]}"; do
   need+=("$m/Cargo.toml" "$m/src/main.rs" "$m/src/lib.rs")
 done
-python3 - "${need[@]}" <<'PY'
+"$PYTHON" - "${need[@]}" <<'PY'
 import re
 import sys
 
@@ -375,7 +379,7 @@ ok "deploy against a fake aws: creates once, then update-function-code and no cr
 # ------------------------------------------------------------ shellcheck
 step "shellcheck"
 mapfile -t SCRIPTS < <(find . -name '*.sh' -not -path './target/*' -not -path './.git/*' | sort)
-shellcheck "${SCRIPTS[@]}" || fail "shellcheck"
-ok "${SCRIPTS[*]}"
+"$SHELLCHECK" "${SCRIPTS[@]}" || fail "shellcheck"
+ok "$("$SHELLCHECK" --version | sed -n 's/^version: /shellcheck /p'): ${SCRIPTS[*]}"
 
 printf '\npackaging checks passed\n'

@@ -32,7 +32,7 @@ prerequisites
 step "deploy.sh against a recording fake gcloud"
 ./scripts/test-deploy.sh
 
-step "packaging: Dockerfile, cloudbuild.yaml, Lambda, shellcheck"
+step "packaging: Dockerfile, cloudbuild.yaml, Lambda (a zip of chat_function's dev build), shellcheck"
 ./scripts/test-packaging.sh
 
 step "cargo fmt --check"

@@ -32,6 +32,16 @@ have() {
   path=$(command -v "$1") && [[ -x $path ]]
 }
 
+# venv_holds FILE: $VENV's pip runs and has every pinned requirement in FILE.
+venv_holds() {
+  local frozen line
+  frozen=$("$VENV/bin/pip" freeze 2> /dev/null) || return 1
+  while read -r line; do
+    [[ -z $line || $line == \#* ]] && continue
+    grep -qxF -- "$line" <<< "$frozen" || return 1
+  done < "$1"
+}
+
 prerequisites() {
   local tool missing=()
   # Nothing here installs these: stop before installing anything else.
@@ -75,7 +85,7 @@ prerequisites() {
   # keeps scripts that point at the old place and cannot run).
   VENV="$(realpath -m "${CARGO_TARGET_DIR:-target}")/schemathesis-venv"
   local requirements=scripts/requirements-contract.txt
-  if ! "$VENV/bin/pip" freeze 2> /dev/null | grep -qxF -f <(grep -v '^#' "$requirements"); then
+  if ! venv_holds "$requirements"; then
     echo "making $VENV: pip install -r $requirements"
     if ! { python3 -m venv --clear "$VENV" &&
       "$VENV/bin/pip" install --quiet --disable-pip-version-check -r "$requirements"; }; then

@@ -14,7 +14,8 @@
 #   PYTHON        its python, with PyYAML, for the packaging checks
 #   SHELLCHECK    the shellcheck the packaging checks run
 #
-# To run only this part: bash -c 'source scripts/prerequisites.sh && prerequisites'
+# To run only this part, from the checkout:
+#   bash -c 'set -euo pipefail; source scripts/prerequisites.sh; prerequisites'
 
 # The ShellCheck installed from PyPI when the system has none and cannot get
 # the distribution's package (it ships the ShellCheck binary).

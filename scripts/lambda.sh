@@ -5,8 +5,27 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 PROG=scripts/lambda.sh
+
+# cargo's target directory, as cargo itself resolves it (CARGO_TARGET_DIR,
+# relative to where this script was started, or build.target-dir, else
+# target/), and exported as an absolute path so the cargo build below,
+# which runs from the workspace, writes where this script then looks.
+target_dir() {
+  local dir=
+  if command -v cargo > /dev/null; then
+    dir=$(cargo metadata --format-version 1 --no-deps --manifest-path "$ROOT/Cargo.toml" 2> /dev/null |
+      sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p') || dir=
+  fi
+  if [[ -z $dir ]]; then
+    dir=${CARGO_TARGET_DIR:-$ROOT/target}
+    [[ $dir == /* ]] || dir=$PWD/$dir
+  fi
+  printf '%s\n' "$dir"
+}
+TARGET_DIR=$(target_dir)
+export CARGO_TARGET_DIR=$TARGET_DIR
 # Where the packages go (and deploy reads them from).
-OUT=${LAMBDA_DIR:-$ROOT/target/lambda}
+OUT=${LAMBDA_DIR:-$TARGET_DIR/lambda}
 [[ $OUT == /* ]] || OUT=$PWD/$OUT
 
 ALL_FUNCTIONS=(chat_function agent_function agent_worker search_function calculator_function)
@@ -18,7 +37,7 @@ AL2023_GLIBC=2.34
 usage() {
   cat <<EOF
 Usage:
-  $PROG build  [--no-build] [--target TRIPLE] [NAME...]
+  $PROG build  [--no-build] [--profile PROFILE] [--target TRIPLE] [NAME...]
   $PROG deploy [--role ARN] [--region REGION] [--memory MB] [--timeout SECONDS]
                [--env KEY=VALUE]... [--prefix PREFIX] [--arch x86_64|arm64]
                [--public] [--dry-run] [NAME...]
@@ -38,8 +57,13 @@ build [NAME...]
   Runs 'cargo build --release --locked -p NAME' for each NAME and packages
     target/lambda/NAME/bootstrap   the binary, mode 755
     target/lambda/NAME.zip         that one file, for the provided.al2023 runtime
+  target/ is cargo's target directory: CARGO_TARGET_DIR when set.
   --no-build        package the binaries already in target/release (or
-                    target/TRIPLE/release) instead of building them
+                    target/TRIPLE/release, or the --profile's folder) instead
+                    of building them
+  --profile PROFILE build with cargo's profile PROFILE instead of release, e.g.
+                    dev (target/debug, quick to build, for trying the
+                    packaging; deploy release builds: fat LTO, stripped)
   --target TRIPLE   build for TRIPLE (default: LAMBDA_TARGET, else the host),
                     e.g. aarch64-unknown-linux-gnu for arm64 functions; the
                     toolchain needs it (rustup target add TRIPLE) and so does
@@ -185,11 +209,17 @@ check_glibc() {
 # ---------------------------------------------------------------- build
 
 cmd_build() {
-  local no_build=0 target=${LAMBDA_TARGET:-}
+  local no_build=0 target=${LAMBDA_TARGET:-} profile=release
   local names=()
   while (($#)); do
     case $1 in
       --no-build) no_build=1 ;;
+      --profile)
+        (($# >= 2)) || die "--profile needs a value"
+        profile=$2
+        shift
+        ;;
+      --profile=*) profile=${1#--profile=} ;;
       --target)
         (($# >= 2)) || die "--target needs a value"
         target=$2
@@ -211,9 +241,13 @@ cmd_build() {
   ((${#names[@]})) || names=("${DEFAULT_FUNCTIONS[@]}")
   command -v zip > /dev/null || die "zip is not installed (apt-get install zip)"
 
-  local release_dir="$ROOT/target/release" target_args=()
+  [[ $profile =~ ^[A-Za-z0-9_-]+$ ]] || die "--profile wants a cargo profile name (release, dev, ...), not '$profile'"
+  # cargo's folder for the profile: dev builds go to debug/.
+  local profile_dir=$profile
+  [[ $profile != dev ]] || profile_dir=debug
+  local bin_dir="$TARGET_DIR/$profile_dir" target_args=()
   if [[ -n $target ]]; then
-    release_dir="$ROOT/target/$target/release"
+    bin_dir="$TARGET_DIR/$target/$profile_dir"
     target_args=(--target "$target")
     if ((!no_build)) && command -v rustup > /dev/null \
       && ! rustup target list --installed 2> /dev/null | grep -qx "$target"; then
@@ -221,14 +255,19 @@ cmd_build() {
     fi
   fi
 
-  local name bin dir zipfile arch
+  local name bin dir zipfile arch cargo_build
   for name in "${names[@]}"; do
-    if ((!no_build)); then
-      echo "==> cargo build --release --locked -p $name ${target_args[*]}"
-      (cd "$ROOT" && cargo build --release --locked -p "$name" "${target_args[@]}")
+    bin="$bin_dir/$name"
+    cargo_build="cargo build --profile $profile --locked -p $name${target:+ --target $target}"
+    if ((no_build)); then
+      [[ -f $bin ]] || die "$bin does not exist: --no-build packages a binary already built; build it" \
+        "($cargo_build), or drop --no-build to let $PROG build it"
+    else
+      echo "==> $cargo_build"
+      (cd "$ROOT" && cargo build --profile "$profile" --locked -p "$name" "${target_args[@]}")
+      [[ -f $bin ]] || die "cargo build -p $name succeeded but $bin does not exist: cargo wrote the" \
+        "binary to another target directory than $TARGET_DIR (CARGO_TARGET_DIR, build.target-dir)"
     fi
-    bin="$release_dir/$name"
-    [[ -f $bin ]] || die "$bin does not exist: build it (drop --no-build)"
     arch=$(elf_arch "$bin")
     [[ -n $arch ]] || die "$bin is not an x86_64 or arm64 Linux binary"
     check_glibc "$bin"
@@ -241,7 +280,7 @@ cmd_build() {
     chmod 755 "$dir/bootstrap"
     # One entry, 'bootstrap', with its unix mode (755) and no extra attributes.
     (cd "$dir" && zip -q -X "$zipfile" bootstrap)
-    echo "packaged ${zipfile#"$ROOT"/} ($arch, $(du -k "$zipfile" | cut -f1) KiB)"
+    echo "packaged ${zipfile#"$ROOT"/} ($arch, $(du -k "$zipfile" | cut -f1) KiB) from ${bin#"$ROOT"/}"
   done
 }
 

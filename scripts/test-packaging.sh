@@ -1,9 +1,19 @@
 #!/usr/bin/env bash
-# Checks the packaging files without building anything: cloudbuild.yaml's
-# step graph, the Dockerfile and .dockerignore against the workspace,
-# scripts/lambda.sh against a recording fake aws CLI, and shellcheck on every
-# shell script. Runs in seconds; needs bash, coreutils, python3 with PyYAML,
-# zip/unzip and shellcheck. Exits non-zero on the first failed check.
+# Checks the packaging files: cloudbuild.yaml's step graph, the Dockerfile
+# and .dockerignore against the workspace, scripts/lambda.sh (the zip it
+# makes of a real build, and deploy against a recording fake aws CLI), and
+# every shell script with ShellCheck. Needs bash, coreutils, cargo, python3
+# with PyYAML (PYTHON, default python3), zip/unzip and ShellCheck
+# (SHELLCHECK, default shellcheck); scripts/test.sh provides them.
+#
+# The one build is the Lambda zip check's: `scripts/lambda.sh build
+# --profile dev chat_function`, cargo's dev build (LAMBDA_CHECK_PROFILE
+# chooses another, e.g. release). It shares the tests' dependencies but for
+# a dozen crates that the tests build with other features: a few minutes
+# once per target directory, seconds after. The zip holds whatever binary
+# the profile makes, so the dev build checks the packaging as a release
+# build would, without fat LTO's nine minutes.
+# Exits non-zero on the first failed check.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,14 +28,16 @@ fail() {
   exit 1
 }
 
-for tool in python3 shellcheck zip unzip; do
-  command -v "$tool" > /dev/null || fail "$tool is not installed"
+PYTHON=${PYTHON:-python3}
+SHELLCHECK=${SHELLCHECK:-shellcheck}
+for tool in cargo "$PYTHON" "$SHELLCHECK" zip unzip; do
+  command -v "$tool" > /dev/null || fail "$tool is not installed (scripts/test.sh installs what is missing)"
 done
-python3 -c 'import yaml' 2> /dev/null || fail "python3 has no PyYAML (pip install pyyaml)"
+"$PYTHON" -c 'import yaml' 2> /dev/null || fail "$PYTHON has no PyYAML (scripts/test.sh installs it into its virtualenv)"
 
 # ------------------------------------------------------------ cloudbuild.yaml
 step "cloudbuild.yaml"
-python3 - "${FUNCTIONS[@]}" <<'PY'
+"$PYTHON" - "${FUNCTIONS[@]}" <<'PY'
 import sys
 import yaml
 
@@ -122,7 +134,7 @@ PY
 # ------------------------------------------------------------ Dockerfile
 step "Dockerfile and .dockerignore"
 # Instructions only (no comments), continuation lines joined.
-python3 - > "$TMP/instructions" <<'PY'
+"$PYTHON" - > "$TMP/instructions" <<'PY'
 lines, cur = [], ""
 for raw in open("Dockerfile"):
     line = raw.rstrip("\n")
@@ -159,7 +171,7 @@ grep -qE '^ENTRYPOINT ' "$TMP/instructions" || fail "no ENTRYPOINT"
 ok "runtime ${last_from#FROM }, USER $user"
 
 # Every workspace member's manifest and sources are copied.
-mapfile -t MEMBERS < <(python3 - <<'PY'
+mapfile -t MEMBERS < <("$PYTHON" - <<'PY'
 import re
 text = open("Cargo.toml").read()
 block = re.search(r"^\s*members\s*=\s*\[(.*?)\]", text, re.S | re.M)
@@ -207,7 +219,7 @@ need=(Cargo.toml Cargo.lock "${DOCS[@]}")
 for m in "${MEMBERS[@]}"; do
   need+=("$m/Cargo.toml" "$m/src/main.rs" "$m/src/lib.rs")
 done
-python3 - "${need[@]}" <<'PY'
+"$PYTHON" - "${need[@]}" <<'PY'
 import re
 import sys
 
@@ -269,27 +281,47 @@ ok "--help"
 
 # Packages go to a temporary LAMBDA_DIR, not target/lambda.
 export LAMBDA_DIR="$TMP/lambda"
+repo=$PWD
 zipfile=$LAMBDA_DIR/chat_function.zip
-if [[ -x target/release/chat_function ]]; then
-  scripts/lambda.sh build --no-build chat_function > "$TMP/build.out"
-  [[ -f $zipfile ]] || fail "build --no-build chat_function made no $zipfile"
-  entries=$(unzip -Z1 "$zipfile")
-  [[ $entries == bootstrap ]] || fail "$zipfile holds '$entries', not just bootstrap"
-  mode=$(unzip -Z "$zipfile" bootstrap | awk '{print $1}')
-  [[ $mode == -rwx?-x?-x ]] || fail "bootstrap in $zipfile has mode $mode, not executable (755)"
-  unzip -q -d "$TMP/unzipped" "$zipfile"
-  [[ -x $TMP/unzipped/bootstrap ]] || fail "bootstrap is not executable once unzipped"
-  cmp -s "$TMP/unzipped/bootstrap" target/release/chat_function || fail "bootstrap is not target/release/chat_function"
-  ok "build --no-build chat_function: the zip holds one executable bootstrap ($mode), the release binary"
-else
-  echo "  SKIPPED: the zip check: target/release/chat_function does not exist (cargo build --release -p chat_function)"
-  echo "           deploy is checked with a stand-in zip"
-  mkdir -p "$TMP/standin"
-  printf '#!/bin/sh\n' > "$TMP/standin/bootstrap"
-  chmod 755 "$TMP/standin/bootstrap"
-  mkdir -p "$LAMBDA_DIR"
-  (cd "$TMP/standin" && zip -q "$zipfile" bootstrap)
+# A real build, packaged: the check always runs (a check skipped on every
+# fresh clone proves nothing). Which binary it must hold is found here from
+# cargo, not from the script under test.
+profile=${LAMBDA_CHECK_PROFILE:-dev}
+profile_dir=$profile
+[[ $profile != dev ]] || profile_dir=debug
+target_dir=$(cargo metadata --format-version 1 --no-deps |
+  "$PYTHON" -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
+binary=$target_dir/$profile_dir/chat_function
+scripts/lambda.sh build --profile "$profile" chat_function > "$TMP/build.out" \
+  || fail "lambda.sh build --profile $profile chat_function failed"
+[[ -f $zipfile ]] || fail "build --profile $profile chat_function made no $zipfile: $(cat "$TMP/build.out")"
+grep -qF "from ${binary#"$PWD"/}" "$TMP/build.out" \
+  || fail "build did not package $binary: $(cat "$TMP/build.out")"
+entries=$(unzip -Z1 "$zipfile")
+[[ $entries == bootstrap ]] || fail "$zipfile holds '$entries', not just bootstrap"
+mode=$(unzip -Z "$zipfile" bootstrap | awk '{print $1}')
+[[ $mode == -rwx?-x?-x ]] || fail "bootstrap in $zipfile has mode $mode, not executable (755)"
+unzip -q -d "$TMP/unzipped" "$zipfile"
+[[ -x $TMP/unzipped/bootstrap ]] || fail "bootstrap is not executable once unzipped"
+cmp -s "$TMP/unzipped/bootstrap" "$binary" || fail "bootstrap is not $binary"
+ok "Lambda zip (checked, not skipped): build --profile $profile chat_function built $binary" \
+  "and zipped it as one executable bootstrap ($mode)"
+
+# --no-build packages what is built, in cargo's target directory even when
+# CARGO_TARGET_DIR is relative to where the script runs; and where nothing
+# is built, it says so, naming --no-build.
+rm -f "$zipfile"
+(cd "$(dirname "$target_dir")" &&
+  CARGO_TARGET_DIR=$(basename "$target_dir") "$repo/scripts/lambda.sh" build --no-build --profile "$profile" chat_function) \
+  > "$TMP/nobuild.out" || fail "build --no-build with a relative CARGO_TARGET_DIR failed"
+cmp -s "$LAMBDA_DIR/chat_function/bootstrap" "$binary" \
+  || fail "build --no-build with a relative CARGO_TARGET_DIR did not package $binary"
+if CARGO_TARGET_DIR="$TMP/empty-target" scripts/lambda.sh build --no-build chat_function > /dev/null 2> "$TMP/nobuild.err"; then
+  fail "build --no-build with nothing built succeeded"
 fi
+grep -qF "$TMP/empty-target/release/chat_function does not exist: --no-build" "$TMP/nobuild.err" \
+  || fail "build --no-build with nothing built: $(cat "$TMP/nobuild.err")"
+ok "build --no-build: from a relative CARGO_TARGET_DIR; with nothing built, an error naming --no-build"
 
 # A fake aws CLI: records every call; a function exists once create-function
 # ran for it (state files), as its URL config once create-function-url-config ran.
@@ -375,7 +407,7 @@ ok "deploy against a fake aws: creates once, then update-function-code and no cr
 # ------------------------------------------------------------ shellcheck
 step "shellcheck"
 mapfile -t SCRIPTS < <(find . -name '*.sh' -not -path './target/*' -not -path './.git/*' | sort)
-shellcheck "${SCRIPTS[@]}" || fail "shellcheck"
-ok "${SCRIPTS[*]}"
+"$SHELLCHECK" "${SCRIPTS[@]}" || fail "shellcheck"
+ok "$("$SHELLCHECK" --version | sed -n 's/^version: /shellcheck /p'): ${SCRIPTS[*]}"
 
 printf '\npackaging checks passed\n'

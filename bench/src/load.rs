@@ -31,11 +31,13 @@ struct Load<'a> {
     /// The process group of the emulator this run started, whose CPU time
     /// is reported.
     emulator: Option<u32>,
+    /// Sent with every request (the credential, with `AUTH`).
+    headers: reqwest::header::HeaderMap,
 }
 
 /// The settings `bench chat` reads itself rather than passing them to the
 /// function.
-const CHAT_OPTIONS: [&str; 2] = ["SESSION_MESSAGES", "WARMUP"];
+const CHAT_OPTIONS: [&str; 3] = ["SESSION_MESSAGES", "WARMUP", "AUTH"];
 
 /// Chat turns on keep-alive connections, each connection on a session of
 /// its own that this run creates (its first turn creates it): fresh
@@ -43,6 +45,8 @@ const CHAT_OPTIONS: [&str; 2] = ["SESSION_MESSAGES", "WARMUP"];
 /// grows each one to N messages (N/2 turns through the API, outside the
 /// measured period); `WARMUP=N` first sends N turns a connection on other
 /// sessions, e.g. to warm a fresh emulator as much as a growth would.
+/// `AUTH=key|token` sends a credential with every request (see
+/// [`crate::auth`]).
 pub(crate) async fn chat(bin: &Path, seconds: u64, connections: u64, extra: &[(&str, &str)]) -> anyhow::Result<()> {
     let option = |name: &str| -> anyhow::Result<u64> {
         let value = extra.iter().find(|(k, _)| *k == name).map(|(_, v)| *v);
@@ -50,6 +54,8 @@ pub(crate) async fn chat(bin: &Path, seconds: u64, connections: u64, extra: &[(&
     };
     let messages = option("SESSION_MESSAGES")?;
     let warmup = option("WARMUP")?;
+    let auth = extra.iter().find(|(k, _)| *k == "AUTH").map(|(_, v)| *v);
+    let credential = crate::auth::Credential::new(auth).await?;
     let extra: Vec<(&str, &str)> = extra
         .iter()
         .filter(|(k, _)| !CHAT_OPTIONS.contains(k))
@@ -61,7 +67,8 @@ pub(crate) async fn chat(bin: &Path, seconds: u64, connections: u64, extra: &[(&
         |c: u64| serde_json::json!({"message": "hello, how are you?", "session_id": format!("bench-{nonce}-{c}")});
     // A turn stores two messages: the user's and the model's.
     let grow = messages.div_ceil(2);
-    let vars = store.vars();
+    let mut vars = store.vars();
+    vars.extend(credential.vars.iter().map(|(k, v)| (*k, v.as_str())));
     let load = Load {
         bin,
         path: "/api/v1/chat",
@@ -72,6 +79,7 @@ pub(crate) async fn chat(bin: &Path, seconds: u64, connections: u64, extra: &[(&
         grow,
         warmup,
         emulator: store.emulator.as_ref().and_then(crate::emulator::Emulator::group),
+        headers: credential.headers.clone(),
     };
     let mut what = format!("offline model, {}, ", store.label);
     if grow == 0 {
@@ -82,7 +90,15 @@ pub(crate) async fn chat(bin: &Path, seconds: u64, connections: u64, extra: &[(&
     if warmup > 0 {
         what.push_str(&format!(", after {warmup} warm-up turns a connection"));
     }
+    if auth.is_some() {
+        what.push_str(&format!(", {}", credential.label));
+    }
     let result = run_load(&load, &what).await;
+    if let Some(line) = credential.report()
+        && result.is_ok()
+    {
+        println!("  {line}");
+    }
     store.stop().await;
     result
 }
@@ -113,6 +129,7 @@ pub(crate) async fn tool(bin: &Path, which: &str, seconds: u64, connections: u64
         grow: 0,
         warmup: 0,
         emulator: None,
+        headers: reqwest::header::HeaderMap::new(),
     };
     run_load(&load, what).await
 }
@@ -128,8 +145,12 @@ async fn prepare(load: &Load<'_>, url: &str, requests: u64, warmup: bool) -> any
             if warmup && let Some(id) = body.get_mut("session_id") {
                 *id = serde_json::Value::String(format!("warmup-{}", id.as_str().unwrap_or_default()));
             }
+            let headers = load.headers.clone();
             tokio::spawn(async move {
-                let http = reqwest::Client::builder().pool_max_idle_per_host(1).build()?;
+                let http = reqwest::Client::builder()
+                    .pool_max_idle_per_host(1)
+                    .default_headers(headers)
+                    .build()?;
                 for i in 0..requests {
                     let answer = http.post(&url).json(&body).send().await?;
                     let status = answer.status();
@@ -151,7 +172,12 @@ async fn prepare(load: &Load<'_>, url: &str, requests: u64, warmup: bool) -> any
 async fn session_size(load: &Load<'_>, base: &str) -> anyhow::Result<usize> {
     let body = (load.body)(0);
     let id = body["session_id"].as_str().context("the body names no session")?;
-    let session: serde_json::Value = reqwest::get(format!("{base}/api/v1/sessions/{id}"))
+    let http = reqwest::Client::builder()
+        .default_headers(load.headers.clone())
+        .build()?;
+    let session: serde_json::Value = http
+        .get(format!("{base}/api/v1/sessions/{id}"))
+        .send()
         .await?
         .error_for_status()?
         .json()
@@ -205,7 +231,9 @@ async fn run_load(load: &Load<'_>, what: &str) -> anyhow::Result<()> {
     }
 
     // Start-up, warm-up and growth are done: from here on is measured.
-    let http = reqwest::Client::new();
+    let http = reqwest::Client::builder()
+        .default_headers(load.headers.clone())
+        .build()?;
     let metrics_before = metrics::scrape(&http, &base).await?;
     let pid = server.child.id();
     let rss_before = pid.map(rss_kib).transpose()?.unwrap_or(0);
@@ -217,9 +245,13 @@ async fn run_load(load: &Load<'_>, what: &str) -> anyhow::Result<()> {
         .map(|c| {
             let url = url.clone();
             let body = (load.body)(c);
+            let headers = load.headers.clone();
             tokio::spawn(async move {
                 // One client per worker: one keep-alive connection each.
-                let http = reqwest::Client::builder().pool_max_idle_per_host(1).build()?;
+                let http = reqwest::Client::builder()
+                    .pool_max_idle_per_host(1)
+                    .default_headers(headers)
+                    .build()?;
                 let mut latencies = Vec::new();
                 let mut errors = 0u64;
                 while Instant::now() < end {

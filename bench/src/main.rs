@@ -15,7 +15,8 @@
 //!   started) and the store calls and documents its `/metrics` counted.
 //!   `SESSION_MESSAGES=N` first grows each session to N messages, `WARMUP=N`
 //!   first sends N turns a connection on sessions of their own; neither is
-//!   measured.
+//!   measured. `AUTH=key` or `AUTH=token` sends an API key or a verified
+//!   Firebase ID token with every request (from a local issuer).
 //! - `bench tool BIN calculate|search [SECONDS] [CONNECTIONS]`: the same
 //!   for a tool function's route.
 //! - `bench loop [RUNS]`: the agent loop's own cost per step, in process,
@@ -47,6 +48,7 @@
 //! plain one; progress goes to stderr.
 
 mod agent_loop;
+mod auth;
 mod costs;
 mod emulator;
 mod load;
@@ -135,7 +137,7 @@ async fn run(args: &[String]) -> anyhow::Result<()> {
         }
         _ => bail!(
             "usage: bench startup BIN [RUNS=20] [NAME=VALUE...] | bench first-answer BIN [RUNS=20] [NAME=VALUE...]\n\
-             | bench chat BIN [SECONDS=10] [CONNECTIONS=64] [SESSION_MESSAGES=N] [WARMUP=N] [NAME=VALUE...]\n\
+             | bench chat BIN [SECONDS=10] [CONNECTIONS=64] [SESSION_MESSAGES=N] [WARMUP=N] [AUTH=key|token] [NAME=VALUE...]\n\
              | bench tool BIN calculate|search [SECONDS=10] [CONNECTIONS=64] | bench loop [RUNS=1000]\n\
              | bench tasks BIN [TASKS=200] [CONCURRENCY=16] [NAME=VALUE...]\n\
              | bench costs BIN_DIR [N=20] [FIRESTORE_EMULATOR_HOST=host:port]\n\

@@ -156,7 +156,7 @@ pub fn banner(app: &App, addr: SocketAddr, api: &Api) -> String {
         "serverless-agent local runner on {url} (model: {}/{}, store: {store})\n{}\n",
         app.model.provider(),
         app.model.name(),
-        reach(addr, app.settings.http.api_keys.is_empty()),
+        reach(addr, !app.authenticator.api_keys() && !app.authenticator.tokens()),
     );
     for (method, path, summary) in agent_core::http::served(api) {
         let route = format!("{method:<6} {path}");

@@ -17,9 +17,6 @@ use crate::http::{Api, Metrics, Readiness};
 use crate::llm::{self, Model};
 use crate::store::{self, StartupCheck, Stores};
 
-/// How long the outbound client waits to connect to an ID token issuer.
-const KEY_SET_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
-
 fn exit_on_start_error(function: &str, err: anyhow::Error) -> ! {
     tracing::error!("cannot start {function}: {err:#}");
     eprintln!("error: cannot start {function}: {err:#}");
@@ -103,10 +100,7 @@ impl App {
         let store_metrics = metrics.clone();
         let stores = tokio::spawn(async move { store::open_unchecked(&store_settings, &store_metrics).await });
         let model = llm::build(&settings.llm, metrics.clone())?;
-        // The shared outbound client; each key-set fetch has a shorter limit
-        // of its own.
-        let http = llm::http_client(KEY_SET_CONNECT_TIMEOUT)?;
-        let authenticator = Arc::new(Authenticator::new(&settings.http.auth, &http, &metrics));
+        let authenticator = Arc::new(Authenticator::new(&settings.http.auth, &metrics)?);
         for url in authenticator.key_set_urls() {
             tracing::info!("ID tokens are checked with the keys published at {url}");
         }

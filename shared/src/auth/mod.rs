@@ -7,6 +7,8 @@
 //! - `token`: ID tokens (Firebase Authentication, Google) and every check
 //!   they must pass.
 //! - `key_set`: each issuer's public keys, fetched and cached.
+//! - `verified`: tokens already verified, so a token sent with every
+//!   request costs one signature check.
 //!
 //! The [`Authenticator`] decides, and the shared HTTP layer
 //! (`http::auth`) applies it to every request of a function's routes:
@@ -26,6 +28,7 @@ pub(crate) mod key_set;
 pub mod keys;
 pub mod principal;
 pub(crate) mod token;
+pub(crate) mod verified;
 
 use axum::http::HeaderMap;
 
@@ -36,9 +39,14 @@ use crate::http::{ApiError, Metrics};
 use key_set::{KeySet, RETRY_AFTER_FAILURE};
 use keys::ApiKey;
 use token::{Issuer, TokenError};
+use verified::VerifiedTokens;
 
 /// The header an API key is sent in.
 pub(crate) const API_KEY_HEADER: &str = "x-api-key";
+
+/// How long a key-set fetch waits to connect (each fetch has its own
+/// overall limit, `key_set::FETCH_TIMEOUT`).
+const KEY_SET_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Decides who each request is, from the settings. Built once per process
 /// (`App::build`), so the key sets it caches are shared by every request.
@@ -47,6 +55,7 @@ pub struct Authenticator {
     /// Firebase first, then Google, as configured; empty when ID tokens are
     /// not accepted.
     issuers: Box<[Issuer]>,
+    verified: VerifiedTokens,
 }
 
 /// What a request's headers say before any token is verified.
@@ -58,22 +67,32 @@ pub(crate) enum Identified {
 }
 
 impl Authenticator {
-    /// Key sets are fetched with `http` (the shared outbound client), and
-    /// their fetches counted in `metrics`.
-    pub fn new(settings: &AuthSettings, http: &reqwest::Client, metrics: &Metrics) -> Authenticator {
+    /// Key sets are fetched with the shared outbound client
+    /// (`llm::http_client`), built only when ID tokens are accepted (a cold
+    /// start does not pay for a TLS client it never uses), and their
+    /// fetches counted in `metrics`.
+    pub fn new(settings: &AuthSettings, metrics: &Metrics) -> anyhow::Result<Authenticator> {
         let mut issuers = Vec::new();
-        if let Some(project) = &settings.firebase_project {
-            let keys = KeySet::new("firebase", settings.firebase_keys_url.clone(), http.clone(), metrics);
-            issuers.push(Issuer::firebase(project, keys));
+        if settings.tokens() {
+            let http = crate::llm::http_client(KEY_SET_CONNECT_TIMEOUT)?;
+            if let Some(project) = &settings.firebase_project {
+                let url = settings.firebase_keys_url.clone();
+                issuers.push(Issuer::firebase(
+                    project,
+                    KeySet::new("firebase", url, http.clone(), metrics),
+                ));
+            }
+            if !settings.google_audiences.is_empty() {
+                let url = settings.google_keys_url.clone();
+                let keys = KeySet::new("google", url, http, metrics);
+                issuers.push(Issuer::google(settings.google_audiences.clone(), keys));
+            }
         }
-        if !settings.google_audiences.is_empty() {
-            let keys = KeySet::new("google", settings.google_keys_url.clone(), http.clone(), metrics);
-            issuers.push(Issuer::google(settings.google_audiences.clone(), keys));
-        }
-        Authenticator {
+        Ok(Authenticator {
             keys: settings.api_keys.clone().into(),
             issuers: issuers.into(),
-        }
+            verified: VerifiedTokens::default(),
+        })
     }
 
     /// Whether API keys are accepted (and, unless tokens are too, required).
@@ -118,15 +137,27 @@ impl Authenticator {
         }
     }
 
-    /// Verifies a bearer token from [`Authenticator::identify`].
+    /// Verifies a bearer token from [`Authenticator::identify`], unless the
+    /// very same token passed before and has not expired.
     pub(crate) async fn verify(&self, token: &str) -> Result<Principal, ApiError> {
-        token::verify(&self.issuers, token).await.map_err(|err| match err {
-            TokenError::KeysUnavailable { ref why, .. } => {
-                tracing::warn!("an ID token could not be checked: {why}");
-                ApiError::unavailable(err.to_string(), RETRY_AFTER_FAILURE)
+        let digest = verified::digest(token);
+        if let Some(principal) = self.verified.get(&digest, token::now_seconds()) {
+            return Ok(principal);
+        }
+        match token::verify(&self.issuers, token).await {
+            Ok(accepted) => {
+                let principal = accepted.principal.clone();
+                let now = token::now_seconds();
+                self.verified.insert(digest, accepted.principal, accepted.until, now);
+                Ok(principal)
             }
-            err => ApiError::unauthenticated(err.to_string()),
-        })
+            Err(TokenError::KeysUnavailable { issuer, why }) => {
+                tracing::warn!("an ID token could not be checked: {why}");
+                let err = TokenError::KeysUnavailable { issuer, why };
+                Err(ApiError::unavailable(err.to_string(), RETRY_AFTER_FAILURE))
+            }
+            Err(err) => Err(ApiError::unauthenticated(err.to_string())),
+        }
     }
 
     /// The 401 message for a request with no credential.
@@ -157,7 +188,7 @@ mod tests {
 
     fn authenticator(vars: &[(&str, &str)]) -> Authenticator {
         let settings = crate::testing::settings(vars);
-        Authenticator::new(&settings.http.auth, &reqwest::Client::new(), &Metrics::new("test"))
+        Authenticator::new(&settings.http.auth, &Metrics::new("test")).expect("an authenticator")
     }
 
     fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {

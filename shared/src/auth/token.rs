@@ -187,15 +187,23 @@ fn decode_part<T: for<'de> Deserialize<'de>>(part: &str, what: &'static str) -> 
     serde_json::from_slice(&bytes).map_err(|_| TokenError::Malformed(what))
 }
 
-fn now_seconds() -> i64 {
+pub(crate) fn now_seconds() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
-/// Verifies `token` against `issuers` (every check in the module's order)
-/// and returns the end user it names.
-pub(crate) async fn verify(issuers: &[Issuer], token: &str) -> Result<Principal, TokenError> {
+/// A token that passed every check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Accepted {
+    /// The end user it names.
+    pub(crate) principal: Principal,
+    /// The last second (Unix time) it is accepted: `exp` plus [`SKEW`].
+    pub(crate) until: i64,
+}
+
+/// Verifies `token` against `issuers` (every check in the module's order).
+pub(crate) async fn verify(issuers: &[Issuer], token: &str) -> Result<Accepted, TokenError> {
     if token.len() > MAX_TOKEN_BYTES {
         return Err(TokenError::Malformed("it is longer than 16384 bytes"));
     }
@@ -258,7 +266,7 @@ pub(crate) async fn verify(issuers: &[Issuer], token: &str) -> Result<Principal,
 }
 
 /// The checks after the signature: audience, times, subject.
-fn check_claims(issuer: &Issuer, claims: &Claims, now: i64) -> Result<Principal, TokenError> {
+fn check_claims(issuer: &Issuer, claims: &Claims, now: i64) -> Result<Accepted, TokenError> {
     let aud = claims.aud.as_ref().ok_or(TokenError::Missing("aud"))?;
     if !aud.any_of(&issuer.audiences) {
         let expected: Vec<String> = issuer.audiences.iter().map(|a| format!("{a:?}")).collect();
@@ -290,7 +298,10 @@ fn check_claims(issuer: &Issuer, claims: &Claims, now: i64) -> Result<Principal,
         PrincipalKind::Firebase => Principal::firebase(sub),
         _ => Principal::google(sub),
     };
-    principal.ok_or(TokenError::Subject)
+    Ok(Accepted {
+        principal: principal.ok_or(TokenError::Subject)?,
+        until: exp.saturating_add(SKEW),
+    })
 }
 
 #[cfg(test)]
@@ -336,7 +347,9 @@ mod tests {
     fn claims_checks_name_what_failed() {
         let fb = issuer(PrincipalKind::Firebase);
         let check = |overrides| check_claims(&fb, &claims(firebase(overrides)), NOW);
-        assert_eq!(check(serde_json::json!({})).expect("valid").as_str(), "firebase:uid-1");
+        let accepted = check(serde_json::json!({})).expect("valid");
+        assert_eq!(accepted.principal.as_str(), "firebase:uid-1");
+        assert_eq!(accepted.until, NOW + 3600 + SKEW);
         let skewed =
             serde_json::json!({"exp": NOW - SKEW, "iat": NOW + SKEW, "auth_time": NOW + SKEW, "nbf": NOW + SKEW});
         assert!(check(skewed).is_ok(), "within the skew");
@@ -393,7 +406,8 @@ mod tests {
             let c = claims(serde_json::json!({
                 "iss": "accounts.google.com", "aud": aud, "sub": "1098", "iat": NOW, "exp": NOW + 60,
             }));
-            assert_eq!(check_claims(&google, &c, NOW).expect("valid").as_str(), "google:1098");
+            let accepted = check_claims(&google, &c, NOW).expect("valid");
+            assert_eq!(accepted.principal.as_str(), "google:1098");
         }
     }
 

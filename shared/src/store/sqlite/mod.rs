@@ -396,6 +396,10 @@ mod tests {
             (TaskStatus::Queued, 0, None)
         );
         assert_eq!((old.started_at, old.finished_at, old.callback_url), (None, None, None));
+        assert_eq!(
+            old.owner, "anonymous",
+            "migration 4: a task from before owners is anonymous's"
+        );
         assert_eq!(store.runnable(SystemTime::now(), 10).await.expect("runnable"), ["old"]);
         let claim = store
             .claim("old", "d", Duration::from_secs(60), 3, SystemTime::now())
@@ -406,7 +410,7 @@ mod tests {
             .read(|conn| conn.query_row("PRAGMA user_version", [], |r| r.get(0)))
             .await
             .expect("version");
-        assert_eq!(version, 3);
+        assert_eq!(version, MIGRATIONS.len() as i64);
     }
 
     #[tokio::test]

@@ -15,7 +15,7 @@
 //!   `{attempt, index, data, created_at}`, `data` being JSON text as
 //!   `result`. `events` is one query in id order from a cursor, with a limit.
 //!
-//! Every change of a task (claim, renewal, release, outcome) goes through
+//! Every change of a task (claim, renewal, release, outcome, cancel) goes through
 //! [`FirestoreStore::change_task`]: read the task, decide (a claim with
 //! [`claim_step`], as SQLite does), and commit the new document only if the
 //! task is still as read. Of concurrent claims, from any number of
@@ -37,8 +37,8 @@ use super::cas::{classify, commit_if_unchanged, put, read};
 use super::ids::is_document_id;
 use super::{FirestoreStore, Written, bounded, query_limit, time_of, timestamp};
 use crate::store::{
-    Claim, ClaimStep, Finished, StoreError, TaskEvent, TaskRecord, TaskState, TaskStatus, TaskStore, claim_step,
-    event_time, exhausted_error, lease_end, lease_passed,
+    Cancel, CancelStep, Claim, ClaimStep, Finished, StoreError, TaskEvent, TaskRecord, TaskState, TaskStatus,
+    TaskStore, cancel_step, claim_step, event_time, exhausted_error, lease_end, lease_passed,
 };
 
 const TASKS: &str = "tasks";
@@ -291,6 +291,29 @@ impl FirestoreStore {
         .await
     }
 
+    async fn cancel_now(&self, task_id: &str) -> Result<Cancel, StoreError> {
+        self.change_task(task_id, "cancel", |stored| {
+            let Some(mut doc) = stored else {
+                return Ok((Cancel::NotFound, None));
+            };
+            let task = to_task(task_id, doc.clone());
+            Ok(match cancel_step(&task) {
+                CancelStep::AlreadyCancelled => (Cancel::AlreadyCancelled(task), None),
+                CancelStep::Finished => (Cancel::Finished(task), None),
+                CancelStep::Synchronous => (Cancel::Synchronous(task), None),
+                CancelStep::Cancel => {
+                    let now = timestamp(SystemTime::now())?;
+                    doc.status = TaskStatus::Cancelled.as_str().to_string();
+                    doc.lease_until = None;
+                    doc.finished_at = Some(now);
+                    doc.updated_at = now;
+                    (Cancel::Cancelled(to_task(task_id, doc.clone())), Some(doc))
+                }
+            })
+        })
+        .await
+    }
+
     async fn get_now(&self, task_id: &str) -> Result<Option<TaskRecord>, StoreError> {
         if !is_document_id(task_id) {
             return Ok(None);
@@ -334,7 +357,7 @@ impl FirestoreStore {
                 TaskStatus::Running => state
                     .lease_until
                     .is_some_and(|until| lease_passed(SystemTime::from(until), now)),
-                TaskStatus::Completed | TaskStatus::Failed => false,
+                TaskStatus::Completed | TaskStatus::Failed | TaskStatus::Cancelled => false,
             };
             if due {
                 let id = doc.name.rsplit('/').next().unwrap_or_default().to_string();
@@ -472,6 +495,10 @@ impl TaskStore for FirestoreStore {
 
     async fn finish(&self, task_id: &str, attempt: u32, outcome: &Finished) -> Result<bool, StoreError> {
         bounded(self.finish_now(task_id, attempt, outcome)).await
+    }
+
+    async fn cancel(&self, task_id: &str) -> Result<Cancel, StoreError> {
+        bounded(self.cancel_now(task_id)).await
     }
 
     async fn get(&self, task_id: &str) -> Result<Option<TaskRecord>, StoreError> {

@@ -449,4 +449,32 @@ mod tests {
         };
         assert_eq!(result["response"], GatedModel::ANSWER, "{result}");
     }
+
+    /// A synchronous run ends with its request: a cancel is a 409 that
+    /// says so, and the run goes on to its answer, recorded.
+    #[tokio::test]
+    async fn a_synchronous_run_is_not_cancelled() {
+        let mut model = GatedModel::start().await;
+        let app = TestApp::start(
+            FUNCTION,
+            &[("LLM_PROVIDER", "openai"), ("OPENAI_BASE_URL", &model.base_url)],
+        )
+        .await;
+        let state = AgentState::new(&app).await.expect("the agent state builds");
+        let task = TaskRecord::queued("sync-cancel", "anonymous", "say something", "s-sync", 10);
+        let request = tokio::spawn({
+            let state = state.clone();
+            async move { run_now(&state, task, Vec::new()).await }
+        });
+        model.called().await;
+
+        let err = cancel(&state, "sync-cancel").await.expect_err("a conflict");
+        assert_eq!((err.status.as_u16(), err.code), (409, "conflict"));
+        assert!(err.message.contains("synchronous run"), "{}", err.message);
+        model.release();
+        let answer = request.await.expect("joins").expect("the run answers");
+        assert_eq!(answer.outcome.response, GatedModel::ANSWER);
+        let stored = state.tasks.get("sync-cancel").await.expect("get").expect("stored");
+        assert_eq!(stored.status(), TaskStatus::Completed, "{stored:?}");
+    }
 }

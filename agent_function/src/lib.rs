@@ -5,8 +5,9 @@
 //! response and every step; with `async: true` it stores the task as
 //! `queued`, publishes it (Pub/Sub, or the local queue) and answers 202 at
 //! once. `GET /api/v1/tasks/{id}` returns a task, `GET
-//! /api/v1/tasks/{id}/events` streams its progress. The worker side lives
-//! in `agent-core` (`worker`), shared by `agent_worker` and the local queue.
+//! /api/v1/tasks/{id}/events` streams its progress, `POST
+//! /api/v1/tasks/{id}/cancel` cancels it. The worker side lives in
+//! `agent-core` (`worker`), shared by `agent_worker` and the local queue.
 
 use std::sync::Arc;
 
@@ -16,10 +17,11 @@ use agent_core::http::json::require_text;
 use agent_core::http::{Api, ApiError, ApiJson, Operation, Routes, detached};
 use agent_core::llm::Model;
 use agent_core::queue::Queue;
-use agent_core::store::{Finished, TaskRecord, TaskState, TaskStatus, TaskStore};
+use agent_core::store::{Cancel, Finished, TaskRecord, TaskState, TaskStatus, TaskStore};
 use agent_core::task;
 pub use agent_core::task::{AgentResponse, TaskView};
 use agent_core::tools::Registry;
+use agent_core::webhook::Callbacks;
 use agent_core::{App, outbound_url, owned, session};
 use axum::Router;
 use axum::extract::{Path, State};
@@ -81,6 +83,8 @@ pub struct AgentState {
     /// Callbacks need a secret to sign with; without one they are refused.
     pub callbacks_enabled: bool,
     pub allow_loopback_callbacks: bool,
+    /// A cancel sends the cancelled task's callback.
+    pub callbacks: Callbacks,
 }
 
 impl AgentState {
@@ -98,12 +102,16 @@ impl AgentState {
             max_task_chars: app.settings.http.max_message_chars,
             callbacks_enabled: app.settings.tasks.webhook_secret.is_some(),
             allow_loopback_callbacks: app.settings.tasks.allow_loopback_callbacks,
+            callbacks: Callbacks::new(&app.settings.tasks, &app.metrics),
         })
     }
 }
 
 /// The named routes; `local` merges these. Running a task is behind the
-/// agent rate limit; reading tasks, which clients poll, behind its own.
+/// agent rate limit; reading tasks, which clients poll, and cancelling
+/// them, behind their own: a cancel costs a store step, not a model call,
+/// and a client that used up its agent limit must still be able to stop
+/// what it started.
 pub async fn api(app: &App) -> anyhow::Result<Api> {
     Ok(routes(app, AgentState::new(app).await?))
 }
@@ -155,6 +163,21 @@ fn routes(app: &App, state: AgentState) -> Api {
                     &task::PROGRESS_EVENTS,
                     true,
                 ),
+            )],
+        )
+        .route(
+            "/api/v1/tasks/{id}/cancel",
+            post(cancel_task),
+            [task_errors(
+                Operation::post(
+                    "cancel_task",
+                    "cancel a task: a queued one never runs, a running one stops before its next model or tool call",
+                )
+                .json::<TaskView>(200, "the task, cancelled (now or by an earlier cancel)"),
+            )
+            .error(
+                409,
+                "the task already finished (completed or failed), or is a synchronous run",
             )],
         );
     app.rate_limited(runs.with_state(state.clone()), "agent", app.settings.rate_limit_agent)
@@ -301,6 +324,51 @@ async fn find(state: &AgentState, principal: &Principal, id: &str) -> Result<Tas
     })
 }
 
+/// Cancels the caller's task `id` and answers with it, `cancelled`. The
+/// store decides in one step ([`TaskStore::cancel`]); the request that
+/// cancelled it sends its callback, once, before answering (on Cloud Run
+/// nothing runs after the answer), detached so that a client that leaves
+/// does not drop it. Cancelling again answers the same task; a finished
+/// task is a 409.
+pub async fn cancel_task(
+    State(state): State<AgentState>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> Result<axum::Json<TaskView>, ApiError> {
+    let found = find(&state, &principal, &id).await?;
+    detached::run(move |_| async move { cancel(&state, &found.task_id).await })
+        .await
+        .map(axum::Json)
+}
+
+async fn cancel(state: &AgentState, id: &str) -> Result<TaskView, ApiError> {
+    match state.tasks.cancel(id).await? {
+        Cancel::Cancelled(task) => {
+            tracing::info!(task_id = id, attempts = task.attempts, "task cancelled");
+            state.callbacks.notify(&task).await;
+            Ok(task.into())
+        }
+        Cancel::AlreadyCancelled(task) => Ok(task.into()),
+        Cancel::Finished(task) => Err(conflict(format!(
+            "task {id:?} already finished ({}), so there is nothing to cancel; \
+             only a queued or running task can be cancelled",
+            task.status().as_str()
+        ))),
+        Cancel::Synchronous(_) => Err(conflict(format!(
+            "task {id:?} is a synchronous run, which ends with its request and cannot be cancelled; \
+             submit with \"async\": true to be able to cancel a task"
+        ))),
+        // Removed (a TTL policy) since `find` read it.
+        Cancel::NotFound => Err(ApiError::not_found(format!(
+            "there is no task {id:?}; task ids are returned by POST /api/v1/agent"
+        ))),
+    }
+}
+
+fn conflict(message: String) -> ApiError {
+    ApiError::new(StatusCode::CONFLICT, "conflict", message)
+}
+
 pub async fn get_task(
     State(state): State<AgentState>,
     principal: Principal,
@@ -380,5 +448,33 @@ mod tests {
             panic!("a completed run keeps its answer: {task:?}");
         };
         assert_eq!(result["response"], GatedModel::ANSWER, "{result}");
+    }
+
+    /// A synchronous run ends with its request: a cancel is a 409 that
+    /// says so, and the run goes on to its answer, recorded.
+    #[tokio::test]
+    async fn a_synchronous_run_is_not_cancelled() {
+        let mut model = GatedModel::start().await;
+        let app = TestApp::start(
+            FUNCTION,
+            &[("LLM_PROVIDER", "openai"), ("OPENAI_BASE_URL", &model.base_url)],
+        )
+        .await;
+        let state = AgentState::new(&app).await.expect("the agent state builds");
+        let task = TaskRecord::queued("sync-cancel", "anonymous", "say something", "s-sync", 10);
+        let request = tokio::spawn({
+            let state = state.clone();
+            async move { run_now(&state, task, Vec::new()).await }
+        });
+        model.called().await;
+
+        let err = cancel(&state, "sync-cancel").await.expect_err("a conflict");
+        assert_eq!((err.status.as_u16(), err.code), (409, "conflict"));
+        assert!(err.message.contains("synchronous run"), "{}", err.message);
+        model.release();
+        let answer = request.await.expect("joins").expect("the run answers");
+        assert_eq!(answer.outcome.response, GatedModel::ANSWER);
+        let stored = state.tasks.get("sync-cancel").await.expect("get").expect("stored");
+        assert_eq!(stored.status(), TaskStatus::Completed, "{stored:?}");
     }
 }

@@ -506,7 +506,9 @@ async fn agent_runs(bin: &Path, settings: &[(&str, &str)], n: u64, nonce: &str) 
             );
             println!(
                 "  the claim (TaskStore::claim in shared/src/store/firestore/tasks.rs: change_task's get of the task and \
-                 its conditional commit), that difference less one event write per step:\n    {}",
+                 its conditional commit) and the run's checks that its task is still its own (a get before each \
+                 model call but the first and before each turn's tool calls: 2 for one step, worker::StillHeld), \
+                 that difference less one event write per step:\n    {}",
                 difference.plus(-steps, &event).describe()
             );
         } else {

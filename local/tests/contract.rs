@@ -109,7 +109,12 @@ async fn each_function_documents_its_own_routes() {
         ),
         (
             agent_function::router(&app).await.expect("agent router"),
-            &["POST /", "POST /api/v1/agent", "GET /api/v1/tasks/{id}/events"],
+            &[
+                "POST /",
+                "POST /api/v1/agent",
+                "GET /api/v1/tasks/{id}/events",
+                "POST /api/v1/tasks/{id}/cancel",
+            ],
         ),
         (
             search_function::router(&app).expect("search router"),
@@ -134,6 +139,20 @@ async fn each_function_documents_its_own_routes() {
         for service in ["/health", "/metrics", "/openapi.json"] {
             assert!(documented.contains(&("GET".to_string(), service.to_string())));
         }
+    }
+}
+
+/// The cancel's answers, as a client generator needs them: the cancelled
+/// task, the envelope of a finished one (409), and the tasks' rate limit.
+#[tokio::test]
+async fn the_cancel_route_documents_its_answers() {
+    let app = TestApp::start("local", &[]).await;
+    let server = TestServer::start(local::router(&app).await.expect("router")).await;
+    let doc = document(&server.url).await;
+    let operation = &doc["paths"]["/api/v1/tasks/{id}/cancel"]["post"];
+    assert_eq!(operation["operationId"], "cancel_task", "{operation}");
+    for status in ["200", "400", "404", "409", "429", "503"] {
+        assert!(operation["responses"][status].is_object(), "{status} in {operation}");
     }
 }
 

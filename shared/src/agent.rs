@@ -6,9 +6,11 @@
 //! unknown, or gets bad arguments produces an error result the model sees
 //! and can correct: only the model itself failing ends a run with an error.
 //! Every call is recorded as a [`Step`], and the run's tokens are summed.
+//! A [`Checkpoint`] can stop a run between its calls (a cancelled task).
 
 use std::time::{Duration, Instant};
 
+use async_trait::async_trait;
 use futures_util::future::join_all;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -94,6 +96,30 @@ pub fn effective_max_steps(asked: Option<u32>) -> (u32, Option<String>) {
     }
 }
 
+/// Asked whether a run may go on, before each model call but the first
+/// and before each turn's tool calls: the points where a run spends money
+/// or acts. A queued task's run asks the store whether its task is still
+/// its own (`worker`), so a cancelled task stops before its next call.
+#[async_trait]
+pub trait Checkpoint: Send + Sync {
+    /// `Err` with why the run must stop.
+    async fn pass(&self) -> Result<(), Interrupted>;
+}
+
+/// Why a [`Checkpoint`] stopped a run.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Interrupted(pub String);
+
+/// Why a checked run ended without an outcome.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error("the run was stopped: {0}")]
+    Interrupted(Interrupted),
+}
+
 /// Runs `run` to its end. `on_step` sees each step as it completes (the
 /// async path publishes progress with it).
 pub async fn run(
@@ -102,6 +128,35 @@ pub async fn run(
     run: &Run,
     on_step: &(dyn Fn(&Step) + Send + Sync),
 ) -> Result<Outcome, ModelError> {
+    match run_checked(model, tools, run, on_step, None).await {
+        Ok(outcome) => Ok(outcome),
+        Err(RunError::Model(err)) => Err(err),
+        // Nothing checks this run, so nothing stops it; said as an error
+        // rather than a panic all the same.
+        Err(RunError::Interrupted(why)) => Err(ModelError::Upstream {
+            status: None,
+            message: format!("the run was stopped: {why}"),
+        }),
+    }
+}
+
+/// [`run`], asking `checkpoint` before each model call but the first (the
+/// caller has just decided to run) and before each turn's tool calls (run
+/// together, so one question covers them): at most one question per call
+/// the run makes.
+pub async fn run_checked(
+    model: &dyn Model,
+    tools: &Registry,
+    run: &Run,
+    on_step: &(dyn Fn(&Step) + Send + Sync),
+    checkpoint: Option<&dyn Checkpoint>,
+) -> Result<Outcome, RunError> {
+    let check = || async {
+        match checkpoint {
+            Some(checkpoint) => checkpoint.pass().await.map_err(RunError::Interrupted),
+            None => Ok(()),
+        }
+    };
     let context = ToolContext {
         session_key: run.session_key.clone(),
     };
@@ -118,7 +173,12 @@ pub async fn run(
     let mut steps: Vec<Step> = Vec::new();
     let mut tokens = 0;
 
+    let mut first = true;
     loop {
+        if !first {
+            check().await?;
+        }
+        first = false;
         let answer = model.generate(&request).await?;
         tokens += answer.usage.total();
         let calls: Vec<FunctionCall> = answer.content.function_calls().cloned().collect();
@@ -134,6 +194,9 @@ pub async fn run(
 
         let room = max_steps.saturating_sub(steps.len());
         let runnable = &calls[..calls.len().min(room)];
+        if !runnable.is_empty() {
+            check().await?;
+        }
         let results = join_all(runnable.iter().map(|call| call_tool(tools, call, &context))).await;
         let mut responses = Vec::with_capacity(results.len());
         for (call, step) in runnable.iter().zip(results) {

@@ -15,7 +15,7 @@ use futures_util::Stream;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::agent::{self, Outcome, Step};
+use crate::agent::{self, Checkpoint, Outcome, RunError, Step};
 use crate::http::{ApiError, sse};
 use crate::llm::{Model, ModelError};
 use crate::store::{Finished, TaskEvent, TaskRecord, TaskState, TaskStatus, TaskStore};
@@ -62,20 +62,42 @@ pub async fn run(
     warnings: Vec<String>,
     on_step: &(dyn Fn(&Step) + Send + Sync),
 ) -> Result<AgentResponse, ModelError> {
-    let run = agent::Run {
+    let run = agent_run(task);
+    let outcome = agent::run(model, tools, &run, on_step).await?;
+    Ok(response(task, outcome, warnings))
+}
+
+/// [`run`], stopped by `checkpoint` before a model or tool call when the
+/// task is no longer this run's to run (see [`agent::run_checked`]).
+pub async fn run_checked(
+    model: &dyn Model,
+    tools: &Registry,
+    task: &TaskRecord,
+    on_step: &(dyn Fn(&Step) + Send + Sync),
+    checkpoint: &dyn Checkpoint,
+) -> Result<AgentResponse, RunError> {
+    let run = agent_run(task);
+    let outcome = agent::run_checked(model, tools, &run, on_step, Some(checkpoint)).await?;
+    Ok(response(task, outcome, Vec::new()))
+}
+
+fn agent_run(task: &TaskRecord) -> agent::Run {
+    agent::Run {
         task: task.task.clone(),
         // The owner's session: the agent's memory is kept under it.
         session_key: owned::session_key(&task.owner, &task.session_id),
         max_steps: task.max_steps,
         system_instruction: task.system_instruction.clone(),
-    };
-    let outcome = agent::run(model, tools, &run, on_step).await?;
-    Ok(AgentResponse {
+    }
+}
+
+fn response(task: &TaskRecord, outcome: Outcome, warnings: Vec<String>) -> AgentResponse {
+    AgentResponse {
         task_id: task.task_id.clone(),
         session_id: task.session_id.clone(),
         outcome,
         warnings,
-    })
+    }
 }
 
 /// `GET /api/v1/tasks/{id}`, the body of a webhook, and the `done` event.
@@ -109,7 +131,7 @@ impl From<TaskRecord> for TaskView {
     fn from(t: TaskRecord) -> TaskView {
         let status = t.status();
         let (result, error) = match t.state {
-            TaskState::Queued | TaskState::Running => (None, None),
+            TaskState::Queued | TaskState::Running | TaskState::Finished(Finished::Cancelled) => (None, None),
             TaskState::Finished(Finished::Completed(result)) => (Some(result).filter(|r| !r.is_null()), None),
             TaskState::Finished(Finished::Failed(error)) => (None, Some(error).filter(|e| !e.is_empty())),
         };
@@ -137,8 +159,8 @@ const MAX_READ_FAILURES: u32 = 40;
 /// The events of a task as server-sent events: `status` when it changes
 /// (`queued`, `running`), one `step` per completed step (id
 /// `ATTEMPT-INDEX`, data: the step with its `attempt` and `index`), then
-/// `done` with the task's JSON once it is `completed` or `failed`, and the
-/// stream ends. `after` resumes after a `Last-Event-ID`.
+/// `done` with the task's JSON once it is `completed`, `failed` or
+/// `cancelled`, and the stream ends. `after` resumes after a `Last-Event-ID`.
 pub fn progress(
     tasks: Arc<dyn TaskStore>,
     task: TaskRecord,
@@ -226,7 +248,7 @@ impl Progress {
         }
         self.failures = 0;
         match task.status() {
-            TaskStatus::Completed | TaskStatus::Failed => {
+            TaskStatus::Completed | TaskStatus::Failed | TaskStatus::Cancelled => {
                 self.ready.push_back(sse::json("done", &TaskView::from(task)));
                 self.ended = true;
             }
@@ -344,6 +366,10 @@ mod tests {
         assert_eq!(
             view(TaskState::Finished(Finished::Failed("no model".to_string()))),
             (json("failed"), None, Some(json("no model")))
+        );
+        assert_eq!(
+            view(TaskState::Finished(Finished::Cancelled)),
+            (json("cancelled"), None, None)
         );
         assert_eq!(
             view(TaskState::Finished(Finished::Completed(Value::Null))),

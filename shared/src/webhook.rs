@@ -20,9 +20,12 @@ use reqwest::Url;
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderValue};
 use sha2::Sha256;
 
-use crate::config::Secret;
+use crate::config::{Secret, TaskSettings};
+use crate::http::Metrics;
 use crate::outbound_url::{self, OutboundUrlError};
 use crate::retry::{self, Backoff, Jitter};
+use crate::store::TaskRecord;
+use crate::task::TaskView;
 
 /// The signature header, as GitHub names it.
 pub const SIGNATURE_HEADER: &str = "x-signature-256";
@@ -250,6 +253,69 @@ fn describe(err: reqwest::Error, timeout: Duration) -> String {
         return format!("no answer within {timeout:?}");
     }
     retry::error_chain(&err.without_url())
+}
+
+/// The callback of a finished task: [`Webhooks`] as the task settings
+/// configure them, counted in `webhooks_total`. The worker sends it when a
+/// run ends; `agent_function` when a cancel ends a task. Either way it is
+/// sent by the one caller whose atomic store step finished the task, so at
+/// most once.
+#[derive(Clone)]
+pub struct Callbacks {
+    webhooks: Option<Webhooks>,
+    metrics: Metrics,
+}
+
+impl Callbacks {
+    /// No webhooks without `WEBHOOK_SECRET`: a callback cannot be signed
+    /// (submissions with a `callback_url` are refused then).
+    pub fn new(settings: &TaskSettings, metrics: &Metrics) -> Callbacks {
+        let webhooks = settings.webhook_secret.as_ref().map(|secret| {
+            Webhooks::new(
+                secret.clone(),
+                settings.allow_loopback_callbacks,
+                settings.webhook_timeout,
+                settings.webhook_attempts,
+                Duration::from_millis(500),
+            )
+        });
+        Callbacks {
+            webhooks,
+            metrics: metrics.clone(),
+        }
+    }
+
+    /// POSTs the finished task, as `GET /api/v1/tasks/{id}` shows it, to
+    /// its `callback_url`, if it has one.
+    pub async fn notify(&self, task: &TaskRecord) {
+        let Some(url) = task.callback_url.as_deref() else {
+            return;
+        };
+        let Some(webhooks) = &self.webhooks else {
+            tracing::error!(task_id = %task.task_id, "the task has a callback_url but WEBHOOK_SECRET is not set here; no callback sent");
+            self.count("not_configured");
+            return;
+        };
+        let body = serde_json::to_value(TaskView::from(task.clone())).unwrap_or_default();
+        match webhooks.deliver(url, &body, &task.task_id).await {
+            Ok(attempt) => {
+                tracing::info!(task_id = %task.task_id, attempt, "callback delivered");
+                self.count("delivered");
+            }
+            Err(err) => {
+                tracing::error!(task_id = %task.task_id, %err, "callback not delivered");
+                self.count("failed");
+            }
+        }
+    }
+
+    fn count(&self, outcome: &str) {
+        self.metrics.inc(
+            "webhooks_total",
+            "Task callbacks: delivered, failed, or not configured.",
+            &[("outcome", outcome)],
+        );
+    }
 }
 
 #[cfg(test)]

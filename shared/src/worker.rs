@@ -5,7 +5,9 @@
 //! decides who runs a task (`queued` to `running`, with a lease that the
 //! running worker renews), and every later write is fenced by the claim's
 //! attempt number, so a worker that lost its claim cannot overwrite the
-//! one that holds it. What the queue should do next is the
+//! one that holds it. A task cancelled while it runs is no longer this
+//! worker's either: its run stops before its next model or tool call
+//! ([`StillHeld`]). What the queue should do next is the
 //! [`Disposition`]: done (acknowledge: the task finished, failed for good,
 //! or is someone else's), or retry (a transient failure: Pub/Sub
 //! redelivers after a 503, the local queue after a backoff).
@@ -13,16 +15,18 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use async_trait::async_trait;
+
 use crate::App;
-use crate::agent::Step;
+use crate::agent::{Checkpoint, Interrupted, RunError, Step};
 use crate::config::TaskSettings;
 use crate::delivery::Delivery;
 use crate::http::Metrics;
 use crate::llm::{Model, ModelError};
-use crate::store::{Claim, Finished, StoreError, TaskEvent, TaskRecord, TaskState, TaskStore, rfc3339};
-use crate::task::{AgentResponse, TaskView};
+use crate::store::{Claim, Finished, StoreError, TaskEvent, TaskRecord, TaskState, TaskStatus, TaskStore, rfc3339};
+use crate::task::AgentResponse;
 use crate::tools::Registry;
-use crate::webhook::Webhooks;
+use crate::webhook::Callbacks;
 
 /// What the queue should do with a delivery.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,7 +46,7 @@ pub struct Worker {
     tasks: Arc<dyn TaskStore>,
     metrics: Metrics,
     settings: TaskSettings,
-    webhooks: Option<Webhooks>,
+    callbacks: Callbacks,
 }
 
 impl Worker {
@@ -50,22 +54,13 @@ impl Worker {
     /// (the agent function shares its own with the local queue's worker).
     pub fn new(app: &App, tools: Registry) -> Worker {
         let settings = app.settings.tasks.clone();
-        let webhooks = settings.webhook_secret.as_ref().map(|secret| {
-            Webhooks::new(
-                secret.clone(),
-                settings.allow_loopback_callbacks,
-                settings.webhook_timeout,
-                settings.webhook_attempts,
-                Duration::from_millis(500),
-            )
-        });
         Worker {
+            callbacks: Callbacks::new(&settings, &app.metrics),
             model: app.model.clone(),
             tools,
             tasks: app.stores.tasks.clone(),
             metrics: app.metrics.clone(),
             settings,
-            webhooks,
         }
     }
 
@@ -104,6 +99,12 @@ impl Worker {
                 self.count_task("unknown");
                 return Disposition::Done(format!("there is no task {task_id:?}"));
             }
+            Ok(Claim::Finished(task)) if task.status() == TaskStatus::Cancelled => {
+                // Its callback went out with the cancel.
+                tracing::info!(task_id, "a delivery of a cancelled task; acknowledged, not run");
+                self.count_task("cancelled");
+                return Disposition::Done(format!("task {task_id} was cancelled"));
+            }
             Ok(Claim::Finished(task)) => {
                 tracing::info!(
                     task_id,
@@ -140,7 +141,7 @@ impl Worker {
                     "a task ran out of attempts and is failed"
                 );
                 self.count_task("failed");
-                self.notify(&task).await;
+                self.callbacks.notify(&task).await;
                 return Disposition::Done(format!("task {task_id} ran out of attempts"));
             }
             Err(err) => return store_retry(&err),
@@ -168,7 +169,12 @@ impl Worker {
                 let _ = steps_tx.send(step.clone());
             };
             // A capped max_steps was reported in the 202 answer.
-            crate::task::run(self.model.as_ref(), &self.tools, &task, Vec::new(), &on_step).await
+            let held = StillHeld {
+                tasks: self.tasks.as_ref(),
+                task_id: &task_id,
+                attempt,
+            };
+            crate::task::run_checked(self.model.as_ref(), &self.tools, &task, &on_step, &held).await
         };
         let record_steps = async {
             let mut index = 0;
@@ -189,15 +195,23 @@ impl Worker {
         let result = tokio::select! {
             result = work => result,
             () = self.keep_claim(&task_id, attempt) => {
-                tracing::warn!(task_id = %task_id, attempt, "the task's claim was lost while it ran; stopped");
-                return Disposition::Done(format!("task {task_id} was taken over by another delivery"));
+                tracing::warn!(task_id = %task_id, attempt, "the task's claim was lost (cancelled or taken over) while it ran; stopped");
+                return Disposition::Done(format!("task {task_id} is no longer this delivery's to run"));
             }
         };
 
         match result {
             Ok(response) => self.complete(&task, response).await,
-            Err(err) if transient(&err) => self.retry_or_fail(&task, &err).await,
-            Err(err) => {
+            Err(RunError::Interrupted(why)) => {
+                // Whoever took the task (a cancel, another delivery) has
+                // written its state and sent what it owed; nothing is left
+                // to this delivery but to be acknowledged.
+                tracing::info!(task_id = %task_id, attempt, %why, "the run stopped before its next call");
+                self.count_task("stopped");
+                Disposition::Done(format!("task {task_id} stopped: {why}"))
+            }
+            Err(RunError::Model(err)) if transient(&err) => self.retry_or_fail(&task, &err).await,
+            Err(RunError::Model(err)) => {
                 let message = crate::http::ApiError::from(err).message;
                 self.fail(&task, &message).await
             }
@@ -266,9 +280,9 @@ impl Worker {
                 tracing::warn!(
                     task_id,
                     attempt = task.attempts,
-                    "the task was taken over before it finished; its outcome is dropped"
+                    "the task was cancelled or taken over before it finished; its outcome is dropped"
                 );
-                return Disposition::Done(format!("task {task_id} was taken over by another delivery"));
+                return Disposition::Done(format!("task {task_id} is no longer this delivery's to finish"));
             }
             Err(err) => {
                 // Not recorded: the redelivery runs it again. Release so it
@@ -293,47 +307,55 @@ impl Worker {
             lease_until: None,
             ..task.clone()
         };
-        self.notify(&finished).await;
+        self.callbacks.notify(&finished).await;
         Disposition::Done(format!("task {task_id} is {}", status.as_str()))
-    }
-
-    /// POSTs the finished task to its `callback_url`, if it has one.
-    async fn notify(&self, task: &TaskRecord) {
-        let Some(url) = task.callback_url.as_deref() else {
-            return;
-        };
-        let Some(webhooks) = &self.webhooks else {
-            tracing::error!(task_id = %task.task_id, "the task has a callback_url but WEBHOOK_SECRET is not set here; no callback sent");
-            self.count_webhook("not_configured");
-            return;
-        };
-        let body = serde_json::to_value(TaskView::from(task.clone())).unwrap_or_default();
-        match webhooks.deliver(url, &body, &task.task_id).await {
-            Ok(attempt) => {
-                tracing::info!(task_id = %task.task_id, attempt, "callback delivered");
-                self.count_webhook("delivered");
-            }
-            Err(err) => {
-                tracing::error!(task_id = %task.task_id, %err, "callback not delivered");
-                self.count_webhook("failed");
-            }
-        }
     }
 
     fn count_task(&self, outcome: &str) {
         self.metrics.inc(
             "worker_tasks_total",
-            "Tasks seen by the worker: claimed, completed, failed, duplicate or unknown.",
+            "Tasks seen by the worker: claimed, completed, failed, stopped (cancelled or taken over while running), \
+             cancelled (delivered after a cancel), duplicate or unknown.",
             &[("outcome", outcome)],
         );
     }
+}
 
-    fn count_webhook(&self, outcome: &str) {
-        self.metrics.inc(
-            "webhooks_total",
-            "Task callbacks: delivered, failed, or not configured.",
-            &[("outcome", outcome)],
-        );
+/// The [`Checkpoint`] of a queued task's run: the task is still `running`
+/// under this attempt. One read of the task before each model call (but
+/// the first) and each turn's tool calls: on Firestore a document read, at
+/// most one per call the run makes, against a write (read and commit) for
+/// a fenced renewal, which the lease keeps to one every third of its length
+/// instead. A read that fails lets the run go on: the outcome is fenced by
+/// `finish` all the same, and a store that is down should not stop a run
+/// whose model answers.
+struct StillHeld<'a> {
+    tasks: &'a dyn TaskStore,
+    task_id: &'a str,
+    attempt: u32,
+}
+
+#[async_trait]
+impl Checkpoint for StillHeld<'_> {
+    async fn pass(&self) -> Result<(), Interrupted> {
+        match self.tasks.get(self.task_id).await {
+            Ok(Some(task)) if task.state == TaskState::Running && task.attempts == self.attempt => Ok(()),
+            Ok(Some(task)) if task.status() == TaskStatus::Cancelled => {
+                Err(Interrupted(format!("task {} was cancelled", self.task_id)))
+            }
+            Ok(Some(task)) => Err(Interrupted(format!(
+                "task {} is {} under attempt {}, no longer this run's (attempt {})",
+                self.task_id,
+                task.status().as_str(),
+                task.attempts,
+                self.attempt
+            ))),
+            Ok(None) => Err(Interrupted(format!("task {} no longer exists", self.task_id))),
+            Err(err) => {
+                tracing::warn!(%err, task_id = self.task_id, "could not check that the task is still this run's; going on");
+                Ok(())
+            }
+        }
     }
 }
 

@@ -76,7 +76,7 @@ impl Agent {
             if seen.last() != Some(&status) {
                 seen.push(status.clone());
             }
-            if status == "completed" || status == "failed" {
+            if status == "completed" || status == "failed" || status == "cancelled" {
                 return (task, seen);
             }
             assert!(started.elapsed() < DEADLINE, "task {id} did not finish: {task}");

@@ -15,10 +15,14 @@
 //!   processes on one machine.
 //! - [`firestore`]: production: many instances, no local state.
 
+mod cancel;
 #[cfg(any(test, feature = "testing"))]
 pub mod contract;
 pub mod firestore;
 pub mod sqlite;
+
+pub use cancel::Cancel;
+pub(crate) use cancel::{CancelStep, cancel_step};
 
 use std::future::Future;
 use std::pin::Pin;
@@ -189,6 +193,8 @@ pub enum TaskStatus {
     Running,
     Completed,
     Failed,
+    /// Cancelled by its owner before it finished (`POST .../cancel`).
+    Cancelled,
 }
 
 impl TaskStatus {
@@ -198,6 +204,7 @@ impl TaskStatus {
             TaskStatus::Running => "running",
             TaskStatus::Completed => "completed",
             TaskStatus::Failed => "failed",
+            TaskStatus::Cancelled => "cancelled",
         }
     }
 
@@ -206,6 +213,7 @@ impl TaskStatus {
             "queued" => TaskStatus::Queued,
             "running" => TaskStatus::Running,
             "completed" => TaskStatus::Completed,
+            "cancelled" => TaskStatus::Cancelled,
             _ => TaskStatus::Failed,
         }
     }
@@ -218,7 +226,7 @@ impl TaskStatus {
 pub enum TaskState {
     Queued,
     Running,
-    /// `completed` or `failed`.
+    /// `completed`, `failed` or `cancelled`.
     Finished(Finished),
 }
 
@@ -232,7 +240,7 @@ impl TaskState {
         }
     }
 
-    /// The outcome, once `completed` or `failed`.
+    /// The outcome, once `completed`, `failed` or `cancelled`.
     pub fn finished(&self) -> Option<&Finished> {
         match self {
             TaskState::Finished(outcome) => Some(outcome),
@@ -264,6 +272,7 @@ impl TaskState {
                 result.and_then(|r| serde_json::from_str(r).ok()).unwrap_or_default(),
             )),
             TaskStatus::Failed => TaskState::Finished(Finished::Failed(error.unwrap_or_default())),
+            TaskStatus::Cancelled => TaskState::Finished(Finished::Cancelled),
         }
     }
 
@@ -350,21 +359,25 @@ impl TaskRecord {
 }
 
 /// How a task ended: the two outcomes [`TaskStore::finish`] records, so that
-/// a result always comes with `completed` and an error with `failed`.
+/// a result always comes with `completed` and an error with `failed`, and
+/// `cancelled`, which only [`TaskStore::cancel`] records.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Finished {
     /// `completed`, with its result (the agent's answer as JSON).
     Completed(serde_json::Value),
     /// `failed`, with the error that says why.
     Failed(String),
+    /// `cancelled` by its owner: no result, no error.
+    Cancelled,
 }
 
 impl Finished {
-    /// `completed` or `failed`.
+    /// `completed`, `failed` or `cancelled`.
     pub fn status(&self) -> TaskStatus {
         match self {
             Finished::Completed(_) => TaskStatus::Completed,
             Finished::Failed(_) => TaskStatus::Failed,
+            Finished::Cancelled => TaskStatus::Cancelled,
         }
     }
 
@@ -372,14 +385,14 @@ impl Finished {
     pub fn result(&self) -> Option<&serde_json::Value> {
         match self {
             Finished::Completed(result) => Some(result),
-            Finished::Failed(_) => None,
+            Finished::Failed(_) | Finished::Cancelled => None,
         }
     }
 
     /// The error of a failed task.
     pub fn error(&self) -> Option<&str> {
         match self {
-            Finished::Completed(_) => None,
+            Finished::Completed(_) | Finished::Cancelled => None,
             Finished::Failed(error) => Some(error),
         }
     }
@@ -408,7 +421,7 @@ pub enum Claim {
         same_delivery: bool,
         lease_until: SystemTime,
     },
-    /// Already `completed` or `failed`: nothing to do.
+    /// Already `completed`, `failed` or `cancelled`: nothing to do.
     Finished(TaskRecord),
     /// The task was runnable but had used `max_attempts` claims: it is now
     /// `failed`, with an error that says so (the record as stored).
@@ -468,6 +481,15 @@ pub trait TaskStore: Send + Sync {
     /// that was never claimed is finished with `attempt` 0. False too when
     /// there is no such task.
     async fn finish(&self, task_id: &str, attempt: u32, outcome: &Finished) -> Result<bool, StoreError>;
+
+    /// Atomically, as [`claim`](Self::claim): a task `queued`, or `running`
+    /// under a claim, becomes `cancelled` (no lease, `finished_at` set;
+    /// `attempts` kept). Being finished, it is never claimed again, and the
+    /// running claim's fenced writes ([`renew`](Self::renew),
+    /// [`release`](Self::release), [`finish`](Self::finish)) change nothing
+    /// from then on. Of concurrent cancels one gets [`Cancel::Cancelled`];
+    /// a cancelled, finished or synchronous task, or none, is left as it is.
+    async fn cancel(&self, task_id: &str) -> Result<Cancel, StoreError>;
 
     async fn get(&self, task_id: &str) -> Result<Option<TaskRecord>, StoreError>;
 
@@ -697,6 +719,7 @@ mod tests {
             TaskState::Running,
             TaskState::Finished(Finished::Completed(answer.clone())),
             TaskState::Finished(Finished::Failed("no model".to_string())),
+            TaskState::Finished(Finished::Cancelled),
         ];
         for state in states {
             let (status, result, error) = state.to_stored();

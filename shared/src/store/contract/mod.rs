@@ -8,13 +8,16 @@
 //! Each case uses its own session and key names, so one store serves all.
 
 //!
-//! One file per store trait: `sessions`, `rate_limits`, `memory`, `tasks`.
+//! One file per store trait: `sessions`, `rate_limits`, `memory`, `tasks`
+//! (and `cancel`, the tasks' cancel).
 
+mod cancel;
 mod memory;
 mod rate_limits;
 mod sessions;
 mod tasks;
 
+pub use cancel::*;
 pub use memory::*;
 pub use rate_limits::*;
 pub use sessions::*;
@@ -53,6 +56,10 @@ pub async fn run_all(stores: &Stores) {
     runnable_lists_queued_and_expired_oldest_first(stores).await;
     concurrent_claims_have_one_winner(stores).await;
     events_are_ordered_and_replaced(stores).await;
+    queued_tasks_are_cancelled_and_never_claimed(stores).await;
+    a_cancel_fences_out_every_claim_of_a_running_task(stores).await;
+    finished_and_synchronous_tasks_are_not_cancelled(stores).await;
+    concurrent_cancels_have_one_winner(stores).await;
 }
 
 pub(super) fn ok<T>(result: Result<T, StoreError>, what: &str) -> T {

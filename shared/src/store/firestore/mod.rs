@@ -86,6 +86,7 @@
 //! call run again is counted again. Requests the client library sends again
 //! by itself (a failed read, once: `READ_RETRIES`) are not seen.
 
+mod cancel;
 mod cas;
 mod counts;
 mod ids;

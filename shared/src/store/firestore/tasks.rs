@@ -15,7 +15,8 @@
 //!   `{attempt, index, data, created_at}`, `data` being JSON text as
 //!   `result`. `events` is one query in id order from a cursor, with a limit.
 //!
-//! Every change of a task (claim, renewal, release, outcome) goes through
+//! Every change of a task (claim, renewal, release, outcome, and a cancel,
+//! in `cancel`) goes through
 //! [`FirestoreStore::change_task`]: read the task, decide (a claim with
 //! [`claim_step`], as SQLite does), and commit the new document only if the
 //! task is still as read. Of concurrent claims, from any number of
@@ -37,8 +38,8 @@ use super::cas::{classify, commit_if_unchanged, put, read};
 use super::ids::is_document_id;
 use super::{FirestoreStore, Written, bounded, query_limit, time_of, timestamp};
 use crate::store::{
-    Claim, ClaimStep, Finished, StoreError, TaskEvent, TaskRecord, TaskState, TaskStatus, TaskStore, claim_step,
-    event_time, exhausted_error, lease_end, lease_passed,
+    Cancel, Claim, ClaimStep, Finished, StoreError, TaskEvent, TaskRecord, TaskState, TaskStatus, TaskStore,
+    claim_step, event_time, exhausted_error, lease_end, lease_passed,
 };
 
 const TASKS: &str = "tasks";
@@ -48,7 +49,7 @@ const EVENTS: &str = "events";
 /// fields after `max_steps` have defaults, so tasks stored before claims
 /// existed still read.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-struct TaskDoc {
+pub(super) struct TaskDoc {
     /// Absent on tasks stored before owners: those are `anonymous`'s.
     #[serde(default = "anonymous")]
     owner: String,
@@ -76,6 +77,19 @@ struct TaskDoc {
     started_at: Option<FirestoreTimestamp>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     finished_at: Option<FirestoreTimestamp>,
+}
+
+impl TaskDoc {
+    /// Finished with `outcome` at `now`: no lease any more.
+    pub(super) fn finish(&mut self, outcome: &Finished, now: FirestoreTimestamp) {
+        let (status, result, error) = outcome.to_stored();
+        self.status = status.as_str().to_string();
+        self.result = result;
+        self.error = error.map(str::to_string);
+        self.lease_until = None;
+        self.finished_at = Some(now);
+        self.updated_at = now;
+    }
 }
 
 fn anonymous() -> String {
@@ -159,7 +173,7 @@ impl FirestoreStore {
     /// Reads task `task_id`, lets `change` decide on it (`None` when there is
     /// no such task) and commits the document it returns, if any, only if
     /// the task is still as read: one atomic step (see [`cas`]).
-    async fn change_task<T, F>(&self, task_id: &str, what: &str, change: F) -> Result<T, StoreError>
+    pub(super) async fn change_task<T, F>(&self, task_id: &str, what: &str, change: F) -> Result<T, StoreError>
     where
         F: Fn(Option<TaskDoc>) -> Result<(T, Option<TaskDoc>), FirestoreError>,
     {
@@ -269,20 +283,13 @@ impl FirestoreStore {
     }
 
     async fn finish_now(&self, task_id: &str, attempt: u32, outcome: &Finished) -> Result<bool, StoreError> {
-        let (status, result, error) = outcome.to_stored();
         self.change_task(task_id, "finish", |stored| {
             Ok(match stored {
                 Some(mut doc)
                     if doc.attempts == i64::from(attempt)
                         && matches!(TaskStatus::parse(&doc.status), TaskStatus::Queued | TaskStatus::Running) =>
                 {
-                    let now = timestamp(SystemTime::now())?;
-                    doc.status = status.as_str().to_string();
-                    doc.result = result.clone();
-                    doc.error = error.map(str::to_string);
-                    doc.lease_until = None;
-                    doc.finished_at = Some(now);
-                    doc.updated_at = now;
+                    doc.finish(outcome, timestamp(SystemTime::now())?);
                     (true, Some(doc))
                 }
                 _ => (false, None),
@@ -334,7 +341,7 @@ impl FirestoreStore {
                 TaskStatus::Running => state
                     .lease_until
                     .is_some_and(|until| lease_passed(SystemTime::from(until), now)),
-                TaskStatus::Completed | TaskStatus::Failed => false,
+                TaskStatus::Completed | TaskStatus::Failed | TaskStatus::Cancelled => false,
             };
             if due {
                 let id = doc.name.rsplit('/').next().unwrap_or_default().to_string();
@@ -410,7 +417,7 @@ fn to_u32(n: i64) -> u32 {
     n.clamp(0, i64::from(u32::MAX)) as u32
 }
 
-fn to_task(task_id: &str, doc: TaskDoc) -> TaskRecord {
+pub(super) fn to_task(task_id: &str, doc: TaskDoc) -> TaskRecord {
     TaskRecord {
         task_id: task_id.to_string(),
         owner: doc.owner,
@@ -472,6 +479,10 @@ impl TaskStore for FirestoreStore {
 
     async fn finish(&self, task_id: &str, attempt: u32, outcome: &Finished) -> Result<bool, StoreError> {
         bounded(self.finish_now(task_id, attempt, outcome)).await
+    }
+
+    async fn cancel(&self, task_id: &str) -> Result<Cancel, StoreError> {
+        bounded(self.cancel_now(task_id)).await
     }
 
     async fn get(&self, task_id: &str) -> Result<Option<TaskRecord>, StoreError> {

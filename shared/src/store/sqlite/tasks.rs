@@ -19,8 +19,8 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{SqliteStore, from_millis, millis};
 use crate::store::{
-    Claim, ClaimStep, Finished, StoreError, TaskEvent, TaskRecord, TaskState, TaskStatus, TaskStore, claim_step,
-    event_time, exhausted_error, lease_end, rfc3339,
+    Cancel, CancelStep, Claim, ClaimStep, Finished, StoreError, TaskEvent, TaskRecord, TaskState, TaskStatus,
+    TaskStore, cancel_step, claim_step, event_time, exhausted_error, lease_end, rfc3339,
 };
 
 /// The columns [`row_to_task`] reads, in its order.
@@ -210,6 +210,32 @@ impl TaskStore for SqliteStore {
                 ],
             )?;
             Ok(finished > 0)
+        })
+        .await
+    }
+
+    async fn cancel(&self, task_id: &str) -> Result<Cancel, StoreError> {
+        let task_id = task_id.to_string();
+        // Read, decide and write in one write, as a claim: no claim or
+        // outcome of another worker comes in between.
+        self.write(move |conn| {
+            let Some(task) = task_row(conn, &task_id)? else {
+                return Ok(Cancel::NotFound);
+            };
+            Ok(match cancel_step(&task) {
+                CancelStep::AlreadyCancelled => Cancel::AlreadyCancelled(task),
+                CancelStep::Finished => Cancel::Finished(task),
+                CancelStep::Synchronous => Cancel::Synchronous(task),
+                CancelStep::Cancel => {
+                    let cancelled = conn
+                        .prepare_cached(&format!(
+                            "UPDATE tasks SET status = 'cancelled', lease_until = NULL, finished_at = ?2, updated_at = ?2
+                             WHERE id = ?1 RETURNING {TASK_COLUMNS}"
+                        ))?
+                        .query_row(params![task_id, millis(SystemTime::now())], row_to_task)?;
+                    Cancel::Cancelled(cancelled)
+                }
+            })
         })
         .await
     }

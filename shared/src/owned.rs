@@ -33,7 +33,7 @@ const MAX_OWNER_BYTES: usize = 600;
 ///
 /// The owner is written with `%` and `/` percent-encoded, so the key is a
 /// valid Firestore document id and the encoding cannot make two owners
-/// alike; an owner longer than [`MAX_OWNER_BYTES`] once encoded (only an
+/// alike; an owner longer than 600 bytes once encoded (only an
 /// ID token's subject can be) is written as `#` and its SHA-256, which no
 /// principal's string form starts with.
 pub fn session_key(owner: &str, session_id: &str) -> String {

@@ -7,7 +7,7 @@
 //! attempt number, so a worker that lost its claim cannot overwrite the
 //! one that holds it. A task cancelled while it runs is no longer this
 //! worker's either: its run stops before its next model or tool call
-//! ([`StillHeld`]). What the queue should do next is the
+//! (`StillHeld`). What the queue should do next is the
 //! [`Disposition`]: done (acknowledge: the task finished, failed for good,
 //! or is someone else's), or retry (a transient failure: Pub/Sub
 //! redelivers after a 503, the local queue after a backoff).

@@ -157,8 +157,19 @@ fn routes(app: &App, state: AgentState) -> Api {
                 ),
             )],
         );
-    app.rate_limited(runs.with_state(state.clone()), "agent", app.settings.rate_limit_agent)
-        .merge(app.rate_limited(reads.with_state(state), "tasks", app.settings.rate_limit_tasks))
+    let settings = &app.settings;
+    app.rate_limited(
+        runs.with_state(state.clone()),
+        "agent",
+        settings.rate_limit_agent,
+        settings.rate_limit_agent_per_client,
+    )
+    .merge(app.rate_limited(
+        reads.with_state(state),
+        "tasks",
+        settings.rate_limit_tasks,
+        settings.rate_limit_tasks_per_client,
+    ))
 }
 
 pub async fn run_agent(

@@ -11,12 +11,9 @@ use std::time::{Duration, Instant};
 use firestore::FirestoreDb;
 use firestore::errors::FirestoreDatabaseError;
 use firestore::errors::FirestoreError;
-use firestore::gcloud_sdk::google::firestore::v1::document_transform::FieldTransform;
-use firestore::gcloud_sdk::google::firestore::v1::document_transform::field_transform::TransformType;
-use firestore::gcloud_sdk::google::firestore::v1::value::ValueType;
 use firestore::gcloud_sdk::google::firestore::v1::{
-    BatchGetDocumentsRequest, CommitRequest, Document, DocumentMask, Precondition, Value, Write, WriteResult,
-    batch_get_documents_response, precondition, write,
+    BatchGetDocumentsRequest, CommitRequest, Document, Precondition, Write, WriteResult, batch_get_documents_response,
+    precondition, write,
 };
 use firestore::gcloud_sdk::tonic;
 use serde::Serialize;

@@ -893,9 +893,7 @@ mod tests {
                 window: Duration::from_secs(3600)
             }))
         );
-        let err = settings(&[("RATE_LIMIT_CHAT_PER_CLIENT", "10001/1h")])
-            .err()
-            .expect("over the cap");
+        let err = settings(&[("RATE_LIMIT_CHAT_PER_CLIENT", "10001/1h")]).expect_err("over the cap");
         let message = err.to_string();
         assert!(message.contains("RATE_LIMIT_CHAT_PER_CLIENT"), "{message}");
         assert!(message.contains("at most 10000 per window"), "{message}");

@@ -68,7 +68,7 @@ server_ticks() { awk '{print $14 + $15}' "/proc/$server/stat"; }
 run() {
   local binary=$1 db="$work/chat.db"
   rm -f "$db" "$db-wal" "$db-shm"
-  local env=(PORT="$port" RATE_LIMIT_CHAT=100000000/60s SQLITE_PATH="$db" "${settings[@]}")
+  local env=(PORT="$port" RATE_LIMIT_CHAT=10000/1s SQLITE_PATH="$db" "${settings[@]}")
   [[ $log == default ]] || env+=(RUST_LOG="$log")
   env "${env[@]}" "$binary" >"$work/server.log" 2>&1 &
   server=$!

@@ -75,9 +75,9 @@ done
 [[ -n $port ]] || die "found no free port"
 url="http://127.0.0.1:$port"
 
-# The rate limits are raised far above what wrk can send: the soak tests
-# serving, not the limiter (which still runs, counting every request in the
-# store, but never refuses one). The offline model is forced so a provider
+# The rate limits are raised to the most a limit may be, 10000 a second
+# (above what wrk sends here): the soak tests serving, not the limiter (which
+# still runs, logging every request in the store, but never refuses one). The offline model is forced so a provider
 # key in the environment never sends the load to a paid API, and every
 # other setting that would change what is served is cleared.
 echo "==> starting $bin on $url (store $work/agent.db)"
@@ -91,10 +91,10 @@ env \
   SEARCH_URL= \
   CALCULATOR_URL= \
   SEARCH_CORPUS= \
-  RATE_LIMIT_CHAT=1000000000/60s \
-  RATE_LIMIT_AGENT=1000000000/60s \
-  RATE_LIMIT_TOOLS=1000000000/60s \
-  RATE_LIMIT_TASKS=1000000000/60s \
+  RATE_LIMIT_CHAT=10000/1s \
+  RATE_LIMIT_AGENT=10000/1s \
+  RATE_LIMIT_TOOLS=10000/1s \
+  RATE_LIMIT_TASKS=10000/1s \
   LOG_FORMAT=pretty \
   RUST_LOG=info \
   "$bin" >"$work/server.log" 2>&1 &

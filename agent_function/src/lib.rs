@@ -180,8 +180,19 @@ fn routes(app: &App, state: AgentState) -> Api {
                 "the task already finished (completed or failed), or is a synchronous run",
             )],
         );
-    app.rate_limited(runs.with_state(state.clone()), "agent", app.settings.rate_limit_agent)
-        .merge(app.rate_limited(reads.with_state(state), "tasks", app.settings.rate_limit_tasks))
+    let settings = &app.settings;
+    app.rate_limited(
+        runs.with_state(state.clone()),
+        "agent",
+        settings.rate_limit_agent,
+        settings.rate_limit_agent_per_client,
+    )
+    .merge(app.rate_limited(
+        reads.with_state(state),
+        "tasks",
+        settings.rate_limit_tasks,
+        settings.rate_limit_tasks_per_client,
+    ))
 }
 
 pub async fn run_agent(

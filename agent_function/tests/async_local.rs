@@ -8,7 +8,7 @@ use std::time::Duration;
 mod common;
 
 use agent_core::store::TaskRecord;
-use agent_core::testing::{TestApp, TestServer, clear_of_window_boundary, free_port};
+use agent_core::testing::{TestApp, TestServer, free_port};
 use agent_function::FUNCTION;
 use axum::body::Bytes;
 use axum::extract::State;
@@ -228,7 +228,6 @@ async fn events_of_an_unknown_task_are_a_404() {
 #[tokio::test]
 async fn polling_a_task_does_not_use_up_the_agent_rate_limit() {
     let agent = Agent::start(&[("RATE_LIMIT_AGENT", "1/60s"), ("RATE_LIMIT_TASKS", "5/60s")]).await;
-    clear_of_window_boundary(Duration::from_secs(60), Duration::from_secs(20)).await;
     let response = agent.post(json!({"task": "Calcula 1 + 1", "async": true})).await;
     assert_eq!(response.status(), 202);
     let id = response.json::<Value>().await.expect("json")["task_id"]

@@ -107,8 +107,8 @@ async fn measure_all(chat: &Path, agent: &Path, n: u64, store: &Store, nonce: &s
     // (a hit costs the same whatever the limit).
     let high_limit = 2 * n > DEFAULT_CHAT_LIMIT;
     let limit_label = if high_limit {
-        on_settings.push(("RATE_LIMIT_CHAT", "100000000/60s"));
-        "RATE_LIMIT_CHAT=100000000/60s (the default, 100/60s, would refuse some of these turns)"
+        on_settings.push(("RATE_LIMIT_CHAT", "10000/60s"));
+        "RATE_LIMIT_CHAT=10000/60s (the default, 100/60s, would refuse some of these turns)"
     } else {
         "RATE_LIMIT_CHAT unset (the default limit)"
     };

@@ -110,7 +110,12 @@ impl ChatState {
 
 /// The named routes, behind the chat rate limit; `local` merges these.
 pub fn api(app: &App) -> Api {
-    app.rate_limited(routes(ChatState::new(app)), "chat", app.settings.rate_limit_chat)
+    app.rate_limited(
+        routes(ChatState::new(app)),
+        "chat",
+        app.settings.rate_limit_chat,
+        app.settings.rate_limit_chat_per_client,
+    )
 }
 
 /// The standalone function: the named routes, `POST /` as a Cloud Function

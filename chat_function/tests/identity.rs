@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use agent_core::testing::{TestApp, TestIssuer, TestServer, clear_of_window_boundary, error_envelope};
+use agent_core::testing::{TestApp, TestIssuer, TestServer, error_envelope};
 use chat_function::{FUNCTION, router};
 use serde_json::{Value, json};
 
@@ -97,7 +97,6 @@ async fn firebase_and_google_tokens_are_accepted_and_limited_per_user() {
         &[("API_KEYS", "app:k1"), ("RATE_LIMIT_CHAT", "3/60s")],
     )
     .await;
-    clear_of_window_boundary(Duration::from_secs(60), Duration::from_secs(20)).await;
 
     let alice = firebase.sign("key-1", &firebase_claims("alice"));
     let bob = firebase.sign("key-1", &firebase_claims("bob"));

@@ -7,7 +7,7 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use agent_core::testing::{Process, TestServer, clear_of_window_boundary, free_port};
+use agent_core::testing::{Process, TestServer, free_port};
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
@@ -48,29 +48,146 @@ async fn bad_settings_stop_the_process_with_one_clear_line() {
     }
 }
 
+/// Statuses of `n` concurrent chat requests, alternating between `urls`;
+/// request `i` carries `headers(i)`.
+async fn burst(urls: [&str; 2], n: usize, headers: impl Fn(usize) -> Vec<(&'static str, String)>) -> Vec<u16> {
+    let http = reqwest::Client::new();
+    let sends = (0..n).map(|i| {
+        let mut request = http
+            .post(format!("{}/api/v1/chat", urls[i % 2]))
+            .json(&json!({"message": format!("m{i}")}));
+        for (name, value) in headers(i) {
+            request = request.header(name, value);
+        }
+        request.send()
+    });
+    futures_util::future::join_all(sends)
+        .await
+        .into_iter()
+        .map(|r| r.expect("response").status().as_u16())
+        .collect()
+}
+
+fn admitted(statuses: &[u16]) -> usize {
+    let (ok, refused) = (
+        statuses.iter().filter(|s| **s == 200).count(),
+        statuses.iter().filter(|s| **s == 429).count(),
+    );
+    assert_eq!(ok + refused, statuses.len(), "only 200s and 429s: {statuses:?}");
+    ok
+}
+
+/// One API key behind two processes, rotating every header a client
+/// chooses (`X-Client-ID`, `X-Forwarded-For`, `User-Agent`): the key's own
+/// limit holds, exactly, and a per-client limit only narrows it.
 #[tokio::test]
 async fn two_processes_sharing_one_sqlite_file_admit_exactly_the_limit() {
     let dir = tempfile::tempdir().expect("tempdir");
     let db = dir.path().join("shared.db");
     let db = db.to_str().expect("utf-8");
-    let vars = [("SQLITE_PATH", db), ("RATE_LIMIT_CHAT", "3/1h")];
+    let vars = [
+        ("SQLITE_PATH", db),
+        ("API_KEYS", "app:k1"),
+        ("RATE_LIMIT_CHAT", "5/1h"),
+        ("RATE_LIMIT_CHAT_PER_CLIENT", "2/1h"),
+        ("TRUST_PROXY", "true"),
+    ];
     let (a, b) = tokio::join!(start(&vars), start(&vars));
-    clear_of_window_boundary(Duration::from_secs(3600), Duration::from_secs(30)).await;
-    let http = reqwest::Client::new();
-    let sends = (0..10).map(|i| {
-        let url = if i % 2 == 0 { &a.url } else { &b.url };
-        http.post(format!("{url}/api/v1/chat"))
-            .header("x-client-id", "shared-client")
-            .json(&json!({"message": format!("m{i}")}))
-            .send()
-    });
-    let results = futures_util::future::join_all(sends).await;
-    let statuses: Vec<u16> = results
-        .into_iter()
-        .map(|r| r.expect("response").status().as_u16())
-        .collect();
-    assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 3, "{statuses:?}");
-    assert_eq!(statuses.iter().filter(|s| **s == 429).count(), 7, "{statuses:?}");
+    let urls = [a.url.as_str(), b.url.as_str()];
+    let rotating = |i: usize| {
+        vec![
+            ("x-api-key", "k1".to_string()),
+            ("x-client-id", format!("client-{i}")),
+            ("x-forwarded-for", format!("203.0.113.{i}")),
+            ("user-agent", format!("agent/{i}")),
+        ]
+    };
+    let statuses = burst(urls, 16, rotating).await;
+    assert_eq!(
+        admitted(&statuses),
+        5,
+        "the key's limit, whatever the headers: {statuses:?}"
+    );
+    let fresh = |_| {
+        vec![
+            ("x-api-key", "k1".to_string()),
+            ("x-client-id", "client-new".to_string()),
+        ]
+    };
+    assert_eq!(
+        admitted(&burst(urls, 2, fresh).await),
+        0,
+        "the key is spent, for a new id too"
+    );
+}
+
+/// With a per-client limit, each `X-Client-ID` is held to it within the
+/// key's budget, and a request the per-client limit refuses spends none of
+/// the key's.
+#[tokio::test]
+async fn a_per_client_limit_narrows_a_keys_budget_across_processes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("narrow.db");
+    let db = db.to_str().expect("utf-8");
+    let vars = [
+        ("SQLITE_PATH", db),
+        ("API_KEYS", "app:k1"),
+        ("RATE_LIMIT_CHAT", "6/1h"),
+        ("RATE_LIMIT_CHAT_PER_CLIENT", "2/1h"),
+    ];
+    let (a, b) = tokio::join!(start(&vars), start(&vars));
+    let urls = [a.url.as_str(), b.url.as_str()];
+    let client = |id: &'static str| move |_| vec![("x-api-key", "k1".to_string()), ("x-client-id", id.to_string())];
+    assert_eq!(admitted(&burst(urls, 8, client("alice")).await), 2, "alice's own limit");
+    assert_eq!(admitted(&burst(urls, 8, client("bob")).await), 2, "bob's own limit");
+    // Alice's six refusals spent nothing of the key's: two places are left.
+    let no_id = |_| vec![("x-api-key", "k1".to_string())];
+    assert_eq!(
+        admitted(&burst(urls, 8, no_id).await),
+        2,
+        "the key's limit, 6, with 4 spent"
+    );
+}
+
+/// A burst straddling a clock-aligned window boundary: fixed windows would
+/// admit the limit on each side of it; a sliding window admits the limit,
+/// once, across both processes.
+#[tokio::test]
+async fn a_burst_straddling_a_window_boundary_admits_no_more_than_the_limit() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("boundary.db");
+    let db = db.to_str().expect("utf-8");
+    let vars = [
+        ("SQLITE_PATH", db),
+        ("API_KEYS", "app:k1"),
+        ("RATE_LIMIT_CHAT", "4/10s"),
+    ];
+    let (a, b) = tokio::join!(start(&vars), start(&vars));
+    let urls = [a.url.as_str(), b.url.as_str()];
+    let key = |_| vec![("x-api-key", "k1".to_string())];
+    let boundary = until_next_boundary(Duration::from_secs(10));
+    // Half a second before a multiple of 10 s, then half a second after.
+    tokio::time::sleep(boundary.saturating_sub(Duration::from_millis(500))).await;
+    let before = burst(urls, 6, key).await;
+    tokio::time::sleep(
+        until_next_boundary(Duration::from_secs(10)).min(Duration::from_secs(1)) + Duration::from_millis(500),
+    )
+    .await;
+    let after = burst(urls, 6, key).await;
+    assert_eq!(
+        admitted(&before) + admitted(&after),
+        4,
+        "before the boundary {before:?}, after it {after:?}"
+    );
+}
+
+/// How long until the clock reaches the next multiple of `window`.
+fn until_next_boundary(window: Duration) -> Duration {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970");
+    let into = (now.as_millis() % window.as_millis()) as u64;
+    window - Duration::from_millis(into)
 }
 
 /// Processes that start at the same moment on a new SQLite file take

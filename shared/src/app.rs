@@ -116,23 +116,39 @@ impl App {
         Ok((app, check))
     }
 
-    /// Puts `routes` behind the rate limit `limit` (if any), counted under
-    /// `bucket`. Applied to matched routes only, so a 404 costs nothing.
-    pub fn rate_limited(&self, routes: Api, bucket: &'static str, limit: Option<RateLimit>) -> Api {
-        let Some(limit) = limit else {
+    /// Puts `routes` behind the rate limit `limit` of each principal and the
+    /// narrower `per_client` limit of each `X-Client-ID` within it (either
+    /// may be off), counted under `bucket`. Applied to matched routes only,
+    /// so a 404 costs nothing.
+    pub fn rate_limited(
+        &self,
+        routes: Api,
+        bucket: &'static str,
+        limit: Option<RateLimit>,
+        per_client: Option<RateLimit>,
+    ) -> Api {
+        if limit.is_none() && per_client.is_none() {
             return routes;
+        }
+        let trust = rate_limit::Trust {
+            proxy: self.settings.http.trust_proxy,
+            client_id: self.settings.http.trust_client_id,
         };
         let limiter = rate_limit::Limit(Arc::new(RateLimiter::new(
             bucket,
             limit,
+            per_client,
             self.stores.rate_limits.clone(),
             &self.metrics,
-            self.settings.http.trust_proxy,
+            trust,
         )));
         routes.layered(
             |routes| routes.route_layer(MiddlewareLayer(limiter.clone())),
             &[
-                (429, "over the rate limit for this client; retry after Retry-After"),
+                (
+                    429,
+                    "over the rate limit of this caller or client; retry after Retry-After",
+                ),
                 (503, "the rate limit's store is unavailable; retry after Retry-After"),
             ],
         )

@@ -159,6 +159,10 @@ pub struct HttpSettings {
     /// Read the client address from `X-Forwarded-For` (set by Cloud Run's
     /// front end); only true behind a proxy that sets it, else forgeable.
     pub trust_proxy: bool,
+    /// Count anonymous requests by their `X-Client-ID` rather than their
+    /// address (`TRUST_CLIENT_ID`): only behind a gateway that authenticates
+    /// end users and sets the header itself, as any client can send any id.
+    pub trust_client_id: bool,
     /// A request body that sends nothing for this long is answered 408, so
     /// a client that never finishes its body cannot hold a connection.
     pub body_timeout: Duration,
@@ -236,6 +240,12 @@ pub struct Settings {
     pub rate_limit_tools: Option<RateLimit>,
     /// Reads of tasks and their event streams (clients poll them).
     pub rate_limit_tasks: Option<RateLimit>,
+    /// The narrower limits of each end user (`X-Client-ID`) within a
+    /// principal's (`RATE_LIMIT_*_PER_CLIENT`); `None`: none.
+    pub rate_limit_chat_per_client: Option<RateLimit>,
+    pub rate_limit_agent_per_client: Option<RateLimit>,
+    pub rate_limit_tools_per_client: Option<RateLimit>,
+    pub rate_limit_tasks_per_client: Option<RateLimit>,
     pub history_limit: usize,
     pub tools: ToolSettings,
     pub queue: QueueSettings,
@@ -326,6 +336,7 @@ impl Settings {
                     "true or false",
                     parse_bool,
                 )?,
+                trust_client_id: env.parse_or("TRUST_CLIENT_ID", false, "true or false", parse_bool)?,
                 body_timeout: env.seconds_or("BODY_TIMEOUT_SECONDS", Duration::from_secs(30), 0.1..=3600.0)?,
             },
             rate_limit_chat: env.parse_or(
@@ -364,6 +375,30 @@ impl Settings {
                 RATE_LIMIT_EXPECTED,
                 parse_rate_limit,
             )?,
+            rate_limit_chat_per_client: env.parse_or(
+                "RATE_LIMIT_CHAT_PER_CLIENT",
+                None,
+                RATE_LIMIT_EXPECTED,
+                parse_rate_limit,
+            )?,
+            rate_limit_agent_per_client: env.parse_or(
+                "RATE_LIMIT_AGENT_PER_CLIENT",
+                None,
+                RATE_LIMIT_EXPECTED,
+                parse_rate_limit,
+            )?,
+            rate_limit_tools_per_client: env.parse_or(
+                "RATE_LIMIT_TOOLS_PER_CLIENT",
+                None,
+                RATE_LIMIT_EXPECTED,
+                parse_rate_limit,
+            )?,
+            rate_limit_tasks_per_client: env.parse_or(
+                "RATE_LIMIT_TASKS_PER_CLIENT",
+                None,
+                RATE_LIMIT_EXPECTED,
+                parse_rate_limit,
+            )?,
             tools: tool_settings(&env)?,
             queue: queue_settings(&env)?,
             tasks: task_settings(&env)?,
@@ -397,7 +432,8 @@ impl Settings {
     }
 }
 
-const RATE_LIMIT_EXPECTED: &str = "requests per window such as 100/60s, 20/1m or 1000/1h (or off for no limit)";
+const RATE_LIMIT_EXPECTED: &str = "requests per window such as 100/60s, 20/1m or 1000/1h, at most 10000 per window \
+     and a window of at most 7d (or off for no limit)";
 
 /// A lookup with the parsing helpers settings need.
 struct Env<'a>(&'a dyn Fn(&str) -> Option<String>);
@@ -701,13 +737,19 @@ fn parse_bool(v: &str) -> Option<bool> {
     }
 }
 
-/// `100/60s`, `100/60`, `20/1m`, `1000/1h`, `5/1d`, or `off`.
+/// `100/60s`, `100/60`, `20/1m`, `1000/1h`, `5/1d`, or `off`. At most
+/// [`MAX_LIMIT`](crate::store::rate_log::MAX_LIMIT) requests per window:
+/// the store keeps the time of each, in one record per client.
 fn parse_rate_limit(v: &str) -> Option<Option<RateLimit>> {
     if matches!(v.to_ascii_lowercase().as_str(), "off" | "none" | "0") {
         return Some(None);
     }
     let (max, window) = v.split_once('/')?;
-    let max: u64 = max.trim().parse().ok().filter(|n| *n > 0)?;
+    let max: u64 = max
+        .trim()
+        .parse()
+        .ok()
+        .filter(|n| (1..=crate::store::rate_log::MAX_LIMIT).contains(n))?;
     let window = window.trim();
     if window.is_empty() {
         return None;
@@ -844,6 +886,28 @@ mod tests {
         assert_eq!(parse_rate_limit("3/1m"), Some(Some(RateLimit { max: 3, window: min })));
         assert_eq!(parse_rate_limit("3/m"), Some(Some(RateLimit { max: 3, window: min })));
         assert_eq!(parse_rate_limit("off"), Some(None));
+        assert_eq!(
+            parse_rate_limit("10000/1h"),
+            Some(Some(RateLimit {
+                max: 10_000,
+                window: Duration::from_secs(3600)
+            }))
+        );
+        let err = settings(&[("RATE_LIMIT_CHAT_PER_CLIENT", "10001/1h")]).expect_err("over the cap");
+        let message = err.to_string();
+        assert!(message.contains("RATE_LIMIT_CHAT_PER_CLIENT"), "{message}");
+        assert!(message.contains("at most 10000 per window"), "{message}");
+        let s = settings(&[("RATE_LIMIT_AGENT_PER_CLIENT", "5/1m"), ("TRUST_CLIENT_ID", "true")]).expect("valid");
+        assert_eq!(
+            s.rate_limit_agent_per_client,
+            Some(RateLimit {
+                max: 5,
+                window: Duration::from_secs(60)
+            })
+        );
+        assert_eq!(s.rate_limit_chat_per_client, None, "off unless set");
+        assert!(s.http.trust_client_id);
+        assert!(!settings(&[]).expect("defaults").http.trust_client_id);
         for bad in ["abc", "3", "3/", "-1/60s", "3/0s", "3/60x", "3/99999999999999999999d"] {
             assert_eq!(parse_rate_limit(bad), None, "{bad}");
         }

@@ -8,7 +8,6 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use axum::Router;
 use tokio::sync::oneshot;
@@ -423,23 +422,6 @@ pub fn sse_events(text: &str) -> Vec<(String, serde_json::Value)> {
             Some((name?, serde_json::from_str(&data).unwrap_or(serde_json::Value::Null)))
         })
         .collect()
-}
-
-/// Waits, if need be, until the clock-aligned rate-limit window of `window`
-/// has at least `needed` left. The limiters count in fixed windows aligned
-/// to the clock; a test that fills a window and then expects a 429 would
-/// be admitted again (a flaky failure) if a window boundary fell between
-/// its requests. Found by a CI run.
-pub async fn clear_of_window_boundary(window: Duration, needed: Duration) {
-    assert!(needed < window, "a window of {window:?} cannot leave {needed:?}");
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock after 1970");
-    let into = Duration::from_millis((now.as_millis() % window.as_millis()) as u64);
-    let left = window - into;
-    if left < needed {
-        tokio::time::sleep(left + Duration::from_millis(50)).await;
-    }
 }
 
 /// Checks an error answer: its status, a JSON body, the envelope's `code`

@@ -30,27 +30,11 @@ async fn sqlite_keeps_every_promise() {
 }
 
 #[tokio::test]
-async fn two_sqlite_stores_on_one_file_count_and_append_together() {
+async fn two_sqlite_stores_on_one_file_limit_and_append_together() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("shared.db");
     let (a, b) = (open(&path).await, open(&path).await);
-    let window = std::time::Duration::from_secs(3600);
-    let now = std::time::SystemTime::now();
-    let hits = (0..40).map(|i| {
-        let limits = if i % 2 == 0 {
-            a.rate_limits.clone()
-        } else {
-            b.rate_limits.clone()
-        };
-        tokio::spawn(async move { limits.hit("shared:key", window, now).await.expect("hit").count })
-    });
-    let mut counts: Vec<u64> = futures_util::future::join_all(hits)
-        .await
-        .into_iter()
-        .map(|c| c.expect("task"))
-        .collect();
-    counts.sort_unstable();
-    assert_eq!(counts, (1..=40).collect::<Vec<u64>>());
+    contract::rate_limits_admit_exactly_the_limit_across_stores(&a, &b, "shared:key").await;
 
     let appends = (0..40).map(|i| {
         let sessions = if i % 2 == 0 {
@@ -131,7 +115,7 @@ async fn firestore_keeps_every_promise() {
 
 #[tokio::test]
 #[ignore = "needs the Firestore emulator (FIRESTORE_EMULATOR_HOST); ./scripts/test.sh starts one"]
-async fn two_firestore_stores_take_turns_on_one_session() {
+async fn two_firestore_stores_take_turns_on_one_session_and_one_rate_limit() {
     use agent_core::store::{Stores, firestore::FirestoreStore};
     // Two stores stand for two instances: their local locks do not see each
     // other, so only the conditional commits keep them exact.
@@ -151,6 +135,7 @@ async fn two_firestore_stores_take_turns_on_one_session() {
     };
     let (a, b) = (open().await, open().await);
     contract::turns_across_stores_lose_nothing(&a, &b, "two-stores", 100).await;
+    contract::rate_limits_admit_exactly_the_limit_across_stores(&a, &b, "two-stores:key").await;
 }
 
 /// Needs no emulator: a closed port stands for an unreachable one.

@@ -1,14 +1,15 @@
 //! What the functions keep, behind traits that both backends implement.
 //!
-//! Each method is one whole operation ("append this turn", "count this hit")
+//! Each method is one whole operation ("append this turn", "admit this request")
 //! rather than a get followed by a put, because the promises are about
 //! atomicity: a turn's messages get consecutive sequence numbers and are
-//! stored together or not at all; a rate-limit hit is counted exactly once
+//! stored together or not at all; a rate limit admits exactly its limit
 //! across every instance sharing the store. SQLite keeps them with one
 //! immediate transaction, Firestore with one commit per call, conditioned
 //! on the documents it read (compare-and-set, retried when another writer
 //! got there first).
 //!
+//! - [`rate_log`]: the sliding log both backends keep per rate-limit key.
 //! - `contract` (tests and the `testing` feature only): the promises above
 //!   as one test suite that every backend must pass.
 //! - [`sqlite`]: the embedded default, one file, shared safely by several
@@ -19,6 +20,7 @@ mod cancel;
 #[cfg(any(test, feature = "testing"))]
 pub mod contract;
 pub mod firestore;
+pub mod rate_log;
 pub mod sqlite;
 
 pub use cancel::Cancel;
@@ -32,7 +34,7 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use serde::Serialize;
 
-use crate::config::{StoreKind, StoreSettings};
+use crate::config::{RateLimit, StoreKind, StoreSettings};
 use crate::http::Metrics;
 use crate::llm::Role;
 
@@ -145,22 +147,30 @@ impl std::fmt::Debug for History {
     }
 }
 
-/// The count of one fixed window after a hit.
+/// A rate limit's answer to one request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct WindowCount {
-    /// Hits in the current window, this one included.
-    pub count: u64,
-    /// When the current window ends.
+pub struct Admission {
+    /// The request is within the limit and was counted; a refused one is
+    /// not counted, so refusals never push the limit further away.
+    pub admitted: bool,
+    /// Requests the key may still make now, after this one.
+    pub remaining: u64,
+    /// When the oldest counted request leaves the window and frees a place
+    /// (`RateLimit-Reset`, and `Retry-After` when refused); `now` when
+    /// nothing is counted.
     pub resets_at: SystemTime,
 }
 
-/// Rate-limit windows, counted atomically so that instances sharing a store
-/// admit exactly the limit together.
+/// Sliding-log rate limits, decided atomically so that instances sharing a
+/// store admit exactly the limit together (see [`rate_log`]).
 #[async_trait]
 pub trait RateLimitStore: Send + Sync {
-    /// Counts one hit for `key` in the fixed window of length `window` that
-    /// contains `now`.
-    async fn hit(&self, key: &str, window: Duration, now: SystemTime) -> Result<WindowCount, StoreError>;
+    /// Admits one request for `key` at `now` if fewer than `limit.max` were
+    /// admitted in the `limit.window` before it (`(now - window, now]`), and
+    /// then records it. At most `limit.max` requests are admitted in any
+    /// interval of the window's length, across window boundaries and
+    /// instances alike.
+    async fn admit(&self, key: &str, limit: RateLimit, now: SystemTime) -> Result<Admission, StoreError>;
 }
 
 /// One remembered fact of a session.

@@ -23,6 +23,7 @@ pub fn api(app: &App) -> Api {
         endpoint::routes::<calculator::Args, calculator::Answer>(ROUTE, tool),
         "tools",
         app.settings.rate_limit_tools,
+        app.settings.rate_limit_tools_per_client,
     )
 }
 

@@ -27,6 +27,7 @@ pub fn api(app: &App) -> anyhow::Result<Api> {
         endpoint::routes::<search::Args, search::Answer>(ROUTE, tool(app)?),
         "tools",
         app.settings.rate_limit_tools,
+        app.settings.rate_limit_tools_per_client,
     ))
 }
 

@@ -44,8 +44,8 @@ pub async fn run_all(stores: &Stores) {
     large_messages_still_give_the_whole_history(stores).await;
     concurrent_appends_lose_nothing_and_never_interleave(stores).await;
     delete_removes_the_session(stores).await;
-    rate_limit_counts_are_exact_under_concurrency(stores).await;
-    rate_limit_windows_reset(stores).await;
+    rate_limits_admit_exactly_the_limit_under_concurrency(stores).await;
+    rate_limit_windows_slide(stores).await;
     memory_is_per_session_and_case_insensitive(stores).await;
     tasks_are_created_once_as_given(stores).await;
     claims_take_turns_under_leases(stores).await;

@@ -1,8 +1,7 @@
 //! Read-modify-writes as compare-and-set: read the documents a decision
 //! rests on, then write in one atomic commit whose every write is
 //! conditioned on its document being as it was read; run it all again when
-//! another writer got there first. And the one write that needs no read: an
-//! increment ([`increment`]).
+//! another writer got there first.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -12,12 +11,9 @@ use std::time::{Duration, Instant};
 use firestore::FirestoreDb;
 use firestore::errors::FirestoreDatabaseError;
 use firestore::errors::FirestoreError;
-use firestore::gcloud_sdk::google::firestore::v1::document_transform::FieldTransform;
-use firestore::gcloud_sdk::google::firestore::v1::document_transform::field_transform::TransformType;
-use firestore::gcloud_sdk::google::firestore::v1::value::ValueType;
 use firestore::gcloud_sdk::google::firestore::v1::{
-    BatchGetDocumentsRequest, CommitRequest, Document, DocumentMask, Precondition, Value, Write, WriteResult,
-    batch_get_documents_response, precondition, write,
+    BatchGetDocumentsRequest, CommitRequest, Document, Precondition, Write, WriteResult, batch_get_documents_response,
+    precondition, write,
 };
 use firestore::gcloud_sdk::tonic;
 use serde::Serialize;
@@ -218,56 +214,6 @@ async fn commit(counts: &Counts, db: &FirestoreDb, writes: Vec<Write>) -> Result
     })?;
     counts.written(n);
     Ok(response.into_inner().write_results)
-}
-
-/// Adds 1 to the integer `field` of the document at `path` and sets its
-/// other `fields` (those of `obj`), creating it if need be, in one commit
-/// that reads nothing: Firestore applies the increments to one document one
-/// after another, so concurrent calls never conflict and each gets its own
-/// count back. Runs again only after a failure that wrote nothing (see
-/// [`retryable`]), at most [`OUTAGE_RETRIES`] times.
-pub(super) async fn increment<T: Serialize>(
-    counts: &Counts,
-    db: &FirestoreDb,
-    path: &str,
-    obj: &T,
-    field: &str,
-) -> Result<i64, StoreError> {
-    let document = FirestoreDb::serialize_to_doc(path, obj).map_err(classify)?;
-    let write = Write {
-        update_mask: Some(DocumentMask {
-            field_paths: document.fields.keys().cloned().collect(),
-        }),
-        update_transforms: vec![FieldTransform {
-            field_path: field.to_string(),
-            transform_type: Some(TransformType::Increment(Value {
-                value_type: Some(ValueType::IntegerValue(1)),
-            })),
-        }],
-        current_document: None,
-        operation: Some(write::Operation::Update(document)),
-    };
-    let mut outages = 0;
-    loop {
-        match commit(counts, db, vec![write.clone()]).await {
-            Ok(results) => {
-                let after = results.first().and_then(|r| r.transform_results.first());
-                return match after.and_then(|v| v.value_type.as_ref()) {
-                    Some(ValueType::IntegerValue(n)) => Ok(*n),
-                    other => Err(StoreError::Internal(format!(
-                        "Firestore answered an increment of {path} with {other:?}, not an integer"
-                    ))),
-                };
-            }
-            Err(err) if retryable(&err) && outages < OUTAGE_RETRIES => {
-                outages += 1;
-                let delay = backoff(outages);
-                tracing::debug!(%err, ?delay, "increment: trying again");
-                tokio::time::sleep(delay).await;
-            }
-            Err(err) => return Err(classify(err)),
-        }
-    }
 }
 
 /// A commit refused because a document was no longer as read: written

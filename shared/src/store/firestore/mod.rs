@@ -10,7 +10,7 @@
 //! - `sessions`: [`SessionStore`](crate::store::SessionStore), in
 //!   `sessions/{session_id}` and a `messages` subcollection.
 //! - `rate_limits`: [`RateLimitStore`](crate::store::RateLimitStore), in
-//!   `rate_limits/k-{key}@{window}`, one document per window.
+//!   `rate_limits/k-{key}@log`, one sliding log per key.
 //! - `memory`: [`MemoryStore`](crate::store::MemoryStore), in
 //!   `memories/{session_id}` and an `entries` subcollection.
 //! - `tasks`: [`TaskStore`](crate::store::TaskStore), in `tasks/{task_id}`
@@ -32,9 +32,8 @@
 //!
 //! # Concurrency
 //!
-//! A rate-limit hit reads nothing: it increments its window's count in one
-//! commit, and Firestore orders concurrent increments itself (`rate_limits`).
-//! Each read-modify-write (an append, a remembered fact,
+//! Each read-modify-write (an append, a remembered fact, a rate-limited
+//! request admitted,
 //! the end of a delete, a task's claim, renewal, release or outcome) is a
 //! transaction with optimistic concurrency control: it reads the documents
 //! it decides on, then makes all its writes in one atomic commit, each
@@ -61,8 +60,8 @@
 //! gcloud firestore fields ttls update expire_at --collection-group=rate_limits --enable-ttl
 //! ```
 //!
-//! A rate-limit window always has one, an hour after the window ends: past
-//! its end a window is only garbage (each window is a document of its own). Sessions and their messages have one
+//! A rate-limit log always has one: when its last admission leaves the
+//! window, after which the log decides nothing. Sessions and their messages have one
 //! when a session TTL is set: each append moves the session's `expire_at` to
 //! now + TTL, and messages expire TTL after they were written. A TTL policy
 //! deletes documents one by one in no set order, so an expired session's
@@ -352,6 +351,7 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
+    use crate::config::RateLimit;
     use crate::llm::Role;
     use crate::store::{DOCUMENTS, OPERATIONS};
     use crate::store::{MemoryStore, NewMessage, RateLimitStore, SessionStore};
@@ -390,25 +390,27 @@ mod tests {
 
     #[tokio::test]
     #[ignore = "needs the Firestore emulator (FIRESTORE_EMULATOR_HOST); ./scripts/test.sh starts one"]
-    async fn two_stores_on_one_database_count_and_append_together() {
+    async fn two_stores_on_one_database_limit_and_append_together() {
         // Two stores stand for two instances: their local locks do not see
         // each other, so only the conditional commits keep them exact.
         let (host, project) = (emulator(), project());
         let (a, b) = (store(&host, &project).await, store(&host, &project).await);
-        let window = Duration::from_secs(3600);
+        let limit = RateLimit {
+            max: 15,
+            window: Duration::from_secs(3600),
+        };
         let now = SystemTime::now();
         let started = std::time::Instant::now();
         let hits = (0..40).map(|i| {
             let limits = if i % 2 == 0 { a.clone() } else { b.clone() };
-            tokio::spawn(async move { limits.hit("shared:key", window, now).await.map(|w| w.count) })
+            tokio::spawn(async move { limits.admit("shared:key", limit, now).await.map(|w| w.admitted) })
         });
-        let mut counts: Vec<u64> = futures_util::future::join_all(hits)
+        let admitted = futures_util::future::join_all(hits)
             .await
             .into_iter()
-            .map(|c| c.expect("task").expect("hit"))
-            .collect();
-        counts.sort_unstable();
-        assert_eq!(counts, (1..=40).collect::<Vec<u64>>());
+            .filter(|c| *c.as_ref().expect("task").as_ref().expect("admit"))
+            .count();
+        assert_eq!(admitted, 15);
         let hits_took = started.elapsed();
 
         let started = std::time::Instant::now();
@@ -424,7 +426,10 @@ mod tests {
         for pair in all.chunks(2) {
             assert_eq!(pair[1].content, pair[0].content.replacen('q', "a", 1));
         }
-        eprintln!("40 hits took {hits_took:?}, 40 appends {:?}", started.elapsed());
+        eprintln!(
+            "40 rate-limited requests took {hits_took:?}, 40 appends {:?}",
+            started.elapsed()
+        );
     }
 
     /// What the store asked of Firestore, read off `store_operations_total`
@@ -501,21 +506,20 @@ mod tests {
         ..TURN_ON_EXISTING_SESSION
     };
 
-    /// A rate-limit hit: one commit that increments the window's count and
-    /// reads nothing (1 written).
-    const RATE_LIMIT_HIT: Cost = Cost {
-        get: 0,
+    /// A rate-limited request refused: one get of the key's log, no commit.
+    const RATE_LIMIT_REFUSED: Cost = Cost {
+        get: 1,
         query: 0,
         begin_transaction: 0,
-        commit: 1,
+        commit: 0,
         write: 0,
-        read: 0,
-        written: 1,
+        read: 1,
+        written: 0,
     };
 
     #[tokio::test]
     #[ignore = "needs the Firestore emulator (FIRESTORE_EMULATOR_HOST); ./scripts/test.sh starts one"]
-    async fn a_chat_turn_is_one_read_and_one_commit_a_rate_limit_hit_one_commit_and_so_on() {
+    async fn a_chat_turn_is_one_read_and_one_commit_a_rate_limit_hit_at_most_that_and_so_on() {
         let metrics = Metrics::new("test");
         let store = FirestoreStore::connect_to(Some(&emulator()), &project(), "(default)", None, &metrics)
             .await
@@ -552,14 +556,28 @@ mod tests {
             0
         );
 
-        let window = Duration::from_secs(3600);
+        // A rate-limited request: the key's log read, and written back only
+        // when admitted.
+        let limit = RateLimit {
+            max: 2,
+            window: Duration::from_secs(3600),
+        };
         let now = SystemTime::now();
-        let (hit, cost) = Cost::measure(&metrics, store.hit("client", window, now)).await;
-        assert_eq!(hit.expect("hit").count, 1);
-        assert_eq!(cost, RATE_LIMIT_HIT, "a window's first hit");
-        let (hit, cost) = Cost::measure(&metrics, store.hit("client", window, now)).await;
-        assert_eq!(hit.expect("hit").count, 2);
-        assert_eq!(cost, RATE_LIMIT_HIT, "a hit in a counting window");
+        let (hit, cost) = Cost::measure(&metrics, store.admit("client", limit, now)).await;
+        assert!(hit.expect("admit").admitted);
+        let admitted = Cost {
+            get: 1,
+            commit: 1,
+            written: 1,
+            ..Cost::default()
+        };
+        assert_eq!(cost, admitted, "a new key's first request");
+        let (hit, cost) = Cost::measure(&metrics, store.admit("client", limit, now)).await;
+        assert!(hit.expect("admit").admitted);
+        assert_eq!(cost, Cost { read: 1, ..admitted }, "a request within the limit");
+        let (hit, cost) = Cost::measure(&metrics, store.admit("client", limit, now)).await;
+        assert!(!hit.expect("admit").admitted);
+        assert_eq!(cost, RATE_LIMIT_REFUSED, "a request over the limit writes nothing");
 
         // A fact remembered: the entry and the counter in one batched get,
         // then one commit (the entry, and for a new fact the counter too).

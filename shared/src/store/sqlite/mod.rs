@@ -13,8 +13,8 @@
 //!
 //! - `sessions`: [`SessionStore`](crate::store::SessionStore), sessions
 //!   and their numbered messages.
-//! - `rate_limits`: [`RateLimitStore`](crate::store::RateLimitStore), its
-//!   fixed windows counted by one statement.
+//! - `rate_limits`: [`RateLimitStore`](crate::store::RateLimitStore), a
+//!   sliding log per key, decided in one write.
 //! - `memory`: [`MemoryStore`](crate::store::MemoryStore), a session's
 //!   remembered facts.
 //! - `tasks`: [`TaskStore`](crate::store::TaskStore), tasks, their claims
@@ -116,6 +116,15 @@ const MIGRATIONS: &[&str] = &[
     // 4: who submitted each task; tasks stored before belong to `anonymous`
     // (see `owned`).
     "ALTER TABLE tasks ADD COLUMN owner TEXT NOT NULL DEFAULT 'anonymous';",
+    // 5: sliding logs replace fixed rate-limit windows (their counts cannot
+    // become logs; a limit starts afresh once).
+    "DROP TABLE rate_limits;
+    CREATE TABLE rate_limit_logs (
+        key TEXT PRIMARY KEY,
+        log BLOB NOT NULL,
+        expire_at INTEGER NOT NULL
+    );
+    CREATE INDEX rate_limit_logs_expire_at ON rate_limit_logs (expire_at);",
 ];
 
 pub struct SqliteStore {
@@ -410,7 +419,7 @@ mod tests {
             .read(|conn| conn.query_row("PRAGMA user_version", [], |r| r.get(0)))
             .await
             .expect("version");
-        assert_eq!(version, MIGRATIONS.len() as i64);
+        assert_eq!(version, MIGRATIONS.len() as i64, "every later migration ran too");
     }
 
     #[tokio::test]

@@ -32,16 +32,16 @@ impl RateLimitStore for SqliteStore {
             .write(move |conn| {
                 // One statement: the increment and the window reset are atomic
                 // across every process sharing the file.
-                let count: i64 = conn.query_row(
-                    "INSERT INTO rate_limits (key, window_start, count, expire_at) VALUES (?1, ?2, 1, ?3)
-                     ON CONFLICT (key) DO UPDATE SET
-                        count = CASE WHEN window_start = excluded.window_start THEN count + 1 ELSE 1 END,
-                        window_start = excluded.window_start,
-                        expire_at = excluded.expire_at
-                     RETURNING count",
-                    params![key, window_start, resets_at],
-                    |r| r.get(0),
-                )?;
+                let count: i64 = conn
+                    .prepare_cached(
+                        "INSERT INTO rate_limits (key, window_start, count, expire_at) VALUES (?1, ?2, 1, ?3)
+                         ON CONFLICT (key) DO UPDATE SET
+                            count = CASE WHEN window_start = excluded.window_start THEN count + 1 ELSE 1 END,
+                            window_start = excluded.window_start,
+                            expire_at = excluded.expire_at
+                         RETURNING count",
+                    )?
+                    .query_row(params![key, window_start, resets_at], |r| r.get(0))?;
                 if sweep {
                     conn.execute("DELETE FROM rate_limits WHERE expire_at < ?1", [now_secs])?;
                 }

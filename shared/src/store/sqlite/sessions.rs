@@ -44,13 +44,13 @@ impl SessionStore for SqliteStore {
             let n = messages.len() as i64;
             // Reserve n sequence numbers in the session row; the writer
             // thread and the file's write lock make the reservation atomic.
-            let first: i64 = conn.query_row(
-                "INSERT INTO sessions (id, created_at, updated_at, next_seq) VALUES (?1, ?2, ?2, ?3 + 1)
-                 ON CONFLICT (id) DO UPDATE SET next_seq = next_seq + ?3, updated_at = ?2
-                 RETURNING next_seq - ?3",
-                params![session_id, now_ms, n],
-                |r| r.get(0),
-            )?;
+            let first: i64 = conn
+                .prepare_cached(
+                    "INSERT INTO sessions (id, created_at, updated_at, next_seq) VALUES (?1, ?2, ?2, ?3 + 1)
+                     ON CONFLICT (id) DO UPDATE SET next_seq = next_seq + ?3, updated_at = ?2
+                     RETURNING next_seq - ?3",
+                )?
+                .query_row(params![session_id, now_ms, n], |r| r.get(0))?;
             let mut stored = Vec::with_capacity(messages.len());
             {
                 let mut insert = conn.prepare_cached(

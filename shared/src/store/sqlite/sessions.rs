@@ -19,6 +19,10 @@ use super::{SqliteStore, from_millis, millis};
 use crate::llm::Role;
 use crate::store::{NewMessage, SessionStore, StoreError, StoredMessage, rfc3339};
 
+/// The history read: the last `?2` messages of session `?1`, newest first.
+const RECENT: &str =
+    "SELECT seq, role, content, created_at FROM messages WHERE session_id = ?1 ORDER BY seq DESC LIMIT ?2";
+
 fn role_from(s: &str) -> Role {
     if s == "model" { Role::Model } else { Role::User }
 }
@@ -78,9 +82,7 @@ impl SessionStore for SqliteStore {
         }
         let session_id = session_id.to_string();
         self.read(move |conn| {
-            let mut stmt = conn.prepare_cached(
-                "SELECT seq, role, content, created_at FROM messages WHERE session_id = ?1 ORDER BY seq DESC LIMIT ?2",
-            )?;
+            let mut stmt = conn.prepare_cached(RECENT)?;
             let mut rows: Vec<StoredMessage> = stmt
                 .query_map(params![session_id, limit as i64], row_to_message)?
                 .collect::<Result<_, _>>()?;
@@ -125,5 +127,34 @@ impl SessionStore for SqliteStore {
             Ok(deleted > 0)
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rusqlite::StatementStatus;
+
+    use super::*;
+
+    /// A turn's history read reuses its compiled statement: SQLite compiles
+    /// it again only when a bound value may change its plan, which a
+    /// connection with the planner's stability guarantee rules out.
+    #[tokio::test]
+    async fn the_history_read_is_compiled_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SqliteStore::open(&dir.path().join("h.db")).await.expect("open");
+        for (session, limit) in [("a", 20), ("b", 2), ("a", 20), ("b", 20)] {
+            let turn = [NewMessage {
+                role: Role::User,
+                content: "q".into(),
+            }];
+            store.append(session, &turn).await.expect("append");
+            store.recent(session, limit).await.expect("recent");
+        }
+        let recompiled = store
+            .read(|conn| Ok(conn.prepare_cached(RECENT)?.get_status(StatementStatus::RePrepare)))
+            .await
+            .expect("status");
+        assert_eq!(recompiled, 0);
     }
 }

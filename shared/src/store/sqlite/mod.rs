@@ -290,6 +290,13 @@ impl BusyError for anyhow::Error {
     }
 }
 
+/// Runs one statement that returns no rows (`BEGIN`, `SAVEPOINT`, ...)
+/// from the connection's statement cache: `execute_batch` compiles it anew
+/// each time, and the writer runs four of them for every write it commits.
+fn run(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([]).map(|_| ())
+}
+
 fn classify(err: rusqlite::Error) -> StoreError {
     match err.sqlite_error_code() {
         Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked | ErrorCode::DiskFull | ErrorCode::CannotOpen) => {

@@ -15,7 +15,7 @@ use std::time::SystemTime;
 use async_trait::async_trait;
 use rusqlite::{OptionalExtension, params};
 
-use super::{SqliteStore, from_millis, millis};
+use super::{SqliteStore, from_millis, millis, run};
 use crate::llm::Role;
 use crate::store::{NewMessage, SessionStore, StoreError, StoredMessage, rfc3339};
 
@@ -96,7 +96,7 @@ impl SessionStore for SqliteStore {
         let session_id = session_id.to_string();
         self.read(move |conn| {
             // One read transaction, so the existence check and the rows agree.
-            conn.execute_batch("BEGIN")?;
+            run(conn, "BEGIN")?;
             let result = (|| {
                 let exists = conn
                     .query_row("SELECT 1 FROM sessions WHERE id = ?1", [&session_id], |_| Ok(()))
@@ -113,7 +113,7 @@ impl SessionStore for SqliteStore {
                     .collect::<Result<Vec<_>, _>>()?;
                 Ok(Some(rows))
             })();
-            conn.execute_batch("COMMIT")?;
+            run(conn, "COMMIT")?;
             result
         })
         .await

@@ -36,6 +36,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use std::time::{Duration, SystemTime};
+use tokio::sync::Semaphore;
 use writer::Writer;
 
 use rusqlite::config::DbConfig;
@@ -47,8 +48,8 @@ use crate::http::Metrics;
 /// How long a writer waits for another process's lock before giving up
 /// with `Unavailable` (answered as 503, so the client retries).
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
-/// Readers kept open between requests.
-const MAX_IDLE_READERS: usize = 8;
+/// Reader connections: reads beyond this many wait for one to be free.
+const READERS: usize = 8;
 /// Ordered schema changes; `PRAGMA user_version` records how many ran.
 const MIGRATIONS: &[&str] = &[
     // 1: sessions, their messages, rate-limit windows.
@@ -124,6 +125,12 @@ struct Inner {
     path: PathBuf,
     writer: Writer,
     readers: Mutex<Vec<Connection>>,
+    /// One permit per reader connection, held from before a read takes a
+    /// connection until it gives it back. Without it, tokio's blocking pool
+    /// (hundreds of threads) ran as many reads at once as requests were
+    /// waiting, each beyond the few kept open on a connection opened for
+    /// it, which read the schema and was closed again.
+    reading: Arc<Semaphore>,
     hits: AtomicU64,
     metrics: Option<Metrics>,
 }
@@ -165,6 +172,7 @@ impl SqliteStore {
                 path,
                 writer: Writer::start(writer)?,
                 readers: Mutex::new(Vec::new()),
+                reading: Arc::new(Semaphore::new(READERS)),
                 hits: AtomicU64::new(0),
                 metrics,
             }),
@@ -186,14 +194,24 @@ impl SqliteStore {
         }
     }
 
-    /// Runs `f` on a reader connection, opened on demand and kept for reuse.
+    /// Runs `f` on a reader connection, opened on demand and kept for reuse,
+    /// once one of the [`READERS`] is free.
     async fn read<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
     ) -> Result<T, StoreError> {
         self.count("read");
+        let permit = self
+            .inner
+            .reading
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| StoreError::Internal("the SQLite readers have stopped".into()))?;
         let inner = self.inner.clone();
         tokio::task::spawn_blocking(move || {
+            // Dropped last, once the connection is back in the pool.
+            let _permit = permit;
             let pooled = inner.readers.lock().unwrap_or_else(PoisonError::into_inner).pop();
             let conn = match pooled {
                 Some(c) => c,
@@ -201,7 +219,7 @@ impl SqliteStore {
             };
             let result = f(&conn).map_err(classify);
             let mut readers = inner.readers.lock().unwrap_or_else(PoisonError::into_inner);
-            if readers.len() < MAX_IDLE_READERS {
+            if readers.len() < READERS {
                 readers.push(conn);
             }
             result

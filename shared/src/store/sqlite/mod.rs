@@ -44,6 +44,7 @@ use rusqlite::{Connection, ErrorCode, OpenFlags, TransactionBehavior};
 
 use super::{OPERATIONS, OPERATIONS_HELP, StoreError};
 use crate::http::Metrics;
+use crate::http::metrics::Counter;
 
 /// How long a writer waits for another process's lock before giving up
 /// with `Unavailable` (answered as 503, so the client retries).
@@ -132,7 +133,31 @@ struct Inner {
     /// it, which read the schema and was closed again.
     reading: Arc<Semaphore>,
     hits: AtomicU64,
-    metrics: Option<Metrics>,
+    /// `store_operations_total{store="sqlite"}`, when counted.
+    operations: Option<Operations>,
+}
+
+/// The two series a store call counts into, registered once: finding a
+/// series by name and labels takes a lock and a lookup, three times a chat
+/// request.
+struct Operations {
+    read: Counter,
+    write: Counter,
+}
+
+impl Operations {
+    /// Registers both, listed from the start with 0.
+    fn register(metrics: &Metrics) -> Operations {
+        let op = |op| {
+            let counter = metrics.register_counter(OPERATIONS, OPERATIONS_HELP, &[("store", "sqlite"), ("op", op)]);
+            counter.inc_by(0);
+            counter
+        };
+        Operations {
+            read: op("read"),
+            write: op("write"),
+        }
+    }
 }
 
 impl SqliteStore {
@@ -148,14 +173,11 @@ impl SqliteStore {
     /// writer's group commit, which may hold several), per call.
     pub async fn open_counted(path: &Path, metrics: &Metrics) -> anyhow::Result<SqliteStore> {
         let path = path.to_path_buf();
-        let metrics = metrics.clone();
-        for op in ["read", "write"] {
-            metrics.inc_by(OPERATIONS, OPERATIONS_HELP, &[("store", "sqlite"), ("op", op)], 0);
-        }
-        tokio::task::spawn_blocking(move || SqliteStore::open_blocking(path, Some(metrics))).await?
+        let operations = Operations::register(metrics);
+        tokio::task::spawn_blocking(move || SqliteStore::open_blocking(path, Some(operations))).await?
     }
 
-    fn open_blocking(path: PathBuf, metrics: Option<Metrics>) -> anyhow::Result<SqliteStore> {
+    fn open_blocking(path: PathBuf, operations: Option<Operations>) -> anyhow::Result<SqliteStore> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)
                 .map_err(|e| anyhow::anyhow!("cannot create the folder {} for SQLITE_PATH: {e}", dir.display()))?;
@@ -174,7 +196,7 @@ impl SqliteStore {
                 readers: Mutex::new(Vec::new()),
                 reading: Arc::new(Semaphore::new(READERS)),
                 hits: AtomicU64::new(0),
-                metrics,
+                operations,
             }),
         })
     }
@@ -184,14 +206,10 @@ impl SqliteStore {
         &self,
         f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
     ) -> Result<T, StoreError> {
-        self.count("write");
-        self.inner.writer.write(f).await
-    }
-
-    fn count(&self, op: &'static str) {
-        if let Some(metrics) = &self.inner.metrics {
-            metrics.inc(OPERATIONS, OPERATIONS_HELP, &[("store", "sqlite"), ("op", op)]);
+        if let Some(operations) = &self.inner.operations {
+            operations.write.inc();
         }
+        self.inner.writer.write(f).await
     }
 
     /// Runs `f` on a reader connection, opened on demand and kept for reuse,
@@ -200,7 +218,9 @@ impl SqliteStore {
         &self,
         f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
     ) -> Result<T, StoreError> {
-        self.count("read");
+        if let Some(operations) = &self.inner.operations {
+            operations.read.inc();
+        }
         let permit = self
             .inner
             .reading

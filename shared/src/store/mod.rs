@@ -15,6 +15,7 @@
 //! - [`sqlite`]: the embedded default, one file, shared safely by several
 //!   processes on one machine.
 //! - [`firestore`]: production: many instances, no local state.
+//! - `timestamps`: the times both keep and the API shows.
 
 mod cancel;
 #[cfg(any(test, feature = "testing"))]
@@ -22,6 +23,7 @@ pub mod contract;
 pub mod firestore;
 pub mod rate_log;
 pub mod sqlite;
+mod timestamps;
 
 pub use cancel::Cancel;
 pub(crate) use cancel::{CancelStep, cancel_step};
@@ -37,6 +39,7 @@ use serde::Serialize;
 use crate::config::{RateLimit, StoreKind, StoreSettings};
 use crate::http::Metrics;
 use crate::llm::Role;
+pub(crate) use timestamps::{event_time, rfc3339, unix_seconds, whole_millis};
 
 /// Why a store call failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -595,22 +598,6 @@ pub async fn open_unchecked(settings: &StoreSettings, metrics: &Metrics) -> anyh
     }
 }
 
-/// Seconds since the Unix epoch, saturating at 0 for a clock before 1970.
-pub(crate) fn unix_seconds(t: SystemTime) -> i64 {
-    t.duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
-
-/// RFC 3339 in UTC with millisecond precision, as every timestamp in the API.
-pub(crate) fn rfc3339(t: SystemTime) -> String {
-    let t = time::OffsetDateTime::from(t);
-    let format =
-        time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
-    t.format(&format)
-        .unwrap_or_else(|_| "1970-01-01T00:00:00.000Z".to_string())
-}
-
 /// The `lease_until` of [`Claim::Held`] for a task that is `running` with no
 /// lease (a synchronous run): the last second of the year 9999, which no
 /// lease reaches.
@@ -675,26 +662,6 @@ pub(crate) fn lease_end(now: SystemTime, lease: Duration) -> Result<SystemTime, 
     now.checked_add(lease)
         .map(whole_millis)
         .ok_or_else(|| StoreError::Internal(format!("a lease of {lease:?} ends past any representable time")))
-}
-
-/// `t` without its fraction of a millisecond.
-pub(crate) fn whole_millis(t: SystemTime) -> SystemTime {
-    match t.duration_since(SystemTime::UNIX_EPOCH) {
-        Ok(d) => t
-            .checked_sub(Duration::from_nanos(u64::from(d.subsec_nanos() % 1_000_000)))
-            .unwrap_or(t),
-        Err(_) => SystemTime::UNIX_EPOCH,
-    }
-}
-
-/// The time of a task event: its `created_at` when given, else now.
-pub(crate) fn event_time(created_at: &str) -> Result<SystemTime, StoreError> {
-    if created_at.is_empty() {
-        return Ok(whole_millis(SystemTime::now()));
-    }
-    time::OffsetDateTime::parse(created_at, &time::format_description::well_known::Rfc3339)
-        .map(|t| whole_millis(SystemTime::from(t)))
-        .map_err(|e| StoreError::Internal(format!("an event's created_at {created_at:?} is not RFC 3339: {e}")))
 }
 
 #[cfg(test)]

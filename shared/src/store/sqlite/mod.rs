@@ -36,18 +36,21 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use std::time::{Duration, SystemTime};
+use tokio::sync::Semaphore;
 use writer::Writer;
 
+use rusqlite::config::DbConfig;
 use rusqlite::{Connection, ErrorCode, OpenFlags, TransactionBehavior};
 
 use super::{OPERATIONS, OPERATIONS_HELP, StoreError};
 use crate::http::Metrics;
+use crate::http::metrics::Counter;
 
 /// How long a writer waits for another process's lock before giving up
 /// with `Unavailable` (answered as 503, so the client retries).
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
-/// Readers kept open between requests.
-const MAX_IDLE_READERS: usize = 8;
+/// Reader connections: reads beyond this many wait for one to be free.
+const READERS: usize = 8;
 /// Ordered schema changes; `PRAGMA user_version` records how many ran.
 const MIGRATIONS: &[&str] = &[
     // 1: sessions, their messages, rate-limit windows.
@@ -135,8 +138,38 @@ struct Inner {
     path: PathBuf,
     writer: Writer,
     readers: Mutex<Vec<Connection>>,
+    /// One permit per reader connection, held from before a read takes a
+    /// connection until it gives it back. Without it, tokio's blocking pool
+    /// (hundreds of threads) ran as many reads at once as requests were
+    /// waiting, each beyond the few kept open on a connection opened for
+    /// it, which read the schema and was closed again.
+    reading: Arc<Semaphore>,
     hits: AtomicU64,
-    metrics: Option<Metrics>,
+    /// `store_operations_total{store="sqlite"}`, when counted.
+    operations: Option<Operations>,
+}
+
+/// The two series a store call counts into, registered once: finding a
+/// series by name and labels takes a lock and a lookup, three times a chat
+/// request.
+struct Operations {
+    read: Counter,
+    write: Counter,
+}
+
+impl Operations {
+    /// Registers both, listed from the start with 0.
+    fn register(metrics: &Metrics) -> Operations {
+        let op = |op| {
+            let counter = metrics.register_counter(OPERATIONS, OPERATIONS_HELP, &[("store", "sqlite"), ("op", op)]);
+            counter.inc_by(0);
+            counter
+        };
+        Operations {
+            read: op("read"),
+            write: op("write"),
+        }
+    }
 }
 
 impl SqliteStore {
@@ -152,14 +185,11 @@ impl SqliteStore {
     /// writer's group commit, which may hold several), per call.
     pub async fn open_counted(path: &Path, metrics: &Metrics) -> anyhow::Result<SqliteStore> {
         let path = path.to_path_buf();
-        let metrics = metrics.clone();
-        for op in ["read", "write"] {
-            metrics.inc_by(OPERATIONS, OPERATIONS_HELP, &[("store", "sqlite"), ("op", op)], 0);
-        }
-        tokio::task::spawn_blocking(move || SqliteStore::open_blocking(path, Some(metrics))).await?
+        let operations = Operations::register(metrics);
+        tokio::task::spawn_blocking(move || SqliteStore::open_blocking(path, Some(operations))).await?
     }
 
-    fn open_blocking(path: PathBuf, metrics: Option<Metrics>) -> anyhow::Result<SqliteStore> {
+    fn open_blocking(path: PathBuf, operations: Option<Operations>) -> anyhow::Result<SqliteStore> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)
                 .map_err(|e| anyhow::anyhow!("cannot create the folder {} for SQLITE_PATH: {e}", dir.display()))?;
@@ -176,8 +206,9 @@ impl SqliteStore {
                 path,
                 writer: Writer::start(writer)?,
                 readers: Mutex::new(Vec::new()),
+                reading: Arc::new(Semaphore::new(READERS)),
                 hits: AtomicU64::new(0),
-                metrics,
+                operations,
             }),
         })
     }
@@ -187,24 +218,32 @@ impl SqliteStore {
         &self,
         f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
     ) -> Result<T, StoreError> {
-        self.count("write");
+        if let Some(operations) = &self.inner.operations {
+            operations.write.inc();
+        }
         self.inner.writer.write(f).await
     }
 
-    fn count(&self, op: &'static str) {
-        if let Some(metrics) = &self.inner.metrics {
-            metrics.inc(OPERATIONS, OPERATIONS_HELP, &[("store", "sqlite"), ("op", op)]);
-        }
-    }
-
-    /// Runs `f` on a reader connection, opened on demand and kept for reuse.
+    /// Runs `f` on a reader connection, opened on demand and kept for reuse,
+    /// once one of the [`READERS`] is free.
     async fn read<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
     ) -> Result<T, StoreError> {
-        self.count("read");
+        if let Some(operations) = &self.inner.operations {
+            operations.read.inc();
+        }
+        let permit = self
+            .inner
+            .reading
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| StoreError::Internal("the SQLite readers have stopped".into()))?;
         let inner = self.inner.clone();
         tokio::task::spawn_blocking(move || {
+            // Dropped last, once the connection is back in the pool.
+            let _permit = permit;
             let pooled = inner.readers.lock().unwrap_or_else(PoisonError::into_inner).pop();
             let conn = match pooled {
                 Some(c) => c,
@@ -212,7 +251,7 @@ impl SqliteStore {
             };
             let result = f(&conn).map_err(classify);
             let mut readers = inner.readers.lock().unwrap_or_else(PoisonError::into_inner);
-            if readers.len() < MAX_IDLE_READERS {
+            if readers.len() < READERS {
                 readers.push(conn);
             }
             result
@@ -228,6 +267,13 @@ fn connect(path: &Path) -> rusqlite::Result<Connection> {
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )?;
     conn.busy_timeout(BUSY_TIMEOUT)?;
+    // Plans that do not depend on bound values: otherwise SQLite (built
+    // with STAT4) compiles a cached statement again whenever a parameter it
+    // planned with is bound anew, which the statement cache does on every
+    // use, for the history read (`ORDER BY seq`, a bound `LIMIT`) a chat
+    // turn's dearest step. No table is ever analysed, so there is no
+    // better plan to lose.
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)?;
     // NORMAL is durable across process crashes in WAL mode; only a power
     // loss can take back the last commits.
     conn.pragma_update(None, "synchronous", "NORMAL")?;
@@ -292,6 +338,13 @@ impl BusyError for anyhow::Error {
     fn is_busy(&self) -> bool {
         self.downcast_ref::<rusqlite::Error>().is_some_and(BusyError::is_busy)
     }
+}
+
+/// Runs one statement that returns no rows (`BEGIN`, `SAVEPOINT`, ...)
+/// from the connection's statement cache: `execute_batch` compiles it anew
+/// each time, and the writer runs four of them for every write it commits.
+fn run(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([]).map(|_| ())
 }
 
 fn classify(err: rusqlite::Error) -> StoreError {

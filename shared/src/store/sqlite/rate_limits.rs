@@ -30,15 +30,16 @@ impl RateLimitStore for SqliteStore {
         let sweep = self.inner.hits.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == SWEEP_EVERY - 1;
         self.write(move |conn| {
             let stored: Option<Vec<u8>> = conn
-                .query_row("SELECT log FROM rate_limit_logs WHERE key = ?1", [&key], |r| r.get(0))
+                .prepare_cached("SELECT log FROM rate_limit_logs WHERE key = ?1")?
+                .query_row([&key], |r| r.get(0))
                 .optional()?;
             let decision = decide(stored.as_deref().unwrap_or_default(), limit, now);
             if let Some(log) = &decision.log {
-                conn.execute(
+                conn.prepare_cached(
                     "INSERT INTO rate_limit_logs (key, log, expire_at) VALUES (?1, ?2, ?3)
                      ON CONFLICT (key) DO UPDATE SET log = excluded.log, expire_at = excluded.expire_at",
-                    params![key, log, unix_seconds(decision.expire_at) + 1],
-                )?;
+                )?
+                .execute(params![key, log, unix_seconds(decision.expire_at) + 1])?;
             }
             if sweep {
                 conn.execute("DELETE FROM rate_limit_logs WHERE expire_at < ?1", [unix_seconds(now)])?;

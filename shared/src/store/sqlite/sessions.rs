@@ -15,9 +15,13 @@ use std::time::SystemTime;
 use async_trait::async_trait;
 use rusqlite::{OptionalExtension, params};
 
-use super::{SqliteStore, from_millis, millis};
+use super::{SqliteStore, from_millis, millis, run};
 use crate::llm::Role;
 use crate::store::{NewMessage, SessionStore, StoreError, StoredMessage, rfc3339};
+
+/// The history read: the last `?2` messages of session `?1`, newest first.
+const RECENT: &str =
+    "SELECT seq, role, content, created_at FROM messages WHERE session_id = ?1 ORDER BY seq DESC LIMIT ?2";
 
 fn role_from(s: &str) -> Role {
     if s == "model" { Role::Model } else { Role::User }
@@ -44,13 +48,13 @@ impl SessionStore for SqliteStore {
             let n = messages.len() as i64;
             // Reserve n sequence numbers in the session row; the writer
             // thread and the file's write lock make the reservation atomic.
-            let first: i64 = conn.query_row(
-                "INSERT INTO sessions (id, created_at, updated_at, next_seq) VALUES (?1, ?2, ?2, ?3 + 1)
-                 ON CONFLICT (id) DO UPDATE SET next_seq = next_seq + ?3, updated_at = ?2
-                 RETURNING next_seq - ?3",
-                params![session_id, now_ms, n],
-                |r| r.get(0),
-            )?;
+            let first: i64 = conn
+                .prepare_cached(
+                    "INSERT INTO sessions (id, created_at, updated_at, next_seq) VALUES (?1, ?2, ?2, ?3 + 1)
+                     ON CONFLICT (id) DO UPDATE SET next_seq = next_seq + ?3, updated_at = ?2
+                     RETURNING next_seq - ?3",
+                )?
+                .query_row(params![session_id, now_ms, n], |r| r.get(0))?;
             let mut stored = Vec::with_capacity(messages.len());
             {
                 let mut insert = conn.prepare_cached(
@@ -78,9 +82,7 @@ impl SessionStore for SqliteStore {
         }
         let session_id = session_id.to_string();
         self.read(move |conn| {
-            let mut stmt = conn.prepare_cached(
-                "SELECT seq, role, content, created_at FROM messages WHERE session_id = ?1 ORDER BY seq DESC LIMIT ?2",
-            )?;
+            let mut stmt = conn.prepare_cached(RECENT)?;
             let mut rows: Vec<StoredMessage> = stmt
                 .query_map(params![session_id, limit as i64], row_to_message)?
                 .collect::<Result<_, _>>()?;
@@ -94,7 +96,7 @@ impl SessionStore for SqliteStore {
         let session_id = session_id.to_string();
         self.read(move |conn| {
             // One read transaction, so the existence check and the rows agree.
-            conn.execute_batch("BEGIN")?;
+            run(conn, "BEGIN")?;
             let result = (|| {
                 let exists = conn
                     .query_row("SELECT 1 FROM sessions WHERE id = ?1", [&session_id], |_| Ok(()))
@@ -111,7 +113,7 @@ impl SessionStore for SqliteStore {
                     .collect::<Result<Vec<_>, _>>()?;
                 Ok(Some(rows))
             })();
-            conn.execute_batch("COMMIT")?;
+            run(conn, "COMMIT")?;
             result
         })
         .await
@@ -125,5 +127,34 @@ impl SessionStore for SqliteStore {
             Ok(deleted > 0)
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rusqlite::StatementStatus;
+
+    use super::*;
+
+    /// A turn's history read reuses its compiled statement: SQLite compiles
+    /// it again only when a bound value may change its plan, which a
+    /// connection with the planner's stability guarantee rules out.
+    #[tokio::test]
+    async fn the_history_read_is_compiled_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SqliteStore::open(&dir.path().join("h.db")).await.expect("open");
+        for (session, limit) in [("a", 20), ("b", 2), ("a", 20), ("b", 20)] {
+            let turn = [NewMessage {
+                role: Role::User,
+                content: "q".into(),
+            }];
+            store.append(session, &turn).await.expect("append");
+            store.recent(session, limit).await.expect("recent");
+        }
+        let recompiled = store
+            .read(|conn| Ok(conn.prepare_cached(RECENT)?.get_status(StatementStatus::RePrepare)))
+            .await
+            .expect("status");
+        assert_eq!(recompiled, 0);
     }
 }

@@ -14,7 +14,7 @@ use std::sync::mpsc;
 use rusqlite::Connection;
 use tokio::sync::oneshot;
 
-use super::classify;
+use super::{classify, run};
 use crate::store::StoreError;
 
 /// Writes in one transaction at most; bounds how long one commit takes.
@@ -59,14 +59,14 @@ where
 }
 
 fn in_savepoint<T>(conn: &Connection, work: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, StoreError> {
-    conn.execute_batch("SAVEPOINT write").map_err(classify)?;
+    run(conn, "SAVEPOINT write").map_err(classify)?;
     let result = match catch_unwind(AssertUnwindSafe(|| work(conn))) {
         Ok(result) => result.map_err(classify),
         Err(_) => Err(StoreError::Internal("a store write panicked".into())),
     };
     match result {
         Ok(value) => {
-            conn.execute_batch("RELEASE write").map_err(classify)?;
+            run(conn, "RELEASE write").map_err(classify)?;
             Ok(value)
         }
         Err(err) => {
@@ -117,12 +117,12 @@ fn serve(conn: Connection, queue: mpsc::Receiver<Box<dyn Job>>) {
         }
         // IMMEDIATE takes the file's write lock now (waiting out another
         // process for the busy timeout), so the commit cannot fail on it.
-        let commit = match conn.execute_batch("BEGIN IMMEDIATE") {
+        let commit = match run(&conn, "BEGIN IMMEDIATE") {
             Ok(()) => {
                 for job in batch.iter_mut() {
                     job.run(&conn);
                 }
-                conn.execute_batch("COMMIT").map_err(|err| {
+                run(&conn, "COMMIT").map_err(|err| {
                     let _ = conn.execute_batch("ROLLBACK");
                     classify(err)
                 })

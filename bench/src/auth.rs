@@ -14,6 +14,12 @@
 //!
 //! One principal for every connection in each case, as without `AUTH` every
 //! connection is `127.0.0.1` to the rate limiter: the same one counter.
+//!
+//! `bench issuer [SECONDS]` serves the same stand-in issuer on its own and
+//! prints its settings and a token, for runs `bench chat` does not drive
+//! (`wrk` with `bench/chat-auth.lua`, callgrind).
+
+use std::time::Duration;
 
 use agent_core::testing::TestIssuer;
 use anyhow::{Context, bail};
@@ -80,4 +86,22 @@ impl Credential {
             .as_ref()
             .map(|issuer| format!("key set fetched {} time(s) in the whole run", issuer.fetches()))
     }
+}
+
+/// `bench issuer [SECONDS]`: a stand-in Firebase issuer on loopback for
+/// SECONDS (default 3540, the token's lifetime), its settings and a token
+/// on stdout.
+pub(crate) async fn issuer(seconds: u64) -> anyhow::Result<()> {
+    let issuer = TestIssuer::start().await;
+    let token = issuer.sign("key-1", &TestIssuer::firebase_claims(PROJECT, "bench-user"));
+    println!("AUTH_FIREBASE_PROJECT={PROJECT}");
+    println!("AUTH_FIREBASE_KEYS_URL={}", issuer.keys_url());
+    println!("BENCH_TOKEN={token}");
+    eprintln!("serving the key set for {seconds} s; Ctrl-C stops it");
+    tokio::select! {
+        _ = tokio::time::sleep(Duration::from_secs(seconds)) => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    eprintln!("the key set was fetched {} time(s)", issuer.fetches());
+    Ok(())
 }

@@ -17,6 +17,9 @@
 //!   first sends N turns a connection on sessions of their own; neither is
 //!   measured. `AUTH=key` or `AUTH=token` sends an API key or a verified
 //!   Firebase ID token with every request (from a local issuer).
+//! - `bench issuer [SECONDS]`: that local issuer on its own, its settings
+//!   and a token printed (`AUTH_FIREBASE_*`, `BENCH_TOKEN`), for `wrk -s
+//!   bench/chat-auth.lua` or a run under callgrind.
 //! - `bench tool BIN calculate|search [SECONDS] [CONNECTIONS]`: the same
 //!   for a tool function's route.
 //! - `bench loop [RUNS]`: the agent loop's own cost per step, in process,
@@ -127,6 +130,8 @@ async fn run(args: &[String]) -> anyhow::Result<()> {
             load::tool(Path::new(bin), which, parse(arg(3), 10)?, parse(arg(4), 64)?).await
         }
         (Some("loop"), runs) => agent_loop::agent_loop(parse(runs, 1000)?).await,
+        // Not a measurement: printed as is, not ready to paste.
+        (Some("issuer"), seconds) => auth::issuer(parse(seconds, 3540)?).await,
         (Some("tasks"), Some(bin)) => {
             let extra: Vec<(&str, &str)> = args.iter().skip(4).filter_map(|a| a.split_once('=')).collect();
             tasks::tasks(Path::new(bin), parse(arg(2), 200)?, parse(arg(3), 16)?, &extra).await
@@ -139,6 +144,7 @@ async fn run(args: &[String]) -> anyhow::Result<()> {
             "usage: bench startup BIN [RUNS=20] [NAME=VALUE...] | bench first-answer BIN [RUNS=20] [NAME=VALUE...]\n\
              | bench chat BIN [SECONDS=10] [CONNECTIONS=64] [SESSION_MESSAGES=N] [WARMUP=N] [AUTH=key|token] [NAME=VALUE...]\n\
              | bench tool BIN calculate|search [SECONDS=10] [CONNECTIONS=64] | bench loop [RUNS=1000]\n\
+             | bench issuer [SECONDS=3540]\n\
              | bench tasks BIN [TASKS=200] [CONCURRENCY=16] [NAME=VALUE...]\n\
              | bench costs BIN_DIR [N=20] [FIRESTORE_EMULATOR_HOST=host:port]\n\
              BIN is a release binary, e.g. target/release/chat_function; BIN_DIR holds them, e.g. target/release"

@@ -12,7 +12,7 @@
 //! Stored as bytes: each time as 8 little-endian bytes of milliseconds since
 //! the Unix epoch, oldest first. [`MAX_LIMIT`] keeps that under 80 KB, far
 //! below a Firestore document's 1 MiB. The stores read the log, call
-//! [`decide`] and write its answer back atomically (SQLite in the writer's
+//! `decide` and write its answer back atomically (SQLite in the writer's
 //! transaction, Firestore in a commit conditioned on the document's update
 //! time); a refused request writes nothing.
 //!

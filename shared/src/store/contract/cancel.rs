@@ -2,27 +2,13 @@
 //! a cancelled task is never claimed again, and the claim that was running
 //! it can write nothing more.
 
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use super::ok;
-use crate::store::{Cancel, Claim, Finished, Stores, TaskRecord, TaskState, TaskStatus, TaskStore, whole_millis};
-
-fn new_task(task_id: &str, state: TaskState) -> TaskRecord {
-    TaskRecord {
-        state,
-        ..TaskRecord::queued(task_id, "key:contract", "Calcula 2+2", format!("{task_id}-session"), 10)
-    }
-}
-
-fn now_ms() -> SystemTime {
-    whole_millis(SystemTime::now())
-}
+use super::tasks::{get, new_task, now_ms};
+use crate::store::{Cancel, Claim, Finished, Stores, TaskRecord, TaskState, TaskStatus};
 
 const LEASE: Duration = Duration::from_secs(60);
-
-async fn get(t: &dyn TaskStore, task_id: &str) -> TaskRecord {
-    ok(t.get(task_id).await, "get").unwrap_or_else(|| panic!("task {task_id} exists"))
-}
 
 fn cancelled(cancel: Cancel, what: &str) -> TaskRecord {
     match cancel {

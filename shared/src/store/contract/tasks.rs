@@ -9,7 +9,7 @@ use crate::store::{
 };
 
 /// A task as a caller would create it; the times are the store's to set.
-fn new_task(task_id: &str, state: TaskState) -> TaskRecord {
+pub(super) fn new_task(task_id: &str, state: TaskState) -> TaskRecord {
     TaskRecord {
         state,
         ..TaskRecord::queued(task_id, "key:contract", "Calcula 2+2", format!("{task_id}-session"), 10)
@@ -17,7 +17,7 @@ fn new_task(task_id: &str, state: TaskState) -> TaskRecord {
 }
 
 /// Now, to the millisecond: the precision of stored leases.
-fn now_ms() -> SystemTime {
+pub(super) fn now_ms() -> SystemTime {
     whole_millis(SystemTime::now())
 }
 
@@ -25,7 +25,7 @@ fn secs(n: u64) -> Duration {
     Duration::from_secs(n)
 }
 
-async fn get(t: &dyn TaskStore, task_id: &str) -> TaskRecord {
+pub(super) async fn get(t: &dyn TaskStore, task_id: &str) -> TaskRecord {
     ok(t.get(task_id).await, "get").unwrap_or_else(|| panic!("task {task_id} exists"))
 }
 

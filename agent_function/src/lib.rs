@@ -416,12 +416,16 @@ mod tests {
 
     use super::*;
 
-    /// Found by the soak (scripts/soak.sh): wrk closing its connections at
-    /// the end of a run left the synchronous runs it was waiting for
-    /// `running` forever. A client that goes away makes hyper drop the
-    /// handler's future; the run must still end and be recorded.
-    #[tokio::test]
-    async fn a_synchronous_run_ends_and_is_recorded_when_its_client_goes_away() {
+    /// A synchronous run of task `id` on a model that holds its answer,
+    /// started and waiting for that answer; the app must outlive the run.
+    async fn synchronous_run_at_the_model(
+        id: &str,
+    ) -> (
+        GatedModel,
+        TestApp,
+        AgentState,
+        tokio::task::JoinHandle<Result<AgentResponse, ApiError>>,
+    ) {
         let mut model = GatedModel::start().await;
         let app = TestApp::start(
             FUNCTION,
@@ -429,13 +433,22 @@ mod tests {
         )
         .await;
         let state = AgentState::new(&app).await.expect("the agent state builds");
-        let task = TaskRecord::queued("client-went-away", "anonymous", "say something", "s-gone", 10);
-
+        let task = TaskRecord::queued(id, "anonymous", "say something", format!("s-{id}"), 10);
         let request = tokio::spawn({
             let state = state.clone();
             async move { run_now(&state, task, Vec::new()).await }
         });
         model.called().await;
+        (model, app, state, request)
+    }
+
+    /// Found by the soak (scripts/soak.sh): wrk closing its connections at
+    /// the end of a run left the synchronous runs it was waiting for
+    /// `running` forever. A client that goes away makes hyper drop the
+    /// handler's future; the run must still end and be recorded.
+    #[tokio::test]
+    async fn a_synchronous_run_ends_and_is_recorded_when_its_client_goes_away() {
+        let (model, _app, state, request) = synchronous_run_at_the_model("client-went-away").await;
         // What hyper does when the client disconnects: the request's future
         // is dropped wherever it was waiting.
         request.abort();
@@ -465,19 +478,7 @@ mod tests {
     /// says so, and the run goes on to its answer, recorded.
     #[tokio::test]
     async fn a_synchronous_run_is_not_cancelled() {
-        let mut model = GatedModel::start().await;
-        let app = TestApp::start(
-            FUNCTION,
-            &[("LLM_PROVIDER", "openai"), ("OPENAI_BASE_URL", &model.base_url)],
-        )
-        .await;
-        let state = AgentState::new(&app).await.expect("the agent state builds");
-        let task = TaskRecord::queued("sync-cancel", "anonymous", "say something", "s-sync", 10);
-        let request = tokio::spawn({
-            let state = state.clone();
-            async move { run_now(&state, task, Vec::new()).await }
-        });
-        model.called().await;
+        let (model, _app, state, request) = synchronous_run_at_the_model("sync-cancel").await;
 
         let err = cancel(&state, "sync-cancel").await.expect_err("a conflict");
         assert_eq!((err.status.as_u16(), err.code), (409, "conflict"));

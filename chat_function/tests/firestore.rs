@@ -4,6 +4,8 @@
 //! comes back. Each test uses a project of its own, so tests share one
 //! emulator without seeing each other's data.
 
+mod common;
+
 use std::time::Duration;
 
 use agent_core::testing::{FirestoreEmulator, Process, firestore_emulator_host, free_port};
@@ -125,29 +127,6 @@ async fn two_processes_store_every_message_of_one_session() {
     }
 }
 
-/// Statuses of `n` concurrent chat requests, alternating between `urls`;
-/// request `i` carries `headers(i)`.
-async fn burst(urls: [&str; 2], n: usize, headers: impl Fn(usize) -> Vec<(&'static str, String)>) -> Vec<u16> {
-    let http = reqwest::Client::new();
-    let sends = (0..n).map(|i| {
-        let mut request = http
-            .post(format!("{}/api/v1/chat", urls[i % 2]))
-            .json(&json!({"message": format!("m{i}")}));
-        for (name, value) in headers(i) {
-            request = request.header(name, value);
-        }
-        async move { request.send().await.expect("request").status().as_u16() }
-    });
-    futures_util::future::join_all(sends).await
-}
-
-fn admitted(statuses: &[u16]) -> usize {
-    let ok = statuses.iter().filter(|s| **s == 200).count();
-    let refused = statuses.iter().filter(|s| **s == 429).count();
-    assert_eq!(ok + refused, statuses.len(), "only 200s and 429s: {statuses:?}");
-    ok
-}
-
 /// One API key behind two instances, rotating every header a client
 /// chooses: exactly the key's limit is admitted, and a burst straddling a
 /// clock-aligned window boundary gets no more than the limit either.
@@ -171,15 +150,19 @@ async fn two_processes_admit_exactly_the_rate_limit() {
             ("user-agent", format!("agent/{i}")),
         ]
     };
-    let statuses = burst(urls, 16, rotating).await;
+    let statuses = common::burst(urls, 16, rotating).await;
     assert_eq!(
-        admitted(&statuses),
+        common::admitted(&statuses),
         5,
         "the key's limit, whatever the headers: {statuses:?}"
     );
     // The other key's end user: its per-client limit first.
     let one_client = |_| vec![("x-api-key", "k2".to_string()), ("x-client-id", "alice".to_string())];
-    assert_eq!(admitted(&burst(urls, 6, one_client).await), 2, "alice's own limit");
+    assert_eq!(
+        common::admitted(&common::burst(urls, 6, one_client).await),
+        2,
+        "alice's own limit"
+    );
 }
 
 #[tokio::test]
@@ -189,30 +172,12 @@ async fn a_burst_straddling_a_window_boundary_admits_no_more_than_the_limit() {
     let vars = [("API_KEYS", "app:k1"), ("RATE_LIMIT_CHAT", "4/10s")];
     let (a, b) = tokio::join!(start(&host, &project, &vars), start(&host, &project, &vars));
     let urls = [a.url.as_str(), b.url.as_str()];
-    let key = |_| vec![("x-api-key", "k1".to_string())];
-    // Half a second before a multiple of 10 s, then half a second after:
-    // fixed windows would admit 4 on each side.
-    tokio::time::sleep(until_next_boundary(Duration::from_secs(10)).saturating_sub(Duration::from_millis(500))).await;
-    let before = burst(urls, 6, key).await;
-    tokio::time::sleep(
-        until_next_boundary(Duration::from_secs(10)).min(Duration::from_secs(1)) + Duration::from_millis(500),
-    )
-    .await;
-    let after = burst(urls, 6, key).await;
+    let (before, after) = common::bursts_around_a_boundary(urls, "k1").await;
     assert_eq!(
-        admitted(&before) + admitted(&after),
+        common::admitted(&before) + common::admitted(&after),
         4,
         "before the boundary {before:?}, after it {after:?}"
     );
-}
-
-/// How long until the clock reaches the next multiple of `window`.
-fn until_next_boundary(window: Duration) -> Duration {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock after 1970");
-    let into = (now.as_millis() % window.as_millis()) as u64;
-    window - Duration::from_millis(into)
 }
 
 #[tokio::test]

@@ -2,6 +2,8 @@
 //! sharing one SQLite file, and the same binary under the AWS Lambda runtime
 //! (driven by a local server speaking the Lambda Runtime API).
 
+mod common;
+
 use std::collections::VecDeque;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
@@ -48,35 +50,6 @@ async fn bad_settings_stop_the_process_with_one_clear_line() {
     }
 }
 
-/// Statuses of `n` concurrent chat requests, alternating between `urls`;
-/// request `i` carries `headers(i)`.
-async fn burst(urls: [&str; 2], n: usize, headers: impl Fn(usize) -> Vec<(&'static str, String)>) -> Vec<u16> {
-    let http = reqwest::Client::new();
-    let sends = (0..n).map(|i| {
-        let mut request = http
-            .post(format!("{}/api/v1/chat", urls[i % 2]))
-            .json(&json!({"message": format!("m{i}")}));
-        for (name, value) in headers(i) {
-            request = request.header(name, value);
-        }
-        request.send()
-    });
-    futures_util::future::join_all(sends)
-        .await
-        .into_iter()
-        .map(|r| r.expect("response").status().as_u16())
-        .collect()
-}
-
-fn admitted(statuses: &[u16]) -> usize {
-    let (ok, refused) = (
-        statuses.iter().filter(|s| **s == 200).count(),
-        statuses.iter().filter(|s| **s == 429).count(),
-    );
-    assert_eq!(ok + refused, statuses.len(), "only 200s and 429s: {statuses:?}");
-    ok
-}
-
 /// One API key behind two processes, rotating every header a client
 /// chooses (`X-Client-ID`, `X-Forwarded-For`, `User-Agent`): the key's own
 /// limit holds, exactly, and a per-client limit only narrows it.
@@ -102,9 +75,9 @@ async fn two_processes_sharing_one_sqlite_file_admit_exactly_the_limit() {
             ("user-agent", format!("agent/{i}")),
         ]
     };
-    let statuses = burst(urls, 16, rotating).await;
+    let statuses = common::burst(urls, 16, rotating).await;
     assert_eq!(
-        admitted(&statuses),
+        common::admitted(&statuses),
         5,
         "the key's limit, whatever the headers: {statuses:?}"
     );
@@ -115,7 +88,7 @@ async fn two_processes_sharing_one_sqlite_file_admit_exactly_the_limit() {
         ]
     };
     assert_eq!(
-        admitted(&burst(urls, 2, fresh).await),
+        common::admitted(&common::burst(urls, 2, fresh).await),
         0,
         "the key is spent, for a new id too"
     );
@@ -138,12 +111,20 @@ async fn a_per_client_limit_narrows_a_keys_budget_across_processes() {
     let (a, b) = tokio::join!(start(&vars), start(&vars));
     let urls = [a.url.as_str(), b.url.as_str()];
     let client = |id: &'static str| move |_| vec![("x-api-key", "k1".to_string()), ("x-client-id", id.to_string())];
-    assert_eq!(admitted(&burst(urls, 8, client("alice")).await), 2, "alice's own limit");
-    assert_eq!(admitted(&burst(urls, 8, client("bob")).await), 2, "bob's own limit");
+    assert_eq!(
+        common::admitted(&common::burst(urls, 8, client("alice")).await),
+        2,
+        "alice's own limit"
+    );
+    assert_eq!(
+        common::admitted(&common::burst(urls, 8, client("bob")).await),
+        2,
+        "bob's own limit"
+    );
     // Alice's six refusals spent nothing of the key's: two places are left.
     let no_id = |_| vec![("x-api-key", "k1".to_string())];
     assert_eq!(
-        admitted(&burst(urls, 8, no_id).await),
+        common::admitted(&common::burst(urls, 8, no_id).await),
         2,
         "the key's limit, 6, with 4 spent"
     );
@@ -164,30 +145,12 @@ async fn a_burst_straddling_a_window_boundary_admits_no_more_than_the_limit() {
     ];
     let (a, b) = tokio::join!(start(&vars), start(&vars));
     let urls = [a.url.as_str(), b.url.as_str()];
-    let key = |_| vec![("x-api-key", "k1".to_string())];
-    let boundary = until_next_boundary(Duration::from_secs(10));
-    // Half a second before a multiple of 10 s, then half a second after.
-    tokio::time::sleep(boundary.saturating_sub(Duration::from_millis(500))).await;
-    let before = burst(urls, 6, key).await;
-    tokio::time::sleep(
-        until_next_boundary(Duration::from_secs(10)).min(Duration::from_secs(1)) + Duration::from_millis(500),
-    )
-    .await;
-    let after = burst(urls, 6, key).await;
+    let (before, after) = common::bursts_around_a_boundary(urls, "k1").await;
     assert_eq!(
-        admitted(&before) + admitted(&after),
+        common::admitted(&before) + common::admitted(&after),
         4,
         "before the boundary {before:?}, after it {after:?}"
     );
-}
-
-/// How long until the clock reaches the next multiple of `window`.
-fn until_next_boundary(window: Duration) -> Duration {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock after 1970");
-    let into = (now.as_millis() % window.as_millis()) as u64;
-    window - Duration::from_millis(into)
 }
 
 /// Processes that start at the same moment on a new SQLite file take

@@ -255,12 +255,12 @@ fn connect(path: &Path) -> rusqlite::Result<Connection> {
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )?;
     conn.busy_timeout(BUSY_TIMEOUT)?;
-    // Plans that do not depend on bound values: otherwise SQLite (built
+    // Plans that do not depend on bound values. Otherwise SQLite (built
     // with STAT4) compiles a cached statement again whenever a parameter it
-    // planned with is bound anew, which the statement cache does on every
-    // use, for the history read (`ORDER BY seq`, a bound `LIMIT`) a chat
-    // turn's dearest step. No table is ever analysed, so there is no
-    // better plan to lose.
+    // planned with is bound anew, and the statement cache binds anew on
+    // every use: the history read (its `ORDER BY seq`, its `LIMIT`) was
+    // compiled on every chat turn. No table is ever analysed, so there is
+    // no better plan to lose.
     conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)?;
     // NORMAL is durable across process crashes in WAL mode; only a power
     // loss can take back the last commits.

@@ -22,12 +22,7 @@ pub(crate) fn unix_seconds(t: SystemTime) -> i64 {
 /// year past 9999, which `time` cannot hold, is written whole instead of
 /// panicking.
 pub(crate) fn rfc3339(t: SystemTime) -> String {
-    let millis: i128 = match t.duration_since(SystemTime::UNIX_EPOCH) {
-        Ok(d) => d.as_millis() as i128,
-        // Floored, as `time` does: 1 ns before 1970 is 23:59:59.999.
-        Err(before) => -(before.duration().as_nanos().div_ceil(1_000_000) as i128),
-    };
-    let seconds = millis.div_euclid(1000);
+    let (seconds, millis) = seconds_and_millis(t);
     let (days, second_of_day) = (seconds.div_euclid(86_400), seconds.rem_euclid(86_400) as u32);
     let (year, month, day) = civil_from_days(days);
     let mut out = String::with_capacity(24);
@@ -51,9 +46,28 @@ pub(crate) fn rfc3339(t: SystemTime) -> String {
     out.push(':');
     push_digits(&mut out, second_of_day % 60, 2);
     out.push('.');
-    push_digits(&mut out, millis.rem_euclid(1000) as u32, 3);
+    push_digits(&mut out, millis, 3);
     out.push('Z');
     out
+}
+
+/// The whole seconds since 1970 and the milliseconds past them, floored as
+/// `time` does (1 ns before 1970 is -1 s and 999 ms), in 64 bits: 128-bit
+/// division is a call into the compiler's runtime.
+fn seconds_and_millis(t: SystemTime) -> (i64, u32) {
+    let whole = |s: u64| i64::try_from(s).unwrap_or(i64::MAX);
+    match t.duration_since(SystemTime::UNIX_EPOCH) {
+        Ok(after) => (whole(after.as_secs()), after.subsec_millis()),
+        Err(before) => {
+            let before = before.duration();
+            let seconds = -whole(before.as_secs());
+            match before.subsec_nanos().div_ceil(1_000_000) {
+                0 => (seconds, 0),
+                1000 => (seconds - 1, 0),
+                up => (seconds - 1, 1000 - up),
+            }
+        }
+    }
 }
 
 /// `n`'s last `width` decimal digits, zero-padded.
@@ -68,7 +82,7 @@ fn push_digits(out: &mut String, n: u32, width: u32) {
 /// 1970-01-01 (Howard Hinnant's `civil_from_days`): eras of 400 years,
 /// each of 146,097 days, with years starting on 1 March so that the leap
 /// day ends them.
-fn civil_from_days(days: i128) -> (i128, u32, u32) {
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let day_of_era = z.rem_euclid(146_097);
@@ -81,7 +95,7 @@ fn civil_from_days(days: i128) -> (i128, u32, u32) {
     } else {
         shifted_month - 9
     } as u32;
-    let year = era * 400 + year_of_era + i128::from(month <= 2);
+    let year = era * 400 + year_of_era + i64::from(month <= 2);
     (year, month, day)
 }
 
@@ -138,6 +152,8 @@ mod tests {
             (-1, 0),
             (-1, 999_999_999),
             (-1, 999_000_001),
+            (-2, 500_000),
+            (-2, 1_000_000),
             (-62_135_596_800, 0),
             (253_402_300_799, 999_999_999),
             (951_782_400, 0),
@@ -169,9 +185,11 @@ mod tests {
     }
 
     #[test]
-    fn a_year_past_9999_is_written_whole() {
+    fn a_year_beyond_9999_either_way_is_written_whole() {
         let t = SystemTime::UNIX_EPOCH + Duration::from_millis(i64::MAX as u64);
         assert_eq!(rfc3339(t), "292278994-08-17T07:12:55.807Z");
         assert_eq!(rfc3339(at(253_402_300_800, 0)), "10000-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339(at(-377_705_116_801, 0)), "-10000-12-31T23:59:59.000Z");
+        assert!(rfc3339(at(-i64::MAX, 1)).ends_with("T08:29:53.000Z"));
     }
 }

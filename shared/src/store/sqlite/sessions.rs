@@ -28,10 +28,10 @@ fn role_from(s: &str) -> Role {
 }
 
 fn row_to_message(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredMessage> {
-    let role: String = row.get(1)?;
     Ok(StoredMessage {
         seq: row.get::<_, i64>(0)? as u64,
-        role: role_from(&role),
+        // Read in place: a String per row only to compare it.
+        role: role_from(row.get_ref(1)?.as_str()?),
         content: row.get(2)?,
         created_at: rfc3339(from_millis(row.get(3)?)),
     })

@@ -40,7 +40,21 @@ pub fn session_key(owner: &str, session_id: &str) -> String {
     if owner == Principal::anonymous().as_str() {
         return session_id.to_string();
     }
-    let mut key = String::with_capacity(owner.len() + 1 + session_id.len());
+    let mut key = key_owner(owner);
+    key.push(SEPARATOR);
+    key.push_str(session_id);
+    key
+}
+
+/// The owner as its session keys write it, which the stores keep with each
+/// session (`owner`) to list a principal's sessions: the principal's string
+/// form with `%` and `/` percent-encoded, or `#` and its SHA-256 past 600
+/// bytes (see [`session_key`]). A function of the principal alone, and
+/// injective, so a listing filtered on it is the principal's sessions and
+/// no other's; `anonymous` is written as itself, which no other principal's
+/// form is (theirs hold a `:`, or start with `#`).
+pub fn key_owner(owner: &str) -> String {
+    let mut key = String::with_capacity(owner.len() + 1);
     for c in owner.chars() {
         match c {
             '%' => key.push_str("%25"),
@@ -55,9 +69,18 @@ pub fn session_key(owner: &str, session_id: &str) -> String {
             key.push_str(&format!("{byte:02x}"));
         }
     }
-    key.push(SEPARATOR);
-    key.push_str(session_id);
     key
+}
+
+/// A session key taken apart: its owner as [`key_owner`] writes it, and the
+/// session id the client named. A key with no separator is `anonymous`'s
+/// (its bare id), as every key was before principals; otherwise the last
+/// separator ends the owner, since session ids never hold one.
+pub fn split_key(key: &str) -> (String, &str) {
+    match key.rsplit_once(SEPARATOR) {
+        Some((owner, id)) => (owner.to_string(), id),
+        None => (Principal::anonymous().as_str().to_string(), key),
+    }
 }
 
 /// Whether `principal` may see a record stored with `owner`. A record with
@@ -118,6 +141,21 @@ mod tests {
             key,
             session_key(&format!("firebase:{}", "/".repeat(511)), &"x".repeat(128))
         );
+    }
+
+    #[test]
+    fn a_key_splits_into_its_owner_and_id() {
+        for owner in [
+            "anonymous",
+            "key:alice",
+            "firebase:a/b~c",
+            &format!("google:{}", "x".repeat(700)),
+        ] {
+            let key = session_key(owner, "s-1");
+            assert_eq!(split_key(&key), (key_owner(owner), "s-1"), "{owner}");
+        }
+        assert_eq!(key_owner("anonymous"), "anonymous");
+        assert_ne!(key_owner("key:a"), key_owner("key:b"));
     }
 
     #[test]

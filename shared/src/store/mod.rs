@@ -16,17 +16,21 @@
 //!   processes on one machine.
 //! - [`firestore`]: production: many instances, no local state.
 //! - `timestamps`: the times both keep and the API shows.
+//! - `listing`: pages of a session's messages, and a principal's sessions
+//!   and tasks, newest first.
 
 mod cancel;
 #[cfg(any(test, feature = "testing"))]
 pub mod contract;
 pub mod firestore;
+mod listing;
 pub mod rate_log;
 pub mod sqlite;
 mod timestamps;
 
 pub use cancel::Cancel;
 pub(crate) use cancel::{CancelStep, cancel_step};
+pub use listing::{Page, SessionPosition, SessionSummary, TaskPosition};
 
 use std::future::Future;
 use std::pin::Pin;
@@ -89,6 +93,29 @@ pub trait SessionStore: Send + Sync {
 
     /// Removes the session and its messages; false when it did not exist.
     async fn delete(&self, session_id: &str) -> Result<bool, StoreError>;
+
+    /// The messages after sequence number `after` (0 for the start), oldest
+    /// first, at most `limit`, with the last one's number when more follow.
+    /// One bounded read, O(limit) however long the session; an empty page
+    /// when the session does not exist (or ends before `after`).
+    async fn messages_page(
+        &self,
+        session_id: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Page<StoredMessage, u64>, StoreError>;
+
+    /// The sessions of `owner` (a principal's string form), most recently
+    /// written first, after `after` (`None` for the start), at most
+    /// `limit`. Only `owner`'s: the owner is kept with each session (the
+    /// owner part of its key, `owned::session_key`), and the read filters
+    /// on it whatever `after` says.
+    async fn list_sessions(
+        &self,
+        owner: &str,
+        after: Option<&SessionPosition>,
+        limit: usize,
+    ) -> Result<Page<SessionSummary, SessionPosition>, StoreError>;
 
     /// [`recent`](Self::recent) as a turn reads it before its model call,
     /// with what the store read to find it, for
@@ -219,6 +246,19 @@ impl TaskStatus {
             TaskStatus::Failed => "failed",
             TaskStatus::Cancelled => "cancelled",
         }
+    }
+
+    /// The status named `s` exactly, as a client gives it in a filter.
+    pub fn from_name(s: &str) -> Option<TaskStatus> {
+        [
+            TaskStatus::Queued,
+            TaskStatus::Running,
+            TaskStatus::Completed,
+            TaskStatus::Failed,
+            TaskStatus::Cancelled,
+        ]
+        .into_iter()
+        .find(|status| status.as_str() == s)
     }
 
     pub(crate) fn parse(s: &str) -> TaskStatus {
@@ -505,6 +545,18 @@ pub trait TaskStore: Send + Sync {
     async fn cancel(&self, task_id: &str) -> Result<Cancel, StoreError>;
 
     async fn get(&self, task_id: &str) -> Result<Option<TaskRecord>, StoreError>;
+
+    /// The tasks of `owner`, newest first (by creation), only those in
+    /// `status` when given, after `after` (`None` for the start), at most
+    /// `limit`: one bounded read, filtered on the owner whatever `after`
+    /// says.
+    async fn list_tasks(
+        &self,
+        owner: &str,
+        status: Option<TaskStatus>,
+        after: Option<&TaskPosition>,
+        limit: usize,
+    ) -> Result<Page<TaskRecord, TaskPosition>, StoreError>;
 
     /// Ids of tasks a queue should deliver again (oldest first, at most
     /// `limit`): `queued`, or `running` with a lease that has passed at

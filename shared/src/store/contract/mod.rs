@@ -9,15 +9,18 @@
 
 //!
 //! One file per store trait: `sessions`, `rate_limits`, `memory`, `tasks`
-//! (and `cancel`, the tasks' cancel).
+//! (and `cancel`, the tasks' cancel, and `listing`, the pages and listings
+//! of sessions and tasks).
 
 mod cancel;
+mod listing;
 mod memory;
 mod rate_limits;
 mod sessions;
 mod tasks;
 
 pub use cancel::*;
+pub use listing::*;
 pub use memory::*;
 pub use rate_limits::*;
 pub use sessions::*;
@@ -60,6 +63,9 @@ pub async fn run_all(stores: &Stores) {
     a_cancel_fences_out_every_claim_of_a_running_task(stores).await;
     finished_and_synchronous_tasks_are_not_cancelled(stores).await;
     concurrent_cancels_have_one_winner(stores).await;
+    long_sessions_page_through_every_message_once_in_order(stores).await;
+    sessions_are_listed_newest_first_paged_and_per_owner(stores).await;
+    tasks_are_listed_newest_first_paged_per_owner_and_by_status(stores).await;
 }
 
 pub(super) fn ok<T>(result: Result<T, StoreError>, what: &str) -> T {

@@ -15,6 +15,8 @@
 //!   `memories/{session_id}` and an `entries` subcollection.
 //! - `tasks`: [`TaskStore`](crate::store::TaskStore), in `tasks/{task_id}`
 //!   and an `events` subcollection: claims, leases, outcomes and progress.
+//! - `listing`: pages of a session's messages, and a principal's sessions
+//!   and tasks, newest first: one query each, with a cursor and a limit.
 //! - `tail`: the bounded copy of a session's recent messages that its
 //!   document carries, so that a chat turn is one read and one commit.
 //! - `cas`: the conditional commits every read-modify-write goes through.
@@ -89,6 +91,7 @@ mod cancel;
 mod cas;
 mod counts;
 mod ids;
+mod listing;
 mod memory;
 mod rate_limits;
 mod sessions;

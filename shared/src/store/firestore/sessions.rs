@@ -1,7 +1,9 @@
 //! [`SessionStore`] on Firestore.
 //!
-//! - `sessions/{session_id}`: `{next_seq, first_seq, tail, created_at,
-//!   updated_at, expire_at?}`. `next_seq` is the counter that hands out the
+//! - `sessions/{session_id}`: `{owner, next_seq, first_seq, tail,
+//!   created_at, updated_at, expire_at?}`. `owner` is the owner part of the
+//!   session's key (`owned::key_owner`), written with every append, for
+//!   `list_sessions` (in `listing`). `next_seq` is the counter that hands out the
 //!   session's sequence numbers; `tail` is a copy of the most recent
 //!   messages (`{seq, role, content, created_at}`, oldest first), and
 //!   `first_seq` the number the document started at, so that a tail that
@@ -66,17 +68,25 @@ use super::cas::{Read, classify, commit_if_unchanged, delete, exists, put, read}
 use super::ids::is_document_id;
 use super::tail::{self, TailMessage};
 use super::{Counts, FirestoreStore, bounded, query_limit, timestamp};
-use crate::store::{History, NewMessage, SessionStore, StoreError, StoredMessage, rfc3339};
+use crate::owned;
+use crate::store::{
+    History, NewMessage, Page, SessionPosition, SessionStore, SessionSummary, StoreError, StoredMessage, rfc3339,
+};
 
 /// Messages deleted per commit: a commit stays small (Firestore long capped
 /// one at 500 writes).
 const DELETE_CHUNK: usize = 400;
 
-const SESSIONS: &str = "sessions";
-const MESSAGES: &str = "messages";
+pub(super) const SESSIONS: &str = "sessions";
+pub(super) const MESSAGES: &str = "messages";
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct SessionDoc {
+    /// Whose session it is, as its key writes it (`owned::key_owner`), for
+    /// listings; absent in documents written before listings, which gain it
+    /// with their next append.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    owner: Option<String>,
     next_seq: i64,
     /// The number the document started at; absent in documents written
     /// before tails.
@@ -91,7 +101,7 @@ struct SessionDoc {
 }
 
 #[derive(Debug, Serialize, Deserialize)]
-struct MessageDoc {
+pub(super) struct MessageDoc {
     seq: i64,
     role: String,
     content: String,
@@ -245,6 +255,7 @@ impl FirestoreStore {
                 });
             }
             let doc = SessionDoc {
+                owner: Some(owned::split_key(session_id).0),
                 next_seq: first + n,
                 first_seq: first_seq.or(Some(first)),
                 tail: tail::extend(base, added, self.session_tail),
@@ -345,7 +356,7 @@ impl FirestoreStore {
     }
 }
 
-fn message_path(session_path: &str, seq: i64) -> String {
+pub(super) fn message_path(session_path: &str, seq: i64) -> String {
     format!("{session_path}/{MESSAGES}/{seq:012}")
 }
 
@@ -377,7 +388,7 @@ impl MessageDoc {
     }
 }
 
-fn to_message(doc: MessageDoc) -> StoredMessage {
+pub(super) fn to_message(doc: MessageDoc) -> StoredMessage {
     doc.into_tail().into_stored()
 }
 
@@ -397,6 +408,24 @@ impl SessionStore for FirestoreStore {
 
     async fn delete(&self, session_id: &str) -> Result<bool, StoreError> {
         bounded(self.delete_now(session_id)).await
+    }
+
+    async fn messages_page(
+        &self,
+        session_id: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Page<StoredMessage, u64>, StoreError> {
+        bounded(self.messages_page_now(session_id, after, limit)).await
+    }
+
+    async fn list_sessions(
+        &self,
+        owner: &str,
+        after: Option<&SessionPosition>,
+        limit: usize,
+    ) -> Result<Page<SessionSummary, SessionPosition>, StoreError> {
+        bounded(self.list_sessions_now(owner, after, limit)).await
     }
 
     async fn history(&self, session_id: &str, limit: usize) -> Result<History, StoreError> {

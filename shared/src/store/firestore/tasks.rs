@@ -38,11 +38,11 @@ use super::cas::{classify, commit_if_unchanged, put, read};
 use super::ids::is_document_id;
 use super::{FirestoreStore, Written, bounded, query_limit, time_of, timestamp};
 use crate::store::{
-    Cancel, Claim, ClaimStep, Finished, StoreError, TaskEvent, TaskRecord, TaskState, TaskStatus, TaskStore,
-    claim_step, event_time, exhausted_error, lease_end, lease_passed,
+    Cancel, Claim, ClaimStep, Finished, Page, StoreError, TaskEvent, TaskPosition, TaskRecord, TaskState, TaskStatus,
+    TaskStore, claim_step, event_time, exhausted_error, lease_end, lease_passed,
 };
 
-const TASKS: &str = "tasks";
+pub(super) const TASKS: &str = "tasks";
 const EVENTS: &str = "events";
 
 /// A task, written whole by every change (a `None` field is absent). The
@@ -487,6 +487,16 @@ impl TaskStore for FirestoreStore {
 
     async fn get(&self, task_id: &str) -> Result<Option<TaskRecord>, StoreError> {
         bounded(self.get_now(task_id)).await
+    }
+
+    async fn list_tasks(
+        &self,
+        owner: &str,
+        status: Option<TaskStatus>,
+        after: Option<&TaskPosition>,
+        limit: usize,
+    ) -> Result<Page<TaskRecord, TaskPosition>, StoreError> {
+        bounded(self.list_tasks_now(owner, status, after, limit)).await
     }
 
     async fn runnable(&self, now: SystemTime, limit: usize) -> Result<Vec<String>, StoreError> {

@@ -19,12 +19,15 @@
 //!   remembered facts.
 //! - `tasks`: [`TaskStore`](crate::store::TaskStore), tasks, their claims
 //!   and their progress events.
+//! - `listing`: pages of a session's messages, and a principal's sessions
+//!   and tasks, each one range of an index.
 //! - `writer`: the writer thread and its group commits.
 //!
 //! This file opens the database, holds its schema (the migrations of every
 //! table), and the helpers the stores share: error classification and
 //! millisecond timestamps.
 
+mod listing;
 mod memory;
 mod rate_limits;
 mod sessions;
@@ -128,6 +131,18 @@ const MIGRATIONS: &[&str] = &[
         expire_at INTEGER NOT NULL
     );
     CREATE INDEX rate_limit_logs_expire_at ON rate_limit_logs (expire_at);",
+    // 6: listings. A session keeps its owner as its key writes it
+    // (`owned::key_owner`), taken from the keys of the sessions stored
+    // before: the text before the key's last `~` (what `rtrim` leaves of it
+    // with every other character trimmed), or `anonymous` for a bare id.
+    // The indexes serve a principal's sessions by last update and its tasks
+    // by creation (with a status, or not), newest first, in one range each.
+    "ALTER TABLE sessions ADD COLUMN owner TEXT NOT NULL DEFAULT 'anonymous';
+    UPDATE sessions SET owner = substr(id, 1, length(rtrim(id, replace(id, '~', ''))) - 1)
+        WHERE instr(id, '~') > 0;
+    CREATE INDEX sessions_by_owner ON sessions (owner, updated_at DESC, id DESC);
+    CREATE INDEX tasks_by_owner ON tasks (owner, created_at DESC, id DESC);
+    CREATE INDEX tasks_by_owner_status ON tasks (owner, status, created_at DESC, id DESC);",
 ];
 
 pub struct SqliteStore {

@@ -17,7 +17,10 @@ use rusqlite::{OptionalExtension, params};
 
 use super::{SqliteStore, from_millis, millis, run};
 use crate::llm::Role;
-use crate::store::{NewMessage, SessionStore, StoreError, StoredMessage, rfc3339};
+use crate::owned;
+use crate::store::{
+    NewMessage, Page, SessionPosition, SessionStore, SessionSummary, StoreError, StoredMessage, rfc3339,
+};
 
 /// The history read: the last `?2` messages of session `?1`, newest first.
 const RECENT: &str =
@@ -27,7 +30,7 @@ fn role_from(s: &str) -> Role {
     if s == "model" { Role::Model } else { Role::User }
 }
 
-fn row_to_message(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredMessage> {
+pub(super) fn row_to_message(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredMessage> {
     Ok(StoredMessage {
         seq: row.get::<_, i64>(0)? as u64,
         // Read in place: a String per row only to compare it.
@@ -41,6 +44,7 @@ fn row_to_message(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredMessage> {
 impl SessionStore for SqliteStore {
     async fn append(&self, session_id: &str, messages: &[NewMessage]) -> Result<Vec<StoredMessage>, StoreError> {
         let session_id = session_id.to_string();
+        let owner = owned::split_key(&session_id).0;
         let messages = messages.to_vec();
         self.write(move |conn| {
             let now = SystemTime::now();
@@ -50,11 +54,11 @@ impl SessionStore for SqliteStore {
             // thread and the file's write lock make the reservation atomic.
             let first: i64 = conn
                 .prepare_cached(
-                    "INSERT INTO sessions (id, created_at, updated_at, next_seq) VALUES (?1, ?2, ?2, ?3 + 1)
+                    "INSERT INTO sessions (id, created_at, updated_at, next_seq, owner) VALUES (?1, ?2, ?2, ?3 + 1, ?4)
                      ON CONFLICT (id) DO UPDATE SET next_seq = next_seq + ?3, updated_at = ?2
                      RETURNING next_seq - ?3",
                 )?
-                .query_row(params![session_id, now_ms, n], |r| r.get(0))?;
+                .query_row(params![session_id, now_ms, n, owner], |r| r.get(0))?;
             let mut stored = Vec::with_capacity(messages.len());
             {
                 let mut insert = conn.prepare_cached(
@@ -127,6 +131,24 @@ impl SessionStore for SqliteStore {
             Ok(deleted > 0)
         })
         .await
+    }
+
+    async fn messages_page(
+        &self,
+        session_id: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Page<StoredMessage, u64>, StoreError> {
+        self.messages_page_now(session_id, after, limit).await
+    }
+
+    async fn list_sessions(
+        &self,
+        owner: &str,
+        after: Option<&SessionPosition>,
+        limit: usize,
+    ) -> Result<Page<SessionSummary, SessionPosition>, StoreError> {
+        self.list_sessions_now(owner, after, limit).await
     }
 }
 

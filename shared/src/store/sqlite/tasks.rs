@@ -19,19 +19,19 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{SqliteStore, from_millis, millis};
 use crate::store::{
-    Cancel, CancelStep, Claim, ClaimStep, Finished, StoreError, TaskEvent, TaskRecord, TaskState, TaskStatus,
-    TaskStore, cancel_step, claim_step, event_time, exhausted_error, lease_end, rfc3339,
+    Cancel, CancelStep, Claim, ClaimStep, Finished, Page, StoreError, TaskEvent, TaskPosition, TaskRecord, TaskState,
+    TaskStatus, TaskStore, cancel_step, claim_step, event_time, exhausted_error, lease_end, rfc3339,
 };
 
 /// The columns [`row_to_task`] reads, in its order.
-const TASK_COLUMNS: &str = "id, status, task, session_id, max_steps, result, error, created_at, updated_at, \
+pub(super) const TASK_COLUMNS: &str = "id, status, task, session_id, max_steps, result, error, created_at, updated_at, \
      system_instruction, callback_url, attempts, delivery_id, lease_until, started_at, finished_at, owner";
 
 fn to_u32(n: i64) -> u32 {
     n.clamp(0, i64::from(u32::MAX)) as u32
 }
 
-fn row_to_task(row: &rusqlite::Row<'_>) -> rusqlite::Result<TaskRecord> {
+pub(super) fn row_to_task(row: &rusqlite::Row<'_>) -> rusqlite::Result<TaskRecord> {
     let status: String = row.get(1)?;
     let result: Option<String> = row.get(5)?;
     Ok(TaskRecord {
@@ -243,6 +243,16 @@ impl TaskStore for SqliteStore {
     async fn get(&self, task_id: &str) -> Result<Option<TaskRecord>, StoreError> {
         let task_id = task_id.to_string();
         self.read(move |conn| task_row(conn, &task_id)).await
+    }
+
+    async fn list_tasks(
+        &self,
+        owner: &str,
+        status: Option<TaskStatus>,
+        after: Option<&TaskPosition>,
+        limit: usize,
+    ) -> Result<Page<TaskRecord, TaskPosition>, StoreError> {
+        self.list_tasks_now(owner, status, after, limit).await
     }
 
     async fn runnable(&self, now: SystemTime, limit: usize) -> Result<Vec<String>, StoreError> {

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use agent_core::agent;
 use agent_core::auth::Principal;
 use agent_core::http::json::require_text;
+use agent_core::http::paging::{self, PageQuery};
 use agent_core::http::{Api, ApiError, ApiJson, Operation, Routes, detached};
 use agent_core::llm::Model;
 use agent_core::queue::Queue;
@@ -142,9 +143,26 @@ fn task_errors(op: Operation) -> Operation {
         .error(503, "the store is unavailable for now; retry after Retry-After")
 }
 
+fn list_operation() -> Operation {
+    paging::paged(
+        Operation::get("list_tasks", "the caller's tasks, newest first")
+            .tag("tasks")
+            // The first answer documented for a status is the one shown.
+            .error(400, "limit, cursor or status is not valid (the message says which)")
+            .query_param(
+                "status",
+                "only the tasks in this status",
+                serde_json::json!({"type": "string", "enum": ["queued", "running", "completed", "failed", "cancelled"]}),
+            )
+            .json::<TaskList>(200, "a page of tasks"),
+    )
+    .error(503, "the store is unavailable for now; retry after Retry-After")
+}
+
 fn routes(app: &App, state: AgentState) -> Api {
     let runs = Routes::new().main_route("/api/v1/agent", post(run_agent), [run_operation()]);
     let reads = Routes::new()
+        .route("/api/v1/tasks", get(list_tasks), [list_operation()])
         .route(
             "/api/v1/tasks/{id}",
             get(get_task),
@@ -378,6 +396,34 @@ async fn cancel(state: &AgentState, id: &str) -> Result<TaskView, ApiError> {
 
 fn conflict(message: String) -> ApiError {
     ApiError::new(StatusCode::CONFLICT, "conflict", message)
+}
+
+/// `GET /api/v1/tasks`: a page of the caller's tasks.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct TaskList {
+    /// Newest first (by creation), each as `GET /api/v1/tasks/{id}` shows it.
+    pub tasks: Vec<TaskView>,
+    /// Pass it as `cursor` for the next page; null on the last one.
+    pub next_cursor: Option<String>,
+}
+
+/// The caller's tasks, newest first, in one status when asked: only its
+/// own, as the store filters on the owner whatever the cursor says.
+pub async fn list_tasks(
+    State(state): State<AgentState>,
+    principal: Principal,
+    page: PageQuery,
+) -> Result<axum::Json<TaskList>, ApiError> {
+    let status = page.status()?;
+    let after = page.after_task()?;
+    let found = state
+        .tasks
+        .list_tasks(principal.as_str(), status, after.as_ref(), page.limit)
+        .await?;
+    Ok(axum::Json(TaskList {
+        tasks: found.items.into_iter().map(TaskView::from).collect(),
+        next_cursor: found.next.as_ref().map(paging::task_cursor),
+    }))
 }
 
 pub async fn get_task(

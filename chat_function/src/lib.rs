@@ -19,6 +19,7 @@ use std::sync::Arc;
 use agent_core::App;
 use agent_core::auth::Principal;
 use agent_core::http::json::require_text;
+use agent_core::http::paging::{self, PageQuery};
 use agent_core::http::{Api, ApiError, ApiJson, Event, Metrics, Operation, Routes, detached, sse};
 use agent_core::llm::{Content, Model, ModelRequest, ModelResponse, ModelStream, Role, StreamEvent};
 use agent_core::store::{History, NewMessage, SessionStore, StoredMessage};
@@ -69,11 +70,34 @@ pub struct Delta {
     pub text: String,
 }
 
-/// `GET /api/v1/sessions/{id}`.
+/// `GET /api/v1/sessions/{id}`: a page of the session's messages.
 #[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct SessionResponse {
     pub session_id: String,
+    /// Oldest first, at most `limit`, after `cursor`.
     pub messages: Vec<StoredMessage>,
+    /// Pass it as `cursor` for the next page; null on the last one.
+    pub next_cursor: Option<String>,
+}
+
+/// `GET /api/v1/sessions`: a page of the caller's sessions.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct SessionList {
+    /// Most recently written first.
+    pub sessions: Vec<SessionInfo>,
+    /// Pass it as `cursor` for the next page; null on the last one.
+    pub next_cursor: Option<String>,
+}
+
+/// One session as listed.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct SessionInfo {
+    pub session_id: String,
+    pub message_count: u64,
+    /// RFC 3339, UTC.
+    pub created_at: String,
+    /// When its last turn was stored.
+    pub updated_at: String,
 }
 
 #[derive(Clone)]
@@ -156,13 +180,28 @@ fn routes(state: ChatState) -> Api {
     Routes::new()
         .main_route("/api/v1/chat", post(chat), [chat_operation()])
         .route(
+            "/api/v1/sessions",
+            get(list_sessions),
+            [paging::paged(
+                Operation::get("list_sessions", "the caller's sessions, most recently written first")
+                    .tag("chat")
+                    .json::<SessionList>(200, "a page of sessions"),
+            )
+            .error(503, "the store is unavailable for now; retry after Retry-After")],
+        )
+        .route(
             "/api/v1/sessions/{id}",
             get(get_session).delete(delete_session),
             [
-                session_errors(
-                    Operation::get("get_session", "a session's messages, oldest first")
-                        .json::<SessionResponse>(200, "the session"),
-                ),
+                paging::paged(session_errors(
+                    Operation::get("get_session", "a page of a session's messages, oldest first")
+                        // The first answer documented for a status is the one shown.
+                        .error(
+                            400,
+                            "the session id, limit or cursor is not valid (the message says which)",
+                        )
+                        .json::<SessionResponse>(200, "a page of the session"),
+                )),
                 session_errors(
                     Operation::delete("delete_session", "forget a session and its messages")
                         .empty(204, "the session is gone"),
@@ -308,26 +347,59 @@ async fn finish_stream(state: ChatState, turn: Turn, mut model_stream: ModelStre
     feed.send(last);
 }
 
-/// Another principal's session answers exactly as one that does not exist:
-/// its key is not the caller's, so the store finds nothing.
+/// A page of the session's messages, read as one bounded range of the
+/// store (O(`limit`) however long the session). Another principal's
+/// session answers exactly as one that does not exist: its key is not the
+/// caller's, so the store finds nothing. A first page with no message is a
+/// missing session; a later page past the end (or of a session deleted
+/// since) is empty, with no cursor.
 pub async fn get_session(
     State(state): State<ChatState>,
     principal: Principal,
     Path(id): Path<String>,
-) -> Result<Response, ApiError> {
+    page: PageQuery,
+) -> Result<axum::Json<SessionResponse>, ApiError> {
     session::validate("the session id", &id)?;
-    match state
+    let after = page.after_message()?;
+    let found = state
         .sessions
-        .messages(&owned::session_key(principal.as_str(), &id))
-        .await?
-    {
-        Some(messages) => Ok(axum::Json(SessionResponse {
-            session_id: id,
-            messages,
-        })
-        .into_response()),
-        None => Err(unknown_session(&id)),
+        .messages_page(&owned::session_key(principal.as_str(), &id), after, page.limit)
+        .await?;
+    if found.items.is_empty() && after == 0 {
+        return Err(unknown_session(&id));
     }
+    Ok(axum::Json(SessionResponse {
+        session_id: id,
+        messages: found.items,
+        next_cursor: found.next.map(paging::message_cursor),
+    }))
+}
+
+/// The caller's sessions, most recently written first: only its own, as
+/// the store filters on the owner whatever the cursor says.
+pub async fn list_sessions(
+    State(state): State<ChatState>,
+    principal: Principal,
+    page: PageQuery,
+) -> Result<axum::Json<SessionList>, ApiError> {
+    let after = page.after_session()?;
+    let found = state
+        .sessions
+        .list_sessions(principal.as_str(), after.as_ref(), page.limit)
+        .await?;
+    Ok(axum::Json(SessionList {
+        sessions: found
+            .items
+            .into_iter()
+            .map(|s| SessionInfo {
+                session_id: s.id,
+                message_count: s.message_count,
+                created_at: s.created_at,
+                updated_at: s.updated_at,
+            })
+            .collect(),
+        next_cursor: found.next.as_ref().map(paging::session_cursor),
+    }))
 }
 
 pub async fn delete_session(

@@ -158,6 +158,110 @@ async fn two_principals_never_meet(url: &str) {
     }
     let (status, events) = alice.get(&format!("/api/v1/tasks/{id}/events")).await;
     assert_eq!(status, 200, "alice follows her own task: {events}");
+
+    listings_are_each_principals_own(&alice, &bob, &id).await;
+}
+
+/// The ids of a listing's `key` items (`session_id` or `task_id`).
+fn listed(body: &Value, items: &str, key: &str) -> Vec<String> {
+    body[items]
+        .as_array()
+        .unwrap_or_else(|| panic!("{items} in {body}"))
+        .iter()
+        .filter_map(|item| item[key].as_str().map(str::to_string))
+        .collect()
+}
+
+/// Lists and pages hold the caller's own records only, whatever cursor it
+/// sends (another principal's included), and a bad parameter is a 400.
+async fn listings_are_each_principals_own(alice: &Client, bob: &Client, task_id: &str) {
+    let (status, body) = alice
+        .post(
+            "/api/v1/chat",
+            json!({"message": "alice only", "session_id": "alice-only"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+
+    // Sessions, newest first: alice's two, bob's one.
+    let (status, mine) = alice.get("/api/v1/sessions").await;
+    assert_eq!(status, 200, "{mine}");
+    assert_eq!(listed(&mine, "sessions", "session_id"), ["alice-only", "default"]);
+    assert_eq!(mine["sessions"][0]["message_count"], 2, "{mine}");
+    assert_eq!(mine["next_cursor"], Value::Null, "{mine}");
+    let (status, theirs) = bob.get("/api/v1/sessions").await;
+    assert_eq!(status, 200, "{theirs}");
+    assert_eq!(listed(&theirs, "sessions", "session_id"), ["default"]);
+    let (status, first) = alice.get("/api/v1/sessions?limit=1").await;
+    assert_eq!(status, 200, "{first}");
+    assert_eq!(listed(&first, "sessions", "session_id"), ["alice-only"]);
+    let cursor = first["next_cursor"].as_str().expect("a next page").to_string();
+    let (status, second) = alice.get(&format!("/api/v1/sessions?limit=1&cursor={cursor}")).await;
+    assert_eq!(status, 200, "{second}");
+    assert_eq!(listed(&second, "sessions", "session_id"), ["default"]);
+    let (status, with_hers) = bob.get(&format!("/api/v1/sessions?cursor={cursor}")).await;
+    assert_eq!(status, 200, "{with_hers}");
+    assert!(
+        !with_hers.to_string().contains("alice-only"),
+        "alice's cursor shows bob only his own: {with_hers}"
+    );
+
+    // A session a page at a time.
+    let (status, page) = alice.get("/api/v1/sessions/default?limit=1").await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(page["messages"][0]["content"], "alice's secret is 4242");
+    let cursor = page["next_cursor"].as_str().expect("a next page").to_string();
+    let (status, last) = alice
+        .get(&format!("/api/v1/sessions/default?limit=1&cursor={cursor}"))
+        .await;
+    assert_eq!(status, 200, "{last}");
+    assert_eq!(last["messages"].as_array().map(Vec::len), Some(1), "{last}");
+    assert_eq!(last["next_cursor"], Value::Null, "{last}");
+    let theirs = bob.get(&format!("/api/v1/sessions/alice-only?cursor={cursor}")).await;
+    assert_eq!(
+        theirs.0, 200,
+        "an empty later page of a session bob never had: {}",
+        theirs.1
+    );
+    assert!(!theirs.1.to_string().contains("alice only"), "{}", theirs.1);
+
+    // Tasks, by status too.
+    let (status, mine) = alice.get("/api/v1/tasks?status=completed").await;
+    assert_eq!(status, 200, "{mine}");
+    // Newest first: the asynchronous task, then her two synchronous runs.
+    let ids = listed(&mine, "tasks", "task_id");
+    assert_eq!((ids.len(), ids[0].as_str()), (3, task_id), "{mine}");
+    let (status, queued) = alice.get("/api/v1/tasks?status=queued").await;
+    assert_eq!(
+        (status, listed(&queued, "tasks", "task_id").len()),
+        (200, 0),
+        "{queued}"
+    );
+    for path in ["/api/v1/tasks", "/api/v1/tasks?status=completed"] {
+        let (status, theirs) = bob.get(path).await;
+        assert_eq!(status, 200, "{theirs}");
+        assert!(
+            !theirs.to_string().contains(task_id),
+            "bob lists alice's task: {theirs}"
+        );
+    }
+
+    // Mistakes are 400s in the envelope.
+    for path in [
+        "/api/v1/sessions?limit=0",
+        "/api/v1/sessions?limit=1001",
+        "/api/v1/sessions?cursor=not-a-cursor",
+        "/api/v1/sessions/default?cursor=%25%25",
+        "/api/v1/tasks?status=done",
+        "/api/v1/tasks?limit=x",
+    ] {
+        let (status, body) = alice.get(path).await;
+        assert_eq!(
+            (status, &body["error"]["code"]),
+            (400, &json!("invalid_argument")),
+            "{path}: {body}"
+        );
+    }
 }
 
 #[tokio::test]

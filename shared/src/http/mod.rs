@@ -9,6 +9,8 @@
 //! - [`error`]: the error envelope and the rewriting of errors raised below
 //!   the handlers.
 //! - [`json`]: JSON bodies with errors a client can act on.
+//! - [`paging`]: the `limit` and `cursor` of listings, and their opaque
+//!   cursors.
 //! - [`sse`]: server-sent events, as chat streams and task progress use them.
 //! - [`detached`]: work a request starts that must end even when its
 //!   client goes away (a model call that is paid for).
@@ -26,6 +28,7 @@ pub mod json;
 pub mod metrics;
 pub(crate) mod middleware;
 pub mod openapi;
+pub mod paging;
 pub(crate) mod rate_limit;
 pub(crate) mod request_context;
 pub mod sse;

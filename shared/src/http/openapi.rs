@@ -109,6 +109,8 @@ pub struct Operation {
     last_event_id: bool,
     /// The schema of the path's parameters (`{id}`), a string by default.
     path_schema: Option<SchemaFn>,
+    /// Optional query parameters: name, description, JSON Schema.
+    query: Vec<(&'static str, &'static str, Value)>,
     /// Whether credentials guard it (everything but `/health` and the
     /// document).
     guarded: bool,
@@ -126,6 +128,7 @@ impl Operation {
             answers: Vec::new(),
             last_event_id: false,
             path_schema: None,
+            query: Vec::new(),
             guarded: true,
         }
     }
@@ -235,6 +238,12 @@ impl Operation {
     /// What the path's parameters accept.
     pub fn path_schema(mut self, schema: SchemaFn) -> Operation {
         self.path_schema = Some(schema);
+        self
+    }
+
+    /// An optional query parameter (a listing's `limit`, `cursor`).
+    pub fn query_param(mut self, name: &'static str, description: &'static str, schema: Value) -> Operation {
+        self.query.push((name, description, schema));
         self
     }
 
@@ -522,6 +531,15 @@ pub fn document(function: &str, version: &str, operations: &[Operation], credent
             None => json!({"type": "string"}),
         };
         let mut parameters = path_parameters(&op.path, path_schema);
+        for (name, description, schema) in &op.query {
+            parameters.push(json!({
+                "name": name,
+                "in": "query",
+                "required": false,
+                "description": description,
+                "schema": schema,
+            }));
+        }
         if op.last_event_id {
             parameters.push(json!({
                 "name": "Last-Event-ID",

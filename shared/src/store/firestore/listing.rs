@@ -246,3 +246,110 @@ impl FirestoreStore {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::Metrics;
+    use crate::store::firestore::tests::{Cost, emulator, project, question_and_answer};
+    use crate::store::{SessionStore, TaskStore};
+
+    /// A page: one query, whose documents are the page and the one after.
+    fn one_query_reading(documents: u64) -> Cost {
+        Cost {
+            query: 1,
+            read: documents,
+            ..Cost::default()
+        }
+    }
+
+    /// Every page and listing is one query of at most `limit + 1`
+    /// documents, wherever it starts and however long what it pages.
+    #[tokio::test]
+    #[ignore = "needs the Firestore emulator (FIRESTORE_EMULATOR_HOST); ./scripts/test.sh starts one"]
+    async fn a_page_is_one_query_of_at_most_limit_and_one_documents() {
+        let metrics = Metrics::new("test");
+        let store = FirestoreStore::connect_to(Some(&emulator()), &project(), "(default)", None, &metrics)
+            .await
+            .unwrap_or_else(|err| panic!("{err:#}"));
+        let key = owned::session_key("key:pages", "long");
+        for i in 0..15 {
+            store.append(&key, &question_and_answer(i)).await.expect("append");
+        }
+        let (first, cost) = Cost::measure(&metrics, store.messages_page(&key, 0, 10)).await;
+        let first = first.expect("page");
+        assert_eq!((first.items.len(), first.next), (10, Some(10)));
+        assert_eq!(cost, one_query_reading(11), "the first page");
+        let (middle, cost) = Cost::measure(&metrics, store.messages_page(&key, 10, 10)).await;
+        assert_eq!(middle.expect("page").next, Some(20));
+        assert_eq!(cost, one_query_reading(11), "a page from a cursor");
+        let (last, cost) = Cost::measure(&metrics, store.messages_page(&key, 20, 10)).await;
+        assert_eq!(last.expect("page").next, None);
+        assert_eq!(cost, one_query_reading(10), "the last page");
+
+        for id in ["a", "b", "c"] {
+            let session = owned::session_key("key:pages", id);
+            store.append(&session, &question_and_answer(0)).await.expect("append");
+        }
+        let (sessions, cost) = Cost::measure(&metrics, store.list_sessions("key:pages", None, 2)).await;
+        let sessions = sessions.expect("list");
+        assert!(sessions.next.is_some());
+        assert_eq!(cost, one_query_reading(3), "a page of sessions");
+        let (rest, cost) = Cost::measure(&metrics, store.list_sessions("key:pages", sessions.next.as_ref(), 2)).await;
+        assert_eq!(rest.expect("list").items.len(), 2);
+        assert_eq!(cost, one_query_reading(2), "the last page of sessions");
+
+        for id in ["t1", "t2", "t3"] {
+            store
+                .create(&TaskRecord::queued(id, "key:pages", "t", "s", 5))
+                .await
+                .expect("create");
+        }
+        let (tasks, cost) = Cost::measure(&metrics, store.list_tasks("key:pages", None, None, 2)).await;
+        assert!(tasks.expect("list").next.is_some());
+        assert_eq!(cost, one_query_reading(3), "a page of tasks");
+        let status = Some(TaskStatus::Queued);
+        let (tasks, cost) = Cost::measure(&metrics, store.list_tasks("key:pages", status, None, 5)).await;
+        assert_eq!(tasks.expect("list").items.len(), 3);
+        assert_eq!(cost, one_query_reading(3), "a page of tasks in one status");
+    }
+
+    /// A session document from before listings has no `owner`: it is read
+    /// by id as ever, listed from its next append on.
+    #[tokio::test]
+    #[ignore = "needs the Firestore emulator (FIRESTORE_EMULATOR_HOST); ./scripts/test.sh starts one"]
+    async fn a_session_from_before_listings_is_listed_from_its_next_append() {
+        #[derive(serde::Serialize, serde::Deserialize)]
+        struct NoOwner {}
+        let metrics = Metrics::new("test");
+        let store = FirestoreStore::connect_to(Some(&emulator()), &project(), "(default)", None, &metrics)
+            .await
+            .unwrap_or_else(|err| panic!("{err:#}"));
+        store.append("legacy", &question_and_answer(0)).await.expect("append");
+        // The update mask names `owner` and the object has none: removed.
+        store
+            .db
+            .fluent()
+            .update()
+            .fields(["owner"])
+            .in_col(SESSIONS)
+            .document_id("legacy")
+            .object(&NoOwner {})
+            .execute::<super::super::Written>()
+            .await
+            .expect("remove the owner");
+        let listed = |page: Page<SessionSummary, SessionPosition>| {
+            page.items
+                .into_iter()
+                .map(|s| (s.id, s.message_count))
+                .collect::<Vec<_>>()
+        };
+        let before = store.list_sessions("anonymous", None, 10).await.expect("list");
+        assert_eq!(listed(before), []);
+        let page = store.messages_page("legacy", 0, 10).await.expect("page");
+        assert_eq!(page.items.len(), 2, "still read by id");
+        store.append("legacy", &question_and_answer(1)).await.expect("append");
+        let after = store.list_sessions("anonymous", None, 10).await.expect("list");
+        assert_eq!(listed(after), [("legacy".to_string(), 4)]);
+    }
+}

@@ -374,7 +374,7 @@ mod tests {
     }
 
     /// Turn `i`: the user's `q{i}` and the model's `a{i}`.
-    fn question_and_answer(i: usize) -> [NewMessage; 2] {
+    pub(super) fn question_and_answer(i: usize) -> [NewMessage; 2] {
         [
             NewMessage {
                 role: Role::User,
@@ -438,14 +438,14 @@ mod tests {
     /// What the store asked of Firestore, read off `store_operations_total`
     /// and `store_documents_total`.
     #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-    struct Cost {
-        get: u64,
-        query: u64,
-        begin_transaction: u64,
-        commit: u64,
-        write: u64,
-        read: u64,
-        written: u64,
+    pub(super) struct Cost {
+        pub(super) get: u64,
+        pub(super) query: u64,
+        pub(super) begin_transaction: u64,
+        pub(super) commit: u64,
+        pub(super) write: u64,
+        pub(super) read: u64,
+        pub(super) written: u64,
     }
 
     impl Cost {
@@ -464,7 +464,7 @@ mod tests {
         }
 
         /// What `call` cost, counted on `metrics`.
-        async fn measure<T>(metrics: &Metrics, call: impl Future<Output = T>) -> (T, Cost) {
+        pub(super) async fn measure<T>(metrics: &Metrics, call: impl Future<Output = T>) -> (T, Cost) {
             let before = Cost::of(metrics);
             let out = call.await;
             let after = Cost::of(metrics);

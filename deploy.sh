@@ -73,8 +73,10 @@ What it creates, when missing:
   - the Artifact Registry repository, the Pub/Sub topic, its dead-letter
     topic and a pull subscription keeping dead-lettered messages
   - the Firestore (default) database in native mode, TTL policies on
-    expire_at for rate_limits, sessions and messages, and no indexes on
-    sessions.tail and messages.content (never queried)
+    expire_at for rate_limits, sessions and messages, no indexes on
+    sessions.tail and messages.content (never queried), and the composite
+    indexes of the listings (sessions by owner and updated_at, tasks by
+    owner, status and created_at)
   - the secrets above
   - service accounts sa-chat, sa-agent, sa-agent-worker, sa-search,
     sa-calculator and sa-eventarc, with only the roles each needs
@@ -466,6 +468,44 @@ ensure_firestore() {
     run gcloud firestore indexes fields update "${field#*:}" --collection-group="${field%%:*}" \
       --database='(default)' --disable-indexes --async --quiet "${P[@]}"
   done
+  # GET /api/v1/sessions and GET /api/v1/tasks filter on the owner (and a
+  # task's status) and order by time, newest first: Firestore serves an
+  # equality on one field ordered by another only from a composite index
+  # (the emulator needs none). Each index also serves the id order that
+  # breaks ties, in the direction of its last field.
+  local indexes=""
+  if [[ $DRY_RUN == false ]]; then
+    indexes=$(gcloud firestore indexes composite list --database='(default)' \
+      --format='value(name.segment(-3),fields[].fieldPath.list(separator=","),fields[].order.list(separator=","))' \
+      "${P[@]}" 2>/dev/null || true)
+  fi
+  ensure_composite_index "$indexes" sessions owner:ASCENDING updated_at:DESCENDING
+  ensure_composite_index "$indexes" tasks owner:ASCENDING created_at:DESCENDING
+  ensure_composite_index "$indexes" tasks owner:ASCENDING status:ASCENDING created_at:DESCENDING
+}
+
+# ensure_composite_index EXISTING GROUP FIELD:ORDER...: creates the composite
+# index of GROUP on those fields unless EXISTING (the lines of `gcloud
+# firestore indexes composite list` as ensure_firestore formats them: group,
+# field paths, orders, tab-separated) has it, with or without the __name__
+# field Firestore adds last. Built in the background (--async): listings
+# answer an error until it is ready, a few minutes on a new database.
+ensure_composite_index() {
+  local existing=$1 group=$2 spec field order paths="" orders=""
+  shift 2
+  local configs=()
+  for spec in "$@"; do
+    field=${spec%%:*} order=${spec#*:}
+    paths+="${paths:+,}$field"
+    orders+="${orders:+,}$order"
+    configs+=("--field-config=field-path=$field,order=${order,,}")
+  done
+  if grep -qE "^$group"$'\t'"$paths(,__name__)?"$'\t'"$orders(,[A-Z]+)?\$" <<<"$existing"; then
+    note "index on $group ($paths) exists"
+  else
+    run gcloud firestore indexes composite create --collection-group="$group" "${configs[@]}" \
+      --database='(default)' --async "${P[@]}"
+  fi
 }
 
 random_secret() {

@@ -91,6 +91,34 @@ case "${words[*]:0:3}" in
     need "database/${flag[--database]}"
     [[ ${words[3]:-} == update ]] || { echo "fake gcloud: unsupported: $*" >&2 && exit 2; }
     ;;
+  "firestore indexes composite")
+    need "database/${flag[--database]}"
+    case "${words[3]:-}" in
+      # As deploy.sh formats the list: group, field paths, orders (with
+      # the __name__ field Firestore adds last).
+      list)
+        for index in "$FAKE_STATE"/index/*; do
+          if [[ -e $index ]]; then printf '%s\n' "$(cat "$index")"; fi
+        done
+        ;;
+      create)
+        paths="" orders=""
+        for arg in "$@"; do
+          [[ $arg == --field-config=* ]] || continue
+          config=${arg#--field-config=}
+          [[ $config =~ ^field-path=([a-z_]+),order=(ascending|descending)$ ]] ||
+            { echo "fake gcloud: a bad --field-config: $config" >&2 && exit 2; }
+          paths+="${BASH_REMATCH[1]},"
+          orders+="${BASH_REMATCH[2]^^},"
+        done
+        last=${orders%,}
+        last=${last##*,}
+        create "index/${flag[--collection-group]}-${paths//,/-}" \
+          "$(printf '%s\t%s\t%s' "${flag[--collection-group]}" "${paths}__name__" "$orders$last")"
+        ;;
+      *) echo "fake gcloud: unsupported: $*" >&2 && exit 2 ;;
+    esac
+    ;;
   "secrets describe "* | "secrets add-iam-policy-binding "*) need "secret/${words[2]}" ;;
   "secrets create "*) create "secret/${words[2]}/created" && add_version "${words[2]}" ;;
   "secrets versions add") need "secret/$name" && add_version "$name" ;;
@@ -292,6 +320,8 @@ for expected in \
   "gcloud firestore fields ttls update expire_at --collection-group=rate_limits" \
   "gcloud firestore fields ttls update expire_at --collection-group=sessions" \
   "gcloud firestore fields ttls update expire_at --collection-group=messages" \
+  "gcloud firestore indexes composite create --collection-group=sessions" \
+  "gcloud firestore indexes composite create --collection-group=tasks" \
   "gcloud secrets create GEMINI_API_KEY" "gcloud secrets create API_KEYS" "gcloud secrets create WEBHOOK_SECRET" \
   "gcloud iam service-accounts create sa-eventarc" \
   "gcloud builds submit --config=" \
@@ -343,7 +373,16 @@ expect_call "no index on a session's tail" firestore indexes fields update tail 
   --disable-indexes --async
 expect_call "no index on a message's text" firestore indexes fields update content --collection-group=messages \
   --disable-indexes --async
-pass "APIs, repository, topics, Firestore, TTL policies and index exemptions are created"
+expect_call "sessions listed by owner, newest first" firestore indexes composite create --collection-group=sessions \
+  --field-config=field-path=owner,order=ascending --field-config=field-path=updated_at,order=descending --async
+expect_call "tasks listed by owner, newest first" firestore indexes composite create --collection-group=tasks \
+  --field-config=field-path=owner,order=ascending --field-config=field-path=created_at,order=descending --async
+expect_call "tasks listed by owner and status" firestore indexes composite create --collection-group=tasks \
+  --field-config=field-path=owner,order=ascending --field-config=field-path=status,order=ascending \
+  --field-config=field-path=created_at,order=descending --async
+[[ $(count firestore indexes composite create) -eq 3 ]] ||
+  fail "three composite indexes" "$(calls firestore indexes composite create)"
+pass "APIs, repository, topics, Firestore, TTL policies, index exemptions and the listings' indexes are created"
 
 # One build with a step per function, pushing each image with the tag.
 builds=$(cat "$STATE"/builds/*.yaml)
@@ -494,6 +533,7 @@ expect_rc "the second run exits 0" 0
 expect_no_call "the second run creates nothing" create
 expect_no_call "the second run adds no secret version" secrets versions add
 expect_no_call "the TTL policies are not updated again" firestore fields ttls update
+expect_output "existing composite indexes are kept" out "index on tasks (owner,status,created_at) exists"
 [[ $(count run deploy) -eq 5 ]] || fail "the second run deploys again" "$(calls run deploy)"
 expect_output "existing secrets are kept" out "secret API_KEYS exists; kept"
 pass "a second run creates nothing that exists (and redeploys the five services)"

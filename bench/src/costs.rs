@@ -22,6 +22,10 @@
 //!   /api/v1/tasks/{id}` outside its measurement, to check it completed, and
 //!   that read is measured as "a task read".
 //!
+//! Reads are measured too: a page of a session and a page of the sessions
+//! (chat), a task and a page of the tasks (agent); each is one get or one
+//! query, and writes nothing.
+//!
 //! The functions run with a cleared environment and only the settings the
 //! report names, each on a Firestore project of its own.
 
@@ -206,6 +210,15 @@ impl Function {
         Ok(serde_json::from_str(&text)?)
     }
 
+    /// GETs `path`; the answer's JSON, if it is a 200.
+    async fn get(&self, path: &str) -> anyhow::Result<serde_json::Value> {
+        let answer = self.http.get(format!("{}{path}", self.base)).send().await?;
+        let got = answer.status();
+        let text = answer.text().await?;
+        anyhow::ensure!(got.as_u16() == 200, "GET {path} answered {got}, not 200: {text}");
+        Ok(serde_json::from_str(&text)?)
+    }
+
     async fn stop(mut self) {
         let _ = self.child.kill().await;
     }
@@ -374,6 +387,27 @@ async fn chat_turns(bin: &Path, settings: &[(&str, &str)], n: u64, prefix: &str)
             "a turn on an existing session (each of those, now 2 messages long)",
             &groups[1],
         );
+        // Reads, which write nothing: a page of one message of each session
+        // (4 messages long now), and the first 10 sessions of the list.
+        let mut pages = Vec::new();
+        let mut lists = Vec::new();
+        for session in &sessions {
+            let path = format!("/api/v1/sessions/{session}?limit=1");
+            let (cost, _) = meter.measure_counted(|| function.get(&path)).await?;
+            pages.push(cost);
+            let (cost, _) = meter
+                .measure_counted(|| function.get("/api/v1/sessions?limit=10"))
+                .await?;
+            lists.push(cost);
+        }
+        report(
+            "a page of a session (GET /api/v1/sessions/{id}?limit=1: 1 message, and 1 more read to tell a next page)",
+            &pages,
+        );
+        report(
+            &format!("a page of the sessions (GET /api/v1/sessions?limit=10, of {n})"),
+            &lists,
+        );
         Ok((new, existing))
     }
     .await;
@@ -446,6 +480,14 @@ async fn agent_runs(bin: &Path, settings: &[(&str, &str)], n: u64, nonce: &str) 
                     .context("no total_steps in the task's result")?,
             );
         }
+        // The first 10 of the tasks (2n, all anonymous's) listed, newest first.
+        let mut list_costs = Vec::new();
+        for _ in 0..n {
+            let (cost, _) = meter
+                .measure_counted(|| function.get("/api/v1/tasks?limit=10"))
+                .await?;
+            list_costs.push(cost);
+        }
         // At least two sweeps seen after the operations: one sweep's cost
         // with nothing else in flight, and how far apart two come.
         for _ in 0..2 {
@@ -472,6 +514,10 @@ async fn agent_runs(bin: &Path, settings: &[(&str, &str)], n: u64, nonce: &str) 
         report(
             "a task read (GET /api/v1/tasks/{id}, of each of those tasks once completed)",
             &read_costs,
+        );
+        report(
+            &format!("a page of the tasks (GET /api/v1/tasks?limit=10, of {})", 2 * n),
+            &list_costs,
         );
         let interval = sweeps
             .seen

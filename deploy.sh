@@ -59,13 +59,17 @@ printed; each is created when missing and otherwise left alone unless
 --rotate-secrets is given):
   GEMINI_API_KEY   (gemini) required unless the secret already exists
   OPENAI_API_KEY   (openai) optional: mounted when set or when it exists
-  API_KEYS         comma-separated client keys for chat and agent; required
-                   unless the secret already exists
+  API_KEYS         comma-separated NAME:KEY entries (a bare KEY is named by
+                   a short hash of it) for chat and agent: each name owns its
+                   sessions and tasks; required unless the secret exists
   WEBHOOK_SECRET   signs task callbacks; generated when unset and missing
 
 Model settings passed to the services when set: GEMINI_MODEL (gemini,
 vertex), VERTEX_PROJECT (default: the project), VERTEX_LOCATION (default: the
 region), OPENAI_BASE_URL, OPENAI_MODEL (openai); and SESSION_TTL_DAYS.
+End-user sign-in passed to chat and agent when set: AUTH_FIREBASE_PROJECT
+(accept Firebase Authentication ID tokens of this project) and
+AUTH_GOOGLE_AUDIENCE (accept Google-signed ID tokens for this audience).
 
 What it creates, when missing:
   - APIs: run, cloudbuild, artifactregistry, pubsub, firestore, eventarc,
@@ -74,9 +78,9 @@ What it creates, when missing:
     topic and a pull subscription keeping dead-lettered messages
   - the Firestore (default) database in native mode, TTL policies on
     expire_at for rate_limits, sessions and messages, no indexes on
-    sessions.tail and messages.content (never queried), and the composite
-    indexes of the listings (sessions by owner and updated_at, tasks by
-    owner, status and created_at)
+    sessions.tail, messages.content and rate_limits.log (never queried),
+    and the composite indexes of the listings (sessions by owner and
+    updated_at, tasks by owner, status and created_at)
   - the secrets above
   - service accounts sa-chat, sa-agent, sa-agent-worker, sa-search,
     sa-calculator and sa-eventarc, with only the roles each needs
@@ -459,12 +463,13 @@ ensure_firestore() {
         --database='(default)' --enable-ttl --async "${P[@]}"
     fi
   done
-  # Nothing is ever looked up by a message's text or by the copy of the last
-  # messages a session document keeps, and Firestore indexes every field by
+  # Nothing is ever looked up by a message's text, by the copy of the last
+  # messages a session document keeps or by a rate limit's sliding log (up
+  # to 80 KB of admission times), and Firestore indexes every field by
   # default: each index entry is written with the document, slowing every
-  # turn's commit and filling storage. Setting this again changes nothing.
+  # commit and filling storage. Setting this again changes nothing.
   local field
-  for field in sessions:tail messages:content; do
+  for field in sessions:tail messages:content rate_limits:log; do
     run gcloud firestore indexes fields update "${field#*:}" --collection-group="${field%%:*}" \
       --database='(default)' --disable-indexes --async --quiet "${P[@]}"
   done
@@ -657,6 +662,12 @@ deploy_function() {
     esac
   fi
   env+="${SESSION_TTL_DAYS:+,SESSION_TTL_DAYS=$SESSION_TTL_DAYS}"
+  # End users sign in to the public services only; the private ones are
+  # called by the agent and by Eventarc, which Cloud Run IAM authenticates.
+  if [[ $F_PUBLIC == true ]]; then
+    env+="${AUTH_FIREBASE_PROJECT:+,AUTH_FIREBASE_PROJECT=$AUTH_FIREBASE_PROJECT}"
+    env+="${AUTH_GOOGLE_AUDIENCE:+,AUTH_GOOGLE_AUDIENCE=$AUTH_GOOGLE_AUDIENCE}"
+  fi
   if [[ $F_BINARY == agent_function ]]; then
     env+=",QUEUE=pubsub,PUBSUB_TOPIC=$TOPIC,PUBSUB_PROJECT=$PROJECT"
   fi
@@ -687,7 +698,8 @@ deploy_function() {
 check_env_values() {
   # --set-env-vars separates variables with commas.
   local var
-  for var in GEMINI_MODEL VERTEX_PROJECT VERTEX_LOCATION OPENAI_BASE_URL OPENAI_MODEL SESSION_TTL_DAYS; do
+  for var in GEMINI_MODEL VERTEX_PROJECT VERTEX_LOCATION OPENAI_BASE_URL OPENAI_MODEL SESSION_TTL_DAYS \
+    AUTH_FIREBASE_PROJECT AUTH_GOOGLE_AUDIENCE; do
     [[ ${!var:-} != *,* ]] || die "$var must not contain a comma"
   done
 }

@@ -165,7 +165,7 @@ export PATH="$TMP/bin:$PATH"
 # Settings from the caller's environment must not leak into the runs.
 unset PROJECT GOOGLE_CLOUD_PROJECT REGION FIRESTORE_LOCATION REPOSITORY TOPIC LLM_PROVIDER TAG \
   GEMINI_API_KEY OPENAI_API_KEY API_KEYS WEBHOOK_SECRET GEMINI_MODEL VERTEX_PROJECT \
-  VERTEX_LOCATION OPENAI_BASE_URL OPENAI_MODEL SESSION_TTL_DAYS
+  VERTEX_LOCATION OPENAI_BASE_URL OPENAI_MODEL SESSION_TTL_DAYS AUTH_FIREBASE_PROJECT AUTH_GOOGLE_AUDIENCE
 
 GEMINI_VALUE=gemini-test-value-7Qx2
 API_KEYS_VALUE=client-key-one-9Zk,client-key-two-4Wm
@@ -372,6 +372,8 @@ done
 expect_call "no index on a session's tail" firestore indexes fields update tail --collection-group=sessions \
   --disable-indexes --async
 expect_call "no index on a message's text" firestore indexes fields update content --collection-group=messages \
+  --disable-indexes --async
+expect_call "no index on a rate limit's log" firestore indexes fields update log --collection-group=rate_limits \
   --disable-indexes --async
 expect_call "sessions listed by owner, newest first" firestore indexes composite create --collection-group=sessions \
   --field-config=field-path=owner,order=ascending --field-config=field-path=updated_at,order=descending --async
@@ -603,6 +605,22 @@ expect_call "chat mounts the OpenAI key" run deploy chat '--set-secrets=OPENAI_A
 expect_no_call "no GEMINI_API_KEY with openai" '*GEMINI_API_KEY*'
 grep -qF -- openai-test-value "$LOG" "$TMP/openai.out" "$TMP/openai.err" && fail "the OpenAI key is never printed"
 pass "--llm-provider openai keeps OPENAI_API_KEY in Secret Manager and passes OPENAI_MODEL"
+
+deploy firebase firebase API_KEYS=k GEMINI_API_KEY=g AUTH_FIREBASE_PROJECT=my-app AUTH_GOOGLE_AUDIENCE=https://chat.example -- --project demo --tag test123
+expect_rc "end-user sign-in exits 0" 0
+for service in chat agent; do
+  expect_call "$service accepts the ID tokens" run deploy "$service" \
+    '--set-env-vars=*,AUTH_FIREBASE_PROJECT=my-app,AUTH_GOOGLE_AUDIENCE=https://chat.example*'
+done
+for service in agent-worker search calculator; do
+  expect_no_call "$service is private: no end-user sign-in" run deploy "$service" '--set-env-vars=*AUTH_*'
+done
+pass "AUTH_FIREBASE_PROJECT and AUTH_GOOGLE_AUDIENCE reach the public services only"
+
+deploy comma-audience comma-audience API_KEYS=k GEMINI_API_KEY=g AUTH_GOOGLE_AUDIENCE=a,b -- --project demo --tag test123
+[[ $RC -ne 0 ]] || fail "an audience list with a comma is refused" "exit 0"
+grep -q 'AUTH_GOOGLE_AUDIENCE must not contain a comma' "$TMP/comma-audience.err" || fail "the error names AUTH_GOOGLE_AUDIENCE" "$(cat "$TMP/comma-audience.err")"
+pass "a comma in AUTH_GOOGLE_AUDIENCE stops the script before it changes anything"
 
 deploy no-key no-key API_KEYS=k -- --project demo --tag test123
 [[ $RC -ne 0 ]] || fail "gemini without GEMINI_API_KEY fails" "exit 0"

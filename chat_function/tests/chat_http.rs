@@ -290,7 +290,13 @@ async fn api_keys_are_required_when_set() {
         }
         r.send()
     };
-    envelope(send(None).await.expect("send"), 401, "unauthenticated").await;
+    let refused = send(None).await.expect("send");
+    assert_eq!(
+        refused.headers().get("www-authenticate").map(|v| v.as_bytes()),
+        Some(&br#"ApiKey header="X-API-Key""#[..]),
+        "a 401 names the credential to send"
+    );
+    envelope(refused, 401, "unauthenticated").await;
     envelope(send(Some("k3")).await.expect("send"), 401, "unauthenticated").await;
     envelope(send(Some("k1,k2")).await.expect("send"), 401, "unauthenticated").await;
     assert_eq!(send(Some("k2")).await.expect("send").status(), StatusCode::OK);

@@ -221,6 +221,11 @@ async fn each_bad_token_is_refused_with_the_check_that_failed() {
     ];
     for (what, token, expected) in cases {
         let response = chat.with_token(&token).await;
+        assert_eq!(
+            response.headers().get("www-authenticate").map(|v| v.as_bytes()),
+            Some(&br#"Bearer error="invalid_token""#[..]),
+            "{what}: RFC 6750's challenge for a refused token"
+        );
         let (message, _) = error_envelope(response, 401, "unauthenticated").await;
         assert!(message.contains(expected), "{what}: {message}");
         if token.len() > 20 {
@@ -230,7 +235,12 @@ async fn each_bad_token_is_refused_with_the_check_that_failed() {
             );
         }
     }
-    let (message, _) = error_envelope(chat.send(&[]).await, 401, "unauthenticated").await;
+    let missing = chat.send(&[]).await;
+    assert_eq!(
+        missing.headers().get("www-authenticate").map(|v| v.as_bytes()),
+        Some(&b"Bearer"[..])
+    );
+    let (message, _) = error_envelope(missing, 401, "unauthenticated").await;
     assert!(message.contains("Authorization: Bearer"), "{message}");
     // Within the skew, a token is still good.
     let late = with(valid.clone(), json!({"exp": now - 30}));

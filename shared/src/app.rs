@@ -166,16 +166,11 @@ impl App {
         )
     }
 
-    /// A function of its own out of its API: the main route at `POST /`
-    /// too, and the shared HTTP layer (see [`crate::http::standalone`]).
+    /// A function of its own out of its API: the main route at `POST /` too
+    /// (a Cloud Function URL is called that way; see
+    /// [`Routes::main_route`](crate::http::Routes::main_route)), and the
+    /// shared HTTP layer.
     pub fn standalone(&self, api: Api, function: &'static str) -> Router {
-        crate::http::standalone(
-            api,
-            function,
-            &self.settings.http,
-            self.authenticator.clone(),
-            self.metrics.clone(),
-            self.readiness.clone(),
-        )
+        self.wrap(api.with_root(), function)
     }
 }

@@ -30,7 +30,7 @@ pub mod principal;
 pub(crate) mod token;
 pub(crate) mod verified;
 
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, HeaderValue};
 
 pub use principal::{Principal, PrincipalKind};
 
@@ -158,6 +158,28 @@ impl Authenticator {
             }
             Err(err) => Err(ApiError::unauthenticated(err.to_string())),
         }
+    }
+
+    /// The `WWW-Authenticate` challenge every 401 carries (HTTP requires
+    /// one), naming the credentials this function accepts: `Bearer` for ID
+    /// tokens, with `error="invalid_token"` when one was presented and
+    /// refused (RFC 6750), and `ApiKey header="X-API-Key"` for API keys.
+    /// `None` when nothing is required, where no request is refused.
+    pub(crate) fn challenge(&self, token_refused: bool) -> Option<HeaderValue> {
+        let challenge = match (self.tokens(), token_refused, self.api_keys()) {
+            (false, _, false) => return None,
+            (false, _, true) => r#"ApiKey header="X-API-Key""#,
+            (true, false, false) => "Bearer",
+            (true, true, false) => r#"Bearer error="invalid_token""#,
+            (true, false, true) => r#"Bearer, ApiKey header="X-API-Key""#,
+            (true, true, true) => r#"Bearer error="invalid_token", ApiKey header="X-API-Key""#,
+        };
+        Some(HeaderValue::from_static(challenge))
+    }
+
+    /// Whether `headers` present a bearer token (for [`Self::challenge`]).
+    pub(crate) fn presents_token(headers: &HeaderMap) -> bool {
+        bearer_token(headers).is_some()
     }
 
     /// The 401 message for a request with no credential.

@@ -39,7 +39,11 @@ impl Middleware for Authenticate {
                 request.extensions_mut().insert(principal);
                 Box::pin(respond(inner.call(request)))
             }
-            Identified::Now(Err(refusal)) => Box::pin(std::future::ready(refusal.into_response())),
+            Identified::Now(Err(refusal)) => {
+                let token_refused = Authenticator::presents_token(request.headers());
+                let response = challenged(&self.0, refusal.into_response(), token_refused);
+                Box::pin(std::future::ready(response))
+            }
             Identified::Token(token) => {
                 // The token is verified before the request goes on, so the
                 // future takes the ready service and leaves a clone in its
@@ -61,6 +65,20 @@ where
             request.extensions_mut().insert::<Principal>(principal);
             respond(next.call(request)).await
         }
-        Err(refusal) => refusal.into_response(),
+        Err(refusal) => challenged(&authenticator, refusal.into_response(), true),
     }
+}
+
+/// `response` with the `WWW-Authenticate` challenge when it is a 401, so a
+/// client (or a library such as an OAuth helper) learns which credential
+/// to send; a 503 for an unreachable key set carries none.
+fn challenged(authenticator: &Authenticator, mut response: Response, token_refused: bool) -> Response {
+    if response.status() == axum::http::StatusCode::UNAUTHORIZED
+        && let Some(challenge) = authenticator.challenge(token_refused)
+    {
+        response
+            .headers_mut()
+            .insert(axum::http::header::WWW_AUTHENTICATE, challenge);
+    }
+    response
 }

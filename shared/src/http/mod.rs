@@ -154,20 +154,6 @@ pub fn served(api: &Api) -> Vec<(&'static str, String, String)> {
         .collect()
 }
 
-/// A function of its own: its API with the main route served at `POST /`
-/// too (a Cloud Function URL is called that way; see
-/// [`Routes::main_route`]), wrapped with [`wrap`].
-pub fn standalone(
-    api: Api,
-    function: &'static str,
-    settings: &HttpSettings,
-    authenticator: Arc<Authenticator>,
-    metrics: Metrics,
-    readiness: Readiness,
-) -> Router {
-    wrap(api.with_root(), function, settings, authenticator, metrics, readiness)
-}
-
 /// Wraps a function's API routes with everything every function serves and
 /// does. `function` names it in `/health`, `/openapi.json` and metrics;
 /// `authenticator` decides every request's principal (built once per

@@ -377,7 +377,7 @@ struct Root {
 /// A function's routes and their documentation, kept together through
 /// every merge and layer until [`super::wrap`] serves them. It also knows
 /// its main route ([`Routes::main_route`]), which a standalone function
-/// serves at `/` as well ([`super::standalone`]).
+/// serves at `/` as well ([`crate::App::standalone`]).
 pub struct Api {
     pub(crate) router: Router,
     pub(crate) operations: Vec<Operation>,

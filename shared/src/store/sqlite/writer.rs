@@ -120,17 +120,97 @@ fn serve(conn: Connection, queue: mpsc::Receiver<Box<dyn Job>>) {
         let commit = match run(&conn, "BEGIN IMMEDIATE") {
             Ok(()) => {
                 for job in batch.iter_mut() {
+                    // On a full disk, an I/O error or no memory, SQLite may
+                    // roll the whole transaction back, not just the failed
+                    // statement. A write run after that would commit on its
+                    // own, outside the group, and its caller would still be
+                    // told it failed (the COMMIT below finds no transaction):
+                    // a retried append would then be stored twice.
+                    if conn.is_autocommit() {
+                        break;
+                    }
                     job.run(&conn);
                 }
-                run(&conn, "COMMIT").map_err(|err| {
-                    let _ = conn.execute_batch("ROLLBACK");
-                    classify(err)
-                })
+                if conn.is_autocommit() {
+                    Err(StoreError::Unavailable(
+                        "SQLite rolled the transaction back (is the disk full?); nothing of it was stored".into(),
+                    ))
+                } else {
+                    run(&conn, "COMMIT").map_err(|err| {
+                        let _ = conn.execute_batch("ROLLBACK");
+                        classify(err)
+                    })
+                }
             }
             Err(err) => Err(classify(err)),
         };
         for job in batch {
             job.finish(commit.clone());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A job for the writer's queue, and where its answer arrives.
+    fn job<T: Send + 'static>(
+        work: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> (Box<dyn Job>, oneshot::Receiver<Result<T, StoreError>>) {
+        let (reply, answer) = oneshot::channel();
+        let job = Typed {
+            work: Some(work),
+            result: None,
+            reply,
+        };
+        (Box::new(job), answer)
+    }
+
+    #[tokio::test]
+    async fn writes_after_sqlite_rolled_the_whole_transaction_back_are_not_stored() {
+        let conn = Connection::open_in_memory().expect("open");
+        conn.execute_batch("CREATE TABLE t (v INTEGER)").expect("table");
+        let writer = Writer::start(conn).expect("writer");
+
+        // Hold the writer thread in a first batch until the next two writes
+        // are queued, so that those two form one batch of their own.
+        let (started_tx, started) = std::sync::mpsc::channel::<()>();
+        let (release, hold) = std::sync::mpsc::channel::<()>();
+        let (first, first_answer) = job(move |conn| {
+            started_tx.send(()).ok();
+            hold.recv().ok();
+            conn.execute_batch("INSERT INTO t VALUES (1)")
+        });
+        writer.jobs.send(first).expect("queued");
+        started.recv().expect("the first batch runs");
+
+        // As SQLite does on a full disk: the failing write takes the whole
+        // transaction down with it.
+        let (failing, failing_answer) = job(|conn| {
+            conn.execute_batch("INSERT INTO t VALUES (2); ROLLBACK")?;
+            Err::<(), _>(rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_FULL),
+                Some("database or disk is full".into()),
+            ))
+        });
+        let (after, after_answer) = job(|conn| conn.execute_batch("INSERT INTO t VALUES (3)"));
+        writer.jobs.send(failing).expect("queued");
+        writer.jobs.send(after).expect("queued");
+        release.send(()).expect("released");
+
+        first_answer.await.expect("answered").expect("the first batch commits");
+        assert!(failing_answer.await.expect("answered").is_err());
+        let after = after_answer.await.expect("answered");
+        assert!(matches!(after, Err(StoreError::Unavailable(_))), "{after:?}");
+        let stored: Vec<i64> = writer
+            .write(|conn| {
+                let mut statement = conn.prepare("SELECT v FROM t ORDER BY v")?;
+                let rows = statement.query_map([], |row| row.get(0))?;
+                rows.collect()
+            })
+            .await
+            .expect("read");
+        assert_eq!(stored, vec![1], "a write told it failed was not stored");
     }
 }

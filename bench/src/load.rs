@@ -168,21 +168,31 @@ async fn prepare(load: &Load<'_>, url: &str, requests: u64, warmup: bool) -> any
 }
 
 /// How many messages the session of connection 0 holds
-/// (`GET /api/v1/sessions/{id}`), to show a growth happened.
+/// (`GET /api/v1/sessions/{id}`, a page of 1000 at a time), to show a
+/// growth happened.
 async fn session_size(load: &Load<'_>, base: &str) -> anyhow::Result<usize> {
     let body = (load.body)(0);
     let id = body["session_id"].as_str().context("the body names no session")?;
     let http = reqwest::Client::builder()
         .default_headers(load.headers.clone())
         .build()?;
-    let session: serde_json::Value = http
-        .get(format!("{base}/api/v1/sessions/{id}"))
-        .send()
-        .await?
-        .error_for_status()?
-        .json()
-        .await?;
-    Ok(session["messages"].as_array().map_or(0, Vec::len))
+    let (mut size, mut cursor) = (0, None::<String>);
+    loop {
+        // Cursors are base64url: nothing in them needs escaping.
+        let after = cursor.as_ref().map(|c| format!("&cursor={c}")).unwrap_or_default();
+        let page: serde_json::Value = http
+            .get(format!("{base}/api/v1/sessions/{id}?limit=1000{after}"))
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        size += page["messages"].as_array().map_or(0, Vec::len);
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_string()),
+            None => return Ok(size),
+        }
+    }
 }
 
 /// CPU time so far: the function's, the emulator's group's (if any), this

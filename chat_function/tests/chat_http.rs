@@ -44,10 +44,11 @@ impl Chat {
         response.json().await.expect("chat response")
     }
 
+    /// The session's messages, up to the largest page (1000).
     async fn session(&self, id: &str) -> Value {
         let response = self
             .http
-            .get(self.url(&format!("/api/v1/sessions/{id}")))
+            .get(self.url(&format!("/api/v1/sessions/{id}?limit=1000")))
             .send()
             .await
             .expect("get");

@@ -270,11 +270,12 @@ impl Chat {
         self.post(json!({"message": message, "session_id": session})).await
     }
 
-    /// The session's messages as (role, content); empty when it does not exist.
+    /// The session's messages as (role, content), up to the largest page
+    /// (1000); empty when it does not exist.
     async fn stored(&self, session: &str) -> Vec<(String, String)> {
         let response = self
             .http
-            .get(self.url(&format!("/api/v1/sessions/{session}")))
+            .get(self.url(&format!("/api/v1/sessions/{session}?limit=1000")))
             .send()
             .await
             .expect("get");

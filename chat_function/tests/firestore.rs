@@ -36,7 +36,7 @@ async fn chat(http: &reqwest::Client, url: &str, body: Value) -> reqwest::Respon
 }
 
 async fn session(http: &reqwest::Client, url: &str, id: &str) -> reqwest::Response {
-    http.get(format!("{url}/api/v1/sessions/{id}"))
+    http.get(format!("{url}/api/v1/sessions/{id}?limit=1000"))
         .send()
         .await
         .expect("request")

@@ -266,6 +266,42 @@ mod tests {
         }
     }
 
+    /// What the query decoder itself refuses is a 400 envelope too.
+    #[tokio::test]
+    async fn an_unreadable_query_string_is_a_400() {
+        for uri in ["/x?limit=1&limit=2", "/x?cursor=a&cursor=b"] {
+            let (mut parts, ()) = axum::http::Request::builder()
+                .uri(uri)
+                .body(())
+                .expect("request")
+                .into_parts();
+            let err = PageQuery::from_request_parts(&mut parts, &()).await.expect_err(uri);
+            assert_eq!((err.status.as_u16(), err.code), (400, "invalid_argument"), "{uri}");
+            assert!(
+                err.message.starts_with("the query string could not be read"),
+                "{}",
+                err.message
+            );
+        }
+        // Bytes that are not UTF-8 are read as U+FFFD, which no cursor holds.
+        let (mut parts, ()) = axum::http::Request::builder()
+            .uri("/x?cursor=%FF")
+            .body(())
+            .expect("request")
+            .into_parts();
+        let page = PageQuery::from_request_parts(&mut parts, &()).await.expect("read");
+        assert!(page.after_session().is_err());
+        let (mut parts, ()) = axum::http::Request::builder()
+            .uri("/x?limit=5&other=1")
+            .body(())
+            .expect("request")
+            .into_parts();
+        let page = PageQuery::from_request_parts(&mut parts, &())
+            .await
+            .expect("unknown ones are ignored");
+        assert_eq!(page.limit, 5);
+    }
+
     #[test]
     fn statuses_are_named_exactly() {
         assert_eq!(

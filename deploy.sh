@@ -507,9 +507,22 @@ ensure_composite_index() {
   done
   if grep -qE "^$group"$'\t'"$paths(,__name__)?"$'\t'"$orders(,[A-Z]+)?\$" <<<"$existing"; then
     note "index on $group ($paths) exists"
+    return 0
+  fi
+  # Should the list above not show an index that exists (its format is
+  # gcloud's to change), the create says ALREADY_EXISTS: that is success.
+  local err
+  err=$(mktemp)
+  if run gcloud firestore indexes composite create --collection-group="$group" "${configs[@]}" \
+    --database='(default)' --async "${P[@]}" 2>"$err"; then
+    rm -f "$err"
+  elif grep -q 'ALREADY_EXISTS' "$err"; then
+    rm -f "$err"
+    note "index on $group ($paths) exists"
   else
-    run gcloud firestore indexes composite create --collection-group="$group" "${configs[@]}" \
-      --database='(default)' --async "${P[@]}"
+    cat "$err" >&2
+    rm -f "$err"
+    return 1
   fi
 }
 

@@ -97,6 +97,8 @@ case "${words[*]:0:3}" in
       # As deploy.sh formats the list: group, field paths, orders (with
       # the __name__ field Firestore adds last).
       list)
+        # A list gcloud formats otherwise than deploy.sh expects.
+        [[ -n ${FAKE_INDEX_LIST_UNREADABLE:-} ]] && exit 0
         for index in "$FAKE_STATE"/index/*; do
           if [[ -e $index ]]; then printf '%s\n' "$(cat "$index")"; fi
         done
@@ -539,6 +541,12 @@ expect_output "existing composite indexes are kept" out "index on tasks (owner,s
 [[ $(count run deploy) -eq 5 ]] || fail "the second run deploys again" "$(calls run deploy)"
 expect_output "existing secrets are kept" out "secret API_KEYS exists; kept"
 pass "a second run creates nothing that exists (and redeploys the five services)"
+
+deploy unreadable-indexes main GEMINI_API_KEY="$GEMINI_VALUE" API_KEYS="$API_KEYS_VALUE" FAKE_INDEX_LIST_UNREADABLE=1 -- --project demo --tag test123 --skip-build
+expect_rc "a run that cannot read the index list exits 0" 0
+[[ $(count firestore indexes composite create) -eq 3 ]] || fail "each index is tried" "$(calls firestore indexes composite create)"
+expect_output "an index that exists is not an error" out "index on sessions (owner,updated_at) exists"
+pass "an index the list did not show but that exists (ALREADY_EXISTS) is taken as there"
 
 deploy rotate main GEMINI_API_KEY=rotated-gemini-5Tq API_KEYS=rotated-keys-8Rn -- --project demo --tag test123 --skip-build --rotate-secrets
 expect_rc "the rotation run exits 0" 0

@@ -1,5 +1,6 @@
-//! Counts model calls, their outcome and their tokens for `/metrics`, around
-//! any [`Model`], so no provider has to remember to.
+//! Counts model calls, their outcome and their tokens for `/metrics`, and
+//! prices each answer ([`ModelResponse::cost`]), around any [`Model`], so no
+//! provider has to remember to.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -7,19 +8,31 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use async_trait::async_trait;
 use futures_util::StreamExt;
 
+use super::prices::PriceTable;
 use super::{Model, ModelError, ModelRequest, ModelResponse, ModelStream, StreamEvent, Usage};
 use crate::http::metrics::{Counter, Metrics};
 
 pub(crate) struct Metered {
     inner: Arc<dyn Model>,
     series: Arc<Series>,
+    prices: Arc<PriceTable>,
 }
 
 impl Metered {
-    pub(crate) fn new(inner: Arc<dyn Model>, metrics: Metrics) -> Metered {
+    pub(crate) fn new(inner: Arc<dyn Model>, metrics: Metrics, prices: PriceTable) -> Metered {
         let series = Arc::new(Series::new(&metrics, inner.provider(), inner.name()));
-        Metered { inner, series }
+        Metered {
+            inner,
+            series,
+            prices: Arc::new(prices),
+        }
     }
+}
+
+/// `response` with its cost at `prices`, by the model that answered.
+fn priced(prices: &PriceTable, mut response: ModelResponse) -> ModelResponse {
+    response.cost = prices.cost(&response.model, &response.usage);
+    response
 }
 
 /// How a model call ended, as the `outcome` label says it.
@@ -126,7 +139,7 @@ impl Model for Metered {
         let result = self.inner.generate(request).await;
         let usage = result.as_ref().ok().map(|r| r.usage);
         self.series.record(outcome(&result), usage);
-        result
+        result.map(|response| priced(&self.prices, response))
     }
 
     async fn stream(&self, request: ModelRequest) -> Result<ModelStream, ModelError> {
@@ -143,14 +156,18 @@ impl Model for Metered {
             series: self.series.clone(),
             done: AtomicBool::new(false),
         };
+        let prices = self.prices.clone();
         Ok(stream
-            .map(move |item| {
-                match &item {
-                    Ok(StreamEvent::Done(r)) => guard.finish(Outcome::Ok, Some(r.usage)),
-                    Err(e) => guard.finish(error_outcome(e), None),
-                    Ok(StreamEvent::Delta(_)) => {}
+            .map(move |item| match item {
+                Ok(StreamEvent::Done(r)) => {
+                    guard.finish(Outcome::Ok, Some(r.usage));
+                    Ok(StreamEvent::Done(priced(&prices, r)))
                 }
-                item
+                Err(e) => {
+                    guard.finish(error_outcome(&e), None);
+                    Err(e)
+                }
+                delta @ Ok(StreamEvent::Delta(_)) => delta,
             })
             .boxed())
     }

@@ -11,6 +11,11 @@ const OPENAI_PATH: &str = "/v1/chat/completions";
 
 /// One chat turn against a function configured with `vars`; the answer.
 async fn turn(vars: &[(&str, &str)]) -> Value {
+    turn_and_metrics(vars).await.0
+}
+
+/// [`turn`], and the function's `/metrics` after it.
+async fn turn_and_metrics(vars: &[(&str, &str)]) -> (Value, String) {
     let mut all = vec![("LLM_MAX_RETRIES", "0")];
     all.extend_from_slice(vars);
     let app = TestApp::start(FUNCTION, &all).await;
@@ -22,7 +27,14 @@ async fn turn(vars: &[(&str, &str)]) -> Value {
         .await
         .expect("request");
     assert_eq!(response.status(), 200);
-    response.json().await.expect("json")
+    let answer = response.json().await.expect("json");
+    let metrics = reqwest::get(format!("{}/metrics", server.url))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    (answer, metrics)
 }
 
 fn openai_answer(model: &str, usage: Value) -> Value {
@@ -63,7 +75,7 @@ async fn gemini_cached_and_thinking_tokens_are_priced_from_usage_metadata() {
         "modelVersion": "gemini-2.5-flash"
     });
     let double = Scripted::start(GEMINI_PATH, vec![(200, answer)]).await;
-    let chat = turn(&[
+    let (chat, metrics) = turn_and_metrics(&[
         ("LLM_PROVIDER", "gemini"),
         ("GEMINI_API_KEY", "k"),
         ("GEMINI_BASE_URL", &double.server.url),
@@ -80,6 +92,22 @@ async fn gemini_cached_and_thinking_tokens_are_priced_from_usage_metadata() {
     // per million: 600 + 300 + 2,000 micro-dollars.
     assert_eq!(micro_dollars(usage), 2_900);
     assert_eq!(usage["cost_usd"].as_f64(), Some(0.0029));
+
+    // The same in /metrics: tokens by kind, OpenTelemetry's per-call
+    // token usage, and the cost by function and model.
+    let series = r#"provider="gemini",model="gemini-2.5-flash""#;
+    for line in [
+        format!(r#"model_tokens_total{{function="chat_function",{series},kind="input"}} 12000"#),
+        format!(r#"model_tokens_total{{function="chat_function",{series},kind="cached"}} 10000"#),
+        format!(r#"model_tokens_total{{function="chat_function",{series},kind="output"}} 800"#),
+        format!(r#"model_tokens_total{{function="chat_function",{series},kind="thinking"}} 300"#),
+        format!(r#"model_cost_usd_total{{function="chat_function",{series}}} 0.0029"#),
+        r#"gen_ai_client_token_usage_sum{function="chat_function",gen_ai_provider_name="gemini",gen_ai_request_model="gemini-2.5-flash",gen_ai_token_type="input"} 12000"#.to_string(),
+        r#"gen_ai_client_token_usage_count{function="chat_function",gen_ai_provider_name="gemini",gen_ai_request_model="gemini-2.5-flash",gen_ai_token_type="output"} 1"#.to_string(),
+        "# TYPE gen_ai_client_token_usage summary".to_string(),
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "missing {line}\n{metrics}");
+    }
 }
 
 #[tokio::test]

@@ -10,7 +10,7 @@ use futures_util::StreamExt;
 
 use super::prices::PriceTable;
 use super::{Model, ModelError, ModelRequest, ModelResponse, ModelStream, StreamEvent, Usage};
-use crate::http::metrics::{Counter, Metrics};
+use crate::http::metrics::{Counter, Metrics, Summary};
 
 pub(crate) struct Metered {
     inner: Arc<dyn Model>,
@@ -92,15 +92,34 @@ struct Series {
     calls: [Counter; Outcome::ALL.len()],
     input_tokens: Counter,
     output_tokens: Counter,
+    cached_tokens: Counter,
+    thinking_tokens: Counter,
+    /// OpenTelemetry's `gen_ai.client.token.usage`: tokens per call, by
+    /// `gen_ai.token.type`.
+    input_per_call: Summary,
+    output_per_call: Summary,
+    cost: Counter,
 }
 
 impl Series {
     fn new(metrics: &Metrics, provider: &str, model: &str) -> Series {
-        let tokens = |direction| {
+        let tokens = |kind| {
             metrics.register_counter(
                 "model_tokens_total",
-                "Tokens reported by the model, by direction.",
-                &[("provider", provider), ("model", model), ("direction", direction)],
+                "Tokens reported by the model, by kind: input and output; cached (part of input) and \
+                 thinking (part of output).",
+                &[("provider", provider), ("model", model), ("kind", kind)],
+            )
+        };
+        let per_call = |kind| {
+            metrics.register_summary(
+                "gen_ai_client_token_usage",
+                "Tokens per model call (OpenTelemetry gen_ai.client.token.usage).",
+                &[
+                    ("gen_ai_provider_name", provider),
+                    ("gen_ai_request_model", model),
+                    ("gen_ai_token_type", kind),
+                ],
             )
         };
         Series {
@@ -113,14 +132,32 @@ impl Series {
             }),
             input_tokens: tokens("input"),
             output_tokens: tokens("output"),
+            cached_tokens: tokens("cached"),
+            thinking_tokens: tokens("thinking"),
+            input_per_call: per_call("input"),
+            output_per_call: per_call("output"),
+            cost: metrics.register_dollars(
+                "model_cost_usd_total",
+                "What the model calls cost in US dollars at the configured prices (unpriced calls \
+                 not included).",
+                &[("provider", provider), ("model", model)],
+            ),
         }
     }
 
-    fn record(&self, outcome: Outcome, usage: Option<Usage>) {
+    fn record(&self, outcome: Outcome, answered: Option<&ModelResponse>) {
         self.calls[outcome as usize].inc();
-        if let Some(usage) = usage {
+        if let Some(response) = answered {
+            let usage: &Usage = &response.usage;
             self.input_tokens.inc_by(usage.input_tokens);
             self.output_tokens.inc_by(usage.output_tokens);
+            self.cached_tokens.inc_by(usage.cached_tokens);
+            self.thinking_tokens.inc_by(usage.thinking_tokens);
+            self.input_per_call.observe(usage.input_tokens);
+            self.output_per_call.observe(usage.output_tokens);
+            if let Some(cost) = response.cost {
+                self.cost.inc_by(cost.pico());
+            }
         }
     }
 }
@@ -136,10 +173,13 @@ impl Model for Metered {
     }
 
     async fn generate(&self, request: &ModelRequest) -> Result<ModelResponse, ModelError> {
-        let result = self.inner.generate(request).await;
-        let usage = result.as_ref().ok().map(|r| r.usage);
-        self.series.record(outcome(&result), usage);
-        result.map(|response| priced(&self.prices, response))
+        let result = self
+            .inner
+            .generate(request)
+            .await
+            .map(|response| priced(&self.prices, response));
+        self.series.record(outcome(&result), result.as_ref().ok());
+        result
     }
 
     async fn stream(&self, request: ModelRequest) -> Result<ModelStream, ModelError> {
@@ -160,8 +200,9 @@ impl Model for Metered {
         Ok(stream
             .map(move |item| match item {
                 Ok(StreamEvent::Done(r)) => {
-                    guard.finish(Outcome::Ok, Some(r.usage));
-                    Ok(StreamEvent::Done(priced(&prices, r)))
+                    let r = priced(&prices, r);
+                    guard.finish(Outcome::Ok, Some(&r));
+                    Ok(StreamEvent::Done(r))
                 }
                 Err(e) => {
                     guard.finish(error_outcome(&e), None);
@@ -179,9 +220,9 @@ struct StreamRecord {
 }
 
 impl StreamRecord {
-    fn finish(&self, outcome: Outcome, usage: Option<Usage>) {
+    fn finish(&self, outcome: Outcome, answered: Option<&ModelResponse>) {
         if !self.done.swap(true, Ordering::Relaxed) {
-            self.series.record(outcome, usage);
+            self.series.record(outcome, answered);
         }
     }
 }

@@ -247,13 +247,25 @@ async fn two_rounds_with_parallel_calls_on_openai() {
     let answer = text_answer("gpt-test", "15 * 23 = 345, and here is what I found.", 300, 15);
     let model = Scripted::start("/v1/chat/completions", vec![(200, calls), (200, answer)]).await;
     let base = format!("{}/v1", model.server.url);
-    let agent = Agent::start(&[("LLM_PROVIDER", "openai"), ("OPENAI_BASE_URL", &base)]).await;
+    let agent = Agent::start(&[
+        ("LLM_PROVIDER", "openai"),
+        ("OPENAI_BASE_URL", &base),
+        ("MODEL_PRICES", "gpt-test=1/2"),
+    ])
+    .await;
 
     let run = agent
         .run(json!({"task": "Calcula 15 * 23 y busca información sobre matemáticas"}))
         .await;
     assert_eq!(run.outcome.response, "15 * 23 = 345, and here is what I found.");
     assert_eq!(run.outcome.tokens_used, 435);
+    // Both calls, summed: 400 in at $1 and 35 out at $2 per million.
+    let usage = run.outcome.usage;
+    assert_eq!(
+        (usage.input_tokens, usage.output_tokens, usage.model_calls),
+        (400, 35, 2)
+    );
+    assert_eq!(usage.cost_usd.map(|c| c.pico()), Some(470_000_000));
     assert_eq!(run.outcome.model, "gpt-test");
     let tools: Vec<&str> = run.outcome.steps.iter().map(|s| s.tool.as_str()).collect();
     assert_eq!(tools, ["calculate", "search_web"]);

@@ -59,8 +59,10 @@ pub(crate) async fn agent_loop(runs: u64) -> anyhow::Result<()> {
         usage: Usage {
             input_tokens: 10,
             output_tokens: 5,
+            ..Usage::default()
         },
         model: "instant".into(),
+        cost: None,
     };
     let model = InstantModel { call };
     let tools =

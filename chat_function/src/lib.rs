@@ -21,7 +21,7 @@ use agent_core::auth::Principal;
 use agent_core::http::json::require_text;
 use agent_core::http::paging::{self, PageQuery};
 use agent_core::http::{Api, ApiError, ApiJson, Event, Metrics, Operation, Routes, detached, sse};
-use agent_core::llm::{Content, Model, ModelRequest, ModelResponse, ModelStream, Role, StreamEvent};
+use agent_core::llm::{Content, Model, ModelRequest, ModelResponse, ModelStream, Role, Spend, StreamEvent};
 use agent_core::store::{History, NewMessage, SessionStore, StoredMessage};
 use agent_core::{owned, session};
 use axum::Router;
@@ -60,7 +60,10 @@ pub struct ChatRequest {
 pub struct ChatResponse {
     pub response: String,
     pub session_id: String,
+    /// Input and output tokens: `usage`'s two totals.
     pub tokens_used: u64,
+    /// Tokens, model calls and cost of this turn.
+    pub usage: Spend,
     pub model: String,
 }
 
@@ -281,6 +284,7 @@ async fn store_turn(state: &ChatState, turn: &Turn, answer: &ModelResponse) -> R
         response,
         session_id: turn.session_id.clone(),
         tokens_used: answer.usage.total(),
+        usage: Spend::of(answer),
         model: answer.model.clone(),
     })
 }

@@ -15,7 +15,7 @@ use futures_util::future::join_all;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::llm::{Content, FunctionCall, FunctionResponse, Model, ModelError, ModelRequest, Part, Role};
+use crate::llm::{Content, FunctionCall, FunctionResponse, Model, ModelError, ModelRequest, Part, Role, Spend};
 use crate::tools::{Registry, ToolContext, ToolError};
 
 /// `max_steps` when a request names none.
@@ -64,7 +64,11 @@ pub struct Outcome {
     pub response: String,
     pub steps: Vec<Step>,
     pub total_steps: usize,
+    /// Input and output tokens of every model call: `usage`'s two totals.
     pub tokens_used: u64,
+    /// Tokens, model calls and cost of the run.
+    #[serde(default)]
+    pub usage: Spend,
     pub model: String,
     pub finish_reason: FinishReason,
 }
@@ -171,7 +175,7 @@ pub async fn run_checked(
     };
     let max_steps = run.max_steps as usize;
     let mut steps: Vec<Step> = Vec::new();
-    let mut tokens = 0;
+    let mut usage = Spend::default();
 
     let mut first = true;
     loop {
@@ -180,13 +184,13 @@ pub async fn run_checked(
         }
         first = false;
         let answer = model.generate(&request).await?;
-        tokens += answer.usage.total();
+        usage.add(&answer);
         let calls: Vec<FunctionCall> = answer.content.function_calls().cloned().collect();
         if calls.is_empty() {
             return Ok(finish(
                 answer.text(),
                 steps,
-                tokens,
+                usage,
                 answer.model,
                 FinishReason::Answered,
             ));
@@ -219,7 +223,7 @@ pub async fn run_checked(
             } else {
                 format!("{text}\n\n{note}")
             };
-            return Ok(finish(response, steps, tokens, answer.model, FinishReason::MaxSteps));
+            return Ok(finish(response, steps, usage, answer.model, FinishReason::MaxSteps));
         }
         request.contents.push(answer.content);
         request.contents.push(Content {
@@ -230,12 +234,13 @@ pub async fn run_checked(
     }
 }
 
-fn finish(response: String, steps: Vec<Step>, tokens: u64, model: String, reason: FinishReason) -> Outcome {
+fn finish(response: String, steps: Vec<Step>, usage: Spend, model: String, reason: FinishReason) -> Outcome {
     Outcome {
         response,
         total_steps: steps.len(),
         steps,
-        tokens_used: tokens,
+        tokens_used: usage.tokens(),
+        usage,
         model,
         finish_reason: reason,
     }

@@ -137,7 +137,7 @@ impl Settings {
     /// As [`Settings::from_lookup`], with every model setting unset: the
     /// offline model, and no warning about it.
     pub fn from_lookup_without_model(lookup: impl Fn(&str) -> Option<String>) -> Result<Settings, ConfigError> {
-        const MODEL_VARS: [&str; 5] = ["LLM_", "GEMINI_", "GOOGLE_API_KEY", "VERTEX_", "OPENAI_"];
+        const MODEL_VARS: [&str; 6] = ["LLM_", "GEMINI_", "GOOGLE_API_KEY", "VERTEX_", "OPENAI_", "MODEL_"];
         let mut settings = Settings::from_lookup(|name| {
             if MODEL_VARS.iter().any(|p| name.starts_with(p)) {
                 None
@@ -245,6 +245,13 @@ impl Settings {
                  OpenAI-compatible server."
                     .to_string(),
             );
+        }
+        let model = self.llm.model_name();
+        if self.llm.prices.price(model).is_none() {
+            warnings.push(format!(
+                "the model {model} has no price, so answers report cost_usd as null (unknown, not free). \
+                 Set MODEL_PRICES={model}=INPUT/OUTPUT[/CACHED_INPUT] in US dollars per million tokens."
+            ));
         }
         if !self.http.auth.is_on() {
             warnings.push(
@@ -480,6 +487,39 @@ mod tests {
         for bad in ["abc", "3", "3/", "-1/60s", "3/0s", "3/60x", "3/99999999999999999999d"] {
             assert_eq!(parse_rate_limit(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn model_prices_are_read_and_an_unpriced_model_is_warned_of() {
+        let s = settings(&[
+            ("OPENAI_BASE_URL", "http://127.0.0.1:11434/v1"),
+            ("OPENAI_MODEL", "llama3:8b"),
+        ])
+        .expect("valid");
+        let warning = s.startup_warnings().into_iter().find(|w| w.contains("no price"));
+        assert!(
+            warning
+                .as_deref()
+                .is_some_and(|w| w.contains("MODEL_PRICES=llama3:8b=")),
+            "{warning:?}"
+        );
+        let s = settings(&[
+            ("OPENAI_BASE_URL", "http://127.0.0.1:11434/v1"),
+            ("OPENAI_MODEL", "llama3:8b"),
+            ("MODEL_PRICES", "llama3:8b=0/0"),
+        ])
+        .expect("valid");
+        assert!(s.startup_warnings().iter().all(|w| !w.contains("no price")));
+        assert!(
+            settings(&[])
+                .expect("defaults")
+                .startup_warnings()
+                .iter()
+                .all(|w| !w.contains("no price"))
+        );
+        let err = settings(&[("MODEL_PRICES", "llama3=free")]).expect_err("not a price");
+        assert_eq!(err.var, "MODEL_PRICES");
+        assert!(err.to_string().contains("per million tokens"), "{err}");
     }
 
     #[test]

@@ -23,7 +23,8 @@
 //!   authentication, rate limits, CORS, body limits, request ids, `/health`,
 //!   `/metrics`, and `/openapi.json`, generated from the routes' own types.
 //! - [`llm`]: the `Model` trait and its providers (Gemini, Vertex AI,
-//!   OpenAI-compatible, offline), with retries and streaming.
+//!   OpenAI-compatible, offline), with retries and streaming; the price
+//!   table and what each answer spent.
 //! - [`store`]: the store traits and their backends, SQLite (embedded) and
 //!   Firestore, each one file per store trait.
 //! - [`task`]: a task as clients see it, the stream of its progress, and

@@ -28,8 +28,9 @@ use crate::{owned, session};
 pub struct AgentResponse {
     pub task_id: String,
     pub session_id: String,
-    /// `response`, `steps`, `total_steps`, `tokens_used`, `model` and
-    /// `finish_reason` (`answered`, or `max_steps` when the limit ended it).
+    /// `response`, `steps`, `total_steps`, `tokens_used`, `usage` (tokens,
+    /// model calls, `cost_usd`), `model` and `finish_reason` (`answered`,
+    /// or `max_steps` when the limit ended it).
     #[serde(flatten)]
     pub outcome: Outcome,
     /// What the request asked that was adjusted (a `max_steps` over the cap).

@@ -476,10 +476,17 @@ async fn gemini_text_answer(flavor: Flavor) {
         response.usage,
         Usage {
             input_tokens: 12,
-            output_tokens: 8
+            output_tokens: 8,
+            thinking_tokens: 3,
+            ..Usage::default()
         }
     );
     assert_eq!(response.model, "gemini-2.5-flash-001");
+    if matches!(gemini.flavor, Flavor::AiStudio) {
+        // Built by llm::build, so priced, as gemini-2.5-flash: 12 in at
+        // $0.30 and 8 out at $2.50 per million.
+        assert_eq!(response.cost.map(|c| c.pico()), Some(12 * 300_000 + 8 * 2_500_000));
+    }
     assert_eq!(response.content.role, Some(Role::Model));
     assert_eq!(gemini.model.name(), "gemini-2.5-flash");
 
@@ -621,10 +628,19 @@ async fn gemini_stream(flavor: Flavor) {
         done.usage,
         Usage {
             input_tokens: 7,
-            output_tokens: 8
+            output_tokens: 8,
+            thinking_tokens: 2,
+            ..Usage::default()
         }
     );
     assert_eq!(done.model, "gemini-2.5-flash");
+    if matches!(gemini.flavor, Flavor::AiStudio) {
+        assert_eq!(
+            done.cost.map(|c| c.pico()),
+            Some(7 * 300_000 + 8 * 2_500_000),
+            "a streamed answer is priced too"
+        );
+    }
     assert_eq!(
         done.content.raw,
         Some(json!({"role": "model", "parts": [{"text": "The sky is blüe today."}]}))
@@ -818,7 +834,8 @@ async fn openai_text_answer() {
         response.usage,
         Usage {
             input_tokens: 19,
-            output_tokens: 10
+            output_tokens: 10,
+            ..Usage::default()
         }
     );
     assert_eq!(response.model, "gpt-4o-mini-2024-07-18");
@@ -953,7 +970,8 @@ async fn openai_stream() {
         done.usage,
         Usage {
             input_tokens: 11,
-            output_tokens: 4
+            output_tokens: 4,
+            ..Usage::default()
         }
     );
     assert_eq!(done.model, "gpt-4o-mini-2024-07-18");

@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use super::{ConfigError, Env, Secret, validate_url};
+use crate::llm::prices::{MODEL_PRICES_EXPECTED, PriceTable, parse_overrides};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Provider {
@@ -45,6 +46,19 @@ pub struct LlmSettings {
     /// answered with 504.
     pub timeout: Duration,
     pub max_retries: u32,
+    /// Built-in prices with `MODEL_PRICES` on top.
+    pub prices: PriceTable,
+}
+
+impl LlmSettings {
+    /// The model calls go to, as configured.
+    pub fn model_name(&self) -> &str {
+        match self.provider {
+            Provider::Gemini | Provider::Vertex => &self.gemini_model,
+            Provider::OpenAi => &self.openai_model,
+            Provider::Offline => crate::llm::offline::MODEL_NAME,
+        }
+    }
 }
 
 pub(super) fn llm_settings(env: &Env<'_>) -> Result<LlmSettings, ConfigError> {
@@ -113,6 +127,9 @@ pub(super) fn llm_settings(env: &Env<'_>) -> Result<LlmSettings, ConfigError> {
         timeout: env.seconds_or("LLM_TIMEOUT_SECONDS", Duration::from_secs(60), 1.0..=3600.0)?,
         max_retries: env.parse_or("LLM_MAX_RETRIES", 3, "a number of retries from 0 to 10", |v| {
             v.parse::<u32>().ok().filter(|n| *n <= 10)
+        })?,
+        prices: env.parse_or("MODEL_PRICES", PriceTable::default(), MODEL_PRICES_EXPECTED, |v| {
+            parse_overrides(v).map(|overrides| PriceTable::with_overrides(&overrides))
         })?,
     })
 }

@@ -50,21 +50,34 @@ struct Inner {
 struct Table {
     counters: BTreeMap<&'static str, Family<CounterCell>>,
     histograms: BTreeMap<&'static str, Family<HistogramCell>>,
+    summaries: BTreeMap<&'static str, Family<SummaryCell>>,
 }
 
 struct Family<T> {
     help: &'static str,
+    /// What one count is worth when rendered: 1, or 10^-12 for a counter
+    /// of dollars counted exactly in pico-dollars.
+    scale: Scale,
     /// By the series' labels as rendered (`function="f",route="/x"`).
     series: BTreeMap<String, Arc<T>>,
 }
 
 impl<T> Family<T> {
-    fn new(help: &'static str) -> Family<T> {
+    fn new(help: &'static str, scale: Scale) -> Family<T> {
         Family {
             help,
+            scale,
             series: BTreeMap::new(),
         }
     }
+}
+
+/// How a counter's integer count is rendered.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Scale {
+    Units,
+    /// Counted in pico-dollars, rendered in dollars.
+    PicoDollars,
 }
 
 /// Marks a series counted, so that `/metrics` lists it. Release: whoever
@@ -86,6 +99,15 @@ impl CounterCell {
         self.value.fetch_add(by, Ordering::Relaxed);
         mark_counted(&self.counted);
     }
+}
+
+/// Sums and counts of observations (a Prometheus summary without
+/// quantiles), for sizes such as tokens per call.
+#[derive(Default)]
+struct SummaryCell {
+    sum: AtomicU64,
+    count: AtomicU64,
+    counted: AtomicBool,
 }
 
 #[derive(Default)]
@@ -138,6 +160,21 @@ impl Counter {
     }
 }
 
+/// A summary series: each observation adds to its sum and count.
+/// Registered once with [`Metrics::register_summary`].
+#[derive(Clone)]
+pub struct Summary {
+    cell: Arc<SummaryCell>,
+}
+
+impl Summary {
+    pub fn observe(&self, value: u64) {
+        self.cell.sum.fetch_add(value, Ordering::Relaxed);
+        self.cell.count.fetch_add(1, Ordering::Relaxed);
+        mark_counted(&self.cell.counted);
+    }
+}
+
 /// A histogram series (the latency buckets), registered once with
 /// [`Metrics::register_histogram`]: an observation is a few atomic adds.
 #[derive(Clone)]
@@ -149,6 +186,27 @@ impl Histogram {
     pub fn observe(&self, value: Duration) {
         self.cell.observe(value);
     }
+}
+
+/// The series of `family` counted so far, after the family's HELP and TYPE
+/// lines; nothing at all (no lines) when none was.
+fn listed<'a, T>(
+    out: &mut String,
+    name: &str,
+    kind: &str,
+    family: &'a Family<T>,
+    counted: fn(&T) -> &AtomicBool,
+) -> Vec<(&'a String, &'a Arc<T>)> {
+    let series: Vec<_> = family
+        .series
+        .iter()
+        .filter(|(_, cell)| counted(cell).load(Ordering::Acquire))
+        .collect();
+    if !series.is_empty() {
+        let _ = writeln!(out, "# HELP {name} {}", family.help);
+        let _ = writeln!(out, "# TYPE {name} {kind}");
+    }
+    series
 }
 
 thread_local! {
@@ -183,8 +241,31 @@ impl Metrics {
     /// first count on.
     pub fn register_counter(&self, name: &'static str, help: &'static str, labels: &[(&str, &str)]) -> Counter {
         Counter {
-            cell: self.with_counter(name, help, labels, Arc::clone),
+            cell: self.with_counter(name, help, Scale::Units, labels, Arc::clone),
         }
+    }
+
+    /// A counter of US dollars, counted exactly in pico-dollars
+    /// (`Usd::pico`) and rendered in dollars.
+    pub fn register_dollars(&self, name: &'static str, help: &'static str, labels: &[(&str, &str)]) -> Counter {
+        Counter {
+            cell: self.with_counter(name, help, Scale::PicoDollars, labels, Arc::clone),
+        }
+    }
+
+    /// The summary series `name{labels}` (rendered `name_sum` and
+    /// `name_count`), as [`Metrics::register_counter`].
+    pub fn register_summary(&self, name: &'static str, help: &'static str, labels: &[(&str, &str)]) -> Summary {
+        let cell = LABELS.with_borrow_mut(|key| {
+            self.write_labels(key, labels);
+            let mut table = self.write();
+            let family = table
+                .summaries
+                .entry(name)
+                .or_insert_with(|| Family::new(help, Scale::Units));
+            Arc::clone(family.series.entry(key.clone()).or_default())
+        });
+        Summary { cell }
     }
 
     /// The histogram series `name{labels}`, as [`Metrics::register_counter`].
@@ -196,7 +277,7 @@ impl Metrics {
 
     /// Adds `by` to a counter. Label values are escaped when rendered.
     pub fn inc_by(&self, name: &'static str, help: &'static str, labels: &[(&str, &str)], by: u64) {
-        self.with_counter(name, help, labels, |cell| cell.add(by));
+        self.with_counter(name, help, Scale::Units, labels, |cell| cell.add(by));
     }
 
     pub fn inc(&self, name: &'static str, help: &'static str, labels: &[(&str, &str)]) {
@@ -224,6 +305,7 @@ impl Metrics {
         &self,
         name: &'static str,
         help: &'static str,
+        scale: Scale,
         labels: &[(&str, &str)],
         f: impl FnOnce(&Arc<CounterCell>) -> R,
     ) -> R {
@@ -233,7 +315,7 @@ impl Metrics {
                 return f(cell);
             }
             let mut table = self.write();
-            let family = table.counters.entry(name).or_insert_with(|| Family::new(help));
+            let family = table.counters.entry(name).or_insert_with(|| Family::new(help, scale));
             f(family.series.entry(key.clone()).or_default())
         })
     }
@@ -257,7 +339,10 @@ impl Metrics {
                 return f(cell);
             }
             let mut table = self.write();
-            let family = table.histograms.entry(name).or_insert_with(|| Family::new(help));
+            let family = table
+                .histograms
+                .entry(name)
+                .or_insert_with(|| Family::new(help, Scale::Units));
             f(family.series.entry(key.clone()).or_default())
         })
     }
@@ -275,31 +360,24 @@ impl Metrics {
             self.inner.started.elapsed().as_secs_f64()
         );
         for (name, family) in &table.counters {
-            let mut series = family
-                .series
-                .iter()
-                .filter(|(_, cell)| cell.counted.load(Ordering::Acquire))
-                .peekable();
-            if series.peek().is_none() {
-                continue;
-            }
-            let _ = writeln!(out, "# HELP {name} {}", family.help);
-            let _ = writeln!(out, "# TYPE {name} counter");
+            let series = listed(&mut out, name, "counter", family, |cell| &cell.counted);
             for (labels, cell) in series {
-                let _ = writeln!(out, "{name}{{{labels}}} {}", cell.value.load(Ordering::Relaxed));
+                let value = cell.value.load(Ordering::Relaxed);
+                let _ = match family.scale {
+                    Scale::Units => writeln!(out, "{name}{{{labels}}} {value}"),
+                    Scale::PicoDollars => writeln!(out, "{name}{{{labels}}} {}", value as f64 / 1e12),
+                };
+            }
+        }
+        for (name, family) in &table.summaries {
+            let series = listed(&mut out, name, "summary", family, |cell| &cell.counted);
+            for (labels, cell) in series {
+                let _ = writeln!(out, "{name}_sum{{{labels}}} {}", cell.sum.load(Ordering::Relaxed));
+                let _ = writeln!(out, "{name}_count{{{labels}}} {}", cell.count.load(Ordering::Relaxed));
             }
         }
         for (name, family) in &table.histograms {
-            let mut series = family
-                .series
-                .iter()
-                .filter(|(_, cell)| cell.counted.load(Ordering::Acquire))
-                .peekable();
-            if series.peek().is_none() {
-                continue;
-            }
-            let _ = writeln!(out, "# HELP {name} {}", family.help);
-            let _ = writeln!(out, "# TYPE {name} histogram");
+            let series = listed(&mut out, name, "histogram", family, |cell| &cell.counted);
             for (labels, h) in series {
                 let mut cumulative = 0;
                 for (bound, bucket) in BUCKETS.iter().zip(&h.buckets) {

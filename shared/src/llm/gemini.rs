@@ -342,11 +342,16 @@ pub(crate) fn decode_response(answer: &Value, configured_model: &str) -> Result<
             parts,
             raw: content.cloned(),
         },
+        // Tool-use prompts (grounding) are billed as input; thinking is
+        // billed as output; the prompt count already holds the cached part.
         usage: Usage {
-            input_tokens: count("promptTokenCount"),
+            input_tokens: count("promptTokenCount") + count("toolUsePromptTokenCount"),
             output_tokens: count("candidatesTokenCount") + count("thoughtsTokenCount"),
+            cached_tokens: count("cachedContentTokenCount"),
+            thinking_tokens: count("thoughtsTokenCount"),
         },
         model,
+        cost: None,
     })
 }
 
@@ -639,7 +644,7 @@ mod tests {
                 {"text": "Hello"},
                 {"text": "", "thoughtSignature": "c2ln"}
             ]}, "finishReason": "STOP"}],
-            "usageMetadata": {"promptTokenCount": 5, "candidatesTokenCount": 2, "thoughtsTokenCount": 7},
+            "usageMetadata": {"promptTokenCount": 5, "candidatesTokenCount": 2, "thoughtsTokenCount": 7, "cachedContentTokenCount": 3},
         });
         let response = decode_response(&answer, "configured").expect("decodes");
         assert_eq!(response.text(), "Hello");
@@ -647,7 +652,9 @@ mod tests {
             response.usage,
             Usage {
                 input_tokens: 5,
-                output_tokens: 9
+                output_tokens: 9,
+                cached_tokens: 3,
+                thinking_tokens: 7,
             }
         );
         assert_eq!(response.model, "configured");
@@ -716,7 +723,8 @@ mod tests {
             response.usage,
             Usage {
                 input_tokens: 3,
-                output_tokens: 4
+                output_tokens: 4,
+                ..Usage::default()
             }
         );
         assert_eq!(

@@ -1,5 +1,6 @@
-//! Counts model calls, their outcome and their tokens for `/metrics`, around
-//! any [`Model`], so no provider has to remember to.
+//! Counts model calls, their outcome and their tokens for `/metrics`, and
+//! prices each answer ([`ModelResponse::cost`]), around any [`Model`], so no
+//! provider has to remember to.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -7,19 +8,31 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use async_trait::async_trait;
 use futures_util::StreamExt;
 
+use super::prices::PriceTable;
 use super::{Model, ModelError, ModelRequest, ModelResponse, ModelStream, StreamEvent, Usage};
-use crate::http::metrics::{Counter, Metrics};
+use crate::http::metrics::{Counter, Metrics, Summary};
 
 pub(crate) struct Metered {
     inner: Arc<dyn Model>,
     series: Arc<Series>,
+    prices: Arc<PriceTable>,
 }
 
 impl Metered {
-    pub(crate) fn new(inner: Arc<dyn Model>, metrics: Metrics) -> Metered {
+    pub(crate) fn new(inner: Arc<dyn Model>, metrics: Metrics, prices: PriceTable) -> Metered {
         let series = Arc::new(Series::new(&metrics, inner.provider(), inner.name()));
-        Metered { inner, series }
+        Metered {
+            inner,
+            series,
+            prices: Arc::new(prices),
+        }
     }
+}
+
+/// `response` with its cost at `prices`, by the model that answered.
+fn priced(prices: &PriceTable, mut response: ModelResponse) -> ModelResponse {
+    response.cost = prices.cost(&response.model, &response.usage);
+    response
 }
 
 /// How a model call ended, as the `outcome` label says it.
@@ -79,15 +92,34 @@ struct Series {
     calls: [Counter; Outcome::ALL.len()],
     input_tokens: Counter,
     output_tokens: Counter,
+    cached_tokens: Counter,
+    thinking_tokens: Counter,
+    /// OpenTelemetry's `gen_ai.client.token.usage`: tokens per call, by
+    /// `gen_ai.token.type`.
+    input_per_call: Summary,
+    output_per_call: Summary,
+    cost: Counter,
 }
 
 impl Series {
     fn new(metrics: &Metrics, provider: &str, model: &str) -> Series {
-        let tokens = |direction| {
+        let tokens = |kind| {
             metrics.register_counter(
                 "model_tokens_total",
-                "Tokens reported by the model, by direction.",
-                &[("provider", provider), ("model", model), ("direction", direction)],
+                "Tokens reported by the model, by kind: input and output; cached (part of input) and \
+                 thinking (part of output).",
+                &[("provider", provider), ("model", model), ("kind", kind)],
+            )
+        };
+        let per_call = |kind| {
+            metrics.register_summary(
+                "gen_ai_client_token_usage",
+                "Tokens per model call (OpenTelemetry gen_ai.client.token.usage).",
+                &[
+                    ("gen_ai_provider_name", provider),
+                    ("gen_ai_request_model", model),
+                    ("gen_ai_token_type", kind),
+                ],
             )
         };
         Series {
@@ -100,14 +132,32 @@ impl Series {
             }),
             input_tokens: tokens("input"),
             output_tokens: tokens("output"),
+            cached_tokens: tokens("cached"),
+            thinking_tokens: tokens("thinking"),
+            input_per_call: per_call("input"),
+            output_per_call: per_call("output"),
+            cost: metrics.register_dollars(
+                "model_cost_usd_total",
+                "What the model calls cost in US dollars at the configured prices (unpriced calls \
+                 not included).",
+                &[("provider", provider), ("model", model)],
+            ),
         }
     }
 
-    fn record(&self, outcome: Outcome, usage: Option<Usage>) {
+    fn record(&self, outcome: Outcome, answered: Option<&ModelResponse>) {
         self.calls[outcome as usize].inc();
-        if let Some(usage) = usage {
+        if let Some(response) = answered {
+            let usage: &Usage = &response.usage;
             self.input_tokens.inc_by(usage.input_tokens);
             self.output_tokens.inc_by(usage.output_tokens);
+            self.cached_tokens.inc_by(usage.cached_tokens);
+            self.thinking_tokens.inc_by(usage.thinking_tokens);
+            self.input_per_call.observe(usage.input_tokens);
+            self.output_per_call.observe(usage.output_tokens);
+            if let Some(cost) = response.cost {
+                self.cost.inc_by(cost.pico());
+            }
         }
     }
 }
@@ -123,9 +173,12 @@ impl Model for Metered {
     }
 
     async fn generate(&self, request: &ModelRequest) -> Result<ModelResponse, ModelError> {
-        let result = self.inner.generate(request).await;
-        let usage = result.as_ref().ok().map(|r| r.usage);
-        self.series.record(outcome(&result), usage);
+        let result = self
+            .inner
+            .generate(request)
+            .await
+            .map(|response| priced(&self.prices, response));
+        self.series.record(outcome(&result), result.as_ref().ok());
         result
     }
 
@@ -143,14 +196,19 @@ impl Model for Metered {
             series: self.series.clone(),
             done: AtomicBool::new(false),
         };
+        let prices = self.prices.clone();
         Ok(stream
-            .map(move |item| {
-                match &item {
-                    Ok(StreamEvent::Done(r)) => guard.finish(Outcome::Ok, Some(r.usage)),
-                    Err(e) => guard.finish(error_outcome(e), None),
-                    Ok(StreamEvent::Delta(_)) => {}
+            .map(move |item| match item {
+                Ok(StreamEvent::Done(r)) => {
+                    let r = priced(&prices, r);
+                    guard.finish(Outcome::Ok, Some(&r));
+                    Ok(StreamEvent::Done(r))
                 }
-                item
+                Err(e) => {
+                    guard.finish(error_outcome(&e), None);
+                    Err(e)
+                }
+                delta @ Ok(StreamEvent::Delta(_)) => delta,
             })
             .boxed())
     }
@@ -162,9 +220,9 @@ struct StreamRecord {
 }
 
 impl StreamRecord {
-    fn finish(&self, outcome: Outcome, usage: Option<Usage>) {
+    fn finish(&self, outcome: Outcome, answered: Option<&ModelResponse>) {
         if !self.done.swap(true, Ordering::Relaxed) {
-            self.series.record(outcome, usage);
+            self.series.record(outcome, answered);
         }
     }
 }

@@ -18,8 +18,12 @@ pub mod gemini;
 pub(crate) mod metered;
 pub mod offline;
 pub(crate) mod openai;
+pub mod prices;
 pub(crate) mod retry;
+pub mod spend;
 pub(crate) mod sse;
+
+pub use spend::Spend;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -145,10 +149,19 @@ pub struct ModelRequest {
     pub tools: Vec<ToolSpec>,
 }
 
+/// The tokens of one model call, as its provider reported them.
+///
+/// `cached_tokens` are part of `input_tokens` and `thinking_tokens` part of
+/// `output_tokens`, as both providers count them; see [`prices`] for what
+/// that means for the cost.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct Usage {
     pub input_tokens: u64,
     pub output_tokens: u64,
+    /// Input read from the provider's prompt cache, billed at its rate.
+    pub cached_tokens: u64,
+    /// Output the model spent thinking (billed as output, never shown).
+    pub thinking_tokens: u64,
 }
 
 impl Usage {
@@ -161,6 +174,8 @@ impl std::ops::AddAssign for Usage {
     fn add_assign(&mut self, rhs: Self) {
         self.input_tokens += rhs.input_tokens;
         self.output_tokens += rhs.output_tokens;
+        self.cached_tokens += rhs.cached_tokens;
+        self.thinking_tokens += rhs.thinking_tokens;
     }
 }
 
@@ -171,6 +186,10 @@ pub struct ModelResponse {
     pub usage: Usage,
     /// The model that answered, as the provider names it.
     pub model: String,
+    /// What the call cost at the configured prices; `None` when the model
+    /// has no price. Set by the accounting around every model (see
+    /// [`build`]), never by a provider.
+    pub cost: Option<prices::Usd>,
 }
 
 impl ModelResponse {
@@ -244,7 +263,7 @@ pub fn build(settings: &LlmSettings, metrics: Metrics) -> anyhow::Result<Arc<dyn
         Provider::Vertex => Arc::new(gemini::GeminiModel::vertex(settings, http_client(settings.timeout)?)?),
         Provider::OpenAi => Arc::new(openai::OpenAiModel::new(settings, http_client(settings.timeout)?)?),
     };
-    Ok(Arc::new(metered::Metered::new(inner, metrics)))
+    Ok(Arc::new(metered::Metered::new(inner, metrics, settings.prices.clone())))
 }
 
 /// The HTTP client every provider shares: rustls, connection reuse, and a

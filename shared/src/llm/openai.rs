@@ -320,16 +320,25 @@ pub(crate) fn decode_response(answer: &Value, configured_model: &str) -> Result<
         }
     }
     let usage = answer.get("usage");
-    let count = |field: &str| usage.and_then(|u| u.get(field)).and_then(Value::as_u64).unwrap_or(0);
+    let count = |path: &[&str]| {
+        let mut value = usage;
+        for field in path {
+            value = value.and_then(|v| v.get(*field));
+        }
+        value.and_then(Value::as_u64).unwrap_or(0)
+    };
     Ok(ModelResponse {
         content: Content {
             role: Some(Role::Model),
             parts,
             raw: Some(message.clone()),
         },
+        // Both details are parts of their totals, as OpenAI counts them.
         usage: Usage {
-            input_tokens: count("prompt_tokens"),
-            output_tokens: count("completion_tokens"),
+            input_tokens: count(&["prompt_tokens"]),
+            output_tokens: count(&["completion_tokens"]),
+            cached_tokens: count(&["prompt_tokens_details", "cached_tokens"]),
+            thinking_tokens: count(&["completion_tokens_details", "reasoning_tokens"]),
         },
         model: answer
             .get("model")
@@ -337,6 +346,7 @@ pub(crate) fn decode_response(answer: &Value, configured_model: &str) -> Result<
             .filter(|m| !m.is_empty())
             .unwrap_or(configured_model)
             .to_string(),
+        cost: None,
     })
 }
 
@@ -641,7 +651,7 @@ mod tests {
             json!({"choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "function": {"arguments": "{\"q\":"}}]}}]}),
             json!({"choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "function": {"arguments": "2}"}}, {"index": 1, "function": {"arguments": ":3}"}}]}}]}),
             json!({"choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}], "usage": null}),
-            json!({"choices": [], "usage": {"prompt_tokens": 9, "completion_tokens": 4, "total_tokens": 13}}),
+            json!({"choices": [], "usage": {"prompt_tokens": 9, "completion_tokens": 4, "total_tokens": 13, "prompt_tokens_details": {"cached_tokens": 2}, "completion_tokens_details": {"reasoning_tokens": 1}}}),
         ];
         let mut deltas = Vec::new();
         for chunk in chunks {
@@ -669,7 +679,9 @@ mod tests {
             response.usage,
             Usage {
                 input_tokens: 9,
-                output_tokens: 4
+                output_tokens: 4,
+                cached_tokens: 2,
+                thinking_tokens: 1,
             }
         );
         let calls: Vec<&FunctionCall> = response.content.function_calls().collect();

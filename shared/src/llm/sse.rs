@@ -426,6 +426,7 @@ mod tests {
                 content: super::super::Content::model_text(self.0),
                 usage: super::super::Usage::default(),
                 model: "m".into(),
+                cost: None,
             })
         }
     }

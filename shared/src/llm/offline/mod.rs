@@ -69,9 +69,11 @@ impl OfflineModel {
             usage: Usage {
                 input_tokens: input.max(1),
                 output_tokens: content_tokens(&content).max(1),
+                ..Usage::default()
             },
             content,
             model: MODEL_NAME.to_string(),
+            cost: None,
         }
     }
 }

@@ -1,0 +1,134 @@
+//! What a turn or a run spent on the model: the `usage` object every answer
+//! carries, summed over its model calls.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::ModelResponse;
+use super::prices::Usd;
+
+/// Tokens, calls and cost of one answer. Cached tokens are part of the
+/// input tokens and thinking tokens part of the output tokens, as the
+/// providers count them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Spend {
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    /// Input tokens read from the provider's prompt cache (cheaper).
+    pub cached_tokens: u64,
+    /// Output tokens the model spent thinking.
+    pub thinking_tokens: u64,
+    pub model_calls: u32,
+    /// In US dollars at the configured prices (`MODEL_PRICES`); null when a
+    /// call's model has no price: unknown, not free.
+    #[serde(with = "dollars")]
+    #[schemars(with = "Option<f64>")]
+    pub cost_usd: Option<Usd>,
+}
+
+impl Default for Spend {
+    /// Nothing spent: no call, and a known cost of zero.
+    fn default() -> Spend {
+        Spend {
+            input_tokens: 0,
+            output_tokens: 0,
+            cached_tokens: 0,
+            thinking_tokens: 0,
+            model_calls: 0,
+            cost_usd: Some(Usd::ZERO),
+        }
+    }
+}
+
+impl Spend {
+    /// Counts one model call's answer in.
+    pub fn add(&mut self, response: &ModelResponse) {
+        let usage = &response.usage;
+        self.input_tokens += usage.input_tokens;
+        self.output_tokens += usage.output_tokens;
+        self.cached_tokens += usage.cached_tokens;
+        self.thinking_tokens += usage.thinking_tokens;
+        self.model_calls += 1;
+        self.cost_usd = self.cost_usd.zip(response.cost).map(|(a, b)| a + b);
+    }
+
+    /// What one model call spent.
+    pub fn of(response: &ModelResponse) -> Spend {
+        let mut spend = Spend::default();
+        spend.add(response);
+        spend
+    }
+
+    /// Input and output tokens: the answer's `tokens_used`.
+    pub fn tokens(&self) -> u64 {
+        self.input_tokens + self.output_tokens
+    }
+}
+
+/// `cost_usd` as a JSON number of dollars; read back to the nearest
+/// pico-dollar.
+mod dollars {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use super::Usd;
+
+    pub(super) fn serialize<S: Serializer>(cost: &Option<Usd>, serializer: S) -> Result<S::Ok, S::Error> {
+        cost.map(Usd::dollars).serialize(serializer)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Usd>, D::Error> {
+        Ok(Option::<f64>::deserialize(deserializer)?.and_then(Usd::from_dollars))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::llm::{Content, Usage};
+
+    fn response(input: u64, output: u64, cost: Option<u64>) -> ModelResponse {
+        ModelResponse {
+            content: Content::model_text("x"),
+            usage: Usage {
+                input_tokens: input,
+                output_tokens: output,
+                cached_tokens: 1,
+                thinking_tokens: 2,
+            },
+            model: "m".into(),
+            cost: cost.map(Usd::from_pico),
+        }
+    }
+
+    #[test]
+    fn calls_add_up_and_one_unpriced_call_makes_the_cost_unknown() {
+        let mut spend = Spend::of(&response(10, 5, Some(1_500_000)));
+        spend.add(&response(20, 5, Some(2_500_000)));
+        assert_eq!(
+            (
+                spend.input_tokens,
+                spend.output_tokens,
+                spend.cached_tokens,
+                spend.thinking_tokens
+            ),
+            (30, 10, 2, 4)
+        );
+        assert_eq!((spend.model_calls, spend.tokens()), (2, 40));
+        assert_eq!(spend.cost_usd, Some(Usd::from_pico(4_000_000)));
+        let json = serde_json::to_value(spend).expect("json");
+        assert_eq!(json["cost_usd"], serde_json::json!(0.000004));
+        assert_eq!(serde_json::from_value::<Spend>(json).expect("back"), spend);
+
+        spend.add(&response(1, 1, None));
+        assert_eq!(spend.cost_usd, None);
+        assert_eq!(
+            serde_json::to_value(spend).expect("json")["cost_usd"],
+            serde_json::Value::Null
+        );
+        assert_eq!(
+            Spend::default().cost_usd,
+            Some(Usd::ZERO),
+            "nothing spent costs nothing"
+        );
+    }
+}

@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use agent_core::agent;
 use agent_core::auth::Principal;
+use agent_core::callback::{Callbacks, Settled};
 use agent_core::http::json::require_text;
 use agent_core::http::{Api, ApiError, ApiJson, Operation, Routes, detached};
 use agent_core::llm::Model;
@@ -21,7 +22,6 @@ use agent_core::store::{Cancel, Finished, TaskRecord, TaskState, TaskStatus, Tas
 use agent_core::task;
 pub use agent_core::task::{AgentResponse, TaskView};
 use agent_core::tools::Registry;
-use agent_core::webhook::Callbacks;
 use agent_core::{App, outbound_url, owned, session};
 use axum::Router;
 use axum::extract::{Path, State};
@@ -102,7 +102,7 @@ impl AgentState {
             max_task_chars: app.settings.http.max_message_chars,
             callbacks_enabled: app.settings.tasks.webhook_secret.is_some(),
             allow_loopback_callbacks: app.settings.tasks.allow_loopback_callbacks,
-            callbacks: Callbacks::new(&app.settings.tasks, &app.metrics),
+            callbacks: Callbacks::new(&app.settings.tasks, &app.metrics, app.stores.tasks.clone()),
         })
     }
 }
@@ -356,8 +356,12 @@ async fn cancel(state: &AgentState, id: &str) -> Result<TaskView, ApiError> {
     match state.tasks.cancel(id).await? {
         Cancel::Cancelled(task) => {
             tracing::info!(task_id = id, attempts = task.attempts, "task cancelled");
-            state.callbacks.notify(&task).await;
-            Ok(task.into())
+            // Recorded pending with the cancel; sent now, and by a later
+            // delivery of the task should this request not get to it.
+            match state.callbacks.settle(id).await {
+                Settled::Done(Some(settled)) => Ok((*settled).into()),
+                Settled::Done(None) | Settled::Later(_) | Settled::Store(_) => Ok(task.into()),
+            }
         }
         Cancel::AlreadyCancelled(task) => Ok(task.into()),
         Cancel::Finished(task) => Err(conflict(format!(

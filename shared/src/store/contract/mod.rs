@@ -9,14 +9,16 @@
 
 //!
 //! One file per store trait: `sessions`, `rate_limits`, `memory`, `tasks`
-//! (and `cancel`, the tasks' cancel).
+//! (and `cancel`, the tasks' cancel; `callback`, their callback states).
 
+mod callback;
 mod cancel;
 mod memory;
 mod rate_limits;
 mod sessions;
 mod tasks;
 
+pub use callback::*;
 pub use cancel::*;
 pub use memory::*;
 pub use rate_limits::*;
@@ -60,6 +62,10 @@ pub async fn run_all(stores: &Stores) {
     a_cancel_fences_out_every_claim_of_a_running_task(stores).await;
     finished_and_synchronous_tasks_are_not_cancelled(stores).await;
     concurrent_cancels_have_one_winner(stores).await;
+    finishing_a_task_owes_its_callback(stores).await;
+    concurrent_callback_leases_have_one_winner(stores).await;
+    an_expired_callback_lease_is_taken_over(stores).await;
+    spent_callback_attempts_fail(stores).await;
 }
 
 pub(super) fn ok<T>(result: Result<T, StoreError>, what: &str) -> T {

@@ -85,6 +85,7 @@
 //! call run again is counted again. Requests the client library sends again
 //! by itself (a failed read, once: `READ_RETRIES`) are not seen.
 
+mod callback;
 mod cancel;
 mod cas;
 mod counts;
@@ -92,6 +93,7 @@ mod ids;
 mod memory;
 mod rate_limits;
 mod sessions;
+mod sweep;
 mod tail;
 mod tasks;
 

@@ -25,6 +25,7 @@
 //! table), and the helpers the stores share: error classification and
 //! millisecond timestamps.
 
+mod callback;
 mod memory;
 mod rate_limits;
 mod sessions;
@@ -128,6 +129,18 @@ const MIGRATIONS: &[&str] = &[
         expire_at INTEGER NOT NULL
     );
     CREATE INDEX rate_limit_logs_expire_at ON rate_limit_logs (expire_at);",
+    // 6: reserved for the paging branch's migration 6 (session owners),
+    // which takes this place when both are merged; the runner counts
+    // migrations by position, so 7 needs a 6 before it.
+    "",
+    // 7: the callback each finished task owes (see `store::callback`), and
+    // an index of those still pending, in the order a sweep delivers them.
+    // Tasks finished before have no callback state: they owe nothing.
+    "ALTER TABLE tasks ADD COLUMN callback_status TEXT;
+    ALTER TABLE tasks ADD COLUMN callback_attempts INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE tasks ADD COLUMN callback_lease_until INTEGER;
+    ALTER TABLE tasks ADD COLUMN callback_error TEXT;
+    CREATE INDEX tasks_callbacks_due ON tasks (finished_at) WHERE callback_status = 'pending';",
 ];
 
 pub struct SqliteStore {

@@ -408,6 +408,36 @@ mod tests {
         );
     }
 
+    /// The task JSON shows a finished task's callback, and the OpenAPI
+    /// document (generated from this type) lists it with its states.
+    #[test]
+    fn a_task_view_shows_its_callback_and_its_schema_lists_it() {
+        let task = TaskRecord {
+            state: TaskState::Finished(Finished::Cancelled),
+            callback: Some(CallbackState {
+                attempts: 2,
+                last_error: Some("the receiver answered 503".into()),
+                ..CallbackState::pending()
+            }),
+            ..TaskRecord::queued("t", "anonymous", "2+2", "s", 5)
+        };
+        let view = serde_json::to_value(TaskView::from(task)).expect("json");
+        assert_eq!(
+            view["callback"],
+            serde_json::json!({"status": "pending", "attempts": 2, "last_error": "the receiver answered 503"})
+        );
+        let schema = serde_json::to_string(&schemars::schema_for!(TaskView)).expect("schema");
+        for word in [
+            "\"callback\"",
+            "\"pending\"",
+            "\"delivered\"",
+            "\"failed\"",
+            "\"last_error\"",
+        ] {
+            assert!(schema.contains(word), "{word} in {schema}");
+        }
+    }
+
     #[test]
     fn event_ids_round_trip_and_garbage_is_ignored() {
         assert_eq!(parse_event_id("2-7"), Some((2, 7)));

@@ -18,7 +18,7 @@ use agent_core::http::json::require_text;
 use agent_core::http::{Api, ApiError, ApiJson, Operation, Routes, detached};
 use agent_core::llm::Model;
 use agent_core::queue::Queue;
-use agent_core::store::{Cancel, Finished, TaskRecord, TaskState, TaskStatus, TaskStore};
+use agent_core::store::{CallbackOutcome, Cancel, Finished, TaskRecord, TaskState, TaskStatus, TaskStore};
 use agent_core::task;
 pub use agent_core::task::{AgentResponse, TaskView};
 use agent_core::tools::Registry;
@@ -261,6 +261,16 @@ async fn submit(state: &AgentState, task: TaskRecord, warnings: Vec<String>) -> 
             .await
         {
             tracing::error!(%store_err, task_id = %task.task_id, "the unqueued task could not be marked failed");
+        } else if task.callback_url.is_some() {
+            // Finishing owed a callback, but this answer is the client's
+            // news: a task it was never told was accepted calls back
+            // nothing. Settled under attempt 0, before any was leased.
+            let waived = CallbackOutcome::Failed(
+                "not sent: the task could not be queued, which the submission's 503 said".into(),
+            );
+            if let Err(store_err) = state.tasks.settle_callback(&task.task_id, 0, &waived).await {
+                tracing::warn!(%store_err, task_id = %task.task_id, "the unqueued task's callback could not be waived");
+            }
         }
         return Err(ApiError::unavailable(message, std::time::Duration::from_secs(5)));
     }

@@ -100,6 +100,12 @@ pub async fn finishing_a_task_owes_its_callback(stores: &Stores) {
         assert!(due.iter().any(|d| d == id), "{id} is due: {due:?}");
     }
     assert!(!due.iter().any(|d| d == "callback-none"), "{due:?}");
+
+    // Owed and never leased, it can be settled under attempt 0 (a task
+    // whose submission failed calls back nothing).
+    let waived = CallbackOutcome::Failed("not sent".into());
+    assert!(ok(t.settle_callback("callback-owed", 0, &waived).await, "waive"));
+    assert_eq!(attempts(&get(t, "callback-owed").await), (CallbackStatus::Failed, 0));
 }
 
 pub async fn concurrent_callback_leases_have_one_winner(stores: &Stores) {

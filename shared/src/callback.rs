@@ -190,3 +190,163 @@ pub fn body(task: &TaskRecord) -> serde_json::Value {
     });
     serde_json::to_value(view).unwrap_or_default()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use axum::Router;
+    use axum::extract::State;
+    use axum::http::{HeaderMap, StatusCode};
+    use axum::response::IntoResponse;
+
+    use super::*;
+    use crate::store::sqlite::SqliteStore;
+    use crate::store::{CallbackStatus, Finished, TaskState};
+    use crate::testing::TestServer;
+
+    const SECRET: &str = "callback-secret";
+
+    /// Every POST a receiver got: `X-Callback-Attempt`, the signature, the body.
+    #[derive(Clone, Default)]
+    struct Seen(Arc<Mutex<Vec<(String, String, bytes::Bytes)>>>);
+
+    impl Seen {
+        fn all(&self) -> Vec<(String, String, bytes::Bytes)> {
+            self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+        }
+    }
+
+    /// A receiver answering the n-th POST (from 1) with `reply(n)`.
+    async fn receiver(reply: fn(usize) -> StatusCode) -> (TestServer, Seen) {
+        let seen = Seen::default();
+        let handler = move |State(seen): State<Seen>, headers: HeaderMap, body: bytes::Bytes| async move {
+            let header = |name: &str| {
+                headers
+                    .get(name)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_string()
+            };
+            let n = {
+                let mut all = seen.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                all.push((header(webhook::ATTEMPT_HEADER), header(webhook::SIGNATURE_HEADER), body));
+                all.len()
+            };
+            reply(n).into_response()
+        };
+        let router = Router::new()
+            .route("/hook", axum::routing::post(handler))
+            .with_state(seen.clone());
+        (TestServer::start(router).await, seen)
+    }
+
+    /// Callbacks on a fresh SQLite store, with a finished task `t` that
+    /// calls back `url`.
+    async fn setup(url: &str, attempts: &str) -> (tempfile::TempDir, Callbacks, Arc<dyn TaskStore>) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let tasks: Arc<dyn TaskStore> = Arc::new(SqliteStore::open(&dir.path().join("cb.db")).await.expect("open"));
+        let settings = crate::testing::settings(&[
+            ("WEBHOOK_SECRET", SECRET),
+            ("ALLOW_LOOPBACK_CALLBACKS", "true"),
+            ("WEBHOOK_ATTEMPTS", attempts),
+        ]);
+        let callbacks = Callbacks::new(&settings.tasks, &Metrics::new("test"), tasks.clone());
+        let task = TaskRecord {
+            callback_url: Some(url.to_string()),
+            ..TaskRecord::queued("t", "anonymous", "2+2", "s", 5)
+        };
+        tasks.create(&task).await.expect("create");
+        assert!(tasks.finish("t", 0, &Finished::Cancelled).await.expect("finish"));
+        (dir, callbacks, tasks)
+    }
+
+    fn callback_of(settled: &Settled) -> (CallbackStatus, u32, Option<String>) {
+        match settled {
+            Settled::Done(Some(task)) => {
+                let c = task.callback.clone().expect("a callback state");
+                (c.status, c.attempts, c.last_error)
+            }
+            other => panic!("expected Done with the task, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failed_attempt_is_recorded_and_the_next_one_delivers_the_same_signed_bytes() {
+        let (server, seen) = receiver(|n| {
+            if n == 1 {
+                StatusCode::SERVICE_UNAVAILABLE
+            } else {
+                StatusCode::NO_CONTENT
+            }
+        })
+        .await;
+        let (_dir, callbacks, tasks) = setup(&format!("{}/hook", server.url), "3").await;
+        let settled = callbacks.settle("t").await;
+        assert_eq!(callback_of(&settled).0, CallbackStatus::Delivered);
+        assert_eq!(callback_of(&settled).1, 2);
+        let stored = tasks.get("t").await.expect("get").expect("stored");
+        assert_eq!(
+            stored.callback.map(|c| (c.status, c.attempts)),
+            Some((CallbackStatus::Delivered, 2))
+        );
+        let seen = seen.all();
+        assert_eq!(seen.len(), 2);
+        assert_eq!((seen[0].0.as_str(), seen[1].0.as_str()), ("1", "2"));
+        assert_eq!(
+            (&seen[0].1, &seen[0].2),
+            (&seen[1].1, &seen[1].2),
+            "every attempt sends the same bytes"
+        );
+        assert!(webhook::verify(SECRET.as_bytes(), &seen[1].2, &seen[1].1));
+        // Settled: nothing more goes out.
+        assert_eq!(callback_of(&callbacks.settle("t").await).0, CallbackStatus::Delivered);
+        assert_eq!(seen.len(), 2);
+        server.stop().await;
+    }
+
+    #[tokio::test]
+    async fn a_callback_leased_elsewhere_is_left_to_its_holder() {
+        let (server, seen) = receiver(|_| StatusCode::NO_CONTENT).await;
+        let (_dir, callbacks, tasks) = setup(&format!("{}/hook", server.url), "3").await;
+        let lease = tasks
+            .lease_callback("t", Duration::from_secs(60), 3, SystemTime::now())
+            .await
+            .expect("lease");
+        assert!(matches!(lease, CallbackLease::Leased(_)), "{lease:?}");
+        assert!(matches!(callbacks.settle("t").await, Settled::Later(_)));
+        assert!(seen.all().is_empty(), "nothing sent while another holds it");
+        server.stop().await;
+    }
+
+    #[tokio::test]
+    async fn spent_attempts_and_refusals_fail_the_callback() {
+        let (server, seen) = receiver(|_| StatusCode::BAD_GATEWAY).await;
+        let (_dir, callbacks, _tasks) = setup(&format!("{}/hook", server.url), "2").await;
+        let (status, attempts, error) = callback_of(&callbacks.settle("t").await);
+        assert_eq!((status, attempts), (CallbackStatus::Failed, 2));
+        assert!(error.unwrap_or_default().contains("502"));
+        assert_eq!(seen.all().len(), 2);
+        server.stop().await;
+
+        let (server, seen) = receiver(|_| StatusCode::GONE).await;
+        let (_dir, callbacks, _tasks) = setup(&format!("{}/hook", server.url), "5").await;
+        let (status, attempts, error) = callback_of(&callbacks.settle("t").await);
+        assert_eq!((status, attempts), (CallbackStatus::Failed, 1), "a 410 is not retried");
+        assert!(error.unwrap_or_default().contains("410"));
+        assert_eq!(seen.all().len(), 1);
+        server.stop().await;
+    }
+
+    #[test]
+    fn the_body_leaves_the_callback_state_out() {
+        let task = TaskRecord {
+            state: TaskState::Finished(Finished::Cancelled),
+            callback: Some(crate::store::CallbackState::pending()),
+            ..TaskRecord::queued("t", "anonymous", "2+2", "s", 5)
+        };
+        let body = body(&task);
+        assert_eq!(body["status"], "cancelled");
+        assert!(body.get("callback").is_none(), "{body}");
+    }
+}

@@ -10,6 +10,9 @@
 //! The body is signed with HMAC-SHA256 in `X-Signature-256: sha256=<hex>`,
 //! GitHub's scheme, so receivers can reuse code they already have, and
 //! [`verify`] is the reference for them and for our tests.
+//!
+//! This module sends; a task's callback is leased, recorded and retried
+//! across processes by [`crate::callback`], one POST per attempt.
 
 use std::net::SocketAddr;
 use std::time::Duration;

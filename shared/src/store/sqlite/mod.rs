@@ -497,6 +497,42 @@ mod tests {
         assert_eq!(version, MIGRATIONS.len() as i64, "every later migration ran too");
     }
 
+    /// Tasks finished before migration 7 have no callback state: they owe
+    /// nothing, so an upgrade sends no old callback again.
+    #[tokio::test]
+    async fn tasks_finished_before_callback_states_owe_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("v5.db");
+        let conn = Connection::open(&path).expect("open");
+        for sql in &MIGRATIONS[..5] {
+            conn.execute_batch(sql).expect("migrations 1 to 5");
+        }
+        conn.pragma_update(None, "user_version", 5).expect("version 5");
+        conn.execute(
+            "INSERT INTO tasks (id, status, task, session_id, max_steps, created_at, updated_at, callback_url,
+                                finished_at)
+             VALUES ('old', 'completed', 't', 's', 5, 1000, 1000, 'https://example.com/hook', 1000)",
+            [],
+        )
+        .expect("a finished task of version 5");
+        drop(conn);
+        let store = SqliteStore::open(&path).await.expect("migrates");
+        let old = store.get("old").await.expect("get").expect("kept");
+        assert_eq!((old.status(), old.callback), (TaskStatus::Completed, None));
+        assert!(
+            store
+                .callbacks_due(SystemTime::now(), 10)
+                .await
+                .expect("due")
+                .is_empty()
+        );
+        let lease = store
+            .lease_callback("old", Duration::from_secs(30), 3, SystemTime::now())
+            .await
+            .expect("lease");
+        assert!(matches!(lease, crate::store::CallbackLease::Settled(_)), "{lease:?}");
+    }
+
     #[tokio::test]
     async fn migrations_are_idempotent_and_versioned() {
         let dir = tempfile::tempdir().expect("tempdir");

@@ -10,7 +10,10 @@
 //! (`StillHeld`). What the queue should do next is the
 //! [`Disposition`]: done (acknowledge: the task finished, failed for good,
 //! or is someone else's), or retry (a transient failure: Pub/Sub
-//! redelivers after a 503, the local queue after a backoff).
+//! redelivers after a 503, the local queue after a backoff). A finished
+//! task is acknowledged only once the callback it owes is settled
+//! ([`crate::callback`]): a worker that dies before leaves its message
+//! unacknowledged, and the redelivery sends the callback.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -211,8 +214,8 @@ impl Worker {
             Ok(response) => self.complete(&task, response).await,
             Err(RunError::Interrupted(why)) => {
                 // Whoever took the task (a cancel, another delivery) has
-                // written its state and sent what it owed; nothing is left
-                // to this delivery but to be acknowledged.
+                // written its state; all that may be left to this delivery
+                // is a cancel's callback that its request did not send.
                 tracing::info!(task_id = %task_id, attempt, %why, "the run stopped before its next call");
                 self.count_task("stopped");
                 // A cancel's callback, should the cancel not have sent it.

@@ -195,7 +195,19 @@ impl Webhooks {
         let headers = self
             .headers(payload, task_id, attempt)
             .map_err(AttemptError::Permanent)?;
-        let addrs = match outbound_url::resolve_public(&url, self.allow_loopback).await {
+        // Bounded, so that an attempt ends within its lease
+        // ([`attempt_bound`](Self::attempt_bound)).
+        let resolved =
+            tokio::time::timeout(self.timeout, outbound_url::resolve_public(&url, self.allow_loopback)).await;
+        let Ok(resolved) = resolved else {
+            let reason = format!("the host was not resolved within {:?}", self.timeout);
+            tracing::warn!(host = %host, attempt, error = %reason, "callback delivery failed");
+            return Err(AttemptError::Transient {
+                reason,
+                retry_after: None,
+            });
+        };
+        let addrs = match resolved {
             Ok(addrs) => addrs,
             Err(err) if err.is_transient() => {
                 let reason = err.to_string();

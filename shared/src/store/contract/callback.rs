@@ -3,6 +3,7 @@
 //! task, leased to one deliverer at a time, settled by the attempt that
 //! holds it, failed once the attempts are spent.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::ok;
@@ -266,4 +267,38 @@ pub async fn spent_callback_attempts_fail(stores: &Stores) {
     let refused = CallbackOutcome::Failed("the callback receiver answered 400".into());
     assert!(ok(t.settle_callback("callback-refused", 1, &refused).await, "settle"));
     assert_eq!(attempts(&get(t, "callback-refused").await), (CallbackStatus::Failed, 1));
+}
+
+/// Deliverers on two stores over one database (two processes, two
+/// instances) race for one finished task's callback: exactly one leases it,
+/// and only its attempt settles.
+pub async fn callback_leases_have_one_winner(a: &Arc<dyn TaskStore>, b: &Arc<dyn TaskStore>, id: &str) {
+    finished_with_callback(a.as_ref(), id).await;
+    let now = now_ms();
+    let leases: Vec<_> = (0..10)
+        .map(|i| {
+            let tasks = if i % 2 == 0 { a.clone() } else { b.clone() };
+            let id = id.to_string();
+            tokio::spawn(async move { tasks.lease_callback(&id, secs(60), 3, now).await })
+        })
+        .collect();
+    let mut winners = Vec::new();
+    for (i, lease) in leases.into_iter().enumerate() {
+        match ok(lease.await.unwrap_or_else(|e| panic!("lease task: {e}")), "lease") {
+            CallbackLease::Leased(task) => winners.push(task),
+            CallbackLease::Held { .. } => {}
+            other => panic!("lease {i} of {id}: {other:?}"),
+        }
+    }
+    assert_eq!(
+        winners.len(),
+        1,
+        "exactly one lease of {id}'s callback wins: {winners:?}"
+    );
+    assert_eq!(attempts(&winners[0]), (CallbackStatus::Pending, 1));
+    assert!(ok(
+        b.settle_callback(id, 1, &CallbackOutcome::Delivered).await,
+        "settle"
+    ));
+    assert_eq!(attempts(&get(a.as_ref(), id).await), (CallbackStatus::Delivered, 1));
 }

@@ -559,6 +559,7 @@ mod tests {
         let b: Arc<dyn TaskStore> = store(&host, &project).await;
         for round in 0..3 {
             crate::store::contract::claims_have_one_winner(&a, &b, &format!("race-{round}")).await;
+            crate::store::contract::callback_leases_have_one_winner(&a, &b, &format!("race-cb-{round}")).await;
         }
     }
 

@@ -358,10 +358,11 @@ impl Worker {
 }
 
 /// The fault point between storing a task's outcome and sending its
-/// callback (for [`fault_point`]).
+/// callback, for [`ABORT_AT_VARIABLE`] (tests only).
 pub const FINISHED_BEFORE_CALLBACK: &str = "finished-before-callback";
 
-/// The variable that names a fault point to abort at.
+/// The variable that names a fault point to abort at: honoured only by
+/// test builds (the `testing` feature); a release build ignores it.
 pub const ABORT_AT_VARIABLE: &str = "AGENT_CORE_TEST_ABORT_AT";
 
 /// A test-only crash: when `AGENT_CORE_TEST_ABORT_AT` names `point`, the

@@ -338,7 +338,8 @@ pub struct TaskRecord {
     /// When it reached `completed` or `failed`.
     pub finished_at: Option<String>,
     /// The callback a finished task with a `callback_url` owes (see
-    /// [`callback`]); `None` before it finished, without a `callback_url`,
+    /// `store::callback` and [`crate::callback`]); `None` before it
+    /// finished, without a `callback_url`,
     /// and for tasks finished before callback states were kept.
     pub callback: Option<CallbackState>,
 }

@@ -13,16 +13,16 @@ use std::sync::Arc;
 
 use agent_core::agent;
 use agent_core::auth::Principal;
+use agent_core::callback::{Callbacks, Settled};
 use agent_core::http::json::require_text;
 use agent_core::http::paging::{self, PageQuery};
 use agent_core::http::{Api, ApiError, ApiJson, Operation, Routes, detached};
 use agent_core::llm::Model;
 use agent_core::queue::Queue;
-use agent_core::store::{Cancel, Finished, TaskRecord, TaskState, TaskStatus, TaskStore};
+use agent_core::store::{CallbackOutcome, Cancel, Finished, TaskRecord, TaskState, TaskStatus, TaskStore};
 use agent_core::task;
 pub use agent_core::task::{AgentResponse, TaskView};
 use agent_core::tools::Registry;
-use agent_core::webhook::Callbacks;
 use agent_core::{App, outbound_url, owned, session};
 use axum::Router;
 use axum::extract::{Path, State};
@@ -103,7 +103,7 @@ impl AgentState {
             max_task_chars: app.settings.http.max_message_chars,
             callbacks_enabled: app.settings.tasks.webhook_secret.is_some(),
             allow_loopback_callbacks: app.settings.tasks.allow_loopback_callbacks,
-            callbacks: Callbacks::new(&app.settings.tasks, &app.metrics),
+            callbacks: Callbacks::new(&app.settings.tasks, &app.metrics, app.stores.tasks.clone()),
         })
     }
 }
@@ -279,6 +279,16 @@ async fn submit(state: &AgentState, task: TaskRecord, warnings: Vec<String>) -> 
             .await
         {
             tracing::error!(%store_err, task_id = %task.task_id, "the unqueued task could not be marked failed");
+        } else if task.callback_url.is_some() {
+            // Finishing owed a callback, but this answer is the client's
+            // news: a task it was never told was accepted calls back
+            // nothing. Settled under attempt 0, before any was leased.
+            let waived = CallbackOutcome::Failed(
+                "not sent: the task could not be queued, which the submission's 503 said".into(),
+            );
+            if let Err(store_err) = state.tasks.settle_callback(&task.task_id, 0, &waived).await {
+                tracing::warn!(%store_err, task_id = %task.task_id, "the unqueued task's callback could not be waived");
+            }
         }
         return Err(ApiError::unavailable(message, std::time::Duration::from_secs(5)));
     }
@@ -374,8 +384,12 @@ async fn cancel(state: &AgentState, id: &str) -> Result<TaskView, ApiError> {
     match state.tasks.cancel(id).await? {
         Cancel::Cancelled(task) => {
             tracing::info!(task_id = id, attempts = task.attempts, "task cancelled");
-            state.callbacks.notify(&task).await;
-            Ok(task.into())
+            // Recorded pending with the cancel; sent now, and by a later
+            // delivery of the task should this request not get to it.
+            match state.callbacks.settle(id).await {
+                Settled::Done(Some(settled)) => Ok((*settled).into()),
+                Settled::Done(None) | Settled::Later(_) | Settled::Store(_) => Ok(task.into()),
+            }
         }
         Cancel::AlreadyCancelled(task) => Ok(task.into()),
         Cancel::Finished(task) => Err(conflict(format!(

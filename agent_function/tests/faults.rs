@@ -236,13 +236,18 @@ async fn pubsub_unreachable_at_publish_fails_the_task_and_the_service_keeps_serv
             ("QUEUE", "pubsub"),
             ("PUBSUB_PROJECT", "p"),
             ("PUBSUB_EMULATOR_HOST", &host),
+            ("WEBHOOK_SECRET", "faults-secret"),
+            ("ALLOW_LOOPBACK_CALLBACKS", "true"),
         ],
     )
     .await;
 
     let started = Instant::now();
+    let callback_url = format!("http://127.0.0.1:{}/hook", free_port());
     let (message, retry_after) = envelope(
-        agent.post(json!({"task": "Summarise the news", "async": true})).await,
+        agent
+            .post(json!({"task": "Summarise the news", "async": true, "callback_url": callback_url}))
+            .await,
         503,
         "unavailable",
     )
@@ -272,6 +277,10 @@ async fn pubsub_unreachable_at_publish_fails_the_task_and_the_service_keeps_serv
     );
     assert!(agent.runnable().await.is_empty(), "nothing runnable is left");
     assert_eq!(agent.model_calls(), 0, "an unqueued task never runs");
+    // The 503 was the client's news: the task owes no callback.
+    let task = agent.get(&format!("/api/v1/tasks/{}", tasks[0].id)).await;
+    assert_eq!(task["callback"]["status"], "failed", "{task}");
+    assert_eq!(task["callback"]["attempts"], 0, "{task}");
 
     // The service keeps serving: health, and a synchronous run.
     let health = agent

@@ -37,6 +37,8 @@
 //! - [`worker`]: runs a delivered task once in effect (claims, leases,
 //!   retries) and reports it.
 //! - [`webhook`]: signed callbacks to a task's `callback_url`.
+//! - [`callback`]: a finished task's callback, leased and recorded in the
+//!   store so that it survives a crash, until delivered or given up.
 //! - [`outbound_url`]: the guard every request to a client-given URL passes
 //!   (no SSRF): public addresses only, pinned, no redirects.
 //! - [`owned`]: records belong to their principal: the store keys of a
@@ -53,6 +55,7 @@
 pub mod agent;
 pub(crate) mod app;
 pub mod auth;
+pub mod callback;
 pub mod config;
 pub mod delivery;
 pub mod gcp;

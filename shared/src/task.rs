@@ -18,7 +18,7 @@ use serde_json::Value;
 use crate::agent::{self, Checkpoint, Outcome, RunError, Step};
 use crate::http::{ApiError, sse};
 use crate::llm::{Model, ModelError};
-use crate::store::{Finished, TaskEvent, TaskRecord, TaskState, TaskStatus, TaskStore};
+use crate::store::{CallbackState, CallbackStatus, Finished, TaskEvent, TaskRecord, TaskState, TaskStatus, TaskStore};
 use crate::tools::Registry;
 use crate::{owned, session};
 
@@ -123,6 +123,32 @@ pub struct TaskView {
     pub started_at: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<String>,
+    /// Once finished, where its callback stands, when it has a
+    /// `callback_url` (absent in the callback's own body).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub callback: Option<CallbackView>,
+}
+
+/// A finished task's callback: `pending` until it is `delivered` or
+/// `failed` (refused for good, or `WEBHOOK_ATTEMPTS` attempts spent).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema)]
+pub struct CallbackView {
+    pub status: CallbackStatus,
+    /// POSTs attempted so far.
+    pub attempts: u32,
+    /// Why the last failed attempt failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+}
+
+impl From<CallbackState> for CallbackView {
+    fn from(c: CallbackState) -> CallbackView {
+        CallbackView {
+            status: c.status,
+            attempts: c.attempts,
+            last_error: c.last_error,
+        }
+    }
 }
 
 impl From<TaskRecord> for TaskView {
@@ -148,6 +174,7 @@ impl From<TaskRecord> for TaskView {
             updated_at: t.updated_at,
             started_at: t.started_at,
             finished_at: t.finished_at,
+            callback: t.callback.map(CallbackView::from),
         }
     }
 }
@@ -380,6 +407,36 @@ mod tests {
             view(TaskState::Finished(Finished::Failed(String::new()))),
             (json("failed"), None, None)
         );
+    }
+
+    /// The task JSON shows a finished task's callback, and the OpenAPI
+    /// document (generated from this type) lists it with its states.
+    #[test]
+    fn a_task_view_shows_its_callback_and_its_schema_lists_it() {
+        let task = TaskRecord {
+            state: TaskState::Finished(Finished::Cancelled),
+            callback: Some(CallbackState {
+                attempts: 2,
+                last_error: Some("the receiver answered 503".into()),
+                ..CallbackState::pending()
+            }),
+            ..TaskRecord::queued("t", "anonymous", "2+2", "s", 5)
+        };
+        let view = serde_json::to_value(TaskView::from(task)).expect("json");
+        assert_eq!(
+            view["callback"],
+            serde_json::json!({"status": "pending", "attempts": 2, "last_error": "the receiver answered 503"})
+        );
+        let schema = serde_json::to_string(&schemars::schema_for!(TaskView)).expect("schema");
+        for word in [
+            "\"callback\"",
+            "\"pending\"",
+            "\"delivered\"",
+            "\"failed\"",
+            "\"last_error\"",
+        ] {
+            assert!(schema.contains(word), "{word} in {schema}");
+        }
     }
 
     #[test]

@@ -10,6 +10,9 @@
 //! The body is signed with HMAC-SHA256 in `X-Signature-256: sha256=<hex>`,
 //! GitHub's scheme, so receivers can reuse code they already have, and
 //! [`verify`] is the reference for them and for our tests.
+//!
+//! This module sends; a task's callback is leased, recorded and retried
+//! across processes by [`crate::callback`], one POST per attempt.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -20,12 +23,9 @@ use reqwest::Url;
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderValue};
 use sha2::Sha256;
 
-use crate::config::{Secret, TaskSettings};
-use crate::http::Metrics;
+use crate::config::Secret;
 use crate::outbound_url::{self, OutboundUrlError};
 use crate::retry::{self, Backoff, Jitter};
-use crate::store::TaskRecord;
-use crate::task::TaskView;
 
 /// The signature header, as GitHub names it.
 pub const SIGNATURE_HEADER: &str = "x-signature-256";
@@ -33,6 +33,11 @@ pub const SIGNATURE_HEADER: &str = "x-signature-256";
 /// The task the callback is about, so a receiver can route it before
 /// parsing the body.
 pub const TASK_ID_HEADER: &str = "x-task-id";
+
+/// Which attempt at this task's callback this POST is, from 1. Every
+/// attempt of one task's callback carries the same `X-Task-Id`, body and
+/// signature, so a receiver dedupes on `X-Task-Id`.
+pub const ATTEMPT_HEADER: &str = "x-callback-attempt";
 
 pub const USER_AGENT: &str = "serverless-agent-webhook";
 
@@ -132,77 +137,21 @@ impl Webhooks {
     }
 
     /// POSTs `body` to `url`, signed, retrying what may pass on a retry.
-    /// Returns the attempt (from 1) that the receiver accepted.
+    /// Returns the attempt (from 1) that the receiver accepted. Nothing is
+    /// recorded: a task's callback goes through [`crate::callback`], which
+    /// leases and records each attempt in the store.
     pub async fn deliver(&self, url: &str, body: &serde_json::Value, task_id: &str) -> Result<u32, WebhookError> {
-        let url = outbound_url::validate_url(url, self.allow_loopback).map_err(WebhookError::Refused)?;
-        let host = url.host_str().unwrap_or_default().to_string();
-        let payload = bytes::Bytes::from(
-            serde_json::to_vec(body).map_err(|err| WebhookError::Setup(format!("cannot serialise the body: {err}")))?,
-        );
-        let mut headers = HeaderMap::new();
-        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        headers.insert(
-            SIGNATURE_HEADER,
-            HeaderValue::from_str(&sign(self.secret.expose().as_bytes(), &payload))
-                .map_err(|err| WebhookError::Setup(format!("the signature is not a header value: {err}")))?,
-        );
-        headers.insert(
-            TASK_ID_HEADER,
-            HeaderValue::from_str(task_id)
-                .map_err(|_| WebhookError::Setup("the task id is not a valid header value".into()))?,
-        );
-
-        let mut client: Option<reqwest::Client> = None;
-        let mut retry_after = None;
+        let payload = payload(body)?;
         let mut last = String::new();
         for attempt in 1..=self.attempts {
-            if attempt > 1 {
-                let delay = backoff(
-                    self.first_backoff,
-                    attempt - 1,
-                    retry_after.take(),
-                    retry::unit_random(),
-                );
-                tokio::time::sleep(delay).await;
-            }
-            let client = match &client {
-                Some(client) => client,
-                None => match outbound_url::resolve_public(&url, self.allow_loopback).await {
-                    Ok(addrs) => client.insert(self.pinned_client(&url, &addrs)?),
-                    Err(err) if err.is_transient() => {
-                        let msg = err.to_string();
-                        tracing::warn!(host = %host, attempt, error = %msg, "callback delivery failed");
-                        last = msg;
-                        continue;
-                    }
-                    Err(err) => return Err(WebhookError::Refused(err)),
-                },
-            };
-            let sent = client
-                .post(url.clone())
-                .headers(headers.clone())
-                .body(payload.clone())
-                .send()
-                .await;
-            match sent {
-                Ok(response) if response.status().is_success() => return Ok(attempt),
-                Ok(response) => {
-                    let status = response.status();
-                    tracing::warn!(host = %host, status = status.as_u16(), attempt, "callback delivery failed");
-                    if !retryable(status) {
-                        return Err(WebhookError::Rejected { status, attempt });
-                    }
-                    retry_after = parse_retry_after(response.headers());
-                    last = format!("the receiver answered {status}");
-                }
-                Err(err) => {
-                    let builder = err.is_builder();
-                    let reason = describe(err, self.timeout);
-                    tracing::warn!(host = %host, attempt, error = %reason, "callback delivery failed");
-                    if builder {
-                        return Err(WebhookError::Setup(reason));
-                    }
+            match self.attempt(url, &payload, task_id, attempt).await {
+                Ok(()) => return Ok(attempt),
+                Err(AttemptError::Permanent(err)) => return Err(err),
+                Err(AttemptError::Transient { reason, retry_after }) => {
                     last = reason;
+                    if attempt < self.attempts {
+                        tokio::time::sleep(self.backoff(attempt, retry_after)).await;
+                    }
                 }
             }
         }
@@ -210,6 +159,116 @@ impl Webhooks {
             attempts: self.attempts,
             last,
         })
+    }
+
+    /// How many attempts a callback gets, the first included
+    /// (`WEBHOOK_ATTEMPTS`).
+    pub(crate) fn attempts(&self) -> u32 {
+        self.attempts
+    }
+
+    /// How long one attempt may take at most: resolving the host and the
+    /// POST, each bounded by the timeout.
+    pub(crate) fn attempt_bound(&self) -> Duration {
+        self.timeout * 2
+    }
+
+    /// The wait after `failures` failed attempts, with jitter, never
+    /// shorter than the receiver's (capped) `Retry-After`.
+    pub(crate) fn backoff(&self, failures: u32, retry_after: Option<Duration>) -> Duration {
+        backoff(self.first_backoff, failures, retry_after, retry::unit_random())
+    }
+
+    /// One signed POST of `payload` to `url`: attempt `attempt` (from 1),
+    /// sent as `X-Callback-Attempt`. The URL is checked again, resolved to
+    /// public addresses only and the connection pinned to them.
+    pub(crate) async fn attempt(
+        &self,
+        url: &str,
+        payload: &bytes::Bytes,
+        task_id: &str,
+        attempt: u32,
+    ) -> Result<(), AttemptError> {
+        let url = outbound_url::validate_url(url, self.allow_loopback)
+            .map_err(|err| AttemptError::Permanent(WebhookError::Refused(err)))?;
+        let host = url.host_str().unwrap_or_default().to_string();
+        let headers = self
+            .headers(payload, task_id, attempt)
+            .map_err(AttemptError::Permanent)?;
+        // Bounded, so that an attempt ends within its lease
+        // ([`attempt_bound`](Self::attempt_bound)).
+        let resolved =
+            tokio::time::timeout(self.timeout, outbound_url::resolve_public(&url, self.allow_loopback)).await;
+        let Ok(resolved) = resolved else {
+            let reason = format!("the host was not resolved within {:?}", self.timeout);
+            tracing::warn!(host = %host, attempt, error = %reason, "callback delivery failed");
+            return Err(AttemptError::Transient {
+                reason,
+                retry_after: None,
+            });
+        };
+        let addrs = match resolved {
+            Ok(addrs) => addrs,
+            Err(err) if err.is_transient() => {
+                let reason = err.to_string();
+                tracing::warn!(host = %host, attempt, error = %reason, "callback delivery failed");
+                return Err(AttemptError::Transient {
+                    reason,
+                    retry_after: None,
+                });
+            }
+            Err(err) => return Err(AttemptError::Permanent(WebhookError::Refused(err))),
+        };
+        let client = self.pinned_client(&url, &addrs).map_err(AttemptError::Permanent)?;
+        let sent = client
+            .post(url.clone())
+            .headers(headers)
+            .body(payload.clone())
+            .send()
+            .await;
+        match sent {
+            Ok(response) if response.status().is_success() => Ok(()),
+            Ok(response) => {
+                let status = response.status();
+                tracing::warn!(host = %host, status = status.as_u16(), attempt, "callback delivery failed");
+                if !retryable(status) {
+                    return Err(AttemptError::Permanent(WebhookError::Rejected { status, attempt }));
+                }
+                Err(AttemptError::Transient {
+                    reason: format!("the receiver answered {status}"),
+                    retry_after: parse_retry_after(response.headers()),
+                })
+            }
+            Err(err) => {
+                let builder = err.is_builder();
+                let reason = describe(err, self.timeout);
+                tracing::warn!(host = %host, attempt, error = %reason, "callback delivery failed");
+                if builder {
+                    return Err(AttemptError::Permanent(WebhookError::Setup(reason)));
+                }
+                Err(AttemptError::Transient {
+                    reason,
+                    retry_after: None,
+                })
+            }
+        }
+    }
+
+    fn headers(&self, payload: &[u8], task_id: &str, attempt: u32) -> Result<HeaderMap, WebhookError> {
+        let mut headers = HeaderMap::new();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        headers.insert(
+            SIGNATURE_HEADER,
+            HeaderValue::from_str(&sign(self.secret.expose().as_bytes(), payload))
+                .map_err(|err| WebhookError::Setup(format!("the signature is not a header value: {err}")))?,
+        );
+        headers.insert(
+            TASK_ID_HEADER,
+            HeaderValue::from_str(task_id)
+                .map_err(|_| WebhookError::Setup("the task id is not a valid header value".into()))?,
+        );
+        headers.insert(ATTEMPT_HEADER, HeaderValue::from(attempt));
+        Ok(headers)
     }
 
     /// A client that connects only to `addrs` (for a name; an IP literal
@@ -221,6 +280,25 @@ impl Webhooks {
             .build()
             .map_err(|err| WebhookError::Setup(format!("cannot build the HTTP client: {err}")))
     }
+}
+
+/// The bytes a callback sends for `body`, signed as they are.
+pub(crate) fn payload(body: &serde_json::Value) -> Result<bytes::Bytes, WebhookError> {
+    serde_json::to_vec(body)
+        .map(bytes::Bytes::from)
+        .map_err(|err| WebhookError::Setup(format!("cannot serialise the body: {err}")))
+}
+
+/// Why one attempt failed.
+pub(crate) enum AttemptError {
+    /// Retrying cannot help.
+    Permanent(WebhookError),
+    /// A later attempt may pass, not before `retry_after` if the receiver
+    /// said so.
+    Transient {
+        reason: String,
+        retry_after: Option<Duration>,
+    },
 }
 
 /// 408, 429 and 5xx may pass later; any other status will not.
@@ -253,69 +331,6 @@ fn describe(err: reqwest::Error, timeout: Duration) -> String {
         return format!("no answer within {timeout:?}");
     }
     retry::error_chain(&err.without_url())
-}
-
-/// The callback of a finished task: [`Webhooks`] as the task settings
-/// configure them, counted in `webhooks_total`. The worker sends it when a
-/// run ends; `agent_function` when a cancel ends a task. Either way it is
-/// sent by the one caller whose atomic store step finished the task, so at
-/// most once.
-#[derive(Clone)]
-pub struct Callbacks {
-    webhooks: Option<Webhooks>,
-    metrics: Metrics,
-}
-
-impl Callbacks {
-    /// No webhooks without `WEBHOOK_SECRET`: a callback cannot be signed
-    /// (submissions with a `callback_url` are refused then).
-    pub fn new(settings: &TaskSettings, metrics: &Metrics) -> Callbacks {
-        let webhooks = settings.webhook_secret.as_ref().map(|secret| {
-            Webhooks::new(
-                secret.clone(),
-                settings.allow_loopback_callbacks,
-                settings.webhook_timeout,
-                settings.webhook_attempts,
-                Duration::from_millis(500),
-            )
-        });
-        Callbacks {
-            webhooks,
-            metrics: metrics.clone(),
-        }
-    }
-
-    /// POSTs the finished task, as `GET /api/v1/tasks/{id}` shows it, to
-    /// its `callback_url`, if it has one.
-    pub async fn notify(&self, task: &TaskRecord) {
-        let Some(url) = task.callback_url.as_deref() else {
-            return;
-        };
-        let Some(webhooks) = &self.webhooks else {
-            tracing::error!(task_id = %task.task_id, "the task has a callback_url but WEBHOOK_SECRET is not set here; no callback sent");
-            self.count("not_configured");
-            return;
-        };
-        let body = serde_json::to_value(TaskView::from(task.clone())).unwrap_or_default();
-        match webhooks.deliver(url, &body, &task.task_id).await {
-            Ok(attempt) => {
-                tracing::info!(task_id = %task.task_id, attempt, "callback delivered");
-                self.count("delivered");
-            }
-            Err(err) => {
-                tracing::error!(task_id = %task.task_id, %err, "callback not delivered");
-                self.count("failed");
-            }
-        }
-    }
-
-    fn count(&self, outcome: &str) {
-        self.metrics.inc(
-            "webhooks_total",
-            "Task callbacks: delivered, failed, or not configured.",
-            &[("outcome", outcome)],
-        );
-    }
 }
 
 #[cfg(test)]

@@ -10,7 +10,10 @@
 //! (`StillHeld`). What the queue should do next is the
 //! [`Disposition`]: done (acknowledge: the task finished, failed for good,
 //! or is someone else's), or retry (a transient failure: Pub/Sub
-//! redelivers after a 503, the local queue after a backoff).
+//! redelivers after a 503, the local queue after a backoff). A finished
+//! task is acknowledged only once the callback it owes is settled
+//! ([`crate::callback`]): a worker that dies before leaves its message
+//! unacknowledged, and the redelivery sends the callback.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -19,14 +22,14 @@ use async_trait::async_trait;
 
 use crate::App;
 use crate::agent::{Checkpoint, Interrupted, RunError, Step};
+use crate::callback::{Callbacks, Settled};
 use crate::config::TaskSettings;
 use crate::delivery::Delivery;
 use crate::http::Metrics;
 use crate::llm::{Model, ModelError};
-use crate::store::{Claim, Finished, StoreError, TaskEvent, TaskRecord, TaskState, TaskStatus, TaskStore, rfc3339};
+use crate::store::{Claim, Finished, StoreError, TaskEvent, TaskRecord, TaskState, TaskStatus, TaskStore};
 use crate::task::AgentResponse;
 use crate::tools::Registry;
-use crate::webhook::Callbacks;
 
 /// What the queue should do with a delivery.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,7 +58,7 @@ impl Worker {
     pub fn new(app: &App, tools: Registry) -> Worker {
         let settings = app.settings.tasks.clone();
         Worker {
-            callbacks: Callbacks::new(&settings, &app.metrics),
+            callbacks: Callbacks::new(&settings, &app.metrics, app.stores.tasks.clone()),
             model: app.model.clone(),
             tools,
             tasks: app.stores.tasks.clone(),
@@ -100,19 +103,24 @@ impl Worker {
                 return Disposition::Done(format!("there is no task {task_id:?}"));
             }
             Ok(Claim::Finished(task)) if task.status() == TaskStatus::Cancelled => {
-                // Its callback went out with the cancel.
-                tracing::info!(task_id, "a delivery of a cancelled task; acknowledged, not run");
+                // Its callback is the cancel's to send, and this delivery's
+                // if the cancel did not get to it.
+                tracing::info!(task_id, "a delivery of a cancelled task; not run");
                 self.count_task("cancelled");
-                return Disposition::Done(format!("task {task_id} was cancelled"));
+                return self.settle_owed(&task, format!("task {task_id} was cancelled")).await;
             }
             Ok(Claim::Finished(task)) => {
+                // A duplicate, or the redelivery of a task whose worker
+                // died before its callback went out: then it goes out now.
                 tracing::info!(
                     task_id,
                     status = task.status().as_str(),
-                    "a duplicate delivery of a finished task; acknowledged"
+                    callback_pending = task.callback_pending(),
+                    "a delivery of a finished task"
                 );
                 self.count_task("duplicate");
-                return Disposition::Done(format!("task {task_id} is already {}", task.status().as_str()));
+                let done = format!("task {task_id} is already {}", task.status().as_str());
+                return self.settle_owed(&task, done).await;
             }
             Ok(Claim::Held {
                 same_delivery: false, ..
@@ -141,8 +149,9 @@ impl Worker {
                     "a task ran out of attempts and is failed"
                 );
                 self.count_task("failed");
-                self.callbacks.notify(&task).await;
-                return Disposition::Done(format!("task {task_id} ran out of attempts"));
+                return self
+                    .settle_owed(&task, format!("task {task_id} ran out of attempts"))
+                    .await;
             }
             Err(err) => return store_retry(&err),
         };
@@ -196,7 +205,8 @@ impl Worker {
             result = work => result,
             () = self.keep_claim(&task_id, attempt) => {
                 tracing::warn!(task_id = %task_id, attempt, "the task's claim was lost (cancelled or taken over) while it ran; stopped");
-                return Disposition::Done(format!("task {task_id} is no longer this delivery's to run"));
+                // A cancel's callback, should the cancel not have sent it.
+                return self.settle(&task_id, format!("task {task_id} is no longer this delivery's to run")).await;
             }
         };
 
@@ -204,11 +214,12 @@ impl Worker {
             Ok(response) => self.complete(&task, response).await,
             Err(RunError::Interrupted(why)) => {
                 // Whoever took the task (a cancel, another delivery) has
-                // written its state and sent what it owed; nothing is left
-                // to this delivery but to be acknowledged.
+                // written its state; all that may be left to this delivery
+                // is a cancel's callback that its request did not send.
                 tracing::info!(task_id = %task_id, attempt, %why, "the run stopped before its next call");
                 self.count_task("stopped");
-                Disposition::Done(format!("task {task_id} stopped: {why}"))
+                // A cancel's callback, should the cancel not have sent it.
+                self.settle(&task_id, format!("task {task_id} stopped: {why}")).await
             }
             Err(RunError::Model(err)) if transient(&err) => self.retry_or_fail(&task, &err).await,
             Err(RunError::Model(err)) => {
@@ -299,16 +310,41 @@ impl Worker {
             attempt = task.attempts,
             "task finished"
         );
-        let now = rfc3339(SystemTime::now());
-        let finished = TaskRecord {
-            state: TaskState::Finished(outcome),
-            updated_at: now.clone(),
-            finished_at: Some(now),
-            lease_until: None,
-            ..task.clone()
-        };
-        self.callbacks.notify(&finished).await;
-        Disposition::Done(format!("task {task_id} is {}", status.as_str()))
+        let done = format!("task {task_id} is {}", status.as_str());
+        if task.callback_url.is_none() {
+            return Disposition::Done(done);
+        }
+        // The outcome and `callback: pending` are stored together: a crash
+        // from here on leaves the callback to the next delivery.
+        fault_point(FINISHED_BEFORE_CALLBACK);
+        self.settle(task_id, done).await
+    }
+
+    /// [`settle`](Self::settle) when `task` still owes its callback; else
+    /// done at once, without a store call.
+    async fn settle_owed(&self, task: &TaskRecord, done: String) -> Disposition {
+        if !task.callback_pending() {
+            return Disposition::Done(done);
+        }
+        self.settle(&task.task_id, done).await
+    }
+
+    /// Sends the task's callback if it is owed and nobody else is sending
+    /// it: done once it is settled (or nothing is owed), else retry, so the
+    /// queue comes back for it (Pub/Sub after a 503, the local queue after
+    /// a backoff) until it is delivered or its attempts are spent.
+    async fn settle(&self, task_id: &str, done: String) -> Disposition {
+        match self.callbacks.settle(task_id).await {
+            Settled::Done(_) => Disposition::Done(done),
+            Settled::Later(until) => Disposition::Retry {
+                after: until.duration_since(SystemTime::now()).unwrap_or_default() + Duration::from_millis(100),
+                reason: format!("task {task_id}'s callback is pending under another delivery or its backoff"),
+            },
+            Settled::Store(err) => {
+                tracing::warn!(%err, task_id, "the task's callback could not be leased or recorded; it stays pending");
+                store_retry(&err)
+            }
+        }
     }
 
     fn count_task(&self, outcome: &str) {
@@ -320,6 +356,30 @@ impl Worker {
         );
     }
 }
+
+/// The fault point between storing a task's outcome and sending its
+/// callback, for [`ABORT_AT_VARIABLE`] (tests only).
+pub const FINISHED_BEFORE_CALLBACK: &str = "finished-before-callback";
+
+/// The variable that names a fault point to abort at: honoured only by
+/// test builds (the `testing` feature); a release build ignores it.
+pub const ABORT_AT_VARIABLE: &str = "AGENT_CORE_TEST_ABORT_AT";
+
+/// A test-only crash: when `AGENT_CORE_TEST_ABORT_AT` names `point`, the
+/// process aborts here, as if killed, so a test can show what survives.
+/// Compiled only into test builds (`cfg(test)` or the `testing` feature,
+/// which only dev-dependencies enable): a release build has no such
+/// point, whatever its environment says.
+#[cfg(any(test, feature = "testing"))]
+fn fault_point(point: &str) {
+    if std::env::var(ABORT_AT_VARIABLE).is_ok_and(|at| at == point) {
+        eprintln!("{ABORT_AT_VARIABLE}={point}: aborting here");
+        std::process::abort();
+    }
+}
+
+#[cfg(not(any(test, feature = "testing")))]
+fn fault_point(_point: &str) {}
 
 /// The [`Checkpoint`] of a queued task's run: the task is still `running`
 /// under this attempt. One read of the task before each model call (but

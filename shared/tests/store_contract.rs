@@ -84,6 +84,7 @@ async fn two_sqlite_stores_on_one_file_claim_a_task_once() {
     let (a, b) = (open(&path).await, open(&path).await);
     for round in 0..10 {
         contract::claims_have_one_winner(&a.tasks, &b.tasks, &format!("two-stores-{round}")).await;
+        contract::callback_leases_have_one_winner(&a.tasks, &b.tasks, &format!("two-stores-cb-{round}")).await;
     }
 }
 

@@ -6,7 +6,8 @@
 //! redelivers after a 503). Nothing is kept only in memory: the task is
 //! already `queued` in the store, and a sweep of the store just after start-up
 //! and every few seconds delivers what a stopped process left behind (queued
-//! tasks, and running ones whose lease has passed).
+//! tasks, running ones whose lease has passed, and finished ones whose
+//! callback is still owed).
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -88,7 +89,18 @@ async fn dispatch(
                 None => return,
             },
             _ = sweep.tick() => {
-                match tasks.runnable(SystemTime::now(), 100).await {
+                // Tasks to run, then finished tasks whose callback is still
+                // owed (their worker stopped before it went out): a
+                // delivery of a finished task sends it.
+                let now = SystemTime::now();
+                let due = match tasks.runnable(now, 100).await {
+                    Ok(mut ids) => tasks.callbacks_due(now, 100).await.map(|owed| {
+                        ids.extend(owed);
+                        ids
+                    }),
+                    Err(err) => Err(err),
+                };
+                match due {
                     Ok(ids) => {
                         for task_id in ids {
                             if lock(&pending).contains(&task_id) {

@@ -19,6 +19,7 @@
 //! - `listing`: pages of a session's messages, and a principal's sessions
 //!   and tasks, newest first.
 
+mod callback;
 mod cancel;
 #[cfg(any(test, feature = "testing"))]
 pub mod contract;
@@ -28,6 +29,8 @@ pub mod rate_log;
 pub mod sqlite;
 mod timestamps;
 
+pub use callback::{CallbackLease, CallbackOutcome, CallbackState, CallbackStatus};
+pub(crate) use callback::{CallbackStep, callback_step, settled, settles, unsettled_error};
 pub use cancel::Cancel;
 pub(crate) use cancel::{CancelStep, cancel_step};
 pub use listing::{Page, SessionPosition, SessionSummary, TaskPosition};
@@ -374,6 +377,11 @@ pub struct TaskRecord {
     pub started_at: Option<String>,
     /// When it reached `completed` or `failed`.
     pub finished_at: Option<String>,
+    /// The callback a finished task with a `callback_url` owes (see
+    /// `store::callback` and [`crate::callback`]); `None` before it
+    /// finished, without a `callback_url`,
+    /// and for tasks finished before callback states were kept.
+    pub callback: Option<CallbackState>,
 }
 
 impl TaskRecord {
@@ -407,6 +415,7 @@ impl TaskRecord {
             updated_at: String::new(),
             started_at: None,
             finished_at: None,
+            callback: None,
         }
     }
 }
@@ -557,6 +566,32 @@ pub trait TaskStore: Send + Sync {
         after: Option<&TaskPosition>,
         limit: usize,
     ) -> Result<Page<TaskRecord, TaskPosition>, StoreError>;
+
+    /// Atomically, as [`claim`](Self::claim): when the task is finished with
+    /// its callback `pending` and free (no lease, or one passed at `now`)
+    /// and fewer than `max_attempts` attempts were leased, it becomes
+    /// attempt `attempts + 1`, leased until `now + lease`
+    /// ([`CallbackLease::Leased`]); when all were spent, `failed`
+    /// ([`CallbackLease::Settled`]). Of concurrent calls at most one leases.
+    /// The task's `updated_at` is left alone, so a callback's body is the
+    /// same on every attempt.
+    async fn lease_callback(
+        &self,
+        task_id: &str,
+        lease: Duration,
+        max_attempts: u32,
+        now: SystemTime,
+    ) -> Result<CallbackLease, StoreError>;
+
+    /// Records how callback attempt `attempt` ended, when the callback is
+    /// still `pending` under it; false (and no change) otherwise, so an
+    /// attempt whose lease passed and was taken over records nothing.
+    async fn settle_callback(&self, task_id: &str, attempt: u32, outcome: &CallbackOutcome)
+    -> Result<bool, StoreError>;
+
+    /// Ids of finished tasks whose callback is `pending` and free at `now`
+    /// (oldest finished first, at most `limit`): what a sweep delivers.
+    async fn callbacks_due(&self, now: SystemTime, limit: usize) -> Result<Vec<String>, StoreError>;
 
     /// Ids of tasks a queue should deliver again (oldest first, at most
     /// `limit`): `queued`, or `running` with a lease that has passed at

@@ -9,9 +9,10 @@
 
 //!
 //! One file per store trait: `sessions`, `rate_limits`, `memory`, `tasks`
-//! (and `cancel`, the tasks' cancel, and `listing`, the pages and listings
-//! of sessions and tasks).
+//! (and `cancel`, the tasks' cancel; `callback`, their callback states;
+//! `listing`, the pages and listings of sessions and tasks).
 
+mod callback;
 mod cancel;
 mod listing;
 mod memory;
@@ -19,6 +20,7 @@ mod rate_limits;
 mod sessions;
 mod tasks;
 
+pub use callback::*;
 pub use cancel::*;
 pub use listing::*;
 pub use memory::*;
@@ -66,6 +68,10 @@ pub async fn run_all(stores: &Stores) {
     long_sessions_page_through_every_message_once_in_order(stores).await;
     sessions_are_listed_newest_first_paged_and_per_owner(stores).await;
     tasks_are_listed_newest_first_paged_per_owner_and_by_status(stores).await;
+    finishing_a_task_owes_its_callback(stores).await;
+    concurrent_callback_leases_have_one_winner(stores).await;
+    an_expired_callback_lease_is_taken_over(stores).await;
+    spent_callback_attempts_fail(stores).await;
 }
 
 pub(super) fn ok<T>(result: Result<T, StoreError>, what: &str) -> T {

@@ -87,6 +87,7 @@
 //! call run again is counted again. Requests the client library sends again
 //! by itself (a failed read, once: `READ_RETRIES`) are not seen.
 
+mod callback;
 mod cancel;
 mod cas;
 mod counts;
@@ -95,6 +96,7 @@ mod listing;
 mod memory;
 mod rate_limits;
 mod sessions;
+mod sweep;
 mod tail;
 mod tasks;
 

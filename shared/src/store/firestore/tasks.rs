@@ -3,13 +3,15 @@
 //!
 //! - `tasks/{task_id}`: `{owner, status, task, session_id, max_steps,
 //!   system_instruction?, callback_url?, attempts, delivery_id?, lease_until?,
-//!   result?, error?, created_at, updated_at, started_at?, finished_at?}`.
+//!   result?, error?, created_at, updated_at, started_at?, finished_at?,
+//!   callback_status?, callback_attempts?, callback_lease_until?,
+//!   callback_error?}` (the callback it owes once finished, in `callback`).
 //!   `result` is the JSON text, so it comes back exactly as given (a
 //!   Firestore map would not keep its keys' order, and would turn large
 //!   integers into doubles). `runnable` queries on `status` alone (a
 //!   single-field index, which Firestore keeps without being asked), and
 //!   sorts and filters the leases of the `queued` and `running` tasks it
-//!   finds in memory.
+//!   finds in memory (in `sweep`, with `callbacks_due`).
 //! - `tasks/{task_id}/events/a{attempt}-i{index}`, both numbers zero-padded
 //!   to 10 digits so that the ids sort in `(attempt, index)` order:
 //!   `{attempt, index, data, created_at}`, `data` being JSON text as
@@ -31,15 +33,15 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use firestore::errors::FirestoreError;
 use firestore::gcloud_sdk::google::firestore::v1::{Value, value::ValueType};
-use firestore::{FirestoreDb, FirestoreQueryCursor, FirestoreTimestamp, FirestoreValue};
+use firestore::{FirestoreQueryCursor, FirestoreTimestamp, FirestoreValue};
 use serde::{Deserialize, Serialize};
 
 use super::cas::{classify, commit_if_unchanged, put, read};
 use super::ids::is_document_id;
 use super::{FirestoreStore, Written, bounded, query_limit, time_of, timestamp};
 use crate::store::{
-    Cancel, Claim, ClaimStep, Finished, Page, StoreError, TaskEvent, TaskPosition, TaskRecord, TaskState, TaskStatus,
-    TaskStore, claim_step, event_time, exhausted_error, lease_end, lease_passed,
+    CallbackLease, CallbackOutcome, CallbackStatus, Cancel, Claim, ClaimStep, Finished, Page, StoreError, TaskEvent,
+    TaskPosition, TaskRecord, TaskState, TaskStatus, TaskStore, claim_step, event_time, exhausted_error, lease_end,
 };
 
 pub(super) const TASKS: &str = "tasks";
@@ -77,6 +79,19 @@ pub(super) struct TaskDoc {
     started_at: Option<FirestoreTimestamp>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     finished_at: Option<FirestoreTimestamp>,
+    /// Absent on tasks finished before callback states: they owe nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) callback_status: Option<String>,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub(super) callback_attempts: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) callback_lease_until: Option<FirestoreTimestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) callback_error: Option<String>,
+}
+
+fn is_zero(n: &i64) -> bool {
+    *n == 0
 }
 
 impl TaskDoc {
@@ -89,24 +104,20 @@ impl TaskDoc {
         self.lease_until = None;
         self.finished_at = Some(now);
         self.updated_at = now;
+        // The callback it owes, in the same commit (`store::callback`).
+        self.callback_status = self
+            .callback_url
+            .as_ref()
+            .map(|_| CallbackStatus::Pending.as_str().to_string());
+        self.callback_attempts = 0;
+        self.callback_lease_until = None;
+        self.callback_error = None;
     }
 }
 
 fn anonymous() -> String {
     crate::auth::Principal::anonymous().as_str().to_string()
 }
-
-/// What `runnable` reads of a task.
-#[derive(Debug, Deserialize)]
-struct TaskStateDoc {
-    status: String,
-    #[serde(default)]
-    lease_until: Option<FirestoreTimestamp>,
-    created_at: FirestoreTimestamp,
-}
-
-/// The fields of [`TaskStateDoc`].
-const TASK_STATE_FIELDS: [&str; 3] = ["status", "lease_until", "created_at"];
 
 #[derive(Debug, Serialize, Deserialize)]
 struct EventDoc {
@@ -127,7 +138,7 @@ impl FirestoreStore {
         self.doc_path(TASKS, &task.task_id, "the task id")?;
         let now = timestamp(SystemTime::now()).map_err(classify)?;
         let (status, result, error) = task.state.to_stored();
-        let doc = TaskDoc {
+        let mut doc = TaskDoc {
             owner: task.owner.clone(),
             status: status.as_str().to_string(),
             task: task.task.clone(),
@@ -145,7 +156,12 @@ impl FirestoreStore {
             // Set by the store from the status, as the other times.
             started_at: (status != TaskStatus::Queued).then_some(now),
             finished_at: task.state.finished().is_some().then_some(now),
+            callback_status: None,
+            callback_attempts: 0,
+            callback_lease_until: None,
+            callback_error: None,
         };
+        doc.set_callback(task.callback.as_ref()).map_err(classify)?;
         // CreateDocument refuses an id that exists: a task is created once.
         self.counts.write();
         let created = self
@@ -232,11 +248,7 @@ impl FirestoreStore {
                     (Claim::Claimed(to_task(task_id, doc.clone())), Some(doc))
                 }
                 ClaimStep::Exhaust => {
-                    doc.status = TaskStatus::Failed.as_str().to_string();
-                    doc.error = Some(exhausted_error(task.attempts, max_attempts));
-                    doc.lease_until = None;
-                    doc.finished_at = Some(now_ts);
-                    doc.updated_at = now_ts;
+                    doc.finish(&Finished::Failed(exhausted_error(task.attempts, max_attempts)), now_ts);
                     (Claim::Exhausted(to_task(task_id, doc.clone())), Some(doc))
                 }
             })
@@ -308,50 +320,6 @@ impl FirestoreStore {
         Ok(doc.value.map(|doc| to_task(task_id, doc)))
     }
 
-    /// At most this many in-flight tasks are read by one `runnable` call.
-    const RUNNABLE_SCAN: u32 = 1000;
-
-    async fn runnable_now(&self, now: SystemTime, limit: usize) -> Result<Vec<String>, StoreError> {
-        if limit == 0 {
-            return Ok(Vec::new());
-        }
-        // Queued and running tasks: the tasks in flight, few next to the
-        // finished ones, which the filter on `status` never reads. Bounded,
-        // so a large backlog costs one page per sweep; what lies beyond it
-        // is reached as the tasks before it finish.
-        let query = self
-            .db
-            .fluent()
-            .select()
-            .fields(TASK_STATE_FIELDS)
-            .from(TASKS)
-            .filter(|q| {
-                q.for_all([q
-                    .field("status")
-                    .is_in([TaskStatus::Queued.as_str(), TaskStatus::Running.as_str()])])
-            })
-            .limit(Self::RUNNABLE_SCAN)
-            .query();
-        let docs = self.counts.query(query).await.map_err(classify)?;
-        let mut runnable = Vec::new();
-        for doc in docs {
-            let state: TaskStateDoc = FirestoreDb::deserialize_doc_to(&doc).map_err(classify)?;
-            let due = match TaskStatus::parse(&state.status) {
-                TaskStatus::Queued => true,
-                TaskStatus::Running => state
-                    .lease_until
-                    .is_some_and(|until| lease_passed(SystemTime::from(until), now)),
-                TaskStatus::Completed | TaskStatus::Failed | TaskStatus::Cancelled => false,
-            };
-            if due {
-                let id = doc.name.rsplit('/').next().unwrap_or_default().to_string();
-                runnable.push((SystemTime::from(state.created_at), id));
-            }
-        }
-        runnable.sort();
-        Ok(runnable.into_iter().take(limit).map(|(_, id)| id).collect())
-    }
-
     async fn add_event_now(&self, task_id: &str, event: &TaskEvent) -> Result<(), StoreError> {
         let task_path = self.doc_path(TASKS, task_id, "the task id")?;
         let doc = EventDoc {
@@ -413,11 +381,12 @@ fn holds(doc: &TaskDoc, attempt: u32) -> bool {
     TaskStatus::parse(&doc.status) == TaskStatus::Running && doc.attempts == i64::from(attempt)
 }
 
-fn to_u32(n: i64) -> u32 {
+pub(super) fn to_u32(n: i64) -> u32 {
     n.clamp(0, i64::from(u32::MAX)) as u32
 }
 
 pub(super) fn to_task(task_id: &str, doc: TaskDoc) -> TaskRecord {
+    let callback = doc.callback();
     TaskRecord {
         task_id: task_id.to_string(),
         owner: doc.owner,
@@ -434,6 +403,7 @@ pub(super) fn to_task(task_id: &str, doc: TaskDoc) -> TaskRecord {
         updated_at: time_of(doc.updated_at),
         started_at: doc.started_at.map(time_of),
         finished_at: doc.finished_at.map(time_of),
+        callback,
     }
 }
 
@@ -499,6 +469,29 @@ impl TaskStore for FirestoreStore {
         bounded(self.list_tasks_now(owner, status, after, limit)).await
     }
 
+    async fn lease_callback(
+        &self,
+        task_id: &str,
+        lease: Duration,
+        max_attempts: u32,
+        now: SystemTime,
+    ) -> Result<CallbackLease, StoreError> {
+        bounded(self.lease_callback_now(task_id, lease, max_attempts, now)).await
+    }
+
+    async fn settle_callback(
+        &self,
+        task_id: &str,
+        attempt: u32,
+        outcome: &CallbackOutcome,
+    ) -> Result<bool, StoreError> {
+        bounded(self.settle_callback_now(task_id, attempt, outcome)).await
+    }
+
+    async fn callbacks_due(&self, now: SystemTime, limit: usize) -> Result<Vec<String>, StoreError> {
+        bounded(self.callbacks_due_now(now, limit)).await
+    }
+
     async fn runnable(&self, now: SystemTime, limit: usize) -> Result<Vec<String>, StoreError> {
         bounded(self.runnable_now(now, limit)).await
     }
@@ -546,6 +539,10 @@ mod tests {
             updated_at: at,
             started_at: None,
             finished_at: None,
+            callback_status: None,
+            callback_attempts: 0,
+            callback_lease_until: None,
+            callback_error: None,
         };
         let state = |status, result, error| to_task("t", doc(status, result, error)).state;
         assert_eq!(
@@ -572,6 +569,7 @@ mod tests {
         let b: Arc<dyn TaskStore> = store(&host, &project).await;
         for round in 0..3 {
             crate::store::contract::claims_have_one_winner(&a, &b, &format!("race-{round}")).await;
+            crate::store::contract::callback_leases_have_one_winner(&a, &b, &format!("race-cb-{round}")).await;
         }
     }
 

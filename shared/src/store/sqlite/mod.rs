@@ -27,6 +27,7 @@
 //! table), and the helpers the stores share: error classification and
 //! millisecond timestamps.
 
+mod callback;
 mod listing;
 mod memory;
 mod rate_limits;
@@ -143,6 +144,14 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX sessions_by_owner ON sessions (owner, updated_at DESC, id DESC);
     CREATE INDEX tasks_by_owner ON tasks (owner, created_at DESC, id DESC);
     CREATE INDEX tasks_by_owner_status ON tasks (owner, status, created_at DESC, id DESC);",
+    // 7: the callback each finished task owes (see `store::callback`), and
+    // an index of those still pending, in the order a sweep delivers them.
+    // Tasks finished before have no callback state: they owe nothing.
+    "ALTER TABLE tasks ADD COLUMN callback_status TEXT;
+    ALTER TABLE tasks ADD COLUMN callback_attempts INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE tasks ADD COLUMN callback_lease_until INTEGER;
+    ALTER TABLE tasks ADD COLUMN callback_error TEXT;
+    CREATE INDEX tasks_callbacks_due ON tasks (finished_at) WHERE callback_status = 'pending';",
 ];
 
 pub struct SqliteStore {
@@ -497,6 +506,42 @@ mod tests {
             .await
             .expect("version");
         assert_eq!(version, MIGRATIONS.len() as i64, "every later migration ran too");
+    }
+
+    /// Tasks finished before migration 7 have no callback state: they owe
+    /// nothing, so an upgrade sends no old callback again.
+    #[tokio::test]
+    async fn tasks_finished_before_callback_states_owe_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("v5.db");
+        let conn = Connection::open(&path).expect("open");
+        for sql in &MIGRATIONS[..5] {
+            conn.execute_batch(sql).expect("migrations 1 to 5");
+        }
+        conn.pragma_update(None, "user_version", 5).expect("version 5");
+        conn.execute(
+            "INSERT INTO tasks (id, status, task, session_id, max_steps, created_at, updated_at, callback_url,
+                                finished_at)
+             VALUES ('old', 'completed', 't', 's', 5, 1000, 1000, 'https://example.com/hook', 1000)",
+            [],
+        )
+        .expect("a finished task of version 5");
+        drop(conn);
+        let store = SqliteStore::open(&path).await.expect("migrates");
+        let old = store.get("old").await.expect("get").expect("kept");
+        assert_eq!((old.status(), old.callback), (TaskStatus::Completed, None));
+        assert!(
+            store
+                .callbacks_due(SystemTime::now(), 10)
+                .await
+                .expect("due")
+                .is_empty()
+        );
+        let lease = store
+            .lease_callback("old", Duration::from_secs(30), 3, SystemTime::now())
+            .await
+            .expect("lease");
+        assert!(matches!(lease, crate::store::CallbackLease::Settled(_)), "{lease:?}");
     }
 
     #[tokio::test]

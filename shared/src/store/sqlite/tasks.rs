@@ -19,17 +19,24 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{SqliteStore, from_millis, millis};
 use crate::store::{
-    Cancel, CancelStep, Claim, ClaimStep, Finished, Page, StoreError, TaskEvent, TaskPosition, TaskRecord, TaskState,
-    TaskStatus, TaskStore, cancel_step, claim_step, event_time, exhausted_error, lease_end, rfc3339,
+    CallbackLease, CallbackOutcome, CallbackState, CallbackStatus, Cancel, CancelStep, Claim, ClaimStep, Finished,
+    Page, StoreError, TaskEvent, TaskPosition, TaskRecord, TaskState, TaskStatus, TaskStore, cancel_step, claim_step,
+    event_time, exhausted_error, lease_end, rfc3339,
 };
 
 /// The columns [`row_to_task`] reads, in its order.
 pub(super) const TASK_COLUMNS: &str = "id, status, task, session_id, max_steps, result, error, created_at, updated_at, \
-     system_instruction, callback_url, attempts, delivery_id, lease_until, started_at, finished_at, owner";
+     system_instruction, callback_url, attempts, delivery_id, lease_until, started_at, finished_at, owner, \
+     callback_status, callback_attempts, callback_lease_until, callback_error";
 
 fn to_u32(n: i64) -> u32 {
     n.clamp(0, i64::from(u32::MAX)) as u32
 }
+
+/// What finishing a task sets besides its outcome: the callback it owes
+/// when it has a `callback_url` (`store::callback`), in the same write.
+const OWE_CALLBACK: &str = "callback_status = CASE WHEN callback_url IS NULL THEN NULL ELSE 'pending' END, \
+     callback_attempts = 0, callback_lease_until = NULL, callback_error = NULL";
 
 pub(super) fn row_to_task(row: &rusqlite::Row<'_>) -> rusqlite::Result<TaskRecord> {
     let status: String = row.get(1)?;
@@ -50,6 +57,18 @@ pub(super) fn row_to_task(row: &rusqlite::Row<'_>) -> rusqlite::Result<TaskRecor
         lease_until: row.get::<_, Option<i64>>(13)?.map(from_millis),
         started_at: row.get::<_, Option<i64>>(14)?.map(|t| rfc3339(from_millis(t))),
         finished_at: row.get::<_, Option<i64>>(15)?.map(|t| rfc3339(from_millis(t))),
+        callback: row
+            .get::<_, Option<String>>(17)?
+            .and_then(|s| CallbackStatus::parse(&s))
+            .map(|status| -> rusqlite::Result<CallbackState> {
+                Ok(CallbackState {
+                    status,
+                    attempts: to_u32(row.get(18)?),
+                    lease_until: row.get::<_, Option<i64>>(19)?.map(from_millis),
+                    last_error: row.get(20)?,
+                })
+            })
+            .transpose()?,
     })
 }
 
@@ -65,7 +84,7 @@ fn row_to_event(row: &rusqlite::Row<'_>) -> rusqlite::Result<TaskEvent> {
 }
 
 /// The task `task_id` as stored, read inside a write.
-fn task_row(conn: &Connection, task_id: &str) -> rusqlite::Result<Option<TaskRecord>> {
+pub(super) fn task_row(conn: &Connection, task_id: &str) -> rusqlite::Result<Option<TaskRecord>> {
     conn.prepare_cached(&format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = ?1"))?
         .query_row([task_id], row_to_task)
         .optional()
@@ -81,8 +100,10 @@ impl TaskStore for SqliteStore {
             conn.execute(
                 "INSERT INTO tasks (id, status, task, session_id, max_steps, result, error, created_at, updated_at,
                                     system_instruction, callback_url, attempts, delivery_id, lease_until,
-                                    started_at, finished_at, owner)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+                                    started_at, finished_at, owner, callback_status, callback_attempts,
+                                    callback_lease_until, callback_error)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
+                         ?17, ?18, ?19, ?20)",
                 params![
                     task.task_id,
                     status.as_str(),
@@ -101,6 +122,10 @@ impl TaskStore for SqliteStore {
                     (status != TaskStatus::Queued).then_some(now),
                     task.state.finished().is_some().then_some(now),
                     task.owner,
+                    task.callback.as_ref().map(|c| c.status.as_str()),
+                    task.callback.as_ref().map_or(0, |c| i64::from(c.attempts)),
+                    task.callback.as_ref().and_then(|c| c.lease_until).map(millis),
+                    task.callback.as_ref().and_then(|c| c.last_error.clone()),
                 ],
             )?;
             Ok(())
@@ -149,7 +174,7 @@ impl TaskStore for SqliteStore {
                     let failed = conn
                         .prepare_cached(&format!(
                             "UPDATE tasks SET status = 'failed', error = ?2, lease_until = NULL,
-                                finished_at = ?3, updated_at = ?3
+                                finished_at = ?3, updated_at = ?3, {OWE_CALLBACK}
                              WHERE id = ?1 RETURNING {TASK_COLUMNS}"
                         ))?
                         .query_row(
@@ -196,19 +221,20 @@ impl TaskStore for SqliteStore {
         let (status, result, error) = outcome.to_stored();
         let error = error.map(str::to_string);
         self.write(move |conn| {
-            let finished = conn.execute(
-                "UPDATE tasks SET status = ?3, result = ?4, error = ?5, lease_until = NULL,
-                    finished_at = ?6, updated_at = ?6
-                 WHERE id = ?1 AND attempts = ?2 AND status IN ('queued', 'running')",
-                params![
+            let finished = conn
+                .prepare_cached(&format!(
+                    "UPDATE tasks SET status = ?3, result = ?4, error = ?5, lease_until = NULL,
+                    finished_at = ?6, updated_at = ?6, {OWE_CALLBACK}
+                 WHERE id = ?1 AND attempts = ?2 AND status IN ('queued', 'running')"
+                ))?
+                .execute(params![
                     task_id,
                     i64::from(attempt),
                     status.as_str(),
                     result,
                     error,
                     millis(SystemTime::now())
-                ],
-            )?;
+                ])?;
             Ok(finished > 0)
         })
         .await
@@ -229,7 +255,8 @@ impl TaskStore for SqliteStore {
                 CancelStep::Cancel => {
                     let cancelled = conn
                         .prepare_cached(&format!(
-                            "UPDATE tasks SET status = 'cancelled', lease_until = NULL, finished_at = ?2, updated_at = ?2
+                            "UPDATE tasks SET status = 'cancelled', lease_until = NULL, finished_at = ?2, updated_at = ?2,
+                                {OWE_CALLBACK}
                              WHERE id = ?1 RETURNING {TASK_COLUMNS}"
                         ))?
                         .query_row(params![task_id, millis(SystemTime::now())], row_to_task)?;
@@ -253,6 +280,29 @@ impl TaskStore for SqliteStore {
         limit: usize,
     ) -> Result<Page<TaskRecord, TaskPosition>, StoreError> {
         self.list_tasks_now(owner, status, after, limit).await
+    }
+
+    async fn lease_callback(
+        &self,
+        task_id: &str,
+        lease: Duration,
+        max_attempts: u32,
+        now: SystemTime,
+    ) -> Result<CallbackLease, StoreError> {
+        self.lease_callback_now(task_id, lease, max_attempts, now).await
+    }
+
+    async fn settle_callback(
+        &self,
+        task_id: &str,
+        attempt: u32,
+        outcome: &CallbackOutcome,
+    ) -> Result<bool, StoreError> {
+        self.settle_callback_now(task_id, attempt, outcome).await
+    }
+
+    async fn callbacks_due(&self, now: SystemTime, limit: usize) -> Result<Vec<String>, StoreError> {
+        self.callbacks_due_now(now, limit).await
     }
 
     async fn runnable(&self, now: SystemTime, limit: usize) -> Result<Vec<String>, StoreError> {
@@ -400,6 +450,21 @@ mod tests {
         // Chosen by the planner, without the INDEXED BY that `runnable`
         // adds, and with no sort step.
         assert!(plan.iter().any(|p| p.contains("tasks_runnable")), "{plan:?}");
+        assert!(!plan.iter().any(|p| p.contains("TEMP B-TREE")), "{plan:?}");
+        let plan: Vec<String> = store
+            .read(|conn| {
+                let mut stmt = conn.prepare(
+                    "EXPLAIN QUERY PLAN SELECT id FROM tasks
+                     WHERE callback_status = 'pending'
+                       AND (callback_lease_until IS NULL OR callback_lease_until <= 0)
+                     ORDER BY finished_at, rowid LIMIT 10",
+                )?;
+                stmt.query_map([], |r| r.get::<_, String>(3))?.collect()
+            })
+            .await
+            .expect("plan");
+        // `callbacks_due` walks its own partial index, in order.
+        assert!(plan.iter().any(|p| p.contains("tasks_callbacks_due")), "{plan:?}");
         assert!(!plan.iter().any(|p| p.contains("TEMP B-TREE")), "{plan:?}");
         let plan: Vec<String> = store
             .read(|conn| {

@@ -17,7 +17,7 @@ use rusqlite::params;
 use rusqlite::types::Value;
 
 use super::sessions::row_to_message;
-use super::tasks::{TASK_COLUMNS, row_to_task};
+use super::tasks::{CREATED_AT_COLUMN, TASK_COLUMNS, row_to_task};
 use super::{SqliteStore, from_millis, millis};
 use crate::owned;
 use crate::store::{
@@ -114,7 +114,7 @@ impl SqliteStore {
         after: Option<&TaskPosition>,
         limit: usize,
     ) -> Result<Page<TaskRecord, TaskPosition>, StoreError> {
-        let mut sql = format!("SELECT {TASK_COLUMNS}, created_at FROM tasks WHERE owner = ?1");
+        let mut sql = format!("SELECT {TASK_COLUMNS} FROM tasks WHERE owner = ?1");
         let mut values = vec![Value::from(owner.to_string())];
         if let Some(status) = status {
             values.push(Value::from(status.as_str().to_string()));
@@ -135,7 +135,7 @@ impl SqliteStore {
             .read(move |conn| {
                 conn.prepare_cached(&sql)?
                     .query_map(rusqlite::params_from_iter(values), |row| {
-                        Ok((row_to_task(row)?, row.get::<_, i64>(17)?))
+                        Ok((row_to_task(row)?, row.get::<_, i64>(CREATED_AT_COLUMN)?))
                     })?
                     .collect::<Result<Vec<_>, _>>()
             })

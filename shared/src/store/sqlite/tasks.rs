@@ -29,6 +29,10 @@ pub(super) const TASK_COLUMNS: &str = "id, status, task, session_id, max_steps, 
      system_instruction, callback_url, attempts, delivery_id, lease_until, started_at, finished_at, owner, \
      callback_status, callback_attempts, callback_lease_until, callback_error";
 
+/// Where `created_at` is in [`TASK_COLUMNS`] (milliseconds), for the
+/// listings' cursor.
+pub(super) const CREATED_AT_COLUMN: usize = 7;
+
 fn to_u32(n: i64) -> u32 {
     n.clamp(0, i64::from(u32::MAX)) as u32
 }
@@ -48,7 +52,7 @@ pub(super) fn row_to_task(row: &rusqlite::Row<'_>) -> rusqlite::Result<TaskRecor
         task: row.get(2)?,
         session_id: row.get(3)?,
         max_steps: to_u32(row.get(4)?),
-        created_at: rfc3339(from_millis(row.get(7)?)),
+        created_at: rfc3339(from_millis(row.get(CREATED_AT_COLUMN)?)),
         updated_at: rfc3339(from_millis(row.get(8)?)),
         system_instruction: row.get(9)?,
         callback_url: row.get(10)?,

@@ -13,6 +13,7 @@ cd "$(dirname "$0")"
 # be given their URLs.
 ALL_FUNCTIONS=(search_function calculator_function chat_function agent_function agent_worker)
 TRIGGER=agent-worker-tasks
+SWEEP_JOB=agent-worker-sweep
 
 # The generated Cloud Build config, removed however the script ends.
 BUILD_CONFIG=""
@@ -73,6 +74,7 @@ AUTH_GOOGLE_AUDIENCE (accept Google-signed ID tokens for this audience).
 
 What it creates, when missing:
   - APIs: run, cloudbuild, artifactregistry, pubsub, firestore, eventarc,
+    cloudscheduler,
     secretmanager, iam (and aiplatform for vertex)
   - the Artifact Registry repository, the Pub/Sub topic, its dead-letter
     topic and a pull subscription keeping dead-lettered messages
@@ -88,6 +90,9 @@ What it creates, when missing:
     calculator and agent-worker private; chat and agent public), and the
     Eventarc trigger agent-worker-tasks from the topic to the worker, whose
     subscription gets a 600 s ack deadline, retry backoff and dead-lettering
+  - the Cloud Scheduler job agent-worker-sweep, which calls the worker's
+    POST /sweep every 5 minutes (as sa-eventarc) to send the callbacks
+    finished tasks still owe
 EOF
 }
 
@@ -394,7 +399,7 @@ done
 
 enable_apis() {
   step "1. Enable APIs"
-  local apis=(run cloudbuild artifactregistry pubsub firestore eventarc secretmanager iam)
+  local apis=(run cloudbuild artifactregistry pubsub firestore eventarc cloudscheduler secretmanager iam)
   [[ $LLM_PROVIDER == vertex ]] && apis+=(aiplatform)
   # Enabling an enabled API changes nothing, so this runs every time.
   run gcloud services enable "${apis[@]/%/.googleapis.com}" "${P[@]}"
@@ -793,8 +798,29 @@ ensure_trigger() {
     --role=roles/iam.serviceAccountTokenCreator "${P[@]}"
 }
 
+# The callbacks finished tasks still owe that no Pub/Sub redelivery will
+# bring back (a cancel request that died before sending its callback): the
+# worker's POST /sweep sends them, called every 5 minutes by Cloud Scheduler
+# with an ID token of sa-eventarc, the one account that may invoke it.
+ensure_sweep() {
+  step "10. Cloud Scheduler job $SWEEP_JOB (owed callbacks -> agent-worker /sweep)"
+  if ! selected agent_worker; then
+    note "skipped: agent_worker is not being deployed"
+    return 0
+  fi
+  if exists gcloud scheduler jobs describe "$SWEEP_JOB" --location="$REGION" "${P[@]}"; then
+    note "job exists"
+    return 0
+  fi
+  local url
+  url=$(service_url agent-worker)
+  run gcloud scheduler jobs create http "$SWEEP_JOB" --location="$REGION" --schedule='*/5 * * * *' \
+    --uri="$url/sweep" --http-method=POST --oidc-service-account-email="$EVENTARC_SA" \
+    --oidc-token-audience="$url" --attempt-deadline=600s "${P[@]}"
+}
+
 print_urls() {
-  step "10. Services"
+  step "11. Services"
   local f url access
   for f in "${ALL_FUNCTIONS[@]}"; do
     load_function "$f"
@@ -823,6 +849,7 @@ ensure_identities
 build_images
 deploy_services
 ensure_trigger
+ensure_sweep
 print_urls
 if [[ $DRY_RUN == true ]]; then
   printf '\nDry run: nothing was changed.\n' >&3

@@ -158,6 +158,13 @@ case "${words[*]:0:3}" in
     create "trigger/$name"
     mark "subscription/eventarc-us-central1-$name-sub-123"
     ;;
+  "scheduler jobs describe") need "scheduler/$name" ;;
+  "scheduler jobs create")
+    # gcloud scheduler jobs create http NAME: the name follows the type.
+    [[ ${words[3]:-} == http ]] || { echo "fake gcloud: unsupported: $*" >&2 && exit 2; }
+    need "service/agent-worker"
+    create "scheduler/${words[4]}"
+    ;;
   *) echo "fake gcloud: unsupported: $*" >&2 && exit 2 ;;
 esac
 FAKE
@@ -330,6 +337,7 @@ for expected in \
   "FUNCTION=search_function" "FUNCTION=calculator_function" "FUNCTION=chat_function" \
   "FUNCTION=agent_function" "FUNCTION=agent_worker" \
   "gcloud eventarc triggers create agent-worker-tasks" \
+  "gcloud scheduler jobs create http agent-worker-sweep" \
   "gcloud pubsub subscriptions update" \
   "gcloud projects add-iam-policy-binding demo --member=serviceAccount:sa-eventarc@demo.$SA --role=roles/eventarc.eventReceiver"; do
   expect_output "the dry run prints: $expected" out "$expected"
@@ -362,7 +370,8 @@ without_project=$(grep -vF -- $'\t--project=demo' "$LOG" | grep -vE $'\tdemo(\t|
 pass "every gcloud call names --project=demo"
 
 expect_call "APIs enabled" services enable run.googleapis.com cloudbuild.googleapis.com artifactregistry.googleapis.com \
-  pubsub.googleapis.com firestore.googleapis.com eventarc.googleapis.com secretmanager.googleapis.com iam.googleapis.com
+  pubsub.googleapis.com firestore.googleapis.com eventarc.googleapis.com cloudscheduler.googleapis.com \
+  secretmanager.googleapis.com iam.googleapis.com
 expect_no_call "aiplatform only for vertex" services enable aiplatform.googleapis.com
 expect_call "repository created" artifacts repositories create serverless-agent --repository-format=docker --location=us-central1
 expect_call "topic created" pubsub topics create agent-tasks
@@ -524,6 +533,11 @@ expect_call "Pub/Sub may forward from the subscription" pubsub subscriptions add
   "--member=$PUBSUB_AGENT" --role=roles/pubsub.subscriber
 pass "the Eventarc trigger delivers the topic to the worker, with ack deadline 600 and dead-lettering after 5 attempts"
 
+expect_call "the sweep's schedule" scheduler jobs create http agent-worker-sweep --location=us-central1 \
+  "--schedule=*/5 * * * *" --uri=https://agent-worker-abc123-uc.a.run.app/sweep --http-method=POST \
+  "--oidc-service-account-email=sa-eventarc@demo.$SA" --oidc-token-audience=https://agent-worker-abc123-uc.a.run.app
+pass "Cloud Scheduler calls the worker's POST /sweep every 5 minutes as sa-eventarc"
+
 for service in "${SERVICES[@]}"; do
   expect_output "the URL of $service is printed" out "https://$service-abc123-uc.a.run.app"
 done
@@ -574,6 +588,7 @@ expect_rc "--only search exits 0" 0
 [[ $(grep -o "FUNCTION=[a-z_]*" "$STATE/builds/1.yaml") == FUNCTION=search_function ]] ||
   fail "--only search builds only search_function" "$(cat "$STATE/builds/1.yaml")"
 expect_no_call "--only search creates no trigger" eventarc triggers create
+expect_no_call "--only search creates no sweep job" scheduler jobs create
 expect_no_call "--only search needs no model key" secrets create GEMINI_API_KEY
 pass "--only search builds and deploys only search"
 

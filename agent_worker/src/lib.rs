@@ -12,7 +12,7 @@ use std::sync::Arc;
 use agent_core::App;
 use agent_core::delivery;
 use agent_core::http::{ApiError, Metrics, Operation, Routes};
-use agent_core::worker::{Disposition, Worker};
+use agent_core::worker::{Disposition, Swept, Worker};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
@@ -50,8 +50,33 @@ pub fn router(app: &App) -> anyhow::Result<Router> {
             .error(413, "the body is larger than MAX_BODY_BYTES")
             .error(503, "not done yet: the message will be redelivered")],
         )
+        .route(
+            "/sweep",
+            post(sweep),
+            [Operation::post(
+                "sweep",
+                "sends the callbacks finished tasks still owe that no redelivery will bring back \
+                 (called by Cloud Scheduler on Pub/Sub deployments)",
+            )
+            .tag("worker")
+            .json::<Swept>(200, "what the sweep did: owed, settled, left for later, store errors")
+            .error(503, "the store could not be asked: call again later")],
+        )
         .with_state(state);
     Ok(app.wrap(api, FUNCTION))
+}
+
+/// Owed callbacks one `POST /sweep` looks at.
+const SWEEP_LIMIT: usize = 100;
+
+/// `POST /sweep`: sends the callbacks still owed (see
+/// [`Worker::sweep_callbacks`]).
+pub async fn sweep(State(state): State<WorkerState>) -> Result<axum::Json<Swept>, ApiError> {
+    let swept = state.worker.sweep_callbacks(SWEEP_LIMIT).await?;
+    if swept.owed > 0 {
+        tracing::info!(?swept, "swept the owed callbacks");
+    }
+    Ok(axum::Json(swept))
 }
 
 /// One delivery. A body that cannot be decoded is acknowledged (it would

@@ -304,3 +304,99 @@ async fn a_redelivery_while_the_first_delivery_holds_the_lease_is_retried_later(
     assert_eq!(worker.task("t-held").await.attempts, 1);
     first.abort();
 }
+
+/// A callback a finished task still owes, with no message left to bring
+/// it back (the cancel that finished it died before sending it): the
+/// sweep sends it, signed, exactly once, and the next sweep finds nothing.
+#[tokio::test]
+async fn the_sweep_sends_the_callbacks_no_delivery_will_bring_back() {
+    use std::sync::{Arc, Mutex};
+
+    let received: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
+    let receiver = {
+        let received = received.clone();
+        TestServer::start(axum::Router::new().route(
+            "/hook",
+            axum::routing::post(move |headers: axum::http::HeaderMap| {
+                let received = received.clone();
+                async move {
+                    let header = |name: &str| {
+                        headers
+                            .get(name)
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or_default()
+                            .to_string()
+                    };
+                    received
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .push((
+                            header(agent_core::webhook::TASK_ID_HEADER),
+                            header(agent_core::webhook::SIGNATURE_HEADER),
+                        ));
+                    axum::http::StatusCode::NO_CONTENT
+                }
+            }),
+        ))
+        .await
+    };
+    let worker = Worker::start(
+        vec![(200, answer("unused"))],
+        &[("WEBHOOK_SECRET", "whsec-sweep"), ("ALLOW_LOOPBACK_CALLBACKS", "true")],
+    )
+    .await;
+    let tasks = worker.app.stores.tasks.clone();
+    for id in ["owed-1", "owed-2"] {
+        let task = TaskRecord {
+            callback_url: Some(format!("{}/hook", receiver.url)),
+            ..TaskRecord::queued(id, "anonymous", "2+2?", "s", 10)
+        };
+        tasks.create(&task).await.expect("create");
+        let finished = tasks
+            .finish(id, 0, &Finished::Failed("cancelled by the test".into()))
+            .await
+            .expect("finish");
+        assert!(finished);
+        assert!(worker.task(id).await.callback_pending(), "{id} owes its callback");
+    }
+    worker.queue("not-finished").await;
+
+    let sweep = || async {
+        let response = worker
+            .http
+            .post(format!("{}/sweep", worker.server.url))
+            .send()
+            .await
+            .expect("sweep");
+        assert_eq!(response.status(), 200);
+        response.json::<Value>().await.expect("json")
+    };
+    assert_eq!(
+        sweep().await,
+        json!({"owed": 2, "settled": 2, "later": 0, "store_errors": 0})
+    );
+    let mut got = received
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
+    got.sort();
+    assert_eq!(
+        got.iter().map(|(id, _)| id.as_str()).collect::<Vec<_>>(),
+        ["owed-1", "owed-2"],
+        "one callback per task"
+    );
+    assert!(
+        got.iter().all(|(_, signature)| signature.starts_with("sha256=")),
+        "{got:?}"
+    );
+    for id in ["owed-1", "owed-2"] {
+        assert!(!worker.task(id).await.callback_pending(), "{id} is settled");
+    }
+    assert_eq!(worker.task("not-finished").await.status(), TaskStatus::Queued);
+    assert_eq!(
+        sweep().await,
+        json!({"owed": 0, "settled": 0, "later": 0, "store_errors": 0}),
+        "nothing is sent twice"
+    );
+    assert_eq!(worker.model_calls(), 0, "a sweep runs no task");
+}

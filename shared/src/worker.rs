@@ -43,6 +43,22 @@ pub enum Disposition {
 /// Redelivery delay after a transient failure when nothing better is known.
 const RETRY_AFTER: Duration = Duration::from_secs(2);
 
+/// Owed callbacks one sweep sends at once.
+const SWEEP_CONCURRENCY: usize = 8;
+
+/// What one sweep of owed callbacks did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, schemars::JsonSchema)]
+pub struct Swept {
+    /// Callbacks found owed (at most the sweep's limit).
+    pub owed: usize,
+    /// Delivered, or given up after `WEBHOOK_ATTEMPTS`, or found settled.
+    pub settled: usize,
+    /// Left for later: another deliverer holds them, or their backoff runs.
+    pub later: usize,
+    /// Left pending because the store failed; the next sweep tries again.
+    pub store_errors: usize,
+}
+
 pub struct Worker {
     model: Arc<dyn Model>,
     tools: Registry,
@@ -345,6 +361,37 @@ impl Worker {
                 store_retry(&err)
             }
         }
+    }
+
+    /// Sends the callbacks still owed by finished tasks (at most `limit`,
+    /// the oldest first, a few at a time): those no delivery will bring
+    /// back, because the message that finished their task was acknowledged
+    /// before the callback went out (a cancel request that died before
+    /// sending it, a worker that died while sending the callback of a task
+    /// it found out of attempts). The local queue's sweep does this on its
+    /// own; on Pub/Sub, a scheduler calls the worker's `POST /sweep`.
+    pub async fn sweep_callbacks(&self, limit: usize) -> Result<Swept, StoreError> {
+        use futures_util::StreamExt;
+
+        let owed = self.tasks.callbacks_due(SystemTime::now(), limit).await?;
+        let mut swept = Swept {
+            owed: owed.len(),
+            ..Swept::default()
+        };
+        let mut settling = futures_util::stream::iter(owed)
+            .map(|task_id| async move { self.callbacks.settle(&task_id).await })
+            .buffer_unordered(SWEEP_CONCURRENCY);
+        while let Some(settled) = settling.next().await {
+            match settled {
+                Settled::Done(_) => swept.settled += 1,
+                Settled::Later(_) => swept.later += 1,
+                Settled::Store(err) => {
+                    tracing::warn!(%err, "an owed callback could not be leased or recorded; it stays pending");
+                    swept.store_errors += 1;
+                }
+            }
+        }
+        Ok(swept)
     }
 
     fn count_task(&self, outcome: &str) {

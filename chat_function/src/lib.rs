@@ -11,8 +11,12 @@
 //! (`agent_core::http::detached`), and a turn whose client was gone by the
 //! time the answer was ready is counted in `chat_turns_abandoned_total`.
 //!
+//! `POST /api/v1/chat/batch` runs up to 100 turns at once (see `batch`).
+//!
 //! The handlers are plain functions over [`ChatState`]; everything they do
 //! not own (keys, limits, CORS, errors, metrics) comes from `agent-core`.
+
+mod batch;
 
 use std::sync::Arc;
 
@@ -32,6 +36,8 @@ use axum::routing::{get, post};
 use futures_util::StreamExt;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+
+pub use batch::{BatchRequest, BatchResponse, BatchResult, ItemError, MAX_ITEMS};
 
 pub const FUNCTION: &str = "chat_function";
 
@@ -182,6 +188,7 @@ fn routes(state: ChatState) -> Api {
     };
     Routes::new()
         .main_route("/api/v1/chat", post(chat), [chat_operation()])
+        .route("/api/v1/chat/batch", post(batch::chat_batch), [batch::operation()])
         .route(
             "/api/v1/sessions",
             get(list_sessions),

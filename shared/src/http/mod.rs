@@ -52,6 +52,7 @@ pub use health::Readiness;
 pub use json::ApiJson;
 pub use metrics::Metrics;
 pub use openapi::{Api, Credentials, Event, Operation, Routes};
+pub use rate_limit::RateBudget;
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 

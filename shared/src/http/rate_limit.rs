@@ -229,48 +229,93 @@ impl Middleware for Limit {
     }
 }
 
-async fn limit<S>(limiter: Arc<RateLimiter>, request: Request, mut next: S) -> Response
+async fn limit<S>(limiter: Arc<RateLimiter>, mut request: Request, mut next: S) -> Response
 where
     S: Service<Request, Response = Response, Error = Infallible>,
 {
     let now = SystemTime::now();
-    // The limit with the fewest places left, for the headers.
-    let mut tightest: Option<(Admission, RateLimit)> = None;
-    // The narrower limit first: a request it refuses spends none of the
-    // principal's budget.
-    for check in limiter.checks(&request) {
-        let admission = match limiter.store.admit(&check.key, check.limit, now).await {
-            Ok(a) => a,
-            // Failing closed: an unprotected function in front of a paid
-            // model is worse than a retry.
-            Err(err) => return ApiError::from(err).into_response(),
-        };
-        if !admission.admitted {
-            limiter.refused.inc();
-            let reset = seconds_until(admission.resets_at, now);
-            let mut response = ApiError::rate_limited(
-                format!(
-                    "{} sent {} {} requests in the last {} s, its limit; retry after {reset} s",
-                    check.whose,
-                    check.limit.max,
-                    limiter.bucket,
-                    check.limit.window.as_secs()
-                ),
-                Duration::from_secs(reset),
-            )
-            .into_response();
-            set_headers(response.headers_mut(), &admission, check.limit, now);
-            return response;
-        }
-        if tightest.is_none_or(|(t, _)| admission.remaining < t.remaining) {
-            tightest = Some((admission, check.limit));
-        }
-    }
+    let checks = Arc::new(limiter.checks(&request));
+    let tightest = match limiter.admit(&checks, now).await {
+        Ok(tightest) => tightest,
+        Err(refused) => return refused,
+    };
+    // A handler that does the work of several requests (a batch) counts
+    // each one more with this.
+    request.extensions_mut().insert(RateBudget { limiter, checks });
     let mut response = respond(next.call(request)).await;
     if let Some((admission, limit)) = tightest {
         set_headers(response.headers_mut(), &admission, limit, now);
     }
     response
+}
+
+impl RateLimiter {
+    /// Counts one request against `checks`, the narrower limit first (a
+    /// request it refuses spends none of the principal's budget): the
+    /// admission with the fewest places left, for the headers, or the 429
+    /// (or the store's 503) as a response.
+    async fn admit(&self, checks: &[Check], now: SystemTime) -> Result<Option<(Admission, RateLimit)>, Response> {
+        let mut tightest: Option<(Admission, RateLimit)> = None;
+        for check in checks {
+            let admission = match self.store.admit(&check.key, check.limit, now).await {
+                Ok(a) => a,
+                // Failing closed: an unprotected function in front of a paid
+                // model is worse than a retry.
+                Err(err) => return Err(ApiError::from(err).into_response()),
+            };
+            if !admission.admitted {
+                self.refused.inc();
+                let reset = seconds_until(admission.resets_at, now);
+                let mut response = self.refusal(check, reset).into_response();
+                set_headers(response.headers_mut(), &admission, check.limit, now);
+                return Err(response);
+            }
+            if tightest.is_none_or(|(t, _)| admission.remaining < t.remaining) {
+                tightest = Some((admission, check.limit));
+            }
+        }
+        Ok(tightest)
+    }
+
+    fn refusal(&self, check: &Check, reset: u64) -> ApiError {
+        ApiError::rate_limited(
+            format!(
+                "{} sent {} {} requests in the last {} s, its limit; retry after {reset} s",
+                check.whose,
+                check.limit.max,
+                self.bucket,
+                check.limit.window.as_secs()
+            ),
+            Duration::from_secs(reset),
+        )
+    }
+}
+
+/// The rate limits a request was admitted under, as a request extension,
+/// for a handler that does the work of several requests (a chat batch):
+/// each one beyond the first is counted with [`RateBudget::spend_one`],
+/// against the same limits and keys. Absent when the routes have no limit.
+#[derive(Clone)]
+pub struct RateBudget {
+    limiter: Arc<RateLimiter>,
+    checks: Arc<Vec<Check>>,
+}
+
+impl RateBudget {
+    /// Counts one more request: `Ok` when admitted, else the error the
+    /// request would have had (429 with its `Retry-After`, or the store's
+    /// 503).
+    pub async fn spend_one(&self) -> Result<(), ApiError> {
+        let now = SystemTime::now();
+        for check in self.checks.iter() {
+            let admission = self.limiter.store.admit(&check.key, check.limit, now).await?;
+            if !admission.admitted {
+                self.limiter.refused.inc();
+                return Err(self.limiter.refusal(check, seconds_until(admission.resets_at, now)));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// `RateLimit-Limit`, `-Remaining` and `-Reset` (seconds until the oldest

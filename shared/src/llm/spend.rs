@@ -65,6 +65,18 @@ impl Spend {
     }
 }
 
+/// Several answers' spend summed (a batch's): unknown if any cost was.
+impl std::ops::AddAssign for Spend {
+    fn add_assign(&mut self, other: Spend) {
+        self.input_tokens += other.input_tokens;
+        self.output_tokens += other.output_tokens;
+        self.cached_tokens += other.cached_tokens;
+        self.thinking_tokens += other.thinking_tokens;
+        self.model_calls += other.model_calls;
+        self.cost_usd = self.cost_usd.zip(other.cost_usd).map(|(a, b)| a + b);
+    }
+}
+
 /// `cost_usd` as a JSON number of dollars; read back to the nearest
 /// pico-dollar.
 mod dollars {
@@ -119,7 +131,15 @@ mod tests {
         assert_eq!(json["cost_usd"], serde_json::json!(0.000004));
         assert_eq!(serde_json::from_value::<Spend>(json).expect("back"), spend);
 
+        let mut sum = Spend::default();
+        sum += spend;
+        sum += spend;
+        assert_eq!((sum.model_calls, sum.tokens()), (4, 80));
+        assert_eq!(sum.cost_usd, Some(Usd::from_pico(8_000_000)));
+
         spend.add(&response(1, 1, None));
+        sum += spend;
+        assert_eq!(sum.cost_usd, None, "one unknown cost makes the sum unknown");
         assert_eq!(spend.cost_usd, None);
         assert_eq!(
             serde_json::to_value(spend).expect("json")["cost_usd"],

@@ -1,0 +1,207 @@
+//! `POST /api/v1/chat/batch`: many chat turns in one request.
+//!
+//! Items run concurrently under a bound, each counted against the caller's
+//! chat rate limit as a request of its own (the batch's own admission is
+//! the first item's), and items that name the same session run one after
+//! another in the batch's order, so their turns never interleave: each sees
+//! the one before it in its history. One bad item never fails the others:
+//! its result carries the error envelope's `{code, message}` instead of an
+//! answer. Only a batch that cannot be read at all is a 400.
+//!
+//! The batch runs detached from its request, as a single turn does: once a
+//! model call has started, its turn is stored whether or not the client
+//! stayed.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use agent_core::auth::Principal;
+use agent_core::http::{ApiError, ApiJson, Operation, RateBudget, detached};
+use agent_core::llm::Spend;
+use axum::Extension;
+use axum::extract::State;
+use futures_util::StreamExt;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::{ChatRequest, ChatResponse, ChatState, prepare, store_turn};
+
+/// The most items a batch holds.
+pub const MAX_ITEMS: usize = 100;
+/// Sessions run at once when the batch does not say.
+const DEFAULT_CONCURRENCY: usize = 4;
+/// The most sessions a batch may run at once.
+const MAX_CONCURRENCY: usize = 16;
+
+/// `POST /api/v1/chat/batch`.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BatchRequest {
+    /// 1 to 100 chat requests (without `stream`), answered in this order.
+    pub requests: Vec<ChatRequest>,
+    /// How many sessions run at once: 1 to 16, 4 when omitted. Items of one
+    /// session always run one after another.
+    #[serde(default)]
+    pub concurrency: Option<usize>,
+}
+
+/// The answer: one result per item, in the items' order, and what the
+/// whole batch spent.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct BatchResponse {
+    pub results: Vec<BatchResult>,
+    /// The items' usage summed (failed items spent nothing).
+    pub usage: Spend,
+}
+
+/// One item's result: its chat answer, or its error.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct BatchResult {
+    /// The item's place in `requests`, from 0.
+    pub index: usize,
+    #[serde(flatten)]
+    pub answer: Option<ChatResponse>,
+    /// Why this item has no answer (its other items are unaffected).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ItemError>,
+}
+
+/// The error envelope's body, for one item.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct ItemError {
+    pub code: String,
+    pub message: String,
+}
+
+impl From<ApiError> for ItemError {
+    fn from(err: ApiError) -> ItemError {
+        ItemError {
+            code: err.code.to_string(),
+            message: err.message,
+        }
+    }
+}
+
+pub(super) fn operation() -> Operation {
+    Operation::post(
+        "chat_batch",
+        "many chat turns at once: concurrent, each counted against the rate limit, \
+         turns of one session in order",
+    )
+    .tag("chat")
+    .body::<BatchRequest>()
+    .json::<BatchResponse>(200, "one result per item, in order: its answer or its error")
+    .error(400, "the batch is not valid: 1 to 100 requests, concurrency 1 to 16")
+    .error(429, "over the rate limit; retry after Retry-After")
+    .error(503, "the store is unavailable for now; retry after Retry-After")
+}
+
+pub async fn chat_batch(
+    State(state): State<super::ChatState>,
+    principal: Principal,
+    budget: Option<Extension<RateBudget>>,
+    ApiJson(body): ApiJson<BatchRequest>,
+) -> Result<axum::Json<BatchResponse>, ApiError> {
+    let items = body.requests.len();
+    if !(1..=MAX_ITEMS).contains(&items) {
+        return Err(ApiError::invalid_argument(format!(
+            "requests must hold 1 to {MAX_ITEMS} chat requests (it held {items}); split a larger batch"
+        )));
+    }
+    let concurrency = body.concurrency.unwrap_or(DEFAULT_CONCURRENCY);
+    if !(1..=MAX_CONCURRENCY).contains(&concurrency) {
+        return Err(ApiError::invalid_argument(format!(
+            "concurrency must be from 1 to {MAX_CONCURRENCY} (it was {concurrency}); omit it for {DEFAULT_CONCURRENCY}"
+        )));
+    }
+    let budget = budget.map(|Extension(budget)| budget);
+    let results = detached::run(move |_| run(state, principal, budget, body.requests, concurrency)).await?;
+    let mut usage = Spend::default();
+    for answer in results.iter().filter_map(|r| r.answer.as_ref()) {
+        usage += answer.usage;
+    }
+    Ok(axum::Json(BatchResponse { results, usage }))
+}
+
+/// The items grouped by session (items without one are groups of their
+/// own, as each starts a new session), the groups run `concurrency` at a
+/// time, each group's items in order.
+async fn run(
+    state: ChatState,
+    principal: Principal,
+    budget: Option<RateBudget>,
+    requests: Vec<ChatRequest>,
+    concurrency: usize,
+) -> Result<Vec<BatchResult>, ApiError> {
+    let mut groups: Vec<Vec<(usize, ChatRequest)>> = Vec::new();
+    let mut by_session: HashMap<String, usize> = HashMap::new();
+    for (index, request) in requests.into_iter().enumerate() {
+        match request.session_id.clone() {
+            Some(id) => match by_session.get(&id) {
+                Some(&group) => groups[group].push((index, request)),
+                None => {
+                    by_session.insert(id, groups.len());
+                    groups.push(vec![(index, request)]);
+                }
+            },
+            None => groups.push(vec![(index, request)]),
+        }
+    }
+    let items = groups.iter().map(Vec::len).sum();
+    // The batch's own admission by the rate-limit layer counts for the
+    // first item to run; each other item is counted when it runs.
+    let first = Arc::new(AtomicBool::new(true));
+    let (state, principal, budget) = (&state, &principal, &budget);
+    let mut results: Vec<Option<BatchResult>> = (0..items).map(|_| None).collect();
+    let mut runs = futures_util::stream::iter(groups)
+        .map(|group| {
+            let first = first.clone();
+            async move {
+                let mut done = Vec::with_capacity(group.len());
+                for (index, request) in group {
+                    let admitted = match budget {
+                        Some(budget) if !first.swap(false, Ordering::Relaxed) => budget.spend_one().await,
+                        _ => Ok(()),
+                    };
+                    let outcome = match admitted {
+                        Ok(()) => turn(state, principal, request).await,
+                        Err(err) => Err(err),
+                    };
+                    done.push(match outcome {
+                        Ok(answer) => BatchResult {
+                            index,
+                            answer: Some(answer),
+                            error: None,
+                        },
+                        Err(err) => BatchResult {
+                            index,
+                            answer: None,
+                            error: Some(err.into()),
+                        },
+                    });
+                }
+                done
+            }
+        })
+        .buffer_unordered(concurrency);
+    while let Some(done) = runs.next().await {
+        for result in done {
+            let index = result.index;
+            results[index] = Some(result);
+        }
+    }
+    Ok(results.into_iter().flatten().collect())
+}
+
+/// One item: a chat turn as `POST /api/v1/chat` runs it (not streamed).
+async fn turn(state: &ChatState, principal: &Principal, request: ChatRequest) -> Result<ChatResponse, ApiError> {
+    if request.stream {
+        return Err(ApiError::invalid_argument(
+            "stream is not available in a batch: the batch answers once, with every result",
+        ));
+    }
+    let turn = prepare(state, principal, request).await?;
+    let answer = state.model.generate(&turn.request).await?;
+    store_turn(state, &turn, &answer).await
+}

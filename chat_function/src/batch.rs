@@ -6,7 +6,9 @@
 //! another in the batch's order, so their turns never interleave: each sees
 //! the one before it in its history. One bad item never fails the others:
 //! its result carries the error envelope's `{code, message}` instead of an
-//! answer. Only a batch that cannot be read at all is a 400.
+//! answer, whether it is a chat request the single route would refuse or
+//! an object that is no chat request at all (so the document gives items
+//! as free-form objects). Only a batch that cannot be read at all is a 400.
 //!
 //! The batch runs detached from its request, as a single turn does: once a
 //! model call has started, its turn is stored whether or not the client
@@ -38,8 +40,10 @@ const MAX_CONCURRENCY: usize = 16;
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BatchRequest {
-    /// 1 to 100 chat requests (without `stream`), answered in this order.
-    pub requests: Vec<ChatRequest>,
+    /// 1 to 100 chat requests (objects as `POST /api/v1/chat` takes,
+    /// without `stream`), answered in this order; one that is not valid
+    /// gets its error in its result.
+    pub requests: Vec<serde_json::Map<String, serde_json::Value>>,
     /// How many sessions run at once: 1 to 16, 4 when omitted. Items of one
     /// session always run one after another.
     #[serde(default)]
@@ -131,21 +135,23 @@ async fn run(
     state: ChatState,
     principal: Principal,
     budget: Option<RateBudget>,
-    requests: Vec<ChatRequest>,
+    requests: Vec<serde_json::Map<String, serde_json::Value>>,
     concurrency: usize,
 ) -> Result<Vec<BatchResult>, ApiError> {
-    let mut groups: Vec<Vec<(usize, ChatRequest)>> = Vec::new();
+    let mut groups: Vec<Vec<(usize, Item)>> = Vec::new();
     let mut by_session: HashMap<String, usize> = HashMap::new();
     for (index, request) in requests.into_iter().enumerate() {
-        match request.session_id.clone() {
+        let item = serde_json::from_value::<ChatRequest>(serde_json::Value::Object(request))
+            .map_err(|err| ApiError::invalid_argument(format!("this item is not a valid chat request: {err}")));
+        match item.as_ref().ok().and_then(|r| r.session_id.clone()) {
             Some(id) => match by_session.get(&id) {
-                Some(&group) => groups[group].push((index, request)),
+                Some(&group) => groups[group].push((index, item)),
                 None => {
                     by_session.insert(id, groups.len());
-                    groups.push(vec![(index, request)]);
+                    groups.push(vec![(index, item)]);
                 }
             },
-            None => groups.push(vec![(index, request)]),
+            None => groups.push(vec![(index, item)]),
         }
     }
     let items = groups.iter().map(Vec::len).sum();
@@ -160,13 +166,14 @@ async fn run(
             async move {
                 let mut done = Vec::with_capacity(group.len());
                 for (index, request) in group {
-                    let admitted = match budget {
-                        Some(budget) if !first.swap(false, Ordering::Relaxed) => budget.spend_one().await,
-                        _ => Ok(()),
-                    };
-                    let outcome = match admitted {
-                        Ok(()) => turn(state, principal, request).await,
+                    // An item that is no chat request costs no place in
+                    // the budget: it is refused before anything is done.
+                    let outcome = match request {
                         Err(err) => Err(err),
+                        Ok(request) => match admitted(budget, &first).await {
+                            Ok(()) => turn(state, principal, request).await,
+                            Err(err) => Err(err),
+                        },
                     };
                     done.push(match outcome {
                         Ok(answer) => BatchResult {
@@ -192,6 +199,18 @@ async fn run(
         }
     }
     Ok(results.into_iter().flatten().collect())
+}
+
+/// An item as read: a chat request, or why it is none.
+type Item = Result<ChatRequest, ApiError>;
+
+/// Counts one item against the rate limit: the first to run has the
+/// batch's own admission, each other one is counted when it runs.
+async fn admitted(budget: &Option<RateBudget>, first: &AtomicBool) -> Result<(), ApiError> {
+    match budget {
+        Some(budget) if !first.swap(false, Ordering::Relaxed) => budget.spend_one().await,
+        _ => Ok(()),
+    }
 }
 
 /// One item: a chat turn as `POST /api/v1/chat` runs it (not streamed).

@@ -45,6 +45,7 @@ async fn a_hundred_items_answer_in_order_bad_ones_alone_and_one_sessions_turns_i
             5 => json!({"message": "   "}),
             10 => json!({"message": "stream me", "stream": true}),
             20 => json!({"message": "bad id", "session_id": "../etc"}),
+            40 => json!({"message": "hi", "mood": "cheerful"}),
             i if shared.contains(&i) => json!({"message": format!("turn {i}"), "session_id": "shared"}),
             i => json!({"message": format!("hello {i}")}),
         })
@@ -58,7 +59,7 @@ async fn a_hundred_items_answer_in_order_bad_ones_alone_and_one_sessions_turns_i
     for (i, result) in results.iter().enumerate() {
         assert_eq!(result["index"], i, "in the items' order");
         match i {
-            5 | 10 | 20 => {
+            5 | 10 | 20 | 40 => {
                 assert_eq!(result["error"]["code"], "invalid_argument", "{i}: {result}");
                 assert!(result.get("response").is_none(), "{i}: {result}");
             }
@@ -76,7 +77,12 @@ async fn a_hundred_items_answer_in_order_bad_ones_alone_and_one_sessions_turns_i
             .as_str()
             .is_some_and(|m| m.contains("stream"))
     );
-    assert_eq!(body["usage"]["model_calls"], 97, "the bad items spent nothing");
+    assert!(
+        results[40]["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("mood"))
+    );
+    assert_eq!(body["usage"]["model_calls"], 96, "the bad items spent nothing");
     assert_eq!(
         body["usage"]["input_tokens"].as_u64(),
         Some(
@@ -150,6 +156,7 @@ async fn a_batch_that_cannot_be_read_is_refused_whole() {
         ),
         (json!({"requests": [{"message": "x"}], "extra": true}), "extra"),
         (json!({"requests": "hello"}), "expected a sequence"),
+        (json!({"requests": [5]}), "expected a map"),
         (json!({}), "requests"),
     ] {
         let (status, answer) = chat.post("/api/v1/chat/batch", body.clone()).await;

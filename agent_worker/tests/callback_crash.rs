@@ -9,10 +9,12 @@
 //! finds the task finished, sends the callback that was owed. Exactly one
 //! signed callback arrives, and the task shows it `delivered`.
 
+mod common;
+
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use agent_core::testing::{self, Process, PubSubAdmin, TestServer};
+use agent_core::testing::{self, Process, TestServer};
 use agent_core::webhook;
 use agent_core::worker::{ABORT_AT_VARIABLE, FINISHED_BEFORE_CALLBACK};
 use axum::Router;
@@ -22,7 +24,6 @@ use axum::http::{HeaderMap, StatusCode};
 use serde_json::{Value, json};
 
 const WORKER: &str = env!("CARGO_BIN_EXE_agent_worker");
-const PUBSUB_PROJECT: &str = "test-project";
 const SECRET: &str = "whsec-crash-secret";
 /// A bound for failure messages, not a measurement.
 const DEADLINE: Duration = Duration::from_secs(120);
@@ -87,16 +88,12 @@ where
 #[tokio::test]
 #[ignore = "needs the Firestore and Pub/Sub emulators: run ./scripts/test.sh"]
 async fn a_worker_killed_between_finishing_and_calling_back_sends_exactly_one_signed_callback() {
-    let suffix = format!(
-        "{:x}",
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() % 0xff_ffff_ffff)
-            .unwrap_or(0)
-    );
-    let (project, topic) = (format!("crash-{suffix}"), format!("tasks-crash-{suffix}"));
-    let admin = PubSubAdmin::new(&testing::pubsub_emulator_host(), PUBSUB_PROJECT);
-    admin.create_topic(&topic).await;
+    let common::Names {
+        suffix,
+        project,
+        topic,
+        admin,
+    } = common::names("crash").await;
 
     let model = TestServer::start(Router::new().route("/v1beta/models/{*method}", axum::routing::post(generate))).await;
     let hooks = Hooks::default();
@@ -127,24 +124,7 @@ async fn a_worker_killed_between_finishing_and_calling_back_sends_exactly_one_si
         .create_push_subscription(&format!("push-crash-{suffix}"), &topic, &format!("{}/", doomed.url))
         .await;
 
-    let pubsub = testing::pubsub_emulator_host();
-    let settings = testing::settings(&[
-        ("STORE", "firestore"),
-        ("FIRESTORE_PROJECT", &project),
-        ("QUEUE", "pubsub"),
-        ("PUBSUB_PROJECT", PUBSUB_PROJECT),
-        ("PUBSUB_TOPIC", &topic),
-        ("PUBSUB_EMULATOR_HOST", &pubsub),
-        ("RATE_LIMIT_AGENT", "off"),
-        ("RATE_LIMIT_TASKS", "off"),
-        ("WEBHOOK_SECRET", SECRET),
-        ("ALLOW_LOOPBACK_CALLBACKS", "true"),
-        ("LLM_PROVIDER", "offline"),
-    ]);
-    let app = agent_core::App::build(settings, agent_function::FUNCTION)
-        .await
-        .expect("the agent app starts");
-    let agent = TestServer::start(agent_function::router(&app).await.expect("router")).await;
+    let (_app, agent) = common::agent(&project, &topic, SECRET).await;
     let http = reqwest::Client::new();
     let task = |id: String| {
         let (http, url) = (http.clone(), agent.url.clone());

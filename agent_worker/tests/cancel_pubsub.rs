@@ -5,11 +5,13 @@
 //! that counts its calls and holds each answer until released; its answer
 //! is a `calculate` call, so a run that went on would call it again.
 
+mod common;
+
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use agent_core::testing::{self, Process, PubSubAdmin, TestServer};
+use agent_core::testing::{self, Process, TestServer};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
@@ -19,7 +21,6 @@ use serde_json::{Value, json};
 use tokio::sync::Notify;
 
 const WORKER: &str = env!("CARGO_BIN_EXE_agent_worker");
-const PUBSUB_PROJECT: &str = "test-project";
 const SECRET: &str = "whsec-cancel-secret";
 /// A bound for failure messages, not a measurement.
 const DEADLINE: Duration = Duration::from_secs(120);
@@ -123,16 +124,12 @@ struct Rig {
 
 impl Rig {
     async fn start(name: &str) -> Rig {
-        let suffix = format!(
-            "{:x}",
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos() % 0xff_ffff_ffff)
-                .unwrap_or(0)
-        );
-        let (project, topic) = (format!("{name}-{suffix}"), format!("tasks-{name}-{suffix}"));
-        let admin = PubSubAdmin::new(&testing::pubsub_emulator_host(), PUBSUB_PROJECT);
-        admin.create_topic(&topic).await;
+        let common::Names {
+            suffix,
+            project,
+            topic,
+            admin,
+        } = common::names(name).await;
 
         let model = Held::default();
         let model_server = TestServer::start(
@@ -180,24 +177,7 @@ impl Rig {
             )
             .await;
 
-        let pubsub = testing::pubsub_emulator_host();
-        let settings = testing::settings(&[
-            ("STORE", "firestore"),
-            ("FIRESTORE_PROJECT", &project),
-            ("QUEUE", "pubsub"),
-            ("PUBSUB_PROJECT", PUBSUB_PROJECT),
-            ("PUBSUB_TOPIC", &topic),
-            ("PUBSUB_EMULATOR_HOST", &pubsub),
-            ("RATE_LIMIT_AGENT", "off"),
-            ("RATE_LIMIT_TASKS", "off"),
-            ("WEBHOOK_SECRET", SECRET),
-            ("ALLOW_LOOPBACK_CALLBACKS", "true"),
-            ("LLM_PROVIDER", "offline"),
-        ]);
-        let app = agent_core::App::build(settings, agent_function::FUNCTION)
-            .await
-            .expect("the agent app starts");
-        let agent = TestServer::start(agent_function::router(&app).await.expect("router")).await;
+        let (app, agent) = common::agent(&project, &topic, SECRET).await;
         Rig {
             agent,
             worker,

@@ -5,6 +5,8 @@
 //! times each task reached it: "ran exactly once" is one model call per
 //! task, whatever Pub/Sub repeated.
 
+mod common;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -18,7 +20,6 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 const WORKER: &str = env!("CARGO_BIN_EXE_agent_worker");
-const PUBSUB_PROJECT: &str = "test-project";
 const SECRET: &str = "whsec-test-secret";
 /// How long the whole async path may take before a test gives up (a
 /// deadline for a failure message, not a measurement).
@@ -196,11 +197,12 @@ struct Rig {
 
 impl Rig {
     async fn start(name: &str, fail_first: Option<bool>, lease_seconds: &str) -> Rig {
-        let suffix = uuid_like();
-        let project = format!("{name}-{suffix}");
-        let topic = format!("tasks-{name}-{suffix}");
-        let admin = PubSubAdmin::new(&testing::pubsub_emulator_host(), PUBSUB_PROJECT);
-        admin.create_topic(&topic).await;
+        let common::Names {
+            suffix,
+            project,
+            topic,
+            admin,
+        } = common::names(name).await;
 
         let model = Model::default();
         let model_server = model.start().await;
@@ -242,24 +244,7 @@ impl Rig {
             )
             .await;
 
-        let pubsub = testing::pubsub_emulator_host();
-        let settings = testing::settings(&[
-            ("STORE", "firestore"),
-            ("FIRESTORE_PROJECT", &project),
-            ("QUEUE", "pubsub"),
-            ("PUBSUB_PROJECT", PUBSUB_PROJECT),
-            ("PUBSUB_TOPIC", &topic),
-            ("PUBSUB_EMULATOR_HOST", &pubsub),
-            ("RATE_LIMIT_AGENT", "off"),
-            ("RATE_LIMIT_TASKS", "off"),
-            ("WEBHOOK_SECRET", SECRET),
-            ("ALLOW_LOOPBACK_CALLBACKS", "true"),
-            ("LLM_PROVIDER", "offline"),
-        ]);
-        let app = agent_core::App::build(settings, agent_function::FUNCTION)
-            .await
-            .expect("the agent app starts");
-        let agent = TestServer::start(agent_function::router(&app).await.expect("router")).await;
+        let (app, agent) = common::agent(&project, &topic, SECRET).await;
         Rig {
             admin,
             topic,
@@ -384,20 +369,6 @@ impl Rig {
             assert_eq!(hooks[0]["result"]["response"], format!("done: {name}"));
         }
     }
-}
-
-fn uuid_like() -> String {
-    format!(
-        "{:x}",
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0)
-    )
-    .chars()
-    .rev()
-    .take(10)
-    .collect()
 }
 
 async fn start_worker(port: u16, vars: &[(String, String)]) -> Process {

@@ -239,7 +239,22 @@ fn retryable(err: &FirestoreError) -> bool {
 }
 
 /// Worth retrying later (`Unavailable`, answered 503) or not (`Internal`).
+///
+/// A query whose composite index is missing fails with
+/// `FailedPrecondition` ("The query requires an index"): on a new
+/// deployment that is an index `deploy.sh` created and Firestore is still
+/// building, which a retry in a few minutes cures, so it is `Unavailable`,
+/// with a detail (for the log) that says which.
 pub(super) fn classify(err: FirestoreError) -> StoreError {
+    if let FirestoreError::DatabaseError(e) = &err
+        && e.public.code == "FailedPrecondition"
+        && e.details.contains("index")
+    {
+        return StoreError::Unavailable(format!(
+            "a composite index this query needs is missing or still building (deploy.sh creates them; \
+             the README's Firestore section lists them): {err}"
+        ));
+    }
     const TRANSIENT: [&str; 8] = [
         "Unavailable",
         "DeadlineExceeded",
@@ -362,6 +377,17 @@ mod tests {
             assert!(conflict(&status(code)), "{code:?}");
         }
         assert!(!conflict(&status(Code::InvalidArgument)));
+
+        // A listing before its index is built: retry later (503), and the
+        // log says why.
+        let building = FirestoreError::from(Status::new(
+            Code::FailedPrecondition,
+            "The query requires an index. You can create it here: https://console.firebase.google.com/...",
+        ));
+        match classify(building) {
+            StoreError::Unavailable(detail) => assert!(detail.contains("composite index"), "{detail}"),
+            other => panic!("a missing index is worth a retry: {other:?}"),
+        }
     }
 
     #[tokio::test]

@@ -185,3 +185,14 @@ async fn get_models_says_what_answers_at_what_price_and_how_it_is_chosen() {
         assert!(keywords.contains(&json!(keyword)), "{keyword}");
     }
 }
+
+#[tokio::test]
+async fn when_both_tiers_fail_the_answer_is_the_routed_models_error() {
+    let double = Scripted::start(OPENAI_PATH, vec![(503, unavailable())]).await;
+    let base = format!("{}/v1", double.server.url);
+    let (_app, server) = serve(&[("LLM_PROVIDER", "openai"), ("OPENAI_BASE_URL", &base)]).await;
+    let response = post_chat(&server, json!({"message": "hola"})).await;
+    error_envelope(response, 503, "unavailable").await;
+    let called: Vec<Value> = double.requests().iter().map(|r| r["model"].clone()).collect();
+    assert_eq!(called, [json!("gpt-4o-mini"), json!("gpt-4o")]);
+}

@@ -311,28 +311,39 @@ impl Routed {
     }
 
     /// Calls `call` on each model of the chain until one answers or fails
-    /// with an error the next would share.
+    /// with an error the next would share. When every model tried failed,
+    /// the error is the first model's: the one the request was routed to,
+    /// and the one a client can act on (a fallback that is misconfigured,
+    /// say a strong model the key may not use, would otherwise hide it).
     async fn along<T, F, Fut>(&self, call: F) -> Result<T, ModelError>
     where
         F: Fn(Arc<dyn Model>) -> Fut,
         Fut: std::future::Future<Output = Result<T, ModelError>>,
     {
+        let mut first_error = None;
         let mut models = self.chain.iter().peekable();
-        loop {
-            let Some(model) = models.next() else {
-                return Err(ModelError::Unavailable {
-                    message: "no model is configured".to_string(),
-                    retry_after: None,
-                });
+        while let Some(model) = models.next() {
+            let err = match call(model.clone()).await {
+                Ok(answer) => return Ok(answer),
+                Err(err) => err,
             };
-            match call(model.clone()).await {
-                Err(err) if falls_back(&err) => match models.peek() {
-                    Some(next) => self.fell_back(model.as_ref(), next.as_ref()),
-                    None => return Err(err),
-                },
-                result => return result,
+            match models.peek() {
+                Some(next) if falls_back(&err) => {
+                    self.fell_back(model.as_ref(), next.as_ref());
+                    first_error.get_or_insert(err);
+                }
+                _ => {
+                    if first_error.is_some() {
+                        tracing::warn!(model = model.name(), %err, "the fallback model failed too");
+                    }
+                    return Err(first_error.unwrap_or(err));
+                }
             }
         }
+        Err(first_error.unwrap_or_else(|| ModelError::Unavailable {
+            message: "no model is configured".to_string(),
+            retry_after: None,
+        }))
     }
 }
 

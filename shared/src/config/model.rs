@@ -120,14 +120,6 @@ fn parse_provider(value: &str) -> Option<Provider> {
     }
 }
 
-fn parse_switch(value: &str) -> Option<bool> {
-    match value.to_ascii_lowercase().as_str() {
-        "on" | "true" | "1" | "yes" => Some(true),
-        "off" | "false" | "0" | "no" => Some(false),
-        _ => None,
-    }
-}
-
 /// A comma-separated list, entries trimmed, empty ones skipped.
 fn list(value: &str) -> Vec<String> {
     value
@@ -208,7 +200,7 @@ fn routing_settings(
         None if fast == strong => vec![fast.clone()],
         None => vec![fast.clone(), strong.clone()],
     };
-    let fallback = env.parse_or("MODEL_FALLBACK", true, "on or off", parse_switch)?;
+    let fallback = env.parse_or("MODEL_FALLBACK", true, "on or off", super::parse_bool)?;
     let fallback_provider = match env.get("FALLBACK_PROVIDER") {
         None => None,
         Some(v) if v.eq_ignore_ascii_case("none") => None,
@@ -308,4 +300,75 @@ pub(super) fn llm_settings(env: &Env<'_>) -> Result<LlmSettings, ConfigError> {
         })?,
         routing,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+    use crate::config::Settings;
+
+    fn settings(vars: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        let map: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Settings::from_lookup(|name| map.get(name).cloned())
+    }
+
+    #[test]
+    fn tiers_default_to_the_configured_model_and_a_stronger_one_with_routing_off() {
+        let s = settings(&[("GEMINI_API_KEY", "k"), ("GEMINI_MODEL", "gemini-2.0-flash")]).expect("valid");
+        let r = &s.llm.routing;
+        assert_eq!(
+            (r.fast.as_str(), r.strong.as_str()),
+            ("gemini-2.0-flash", "gemini-2.5-pro")
+        );
+        assert_eq!((r.mode, r.fallback, r.fallback_provider), (Mode::Off, true, None));
+        assert_eq!(r.allowed, ["gemini-2.0-flash", "gemini-2.5-pro"]);
+
+        let s = settings(&[("OPENAI_BASE_URL", "http://127.0.0.1:11434/v1")]).expect("valid");
+        assert_eq!(s.llm.routing.strong, "gpt-4o");
+        let s = settings(&[]).expect("valid");
+        assert_eq!(s.llm.routing.allowed, ["offline"]);
+    }
+
+    #[test]
+    fn routing_settings_are_read_and_bad_ones_name_the_variable() {
+        let s = settings(&[
+            ("GEMINI_API_KEY", "k"),
+            ("MODEL_ROUTING", "AUTO"),
+            ("MODEL_FAST", "gemini-2.5-flash-lite"),
+            ("MODEL_ALLOWED", " a, ,b "),
+            ("MODEL_FALLBACK", "off"),
+            ("ROUTING_KEYWORDS", "deep dive,分析"),
+            ("ROUTING_MIN_CHARS", "0"),
+            ("FALLBACK_PROVIDER", "openai"),
+            ("OPENAI_API_KEY", "sk"),
+        ])
+        .expect("valid");
+        let r = &s.llm.routing;
+        assert_eq!(
+            (r.mode, r.fast.as_str(), r.fallback),
+            (Mode::Auto, "gemini-2.5-flash-lite", false)
+        );
+        assert_eq!(r.allowed, ["a", "b"]);
+        assert_eq!(r.rules.keywords().collect::<Vec<_>>(), ["deep dive", "分析"]);
+        assert_eq!((r.rules.min_chars, r.fallback_provider), (0, Some(Provider::OpenAi)));
+
+        let bad = |vars: &[(&str, &str)]| settings(vars).expect_err("invalid").var;
+        assert_eq!(bad(&[("MODEL_ROUTING", "smart")]), "MODEL_ROUTING");
+        assert_eq!(bad(&[("MODEL_FALLBACK", "maybe")]), "MODEL_FALLBACK");
+        assert_eq!(bad(&[("ROUTING_MIN_TOOLS", "-1")]), "ROUTING_MIN_TOOLS");
+        assert_eq!(
+            bad(&[("GEMINI_API_KEY", "k"), ("FALLBACK_PROVIDER", "gemini")]),
+            "FALLBACK_PROVIDER"
+        );
+        assert_eq!(
+            bad(&[("GEMINI_API_KEY", "k"), ("FALLBACK_PROVIDER", "openai")]),
+            "OPENAI_API_KEY"
+        );
+        assert_eq!(
+            bad(&[("GEMINI_API_KEY", "k"), ("FALLBACK_PROVIDER", "vertex")]),
+            "VERTEX_PROJECT"
+        );
+    }
 }

@@ -4,7 +4,8 @@
 //! `streamGenerateContent?alt=sse`) and counts the calls it receives.
 //!
 //! Every chat server here runs with `LLM_MAX_RETRIES=2` (so a failing model
-//! sees exactly 3 calls per request) and `LLM_TIMEOUT_SECONDS=1`. Each test
+//! sees exactly 3 calls per request), `LLM_TIMEOUT_SECONDS=1` and
+//! `MODEL_FALLBACK=off` (the fallback to the other tier is `routing.rs`'s). Each test
 //! first stores one good turn on the session, injects its fault, and then
 //! checks three things: the client's answer (status, envelope code,
 //! `Retry-After`), the number of model calls, and that the session still
@@ -238,6 +239,9 @@ impl Chat {
             ("LLM_MAX_RETRIES", "2"),
             ("LLM_TIMEOUT_SECONDS", "1"),
             ("RATE_LIMIT_CHAT", "off"),
+            // One model's faults: the fallback to the other tier is
+            // `routing.rs`'s (it would double the calls counted here).
+            ("MODEL_FALLBACK", "off"),
         ];
         vars.extend_from_slice(extra);
         let app = TestApp::start(FUNCTION, &vars).await;

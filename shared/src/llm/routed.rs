@@ -56,6 +56,11 @@ impl Models {
         } else {
             None
         };
+        // One metadata client for every Vertex model: clones share the
+        // access-token cache, so the tiers fetch one token, not one each.
+        let metadata = client
+            .as_ref()
+            .map(|client| crate::gcp::MetadataClient::from_env(client.clone()));
         let build_one = |provider: Provider, name: &str| -> anyhow::Result<Arc<dyn Model>> {
             let settings = settings.for_model(provider, name);
             let inner: Arc<dyn Model> = match (provider, &client) {
@@ -63,9 +68,13 @@ impl Models {
                 (Provider::Gemini, Some(client)) => {
                     Arc::new(super::gemini::GeminiModel::ai_studio(&settings, client.clone())?)
                 }
-                (Provider::Vertex, Some(client)) => {
-                    Arc::new(super::gemini::GeminiModel::vertex(&settings, client.clone())?)
-                }
+                (Provider::Vertex, Some(client)) => Arc::new(super::gemini::GeminiModel::vertex_with_metadata(
+                    &settings,
+                    client.clone(),
+                    metadata
+                        .clone()
+                        .unwrap_or_else(|| crate::gcp::MetadataClient::from_env(client.clone())),
+                )?),
                 (Provider::OpenAi, Some(client)) => {
                     Arc::new(super::openai::OpenAiModel::new(&settings, client.clone())?)
                 }

@@ -196,3 +196,39 @@ async fn when_both_tiers_fail_the_answer_is_the_routed_models_error() {
     let called: Vec<Value> = double.requests().iter().map(|r| r["model"].clone()).collect();
     assert_eq!(called, [json!("gpt-4o-mini"), json!("gpt-4o")]);
 }
+
+#[tokio::test]
+async fn a_second_provider_answers_when_the_first_is_down() {
+    let gemini = Scripted::start(
+        "/v1beta/models/gemini-2.5-flash:generateContent",
+        vec![(
+            503,
+            json!({"error": {"code": 503, "message": "overloaded", "status": "UNAVAILABLE"}}),
+        )],
+    )
+    .await;
+    let openai = Scripted::start(OPENAI_PATH, vec![(200, openai_answer("gpt-4o-mini"))]).await;
+    let openai_base = format!("{}/v1", openai.server.url);
+    let (_app, server) = serve(&[
+        ("LLM_PROVIDER", "gemini"),
+        ("GEMINI_API_KEY", "k"),
+        ("GEMINI_BASE_URL", &gemini.server.url),
+        // One Gemini tier, so the chain is Gemini, then OpenAI.
+        ("MODEL_STRONG", "gemini-2.5-flash"),
+        ("FALLBACK_PROVIDER", "openai"),
+        ("OPENAI_BASE_URL", &openai_base),
+    ])
+    .await;
+    let response = post_chat(&server, json!({"message": "hola"})).await;
+    assert_eq!(response.status(), 200);
+    let answer: Value = response.json().await.expect("json");
+    assert_eq!(answer["model"], "gpt-4o-mini");
+    assert_eq!(answer["fallback_from"], "gemini-2.5-flash");
+    assert_eq!((gemini.requests().len(), openai.requests().len()), (1, 1));
+
+    let models: Value = serde_json::from_str(&get_text(&server, "/api/v1/models").await).expect("json");
+    assert_eq!(
+        (models["fallback_provider"].as_str(), models["fallback_model"].as_str()),
+        (Some("openai"), Some("gpt-4o-mini"))
+    );
+}

@@ -7,7 +7,10 @@
 //! provider. A model that still fails after its own retries with an error
 //! another model may not share (429 or 5xx, unreachable, timeout) hands the
 //! call to the next; a refusal of the request itself (4xx, a safety block)
-//! would be refused again, so it ends the call.
+//! would be refused again, so it ends the call. Once falling back, a
+//! fallback model's own 4xx (a model the key may not use) passes the call
+//! on too; a safety block still ends it. When all fail, the error is the
+//! first model's.
 //!
 //! A stream falls back only while it has not started: once the first delta
 //! has gone to the client, another model's answer cannot be spliced in.
@@ -336,8 +339,12 @@ impl Routed {
                 Ok(answer) => return Ok(answer),
                 Err(err) => err,
             };
+            // A fallback model's own refusal (a model the key may not use, a
+            // name the provider does not know) says nothing of the request:
+            // the next model may still answer. A safety block would recur.
+            let passes_on = falls_back(&err) || (first_error.is_some() && !matches!(err, ModelError::Blocked(_)));
             match models.peek() {
-                Some(next) if falls_back(&err) => {
+                Some(next) if passes_on => {
                     self.fell_back(model.as_ref(), next.as_ref());
                     first_error.get_or_insert(err);
                 }

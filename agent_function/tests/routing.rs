@@ -79,3 +79,22 @@ async fn an_unlisted_model_is_a_400_and_async_runs_take_none() {
     let models = agent.get("/api/v1/models").await;
     assert_eq!(models["provider"], "offline");
 }
+
+#[tokio::test]
+async fn a_queued_task_is_routed_by_the_rules() {
+    let agent = Agent::start(&[("MODEL_ROUTING", "auto")]).await;
+    let accepted: Value = agent
+        .post(json!({"task": "Analiza 15 * 23", "async": true}))
+        .await
+        .json()
+        .await
+        .expect("json");
+    let id = accepted["task_id"].as_str().expect("task_id").to_string();
+    let (task, _) = agent.wait_finished(&id).await;
+    assert_eq!(task["status"], "completed", "{task}");
+    assert_eq!(
+        task["result"]["route"],
+        json!({"tier": "strong", "reason": "keyword:analiz*"}),
+        "{task}"
+    );
+}

@@ -18,6 +18,7 @@ use agent_core::http::json::require_text;
 use agent_core::http::paging::{self, PageQuery};
 use agent_core::http::{Api, ApiError, ApiJson, Operation, Routes, detached};
 use agent_core::llm::Model;
+use agent_core::llm::routed::{Models, Routed};
 use agent_core::queue::Queue;
 use agent_core::store::{CallbackOutcome, Cancel, Finished, TaskRecord, TaskState, TaskStatus, TaskStore};
 use agent_core::task;
@@ -58,6 +59,11 @@ pub struct AgentRequest {
     pub callback_url: Option<String>,
     #[serde(default)]
     pub system_instruction: Option<String>,
+    /// `fast`, `strong`, or a model name from the allow-list (see
+    /// `GET /api/v1/models`); routed by the rules when omitted. Synchronous
+    /// runs only: a queued task is routed by the rules.
+    #[serde(default)]
+    pub model: Option<String>,
 }
 
 /// The 202 answer to an asynchronous `POST /api/v1/agent`.
@@ -77,6 +83,8 @@ pub struct Accepted {
 #[derive(Clone)]
 pub struct AgentState {
     pub model: Arc<dyn Model>,
+    /// The tiers: each synchronous run is routed once, by its task text.
+    pub models: Arc<Models>,
     pub tools: Registry,
     pub tasks: Arc<dyn TaskStore>,
     pub queue: Arc<dyn Queue>,
@@ -97,6 +105,7 @@ impl AgentState {
         let tools = agent_core::tools::registry(&app.settings.tools, &app.stores)?;
         Ok(AgentState {
             model: app.model.clone(),
+            models: app.models.clone(),
             queue: agent_core::queue::open(app, &tools).await?,
             tools,
             tasks: app.stores.tasks.clone(),
@@ -120,7 +129,8 @@ pub async fn api(app: &App) -> anyhow::Result<Api> {
 /// The standalone function: the named routes, `POST /`, and the shared
 /// HTTP layer.
 pub async fn router(app: &App) -> anyhow::Result<Router> {
-    Ok(app.standalone(api(app).await?, FUNCTION))
+    let api = api(app).await?.merge(agent_core::http::models::api(app));
+    Ok(app.standalone(api, FUNCTION))
 }
 
 fn run_operation() -> Operation {
@@ -225,6 +235,18 @@ pub async fn run_agent(
             "max_steps must be at least 1; omit it for the default of 10",
         ));
     }
+    if body.run_async && body.model.is_some() {
+        return Err(ApiError::invalid_argument(
+            "model is only used by synchronous runs (a queued task is routed by the rules): omit model, \
+             or omit \"async\": true",
+        ));
+    }
+    // Routed once for the whole run, before anything is stored: a model the
+    // client may not pick is a 400 that names those it may.
+    let route = state
+        .models
+        .route(&body.task, state.tools.names().len(), body.model.as_deref())
+        .map_err(|refused| ApiError::invalid_argument(refused.to_string()))?;
     let (max_steps, warning) = agent::effective_max_steps(body.max_steps);
     let mut task = TaskRecord::queued(
         uuid::Uuid::new_v4().to_string(),
@@ -247,7 +269,8 @@ pub async fn run_agent(
             "callback_url is only used by asynchronous runs: add \"async\": true, or omit callback_url",
         ));
     }
-    Ok(axum::Json(run_now(&state, task, warnings).await?).into_response())
+    let model = state.models.routed(&route);
+    Ok(axum::Json(run_now(&state, task, warnings, model).await?).into_response())
 }
 
 fn check_callback(state: &AgentState, url: &str) -> Result<String, ApiError> {
@@ -317,20 +340,26 @@ async fn submit(state: &AgentState, task: TaskRecord, warnings: Vec<String>) -> 
 /// dropped at one of its awaits would leave its task `running` forever (no
 /// lease, so no sweep takes it up again). Detached, it runs to its end and
 /// records its outcome whether or not anyone is still waiting for the answer.
-async fn run_now(state: &AgentState, task: TaskRecord, warnings: Vec<String>) -> Result<AgentResponse, ApiError> {
+async fn run_now(
+    state: &AgentState,
+    task: TaskRecord,
+    warnings: Vec<String>,
+    model: Routed,
+) -> Result<AgentResponse, ApiError> {
     let state = state.clone();
-    detached::run(move |_| async move { run_to_end(&state, task, warnings).await }).await
+    detached::run(move |_| async move { run_to_end(&state, task, warnings, &model).await }).await
 }
 
 async fn run_to_end(
     state: &AgentState,
     mut task: TaskRecord,
     warnings: Vec<String>,
+    model: &Routed,
 ) -> Result<AgentResponse, ApiError> {
     task.state = TaskState::Running;
     task.attempts = 1;
     state.tasks.create(&task).await?;
-    let response = match task::run(state.model.as_ref(), &state.tools, &task, warnings, &|_| {}).await {
+    let response = match task::run(model, &state.tools, &task, warnings, &|_| {}).await {
         Ok(response) => response,
         Err(err) => {
             let error = ApiError::from(err);
@@ -496,7 +525,8 @@ mod tests {
         let task = TaskRecord::queued(id, "anonymous", "say something", format!("s-{id}"), 10);
         let request = tokio::spawn({
             let state = state.clone();
-            async move { run_now(&state, task, Vec::new()).await }
+            let model = state.models.by_rules(&task.task, 0);
+            async move { run_now(&state, task, Vec::new(), model).await }
         });
         model.called().await;
         (model, app, state, request)

@@ -24,6 +24,8 @@
 //!   for a tool function's route.
 //! - `bench loop [RUNS]`: the agent loop's own cost per step, in process,
 //!   with a model that answers at once.
+//! - `bench routing [RUNS]`: what choosing a request's model tier costs
+//!   (the rules of `MODEL_ROUTING=auto`), per request, in process.
 //! - `bench tasks BIN [TASKS] [CONCURRENCY] [NAME=VALUE...]`: submits TASKS
 //!   asynchronous agent tasks to BIN (`local`, or `agent_function`) from
 //!   CONCURRENCY clients and waits until all are completed: the 202 rate
@@ -57,6 +59,7 @@ mod emulator;
 mod load;
 mod metrics;
 mod procfs;
+mod routing;
 mod startup;
 mod tasks;
 
@@ -67,7 +70,16 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use tokio::process::{Child, Command};
 
-const COMMANDS: [&str; 7] = ["startup", "first-answer", "chat", "tool", "loop", "tasks", "costs"];
+const COMMANDS: [&str; 8] = [
+    "startup",
+    "first-answer",
+    "chat",
+    "tool",
+    "loop",
+    "routing",
+    "tasks",
+    "costs",
+];
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -130,6 +142,7 @@ async fn run(args: &[String]) -> anyhow::Result<()> {
             load::tool(Path::new(bin), which, parse(arg(3), 10)?, parse(arg(4), 64)?).await
         }
         (Some("loop"), runs) => agent_loop::agent_loop(parse(runs, 1000)?).await,
+        (Some("routing"), runs) => routing::routing(parse(runs, 100_000)?),
         // Not a measurement: printed as is, not ready to paste.
         (Some("issuer"), seconds) => auth::issuer(parse(seconds, 3540)?).await,
         (Some("tasks"), Some(bin)) => {
@@ -143,7 +156,7 @@ async fn run(args: &[String]) -> anyhow::Result<()> {
         _ => bail!(
             "usage: bench startup BIN [RUNS=20] [NAME=VALUE...] | bench first-answer BIN [RUNS=20] [NAME=VALUE...]\n\
              | bench chat BIN [SECONDS=10] [CONNECTIONS=64] [SESSION_MESSAGES=N] [WARMUP=N] [AUTH=key|token] [NAME=VALUE...]\n\
-             | bench tool BIN calculate|search [SECONDS=10] [CONNECTIONS=64] | bench loop [RUNS=1000]\n\
+             | bench tool BIN calculate|search [SECONDS=10] [CONNECTIONS=64] | bench loop [RUNS=1000] | bench routing [RUNS=100000]\n\
              | bench issuer [SECONDS=3540]\n\
              | bench tasks BIN [TASKS=200] [CONCURRENCY=16] [NAME=VALUE...]\n\
              | bench costs BIN_DIR [N=20] [FIRESTORE_EMULATOR_HOST=host:port]\n\

@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use agent_core::auth::Principal;
 use agent_core::http::{ApiError, ApiJson, Operation, RateBudget, detached};
-use agent_core::llm::Spend;
+use agent_core::llm::{Model, Spend};
 use axum::Extension;
 use axum::extract::State;
 use futures_util::StreamExt;
@@ -221,6 +221,6 @@ async fn turn(state: &ChatState, principal: &Principal, request: ChatRequest) ->
         ));
     }
     let turn = prepare(state, principal, request).await?;
-    let answer = state.model.generate(&turn.request).await?;
+    let answer = turn.model.generate(&turn.request).await?;
     store_turn(state, &turn, &answer).await
 }

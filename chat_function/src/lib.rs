@@ -25,6 +25,8 @@ use agent_core::auth::Principal;
 use agent_core::http::json::require_text;
 use agent_core::http::paging::{self, PageQuery};
 use agent_core::http::{Api, ApiError, ApiJson, Event, Metrics, Operation, Routes, detached, sse};
+use agent_core::llm::routed::{Models, Routed, Routing};
+use agent_core::llm::routing::{RouteInfo, Tier};
 use agent_core::llm::{Content, Model, ModelRequest, ModelResponse, ModelStream, Role, Spend, StreamEvent};
 use agent_core::store::{History, NewMessage, SessionStore, StoredMessage};
 use agent_core::{owned, session};
@@ -59,6 +61,10 @@ pub struct ChatRequest {
     /// Answer with server-sent events: `delta` events, then `done` or `error`.
     #[serde(default)]
     pub stream: bool,
+    /// `fast`, `strong`, or a model name from the allow-list (see
+    /// `GET /api/v1/models`); routed by MODEL_ROUTING when omitted.
+    #[serde(default)]
+    pub model: Option<String>,
 }
 
 /// The answer to a chat request, and the `data` of a stream's `done` event.
@@ -71,6 +77,11 @@ pub struct ChatResponse {
     /// Tokens, model calls and cost of this turn.
     pub usage: Spend,
     pub model: String,
+    /// The tier the turn was routed to and why.
+    pub route: RouteInfo,
+    /// The model that failed (after its retries) when another one answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback_from: Option<String>,
 }
 
 /// The `data` of a stream's `delta` event: the next piece of the answer.
@@ -111,7 +122,8 @@ pub struct SessionInfo {
 
 #[derive(Clone)]
 pub struct ChatState {
-    pub model: Arc<dyn Model>,
+    /// The tiers: each turn is routed by its message.
+    pub models: Arc<Models>,
     pub sessions: Arc<dyn SessionStore>,
     pub history_limit: usize,
     pub max_message_chars: usize,
@@ -121,7 +133,7 @@ pub struct ChatState {
 impl ChatState {
     pub fn new(app: &App) -> ChatState {
         ChatState {
-            model: app.model.clone(),
+            models: app.models.clone(),
             sessions: app.stores.sessions.clone(),
             history_limit: app.settings.history_limit,
             max_message_chars: app.settings.http.max_message_chars,
@@ -154,7 +166,7 @@ pub fn api(app: &App) -> Api {
 /// The standalone function: the named routes, `POST /` as a Cloud Function
 /// URL is called, and the shared HTTP layer.
 pub fn router(app: &App) -> Router {
-    app.standalone(api(app), FUNCTION)
+    app.standalone(api(app).merge(agent_core::http::models::api(app)), FUNCTION)
 }
 
 fn chat_operation() -> Operation {
@@ -231,6 +243,8 @@ struct Turn {
     /// The history as read, which the append starts from: on Firestore the
     /// turn's one read serves both.
     history: History,
+    /// The turn's model: routed by its message, falling back on failure.
+    model: Routed,
 }
 
 async fn prepare(state: &ChatState, principal: &Principal, body: ChatRequest) -> Result<Turn, ApiError> {
@@ -243,6 +257,10 @@ async fn prepare(state: &ChatState, principal: &Principal, body: ChatRequest) ->
             state.max_message_chars
         )));
     }
+    let route = state
+        .models
+        .route(&body.message, 0, body.model.as_deref())
+        .map_err(|refused| ApiError::invalid_argument(refused.to_string()))?;
     let session_id = session::given_or_new(body.session_id.as_deref())?;
     let session_key = owned::session_key(principal.as_str(), &session_id);
     let mut history = state.sessions.history(&session_key, state.history_limit).await?;
@@ -264,12 +282,21 @@ async fn prepare(state: &ChatState, principal: &Principal, body: ChatRequest) ->
             tools: Vec::new(),
         },
         history,
+        model: state.models.routed(&route),
     })
 }
 
 /// Stores the user's message and the answer in one atomic append.
 async fn store_turn(state: &ChatState, turn: &Turn, answer: &ModelResponse) -> Result<ChatResponse, ApiError> {
     let response = answer.text();
+    // Read before the write: the route and any fallback are the call's.
+    let routing = turn.model.routing().unwrap_or_else(|| Routing {
+        route: RouteInfo {
+            tier: Tier::Fast,
+            reason: "default".to_string(),
+        },
+        fallback_from: None,
+    });
     state
         .sessions
         .append_after(
@@ -293,6 +320,8 @@ async fn store_turn(state: &ChatState, turn: &Turn, answer: &ModelResponse) -> R
         tokens_used: answer.usage.total(),
         usage: Spend::of(answer),
         model: answer.model.clone(),
+        route: routing.route,
+        fallback_from: routing.fallback_from,
     })
 }
 
@@ -309,7 +338,7 @@ pub async fn chat(
     // Detached: a client that disconnects drops this future, and the paid
     // model call must still end with its answer stored.
     let done = detached::run(move |client| async move {
-        let answer = state.model.generate(&turn.request).await?;
+        let answer = turn.model.generate(&turn.request).await?;
         state.count_if_abandoned(client.is_gone());
         store_turn(&state, &turn, &answer).await
     })
@@ -330,7 +359,7 @@ async fn stream_chat(state: ChatState, mut turn: Turn) -> Result<Response, ApiEr
         // An error before the first token is still a proper HTTP status.
         // Storing the turn needs only its session and message, not the
         // request (the history), so the model takes it rather than a copy.
-        let model_stream = state.model.stream(std::mem::take(&mut turn.request)).await?;
+        let model_stream = turn.model.stream(std::mem::take(&mut turn.request)).await?;
         detached::spawn(finish_stream(state, turn, model_stream, feed));
         Ok::<_, ApiError>(())
     })

@@ -4,7 +4,8 @@
 //! `streamGenerateContent?alt=sse`) and counts the calls it receives.
 //!
 //! Every chat server here runs with `LLM_MAX_RETRIES=2` (so a failing model
-//! sees exactly 3 calls per request) and `LLM_TIMEOUT_SECONDS=1`. Each test
+//! sees exactly 3 calls per request), `LLM_TIMEOUT_SECONDS=1` and
+//! `MODEL_FALLBACK=off` (the fallback to the other tier is `routing.rs`'s). Each test
 //! first stores one good turn on the session, injects its fault, and then
 //! checks three things: the client's answer (status, envelope code,
 //! `Retry-After`), the number of model calls, and that the session still
@@ -23,6 +24,8 @@
 //! | model answers 200 with a body that is not JSON | 502 `upstream_error`; 1 call (not retried) | `a_200_that_is_not_json_is_a_502` |
 //! | model answers 200 with JSON that is not an answer | 502 `upstream_error`; 1 call | `a_200_that_is_not_json_is_a_502` |
 //! | stream: model 503 forever before the first byte | 503 `unavailable` as a plain HTTP answer, not an event stream; 3 calls | `a_stream_refused_before_its_first_byte_is_a_plain_503` |
+//! | stream: model 503 forever before the first byte, `MODEL_FALLBACK=on` | 200 event stream from the strong tier, `done` with `fallback_from`; 3 calls, then 1 to the strong tier | `a_stream_refused_before_its_first_byte_falls_back_to_the_other_tier` |
+//! | stream: connection cut after a delta, `MODEL_FALLBACK=on` | `delta`, then `error`; no fallback (a delta was sent); 1 call | `a_stream_cut_in_the_middle_does_not_fall_back` |
 //! | stream: connection cut after two deltas | 200 event stream: `delta`, `delta`, then `error` (`unavailable`), no `done`; 1 call | `a_stream_cut_in_the_middle_ends_with_an_error_event` |
 //! | stream: body ends cleanly after two deltas, no `finishReason` | the same: `error` (`unavailable`), no `done`, nothing stored | `a_stream_that_ends_before_the_model_finished_is_not_stored` |
 //! | stream: model stalls after one delta | `delta`, then `error` (`upstream_timeout`) after `LLM_TIMEOUT_SECONDS`; 1 call | `a_stream_that_stalls_ends_with_a_timeout_event` |
@@ -238,6 +241,9 @@ impl Chat {
             ("LLM_MAX_RETRIES", "2"),
             ("LLM_TIMEOUT_SECONDS", "1"),
             ("RATE_LIMIT_CHAT", "off"),
+            // One model's faults: the fallback to the other tier is
+            // `routing.rs`'s (it would double the calls counted here).
+            ("MODEL_FALLBACK", "off"),
         ];
         vars.extend_from_slice(extra);
         let app = TestApp::start(FUNCTION, &vars).await;
@@ -545,6 +551,44 @@ async fn a_stream_cut_in_the_middle_ends_with_an_error_event() {
     let events = read_events(stream(&chat, "s", "again").await).await;
     assert_eq!(names(&events), ["delta", "delta", "done"], "{events:?}");
     assert_eq!(events[2].1["response"], "streamed fine");
+}
+
+/// With `MODEL_FALLBACK=on`: a stream the fast tier refuses before its
+/// first byte is opened on the strong tier instead, and says so in `done`.
+#[tokio::test]
+async fn a_stream_refused_before_its_first_byte_falls_back_to_the_other_tier() {
+    let chat = Chat::start(&[("MODEL_FALLBACK", "on")]).await;
+    chat.first_turn("s").await;
+    let mut replies = vec![overloaded(); 3];
+    replies.push(Reply::Answer("from the strong tier"));
+    chat.model.script(replies);
+    let events = read_events(stream(&chat, "s", "fall back").await).await;
+    assert_eq!(names(&events), ["delta", "delta", "done"], "{events:?}");
+    assert_eq!(events[2].1["response"], "from the strong tier");
+    assert_eq!(events[2].1["fallback_from"], "gemini-2.5-flash", "{events:?}");
+    let paths: Vec<String> = chat.model.calls().into_iter().map(|(path, _)| path).collect();
+    assert_eq!(paths.len(), 4, "three calls to the fast tier, then the strong one");
+    assert!(
+        paths[2].contains("/gemini-2.5-flash:streamGenerateContent"),
+        "{paths:?}"
+    );
+    assert!(paths[3].contains("/gemini-2.5-pro:streamGenerateContent"), "{paths:?}");
+}
+
+/// With `MODEL_FALLBACK=on`: once a delta has gone out, a failure is the
+/// stream's end; another model's answer cannot be spliced in.
+#[tokio::test]
+async fn a_stream_cut_in_the_middle_does_not_fall_back() {
+    let chat = Chat::start(&[("MODEL_FALLBACK", "on")]).await;
+    chat.first_turn("s").await;
+    chat.model.script(vec![
+        Reply::Sse(vec![chunk("The answer ", None)], Ending::Cut),
+        Reply::Answer("never sent"),
+    ]);
+    let events = read_events(stream(&chat, "s", "doomed").await).await;
+    assert_eq!(names(&events), ["delta", "error"], "{events:?}");
+    chat.failed_cleanly("s", 1, "a stream under way is not handed to another model")
+        .await;
 }
 
 #[tokio::test]

@@ -24,7 +24,9 @@ pub async fn api(app: &App) -> anyhow::Result<Api> {
     Ok(chat_function::api(app)
         .merge(agent_function::api(app).await?)
         .merge(search_function::api(app)?)
-        .merge(calculator_function::api(app)))
+        .merge(calculator_function::api(app))
+        // Once: each model function's standalone router mounts it too.
+        .merge(agent_core::http::models::api(app)))
 }
 
 pub async fn router(app: &App) -> anyhow::Result<Router> {

@@ -15,6 +15,7 @@ use futures_util::future::join_all;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use crate::llm::routing::RouteInfo;
 use crate::llm::{Content, FunctionCall, FunctionResponse, Model, ModelError, ModelRequest, Part, Role, Spend};
 use crate::tools::{Registry, ToolContext, ToolError};
 
@@ -70,6 +71,13 @@ pub struct Outcome {
     #[serde(default)]
     pub usage: Spend,
     pub model: String,
+    /// The tier the run was routed to and why (the task text is routed
+    /// once, for every step).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub route: Option<RouteInfo>,
+    /// The model that failed (after its retries) when another answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback_from: Option<String>,
     pub finish_reason: FinishReason,
 }
 
@@ -149,6 +157,21 @@ pub async fn run(
 /// together, so one question covers them): at most one question per call
 /// the run makes.
 pub async fn run_checked(
+    model: &dyn Model,
+    tools: &Registry,
+    run: &Run,
+    on_step: &(dyn Fn(&Step) + Send + Sync),
+    checkpoint: Option<&dyn Checkpoint>,
+) -> Result<Outcome, RunError> {
+    let mut outcome = run_loop(model, tools, run, on_step, checkpoint).await?;
+    if let Some(routing) = model.routing() {
+        outcome.route = Some(routing.route);
+        outcome.fallback_from = routing.fallback_from;
+    }
+    Ok(outcome)
+}
+
+async fn run_loop(
     model: &dyn Model,
     tools: &Registry,
     run: &Run,
@@ -242,6 +265,8 @@ fn finish(response: String, steps: Vec<Step>, usage: Spend, model: String, reaso
         tokens_used: usage.tokens(),
         usage,
         model,
+        route: None,
+        fallback_from: None,
         finish_reason: reason,
     }
 }

@@ -14,7 +14,8 @@ use crate::config::{RateLimit, Settings};
 use crate::http::middleware::MiddlewareLayer;
 use crate::http::rate_limit::{self, RateLimiter};
 use crate::http::{Api, Metrics, Readiness};
-use crate::llm::{self, Model};
+use crate::llm::Model;
+use crate::llm::routed::Models;
 use crate::store::{self, StartupCheck, Stores};
 
 fn exit_on_start_error(function: &str, err: anyhow::Error) -> ! {
@@ -27,7 +28,12 @@ fn exit_on_start_error(function: &str, err: anyhow::Error) -> ! {
 pub struct App {
     pub settings: Arc<Settings>,
     pub metrics: Metrics,
+    /// The fast tier's model, unrouted: for a call with no request to
+    /// route (and the start-up banner's name).
     pub model: Arc<dyn Model>,
+    /// The tiers, the router and fallback: a request's model comes from
+    /// here (`models.route`, then `models.routed`).
+    pub models: Arc<Models>,
     pub stores: Stores,
     /// Who each request is (API keys, ID tokens): one per process, so the
     /// issuers' key sets are fetched once for every function it serves.
@@ -99,7 +105,8 @@ impl App {
         let store_settings = settings.store.clone();
         let store_metrics = metrics.clone();
         let stores = tokio::spawn(async move { store::open_unchecked(&store_settings, &store_metrics).await });
-        let model = llm::build(&settings.llm, metrics.clone())?;
+        let models = Arc::new(Models::build(&settings.llm, metrics.clone())?);
+        let model = models.fast();
         let authenticator = Arc::new(Authenticator::new(&settings.http.auth, &metrics)?);
         for url in authenticator.key_set_urls() {
             tracing::info!("ID tokens are checked with the keys published at {url}");
@@ -109,6 +116,7 @@ impl App {
             settings: Arc::new(settings),
             metrics,
             model,
+            models,
             stores,
             authenticator,
             readiness: Readiness::pending(),

@@ -246,8 +246,14 @@ impl Settings {
                     .to_string(),
             );
         }
-        let model = self.llm.model_name();
-        if self.llm.prices.price(model).is_none() {
+        // Every model a request can reach: the tiers and the allowed names.
+        let routing = &self.llm.routing;
+        let mut models: Vec<&str> = vec![&routing.fast, &routing.strong];
+        models.extend(routing.allowed.iter().map(String::as_str));
+        models.retain(|m| self.llm.prices.price(m).is_none());
+        models.sort_unstable();
+        models.dedup();
+        for model in models {
             warnings.push(format!(
                 "the model {model} has no price, so answers report cost_usd as null (unknown, not free). \
                  Set MODEL_PRICES={model}=INPUT/OUTPUT[/CACHED_INPUT] in US dollars per million tokens."

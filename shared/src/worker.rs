@@ -26,7 +26,8 @@ use crate::callback::{Callbacks, Settled};
 use crate::config::TaskSettings;
 use crate::delivery::Delivery;
 use crate::http::Metrics;
-use crate::llm::{Model, ModelError};
+use crate::llm::ModelError;
+use crate::llm::routed::Models;
 use crate::store::{Claim, Finished, StoreError, TaskEvent, TaskRecord, TaskState, TaskStatus, TaskStore};
 use crate::task::AgentResponse;
 use crate::tools::Registry;
@@ -60,7 +61,8 @@ pub struct Swept {
 }
 
 pub struct Worker {
-    model: Arc<dyn Model>,
+    /// Each task's model is routed by its text (a queued task names none).
+    models: Arc<Models>,
     tools: Registry,
     tasks: Arc<dyn TaskStore>,
     metrics: Metrics,
@@ -75,7 +77,7 @@ impl Worker {
         let settings = app.settings.tasks.clone();
         Worker {
             callbacks: Callbacks::new(&settings, &app.metrics, app.stores.tasks.clone()),
-            model: app.model.clone(),
+            models: app.models.clone(),
             tools,
             tasks: app.stores.tasks.clone(),
             metrics: app.metrics.clone(),
@@ -199,7 +201,8 @@ impl Worker {
                 task_id: &task_id,
                 attempt,
             };
-            crate::task::run_checked(self.model.as_ref(), &self.tools, &task, &on_step, &held).await
+            let model = self.models.by_rules(&task.task, self.tools.names().len());
+            crate::task::run_checked(&model, &self.tools, &task, &on_step, &held).await
         };
         let record_steps = async {
             let mut index = 0;

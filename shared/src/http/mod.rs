@@ -14,6 +14,7 @@
 //! - [`sse`]: server-sent events, as chat streams and task progress use them.
 //! - [`detached`]: work a request starts that must end even when its
 //!   client goes away (a model call that is paid for).
+//! - [`models`]: `GET /api/v1/models`, the tiers and how one is chosen.
 //! - `auth` (the principal of every request, see [`crate::auth`]),
 //!   `rate_limit`, `cors`, `request_context`, [`metrics`]: one concern each.
 //! - `middleware`: how those layers wrap the routes, at no allocation
@@ -27,6 +28,7 @@ pub mod health;
 pub mod json;
 pub mod metrics;
 pub(crate) mod middleware;
+pub mod models;
 pub mod openapi;
 pub mod paging;
 pub(crate) mod rate_limit;

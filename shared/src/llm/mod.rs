@@ -13,6 +13,10 @@
 //!   backoff and `Retry-After` of `crate::retry`.
 //! - `sse`: a server-sent events decoder for streaming responses.
 //! - `metered`: a decorator that counts calls and tokens for `/metrics`.
+//! - [`routing`]: which tier (fast or strong) a request goes to, by rules
+//!   or by the client's choice from an allow-list.
+//! - [`routed`]: the tiers' models, and calls that fall back from a failed
+//!   model to the other tier and a second provider.
 
 pub mod gemini;
 pub(crate) mod metered;
@@ -20,6 +24,8 @@ pub mod offline;
 pub(crate) mod openai;
 pub mod prices;
 pub(crate) mod retry;
+pub mod routed;
+pub mod routing;
 pub mod spend;
 pub(crate) mod sse;
 
@@ -246,6 +252,13 @@ pub trait Model: Send + Sync {
     /// so the caller can still answer with a proper HTTP status; an error
     /// later arrives in the stream.
     async fn stream(&self, request: ModelRequest) -> Result<ModelStream, ModelError>;
+
+    /// The route this model was chosen by and any fallback so far: set by a
+    /// [`routed::Routed`] model (made per request), so a run that is handed
+    /// a model can report how it was chosen; `None` for any other.
+    fn routing(&self) -> Option<routed::Routing> {
+        None
+    }
 }
 
 /// Builds the configured model, wrapped in the metrics decorator.

@@ -18,7 +18,7 @@ use agent_core::http::paging::{self, PageQuery};
 use agent_core::http::{Api, ApiError, ApiJson, Operation, Routes, detached};
 use agent_core::llm::Model;
 use agent_core::queue::Queue;
-use agent_core::store::{Cancel, Finished, TaskRecord, TaskState, TaskStatus, TaskStore};
+use agent_core::store::{Cancel, Charge, Finished, TaskRecord, TaskState, TaskStatus, TaskStore};
 use agent_core::task;
 pub use agent_core::task::{AgentResponse, TaskView};
 use agent_core::tools::Registry;
@@ -120,7 +120,10 @@ pub async fn api(app: &App) -> anyhow::Result<Api> {
 /// The standalone function: the named routes, `POST /`, and the shared
 /// HTTP layer.
 pub async fn router(app: &App) -> anyhow::Result<Router> {
-    Ok(app.standalone(api(app).await?, FUNCTION))
+    // What the caller spent; not in `api`, which `local` merges with the
+    // chat function's, which serves it already.
+    let api = api(app).await?.merge(agent_core::http::usage::api(app));
+    Ok(app.standalone(api, FUNCTION))
 }
 
 fn run_operation() -> Operation {
@@ -324,19 +327,27 @@ async fn run_to_end(
         Ok(response) => response,
         Err(err) => {
             let error = ApiError::from(err);
-            record(state, &task.task_id, &Finished::Failed(error.message.clone())).await;
+            record(state, &task.task_id, &Finished::Failed(error.message.clone()), None).await;
             return Err(error);
         }
     };
     let result = serde_json::to_value(&response).unwrap_or_default();
-    record(state, &task.task_id, &Finished::Completed(result)).await;
+    record(
+        state,
+        &task.task_id,
+        &Finished::Completed(result),
+        Some(&response.charge()),
+    )
+    .await;
     Ok(response)
 }
 
-/// Stores a synchronous run's outcome. The client gets its answer even when
-/// this fails: the work is done, and a retry would pay for it again.
-async fn record(state: &AgentState, task_id: &str, outcome: &Finished) {
-    if let Err(err) = state.tasks.finish(task_id, 1, outcome).await {
+/// Stores a synchronous run's outcome, with what it spent (counted in the
+/// same write, `TaskStore::finish_charged`). The client gets its answer
+/// even when this fails: the work is done, and a retry would pay for it
+/// again.
+async fn record(state: &AgentState, task_id: &str, outcome: &Finished, charge: Option<&Charge>) {
+    if let Err(err) = state.tasks.finish_charged(task_id, 1, outcome, charge).await {
         tracing::warn!(%err, task_id, "the task's outcome could not be stored");
     }
 }

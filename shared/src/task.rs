@@ -38,6 +38,15 @@ pub struct AgentResponse {
     pub warnings: Vec<String>,
 }
 
+impl AgentResponse {
+    /// What the run spent, to be counted with its outcome
+    /// (`TaskStore::finish_charged`): by the model that gave the answer,
+    /// on today's UTC date.
+    pub fn charge(&self) -> crate::store::Charge {
+        crate::store::Charge::now(&self.outcome.model, self.outcome.usage)
+    }
+}
+
 /// Checks a task id a client sent back, naming the field in the message.
 /// Task ids are ours (a UUID from `POST /api/v1/agent`), so the hint says
 /// where to find one; the characters allowed are the store's, as for

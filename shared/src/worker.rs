@@ -23,7 +23,9 @@ use crate::config::TaskSettings;
 use crate::delivery::Delivery;
 use crate::http::Metrics;
 use crate::llm::{Model, ModelError};
-use crate::store::{Claim, Finished, StoreError, TaskEvent, TaskRecord, TaskState, TaskStatus, TaskStore, rfc3339};
+use crate::store::{
+    Charge, Claim, Finished, StoreError, TaskEvent, TaskRecord, TaskState, TaskStatus, TaskStore, rfc3339,
+};
 use crate::task::AgentResponse;
 use crate::tools::Registry;
 use crate::webhook::Callbacks;
@@ -238,11 +240,14 @@ impl Worker {
 
     async fn complete(&self, task: &TaskRecord, response: AgentResponse) -> Disposition {
         let result = serde_json::to_value(&response).unwrap_or_default();
-        self.finish(task, Finished::Completed(result)).await
+        // Counted in the commit that records the outcome: once, and only
+        // if this claim still holds the task.
+        self.finish(task, Finished::Completed(result), Some(&response.charge()))
+            .await
     }
 
     async fn fail(&self, task: &TaskRecord, error: &str) -> Disposition {
-        self.finish(task, Finished::Failed(error.to_string())).await
+        self.finish(task, Finished::Failed(error.to_string()), None).await
     }
 
     async fn retry_or_fail(&self, task: &TaskRecord, err: &ModelError) -> Disposition {
@@ -272,9 +277,13 @@ impl Worker {
         }
     }
 
-    async fn finish(&self, task: &TaskRecord, outcome: Finished) -> Disposition {
+    async fn finish(&self, task: &TaskRecord, outcome: Finished, charge: Option<&Charge>) -> Disposition {
         let task_id = task.task_id.as_str();
-        match self.tasks.finish(task_id, task.attempts, &outcome).await {
+        match self
+            .tasks
+            .finish_charged(task_id, task.attempts, &outcome, charge)
+            .await
+        {
             Ok(true) => {}
             Ok(false) => {
                 tracing::warn!(

@@ -9,8 +9,8 @@
 
 //!
 //! One file per store trait: `sessions`, `rate_limits`, `memory`, `tasks`
-//! (and `cancel`, the tasks' cancel, and `listing`, the pages and listings
-//! of sessions and tasks).
+//! (and `cancel`, the tasks' cancel, `listing`, the pages and listings
+//! of sessions and tasks, and `usage`, the sums of what was spent).
 
 mod cancel;
 mod listing;
@@ -18,6 +18,7 @@ mod memory;
 mod rate_limits;
 mod sessions;
 mod tasks;
+mod usage;
 
 pub use cancel::*;
 pub use listing::*;
@@ -25,6 +26,7 @@ pub use memory::*;
 pub use rate_limits::*;
 pub use sessions::*;
 pub use tasks::*;
+pub use usage::*;
 
 use super::{NewMessage, StoreError, Stores};
 use crate::llm::Role;
@@ -66,6 +68,7 @@ pub async fn run_all(stores: &Stores) {
     long_sessions_page_through_every_message_once_in_order(stores).await;
     sessions_are_listed_newest_first_paged_and_per_owner(stores).await;
     tasks_are_listed_newest_first_paged_per_owner_and_by_status(stores).await;
+    usage_adds_up_per_session_day_and_model(stores).await;
 }
 
 pub(super) fn ok<T>(result: Result<T, StoreError>, what: &str) -> T {

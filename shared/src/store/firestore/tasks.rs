@@ -36,10 +36,12 @@ use serde::{Deserialize, Serialize};
 
 use super::cas::{classify, commit_if_unchanged, put, read};
 use super::ids::is_document_id;
+use super::usage::charge_day;
 use super::{FirestoreStore, Written, bounded, query_limit, time_of, timestamp};
+use crate::owned;
 use crate::store::{
-    Cancel, Claim, ClaimStep, Finished, Page, StoreError, TaskEvent, TaskPosition, TaskRecord, TaskState, TaskStatus,
-    TaskStore, claim_step, event_time, exhausted_error, lease_end, lease_passed,
+    Cancel, Charge, Claim, ClaimStep, Finished, Page, StoreError, TaskEvent, TaskPosition, TaskRecord, TaskState,
+    TaskStatus, TaskStore, claim_step, event_time, exhausted_error, lease_end, lease_passed,
 };
 
 pub(super) const TASKS: &str = "tasks";
@@ -177,6 +179,22 @@ impl FirestoreStore {
     where
         F: Fn(Option<TaskDoc>) -> Result<(T, Option<TaskDoc>), FirestoreError>,
     {
+        self.change_task_charged(task_id, what, None, change).await
+    }
+
+    /// [`change_task`](Self::change_task), adding `charge` to the task
+    /// owner's day record (`usage`) in the same commit when the task is
+    /// written: counted exactly when the change is.
+    async fn change_task_charged<T, F>(
+        &self,
+        task_id: &str,
+        what: &str,
+        charge: Option<&Charge>,
+        change: F,
+    ) -> Result<T, StoreError>
+    where
+        F: Fn(Option<TaskDoc>) -> Result<(T, Option<TaskDoc>), FirestoreError>,
+    {
         let Some(path) = self.task_path(task_id) else {
             return Ok(change(None).map_err(classify)?.0);
         };
@@ -186,9 +204,13 @@ impl FirestoreStore {
         commit_if_unchanged(&self.counts, &self.db, what, move || async move {
             let stored = read::<TaskDoc>(&self.counts, &self.db, self.documents(), TASKS, task_id).await?;
             let (value, doc) = change(stored.value)?;
-            let writes = match doc {
-                Some(doc) => vec![put(path, &doc, Some(stored.unchanged))?],
-                None => Vec::new(),
+            let writes = match (doc, charge) {
+                (Some(doc), Some(charge)) => vec![
+                    put(path, &doc, Some(stored.unchanged))?,
+                    charge_day(self.documents(), &owned::key_owner(&doc.owner), charge)?,
+                ],
+                (Some(doc), None) => vec![put(path, &doc, Some(stored.unchanged))?],
+                (None, _) => Vec::new(),
             };
             Ok((value, writes))
         })
@@ -282,8 +304,14 @@ impl FirestoreStore {
         .await
     }
 
-    async fn finish_now(&self, task_id: &str, attempt: u32, outcome: &Finished) -> Result<bool, StoreError> {
-        self.change_task(task_id, "finish", |stored| {
+    async fn finish_now(
+        &self,
+        task_id: &str,
+        attempt: u32,
+        outcome: &Finished,
+        charge: Option<&Charge>,
+    ) -> Result<bool, StoreError> {
+        self.change_task_charged(task_id, "finish", charge, |stored| {
             Ok(match stored {
                 Some(mut doc)
                     if doc.attempts == i64::from(attempt)
@@ -477,8 +505,14 @@ impl TaskStore for FirestoreStore {
         bounded(self.release_now(task_id, attempt)).await
     }
 
-    async fn finish(&self, task_id: &str, attempt: u32, outcome: &Finished) -> Result<bool, StoreError> {
-        bounded(self.finish_now(task_id, attempt, outcome)).await
+    async fn finish_charged(
+        &self,
+        task_id: &str,
+        attempt: u32,
+        outcome: &Finished,
+        charge: Option<&Charge>,
+    ) -> Result<bool, StoreError> {
+        bounded(self.finish_now(task_id, attempt, outcome, charge)).await
     }
 
     async fn cancel(&self, task_id: &str) -> Result<Cancel, StoreError> {

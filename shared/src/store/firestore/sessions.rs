@@ -425,18 +425,7 @@ impl SessionStore for FirestoreStore {
     }
 
     async fn totals(&self, session_id: &str) -> Result<Option<Totals>, StoreError> {
-        if !is_document_id(session_id) {
-            return Ok(None);
-        }
-        let session = bounded(async {
-            read::<SessionDoc>(&self.counts, &self.db, self.documents(), SESSIONS, session_id)
-                .await
-                .map_err(classify)
-        })
-        .await?;
-        Ok(session
-            .value
-            .map(|doc| doc.usage.map(|u| u.totals()).unwrap_or_default()))
+        bounded(self.session_totals_now(session_id)).await
     }
 
     async fn recent(&self, session_id: &str, limit: usize) -> Result<Vec<StoredMessage>, StoreError> {

@@ -27,8 +27,10 @@ use firestore::gcloud_sdk::google::firestore::v1::value::ValueType;
 use firestore::gcloud_sdk::google::firestore::v1::{Document, DocumentMask, Value, Write, write};
 use serde::{Deserialize, Serialize};
 
-use super::cas::classify;
-use super::ids::key_id;
+use super::cas::{classify, read};
+
+use super::ids::{is_document_id, key_id};
+use super::sessions::SESSIONS;
 use super::{FirestoreStore, bounded, query_limit};
 use crate::owned;
 use crate::store::usage::MAX_USAGE_RECORDS;
@@ -141,7 +143,28 @@ pub(super) fn charge_day(documents: &str, key_owner: &str, charge: &Charge) -> R
     })
 }
 
+/// What a session's totals read takes of its document.
+#[derive(Debug, Deserialize)]
+struct SessionUsageDoc {
+    #[serde(default)]
+    usage: Option<TotalsDoc>,
+}
+
 impl FirestoreStore {
+    /// A session's totals: one get of its document (zeros before its first
+    /// charged turn), `None` when there is no session.
+    pub(super) async fn session_totals_now(&self, session_id: &str) -> Result<Option<Totals>, StoreError> {
+        if !is_document_id(session_id) {
+            return Ok(None);
+        }
+        let session = read::<SessionUsageDoc>(&self.counts, &self.db, self.documents(), SESSIONS, session_id)
+            .await
+            .map_err(classify)?;
+        Ok(session
+            .value
+            .map(|doc| doc.usage.map(|u| u.totals()).unwrap_or_default()))
+    }
+
     async fn usage_now(&self, owner: &str, from: &str, to: &str) -> Result<Vec<DayUsage>, StoreError> {
         let key_owner = owned::key_owner(owner);
         let query = self

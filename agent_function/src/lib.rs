@@ -323,11 +323,14 @@ async fn run_to_end(
     task.state = TaskState::Running;
     task.attempts = 1;
     state.tasks.create(&task).await?;
-    let response = match task::run(state.model.as_ref(), &state.tools, &task, warnings, &|_| {}).await {
+    // What the calls spent, for a failed outcome to count too.
+    let tally = task::Tally::new(state.model.as_ref());
+    let response = match task::run(&tally, &state.tools, &task, warnings, &|_| {}).await {
         Ok(response) => response,
         Err(err) => {
             let error = ApiError::from(err);
-            record(state, &task.task_id, &Finished::Failed(error.message.clone()), None).await;
+            let failed = Finished::Failed(error.message.clone());
+            record(state, &task.task_id, &failed, tally.charge().as_ref()).await;
             return Err(error);
         }
     };

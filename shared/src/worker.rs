@@ -166,6 +166,8 @@ impl Worker {
         // Steps are stored as they complete, by a writer beside the loop,
         // so a slow store does not slow the agent.
         let (steps_tx, mut steps_rx) = tokio::sync::mpsc::unbounded_channel::<Step>();
+        // What the run's calls spent, for a failed outcome to count.
+        let tally = crate::task::Tally::new(self.model.as_ref());
         let agent_run = async {
             let on_step = move |step: &Step| {
                 let _ = steps_tx.send(step.clone());
@@ -176,7 +178,7 @@ impl Worker {
                 task_id: &task_id,
                 attempt,
             };
-            crate::task::run_checked(self.model.as_ref(), &self.tools, &task, &on_step, &held).await
+            crate::task::run_checked(&tally, &self.tools, &task, &on_step, &held).await
         };
         let record_steps = async {
             let mut index = 0;
@@ -212,10 +214,10 @@ impl Worker {
                 self.count_task("stopped");
                 Disposition::Done(format!("task {task_id} stopped: {why}"))
             }
-            Err(RunError::Model(err)) if transient(&err) => self.retry_or_fail(&task, &err).await,
+            Err(RunError::Model(err)) if transient(&err) => self.retry_or_fail(&task, &err, tally.charge()).await,
             Err(RunError::Model(err)) => {
                 let message = crate::http::ApiError::from(err).message;
-                self.fail(&task, &message).await
+                self.fail(&task, &message, tally.charge()).await
             }
         }
     }
@@ -246,18 +248,23 @@ impl Worker {
             .await
     }
 
-    async fn fail(&self, task: &TaskRecord, error: &str) -> Disposition {
-        self.finish(task, Finished::Failed(error.to_string()), None).await
+    /// Fails the task, counting what the attempt's calls spent (`spent`)
+    /// in the same commit.
+    async fn fail(&self, task: &TaskRecord, error: &str, spent: Option<Charge>) -> Disposition {
+        self.finish(task, Finished::Failed(error.to_string()), spent.as_ref())
+            .await
     }
 
-    async fn retry_or_fail(&self, task: &TaskRecord, err: &ModelError) -> Disposition {
+    /// A retried attempt's calls are not counted: only an outcome's commit
+    /// counts a run, and a release records none.
+    async fn retry_or_fail(&self, task: &TaskRecord, err: &ModelError, spent: Option<Charge>) -> Disposition {
         if task.attempts >= self.settings.max_attempts {
             let message = format!(
                 "gave up after {} attempts; the last one failed: {}",
                 task.attempts,
                 crate::http::ApiError::from(err.clone()).message
             );
-            return self.fail(task, &message).await;
+            return self.fail(task, &message, spent).await;
         }
         tracing::warn!(task_id = %task.task_id, attempt = task.attempts, %err, "a transient failure; the task will be retried");
         if let Err(release_err) = self.tasks.release(&task.task_id, task.attempts).await {

@@ -255,8 +255,8 @@ impl Worker {
             .await
     }
 
-    /// A retried attempt's calls are not counted: only an outcome's commit
-    /// counts a run, and a release records none.
+    /// A retried attempt's calls are counted with the release that gives
+    /// its claim back (in the same commit), a failed one's with the outcome.
     async fn retry_or_fail(&self, task: &TaskRecord, err: &ModelError, spent: Option<Charge>) -> Disposition {
         if task.attempts >= self.settings.max_attempts {
             let message = format!(
@@ -267,8 +267,13 @@ impl Worker {
             return self.fail(task, &message, spent).await;
         }
         tracing::warn!(task_id = %task.task_id, attempt = task.attempts, %err, "a transient failure; the task will be retried");
-        if let Err(release_err) = self.tasks.release(&task.task_id, task.attempts).await {
-            // The lease will pass on its own; the redelivery claims it then.
+        if let Err(release_err) = self
+            .tasks
+            .release_charged(&task.task_id, task.attempts, spent.as_ref())
+            .await
+        {
+            // The lease will pass on its own; the redelivery claims it then
+            // (the attempt's calls go uncounted: nothing recorded them).
             tracing::warn!(%release_err, task_id = %task.task_id, "the task could not be released");
         }
         let after = match err {

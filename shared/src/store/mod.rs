@@ -549,7 +549,16 @@ pub trait TaskStore: Send + Sync {
     /// Gives claim `attempt` back after a transient failure: the task is
     /// `queued` again with no lease, so the next delivery claims it at once.
     /// False (and no change) when that claim no longer holds the task.
-    async fn release(&self, task_id: &str, attempt: u32) -> Result<bool, StoreError>;
+    ///
+    /// With a `charge` (what the attempt's calls spent before it failed),
+    /// the same atomic step adds it to the task owner's day record, only
+    /// when the claim is given back: counted once, as with `finish`.
+    async fn release_charged(&self, task_id: &str, attempt: u32, charge: Option<&Charge>) -> Result<bool, StoreError>;
+
+    /// [`release_charged`](Self::release_charged) with nothing spent.
+    async fn release(&self, task_id: &str, attempt: u32) -> Result<bool, StoreError> {
+        self.release_charged(task_id, attempt, None).await
+    }
 
     /// Records the outcome (`completed` with its result or `failed` with
     /// its error, and `finished_at`) when the task is not finished and its

@@ -97,6 +97,24 @@ pub async fn usage_adds_up_per_session_day_and_model(stores: &Stores) {
         "a second finish records nothing"
     );
 
+    // An attempt given back for a retry counts its calls with the release.
+    let mut retried = TaskRecord::queued("usage-retry", owner, "t", "u4", 5);
+    retried.state = TaskState::Running;
+    retried.attempts = 1;
+    ok(stores.tasks.create(&retried).await, "create");
+    let attempt = charge("2026-12-01", "m-small", spend(7));
+    assert!(ok(
+        stores.tasks.release_charged("usage-retry", 1, Some(&attempt)).await,
+        "release"
+    ));
+    assert!(
+        !ok(
+            stores.tasks.release_charged("usage-retry", 1, Some(&attempt)).await,
+            "release again"
+        ),
+        "a second release records nothing"
+    );
+
     let days = ok(stores.usage.usage(owner, "2026-11-01", "2026-12-31").await, "usage");
     let got: Vec<(&str, &str, Totals)> = days
         .iter()
@@ -107,7 +125,7 @@ pub async fn usage_adds_up_per_session_day_and_model(stores: &Stores) {
         [
             ("2026-11-30", "m-small", sum([spend(1)])),
             ("2026-12-01", "m-large", sum([spend(4), spend(5)])),
-            ("2026-12-01", "m-small", sum([spend(2), spend(3), spend(6)])),
+            ("2026-12-01", "m-small", sum([spend(2), spend(3), spend(6), spend(7)])),
         ],
         "one record per day and model, by date then model"
     );

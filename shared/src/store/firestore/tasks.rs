@@ -288,8 +288,8 @@ impl FirestoreStore {
         .await
     }
 
-    async fn release_now(&self, task_id: &str, attempt: u32) -> Result<bool, StoreError> {
-        self.change_task(task_id, "release", |stored| {
+    async fn release_now(&self, task_id: &str, attempt: u32, charge: Option<&Charge>) -> Result<bool, StoreError> {
+        self.change_task_charged(task_id, "release", charge, |stored| {
             Ok(match stored {
                 Some(mut doc) if holds(&doc, attempt) => {
                     doc.status = TaskStatus::Queued.as_str().to_string();
@@ -501,8 +501,8 @@ impl TaskStore for FirestoreStore {
         bounded(self.renew_now(task_id, attempt, lease, now)).await
     }
 
-    async fn release(&self, task_id: &str, attempt: u32) -> Result<bool, StoreError> {
-        bounded(self.release_now(task_id, attempt)).await
+    async fn release_charged(&self, task_id: &str, attempt: u32, charge: Option<&Charge>) -> Result<bool, StoreError> {
+        bounded(self.release_now(task_id, attempt, charge)).await
     }
 
     async fn finish_charged(

@@ -179,15 +179,24 @@ impl TaskStore for SqliteStore {
         .await
     }
 
-    async fn release(&self, task_id: &str, attempt: u32) -> Result<bool, StoreError> {
+    async fn release_charged(&self, task_id: &str, attempt: u32, charge: Option<&Charge>) -> Result<bool, StoreError> {
         let task_id = task_id.to_string();
+        let charge = charge.cloned();
         self.write(move |conn| {
-            let released = conn.execute(
-                "UPDATE tasks SET status = 'queued', lease_until = NULL, delivery_id = NULL, updated_at = ?3
-                 WHERE id = ?1 AND status = 'running' AND attempts = ?2",
-                params![task_id, i64::from(attempt), millis(SystemTime::now())],
-            )?;
-            Ok(released > 0)
+            let owner: Option<String> = conn
+                .prepare_cached(
+                    "UPDATE tasks SET status = 'queued', lease_until = NULL, delivery_id = NULL, updated_at = ?3
+                     WHERE id = ?1 AND status = 'running' AND attempts = ?2
+                     RETURNING owner",
+                )?
+                .query_row(params![task_id, i64::from(attempt), millis(SystemTime::now())], |r| {
+                    r.get(0)
+                })
+                .optional()?;
+            if let (Some(owner), Some(charge)) = (&owner, &charge) {
+                charge_day(conn, &crate::owned::key_owner(owner), charge)?;
+            }
+            Ok(owner.is_some())
         })
         .await
     }

@@ -82,7 +82,8 @@ What it creates, when missing:
     expire_at for rate_limits, sessions and messages, no indexes on
     sessions.tail, messages.content and rate_limits.log (never queried),
     and the composite indexes of the listings (sessions by owner and
-    updated_at, tasks by owner, status and created_at)
+    updated_at, tasks by owner, status and created_at, usage_days by
+    owner, date and model)
   - the secrets above
   - service accounts sa-chat, sa-agent, sa-agent-worker, sa-search,
     sa-calculator and sa-eventarc, with only the roles each needs
@@ -492,6 +493,9 @@ ensure_firestore() {
   ensure_composite_index "$indexes" sessions owner:ASCENDING updated_at:DESCENDING
   ensure_composite_index "$indexes" tasks owner:ASCENDING created_at:DESCENDING
   ensure_composite_index "$indexes" tasks owner:ASCENDING status:ASCENDING created_at:DESCENDING
+  # GET /api/v1/usage: a principal's day records in a range of dates, by
+  # date then model.
+  ensure_composite_index "$indexes" usage_days owner:ASCENDING date:ASCENDING model:ASCENDING
 }
 
 # ensure_composite_index EXISTING GROUP FIELD:ORDER...: creates the composite

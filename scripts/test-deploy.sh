@@ -393,8 +393,11 @@ expect_call "tasks listed by owner, newest first" firestore indexes composite cr
 expect_call "tasks listed by owner and status" firestore indexes composite create --collection-group=tasks \
   --field-config=field-path=owner,order=ascending --field-config=field-path=status,order=ascending \
   --field-config=field-path=created_at,order=descending --async
-[[ $(count firestore indexes composite create) -eq 3 ]] ||
-  fail "three composite indexes" "$(calls firestore indexes composite create)"
+expect_call "usage by owner and date" firestore indexes composite create --collection-group=usage_days \
+  --field-config=field-path=owner,order=ascending --field-config=field-path=date,order=ascending \
+  --field-config=field-path=model,order=ascending --async
+[[ $(count firestore indexes composite create) -eq 4 ]] ||
+  fail "four composite indexes" "$(calls firestore indexes composite create)"
 pass "APIs, repository, topics, Firestore, TTL policies, index exemptions and the listings' indexes are created"
 
 # One build with a step per function, pushing each image with the tag.
@@ -558,7 +561,7 @@ pass "a second run creates nothing that exists (and redeploys the five services)
 
 deploy unreadable-indexes main GEMINI_API_KEY="$GEMINI_VALUE" API_KEYS="$API_KEYS_VALUE" FAKE_INDEX_LIST_UNREADABLE=1 -- --project demo --tag test123 --skip-build
 expect_rc "a run that cannot read the index list exits 0" 0
-[[ $(count firestore indexes composite create) -eq 3 ]] || fail "each index is tried" "$(calls firestore indexes composite create)"
+[[ $(count firestore indexes composite create) -eq 4 ]] || fail "each index is tried" "$(calls firestore indexes composite create)"
 expect_output "an index that exists is not an error" out "index on sessions (owner,updated_at) exists"
 pass "an index the list did not show but that exists (ALREADY_EXISTS) is taken as there"
 

@@ -20,7 +20,7 @@ use agent_core::http::{Api, ApiError, ApiJson, Operation, Routes, detached};
 use agent_core::llm::Model;
 use agent_core::llm::routed::{Models, Routed};
 use agent_core::queue::Queue;
-use agent_core::store::{CallbackOutcome, Cancel, Finished, TaskRecord, TaskState, TaskStatus, TaskStore};
+use agent_core::store::{CallbackOutcome, Cancel, Charge, Finished, TaskRecord, TaskState, TaskStatus, TaskStore};
 use agent_core::task;
 pub use agent_core::task::{AgentResponse, TaskView};
 use agent_core::tools::Registry;
@@ -129,7 +129,12 @@ pub async fn api(app: &App) -> anyhow::Result<Api> {
 /// The standalone function: the named routes, `POST /`, and the shared
 /// HTTP layer.
 pub async fn router(app: &App) -> anyhow::Result<Router> {
-    let api = api(app).await?.merge(agent_core::http::models::api(app));
+    // What the caller spent: not in `api`, which `local` merges with the
+    // chat function's, which serves it already (as it does the models).
+    let api = api(app)
+        .await?
+        .merge(agent_core::http::models::api(app))
+        .merge(agent_core::http::usage::api(app));
     Ok(app.standalone(api, FUNCTION))
 }
 
@@ -359,23 +364,34 @@ async fn run_to_end(
     task.state = TaskState::Running;
     task.attempts = 1;
     state.tasks.create(&task).await?;
-    let response = match task::run(model, &state.tools, &task, warnings, &|_| {}).await {
+    // What the calls spent, for a failed outcome to count too.
+    let tally = task::Tally::new(model);
+    let response = match task::run(&tally, &state.tools, &task, warnings, &|_| {}).await {
         Ok(response) => response,
         Err(err) => {
             let error = ApiError::from(err);
-            record(state, &task.task_id, &Finished::Failed(error.message.clone())).await;
+            let failed = Finished::Failed(error.message.clone());
+            record(state, &task.task_id, &failed, tally.charge().as_ref()).await;
             return Err(error);
         }
     };
     let result = serde_json::to_value(&response).unwrap_or_default();
-    record(state, &task.task_id, &Finished::Completed(result)).await;
+    record(
+        state,
+        &task.task_id,
+        &Finished::Completed(result),
+        Some(&response.charge()),
+    )
+    .await;
     Ok(response)
 }
 
-/// Stores a synchronous run's outcome. The client gets its answer even when
-/// this fails: the work is done, and a retry would pay for it again.
-async fn record(state: &AgentState, task_id: &str, outcome: &Finished) {
-    if let Err(err) = state.tasks.finish(task_id, 1, outcome).await {
+/// Stores a synchronous run's outcome, with what it spent (counted in the
+/// same write, `TaskStore::finish_charged`). The client gets its answer
+/// even when this fails: the work is done, and a retry would pay for it
+/// again.
+async fn record(state: &AgentState, task_id: &str, outcome: &Finished, charge: Option<&Charge>) {
+    if let Err(err) = state.tasks.finish_charged(task_id, 1, outcome, charge).await {
         tracing::warn!(%err, task_id, "the task's outcome could not be stored");
     }
 }

@@ -28,7 +28,8 @@ use agent_core::http::{Api, ApiError, ApiJson, Event, Metrics, Operation, Routes
 use agent_core::llm::routed::{Models, Routed, Routing};
 use agent_core::llm::routing::{RouteInfo, Tier};
 use agent_core::llm::{Content, Model, ModelRequest, ModelResponse, ModelStream, Role, Spend, StreamEvent};
-use agent_core::store::{History, NewMessage, SessionStore, StoredMessage};
+use agent_core::store::usage::UsageView;
+use agent_core::store::{Charge, History, NewMessage, SessionStore, StoredMessage};
 use agent_core::{owned, session};
 use axum::Router;
 use axum::extract::{Path, State};
@@ -98,6 +99,8 @@ pub struct SessionResponse {
     pub messages: Vec<StoredMessage>,
     /// Pass it as `cursor` for the next page; null on the last one.
     pub next_cursor: Option<String>,
+    /// What the session's turns spent, summed (every page shows it).
+    pub usage: UsageView,
 }
 
 /// `GET /api/v1/sessions`: a page of the caller's sessions.
@@ -118,6 +121,8 @@ pub struct SessionInfo {
     pub created_at: String,
     /// When its last turn was stored.
     pub updated_at: String,
+    /// What its turns spent, summed.
+    pub usage: UsageView,
 }
 
 #[derive(Clone)]
@@ -161,6 +166,8 @@ pub fn api(app: &App) -> Api {
         app.settings.rate_limit_chat,
         app.settings.rate_limit_chat_per_client,
     )
+    // What the caller spent: here, so that `local` serves it once.
+    .merge(agent_core::http::usage::api(app))
 }
 
 /// The standalone function: the named routes, `POST /` as a Cloud Function
@@ -287,6 +294,10 @@ async fn prepare(state: &ChatState, principal: &Principal, body: ChatRequest) ->
 }
 
 /// Stores the user's message and the answer in one atomic append.
+///
+/// What the answer spent goes with it (`Charge`): the store adds it to the
+/// session's totals and the caller's day in the same write, so there is no
+/// other round trip and the sums count exactly the turns stored.
 async fn store_turn(state: &ChatState, turn: &Turn, answer: &ModelResponse) -> Result<ChatResponse, ApiError> {
     let response = answer.text();
     // Read before the write: the route and any fallback are the call's.
@@ -297,6 +308,8 @@ async fn store_turn(state: &ChatState, turn: &Turn, answer: &ModelResponse) -> R
         },
         fallback_from: None,
     });
+    let usage = Spend::of(answer);
+    let charge = Charge::now(&answer.model, usage);
     state
         .sessions
         .append_after(
@@ -312,13 +325,14 @@ async fn store_turn(state: &ChatState, turn: &Turn, answer: &ModelResponse) -> R
                     content: response.clone(),
                 },
             ],
+            Some(&charge),
         )
         .await?;
     Ok(ChatResponse {
         response,
         session_id: turn.session_id.clone(),
         tokens_used: answer.usage.total(),
-        usage: Spend::of(answer),
+        usage,
         model: answer.model.clone(),
         route: routing.route,
         fallback_from: routing.fallback_from,
@@ -401,17 +415,19 @@ pub async fn get_session(
 ) -> Result<axum::Json<SessionResponse>, ApiError> {
     session::validate("the session id", &id)?;
     let after = page.after_message()?;
-    let found = state
-        .sessions
-        .messages_page(&owned::session_key(principal.as_str(), &id), after, page.limit)
-        .await?;
+    let key = owned::session_key(principal.as_str(), &id);
+    let found = state.sessions.messages_page(&key, after, page.limit).await?;
     if found.items.is_empty() && after == 0 {
         return Err(unknown_session(&id));
     }
+    // A second read, off the chat path: a page and the totals need not be
+    // of one instant, and a session deleted in between shows zeros.
+    let usage = state.sessions.totals(&key).await?.unwrap_or_default();
     Ok(axum::Json(SessionResponse {
         session_id: id,
         messages: found.items,
         next_cursor: found.next.map(paging::message_cursor),
+        usage: usage.view(),
     }))
 }
 
@@ -436,6 +452,7 @@ pub async fn list_sessions(
                 message_count: s.message_count,
                 created_at: s.created_at,
                 updated_at: s.updated_at,
+                usage: s.usage.view(),
             })
             .collect(),
         next_cursor: found.next.as_ref().map(paging::session_cursor),

@@ -89,6 +89,8 @@ async fn two_principals_never_meet(url: &str) {
 
     // Sessions: both may name one `default`.
     let before = bob.get("/api/v1/sessions/default").await;
+    let bob_spent = bob.get("/api/v1/usage").await;
+    assert_eq!(bob_spent.0, 200, "{}", bob_spent.1);
     let (status, body) = alice
         .post(
             "/api/v1/chat",
@@ -98,6 +100,14 @@ async fn two_principals_never_meet(url: &str) {
     assert_eq!(status, 200, "{body}");
     let after = bob.get("/api/v1/sessions/default").await;
     assert_eq!(refusal(&after), refusal(&before), "alice's session is not bob's to see");
+    // What alice spent is hers: bob's usage is as it was, hers counts it.
+    assert_eq!(bob.get("/api/v1/usage").await, bob_spent, "alice's spend is not bob's");
+    let (status, alice_spent) = alice.get("/api/v1/usage").await;
+    assert_eq!(
+        (status, &alice_spent["total"]["model_calls"]),
+        (200, &json!(1)),
+        "{alice_spent}"
+    );
     let deleted = bob.delete("/api/v1/sessions/default").await;
     assert_eq!(deleted.0, 404, "{}", deleted.1);
     let (status, body) = bob
@@ -254,6 +264,8 @@ async fn listings_are_each_principals_own(alice: &Client, bob: &Client, task_id:
         "/api/v1/sessions/default?cursor=%25%25",
         "/api/v1/tasks?status=done",
         "/api/v1/tasks?limit=x",
+        "/api/v1/usage?from=x",
+        "/api/v1/usage?to=2026-02-30",
     ] {
         let (status, body) = alice.get(path).await;
         assert_eq!(

@@ -26,7 +26,8 @@
 //!   OpenAI-compatible, offline), with retries and streaming; the price
 //!   table and what each answer spent.
 //! - [`store`]: the store traits and their backends, SQLite (embedded) and
-//!   Firestore, each one file per store trait.
+//!   Firestore, each one file per store trait; what was spent, summed per
+//!   session and per principal, day and model in the step that stores it.
 //! - [`task`]: a task as clients see it, the stream of its progress, and
 //!   the one way a task record is run (synchronously or by the worker).
 //! - [`queue`]: where asynchronous tasks wait: Pub/Sub, or the local queue.

@@ -17,7 +17,7 @@ use serde_json::Value;
 
 use crate::agent::{self, Checkpoint, Outcome, RunError, Step};
 use crate::http::{ApiError, sse};
-use crate::llm::{Model, ModelError};
+use crate::llm::{Model, ModelError, ModelRequest, ModelResponse, ModelStream, Spend};
 use crate::store::{CallbackState, CallbackStatus, Finished, TaskEvent, TaskRecord, TaskState, TaskStatus, TaskStore};
 use crate::tools::Registry;
 use crate::{owned, session};
@@ -36,6 +36,72 @@ pub struct AgentResponse {
     /// What the request asked that was adjusted (a `max_steps` over the cap).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+}
+
+impl AgentResponse {
+    /// What the run spent, to be counted with its outcome
+    /// (`TaskStore::finish_charged`): by the model that gave the answer,
+    /// on today's UTC date.
+    pub fn charge(&self) -> crate::store::Charge {
+        crate::store::Charge::now(&self.outcome.model, self.outcome.usage)
+    }
+}
+
+/// A model that sums what every answer through it spent, so that a run
+/// that fails after paid calls can still count them with its failed
+/// outcome (`TaskStore::finish_charged`): a failed outcome carries no
+/// `usage` of its own.
+pub struct Tally<'a> {
+    model: &'a dyn Model,
+    /// The calls' spend, and the model of the last answer.
+    spent: std::sync::Mutex<(Spend, Option<String>)>,
+}
+
+impl<'a> Tally<'a> {
+    pub fn new(model: &'a dyn Model) -> Tally<'a> {
+        Tally {
+            model,
+            spent: std::sync::Mutex::new((Spend::default(), None)),
+        }
+    }
+
+    /// What the answers so far spent, by the last one's model, on today's
+    /// UTC date; `None` when no call answered.
+    pub fn charge(&self) -> Option<crate::store::Charge> {
+        let spent = self.spent.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (spend, model) = &*spent;
+        model.as_deref().map(|model| crate::store::Charge::now(model, *spend))
+    }
+}
+
+#[async_trait::async_trait]
+impl Model for Tally<'_> {
+    fn name(&self) -> &str {
+        self.model.name()
+    }
+
+    fn provider(&self) -> &'static str {
+        self.model.provider()
+    }
+
+    async fn generate(&self, request: &ModelRequest) -> Result<ModelResponse, ModelError> {
+        let answer = self.model.generate(request).await?;
+        let mut spent = self.spent.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        spent.0.add(&answer);
+        spent.1 = Some(answer.model.clone());
+        Ok(answer)
+    }
+
+    /// Not summed: a run never streams (the chat function, which does,
+    /// counts its own turns).
+    async fn stream(&self, request: ModelRequest) -> Result<ModelStream, ModelError> {
+        self.model.stream(request).await
+    }
+
+    /// The route of the model it counts for: the answer reports it.
+    fn routing(&self) -> Option<crate::llm::routed::Routing> {
+        self.model.routing()
+    }
 }
 
 /// Checks a task id a client sent back, naming the field in the message.
@@ -437,6 +503,72 @@ mod tests {
         ] {
             assert!(schema.contains(word), "{word} in {schema}");
         }
+    }
+
+    /// A model that calls a tool on its first answer and is unavailable
+    /// after: a run that fails having paid for one call.
+    struct PaidThenDown(std::sync::atomic::AtomicUsize);
+
+    #[async_trait::async_trait]
+    impl Model for PaidThenDown {
+        fn name(&self) -> &str {
+            "paid"
+        }
+
+        fn provider(&self) -> &'static str {
+            "test"
+        }
+
+        async fn generate(&self, _request: &ModelRequest) -> Result<ModelResponse, ModelError> {
+            if self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst) > 0 {
+                return Err(ModelError::Blocked("down".into()));
+            }
+            let call = crate::llm::FunctionCall {
+                id: None,
+                name: "calculate".into(),
+                args: serde_json::json!({"expression": "2 + 2"}),
+            };
+            Ok(ModelResponse {
+                content: crate::llm::Content {
+                    role: Some(crate::llm::Role::Model),
+                    parts: vec![crate::llm::Part::FunctionCall(call)],
+                    raw: None,
+                },
+                usage: crate::llm::Usage {
+                    input_tokens: 30,
+                    output_tokens: 7,
+                    ..Default::default()
+                },
+                model: "paid-001".into(),
+                cost: Some(crate::llm::prices::Usd::from_pico(1234)),
+            })
+        }
+
+        async fn stream(&self, _request: ModelRequest) -> Result<ModelStream, ModelError> {
+            Err(ModelError::Blocked("no stream".into()))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failed_run_still_knows_what_its_paid_calls_spent() {
+        let model = PaidThenDown(std::sync::atomic::AtomicUsize::new(0));
+        let tally = Tally::new(&model);
+        assert_eq!(tally.charge(), None, "nothing spent yet");
+        let task = TaskRecord::queued("t", "key:a", "Calcula 2 + 2", "s", 5);
+        let tools = crate::tools::Registry::default();
+        let err = run(&tally, &tools, &task, Vec::new(), &|_| {}).await.expect_err("down");
+        assert!(matches!(err, ModelError::Blocked(_)), "{err:?}");
+        let charge = tally.charge().expect("one call answered");
+        assert_eq!(charge.model, "paid-001");
+        assert_eq!(
+            (
+                charge.spend.model_calls,
+                charge.spend.input_tokens,
+                charge.spend.output_tokens,
+                charge.spend.cost_usd
+            ),
+            (1, 30, 7, Some(crate::llm::prices::Usd::from_pico(1234)))
+        );
     }
 
     #[test]

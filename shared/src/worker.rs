@@ -28,7 +28,7 @@ use crate::delivery::Delivery;
 use crate::http::Metrics;
 use crate::llm::ModelError;
 use crate::llm::routed::Models;
-use crate::store::{Claim, Finished, StoreError, TaskEvent, TaskRecord, TaskState, TaskStatus, TaskStore};
+use crate::store::{Charge, Claim, Finished, StoreError, TaskEvent, TaskRecord, TaskState, TaskStatus, TaskStore};
 use crate::task::AgentResponse;
 use crate::tools::Registry;
 
@@ -191,6 +191,10 @@ impl Worker {
         // Steps are stored as they complete, by a writer beside the loop,
         // so a slow store does not slow the agent.
         let (steps_tx, mut steps_rx) = tokio::sync::mpsc::unbounded_channel::<Step>();
+        // The task's model, routed by its text; what the run's calls spent,
+        // for a failed outcome to count.
+        let model = self.models.by_rules(&task.task, self.tools.names().len());
+        let tally = crate::task::Tally::new(&model);
         let agent_run = async {
             let on_step = move |step: &Step| {
                 let _ = steps_tx.send(step.clone());
@@ -201,8 +205,7 @@ impl Worker {
                 task_id: &task_id,
                 attempt,
             };
-            let model = self.models.by_rules(&task.task, self.tools.names().len());
-            crate::task::run_checked(&model, &self.tools, &task, &on_step, &held).await
+            crate::task::run_checked(&tally, &self.tools, &task, &on_step, &held).await
         };
         let record_steps = async {
             let mut index = 0;
@@ -240,10 +243,10 @@ impl Worker {
                 // A cancel's callback, should the cancel not have sent it.
                 self.settle(&task_id, format!("task {task_id} stopped: {why}")).await
             }
-            Err(RunError::Model(err)) if transient(&err) => self.retry_or_fail(&task, &err).await,
+            Err(RunError::Model(err)) if transient(&err) => self.retry_or_fail(&task, &err, tally.charge()).await,
             Err(RunError::Model(err)) => {
                 let message = crate::http::ApiError::from(err).message;
-                self.fail(&task, &message).await
+                self.fail(&task, &message, tally.charge()).await
             }
         }
     }
@@ -268,25 +271,38 @@ impl Worker {
 
     async fn complete(&self, task: &TaskRecord, response: AgentResponse) -> Disposition {
         let result = serde_json::to_value(&response).unwrap_or_default();
-        self.finish(task, Finished::Completed(result)).await
+        // Counted in the commit that records the outcome: once, and only
+        // if this claim still holds the task.
+        self.finish(task, Finished::Completed(result), Some(&response.charge()))
+            .await
     }
 
-    async fn fail(&self, task: &TaskRecord, error: &str) -> Disposition {
-        self.finish(task, Finished::Failed(error.to_string())).await
+    /// Fails the task, counting what the attempt's calls spent (`spent`)
+    /// in the same commit.
+    async fn fail(&self, task: &TaskRecord, error: &str, spent: Option<Charge>) -> Disposition {
+        self.finish(task, Finished::Failed(error.to_string()), spent.as_ref())
+            .await
     }
 
-    async fn retry_or_fail(&self, task: &TaskRecord, err: &ModelError) -> Disposition {
+    /// A retried attempt's calls are counted with the release that gives
+    /// its claim back (in the same commit), a failed one's with the outcome.
+    async fn retry_or_fail(&self, task: &TaskRecord, err: &ModelError, spent: Option<Charge>) -> Disposition {
         if task.attempts >= self.settings.max_attempts {
             let message = format!(
                 "gave up after {} attempts; the last one failed: {}",
                 task.attempts,
                 crate::http::ApiError::from(err.clone()).message
             );
-            return self.fail(task, &message).await;
+            return self.fail(task, &message, spent).await;
         }
         tracing::warn!(task_id = %task.task_id, attempt = task.attempts, %err, "a transient failure; the task will be retried");
-        if let Err(release_err) = self.tasks.release(&task.task_id, task.attempts).await {
-            // The lease will pass on its own; the redelivery claims it then.
+        if let Err(release_err) = self
+            .tasks
+            .release_charged(&task.task_id, task.attempts, spent.as_ref())
+            .await
+        {
+            // The lease will pass on its own; the redelivery claims it then
+            // (the attempt's calls go uncounted: nothing recorded them).
             tracing::warn!(%release_err, task_id = %task.task_id, "the task could not be released");
         }
         let after = match err {
@@ -302,9 +318,13 @@ impl Worker {
         }
     }
 
-    async fn finish(&self, task: &TaskRecord, outcome: Finished) -> Disposition {
+    async fn finish(&self, task: &TaskRecord, outcome: Finished, charge: Option<&Charge>) -> Disposition {
         let task_id = task.task_id.as_str();
-        match self.tasks.finish(task_id, task.attempts, &outcome).await {
+        match self
+            .tasks
+            .finish_charged(task_id, task.attempts, &outcome, charge)
+            .await
+        {
             Ok(true) => {}
             Ok(false) => {
                 tracing::warn!(

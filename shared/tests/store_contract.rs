@@ -77,6 +77,16 @@ async fn two_sqlite_stores_on_one_file_take_turns_on_one_session() {
     contract::turns_across_stores_lose_nothing(&a, &b, "two-stores", 100).await;
 }
 
+/// 100 charged turns at once from two stores on one file (two processes):
+/// the session's totals and the day's record are exact.
+#[tokio::test]
+async fn two_sqlite_stores_on_one_file_sum_usage_exactly() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("usage.db");
+    let (a, b) = (open(&path).await, open(&path).await);
+    contract::charged_turns_across_stores_are_exact(&a, &b, "key:two-stores", 100).await;
+}
+
 #[tokio::test]
 async fn two_sqlite_stores_on_one_file_claim_a_task_once() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -109,7 +119,8 @@ async fn firestore_keeps_every_promise() {
         sessions: store.clone(),
         rate_limits: store.clone(),
         memory: store.clone(),
-        tasks: store,
+        tasks: store.clone(),
+        usage: store,
     };
     contract::run_all(&stores).await;
 }
@@ -131,12 +142,14 @@ async fn two_firestore_stores_take_turns_on_one_session_and_one_rate_limit() {
             sessions: store.clone(),
             rate_limits: store.clone(),
             memory: store.clone(),
-            tasks: store,
+            tasks: store.clone(),
+            usage: store,
         }
     };
     let (a, b) = (open().await, open().await);
     contract::turns_across_stores_lose_nothing(&a, &b, "two-stores", 100).await;
     contract::rate_limits_admit_exactly_the_limit_across_stores(&a, &b, "two-stores:key").await;
+    contract::charged_turns_across_stores_are_exact(&a, &b, "key:two-stores", 100).await;
 }
 
 /// Needs no emulator: a closed port stands for an unreachable one.

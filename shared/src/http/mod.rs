@@ -12,6 +12,8 @@
 //! - [`paging`]: the `limit` and `cursor` of listings, and their opaque
 //!   cursors.
 //! - [`sse`]: server-sent events, as chat streams and task progress use them.
+//! - [`usage`]: `GET /api/v1/usage`, what the caller spent per day and
+//!   model, which both the chat and the agent function serve.
 //! - [`detached`]: work a request starts that must end even when its
 //!   client goes away (a model call that is paid for).
 //! - [`models`]: `GET /api/v1/models`, the tiers and how one is chosen.
@@ -34,6 +36,7 @@ pub mod paging;
 pub(crate) mod rate_limit;
 pub(crate) mod request_context;
 pub mod sse;
+pub mod usage;
 
 use std::sync::Arc;
 

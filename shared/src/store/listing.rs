@@ -42,6 +42,8 @@ pub struct SessionSummary {
     /// RFC 3339, UTC.
     pub created_at: String,
     pub updated_at: String,
+    /// What its charged turns spent, summed (`store::usage`).
+    pub usage: super::Totals,
 }
 
 /// Where a session listing stands: sessions are listed by `updated_at`

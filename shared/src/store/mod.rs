@@ -18,6 +18,8 @@
 //! - `timestamps`: the times both keep and the API shows.
 //! - `listing`: pages of a session's messages, and a principal's sessions
 //!   and tasks, newest first.
+//! - [`usage`]: what was spent, summed per session and per principal, day
+//!   and model, in the same atomic step as the turn or outcome it counts.
 
 mod callback;
 mod cancel;
@@ -28,12 +30,14 @@ mod listing;
 pub mod rate_log;
 pub mod sqlite;
 mod timestamps;
+pub mod usage;
 
 pub use callback::{CallbackLease, CallbackOutcome, CallbackState, CallbackStatus};
 pub(crate) use callback::{CallbackStep, callback_step, settled, settles, unsettled_error};
 pub use cancel::Cancel;
 pub(crate) use cancel::{CancelStep, cancel_step};
 pub use listing::{Page, SessionPosition, SessionSummary, TaskPosition};
+pub use usage::{Charge, DayUsage, Totals, UsageStore};
 
 use std::future::Future;
 use std::pin::Pin;
@@ -85,7 +89,26 @@ pub trait SessionStore: Send + Sync {
     /// Appends the messages in order with consecutive sequence numbers, all
     /// or none, creating the session if needed. Concurrent appends to one
     /// session never interleave within a call and never lose a message.
-    async fn append(&self, session_id: &str, messages: &[NewMessage]) -> Result<Vec<StoredMessage>, StoreError>;
+    ///
+    /// With a `charge` (what the turn spent), the same atomic step adds it
+    /// to the session's totals ([`totals`](Self::totals)) and to the
+    /// record of the session's owner for its day and model
+    /// ([`UsageStore`]): the sums are exactly those of the turns stored.
+    async fn append_charged(
+        &self,
+        session_id: &str,
+        messages: &[NewMessage],
+        charge: Option<&Charge>,
+    ) -> Result<Vec<StoredMessage>, StoreError>;
+
+    /// [`append_charged`](Self::append_charged) with nothing spent.
+    async fn append(&self, session_id: &str, messages: &[NewMessage]) -> Result<Vec<StoredMessage>, StoreError> {
+        self.append_charged(session_id, messages, None).await
+    }
+
+    /// What the session's charged turns spent, summed; `None` when the
+    /// session does not exist.
+    async fn totals(&self, session_id: &str) -> Result<Option<Totals>, StoreError>;
 
     /// The last `limit` messages, oldest first. Costs O(limit), whatever the
     /// session's length.
@@ -137,9 +160,10 @@ pub trait SessionStore: Send + Sync {
         session_id: &str,
         history: &History,
         messages: &[NewMessage],
+        charge: Option<&Charge>,
     ) -> Result<Vec<StoredMessage>, StoreError> {
         let _ = history;
-        self.append(session_id, messages).await
+        self.append_charged(session_id, messages, charge).await
     }
 }
 
@@ -534,7 +558,16 @@ pub trait TaskStore: Send + Sync {
     /// Gives claim `attempt` back after a transient failure: the task is
     /// `queued` again with no lease, so the next delivery claims it at once.
     /// False (and no change) when that claim no longer holds the task.
-    async fn release(&self, task_id: &str, attempt: u32) -> Result<bool, StoreError>;
+    ///
+    /// With a `charge` (what the attempt's calls spent before it failed),
+    /// the same atomic step adds it to the task owner's day record, only
+    /// when the claim is given back: counted once, as with `finish`.
+    async fn release_charged(&self, task_id: &str, attempt: u32, charge: Option<&Charge>) -> Result<bool, StoreError>;
+
+    /// [`release_charged`](Self::release_charged) with nothing spent.
+    async fn release(&self, task_id: &str, attempt: u32) -> Result<bool, StoreError> {
+        self.release_charged(task_id, attempt, None).await
+    }
 
     /// Records the outcome (`completed` with its result or `failed` with
     /// its error, and `finished_at`) when the task is not finished and its
@@ -542,7 +575,23 @@ pub trait TaskStore: Send + Sync {
     /// worker that lost its claim cannot overwrite the winner. A queued task
     /// that was never claimed is finished with `attempt` 0. False too when
     /// there is no such task.
-    async fn finish(&self, task_id: &str, attempt: u32, outcome: &Finished) -> Result<bool, StoreError>;
+    ///
+    /// With a `charge` (what the run spent), the same atomic step adds it
+    /// to the record of the task's owner for its day and model
+    /// ([`UsageStore`]), only when the outcome is recorded: a run counts
+    /// once, whichever worker finishes it.
+    async fn finish_charged(
+        &self,
+        task_id: &str,
+        attempt: u32,
+        outcome: &Finished,
+        charge: Option<&Charge>,
+    ) -> Result<bool, StoreError>;
+
+    /// [`finish_charged`](Self::finish_charged) with nothing spent.
+    async fn finish(&self, task_id: &str, attempt: u32, outcome: &Finished) -> Result<bool, StoreError> {
+        self.finish_charged(task_id, attempt, outcome, None).await
+    }
 
     /// Atomically, as [`claim`](Self::claim): a task `queued`, or `running`
     /// under a claim, becomes `cancelled` (no lease, `finished_at` set;
@@ -620,6 +669,7 @@ pub struct Stores {
     pub rate_limits: Arc<dyn RateLimitStore>,
     pub memory: Arc<dyn MemoryStore>,
     pub tasks: Arc<dyn TaskStore>,
+    pub usage: Arc<dyn UsageStore>,
 }
 
 /// The counter of the store's calls to its database, by `store` and `op`.
@@ -656,7 +706,8 @@ pub async fn open_unchecked(settings: &StoreSettings, metrics: &Metrics) -> anyh
                 sessions: store.clone(),
                 rate_limits: store.clone(),
                 memory: store.clone(),
-                tasks: store,
+                tasks: store.clone(),
+                usage: store,
             };
             Ok((stores, Box::pin(std::future::ready(Ok(())))))
         }
@@ -679,6 +730,7 @@ pub async fn open_unchecked(settings: &StoreSettings, metrics: &Metrics) -> anyh
                 rate_limits: store.clone(),
                 memory: store.clone(),
                 tasks: store.clone(),
+                usage: store.clone(),
             };
             Ok((stores, Box::pin(async move { store.check().await })))
         }

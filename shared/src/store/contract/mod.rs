@@ -10,7 +10,8 @@
 //!
 //! One file per store trait: `sessions`, `rate_limits`, `memory`, `tasks`
 //! (and `cancel`, the tasks' cancel; `callback`, their callback states;
-//! `listing`, the pages and listings of sessions and tasks).
+//! `listing`, the pages and listings of sessions and tasks; `usage`, the
+//! sums of what was spent).
 
 mod callback;
 mod cancel;
@@ -19,6 +20,7 @@ mod memory;
 mod rate_limits;
 mod sessions;
 mod tasks;
+mod usage;
 
 pub use callback::*;
 pub use cancel::*;
@@ -27,6 +29,7 @@ pub use memory::*;
 pub use rate_limits::*;
 pub use sessions::*;
 pub use tasks::*;
+pub use usage::*;
 
 use super::{NewMessage, StoreError, Stores};
 use crate::llm::Role;
@@ -72,6 +75,7 @@ pub async fn run_all(stores: &Stores) {
     concurrent_callback_leases_have_one_winner(stores).await;
     an_expired_callback_lease_is_taken_over(stores).await;
     spent_callback_attempts_fail(stores).await;
+    usage_adds_up_per_session_day_and_model(stores).await;
 }
 
 pub(super) fn ok<T>(result: Result<T, StoreError>, what: &str) -> T {

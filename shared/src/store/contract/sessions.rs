@@ -77,7 +77,10 @@ async fn turn(sessions: &Arc<dyn SessionStore>, session: &str, limit: usize, i: 
         message(Role::User, &format!("q{i}")),
         message(Role::Model, &format!("a{i}")),
     ];
-    ok(sessions.append_after(session, &history, &turn).await, "append after");
+    ok(
+        sessions.append_after(session, &history, &turn, None).await,
+        "append after",
+    );
     contents(&history.messages)
 }
 
@@ -116,7 +119,10 @@ pub async fn a_history_gone_stale_still_appends_in_order(stores: &Stores) {
     let stale = ok(s.history("contract-stale", 20).await, "history");
     turn(s, "contract-stale", 20, 1).await;
     let late = [message(Role::User, "q2"), message(Role::Model, "a2")];
-    let stored = ok(s.append_after("contract-stale", &stale, &late).await, "append after");
+    let stored = ok(
+        s.append_after("contract-stale", &stale, &late, None).await,
+        "append after",
+    );
     let all = ok(s.messages("contract-stale").await, "messages").expect("exists");
     assert_eq!(contents(&all), ["q0", "a0", "q1", "a1", "q2", "a2"]);
     assert_eq!(
@@ -133,7 +139,7 @@ pub async fn a_history_gone_stale_still_appends_in_order(stores: &Stores) {
     let before_delete = ok(s.history("contract-stale", 20).await, "history");
     assert!(ok(s.delete("contract-stale").await, "delete"));
     ok(
-        s.append_after("contract-stale", &before_delete, &late).await,
+        s.append_after("contract-stale", &before_delete, &late, None).await,
         "append after a delete",
     );
     let all = ok(s.messages("contract-stale").await, "messages").expect("exists again");
@@ -151,7 +157,10 @@ pub async fn a_history_of_another_session_is_not_used(stores: &Stores) {
     }
     let mine = ok(s.history("contract-mine", 20).await, "history");
     let turn = [message(Role::User, "q"), message(Role::Model, "a")];
-    ok(s.append_after("contract-theirs", &mine, &turn).await, "append after");
+    ok(
+        s.append_after("contract-theirs", &mine, &turn, None).await,
+        "append after",
+    );
     let theirs = ok(s.messages("contract-theirs").await, "messages").expect("exists");
     assert_eq!(contents(&theirs), ["q", "a"]);
     assert_eq!(
@@ -173,7 +182,10 @@ pub async fn large_messages_still_give_the_whole_history(stores: &Stores) {
         let history = ok(s.history("contract-large", 20).await, "history");
         let turn = [message(Role::User, &big(2 * i)), message(Role::Model, &big(2 * i + 1))];
         assert_eq!(history.messages.len(), 2 * i, "turn {i}: every earlier message");
-        ok(s.append_after("contract-large", &history, &turn).await, "append after");
+        ok(
+            s.append_after("contract-large", &history, &turn, None).await,
+            "append after",
+        );
     }
     let history = ok(s.recent("contract-large", 20).await, "recent");
     let expected: Vec<String> = (0..8).map(big).collect();

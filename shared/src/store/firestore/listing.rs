@@ -29,6 +29,7 @@ use super::cas::classify;
 use super::ids::is_document_id;
 use super::sessions::{MESSAGES, MessageDoc, SESSIONS, message_path, to_message};
 use super::tasks::{TASKS, TaskDoc, to_task};
+use super::usage::TotalsDoc;
 use super::{FirestoreStore, query_limit, time_of};
 use crate::owned;
 use crate::store::{
@@ -43,10 +44,12 @@ struct SessionSummaryDoc {
     first_seq: Option<i64>,
     created_at: FirestoreTimestamp,
     updated_at: FirestoreTimestamp,
+    #[serde(default)]
+    usage: Option<TotalsDoc>,
 }
 
 /// The fields of [`SessionSummaryDoc`].
-const SUMMARY_FIELDS: [&str; 4] = ["next_seq", "first_seq", "created_at", "updated_at"];
+const SUMMARY_FIELDS: [&str; 5] = ["next_seq", "first_seq", "created_at", "updated_at", "usage"];
 
 /// The creation time of a task, exactly as stored (its record's text is to
 /// the millisecond).
@@ -170,6 +173,7 @@ impl FirestoreStore {
                     message_count: u64::try_from(count).unwrap_or(0),
                     created_at: time_of(summary.created_at),
                     updated_at: time_of(summary.updated_at),
+                    usage: summary.usage.map(|u| u.totals()).unwrap_or_default(),
                 },
                 updated_at,
             ));

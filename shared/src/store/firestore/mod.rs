@@ -99,6 +99,7 @@ mod sessions;
 mod sweep;
 mod tail;
 mod tasks;
+mod usage;
 
 use std::future::Future;
 use std::time::{Duration, SystemTime};
@@ -500,8 +501,10 @@ mod tests {
         commit: 1,
         write: 0,
         read: 1,
-        // …of the user's message, the answer and the session document.
-        written: 3,
+        // …of the user's message, the answer, the session document (with
+        // its usage totals) and the owner's day record (`usage`: increment
+        // transforms, no read).
+        written: 4,
     };
 
     /// A new session's first turn: the get finds nothing (0 read), and no
@@ -535,7 +538,11 @@ mod tests {
             let store = &store;
             async move {
                 let history = store.history(session, HISTORY_LIMIT).await.expect("history");
-                store.append_after(session, &history, &turn(i)).await.expect("append");
+                let charge = crate::store::Charge::now("m", crate::store::contract::spend(i as u64));
+                store
+                    .append_after(session, &history, &turn(i), Some(&charge))
+                    .await
+                    .expect("append");
                 history.messages.len()
             }
         };

@@ -7,7 +7,9 @@
 //!   session's sequence numbers; `tail` is a copy of the most recent
 //!   messages (`{seq, role, content, created_at}`, oldest first), and
 //!   `first_seq` the number the document started at, so that a tail that
-//!   begins there holds the whole session.
+//!   begins there holds the whole session. `usage` sums what its charged
+//!   turns spent, written by the same commit (`usage`), as is the owner's
+//!   day record.
 //! - `sessions/{session_id}/messages/{seq}`, the id being `seq` zero-padded
 //!   to 12 digits so that the console lists a session in order:
 //!   `{seq, role ("user" | "model"), content, created_at, expire_at?}`.
@@ -67,10 +69,12 @@ use serde::{Deserialize, Serialize};
 use super::cas::{Read, classify, commit_if_unchanged, delete, exists, put, read};
 use super::ids::is_document_id;
 use super::tail::{self, TailMessage};
+use super::usage::{TotalsDoc, charge_day};
 use super::{Counts, FirestoreStore, bounded, query_limit, timestamp};
 use crate::owned;
 use crate::store::{
-    History, NewMessage, Page, SessionPosition, SessionStore, SessionSummary, StoreError, StoredMessage, rfc3339,
+    Charge, History, NewMessage, Page, SessionPosition, SessionStore, SessionSummary, StoreError, StoredMessage,
+    Totals, rfc3339,
 };
 
 /// Messages deleted per commit: a commit stays small (Firestore long capped
@@ -98,6 +102,9 @@ struct SessionDoc {
     updated_at: FirestoreTimestamp,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     expire_at: Option<FirestoreTimestamp>,
+    /// What the session's charged turns spent (`usage`); absent until one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    usage: Option<TotalsDoc>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -180,7 +187,10 @@ impl FirestoreStore {
         session_id: &str,
         messages: &[NewMessage],
         after: Option<&TurnRead>,
+        charge: Option<&Charge>,
     ) -> Result<Vec<StoredMessage>, StoreError> {
+        let owner = owned::split_key(session_id).0;
+        let owner = &owner;
         let session_path = &self.doc_path(SESSIONS, session_id, "the session id")?;
         let n = messages.len() as i64;
         let (_turn, waited) = self.locks.lock_telling_wait(session_path).await;
@@ -210,6 +220,11 @@ impl FirestoreStore {
                 *previous = Some(session.unchanged);
                 blocked
             };
+            let usage = session.value.as_ref().and_then(|doc| doc.usage).map(|u| u.totals());
+            let usage = match charge {
+                Some(charge) => Some(usage.unwrap_or_default().plus(charge.totals())),
+                None => usage,
+            };
             let (mut first, created_at, first_seq, base) = match &session.value {
                 Some(doc) => {
                     let base = queried.map_or_else(|| doc.tail.clone(), <[TailMessage]>::to_vec);
@@ -227,7 +242,7 @@ impl FirestoreStore {
             }
             // Reserve n sequence numbers: the session document's condition
             // makes the reservation and the messages one atomic step.
-            let mut writes = Vec::with_capacity(messages.len() + 1);
+            let mut writes = Vec::with_capacity(messages.len() + 2);
             let mut stored = Vec::with_capacity(messages.len());
             let mut added = Vec::with_capacity(messages.len());
             for (i, m) in messages.iter().enumerate() {
@@ -255,15 +270,21 @@ impl FirestoreStore {
                 });
             }
             let doc = SessionDoc {
-                owner: Some(owned::split_key(session_id).0),
+                owner: Some(owner.clone()),
                 next_seq: first + n,
                 first_seq: first_seq.or(Some(first)),
                 tail: tail::extend(base, added, self.session_tail),
                 created_at,
                 updated_at: ts,
                 expire_at,
+                usage: usage.map(TotalsDoc::of),
             };
             writes.push(put(session_path, &doc, Some(session.unchanged))?);
+            // The owner's day record, in the same commit: it counts the
+            // turn exactly when the turn is stored.
+            if let Some(charge) = charge {
+                writes.push(charge_day(self.documents(), owner, charge)?);
+            }
             Ok((stored, writes))
         })
         .await
@@ -394,8 +415,17 @@ pub(super) fn to_message(doc: MessageDoc) -> StoredMessage {
 
 #[async_trait]
 impl SessionStore for FirestoreStore {
-    async fn append(&self, session_id: &str, messages: &[NewMessage]) -> Result<Vec<StoredMessage>, StoreError> {
-        bounded(self.append_now(session_id, messages, None)).await
+    async fn append_charged(
+        &self,
+        session_id: &str,
+        messages: &[NewMessage],
+        charge: Option<&Charge>,
+    ) -> Result<Vec<StoredMessage>, StoreError> {
+        bounded(self.append_now(session_id, messages, None, charge)).await
+    }
+
+    async fn totals(&self, session_id: &str) -> Result<Option<Totals>, StoreError> {
+        bounded(self.session_totals_now(session_id)).await
     }
 
     async fn recent(&self, session_id: &str, limit: usize) -> Result<Vec<StoredMessage>, StoreError> {
@@ -437,8 +467,9 @@ impl SessionStore for FirestoreStore {
         session_id: &str,
         history: &History,
         messages: &[NewMessage],
+        charge: Option<&Charge>,
     ) -> Result<Vec<StoredMessage>, StoreError> {
-        bounded(self.append_now(session_id, messages, history.read::<TurnRead>())).await
+        bounded(self.append_now(session_id, messages, history.read::<TurnRead>(), charge)).await
     }
 }
 
@@ -493,7 +524,7 @@ mod tests {
         for i in 0..3 {
             let history = store.history("gap", 20).await.expect("history");
             let stored = store
-                .append_after("gap", &history, &[say(&format!("new {i}"))])
+                .append_after("gap", &history, &[say(&format!("new {i}"))], None)
                 .await
                 .expect("append after");
             seqs.push(stored[0].seq);
@@ -501,7 +532,7 @@ mod tests {
         assert_eq!(seqs, [1, 2, 3]);
         let history = store.history("gap", 20).await.expect("history");
         let stored = store
-            .append_after("gap", &history, &[say("new 3")])
+            .append_after("gap", &history, &[say("new 3")], None)
             .await
             .expect("append");
         assert_eq!(stored[0].seq, 5, "after the leftover at 4, which it never overwrites");
@@ -548,7 +579,7 @@ mod tests {
         assert_eq!(history.messages.len(), 2);
         assert_eq!(fallbacks(&store), 1, "the old document has no tail: a query");
         store
-            .append_after("legacy", &history, &[say("q1"), say("a1")])
+            .append_after("legacy", &history, &[say("q1"), say("a1")], None)
             .await
             .expect("append after");
         let history = store.history("legacy", 20).await.expect("history");
@@ -567,7 +598,7 @@ mod tests {
             let history = store.history("large", 20).await.expect("history");
             assert_eq!(history.messages.len(), i);
             store
-                .append_after("large", &history, &[say(&big(i))])
+                .append_after("large", &history, &[say(&big(i))], None)
                 .await
                 .expect("append");
         }

@@ -38,10 +38,13 @@ use serde::{Deserialize, Serialize};
 
 use super::cas::{classify, commit_if_unchanged, put, read};
 use super::ids::is_document_id;
+use super::usage::charge_day;
 use super::{FirestoreStore, Written, bounded, query_limit, time_of, timestamp};
+use crate::owned;
 use crate::store::{
-    CallbackLease, CallbackOutcome, CallbackStatus, Cancel, Claim, ClaimStep, Finished, Page, StoreError, TaskEvent,
-    TaskPosition, TaskRecord, TaskState, TaskStatus, TaskStore, claim_step, event_time, exhausted_error, lease_end,
+    CallbackLease, CallbackOutcome, CallbackStatus, Cancel, Charge, Claim, ClaimStep, Finished, Page, StoreError,
+    TaskEvent, TaskPosition, TaskRecord, TaskState, TaskStatus, TaskStore, claim_step, event_time, exhausted_error,
+    lease_end,
 };
 
 pub(super) const TASKS: &str = "tasks";
@@ -193,6 +196,22 @@ impl FirestoreStore {
     where
         F: Fn(Option<TaskDoc>) -> Result<(T, Option<TaskDoc>), FirestoreError>,
     {
+        self.change_task_charged(task_id, what, None, change).await
+    }
+
+    /// [`change_task`](Self::change_task), adding `charge` to the task
+    /// owner's day record (`usage`) in the same commit when the task is
+    /// written: counted exactly when the change is.
+    async fn change_task_charged<T, F>(
+        &self,
+        task_id: &str,
+        what: &str,
+        charge: Option<&Charge>,
+        change: F,
+    ) -> Result<T, StoreError>
+    where
+        F: Fn(Option<TaskDoc>) -> Result<(T, Option<TaskDoc>), FirestoreError>,
+    {
         let Some(path) = self.task_path(task_id) else {
             return Ok(change(None).map_err(classify)?.0);
         };
@@ -202,9 +221,13 @@ impl FirestoreStore {
         commit_if_unchanged(&self.counts, &self.db, what, move || async move {
             let stored = read::<TaskDoc>(&self.counts, &self.db, self.documents(), TASKS, task_id).await?;
             let (value, doc) = change(stored.value)?;
-            let writes = match doc {
-                Some(doc) => vec![put(path, &doc, Some(stored.unchanged))?],
-                None => Vec::new(),
+            let writes = match (doc, charge) {
+                (Some(doc), Some(charge)) => vec![
+                    put(path, &doc, Some(stored.unchanged))?,
+                    charge_day(self.documents(), &owned::key_owner(&doc.owner), charge)?,
+                ],
+                (Some(doc), None) => vec![put(path, &doc, Some(stored.unchanged))?],
+                (None, _) => Vec::new(),
             };
             Ok((value, writes))
         })
@@ -278,8 +301,8 @@ impl FirestoreStore {
         .await
     }
 
-    async fn release_now(&self, task_id: &str, attempt: u32) -> Result<bool, StoreError> {
-        self.change_task(task_id, "release", |stored| {
+    async fn release_now(&self, task_id: &str, attempt: u32, charge: Option<&Charge>) -> Result<bool, StoreError> {
+        self.change_task_charged(task_id, "release", charge, |stored| {
             Ok(match stored {
                 Some(mut doc) if holds(&doc, attempt) => {
                     doc.status = TaskStatus::Queued.as_str().to_string();
@@ -294,8 +317,14 @@ impl FirestoreStore {
         .await
     }
 
-    async fn finish_now(&self, task_id: &str, attempt: u32, outcome: &Finished) -> Result<bool, StoreError> {
-        self.change_task(task_id, "finish", |stored| {
+    async fn finish_now(
+        &self,
+        task_id: &str,
+        attempt: u32,
+        outcome: &Finished,
+        charge: Option<&Charge>,
+    ) -> Result<bool, StoreError> {
+        self.change_task_charged(task_id, "finish", charge, |stored| {
             Ok(match stored {
                 Some(mut doc)
                     if doc.attempts == i64::from(attempt)
@@ -443,12 +472,18 @@ impl TaskStore for FirestoreStore {
         bounded(self.renew_now(task_id, attempt, lease, now)).await
     }
 
-    async fn release(&self, task_id: &str, attempt: u32) -> Result<bool, StoreError> {
-        bounded(self.release_now(task_id, attempt)).await
+    async fn release_charged(&self, task_id: &str, attempt: u32, charge: Option<&Charge>) -> Result<bool, StoreError> {
+        bounded(self.release_now(task_id, attempt, charge)).await
     }
 
-    async fn finish(&self, task_id: &str, attempt: u32, outcome: &Finished) -> Result<bool, StoreError> {
-        bounded(self.finish_now(task_id, attempt, outcome)).await
+    async fn finish_charged(
+        &self,
+        task_id: &str,
+        attempt: u32,
+        outcome: &Finished,
+        charge: Option<&Charge>,
+    ) -> Result<bool, StoreError> {
+        bounded(self.finish_now(task_id, attempt, outcome, charge)).await
     }
 
     async fn cancel(&self, task_id: &str) -> Result<Cancel, StoreError> {

@@ -18,10 +18,12 @@ use rusqlite::types::Value;
 
 use super::sessions::row_to_message;
 use super::tasks::{CREATED_AT_COLUMN, TASK_COLUMNS, row_to_task};
+use super::usage::{TOTAL_COLUMNS, row_totals};
 use super::{SqliteStore, from_millis, millis};
 use crate::owned;
 use crate::store::{
-    Page, SessionPosition, SessionSummary, StoreError, StoredMessage, TaskPosition, TaskRecord, TaskStatus, rfc3339,
+    Page, SessionPosition, SessionSummary, StoreError, StoredMessage, TaskPosition, TaskRecord, TaskStatus, Totals,
+    rfc3339,
 };
 
 /// `limit + 1` as SQLite binds it: the extra row says that more follow.
@@ -64,20 +66,22 @@ impl SqliteStore {
         let after = after.map(|p| (millis(p.updated_at), owned::session_key(owner, &p.id)));
         let rows = self
             .read(move |conn| {
-                let read = |row: &rusqlite::Row<'_>| -> rusqlite::Result<(String, i64, i64, i64)> {
-                    Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+                type Row = (String, i64, i64, i64, Totals);
+                let read = |row: &rusqlite::Row<'_>| -> rusqlite::Result<Row> {
+                    Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row_totals(row, 4)?))
                 };
-                const COLUMNS: &str = "SELECT id, next_seq, created_at, updated_at FROM sessions";
+                let columns = format!("SELECT id, next_seq, created_at, updated_at, {TOTAL_COLUMNS} FROM sessions");
+                let columns = columns.as_str();
                 match after {
                     None => conn
                         .prepare_cached(&format!(
-                            "{COLUMNS} WHERE owner = ?1 ORDER BY updated_at DESC, id DESC LIMIT ?2"
+                            "{columns} WHERE owner = ?1 ORDER BY updated_at DESC, id DESC LIMIT ?2"
                         ))?
                         .query_map(params![key_owner, read_limit(limit)], read)?
                         .collect::<Result<Vec<_>, _>>(),
                     Some((updated_at, key)) => conn
                         .prepare_cached(&format!(
-                            "{COLUMNS} WHERE owner = ?1 AND updated_at <= ?2 AND (updated_at < ?2 OR id < ?3)
+                            "{columns} WHERE owner = ?1 AND updated_at <= ?2 AND (updated_at < ?2 OR id < ?3)
                              ORDER BY updated_at DESC, id DESC LIMIT ?4"
                         ))?
                         .query_map(params![key_owner, updated_at, key, read_limit(limit)], read)?
@@ -87,12 +91,13 @@ impl SqliteStore {
             .await?;
         let listed: Vec<(SessionSummary, i64)> = rows
             .into_iter()
-            .map(|(key, next_seq, created_at, updated_at)| {
+            .map(|(key, next_seq, created_at, updated_at, usage)| {
                 let summary = SessionSummary {
                     id: owned::split_key(&key).1.to_string(),
                     message_count: u64::try_from(next_seq - 1).unwrap_or(0),
                     created_at: rfc3339(from_millis(created_at)),
                     updated_at: rfc3339(from_millis(updated_at)),
+                    usage,
                 };
                 (summary, updated_at)
             })

@@ -33,6 +33,7 @@ mod memory;
 mod rate_limits;
 mod sessions;
 mod tasks;
+mod usage;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -152,6 +153,30 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE tasks ADD COLUMN callback_lease_until INTEGER;
     ALTER TABLE tasks ADD COLUMN callback_error TEXT;
     CREATE INDEX tasks_callbacks_due ON tasks (finished_at) WHERE callback_status = 'pending';",
+    // 8: usage. A session keeps what its charged turns spent, summed in the
+    // write that stores the turn; `usage_days` keeps it per owner, UTC day
+    // and model, summed by the same write (`store::usage`). Integers only:
+    // tokens, calls, pico-dollars.
+    "ALTER TABLE sessions ADD COLUMN input_tokens INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE sessions ADD COLUMN output_tokens INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE sessions ADD COLUMN cached_tokens INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE sessions ADD COLUMN thinking_tokens INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE sessions ADD COLUMN model_calls INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE sessions ADD COLUMN cost_pico INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE sessions ADD COLUMN unpriced_calls INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE usage_days (
+        owner TEXT NOT NULL,
+        day TEXT NOT NULL,
+        model TEXT NOT NULL,
+        input_tokens INTEGER NOT NULL DEFAULT 0,
+        output_tokens INTEGER NOT NULL DEFAULT 0,
+        cached_tokens INTEGER NOT NULL DEFAULT 0,
+        thinking_tokens INTEGER NOT NULL DEFAULT 0,
+        model_calls INTEGER NOT NULL DEFAULT 0,
+        cost_pico INTEGER NOT NULL DEFAULT 0,
+        unpriced_calls INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (owner, day, model)
+    ) WITHOUT ROWID;",
 ];
 
 pub struct SqliteStore {

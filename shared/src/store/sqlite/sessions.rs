@@ -8,18 +8,21 @@
 //! never interleaves with another, whichever process appends. `recent` is
 //! one backwards range scan of the primary key with a limit, so it costs
 //! O(limit) however long the session; `messages` checks the session and
-//! reads its rows in one read transaction, so the two agree.
+//! reads its rows in one read transaction, so the two agree. A charged
+//! append adds what the turn spent to the row's totals in the same write
+//! (`usage`).
 
 use std::time::SystemTime;
 
 use async_trait::async_trait;
 use rusqlite::{OptionalExtension, params};
 
+use super::usage::charge_session;
 use super::{SqliteStore, from_millis, millis, run};
 use crate::llm::Role;
 use crate::owned;
 use crate::store::{
-    NewMessage, Page, SessionPosition, SessionStore, SessionSummary, StoreError, StoredMessage, rfc3339,
+    Charge, NewMessage, Page, SessionPosition, SessionStore, SessionSummary, StoreError, StoredMessage, Totals, rfc3339,
 };
 
 /// The history read: the last `?2` messages of session `?1`, newest first.
@@ -42,10 +45,16 @@ pub(super) fn row_to_message(row: &rusqlite::Row<'_>) -> rusqlite::Result<Stored
 
 #[async_trait]
 impl SessionStore for SqliteStore {
-    async fn append(&self, session_id: &str, messages: &[NewMessage]) -> Result<Vec<StoredMessage>, StoreError> {
+    async fn append_charged(
+        &self,
+        session_id: &str,
+        messages: &[NewMessage],
+        charge: Option<&Charge>,
+    ) -> Result<Vec<StoredMessage>, StoreError> {
         let session_id = session_id.to_string();
         let owner = owned::split_key(&session_id).0;
         let messages = messages.to_vec();
+        let charge = charge.cloned();
         self.write(move |conn| {
             let now = SystemTime::now();
             let now_ms = millis(now);
@@ -75,9 +84,17 @@ impl SessionStore for SqliteStore {
                     });
                 }
             }
+            // In the same write: the totals count exactly the turns stored.
+            if let Some(charge) = &charge {
+                charge_session(conn, &session_id, &owner, charge)?;
+            }
             Ok(stored)
         })
         .await
+    }
+
+    async fn totals(&self, session_id: &str) -> Result<Option<Totals>, StoreError> {
+        self.session_totals(session_id).await
     }
 
     async fn recent(&self, session_id: &str, limit: usize) -> Result<Vec<StoredMessage>, StoreError> {

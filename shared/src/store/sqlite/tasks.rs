@@ -17,11 +17,12 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
 
+use super::usage::charge_day;
 use super::{SqliteStore, from_millis, millis};
 use crate::store::{
-    CallbackLease, CallbackOutcome, CallbackState, CallbackStatus, Cancel, CancelStep, Claim, ClaimStep, Finished,
-    Page, StoreError, TaskEvent, TaskPosition, TaskRecord, TaskState, TaskStatus, TaskStore, cancel_step, claim_step,
-    event_time, exhausted_error, lease_end, rfc3339,
+    CallbackLease, CallbackOutcome, CallbackState, CallbackStatus, Cancel, CancelStep, Charge, Claim, ClaimStep,
+    Finished, Page, StoreError, TaskEvent, TaskPosition, TaskRecord, TaskState, TaskStatus, TaskStore, cancel_step,
+    claim_step, event_time, exhausted_error, lease_end, rfc3339,
 };
 
 /// The columns [`row_to_task`] reads, in its order.
@@ -207,39 +208,65 @@ impl TaskStore for SqliteStore {
         .await
     }
 
-    async fn release(&self, task_id: &str, attempt: u32) -> Result<bool, StoreError> {
+    async fn release_charged(&self, task_id: &str, attempt: u32, charge: Option<&Charge>) -> Result<bool, StoreError> {
         let task_id = task_id.to_string();
+        let charge = charge.cloned();
         self.write(move |conn| {
-            let released = conn.execute(
-                "UPDATE tasks SET status = 'queued', lease_until = NULL, delivery_id = NULL, updated_at = ?3
-                 WHERE id = ?1 AND status = 'running' AND attempts = ?2",
-                params![task_id, i64::from(attempt), millis(SystemTime::now())],
-            )?;
-            Ok(released > 0)
+            let owner: Option<String> = conn
+                .prepare_cached(
+                    "UPDATE tasks SET status = 'queued', lease_until = NULL, delivery_id = NULL, updated_at = ?3
+                     WHERE id = ?1 AND status = 'running' AND attempts = ?2
+                     RETURNING owner",
+                )?
+                .query_row(params![task_id, i64::from(attempt), millis(SystemTime::now())], |r| {
+                    r.get(0)
+                })
+                .optional()?;
+            if let (Some(owner), Some(charge)) = (&owner, &charge) {
+                charge_day(conn, &crate::owned::key_owner(owner), charge)?;
+            }
+            Ok(owner.is_some())
         })
         .await
     }
 
-    async fn finish(&self, task_id: &str, attempt: u32, outcome: &Finished) -> Result<bool, StoreError> {
+    async fn finish_charged(
+        &self,
+        task_id: &str,
+        attempt: u32,
+        outcome: &Finished,
+        charge: Option<&Charge>,
+    ) -> Result<bool, StoreError> {
         let task_id = task_id.to_string();
         let (status, result, error) = outcome.to_stored();
         let error = error.map(str::to_string);
+        let charge = charge.cloned();
         self.write(move |conn| {
-            let finished = conn
+            let owner: Option<String> = conn
                 .prepare_cached(&format!(
                     "UPDATE tasks SET status = ?3, result = ?4, error = ?5, lease_until = NULL,
-                    finished_at = ?6, updated_at = ?6, {OWE_CALLBACK}
-                 WHERE id = ?1 AND attempts = ?2 AND status IN ('queued', 'running')"
+                        finished_at = ?6, updated_at = ?6, {OWE_CALLBACK}
+                     WHERE id = ?1 AND attempts = ?2 AND status IN ('queued', 'running')
+                     RETURNING owner"
                 ))?
-                .execute(params![
-                    task_id,
-                    i64::from(attempt),
-                    status.as_str(),
-                    result,
-                    error,
-                    millis(SystemTime::now())
-                ])?;
-            Ok(finished > 0)
+                .query_row(
+                    params![
+                        task_id,
+                        i64::from(attempt),
+                        status.as_str(),
+                        result,
+                        error,
+                        millis(SystemTime::now())
+                    ],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            // Only the write that records the outcome counts the run, so a
+            // run counts once whoever finishes it.
+            if let (Some(owner), Some(charge)) = (&owner, &charge) {
+                charge_day(conn, &crate::owned::key_owner(owner), charge)?;
+            }
+            Ok(owner.is_some())
         })
         .await
     }

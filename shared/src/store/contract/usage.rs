@@ -1,0 +1,185 @@
+//! Usage: a session's totals and a principal's day records add up exactly
+//! to what was charged with its turns and finished tasks, and no one else
+//! sees them.
+
+use std::sync::Arc;
+
+use super::{message, ok};
+use crate::llm::Role;
+use crate::llm::Spend;
+use crate::llm::prices::Usd;
+use crate::owned::session_key;
+use crate::store::{Charge, Finished, SessionStore, Stores, TaskRecord, TaskState, Totals};
+
+/// A spend unlike any other `i` gives, with a cost, so that a sum that
+/// lost or doubled one would show.
+pub fn spend(i: u64) -> Spend {
+    Spend {
+        input_tokens: 1000 + i,
+        output_tokens: 100 + 3 * i,
+        cached_tokens: i % 7,
+        thinking_tokens: i % 5,
+        model_calls: 1 + (i % 2) as u32,
+        cost_usd: Some(Usd::from_pico(1_000_003 * (i + 1))),
+    }
+}
+
+fn charge(day: &str, model: &str, spend: Spend) -> Charge {
+    Charge {
+        day: day.to_string(),
+        model: model.to_string(),
+        spend,
+    }
+}
+
+fn sum(spends: impl IntoIterator<Item = Spend>) -> Totals {
+    spends
+        .into_iter()
+        .fold(Totals::default(), |total, s| total.plus(Totals::of(&s)))
+}
+
+pub async fn usage_adds_up_per_session_day_and_model(stores: &Stores) {
+    let (owner, other) = ("key:usage-a", "key:usage-b");
+    let (one, two) = (session_key(owner, "u1"), session_key(owner, "u2"));
+    let s = &stores.sessions;
+    let turn = [message(Role::User, "q"), message(Role::Model, "a")];
+    let charges = [
+        (&one, charge("2026-11-30", "m-small", spend(1))),
+        (&one, charge("2026-12-01", "m-small", spend(2))),
+        (&two, charge("2026-12-01", "m-small", spend(3))),
+        (&two, charge("2026-12-01", "m-large", spend(4))),
+    ];
+    for (key, charge) in &charges {
+        ok(s.append_charged(key, &turn, Some(charge)).await, "charged append");
+    }
+    // A turn with nothing spent (a test, a tool) changes no sum.
+    ok(s.append(&one, &turn).await, "uncharged append");
+    let history = ok(s.history(&two, 10).await, "history");
+    let after = charge("2026-12-01", "m-large", spend(5));
+    ok(
+        s.append_after(&two, &history, &turn, Some(&after)).await,
+        "append after",
+    );
+
+    assert_eq!(ok(s.totals(&one).await, "totals"), Some(sum([spend(1), spend(2)])));
+    assert_eq!(
+        ok(s.totals(&two).await, "totals"),
+        Some(sum([spend(3), spend(4), spend(5)]))
+    );
+    assert_eq!(ok(s.totals(&session_key(owner, "none")).await, "totals"), None);
+    let listed = ok(s.list_sessions(owner, None, 10).await, "list");
+    let listed_totals: Vec<(String, Totals)> = listed.items.iter().map(|s| (s.id.clone(), s.usage)).collect();
+    assert_eq!(
+        listed_totals,
+        [
+            ("u2".to_string(), sum([spend(3), spend(4), spend(5)])),
+            ("u1".to_string(), sum([spend(1), spend(2)]))
+        ],
+        "a listing shows each session's totals"
+    );
+
+    // A finished task's run counts once, with the outcome that records it.
+    let mut task = TaskRecord::queued("usage-task", owner, "t", "u3", 5);
+    task.state = TaskState::Running;
+    task.attempts = 1;
+    ok(stores.tasks.create(&task).await, "create");
+    let run = charge("2026-12-01", "m-small", spend(6));
+    let done = Finished::Completed(serde_json::json!({"response": "4"}));
+    assert!(ok(
+        stores.tasks.finish_charged("usage-task", 1, &done, Some(&run)).await,
+        "finish"
+    ));
+    assert!(
+        !ok(
+            stores.tasks.finish_charged("usage-task", 1, &done, Some(&run)).await,
+            "finish again"
+        ),
+        "a second finish records nothing"
+    );
+
+    // An attempt given back for a retry counts its calls with the release.
+    let mut retried = TaskRecord::queued("usage-retry", owner, "t", "u4", 5);
+    retried.state = TaskState::Running;
+    retried.attempts = 1;
+    ok(stores.tasks.create(&retried).await, "create");
+    let attempt = charge("2026-12-01", "m-small", spend(7));
+    assert!(ok(
+        stores.tasks.release_charged("usage-retry", 1, Some(&attempt)).await,
+        "release"
+    ));
+    assert!(
+        !ok(
+            stores.tasks.release_charged("usage-retry", 1, Some(&attempt)).await,
+            "release again"
+        ),
+        "a second release records nothing"
+    );
+
+    let days = ok(stores.usage.usage(owner, "2026-11-01", "2026-12-31").await, "usage");
+    let got: Vec<(&str, &str, Totals)> = days
+        .iter()
+        .map(|d| (d.date.as_str(), d.model.as_str(), d.totals))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("2026-11-30", "m-small", sum([spend(1)])),
+            ("2026-12-01", "m-large", sum([spend(4), spend(5)])),
+            ("2026-12-01", "m-small", sum([spend(2), spend(3), spend(6), spend(7)])),
+        ],
+        "one record per day and model, by date then model"
+    );
+    let one_day = ok(stores.usage.usage(owner, "2026-12-01", "2026-12-01").await, "usage");
+    assert_eq!(one_day.len(), 2, "the range is inclusive and bounded");
+    assert!(
+        ok(stores.usage.usage(other, "2026-01-01", "2026-12-31").await, "usage").is_empty(),
+        "another principal sees none of them"
+    );
+}
+
+/// `turns` charged turns at once on one session, alternating between two
+/// stores on one database (two processes or instances), each as a chat
+/// turn makes it (history, then the append after it): the session's
+/// totals and the owner's day record are exactly the sum of the charges.
+pub async fn charged_turns_across_stores_are_exact(a: &Stores, b: &Stores, owner: &str, turns: u64) {
+    let session = session_key(owner, "usage-busy");
+    let writers: Vec<_> = (0..turns)
+        .map(|i| {
+            let sessions: Arc<dyn SessionStore> = if i % 2 == 0 {
+                a.sessions.clone()
+            } else {
+                b.sessions.clone()
+            };
+            let session = session.clone();
+            tokio::spawn(async move {
+                let history = ok(sessions.history(&session, 20).await, "history");
+                let turn = [
+                    message(Role::User, &format!("q{i}")),
+                    message(Role::Model, &format!("a{i}")),
+                ];
+                let charged = charge("2026-12-02", "m-busy", spend(i));
+                ok(
+                    sessions.append_after(&session, &history, &turn, Some(&charged)).await,
+                    "append after",
+                );
+            })
+        })
+        .collect();
+    for w in writers {
+        w.await.unwrap_or_else(|e| panic!("writer task: {e}"));
+    }
+    let expected = sum((0..turns).map(spend));
+    let stored = ok(a.sessions.messages(&session).await, "messages").expect("exists");
+    assert_eq!(stored.len() as u64, 2 * turns, "every turn stored");
+    for store in [a, b] {
+        assert_eq!(
+            ok(store.sessions.totals(&session).await, "totals"),
+            Some(expected),
+            "the session's totals"
+        );
+        let days = ok(store.usage.usage(owner, "2026-12-02", "2026-12-02").await, "usage");
+        assert_eq!(days.len(), 1, "{days:?}");
+        assert_eq!(days[0].totals, expected, "the day's record");
+    }
+    assert!(expected.cost_pico > 0 && expected.unpriced_calls == 0);
+}

@@ -1,0 +1,217 @@
+//! What was spent on the model, summed where it is kept: per session (with
+//! the session's turns), and per principal, UTC day and model (with each
+//! turn and each finished task), for `GET /api/v1/usage`.
+//!
+//! The sums are written in the same atomic step as what they count (a
+//! turn's messages, a task's outcome), never after it: a sum written
+//! separately could be lost or doubled by a crash or a retry in between,
+//! and these must be exact across instances. Every figure is an integer
+//! (tokens, calls, pico-dollars), so that sums never drift as floats would.
+
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+use serde::Serialize;
+
+use super::StoreError;
+use crate::llm::Spend;
+use crate::llm::prices::Usd;
+
+/// Summed usage, as the stores keep it: integers only.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Totals {
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub cached_tokens: u64,
+    pub thinking_tokens: u64,
+    pub model_calls: u64,
+    /// The cost of the calls whose model had a price, in pico-dollars.
+    pub cost_pico: u64,
+    /// Calls counted in a spend whose cost was unknown (a model with no
+    /// price): the summed cost is then a lower bound, and shown as unknown.
+    pub unpriced_calls: u64,
+}
+
+impl Totals {
+    /// What `spend` adds to a sum.
+    pub fn of(spend: &Spend) -> Totals {
+        Totals {
+            input_tokens: spend.input_tokens,
+            output_tokens: spend.output_tokens,
+            cached_tokens: spend.cached_tokens,
+            thinking_tokens: spend.thinking_tokens,
+            model_calls: u64::from(spend.model_calls),
+            cost_pico: spend.cost_usd.map_or(0, Usd::pico),
+            unpriced_calls: if spend.cost_usd.is_none() {
+                u64::from(spend.model_calls)
+            } else {
+                0
+            },
+        }
+    }
+
+    /// The field-wise sum (saturating: no sum of real spend comes near).
+    pub fn plus(self, other: Totals) -> Totals {
+        Totals {
+            input_tokens: self.input_tokens.saturating_add(other.input_tokens),
+            output_tokens: self.output_tokens.saturating_add(other.output_tokens),
+            cached_tokens: self.cached_tokens.saturating_add(other.cached_tokens),
+            thinking_tokens: self.thinking_tokens.saturating_add(other.thinking_tokens),
+            model_calls: self.model_calls.saturating_add(other.model_calls),
+            cost_pico: self.cost_pico.saturating_add(other.cost_pico),
+            unpriced_calls: self.unpriced_calls.saturating_add(other.unpriced_calls),
+        }
+    }
+
+    /// The fields as the stores name them, with their values as SQLite and
+    /// Firestore integers (i64; a sum past i64 is clamped, never wrapped).
+    pub(crate) fn fields(&self) -> [(&'static str, i64); 7] {
+        let i = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        [
+            ("input_tokens", i(self.input_tokens)),
+            ("output_tokens", i(self.output_tokens)),
+            ("cached_tokens", i(self.cached_tokens)),
+            ("thinking_tokens", i(self.thinking_tokens)),
+            ("model_calls", i(self.model_calls)),
+            ("cost_pico", i(self.cost_pico)),
+            ("unpriced_calls", i(self.unpriced_calls)),
+        ]
+    }
+
+    /// Totals from the stored integers, in the order of [`Totals::fields`];
+    /// a negative one (damaged by hand) reads as 0.
+    pub(crate) fn from_fields(values: [i64; 7]) -> Totals {
+        let u = |v: i64| u64::try_from(v).unwrap_or(0);
+        Totals {
+            input_tokens: u(values[0]),
+            output_tokens: u(values[1]),
+            cached_tokens: u(values[2]),
+            thinking_tokens: u(values[3]),
+            model_calls: u(values[4]),
+            cost_pico: u(values[5]),
+            unpriced_calls: u(values[6]),
+        }
+    }
+
+    /// As answers show it: the `usage` object of a session, a day or a sum.
+    pub fn view(&self) -> UsageView {
+        UsageView {
+            input_tokens: self.input_tokens,
+            output_tokens: self.output_tokens,
+            cached_tokens: self.cached_tokens,
+            thinking_tokens: self.thinking_tokens,
+            model_calls: self.model_calls,
+            cost_usd: (self.unpriced_calls == 0).then(|| Usd::from_pico(self.cost_pico).dollars()),
+        }
+    }
+}
+
+/// Summed usage as the API shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, schemars::JsonSchema)]
+pub struct UsageView {
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    /// Input tokens read from the provider's prompt cache.
+    pub cached_tokens: u64,
+    /// Output tokens the model spent thinking.
+    pub thinking_tokens: u64,
+    pub model_calls: u64,
+    /// US dollars at the configured prices, summed exactly (in
+    /// pico-dollars) before it is shown; null when a counted call's model
+    /// had no price: unknown, not free.
+    pub cost_usd: Option<f64>,
+}
+
+/// What one turn or one run spent, to be summed with what it stores: its
+/// UTC day and the model that answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Charge {
+    /// `YYYY-MM-DD`, UTC.
+    pub day: String,
+    pub model: String,
+    pub spend: Spend,
+}
+
+impl Charge {
+    /// `spend` by `model`, on today's UTC date.
+    pub fn now(model: &str, spend: Spend) -> Charge {
+        Charge::on(SystemTime::now(), model, spend)
+    }
+
+    pub fn on(at: SystemTime, model: &str, spend: Spend) -> Charge {
+        Charge {
+            day: day(at),
+            model: model.to_string(),
+            spend,
+        }
+    }
+
+    pub fn totals(&self) -> Totals {
+        Totals::of(&self.spend)
+    }
+}
+
+/// The UTC date of `at`, `YYYY-MM-DD`.
+pub fn day(at: SystemTime) -> String {
+    let text = super::rfc3339(at);
+    text.get(..10).unwrap_or(&text).to_string()
+}
+
+/// One principal's usage of one model on one UTC day.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DayUsage {
+    /// `YYYY-MM-DD`, UTC.
+    pub date: String,
+    pub model: String,
+    pub totals: Totals,
+}
+
+/// At most this many records a usage read returns (366 days of 27 models):
+/// a read stays bounded whatever the range holds.
+pub const MAX_USAGE_RECORDS: usize = 10_000;
+
+/// The per-day records. They are written by [`super::SessionStore`]'s
+/// appends and [`super::TaskStore`]'s `finish`, in the same atomic step as
+/// the turn or outcome; this trait only reads them.
+#[async_trait]
+pub trait UsageStore: Send + Sync {
+    /// `owner`'s (a principal's string form; the stores key the records by
+    /// `owned::key_owner`, as its sessions) records with `from <= date <= to` (`YYYY-MM-DD`), by date
+    /// then model, at most [`MAX_USAGE_RECORDS`].
+    async fn usage(&self, owner: &str, from: &str, to: &str) -> Result<Vec<DayUsage>, StoreError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spend(cost: Option<u64>) -> Spend {
+        Spend {
+            input_tokens: 10,
+            output_tokens: 5,
+            cached_tokens: 2,
+            thinking_tokens: 1,
+            model_calls: 2,
+            cost_usd: cost.map(Usd::from_pico),
+        }
+    }
+
+    #[test]
+    fn totals_add_up_and_an_unpriced_call_makes_the_cost_unknown() {
+        let sum = Totals::of(&spend(Some(7))).plus(Totals::of(&spend(Some(5))));
+        assert_eq!(
+            (sum.input_tokens, sum.model_calls, sum.cost_pico, sum.unpriced_calls),
+            (20, 4, 12, 0)
+        );
+        assert_eq!(Totals::from_fields(sum.fields().map(|(_, v)| v)), sum);
+        assert_eq!(sum.view().cost_usd, Some(12e-12));
+        let unknown = sum.plus(Totals::of(&spend(None)));
+        assert_eq!((unknown.unpriced_calls, unknown.view().cost_usd), (2, None));
+    }
+
+    #[test]
+    fn a_day_is_the_utc_date() {
+        let at = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(86_400 * 365 - 1);
+        assert_eq!(day(at), "1970-12-31");
+    }
+}

@@ -15,7 +15,6 @@
 //! stayed.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use agent_core::auth::Principal;
@@ -157,12 +156,11 @@ async fn run(
     let items = groups.iter().map(Vec::len).sum();
     // The batch's own admission by the rate-limit layer counts for the
     // first item to run; each other item is counted when it runs.
-    let first = Arc::new(AtomicBool::new(true));
-    let (state, principal, budget) = (&state, &principal, &budget);
+    let first = AtomicBool::new(true);
+    let (state, principal, budget, first) = (&state, &principal, &budget, &first);
     let mut results: Vec<Option<BatchResult>> = (0..items).map(|_| None).collect();
     let mut runs = futures_util::stream::iter(groups)
         .map(|group| {
-            let first = first.clone();
             async move {
                 let mut done = Vec::with_capacity(group.len());
                 for (index, request) in group {
@@ -170,7 +168,7 @@ async fn run(
                     // the budget: it is refused before anything is done.
                     let outcome = match request {
                         Err(err) => Err(err),
-                        Ok(request) => match admitted(budget, &first).await {
+                        Ok(request) => match admitted(budget, first).await {
                             Ok(()) => turn(state, principal, request).await,
                             Err(err) => Err(err),
                         },

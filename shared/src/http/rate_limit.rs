@@ -237,7 +237,13 @@ where
     let checks = Arc::new(limiter.checks(&request));
     let tightest = match limiter.admit(&checks, now).await {
         Ok(tightest) => tightest,
-        Err(refused) => return refused,
+        Err(refused) => {
+            let mut response = refused.error.into_response();
+            if let Some((admission, limit)) = refused.headers {
+                set_headers(response.headers_mut(), &admission, limit, now);
+            }
+            return response;
+        }
     };
     // A handler that does the work of several requests (a batch) counts
     // each one more with this.
@@ -252,23 +258,28 @@ where
 impl RateLimiter {
     /// Counts one request against `checks`, the narrower limit first (a
     /// request it refuses spends none of the principal's budget): the
-    /// admission with the fewest places left, for the headers, or the 429
-    /// (or the store's 503) as a response.
-    async fn admit(&self, checks: &[Check], now: SystemTime) -> Result<Option<(Admission, RateLimit)>, Response> {
+    /// admission with the fewest places left, for the headers, or why not.
+    async fn admit(&self, checks: &[Check], now: SystemTime) -> Result<Option<(Admission, RateLimit)>, Refused> {
         let mut tightest: Option<(Admission, RateLimit)> = None;
         for check in checks {
             let admission = match self.store.admit(&check.key, check.limit, now).await {
                 Ok(a) => a,
                 // Failing closed: an unprotected function in front of a paid
                 // model is worse than a retry.
-                Err(err) => return Err(ApiError::from(err).into_response()),
+                Err(err) => {
+                    return Err(Refused {
+                        error: ApiError::from(err),
+                        headers: None,
+                    });
+                }
             };
             if !admission.admitted {
                 self.refused.inc();
                 let reset = seconds_until(admission.resets_at, now);
-                let mut response = self.refusal(check, reset).into_response();
-                set_headers(response.headers_mut(), &admission, check.limit, now);
-                return Err(response);
+                return Err(Refused {
+                    error: self.refusal(check, reset),
+                    headers: Some((admission, check.limit)),
+                });
             }
             if tightest.is_none_or(|(t, _)| admission.remaining < t.remaining) {
                 tightest = Some((admission, check.limit));
@@ -291,6 +302,13 @@ impl RateLimiter {
     }
 }
 
+/// A request not admitted: the 429 (with the refusing limit, for the
+/// `RateLimit-*` headers) or the store's 503.
+struct Refused {
+    error: ApiError,
+    headers: Option<(Admission, RateLimit)>,
+}
+
 /// The rate limits a request was admitted under, as a request extension,
 /// for a handler that does the work of several requests (a chat batch):
 /// each one beyond the first is counted with [`RateBudget::spend_one`],
@@ -306,15 +324,10 @@ impl RateBudget {
     /// request would have had (429 with its `Retry-After`, or the store's
     /// 503).
     pub async fn spend_one(&self) -> Result<(), ApiError> {
-        let now = SystemTime::now();
-        for check in self.checks.iter() {
-            let admission = self.limiter.store.admit(&check.key, check.limit, now).await?;
-            if !admission.admitted {
-                self.limiter.refused.inc();
-                return Err(self.limiter.refusal(check, seconds_until(admission.resets_at, now)));
-            }
+        match self.limiter.admit(&self.checks, SystemTime::now()).await {
+            Ok(_) => Ok(()),
+            Err(refused) => Err(refused.error),
         }
-        Ok(())
     }
 }
 

@@ -5,45 +5,17 @@
 //! next process on the same file sweeps the store, finds the callback
 //! still pending, and sends it: exactly one signed callback arrives.
 
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use agent_core::testing::{Process, TestServer, free_port};
+use agent_core::testing::{CallbackReceiver, Process, free_port};
 use agent_core::webhook;
 use agent_core::worker::{ABORT_AT_VARIABLE, FINISHED_BEFORE_CALLBACK};
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
 use serde_json::{Value, json};
 
 const AGENT: &str = env!("CARGO_BIN_EXE_agent_function");
 const SECRET: &str = "local-crash-secret";
 /// A bound for failure messages, not a measurement.
 const DEADLINE: Duration = Duration::from_secs(60);
-
-/// Every callback POST: its signature header and bytes.
-#[derive(Clone, Default)]
-struct Hooks(Arc<Mutex<Vec<(String, Bytes)>>>);
-
-impl Hooks {
-    fn all(&self) -> Vec<(String, Bytes)> {
-        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
-    }
-}
-
-async fn receive(State(hooks): State<Hooks>, headers: HeaderMap, body: Bytes) -> StatusCode {
-    let signature = headers
-        .get(webhook::SIGNATURE_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_string();
-    hooks
-        .0
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .push((signature, body));
-    StatusCode::NO_CONTENT
-}
 
 async fn task(http: &reqwest::Client, url: &str, id: &str) -> Value {
     let response = http
@@ -58,13 +30,7 @@ async fn task(http: &reqwest::Client, url: &str, id: &str) -> Value {
 async fn a_process_killed_between_finishing_and_calling_back_leaves_the_callback_to_the_next_sweep() {
     let dir = tempfile::tempdir().expect("a temporary folder");
     let db = dir.path().join("agent.db").to_string_lossy().into_owned();
-    let hooks = Hooks::default();
-    let receiver = TestServer::start(
-        axum::Router::new()
-            .route("/hook", axum::routing::post(receive))
-            .with_state(hooks.clone()),
-    )
-    .await;
+    let hooks = CallbackReceiver::start().await;
     let vars = [
         ("STORE", "sqlite"),
         ("SQLITE_PATH", db.as_str()),
@@ -80,7 +46,7 @@ async fn a_process_killed_between_finishing_and_calling_back_leaves_the_callback
     let http = reqwest::Client::new();
     let response = http
         .post(format!("{}/api/v1/agent", doomed.url))
-        .json(&json!({"task": "Calcula 2+2", "async": true, "callback_url": format!("{}/hook", receiver.url)}))
+        .json(&json!({"task": "Calcula 2+2", "async": true, "callback_url": hooks.url}))
         .send()
         .await
         .expect("submit");
@@ -113,9 +79,11 @@ async fn a_process_killed_between_finishing_and_calling_back_leaves_the_callback
     assert_eq!(finished["callback"], json!({"status": "delivered", "attempts": 1}));
     let hooks = hooks.all();
     assert_eq!(hooks.len(), 1, "exactly one callback");
-    let (signature, body) = &hooks[0];
-    assert!(webhook::verify(SECRET.as_bytes(), body, signature), "signed");
-    let body: Value = serde_json::from_slice(body).expect("json");
+    assert!(
+        webhook::verify(SECRET.as_bytes(), &hooks[0].body, &hooks[0].signature),
+        "signed"
+    );
+    let body: Value = serde_json::from_slice(&hooks[0].body).expect("json");
     assert_eq!((&body["task_id"], &body["status"]), (&json!(id), &json!("completed")));
     assert!(body.get("callback").is_none(), "{body}");
     next.kill().await;

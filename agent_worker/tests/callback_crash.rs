@@ -11,26 +11,18 @@
 
 mod common;
 
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use agent_core::testing::{self, Process, TestServer};
+use agent_core::testing::{self, CallbackReceiver, Process, TestServer};
 use agent_core::webhook;
 use agent_core::worker::{ABORT_AT_VARIABLE, FINISHED_BEFORE_CALLBACK};
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
 use serde_json::{Value, json};
 
 const WORKER: &str = env!("CARGO_BIN_EXE_agent_worker");
 const SECRET: &str = "whsec-crash-secret";
 /// A bound for failure messages, not a measurement.
 const DEADLINE: Duration = Duration::from_secs(120);
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
 
 /// A Gemini `generateContent` double that answers at once.
 async fn generate() -> axum::Json<Value> {
@@ -42,35 +34,6 @@ async fn generate() -> axum::Json<Value> {
         "usageMetadata": {"promptTokenCount": 5, "candidatesTokenCount": 1, "totalTokenCount": 6},
         "modelVersion": "gemini-double"
     }))
-}
-
-/// One callback POST as received: its headers of interest and its bytes.
-#[derive(Clone, Debug)]
-struct Hook {
-    task_id: String,
-    attempt: String,
-    signature: String,
-    body: Bytes,
-}
-
-#[derive(Clone, Default)]
-struct Hooks(Arc<Mutex<Vec<Hook>>>);
-
-async fn receive(State(hooks): State<Hooks>, headers: HeaderMap, body: Bytes) -> StatusCode {
-    let header = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_string()
-    };
-    lock(&hooks.0).push(Hook {
-        task_id: header(webhook::TASK_ID_HEADER),
-        attempt: header(webhook::ATTEMPT_HEADER),
-        signature: header(webhook::SIGNATURE_HEADER),
-        body,
-    });
-    StatusCode::NO_CONTENT
 }
 
 async fn wait_for<F, Fut>(what: &str, mut ready: F)
@@ -96,13 +59,7 @@ async fn a_worker_killed_between_finishing_and_calling_back_sends_exactly_one_si
     } = common::names("crash").await;
 
     let model = TestServer::start(Router::new().route("/v1beta/models/{*method}", axum::routing::post(generate))).await;
-    let hooks = Hooks::default();
-    let receiver = TestServer::start(
-        Router::new()
-            .route("/hook", axum::routing::post(receive))
-            .with_state(hooks.clone()),
-    )
-    .await;
+    let hooks = CallbackReceiver::start().await;
     let firestore = testing::firestore_emulator_host();
     let vars = [
         ("STORE", "firestore"),
@@ -140,7 +97,7 @@ async fn a_worker_killed_between_finishing_and_calling_back_sends_exactly_one_si
 
     let response = http
         .post(format!("{}/api/v1/agent", agent.url))
-        .json(&json!({"task": "2+2?", "async": true, "callback_url": format!("{}/hook", receiver.url)}))
+        .json(&json!({"task": "2+2?", "async": true, "callback_url": hooks.url}))
         .send()
         .await
         .expect("submit");
@@ -163,7 +120,7 @@ async fn a_worker_killed_between_finishing_and_calling_back_sends_exactly_one_si
         json!({"status": "pending", "attempts": 0}),
         "the outcome and the owed callback were stored together: {stored}"
     );
-    assert!(lock(&hooks.0).is_empty(), "no callback went out before the crash");
+    assert!(hooks.all().is_empty(), "no callback went out before the crash");
 
     // A new worker where the first one was; Pub/Sub redelivers to it.
     let worker = Process::start_on(WORKER, port, &vars).await;
@@ -192,7 +149,7 @@ async fn a_worker_killed_between_finishing_and_calling_back_sends_exactly_one_si
         json!({"status": "delivered", "attempts": 1}),
         "{finished}"
     );
-    let hooks = lock(&hooks.0).clone();
+    let hooks = hooks.all();
     assert_eq!(hooks.len(), 1, "exactly one callback: {hooks:?}");
     let hook = &hooks[0];
     assert_eq!((hook.task_id.as_str(), hook.attempt.as_str()), (id.as_str(), "1"));

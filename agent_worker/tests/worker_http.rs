@@ -310,36 +310,7 @@ async fn a_redelivery_while_the_first_delivery_holds_the_lease_is_retried_later(
 /// sweep sends it, signed, exactly once, and the next sweep finds nothing.
 #[tokio::test]
 async fn the_sweep_sends_the_callbacks_no_delivery_will_bring_back() {
-    use std::sync::{Arc, Mutex};
-
-    let received: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
-    let receiver = {
-        let received = received.clone();
-        TestServer::start(axum::Router::new().route(
-            "/hook",
-            axum::routing::post(move |headers: axum::http::HeaderMap| {
-                let received = received.clone();
-                async move {
-                    let header = |name: &str| {
-                        headers
-                            .get(name)
-                            .and_then(|v| v.to_str().ok())
-                            .unwrap_or_default()
-                            .to_string()
-                    };
-                    received
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner)
-                        .push((
-                            header(agent_core::webhook::TASK_ID_HEADER),
-                            header(agent_core::webhook::SIGNATURE_HEADER),
-                        ));
-                    axum::http::StatusCode::NO_CONTENT
-                }
-            }),
-        ))
-        .await
-    };
+    let receiver = agent_core::testing::CallbackReceiver::start().await;
     let worker = Worker::start(
         vec![(200, answer("unused"))],
         &[("WEBHOOK_SECRET", "whsec-sweep"), ("ALLOW_LOOPBACK_CALLBACKS", "true")],
@@ -348,7 +319,7 @@ async fn the_sweep_sends_the_callbacks_no_delivery_will_bring_back() {
     let tasks = worker.app.stores.tasks.clone();
     for id in ["owed-1", "owed-2"] {
         let task = TaskRecord {
-            callback_url: Some(format!("{}/hook", receiver.url)),
+            callback_url: Some(receiver.url.clone()),
             ..TaskRecord::queued(id, "anonymous", "2+2?", "s", 10)
         };
         tasks.create(&task).await.expect("create");
@@ -375,19 +346,14 @@ async fn the_sweep_sends_the_callbacks_no_delivery_will_bring_back() {
         sweep().await,
         json!({"owed": 2, "settled": 2, "later": 0, "store_errors": 0})
     );
-    let mut got = received
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .clone();
-    got.sort();
-    assert_eq!(
-        got.iter().map(|(id, _)| id.as_str()).collect::<Vec<_>>(),
-        ["owed-1", "owed-2"],
-        "one callback per task"
-    );
+    let got = receiver.all();
+    let mut ids: Vec<&str> = got.iter().map(|hook| hook.task_id.as_str()).collect();
+    ids.sort_unstable();
+    assert_eq!(ids, ["owed-1", "owed-2"], "one callback per task");
     assert!(
-        got.iter().all(|(_, signature)| signature.starts_with("sha256=")),
-        "{got:?}"
+        got.iter()
+            .all(|hook| agent_core::webhook::verify(b"whsec-sweep", &hook.body, &hook.signature)),
+        "each is signed: {got:?}"
     );
     for id in ["owed-1", "owed-2"] {
         assert!(!worker.task(id).await.callback_pending(), "{id} is settled");

@@ -15,7 +15,9 @@ use tokio::task::JoinHandle;
 
 use crate::config::Settings;
 
+mod callbacks;
 mod issuer;
+pub use callbacks::{CallbackReceiver, Received};
 pub use issuer::TestIssuer;
 
 /// Settings as if the environment held exactly `vars`.

@@ -63,6 +63,7 @@ pub(crate) async fn agent_loop(runs: u64) -> anyhow::Result<()> {
         },
         model: "instant".into(),
         cost: None,
+        cache_hit: None,
     };
     let model = InstantModel { call };
     let tools =

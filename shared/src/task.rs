@@ -541,6 +541,7 @@ mod tests {
                 },
                 model: "paid-001".into(),
                 cost: Some(crate::llm::prices::Usd::from_pico(1234)),
+                cache_hit: None,
             })
         }
 

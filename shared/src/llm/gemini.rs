@@ -352,6 +352,7 @@ pub(crate) fn decode_response(answer: &Value, configured_model: &str) -> Result<
         },
         model,
         cost: None,
+        cache_hit: None,
     })
 }
 

@@ -196,6 +196,19 @@ pub struct ModelResponse {
     /// has no price. Set by the accounting around every model (see
     /// [`build`]), never by a provider.
     pub cost: Option<prices::Usd>,
+    /// Set when the answer came from the response cache instead of the
+    /// model: `usage` is then zero and `cost` nothing, and this says what
+    /// the call it repeats had spent.
+    pub cache_hit: Option<CacheHit>,
+}
+
+/// What an answer from the response cache saved: the tokens and cost of
+/// the model call whose answer it repeats.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CacheHit {
+    pub usage: Usage,
+    /// `None` when that call's model had no price.
+    pub cost: Option<prices::Usd>,
 }
 
 impl ModelResponse {

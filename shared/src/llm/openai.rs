@@ -347,6 +347,7 @@ pub(crate) fn decode_response(answer: &Value, configured_model: &str) -> Result<
             .unwrap_or(configured_model)
             .to_string(),
         cost: None,
+        cache_hit: None,
     })
 }
 

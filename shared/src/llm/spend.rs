@@ -24,6 +24,19 @@ pub struct Spend {
     #[serde(with = "dollars")]
     #[schemars(with = "Option<f64>")]
     pub cost_usd: Option<Usd>,
+    /// Model calls answered from the response cache instead: counted
+    /// here, not in `model_calls`, and free.
+    #[serde(default)]
+    pub cache_hits: u32,
+    /// What those answers cost when the model first gave them, in US
+    /// dollars: what the cache saved. Null when one of them had no price.
+    #[serde(default = "zero", with = "dollars")]
+    #[schemars(with = "Option<f64>")]
+    pub saved_usd: Option<Usd>,
+}
+
+fn zero() -> Option<Usd> {
+    Some(Usd::ZERO)
 }
 
 impl Default for Spend {
@@ -36,13 +49,21 @@ impl Default for Spend {
             thinking_tokens: 0,
             model_calls: 0,
             cost_usd: Some(Usd::ZERO),
+            cache_hits: 0,
+            saved_usd: Some(Usd::ZERO),
         }
     }
 }
 
 impl Spend {
-    /// Counts one model call's answer in.
+    /// Counts one model call's answer in: a call the model made, or one the
+    /// response cache answered for nothing.
     pub fn add(&mut self, response: &ModelResponse) {
+        if let Some(hit) = &response.cache_hit {
+            self.cache_hits += 1;
+            self.saved_usd = self.saved_usd.zip(hit.cost).map(|(a, b)| a + b);
+            return;
+        }
         let usage = &response.usage;
         self.input_tokens += usage.input_tokens;
         self.output_tokens += usage.output_tokens;
@@ -74,6 +95,8 @@ impl std::ops::AddAssign for Spend {
         self.thinking_tokens += other.thinking_tokens;
         self.model_calls += other.model_calls;
         self.cost_usd = self.cost_usd.zip(other.cost_usd).map(|(a, b)| a + b);
+        self.cache_hits += other.cache_hits;
+        self.saved_usd = self.saved_usd.zip(other.saved_usd).map(|(a, b)| a + b);
     }
 }
 
@@ -109,6 +132,7 @@ mod tests {
             },
             model: "m".into(),
             cost: cost.map(Usd::from_pico),
+            cache_hit: None,
         }
     }
 
@@ -150,5 +174,34 @@ mod tests {
             Some(Usd::ZERO),
             "nothing spent costs nothing"
         );
+    }
+
+    #[test]
+    fn a_cache_hit_is_free_and_counts_what_it_saved() {
+        let mut hit = response(0, 0, Some(0));
+        hit.usage = Usage::default();
+        hit.cache_hit = Some(crate::llm::CacheHit {
+            usage: Usage {
+                input_tokens: 10,
+                output_tokens: 5,
+                ..Usage::default()
+            },
+            cost: Some(Usd::from_pico(3_000_000)),
+        });
+        let mut spend = Spend::of(&response(10, 5, Some(1_000_000)));
+        spend.add(&hit);
+        spend.add(&hit);
+        assert_eq!((spend.model_calls, spend.cache_hits, spend.tokens()), (1, 2, 15));
+        assert_eq!(spend.cost_usd, Some(Usd::from_pico(1_000_000)));
+        assert_eq!(spend.saved_usd, Some(Usd::from_pico(6_000_000)));
+        let json = serde_json::to_value(spend).expect("json");
+        assert_eq!(json["saved_usd"], serde_json::json!(0.000006));
+        assert_eq!(serde_json::from_value::<Spend>(json).expect("back"), spend);
+        let old: Spend = serde_json::from_value(serde_json::json!({
+            "input_tokens": 1, "output_tokens": 1, "cached_tokens": 0, "thinking_tokens": 0,
+            "model_calls": 1, "cost_usd": 0.0
+        }))
+        .expect("a spend stored before the cache reads");
+        assert_eq!((old.cache_hits, old.saved_usd), (0, Some(Usd::ZERO)));
     }
 }

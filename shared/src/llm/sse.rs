@@ -427,6 +427,7 @@ mod tests {
                 usage: super::super::Usage::default(),
                 model: "m".into(),
                 cost: None,
+                cache_hit: None,
             })
         }
     }

@@ -193,6 +193,7 @@ mod tests {
             thinking_tokens: 1,
             model_calls: 2,
             cost_usd: cost.map(Usd::from_pico),
+            ..Spend::default()
         }
     }
 

@@ -74,6 +74,7 @@ impl OfflineModel {
             content,
             model: MODEL_NAME.to_string(),
             cost: None,
+            cache_hit: None,
         }
     }
 }

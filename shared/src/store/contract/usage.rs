@@ -21,6 +21,7 @@ pub fn spend(i: u64) -> Spend {
         thinking_tokens: i % 5,
         model_calls: 1 + (i % 2) as u32,
         cost_usd: Some(Usd::from_pico(1_000_003 * (i + 1))),
+        ..Spend::default()
     }
 }
 

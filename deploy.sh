@@ -453,10 +453,11 @@ ensure_firestore() {
     run gcloud firestore databases create --database='(default)' --location="$FIRESTORE_LOCATION" \
       --type=firestore-native "${P[@]}"
   fi
-  # Rate-limit windows, and sessions and messages with SESSION_TTL_DAYS, carry
-  # expire_at; the TTL policies delete them once it has passed.
+  # Rate-limit windows, response cache entries, and sessions and messages
+  # with SESSION_TTL_DAYS, carry expire_at; the TTL policies delete them
+  # once it has passed.
   local group names
-  for group in rate_limits sessions messages; do
+  for group in rate_limits response_cache sessions messages; do
     names=""
     if [[ $DRY_RUN == false ]]; then
       names=$(gcloud firestore fields ttls list --collection-group="$group" --database='(default)' \
@@ -470,12 +471,12 @@ ensure_firestore() {
     fi
   done
   # Nothing is ever looked up by a message's text, by the copy of the last
-  # messages a session document keeps or by a rate limit's sliding log (up
-  # to 80 KB of admission times), and Firestore indexes every field by
+  # messages a session document keeps, by a rate limit's sliding log (up
+  # to 80 KB of admission times) or by a cached answer, and Firestore indexes every field by
   # default: each index entry is written with the document, slowing every
   # commit and filling storage. Setting this again changes nothing.
   local field
-  for field in sessions:tail messages:content rate_limits:log; do
+  for field in sessions:tail messages:content rate_limits:log response_cache:value; do
     run gcloud firestore indexes fields update "${field#*:}" --collection-group="${field%%:*}" \
       --database='(default)' --disable-indexes --async --quiet "${P[@]}"
   done

@@ -327,6 +327,7 @@ for expected in \
   "gcloud pubsub topics create agent-tasks-dead-letter --project=demo" \
   "gcloud firestore databases create --database='(default)' --location=us-central1 --type=firestore-native" \
   "gcloud firestore fields ttls update expire_at --collection-group=rate_limits" \
+  "gcloud firestore fields ttls update expire_at --collection-group=response_cache" \
   "gcloud firestore fields ttls update expire_at --collection-group=sessions" \
   "gcloud firestore fields ttls update expire_at --collection-group=messages" \
   "gcloud firestore indexes composite create --collection-group=sessions" \
@@ -377,7 +378,7 @@ expect_call "repository created" artifacts repositories create serverless-agent 
 expect_call "topic created" pubsub topics create agent-tasks
 expect_call "dead-letter topic created" pubsub topics create agent-tasks-dead-letter
 expect_call "Firestore created" firestore databases create '--database=(default)' --location=us-central1 --type=firestore-native
-for group in rate_limits sessions messages; do
+for group in rate_limits response_cache sessions messages; do
   expect_call "TTL on $group" firestore fields ttls update expire_at "--collection-group=$group" --enable-ttl --async
 done
 expect_call "no index on a session's tail" firestore indexes fields update tail --collection-group=sessions \
@@ -385,6 +386,8 @@ expect_call "no index on a session's tail" firestore indexes fields update tail 
 expect_call "no index on a message's text" firestore indexes fields update content --collection-group=messages \
   --disable-indexes --async
 expect_call "no index on a rate limit's log" firestore indexes fields update log --collection-group=rate_limits \
+  --disable-indexes --async
+expect_call "no index on a cached answer" firestore indexes fields update value --collection-group=response_cache \
   --disable-indexes --async
 expect_call "sessions listed by owner, newest first" firestore indexes composite create --collection-group=sessions \
   --field-config=field-path=owner,order=ascending --field-config=field-path=updated_at,order=descending --async

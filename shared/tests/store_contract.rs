@@ -120,7 +120,8 @@ async fn firestore_keeps_every_promise() {
         rate_limits: store.clone(),
         memory: store.clone(),
         tasks: store.clone(),
-        usage: store,
+        usage: store.clone(),
+        cache: store,
     };
     contract::run_all(&stores).await;
 }
@@ -143,7 +144,8 @@ async fn two_firestore_stores_take_turns_on_one_session_and_one_rate_limit() {
             rate_limits: store.clone(),
             memory: store.clone(),
             tasks: store.clone(),
-            usage: store,
+            usage: store.clone(),
+            cache: store,
         }
     };
     let (a, b) = (open().await, open().await);

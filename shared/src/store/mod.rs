@@ -20,9 +20,11 @@
 //!   and tasks, newest first.
 //! - `task`: a task's record, status, outcome and events, and the claim
 //!   rules both backends decide with.
+//! - `cache`: the response cache's shared tier, keys to bytes that expire.
 //! - [`usage`]: what was spent, summed per session and per principal, day
 //!   and model, in the same atomic step as the turn or outcome it counts.
 
+mod cache;
 mod callback;
 mod cancel;
 #[cfg(any(test, feature = "testing"))]
@@ -35,6 +37,7 @@ mod task;
 mod timestamps;
 pub mod usage;
 
+pub use cache::CacheStore;
 pub use callback::{CallbackLease, CallbackOutcome, CallbackState, CallbackStatus};
 pub(crate) use callback::{CallbackStep, callback_step, settled, settles, unsettled_error};
 pub use cancel::Cancel;
@@ -399,6 +402,8 @@ pub struct Stores {
     pub memory: Arc<dyn MemoryStore>,
     pub tasks: Arc<dyn TaskStore>,
     pub usage: Arc<dyn UsageStore>,
+    /// The response cache's shared tier (used with `CACHE=store`).
+    pub cache: Arc<dyn CacheStore>,
 }
 
 /// The counter of the store's calls to its database, by `store` and `op`.
@@ -436,7 +441,8 @@ pub async fn open_unchecked(settings: &StoreSettings, metrics: &Metrics) -> anyh
                 rate_limits: store.clone(),
                 memory: store.clone(),
                 tasks: store.clone(),
-                usage: store,
+                usage: store.clone(),
+                cache: store,
             };
             Ok((stores, Box::pin(std::future::ready(Ok(())))))
         }
@@ -460,6 +466,7 @@ pub async fn open_unchecked(settings: &StoreSettings, metrics: &Metrics) -> anyh
                 memory: store.clone(),
                 tasks: store.clone(),
                 usage: store.clone(),
+                cache: store.clone(),
             };
             Ok((stores, Box::pin(async move { store.check().await })))
         }

@@ -11,8 +11,9 @@
 //! One file per store trait: `sessions`, `rate_limits`, `memory`, `tasks`
 //! (and `cancel`, the tasks' cancel; `callback`, their callback states;
 //! `listing`, the pages and listings of sessions and tasks; `usage`, the
-//! sums of what was spent).
+//! sums of what was spent; `cache`, the response cache's shared tier).
 
+mod cache;
 mod callback;
 mod cancel;
 mod listing;
@@ -22,6 +23,7 @@ mod sessions;
 mod tasks;
 mod usage;
 
+pub use cache::*;
 pub use callback::*;
 pub use cancel::*;
 pub use listing::*;
@@ -76,6 +78,7 @@ pub async fn run_all(stores: &Stores) {
     an_expired_callback_lease_is_taken_over(stores).await;
     spent_callback_attempts_fail(stores).await;
     usage_adds_up_per_session_day_and_model(stores).await;
+    cached_answers_are_found_until_they_expire(stores).await;
 }
 
 pub(super) fn ok<T>(result: Result<T, StoreError>, what: &str) -> T {

@@ -19,6 +19,8 @@
 //!   and tasks, newest first: one query each, with a cursor and a limit.
 //! - `tail`: the bounded copy of a session's recent messages that its
 //!   document carries, so that a chat turn is one read and one commit.
+//! - `cache`: [`CacheStore`](crate::store::CacheStore), in
+//!   `response_cache/{key}`, the response cache's shared tier.
 //! - `cas`: the conditional commits every read-modify-write goes through.
 //! - `counts`: the gets, queries, commits and documents counted for
 //!   `/metrics`.
@@ -87,6 +89,7 @@
 //! call run again is counted again. Requests the client library sends again
 //! by itself (a failed read, once: `READ_RETRIES`) are not seen.
 
+mod cache;
 mod callback;
 mod cancel;
 mod cas;

@@ -21,12 +21,15 @@
 //!   and their progress events.
 //! - `listing`: pages of a session's messages, and a principal's sessions
 //!   and tasks, each one range of an index.
+//! - `cache`: [`CacheStore`](crate::store::CacheStore), the response
+//!   cache's shared tier.
 //! - `writer`: the writer thread and its group commits.
 //!
 //! This file opens the database, holds its schema (the migrations of every
 //! table), and the helpers the stores share: error classification and
 //! millisecond timestamps.
 
+mod cache;
 mod callback;
 mod listing;
 mod memory;
@@ -177,6 +180,16 @@ const MIGRATIONS: &[&str] = &[
         unpriced_calls INTEGER NOT NULL DEFAULT 0,
         PRIMARY KEY (owner, day, model)
     ) WITHOUT ROWID;",
+    // 9: the response cache's shared tier: an answer (the cache's own
+    // encoding) per key until `expire_at` (unix seconds); `owner` says
+    // whose it is, for an operator deleting one principal's entries.
+    "CREATE TABLE response_cache (
+        key TEXT PRIMARY KEY,
+        owner TEXT NOT NULL,
+        value BLOB NOT NULL,
+        expire_at INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX response_cache_expire_at ON response_cache (expire_at);",
 ];
 
 pub struct SqliteStore {
@@ -194,6 +207,8 @@ struct Inner {
     /// it, which read the schema and was closed again.
     reading: Arc<Semaphore>,
     hits: AtomicU64,
+    /// Response cache entries kept, for sweeping the expired ones.
+    cache_keeps: AtomicU64,
     /// `store_operations_total{store="sqlite"}`, when counted.
     operations: Option<Operations>,
 }
@@ -257,6 +272,7 @@ impl SqliteStore {
                 readers: Mutex::new(Vec::new()),
                 reading: Arc::new(Semaphore::new(READERS)),
                 hits: AtomicU64::new(0),
+                cache_keeps: AtomicU64::new(0),
                 operations,
             }),
         })

@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use agent_core::agent;
 use agent_core::auth::Principal;
+use agent_core::cache::ResponseCache;
 use agent_core::callback::{Callbacks, Settled};
 use agent_core::http::json::require_text;
 use agent_core::http::paging::{self, PageQuery};
@@ -64,6 +65,10 @@ pub struct AgentRequest {
     /// runs only: a queued task is routed by the rules.
     #[serde(default)]
     pub model: Option<String>,
+    /// `false`: this run's model calls skip the response cache (`CACHE`).
+    /// Tools always run; only model calls are ever cached.
+    #[serde(default)]
+    pub cache: Option<bool>,
 }
 
 /// The 202 answer to an asynchronous `POST /api/v1/agent`.
@@ -85,6 +90,8 @@ pub struct AgentState {
     pub model: Arc<dyn Model>,
     /// The tiers: each synchronous run is routed once, by its task text.
     pub models: Arc<Models>,
+    /// The response cache; `None` with `CACHE=off`.
+    pub cache: Option<Arc<ResponseCache>>,
     pub tools: Registry,
     pub tasks: Arc<dyn TaskStore>,
     pub queue: Arc<dyn Queue>,
@@ -106,6 +113,7 @@ impl AgentState {
         Ok(AgentState {
             model: app.model.clone(),
             models: app.models.clone(),
+            cache: app.cache.clone(),
             queue: agent_core::queue::open(app, &tools).await?,
             tools,
             tasks: app.stores.tasks.clone(),
@@ -134,6 +142,7 @@ pub async fn router(app: &App) -> anyhow::Result<Router> {
     let api = api(app)
         .await?
         .merge(agent_core::http::models::api(app))
+        .merge(agent_core::http::cache::api(app))
         .merge(agent_core::http::usage::api(app));
     Ok(app.standalone(api, FUNCTION))
 }
@@ -274,7 +283,8 @@ pub async fn run_agent(
             "callback_url is only used by asynchronous runs: add \"async\": true, or omit callback_url",
         ));
     }
-    let model = state.models.routed(&route);
+    let cache = state.cache.as_ref().filter(|_| body.cache != Some(false));
+    let model = state.models.routed(&route).with_cache(cache, principal.as_str());
     Ok(axum::Json(run_now(&state, task, warnings, model).await?).into_response())
 }
 

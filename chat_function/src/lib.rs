@@ -22,6 +22,7 @@ use std::sync::Arc;
 
 use agent_core::App;
 use agent_core::auth::Principal;
+use agent_core::cache::ResponseCache;
 use agent_core::http::json::require_text;
 use agent_core::http::paging::{self, PageQuery};
 use agent_core::http::{Api, ApiError, ApiJson, Event, Metrics, Operation, Routes, detached, sse};
@@ -66,6 +67,10 @@ pub struct ChatRequest {
     /// `GET /api/v1/models`); routed by MODEL_ROUTING when omitted.
     #[serde(default)]
     pub model: Option<String>,
+    /// `false`: this turn skips the response cache (`CACHE`): the model
+    /// answers even if the cache holds the answer, and it is not kept.
+    #[serde(default)]
+    pub cache: Option<bool>,
 }
 
 /// The answer to a chat request, and the `data` of a stream's `done` event.
@@ -83,6 +88,10 @@ pub struct ChatResponse {
     /// The model that failed (after its retries) when another one answered.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fallback_from: Option<String>,
+    /// The answer came from the response cache: no model call, nothing
+    /// spent (`usage.cache_hits` 1, `usage.saved_usd` what it saved).
+    #[serde(default)]
+    pub cached: bool,
 }
 
 /// The `data` of a stream's `delta` event: the next piece of the answer.
@@ -130,6 +139,8 @@ pub struct ChatState {
     /// The tiers: each turn is routed by its message.
     pub models: Arc<Models>,
     pub sessions: Arc<dyn SessionStore>,
+    /// The response cache; `None` with `CACHE=off`.
+    pub cache: Option<Arc<ResponseCache>>,
     pub history_limit: usize,
     pub max_message_chars: usize,
     pub metrics: Metrics,
@@ -140,6 +151,7 @@ impl ChatState {
         ChatState {
             models: app.models.clone(),
             sessions: app.stores.sessions.clone(),
+            cache: app.cache.clone(),
             history_limit: app.settings.history_limit,
             max_message_chars: app.settings.http.max_message_chars,
             metrics: app.metrics.clone(),
@@ -173,7 +185,12 @@ pub fn api(app: &App) -> Api {
 /// The standalone function: the named routes, `POST /` as a Cloud Function
 /// URL is called, and the shared HTTP layer.
 pub fn router(app: &App) -> Router {
-    app.standalone(api(app).merge(agent_core::http::models::api(app)), FUNCTION)
+    app.standalone(
+        api(app)
+            .merge(agent_core::http::models::api(app))
+            .merge(agent_core::http::cache::api(app)),
+        FUNCTION,
+    )
 }
 
 fn chat_operation() -> Operation {
@@ -289,7 +306,10 @@ async fn prepare(state: &ChatState, principal: &Principal, body: ChatRequest) ->
             tools: Vec::new(),
         },
         history,
-        model: state.models.routed(&route),
+        model: state.models.routed(&route).with_cache(
+            state.cache.as_ref().filter(|_| body.cache != Some(false)),
+            principal.as_str(),
+        ),
     })
 }
 
@@ -336,6 +356,7 @@ async fn store_turn(state: &ChatState, turn: &Turn, answer: &ModelResponse) -> R
         model: answer.model.clone(),
         route: routing.route,
         fallback_from: routing.fallback_from,
+        cached: answer.cache_hit.is_some(),
     })
 }
 

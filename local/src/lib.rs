@@ -26,7 +26,8 @@ pub async fn api(app: &App) -> anyhow::Result<Api> {
         .merge(search_function::api(app)?)
         .merge(calculator_function::api(app))
         // Once: each model function's standalone router mounts it too.
-        .merge(agent_core::http::models::api(app)))
+        .merge(agent_core::http::models::api(app))
+        .merge(agent_core::http::cache::api(app)))
 }
 
 pub async fn router(app: &App) -> anyhow::Result<Router> {

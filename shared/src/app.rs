@@ -10,6 +10,7 @@ use std::sync::Arc;
 use axum::Router;
 
 use crate::auth::Authenticator;
+use crate::cache::ResponseCache;
 use crate::config::{RateLimit, Settings};
 use crate::http::middleware::MiddlewareLayer;
 use crate::http::rate_limit::{self, RateLimiter};
@@ -35,6 +36,9 @@ pub struct App {
     /// here (`models.route`, then `models.routed`).
     pub models: Arc<Models>,
     pub stores: Stores,
+    /// The response cache; `None` with `CACHE=off`. A request's model
+    /// answers through it with `models.routed(..).with_cache(..)`.
+    pub cache: Option<Arc<ResponseCache>>,
     /// Who each request is (API keys, ID tokens): one per process, so the
     /// issuers' key sets are fetched once for every function it serves.
     pub authenticator: Arc<Authenticator>,
@@ -112,12 +116,14 @@ impl App {
             tracing::info!("ID tokens are checked with the keys published at {url}");
         }
         let (stores, check) = stores.await??;
+        let cache = ResponseCache::new(&settings.cache, stores.cache.clone(), metrics.clone());
         let app = App {
             settings: Arc::new(settings),
             metrics,
             model,
             models,
             stores,
+            cache,
             authenticator,
             readiness: Readiness::pending(),
         };

@@ -7,6 +7,7 @@
 //! tests can build settings without touching the process environment.
 
 mod auth;
+mod cache;
 mod http;
 mod model;
 mod store;
@@ -17,12 +18,14 @@ use std::fmt;
 use std::time::Duration;
 
 pub use auth::{AuthSettings, FIREBASE_KEYS_URL, GOOGLE_KEYS_URL};
+pub use cache::{CacheMode, CacheScope, CacheSettings};
 pub use http::{CorsOrigins, HttpSettings, RateLimit};
 pub use model::{LlmSettings, Provider};
 pub use store::{StoreKind, StoreSettings};
 pub use tasks::{QueueKind, QueueSettings, TaskSettings};
 pub use tools::ToolSettings;
 
+use cache::cache_settings;
 use http::{RATE_LIMIT_EXPECTED, parse_rate_limit};
 use model::llm_settings;
 use store::{history_limit, store_settings};
@@ -105,6 +108,8 @@ pub struct Settings {
     pub tools: ToolSettings,
     pub queue: QueueSettings,
     pub tasks: TaskSettings,
+    /// The response cache (`CACHE*`).
+    pub cache: CacheSettings,
     /// `K_SERVICE` is set: running on Cloud Run (or Knative).
     pub on_cloud_run: bool,
 }
@@ -228,6 +233,7 @@ impl Settings {
             tools: tool_settings(&env)?,
             queue: queue_settings(&env)?,
             tasks: task_settings(&env)?,
+            cache: cache_settings(&env)?,
             on_cloud_run: env.get("K_SERVICE").is_some(),
             history_limit: history_limit(&env)?,
         })

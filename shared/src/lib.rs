@@ -25,6 +25,8 @@
 //! - [`llm`]: the `Model` trait and its providers (Gemini, Vertex AI,
 //!   OpenAI-compatible, offline), with retries and streaming; the price
 //!   table and what each answer spent.
+//! - [`cache`]: the response cache: identical model inputs answered once,
+//!   from memory or the store, with single flight on concurrent misses.
 //! - [`store`]: the store traits and their backends, SQLite (embedded) and
 //!   Firestore, each one file per store trait; what was spent, summed per
 //!   session and per principal, day and model in the step that stores it.
@@ -56,6 +58,7 @@
 pub mod agent;
 pub(crate) mod app;
 pub mod auth;
+pub mod cache;
 pub mod callback;
 pub mod config;
 pub mod delivery;

@@ -22,6 +22,7 @@ use async_trait::async_trait;
 
 use crate::App;
 use crate::agent::{Checkpoint, Interrupted, RunError, Step};
+use crate::cache::ResponseCache;
 use crate::callback::{Callbacks, Settled};
 use crate::config::TaskSettings;
 use crate::delivery::Delivery;
@@ -63,6 +64,8 @@ pub struct Swept {
 pub struct Worker {
     /// Each task's model is routed by its text (a queued task names none).
     models: Arc<Models>,
+    /// The response cache, in the scope of each task's owner.
+    cache: Option<Arc<ResponseCache>>,
     tools: Registry,
     tasks: Arc<dyn TaskStore>,
     metrics: Metrics,
@@ -78,6 +81,7 @@ impl Worker {
         Worker {
             callbacks: Callbacks::new(&settings, &app.metrics, app.stores.tasks.clone()),
             models: app.models.clone(),
+            cache: app.cache.clone(),
             tools,
             tasks: app.stores.tasks.clone(),
             metrics: app.metrics.clone(),
@@ -193,7 +197,10 @@ impl Worker {
         let (steps_tx, mut steps_rx) = tokio::sync::mpsc::unbounded_channel::<Step>();
         // The task's model, routed by its text; what the run's calls spent,
         // for a failed outcome to count.
-        let model = self.models.by_rules(&task.task, self.tools.names().len());
+        let model = self
+            .models
+            .by_rules(&task.task, self.tools.names().len())
+            .with_cache(self.cache.as_ref(), &task.owner);
         let tally = crate::task::Tally::new(&model);
         let agent_run = async {
             let on_step = move |step: &Step| {

@@ -17,12 +17,14 @@
 //! - [`detached`]: work a request starts that must end even when its
 //!   client goes away (a model call that is paid for).
 //! - [`models`]: `GET /api/v1/models`, the tiers and how one is chosen.
+//! - [`cache`]: `GET /api/v1/cache/stats`, the response cache for the caller.
 //! - `auth` (the principal of every request, see [`crate::auth`]),
 //!   `rate_limit`, `cors`, `request_context`, [`metrics`]: one concern each.
 //! - `middleware`: how those layers wrap the routes, at no allocation
 //!   beyond one boxed future each.
 
 pub(crate) mod auth;
+pub mod cache;
 pub(crate) mod cors;
 pub mod detached;
 pub mod error;

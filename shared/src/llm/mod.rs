@@ -160,7 +160,7 @@ pub struct ModelRequest {
 /// `cached_tokens` are part of `input_tokens` and `thinking_tokens` part of
 /// `output_tokens`, as both providers count them; see [`prices`] for what
 /// that means for the cost.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Usage {
     pub input_tokens: u64,
     pub output_tokens: u64,

@@ -14,6 +14,10 @@
 //!
 //! A stream falls back only while it has not started: once the first delta
 //! has gone to the client, another model's answer cannot be spliced in.
+//!
+//! A routed model given the response cache ([`Routed::with_cache`]) asks
+//! it first, keyed by the route's model: an answer a fallback model gave
+//! is returned but not kept, so the routed model's entries are its own.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -24,6 +28,7 @@ use serde::Serialize;
 
 use super::routing::{Mode, NotAllowed, Route, RouteInfo, Router, Tier};
 use super::{Model, ModelError, ModelRequest, ModelResponse, ModelStream, metered, offline};
+use crate::cache::{self, ResponseCache};
 use crate::config::{LlmSettings, Provider};
 use crate::http::metrics::Metrics;
 
@@ -185,6 +190,7 @@ impl Models {
             route: route.info(),
             fallback_from: Mutex::new(None),
             metrics: self.metrics.clone(),
+            cache: None,
         }
     }
 
@@ -296,6 +302,8 @@ pub struct Routed {
     route: RouteInfo,
     fallback_from: Mutex<Option<String>>,
     metrics: Metrics,
+    /// The response cache and the scope of this request's entries.
+    cache: Option<(Arc<ResponseCache>, Arc<str>)>,
 }
 
 /// Errors another model may not share: the provider or the model was busy,
@@ -305,6 +313,20 @@ fn falls_back(err: &ModelError) -> bool {
 }
 
 impl Routed {
+    /// Answers through `cache` (when there is one) in `principal`'s scope.
+    pub fn with_cache(mut self, cache: Option<&Arc<ResponseCache>>, principal: &str) -> Routed {
+        self.cache = cache.map(|cache| (cache.clone(), cache.scope(principal)));
+        self
+    }
+
+    /// Whether the call so far has gone to a fallback model.
+    fn fell(&self) -> bool {
+        self.fallback_from
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_some()
+    }
+
     fn fell_back(&self, from: &dyn Model, to: &dyn Model) {
         tracing::warn!(
             from = from.name(),
@@ -374,14 +396,36 @@ impl Model for Routed {
     }
 
     async fn generate(&self, request: &ModelRequest) -> Result<ModelResponse, ModelError> {
-        self.along(|model| async move { model.generate(request).await }).await
+        let call = || async move {
+            let answer = self.along(|model| async move { model.generate(request).await }).await?;
+            Ok((answer, !self.fell()))
+        };
+        match &self.cache {
+            None => call().await.map(|(answer, _)| answer),
+            Some((cache, scope)) => {
+                let key = cache::key(scope, self.provider(), self.name(), request);
+                cache.generate(scope, key, call).await
+            }
+        }
     }
 
     /// Falls back only when a model fails before its stream opens.
     async fn stream(&self, request: ModelRequest) -> Result<ModelStream, ModelError> {
+        let key = self
+            .cache
+            .as_ref()
+            .map(|(_, scope)| cache::key(scope, self.provider(), self.name(), &request));
         let request = &request;
-        self.along(|model| async move { model.stream(request.clone()).await })
-            .await
+        let open = || async move {
+            let stream = self
+                .along(|model| async move { model.stream(request.clone()).await })
+                .await?;
+            Ok((stream, !self.fell()))
+        };
+        match (&self.cache, key) {
+            (Some((cache, scope)), Some(key)) => cache.stream(scope, key, open).await,
+            _ => open().await.map(|(stream, _)| stream),
+        }
     }
 
     fn routing(&self) -> Option<Routing> {

@@ -91,6 +91,8 @@ async fn two_principals_never_meet(url: &str) {
     let before = bob.get("/api/v1/sessions/default").await;
     let bob_spent = bob.get("/api/v1/usage").await;
     assert_eq!(bob_spent.0, 200, "{}", bob_spent.1);
+    let bob_stats = bob.get("/api/v1/stats").await;
+    assert_eq!(bob_stats.0, 200, "{}", bob_stats.1);
     let (status, body) = alice
         .post(
             "/api/v1/chat",
@@ -102,6 +104,7 @@ async fn two_principals_never_meet(url: &str) {
     assert_eq!(refusal(&after), refusal(&before), "alice's session is not bob's to see");
     // What alice spent is hers: bob's usage is as it was, hers counts it.
     assert_eq!(bob.get("/api/v1/usage").await, bob_spent, "alice's spend is not bob's");
+    assert_eq!(bob.get("/api/v1/stats").await, bob_stats, "nor are her requests");
     let (status, alice_spent) = alice.get("/api/v1/usage").await;
     assert_eq!(
         (status, &alice_spent["total"]["model_calls"]),
@@ -266,6 +269,8 @@ async fn listings_are_each_principals_own(alice: &Client, bob: &Client, task_id:
         "/api/v1/tasks?limit=x",
         "/api/v1/usage?from=x",
         "/api/v1/usage?to=2026-02-30",
+        "/api/v1/stats?from=x",
+        "/api/v1/stats?from=2026-12-02&to=2026-12-01",
     ] {
         let (status, body) = alice.get(path).await;
         assert_eq!(

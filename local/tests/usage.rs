@@ -2,7 +2,8 @@
 //! half to each of two `local` services on one store (two processes on
 //! one SQLite file, or two instances on one Firestore database), and a few
 //! agent runs. The session's `usage` and the caller's `GET /api/v1/usage`
-//! equal the sums of the answers' own `usage`, to the pico-dollar. The
+//! (and `GET /api/v1/stats`) equal the sums of the answers' own `usage`, to
+//! the pico-dollar. The
 //! offline model is priced through `MODEL_PRICES` so that costs are not 0.
 
 use agent_core::llm::prices::Usd;
@@ -108,6 +109,15 @@ async fn totals_are_exact(a: &str, b: &str) {
         all.pico += runs.pico;
         assert_eq!(Sum::of(&records[0]), all, "the day's record: turns and runs");
         assert_eq!(Sum::of(&report["total"]), all, "the total");
+
+        // The stats count the same, and each turn and run as one request.
+        let (status, stats) = send(&http, url, "/api/v1/stats", None).await;
+        assert_eq!(status, 200, "{stats}");
+        for figures in [&stats["today"], &stats["range"]] {
+            assert_eq!(Sum::of(figures), all, "{stats}");
+            assert_eq!(figures["requests"], TURNS + 2, "{stats}");
+            assert_eq!(figures["cache_hits"], 0, "{stats}");
+        }
     }
     // Bob spent nothing.
     let bob = http

@@ -13,7 +13,9 @@
 //!   cursors.
 //! - [`sse`]: server-sent events, as chat streams and task progress use them.
 //! - [`usage`]: `GET /api/v1/usage`, what the caller spent per day and
-//!   model, which both the chat and the agent function serve.
+//!   model, which both the chat and the agent function serve; and
+//!   [`stats`], `GET /api/v1/stats`, the same records summed for
+//!   dashboards (requests, calls, cache hit rate), served with it.
 //! - [`detached`]: work a request starts that must end even when its
 //!   client goes away (a model call that is paid for).
 //! - [`models`]: `GET /api/v1/models`, the tiers and how one is chosen.
@@ -38,6 +40,7 @@ pub mod paging;
 pub(crate) mod rate_limit;
 pub(crate) mod request_context;
 pub mod sse;
+pub mod stats;
 pub mod usage;
 
 use std::sync::Arc;

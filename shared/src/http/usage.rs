@@ -142,9 +142,13 @@ pub async fn get_usage(
     Ok(axum::Json(report(range, records)))
 }
 
+/// The schema of a `from` or `to` parameter.
+pub(super) fn date_schema() -> serde_json::Value {
+    serde_json::json!({"type": "string", "format": "date", "pattern": "^[0-9]{4}-[0-9]{2}-[0-9]{2}$"})
+}
+
 fn operation() -> Operation {
-    let date_schema =
-        serde_json::json!({"type": "string", "format": "date", "pattern": "^[0-9]{4}-[0-9]{2}-[0-9]{2}$"});
+    let date_schema = date_schema();
     Operation::get(
         "get_usage",
         "what the caller spent on the model, per UTC day and model, with the sum",
@@ -164,12 +168,19 @@ fn operation() -> Operation {
     .error(503, "the store is unavailable for now; retry after Retry-After")
 }
 
-/// The route, behind the `tasks` rate limit (a read, as the task reads
-/// are). `chat_function` merges it into its routes (so `local` serves it
-/// once) and `agent_function` into its standalone router.
+/// The routes, this one and `GET /api/v1/stats` ([`super::stats`]), which
+/// reads the same records, behind the `tasks` rate limit (reads, as the
+/// task reads are). `chat_function` merges them into its routes (so
+/// `local` serves them once) and `agent_function` into its standalone
+/// router.
 pub fn api(app: &App) -> Api {
     let routes = Routes::new()
         .route("/api/v1/usage", get(get_usage), [operation()])
+        .route(
+            "/api/v1/stats",
+            get(super::stats::get_stats),
+            [super::stats::operation()],
+        )
         .with_state(app.stores.usage.clone());
     app.rate_limited(
         routes,

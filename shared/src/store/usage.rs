@@ -7,6 +7,9 @@
 //! separately could be lost or doubled by a crash or a retry in between,
 //! and these must be exact across instances. Every figure is an integer
 //! (tokens, calls, pico-dollars), so that sums never drift as floats would.
+//!
+//! `GET /api/v1/stats` reads the same day records: requests, model calls,
+//! response-cache hits and what they saved, summed the same way.
 
 use std::time::SystemTime;
 
@@ -30,10 +33,28 @@ pub struct Totals {
     /// Calls counted in a spend whose cost was unknown (a model with no
     /// price): the summed cost is then a lower bound, and shown as unknown.
     pub unpriced_calls: u64,
+    /// Requests answered: each charge is one (a chat turn, an agent run, a
+    /// batch item), except an attempt given back for a retry
+    /// ([`Charge::given_back`]), whose run counts once when it finishes.
+    pub requests: u64,
+    /// Model calls the response cache answered instead (not in
+    /// `model_calls`).
+    pub cache_hits: u64,
+    /// What those answers cost when the model first gave them, in
+    /// pico-dollars: what the cache saved, for the hits whose cost was known.
+    pub saved_pico: u64,
+    /// Cache hits counted in a spend whose saving was unknown (the first
+    /// answer's model had no price): `saved_pico` is then a lower bound,
+    /// and shown as unknown, as `unpriced_calls` does for the cost.
+    pub unpriced_hits: u64,
 }
 
+/// How many figures a [`Totals`] has: the columns (SQLite) and fields
+/// (Firestore) it is stored in.
+pub(crate) const TOTAL_FIELDS: usize = 11;
+
 impl Totals {
-    /// What `spend` adds to a sum.
+    /// What `spend` adds to a sum, as one request's.
     pub fn of(spend: &Spend) -> Totals {
         Totals {
             input_tokens: spend.input_tokens,
@@ -44,6 +65,14 @@ impl Totals {
             cost_pico: spend.cost_usd.map_or(0, Usd::pico),
             unpriced_calls: if spend.cost_usd.is_none() {
                 u64::from(spend.model_calls)
+            } else {
+                0
+            },
+            requests: 1,
+            cache_hits: u64::from(spend.cache_hits),
+            saved_pico: spend.saved_usd.map_or(0, Usd::pico),
+            unpriced_hits: if spend.saved_usd.is_none() {
+                u64::from(spend.cache_hits)
             } else {
                 0
             },
@@ -60,12 +89,17 @@ impl Totals {
             model_calls: self.model_calls.saturating_add(other.model_calls),
             cost_pico: self.cost_pico.saturating_add(other.cost_pico),
             unpriced_calls: self.unpriced_calls.saturating_add(other.unpriced_calls),
+            requests: self.requests.saturating_add(other.requests),
+            cache_hits: self.cache_hits.saturating_add(other.cache_hits),
+            saved_pico: self.saved_pico.saturating_add(other.saved_pico),
+            unpriced_hits: self.unpriced_hits.saturating_add(other.unpriced_hits),
         }
     }
 
     /// The fields as the stores name them, with their values as SQLite and
     /// Firestore integers (i64; a sum past i64 is clamped, never wrapped).
-    pub(crate) fn fields(&self) -> [(&'static str, i64); 7] {
+    /// The first 7 are migration 8's, the other 4 migration 9's.
+    pub(crate) fn fields(&self) -> [(&'static str, i64); TOTAL_FIELDS] {
         let i = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
         [
             ("input_tokens", i(self.input_tokens)),
@@ -75,12 +109,16 @@ impl Totals {
             ("model_calls", i(self.model_calls)),
             ("cost_pico", i(self.cost_pico)),
             ("unpriced_calls", i(self.unpriced_calls)),
+            ("requests", i(self.requests)),
+            ("cache_hits", i(self.cache_hits)),
+            ("saved_pico", i(self.saved_pico)),
+            ("unpriced_hits", i(self.unpriced_hits)),
         ]
     }
 
     /// Totals from the stored integers, in the order of [`Totals::fields`];
     /// a negative one (damaged by hand) reads as 0.
-    pub(crate) fn from_fields(values: [i64; 7]) -> Totals {
+    pub(crate) fn from_fields(values: [i64; TOTAL_FIELDS]) -> Totals {
         let u = |v: i64| u64::try_from(v).unwrap_or(0);
         Totals {
             input_tokens: u(values[0]),
@@ -90,6 +128,10 @@ impl Totals {
             model_calls: u(values[4]),
             cost_pico: u(values[5]),
             unpriced_calls: u(values[6]),
+            requests: u(values[7]),
+            cache_hits: u(values[8]),
+            saved_pico: u(values[9]),
+            unpriced_hits: u(values[10]),
         }
     }
 
@@ -101,8 +143,23 @@ impl Totals {
             cached_tokens: self.cached_tokens,
             thinking_tokens: self.thinking_tokens,
             model_calls: self.model_calls,
-            cost_usd: (self.unpriced_calls == 0).then(|| Usd::from_pico(self.cost_pico).dollars()),
+            cost_usd: self.cost_usd(),
+            requests: self.requests,
+            cache_hits: self.cache_hits,
+            saved_usd: self.saved_usd(),
         }
+    }
+
+    /// The cost in US dollars; `None` (unknown) when a counted call had no
+    /// price.
+    pub fn cost_usd(&self) -> Option<f64> {
+        (self.unpriced_calls == 0).then(|| Usd::from_pico(self.cost_pico).dollars())
+    }
+
+    /// What the response cache saved in US dollars; `None` (unknown) when a
+    /// counted hit's first answer had no price.
+    pub fn saved_usd(&self) -> Option<f64> {
+        (self.unpriced_hits == 0).then(|| Usd::from_pico(self.saved_pico).dollars())
     }
 }
 
@@ -120,6 +177,15 @@ pub struct UsageView {
     /// pico-dollars) before it is shown; null when a counted call's model
     /// had no price: unknown, not free.
     pub cost_usd: Option<f64>,
+    /// Requests answered (chat turns, agent runs, batch items); 0 for what
+    /// was stored before they were counted.
+    pub requests: u64,
+    /// Model calls answered from the response cache instead, free and not
+    /// counted in `model_calls`.
+    pub cache_hits: u64,
+    /// What those answers cost when first given, in US dollars: what the
+    /// cache saved. Null when one of them had no price.
+    pub saved_usd: Option<f64>,
 }
 
 /// What one turn or one run spent, to be summed with what it stores: its
@@ -130,6 +196,9 @@ pub struct Charge {
     pub day: String,
     pub model: String,
     pub spend: Spend,
+    /// Whether it counts as a request (`Totals::requests`): true but for
+    /// an attempt given back for a retry ([`Charge::given_back`]).
+    pub request: bool,
 }
 
 impl Charge {
@@ -143,11 +212,26 @@ impl Charge {
             day: day(at),
             model: model.to_string(),
             spend,
+            request: true,
         }
     }
 
+    /// What the charge adds: its spend, and one request unless given back.
     pub fn totals(&self) -> Totals {
-        Totals::of(&self.spend)
+        Totals {
+            requests: u64::from(self.request),
+            ..Totals::of(&self.spend)
+        }
+    }
+
+    /// The charge of an attempt given back for a retry
+    /// (`TaskStore::release_charged`): its calls count, but not as a
+    /// request, since the run counts as one when it finishes.
+    pub fn given_back(&self) -> Charge {
+        Charge {
+            request: false,
+            ..self.clone()
+        }
     }
 }
 
@@ -208,6 +292,48 @@ mod tests {
         assert_eq!(sum.view().cost_usd, Some(12e-12));
         let unknown = sum.plus(Totals::of(&spend(None)));
         assert_eq!((unknown.unpriced_calls, unknown.view().cost_usd), (2, None));
+    }
+
+    #[test]
+    fn a_charge_is_one_request_and_cache_hits_count_what_they_saved() {
+        let hit = |saved: Option<u64>| Spend {
+            model_calls: 0,
+            cache_hits: 1,
+            saved_usd: saved.map(Usd::from_pico),
+            ..Spend::default()
+        };
+        let charge = |spend| Charge::on(SystemTime::UNIX_EPOCH, "m", spend);
+        let sum = charge(spend(Some(7)))
+            .totals()
+            .plus(charge(hit(Some(40))).totals())
+            .plus(charge(hit(Some(2))).totals());
+        assert_eq!(
+            (
+                sum.requests,
+                sum.model_calls,
+                sum.cache_hits,
+                sum.saved_pico,
+                sum.cost_pico
+            ),
+            (3, 2, 2, 42, 7)
+        );
+        assert_eq!(Totals::from_fields(sum.fields().map(|(_, v)| v)), sum);
+        let view = sum.view();
+        assert_eq!((view.requests, view.cache_hits, view.saved_usd), (3, 2, Some(42e-12)));
+
+        let retried = charge(spend(Some(7))).given_back().totals();
+        assert_eq!(
+            (retried.requests, retried.model_calls),
+            (0, 2),
+            "its calls, not a request"
+        );
+        let unknown = sum.plus(charge(hit(None)).totals());
+        assert_eq!(
+            (unknown.unpriced_hits, unknown.saved_usd()),
+            (1, None),
+            "unknown, not 0"
+        );
+        assert_eq!(unknown.cost_usd(), Some(7e-12), "a hit is free whatever it saved");
     }
 
     #[test]

@@ -78,6 +78,7 @@ pub async fn run_all(stores: &Stores) {
     an_expired_callback_lease_is_taken_over(stores).await;
     spent_callback_attempts_fail(stores).await;
     usage_adds_up_per_session_day_and_model(stores).await;
+    requests_and_cache_hits_add_up(stores).await;
     cached_answers_are_found_until_they_expire(stores).await;
 }
 

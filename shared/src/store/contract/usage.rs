@@ -21,6 +21,17 @@ pub fn spend(i: u64) -> Spend {
         thinking_tokens: i % 5,
         model_calls: 1 + (i % 2) as u32,
         cost_usd: Some(Usd::from_pico(1_000_003 * (i + 1))),
+        cache_hits: (i % 3) as u32,
+        saved_usd: Some(Usd::from_pico(700_001 * (i % 3))),
+    }
+}
+
+/// A request the response cache answered alone: no model call, `saved`
+/// pico-dollars saved (unknown when `None`).
+pub fn cache_hit(saved: Option<u64>) -> Spend {
+    Spend {
+        cache_hits: 1,
+        saved_usd: saved.map(Usd::from_pico),
         ..Spend::default()
     }
 }
@@ -30,6 +41,7 @@ fn charge(day: &str, model: &str, spend: Spend) -> Charge {
         day: day.to_string(),
         model: model.to_string(),
         spend,
+        request: true,
     }
 }
 
@@ -116,6 +128,11 @@ pub async fn usage_adds_up_per_session_day_and_model(stores: &Stores) {
         "a second release records nothing"
     );
 
+    // The given-back attempt's calls count, but not as a request.
+    let given_back_7 = Totals {
+        requests: 3,
+        ..sum([spend(2), spend(3), spend(6), spend(7)])
+    };
     let days = ok(stores.usage.usage(owner, "2026-11-01", "2026-12-31").await, "usage");
     let got: Vec<(&str, &str, Totals)> = days
         .iter()
@@ -126,7 +143,7 @@ pub async fn usage_adds_up_per_session_day_and_model(stores: &Stores) {
         [
             ("2026-11-30", "m-small", sum([spend(1)])),
             ("2026-12-01", "m-large", sum([spend(4), spend(5)])),
-            ("2026-12-01", "m-small", sum([spend(2), spend(3), spend(6), spend(7)])),
+            ("2026-12-01", "m-small", given_back_7),
         ],
         "one record per day and model, by date then model"
     );
@@ -134,6 +151,64 @@ pub async fn usage_adds_up_per_session_day_and_model(stores: &Stores) {
     assert_eq!(one_day.len(), 2, "the range is inclusive and bounded");
     assert!(
         ok(stores.usage.usage(other, "2026-01-01", "2026-12-31").await, "usage").is_empty(),
+        "another principal sees none of them"
+    );
+}
+
+/// Requests, response-cache hits and their savings are summed exactly with
+/// the rest, per session and per day: a request the cache answered alone
+/// is a request and a hit but no model call, and a hit whose saving was
+/// unknown makes the day's saving unknown, not smaller.
+pub async fn requests_and_cache_hits_add_up(stores: &Stores) {
+    let owner = "key:stats-a";
+    let session = session_key(owner, "s1");
+    let s = &stores.sessions;
+    let turn = [message(Role::User, "q"), message(Role::Model, "a")];
+    let day = "2026-10-15";
+    let spends = [spend(1), cache_hit(Some(2_500_000)), spend(2), cache_hit(Some(7))];
+    for spent in spends {
+        ok(
+            s.append_charged(&session, &turn, Some(&charge(day, "m", spent))).await,
+            "charged append",
+        );
+    }
+    let expected = sum(spends);
+    assert_eq!(
+        (expected.requests, expected.model_calls, expected.cache_hits),
+        (4, 3, 5),
+        "spend(1) and spend(2) hold a cache hit and two of their own"
+    );
+    assert_eq!(expected.saved_pico, 700_001 + 2_500_000 + 2 * 700_001 + 7);
+    assert_eq!(ok(s.totals(&session).await, "totals"), Some(expected));
+    let days = ok(stores.usage.usage(owner, day, day).await, "usage");
+    assert_eq!(days.len(), 1, "{days:?}");
+    assert_eq!(days[0].totals, expected, "the day's record");
+    assert_eq!(
+        days[0].totals.saved_usd(),
+        Some(Usd::from_pico(expected.saved_pico).dollars())
+    );
+
+    // A run that finished on a cache hit alone counts as a request too.
+    let mut task = TaskRecord::queued("stats-task", owner, "t", "s2", 5);
+    task.state = TaskState::Running;
+    task.attempts = 1;
+    ok(stores.tasks.create(&task).await, "create");
+    let done = Finished::Completed(serde_json::json!({"response": "4"}));
+    let run = charge(day, "m", cache_hit(None));
+    assert!(ok(
+        stores.tasks.finish_charged("stats-task", 1, &done, Some(&run)).await,
+        "finish"
+    ));
+    let days = ok(stores.usage.usage(owner, day, day).await, "usage");
+    let with_run = expected.plus(Totals::of(&cache_hit(None)));
+    assert_eq!(days[0].totals, with_run);
+    assert_eq!(
+        (with_run.requests, with_run.cache_hits, with_run.unpriced_hits),
+        (5, 6, 1)
+    );
+    assert_eq!(days[0].totals.saved_usd(), None, "unknown, not smaller");
+    assert!(
+        ok(stores.usage.usage("key:stats-b", day, day).await, "usage").is_empty(),
         "another principal sees none of them"
     );
 }

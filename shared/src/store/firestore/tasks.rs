@@ -302,7 +302,9 @@ impl FirestoreStore {
     }
 
     async fn release_now(&self, task_id: &str, attempt: u32, charge: Option<&Charge>) -> Result<bool, StoreError> {
-        self.change_task_charged(task_id, "release", charge, |stored| {
+        // The attempt's calls, not a request: the run counts when it finishes.
+        let charge = charge.map(Charge::given_back);
+        self.change_task_charged(task_id, "release", charge.as_ref(), |stored| {
             Ok(match stored {
                 Some(mut doc) if holds(&doc, attempt) => {
                     doc.status = TaskStatus::Queued.as_str().to_string();

@@ -7,7 +7,9 @@
 //!   runs again from a fresh read.
 //! - `usage_days/{id}`: `{owner, date, model, input_tokens, output_tokens,
 //!   cached_tokens, thinking_tokens, model_calls, cost_pico,
-//!   unpriced_calls}` per owner (as `owned::key_owner` writes it), UTC day
+//!   unpriced_calls, requests, cache_hits, saved_pico, unpriced_hits}` (the
+//!   last four absent, so 0, in documents from before they were counted)
+//!   per owner (as `owned::key_owner` writes it), UTC day
 //!   and model; the id is [`key_id`] of the three joined by newlines (which
 //!   none of the first two holds). It is added to by a write of `increment`
 //!   transforms in the commit that stores the turn (or the task's outcome):
@@ -55,6 +57,15 @@ pub(super) struct TotalsDoc {
     cost_pico: i64,
     #[serde(default)]
     unpriced_calls: i64,
+    // Since `GET /api/v1/stats`: absent (0) in what was stored before.
+    #[serde(default)]
+    requests: i64,
+    #[serde(default)]
+    cache_hits: i64,
+    #[serde(default)]
+    saved_pico: i64,
+    #[serde(default)]
+    unpriced_hits: i64,
 }
 
 impl TotalsDoc {
@@ -67,11 +78,15 @@ impl TotalsDoc {
             self.model_calls,
             self.cost_pico,
             self.unpriced_calls,
+            self.requests,
+            self.cache_hits,
+            self.saved_pico,
+            self.unpriced_hits,
         ])
     }
 
     pub(super) fn of(totals: Totals) -> TotalsDoc {
-        let [a, b, c, d, e, f, g] = totals.fields().map(|(_, v)| v);
+        let [a, b, c, d, e, f, g, h, i, j, k] = totals.fields().map(|(_, v)| v);
         TotalsDoc {
             input_tokens: a,
             output_tokens: b,
@@ -80,6 +95,10 @@ impl TotalsDoc {
             model_calls: e,
             cost_pico: f,
             unpriced_calls: g,
+            requests: h,
+            cache_hits: i,
+            saved_pico: j,
+            unpriced_hits: k,
         }
     }
 }

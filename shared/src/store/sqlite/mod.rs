@@ -180,7 +180,17 @@ const MIGRATIONS: &[&str] = &[
         unpriced_calls INTEGER NOT NULL DEFAULT 0,
         PRIMARY KEY (owner, day, model)
     ) WITHOUT ROWID;",
-    // 9: the response cache's shared tier: an answer (the cache's own
+    // 9: requests, response-cache hits and what they saved, beside the
+    // usage of 8 (`GET /api/v1/stats`); rows from before read 0.
+    "ALTER TABLE sessions ADD COLUMN requests INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE sessions ADD COLUMN cache_hits INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE sessions ADD COLUMN saved_pico INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE sessions ADD COLUMN unpriced_hits INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE usage_days ADD COLUMN requests INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE usage_days ADD COLUMN cache_hits INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE usage_days ADD COLUMN saved_pico INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE usage_days ADD COLUMN unpriced_hits INTEGER NOT NULL DEFAULT 0;",
+    // 10: the response cache's shared tier: an answer (the cache's own
     // encoding) per key until `expire_at` (unix seconds); `owner` says
     // whose it is, for an operator deleting one principal's entries.
     "CREATE TABLE response_cache (
@@ -583,6 +593,53 @@ mod tests {
             .await
             .expect("lease");
         assert!(matches!(lease, crate::store::CallbackLease::Settled(_)), "{lease:?}");
+    }
+
+    /// Usage counted before migration 9 reads as it was, with no requests
+    /// or cache hits, and is added to from there.
+    #[tokio::test]
+    async fn usage_stored_before_requests_were_counted_reads_them_as_0() {
+        use crate::store::{Charge, UsageStore};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("v8.db");
+        let conn = Connection::open(&path).expect("open");
+        for sql in &MIGRATIONS[..8] {
+            conn.execute_batch(sql).expect("migrations 1 to 8");
+        }
+        conn.pragma_update(None, "user_version", 8).expect("version 8");
+        conn.execute(
+            "INSERT INTO usage_days (owner, day, model, input_tokens, output_tokens, cached_tokens,
+                                     thinking_tokens, model_calls, cost_pico, unpriced_calls)
+             VALUES ('anonymous', '2026-11-30', 'm', 10, 5, 0, 0, 2, 7, 0)",
+            [],
+        )
+        .expect("a day of version 8");
+        drop(conn);
+        let store = SqliteStore::open(&path).await.expect("migrates");
+        let days = store
+            .usage("anonymous", "2026-11-30", "2026-11-30")
+            .await
+            .expect("usage");
+        let old = days[0].totals;
+        assert_eq!((old.input_tokens, old.model_calls, old.cost_pico), (10, 2, 7));
+        assert_eq!(
+            (old.requests, old.cache_hits, old.saved_pico, old.unpriced_hits),
+            (0, 0, 0, 0)
+        );
+        let spend = crate::llm::Spend {
+            model_calls: 1,
+            ..crate::llm::Spend::default()
+        };
+        let at = SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_996_800); // 2026-11-30
+        store
+            .append_charged("s", &[msg(Role::User, "a")], Some(&Charge::on(at, "m", spend)))
+            .await
+            .expect("charged append");
+        let days = store
+            .usage("anonymous", "2026-11-30", "2026-11-30")
+            .await
+            .expect("usage");
+        assert_eq!((days[0].totals.requests, days[0].totals.model_calls), (1, 3));
     }
 
     #[tokio::test]

@@ -210,7 +210,8 @@ impl TaskStore for SqliteStore {
 
     async fn release_charged(&self, task_id: &str, attempt: u32, charge: Option<&Charge>) -> Result<bool, StoreError> {
         let task_id = task_id.to_string();
-        let charge = charge.cloned();
+        // The attempt's calls, not a request: the run counts when it finishes.
+        let charge = charge.map(Charge::given_back);
         self.write(move |conn| {
             let owner: Option<String> = conn
                 .prepare_cached(

@@ -1,29 +1,62 @@
-//! Usage on SQLite (migration 8): a session row's own columns hold its
+//! Usage on SQLite (migrations 8 and 9): a session row's own columns hold its
 //! totals, and `usage_days` a row per `(owner, day, model)`. Both are added
 //! to inside the write that stores what they count (an append, a finish),
 //! on the writer thread under the file's write lock: processes sharing the
 //! file take turns, so every addition lands exactly once.
 
 use async_trait::async_trait;
-use rusqlite::{Connection, params};
+use std::sync::LazyLock;
+
+use rusqlite::types::Value;
+use rusqlite::{Connection, params, params_from_iter};
 
 use super::SqliteStore;
 use crate::owned;
-use crate::store::{Charge, DayUsage, StoreError, Totals, UsageStore, usage::MAX_USAGE_RECORDS};
+use crate::store::usage::{MAX_USAGE_RECORDS, TOTAL_FIELDS};
+use crate::store::{Charge, DayUsage, StoreError, Totals, UsageStore};
 
 /// The total columns, in the order of `Totals::fields`, on the session row
-/// and the day row alike.
-pub(super) const TOTAL_COLUMNS: &str =
-    "input_tokens, output_tokens, cached_tokens, thinking_tokens, model_calls, cost_pico, unpriced_calls";
+/// and the day row alike (migrations 8 and 9).
+pub(super) const TOTAL_COLUMNS: &str = "input_tokens, output_tokens, cached_tokens, thinking_tokens, model_calls, \
+     cost_pico, unpriced_calls, requests, cache_hits, saved_pico, unpriced_hits";
 
-/// The totals in the 7 columns from `first` on (as [`TOTAL_COLUMNS`]).
+/// The totals in the [`TOTAL_FIELDS`] columns from `first` on (as
+/// [`TOTAL_COLUMNS`]).
 pub(super) fn row_totals(row: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<Totals> {
-    let mut values = [0i64; 7];
+    let mut values = [0i64; TOTAL_FIELDS];
     for (i, value) in values.iter_mut().enumerate() {
         *value = row.get(first + i)?;
     }
     Ok(Totals::from_fields(values))
 }
+
+/// `column = column + ?N, ...` for every total, the first bound as `?first`.
+fn additions(first: usize) -> String {
+    Totals::default()
+        .fields()
+        .iter()
+        .enumerate()
+        .map(|(i, (column, _))| format!("{column} = {column} + ?{}", first + i))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Adds the totals (`?2` on) to the session row `?1`.
+static CHARGE_SESSION: LazyLock<String> =
+    LazyLock::new(|| format!("UPDATE sessions SET {} WHERE id = ?1", additions(2)));
+
+/// Creates or adds to the day row `(?1, ?2, ?3)` the totals (`?4` on).
+static CHARGE_DAY: LazyLock<String> = LazyLock::new(|| {
+    let values = (4..4 + TOTAL_FIELDS)
+        .map(|i| format!("?{i}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "INSERT INTO usage_days (owner, day, model, {TOTAL_COLUMNS}) VALUES (?1, ?2, ?3, {values})
+         ON CONFLICT (owner, day, model) DO UPDATE SET {}",
+        additions(4)
+    )
+});
 
 /// Adds `charge` to the session row `session_id` (which the same write
 /// created or updated) and to its owner's day row: part of the caller's
@@ -35,15 +68,9 @@ pub(super) fn charge_session(
     charge: &Charge,
 ) -> rusqlite::Result<()> {
     let add = charge.totals().fields().map(|(_, v)| v);
-    conn.prepare_cached(
-        "UPDATE sessions SET input_tokens = input_tokens + ?2, output_tokens = output_tokens + ?3,
-            cached_tokens = cached_tokens + ?4, thinking_tokens = thinking_tokens + ?5,
-            model_calls = model_calls + ?6, cost_pico = cost_pico + ?7, unpriced_calls = unpriced_calls + ?8
-         WHERE id = ?1",
-    )?
-    .execute(params![
-        session_id, add[0], add[1], add[2], add[3], add[4], add[5], add[6]
-    ])?;
+    conn.prepare_cached(&CHARGE_SESSION)?.execute(params_from_iter(
+        std::iter::once(Value::from(session_id.to_string())).chain(add.into_iter().map(Value::from)),
+    ))?;
     charge_day(conn, owner, charge)
 }
 
@@ -51,25 +78,10 @@ pub(super) fn charge_session(
 /// upsert, part of the caller's write.
 pub(super) fn charge_day(conn: &Connection, owner: &str, charge: &Charge) -> rusqlite::Result<()> {
     let add = charge.totals().fields().map(|(_, v)| v);
-    conn.prepare_cached(&format!(
-        "INSERT INTO usage_days (owner, day, model, {TOTAL_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
-         ON CONFLICT (owner, day, model) DO UPDATE SET
-            input_tokens = input_tokens + ?4, output_tokens = output_tokens + ?5,
-            cached_tokens = cached_tokens + ?6, thinking_tokens = thinking_tokens + ?7,
-            model_calls = model_calls + ?8, cost_pico = cost_pico + ?9, unpriced_calls = unpriced_calls + ?10"
-    ))?
-    .execute(params![
-        owner,
-        charge.day,
-        charge.model,
-        add[0],
-        add[1],
-        add[2],
-        add[3],
-        add[4],
-        add[5],
-        add[6]
-    ])?;
+    let keys = [owner, &charge.day, &charge.model].map(|key| Value::from(key.to_string()));
+    conn.prepare_cached(&CHARGE_DAY)?.execute(params_from_iter(
+        keys.into_iter().chain(add.into_iter().map(Value::from)),
+    ))?;
     Ok(())
 }
 
@@ -105,5 +117,17 @@ impl UsageStore for SqliteStore {
             .collect::<Result<Vec<_>, _>>()
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_columns_are_the_totals_fields_in_order() {
+        let fields: Vec<&str> = Totals::default().fields().iter().map(|(name, _)| *name).collect();
+        let columns: Vec<&str> = TOTAL_COLUMNS.split(',').map(str::trim).collect();
+        assert_eq!(columns, fields);
     }
 }

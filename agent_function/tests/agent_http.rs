@@ -414,3 +414,43 @@ async fn bad_requests_get_the_envelope() {
     let (_, message) = error_code(agent.task("bad id!").await, 400).await;
     assert!(message.contains("task id"), "{message}");
 }
+
+/// With the response cache on, a repeated run's model calls are free hits,
+/// but its tools run again: the calculator function serves both runs.
+#[tokio::test]
+async fn a_repeated_run_hits_the_cache_for_model_calls_and_still_runs_its_tools() {
+    let calc_app = TestApp::start(calculator_function::FUNCTION, &[]).await;
+    let metrics = calc_app.metrics.clone();
+    let calculator = TestServer::start(calculator_function::router(&calc_app)).await;
+    let url = format!("{}/api/v1/tools/calculate", calculator.url);
+    let agent = Agent::start(&[("CALCULATOR_URL", &url), ("CACHE", "memory")]).await;
+
+    let mut usages = Vec::new();
+    for session in ["first", "second"] {
+        let response = agent
+            .post(json!({"task": "Calcula 15 * 23", "session_id": session}))
+            .await;
+        assert_eq!(response.status(), StatusCode::OK);
+        let run: Value = response.json().await.expect("json");
+        assert!(run["response"].as_str().expect("a response").contains("345"), "{run}");
+        usages.push(run["usage"].clone());
+    }
+    let calls = usages[0]["model_calls"].as_u64().expect("model calls");
+    assert!(calls >= 2, "a tool call and the answer: {}", usages[0]);
+    assert_eq!(usages[0]["cache_hits"], 0, "{}", usages[0]);
+    assert_eq!(
+        (&usages[1]["model_calls"], &usages[1]["cache_hits"]),
+        (&json!(0), &json!(calls)),
+        "every model call of the repeat was a hit: {}",
+        usages[1]
+    );
+    let served = metrics.counter(
+        "http_requests_total",
+        &[
+            ("route", "/api/v1/tools/calculate"),
+            ("method", "POST"),
+            ("status", "200"),
+        ],
+    );
+    assert_eq!(served, 2, "the tool ran for each run; only model calls are cached");
+}

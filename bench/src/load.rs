@@ -33,6 +33,9 @@ struct Load<'a> {
     emulator: Option<u32>,
     /// Sent with every request (the credential, with `AUTH`).
     headers: reqwest::header::HeaderMap,
+    /// Each measured request's `message` gets a suffix of its own, so that
+    /// no two requests are the same model input (response cache misses).
+    vary: bool,
 }
 
 /// The settings `bench chat` reads itself rather than passing them to the
@@ -80,6 +83,7 @@ pub(crate) async fn chat(bin: &Path, seconds: u64, connections: u64, extra: &[(&
         warmup,
         emulator: store.emulator.as_ref().and_then(crate::emulator::Emulator::group),
         headers: credential.headers.clone(),
+        vary: false,
     };
     let mut what = format!("offline model, {}, ", store.label);
     if grow == 0 {
@@ -130,8 +134,51 @@ pub(crate) async fn tool(bin: &Path, which: &str, seconds: u64, connections: u64
         warmup: 0,
         emulator: None,
         headers: reqwest::header::HeaderMap::new(),
+        vary: false,
     };
     run_load(&load, what).await
+}
+
+/// `bench cache`: chat turns on new sessions (no `session_id`, so no
+/// history) with the response cache in memory, three ways: the same
+/// message every time with `CACHE=off` (every turn calls the model), a
+/// different message every time with `CACHE=memory` (every turn a miss:
+/// the key, the lookup, the call, the entry kept), and the same message
+/// every time with `CACHE=memory` after one warm-up turn (every turn a
+/// hit). What a hit saves and what a miss adds, on the offline model.
+pub(crate) async fn cache(bin: &Path, seconds: u64, connections: u64, extra: &[(&str, &str)]) -> anyhow::Result<()> {
+    let body = |_: u64| serde_json::json!({"message": "What does a cold start cost on Cloud Run?"});
+    let runs: [(&str, bool, &str); 3] = [
+        ("off", false, "CACHE=off, the same message (every turn calls the model)"),
+        (
+            "memory",
+            true,
+            "CACHE=memory, a new message every turn (every turn a miss)",
+        ),
+        ("memory", false, "CACHE=memory, the same message (every turn a hit)"),
+    ];
+    for (mode, vary, what) in runs {
+        // Each run on a fresh SQLite file of its own (`spawn`).
+        let mut vars = vec![("CACHE", mode)];
+        vars.extend_from_slice(extra);
+        let load = Load {
+            bin,
+            path: "/api/v1/chat",
+            body: &body,
+            seconds,
+            connections,
+            extra: &vars,
+            grow: 0,
+            // One turn each before the measured period: the hit run's
+            // answer is then kept.
+            warmup: 1,
+            emulator: None,
+            headers: reqwest::header::HeaderMap::new(),
+            vary,
+        };
+        run_load(&load, &format!("offline model, SQLite, new sessions, {what}")).await?;
+    }
+    Ok(())
 }
 
 /// Each connection posts its body `grow` times, or with a `session_id` of
@@ -256,9 +303,12 @@ async fn run_load(load: &Load<'_>, what: &str) -> anyhow::Result<()> {
     let workers: Vec<_> = (0..load.connections)
         .map(|c| {
             let url = url.clone();
-            let body = (load.body)(c);
+            let mut body = (load.body)(c);
             let headers = load.headers.clone();
+            let vary = load.vary;
             tokio::spawn(async move {
+                let message = body["message"].as_str().unwrap_or_default().to_string();
+                let mut sent = 0u64;
                 // One client per worker: one keep-alive connection each.
                 let http = reqwest::Client::builder()
                     .pool_max_idle_per_host(1)
@@ -267,6 +317,10 @@ async fn run_load(load: &Load<'_>, what: &str) -> anyhow::Result<()> {
                 let mut latencies = Vec::new();
                 let mut errors = 0u64;
                 while Instant::now() < end {
+                    if vary {
+                        sent += 1;
+                        body["message"] = serde_json::Value::String(format!("{message} ({c}-{sent})"));
+                    }
                     let t = Instant::now();
                     match http.post(&url).json(&body).send().await {
                         Ok(r) if r.status().is_success() => {
@@ -340,6 +394,9 @@ async fn run_load(load: &Load<'_>, what: &str) -> anyhow::Result<()> {
     cpu.push_str(&format!("; load generator {:.2} cores", cores(generator)));
     println!("{cpu}");
     for line in metrics::per_request(&metrics_before, &metrics_after, ok) {
+        println!("  {line}");
+    }
+    if let Some(line) = metrics::cache_per_request(&metrics_before, &metrics_after, ok) {
         println!("  {line}");
     }
     if errors > 0 {

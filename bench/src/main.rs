@@ -22,6 +22,9 @@
 //!   bench/chat-auth.lua` or a run under callgrind.
 //! - `bench tool BIN calculate|search [SECONDS] [CONNECTIONS]`: the same
 //!   for a tool function's route.
+//! - `bench cache BIN [SECONDS] [CONNECTIONS] [NAME=VALUE...]`: the same
+//!   for chat turns with no history, three runs: the response cache off,
+//!   every turn a cache miss, every turn a hit.
 //! - `bench loop [RUNS]`: the agent loop's own cost per step, in process,
 //!   with a model that answers at once.
 //! - `bench routing [RUNS]`: what choosing a request's model tier costs
@@ -70,10 +73,11 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use tokio::process::{Child, Command};
 
-const COMMANDS: [&str; 8] = [
+const COMMANDS: [&str; 9] = [
     "startup",
     "first-answer",
     "chat",
+    "cache",
     "tool",
     "loop",
     "routing",
@@ -137,6 +141,10 @@ async fn run(args: &[String]) -> anyhow::Result<()> {
             let extra: Vec<(&str, &str)> = args.iter().skip(4).filter_map(|a| a.split_once('=')).collect();
             load::chat(Path::new(bin), parse(arg(2), 10)?, parse(arg(3), 64)?, &extra).await
         }
+        (Some("cache"), Some(bin)) => {
+            let extra: Vec<(&str, &str)> = args.iter().skip(4).filter_map(|a| a.split_once('=')).collect();
+            load::cache(Path::new(bin), parse(arg(2), 10)?, parse(arg(3), 64)?, &extra).await
+        }
         (Some("tool"), Some(bin)) => {
             let which = arg(2).unwrap_or("calculate");
             load::tool(Path::new(bin), which, parse(arg(3), 10)?, parse(arg(4), 64)?).await
@@ -156,6 +164,7 @@ async fn run(args: &[String]) -> anyhow::Result<()> {
         _ => bail!(
             "usage: bench startup BIN [RUNS=20] [NAME=VALUE...] | bench first-answer BIN [RUNS=20] [NAME=VALUE...]\n\
              | bench chat BIN [SECONDS=10] [CONNECTIONS=64] [SESSION_MESSAGES=N] [WARMUP=N] [AUTH=key|token] [NAME=VALUE...]\n\
+             | bench cache BIN [SECONDS=10] [CONNECTIONS=64] [NAME=VALUE...]\n\
              | bench tool BIN calculate|search [SECONDS=10] [CONNECTIONS=64] | bench loop [RUNS=1000] | bench routing [RUNS=100000]\n\
              | bench issuer [SECONDS=3540]\n\
              | bench tasks BIN [TASKS=200] [CONCURRENCY=16] [NAME=VALUE...]\n\

@@ -13,6 +13,9 @@ const SERIES: [(&str, &str, Option<&str>); 3] = [
     ("store_history_fallbacks_total", "history fallbacks", None),
 ];
 
+/// The response cache's lookups, reported beside the store's counters.
+const CACHE_LOOKUPS: &str = "response_cache_lookups_total";
+
 /// The store calls in the order `describe` lists them (Firestore's, as
 /// `shared/src/store/firestore/counts.rs` names them; SQLite's `read` and
 /// `write` fall in too); others after.
@@ -36,7 +39,7 @@ impl Sample {
 pub(crate) fn parse(text: &str) -> Vec<Sample> {
     samples(text)
         .into_iter()
-        .filter(|s| SERIES.iter().any(|(series, _, _)| *series == s.name))
+        .filter(|s| SERIES.iter().any(|(series, _, _)| *series == s.name) || s.name == CACHE_LOOKUPS)
         .collect()
 }
 
@@ -249,6 +252,29 @@ pub(crate) fn per_request(before: &[Sample], after: &[Sample], requests: usize) 
         }
     }
     lines
+}
+
+/// The response cache's lookups per request, by tier and result
+/// (`response_cache_lookups_total`), when the function counted any.
+pub(crate) fn cache_per_request(before: &[Sample], after: &[Sample], requests: usize) -> Option<String> {
+    const NAME: &str = CACHE_LOOKUPS;
+    let parts: Vec<String> = after
+        .iter()
+        .filter(|s| s.name == NAME && requests > 0)
+        .map(|sample| {
+            let was = before
+                .iter()
+                .find(|b| b.name == sample.name && b.labels == sample.labels)
+                .map_or(0.0, |b| b.value);
+            format!(
+                "{} {} {:.2}",
+                sample.label("tier").unwrap_or("?"),
+                sample.label("result").unwrap_or("?"),
+                (sample.value - was) / requests as f64
+            )
+        })
+        .collect();
+    (!parts.is_empty()).then(|| format!("response cache per request ({NAME}): {}", parts.join(", ")))
 }
 
 #[cfg(test)]

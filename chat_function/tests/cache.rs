@@ -241,7 +241,12 @@ async fn fifty_identical_misses_make_one_model_call() {
     model.release();
     let mut cached = 0;
     for answer in asked {
-        let answer = answer.await.expect("a request");
+        // Without single flight the other 49 would each wait on a model
+        // call of their own, never released.
+        let answer = tokio::time::timeout(std::time::Duration::from_secs(20), answer)
+            .await
+            .expect("every request answered by the one model call")
+            .expect("a request");
         assert_eq!(answer["response"], GatedModel::ANSWER, "{answer}");
         cached += usize::from(answer["cached"] == true);
     }

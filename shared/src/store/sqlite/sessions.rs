@@ -15,9 +15,10 @@
 use std::time::SystemTime;
 
 use async_trait::async_trait;
-use rusqlite::{OptionalExtension, params};
+use rusqlite::types::Value;
+use rusqlite::{OptionalExtension, params, params_from_iter};
 
-use super::usage::charge_session;
+use super::usage::{SESSION_UPSERT, charge_day};
 use super::{SqliteStore, from_millis, millis, run};
 use crate::llm::Role;
 use crate::owned;
@@ -61,13 +62,22 @@ impl SessionStore for SqliteStore {
             let n = messages.len() as i64;
             // Reserve n sequence numbers in the session row; the writer
             // thread and the file's write lock make the reservation atomic.
-            let first: i64 = conn
-                .prepare_cached(
-                    "INSERT INTO sessions (id, created_at, updated_at, next_seq, owner) VALUES (?1, ?2, ?2, ?3 + 1, ?4)
-                     ON CONFLICT (id) DO UPDATE SET next_seq = next_seq + ?3, updated_at = ?2
-                     RETURNING next_seq - ?3",
-                )?
-                .query_row(params![session_id, now_ms, n, owner], |r| r.get(0))?;
+            // The turn's totals are added in the same statement: in the
+            // same write, they count exactly the turns stored.
+            let totals = charge.as_ref().map(Charge::totals).unwrap_or_default();
+            let first: i64 = conn.prepare_cached(&SESSION_UPSERT)?.query_row(
+                params_from_iter(
+                    [
+                        Value::from(session_id.clone()),
+                        Value::from(now_ms),
+                        Value::from(n),
+                        Value::from(owner.to_string()),
+                    ]
+                    .into_iter()
+                    .chain(totals.fields().map(|(_, v)| Value::from(v))),
+                ),
+                |r| r.get(0),
+            )?;
             let mut stored = Vec::with_capacity(messages.len());
             {
                 let mut insert = conn.prepare_cached(
@@ -84,9 +94,9 @@ impl SessionStore for SqliteStore {
                     });
                 }
             }
-            // In the same write: the totals count exactly the turns stored.
+            // And the owner's day, in the same write too.
             if let Some(charge) = &charge {
-                charge_session(conn, &session_id, &owner, charge)?;
+                charge_day(conn, &owner, charge)?;
             }
             Ok(stored)
         })

@@ -3,6 +3,15 @@
 //! to inside the write that stores what they count (an append, a finish),
 //! on the writer thread under the file's write lock: processes sharing the
 //! file take turns, so every addition lands exactly once.
+//!
+//! A turn's session totals ride in the append's own upsert of the session
+//! row ([`SESSION_UPSERT`]). Its day charge is deferred to the end of the
+//! writer's group commit ([`charge_day`]): the batch's charges are summed
+//! per `(owner, day, model)` and upserted once each, just before `COMMIT`,
+//! in the same transaction. With many turns of one principal in a batch,
+//! that is one upsert of one row instead of one per turn, on the one
+//! thread that bounds throughput. A write that fails gives back its
+//! deferred charges with its savepoint (`writer`).
 
 use async_trait::async_trait;
 use std::sync::LazyLock;
@@ -41,9 +50,22 @@ fn additions(first: usize) -> String {
         .join(", ")
 }
 
-/// Adds the totals (`?2` on) to the session row `?1`.
-static CHARGE_SESSION: LazyLock<String> =
-    LazyLock::new(|| format!("UPDATE sessions SET {} WHERE id = ?1", additions(2)));
+/// Creates the session row `?1` (created and updated at `?2`, owned by
+/// `?4`) or updates it, reserving `?3` sequence numbers and adding the
+/// totals (`?5` on); returns the first number reserved.
+pub(super) static SESSION_UPSERT: LazyLock<String> = LazyLock::new(|| {
+    let values = (5..5 + TOTAL_FIELDS)
+        .map(|i| format!("?{i}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "INSERT INTO sessions (id, created_at, updated_at, next_seq, owner, {TOTAL_COLUMNS})
+         VALUES (?1, ?2, ?2, ?3 + 1, ?4, {values})
+         ON CONFLICT (id) DO UPDATE SET next_seq = next_seq + ?3, updated_at = ?2, {}
+         RETURNING next_seq - ?3",
+        additions(5)
+    )
+});
 
 /// Creates or adds to the day row `(?1, ?2, ?3)` the totals (`?4` on).
 static CHARGE_DAY: LazyLock<String> = LazyLock::new(|| {
@@ -58,27 +80,33 @@ static CHARGE_DAY: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
-/// Adds `charge` to the session row `session_id` (which the same write
-/// created or updated) and to its owner's day row: part of the caller's
-/// write, so of its atomic step.
-pub(super) fn charge_session(
-    conn: &Connection,
-    session_id: &str,
-    owner: &str,
-    charge: &Charge,
-) -> rusqlite::Result<()> {
-    let add = charge.totals().fields().map(|(_, v)| v);
-    conn.prepare_cached(&CHARGE_SESSION)?.execute(params_from_iter(
-        std::iter::once(Value::from(session_id.to_string())).chain(add.into_iter().map(Value::from)),
-    ))?;
-    charge_day(conn, owner, charge)
+/// Adds `charge` to `owner`'s row for its day and model, creating it, as
+/// part of the caller's write: deferred to the end of the writer's group
+/// commit when there is one (see the module's doc), else upserted now.
+pub(super) fn charge_day(conn: &Connection, owner: &str, charge: &Charge) -> rusqlite::Result<()> {
+    let day = DayKey {
+        owner: owner.to_string(),
+        day: charge.day.clone(),
+        model: charge.model.clone(),
+    };
+    match super::writer::defer_day_charge(day, charge.totals()) {
+        None => Ok(()),
+        Some((day, totals)) => upsert_day(conn, &day, &totals),
+    }
 }
 
-/// Adds `charge` to `owner`'s row for its day and model, creating it: one
-/// upsert, part of the caller's write.
-pub(super) fn charge_day(conn: &Connection, owner: &str, charge: &Charge) -> rusqlite::Result<()> {
-    let add = charge.totals().fields().map(|(_, v)| v);
-    let keys = [owner, &charge.day, &charge.model].map(|key| Value::from(key.to_string()));
+/// Which day row a charge adds to.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(super) struct DayKey {
+    pub(super) owner: String,
+    pub(super) day: String,
+    pub(super) model: String,
+}
+
+/// One upsert of a day row: the sum of a batch's charges to it.
+pub(super) fn upsert_day(conn: &Connection, day: &DayKey, totals: &Totals) -> rusqlite::Result<()> {
+    let add = totals.fields().map(|(_, v)| v);
+    let keys = [&day.owner, &day.day, &day.model].map(|key| Value::from(key.clone()));
     conn.prepare_cached(&CHARGE_DAY)?.execute(params_from_iter(
         keys.into_iter().chain(add.into_iter().map(Value::from)),
     ))?;

@@ -177,6 +177,13 @@ const MIGRATIONS: &[&str] = &[
         unpriced_calls INTEGER NOT NULL DEFAULT 0,
         PRIMARY KEY (owner, day, model)
     ) WITHOUT ROWID;",
+    // 9: what a task runs (an agent run, or a chat batch queued with
+    // `"async": true`, whose request is its `input`, as JSON text), and the
+    // model a queued agent run asked for. Tasks stored before are agent
+    // runs routed by the rules.
+    "ALTER TABLE tasks ADD COLUMN kind TEXT NOT NULL DEFAULT 'agent';
+    ALTER TABLE tasks ADD COLUMN model TEXT;
+    ALTER TABLE tasks ADD COLUMN input TEXT;",
 ];
 
 pub struct SqliteStore {
@@ -519,6 +526,11 @@ mod tests {
         assert_eq!(
             old.owner, "anonymous",
             "migration 4: a task from before owners is anonymous's"
+        );
+        assert_eq!(
+            (old.kind, old.model, old.input),
+            (crate::store::TaskKind::Agent, None, None),
+            "migration 9: a task from before kinds is an agent run routed by the rules"
         );
         assert_eq!(store.runnable(SystemTime::now(), 10).await.expect("runnable"), ["old"]);
         let claim = store

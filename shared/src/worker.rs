@@ -28,7 +28,9 @@ use crate::delivery::Delivery;
 use crate::http::Metrics;
 use crate::llm::ModelError;
 use crate::llm::routed::Models;
-use crate::store::{Charge, Claim, Finished, StoreError, TaskEvent, TaskRecord, TaskState, TaskStatus, TaskStore};
+use crate::store::{
+    Charge, Claim, Finished, StoreError, TaskEvent, TaskKind, TaskRecord, TaskState, TaskStatus, TaskStore,
+};
 use crate::task::AgentResponse;
 use crate::tools::Registry;
 
@@ -61,8 +63,11 @@ pub struct Swept {
 }
 
 pub struct Worker {
-    /// Each task's model is routed by its text (a queued task names none).
+    /// Each agent task's model: the one it asked for, else routed by its
+    /// text.
     models: Arc<Models>,
+    /// A chat batch's turns, as the chat function runs them.
+    chat: crate::chat::Chat,
     tools: Registry,
     tasks: Arc<dyn TaskStore>,
     metrics: Metrics,
@@ -78,6 +83,7 @@ impl Worker {
         Worker {
             callbacks: Callbacks::new(&settings, &app.metrics, app.stores.tasks.clone()),
             models: app.models.clone(),
+            chat: crate::chat::Chat::new(app),
             tools,
             tasks: app.stores.tasks.clone(),
             metrics: app.metrics.clone(),
@@ -185,15 +191,27 @@ impl Worker {
     }
 
     async fn run(&self, task: TaskRecord) -> Disposition {
+        if task.kind == TaskKind::ChatBatch {
+            return self.run_batch(task).await;
+        }
         let task_id = task.task_id.clone();
         let attempt = task.attempts;
 
         // Steps are stored as they complete, by a writer beside the loop,
         // so a slow store does not slow the agent.
         let (steps_tx, mut steps_rx) = tokio::sync::mpsc::unbounded_channel::<Step>();
-        // The task's model, routed by its text; what the run's calls spent,
-        // for a failed outcome to count.
-        let model = self.models.by_rules(&task.task, self.tools.names().len());
+        // The task's model: the one it asked for, else routed by its text;
+        // what the run's calls spent, for a failed outcome to count.
+        let tools = self.tools.names().len();
+        let model = match &task.model {
+            None => self.models.by_rules(&task.task, tools),
+            Some(asked) => match self.models.route(&task.task, tools, Some(asked)) {
+                Ok(route) => self.models.routed(&route),
+                // Checked when it was submitted: refused now only when the
+                // allow-list changed since, which no attempt will undo.
+                Err(refused) => return self.fail(&task, &refused.to_string(), None).await,
+            },
+        };
         let tally = crate::task::Tally::new(&model);
         let agent_run = async {
             let on_step = move |step: &Step| {
@@ -249,6 +267,41 @@ impl Worker {
                 self.fail(&task, &message, tally.charge()).await
             }
         }
+    }
+
+    /// Runs a queued chat batch (`TaskKind::ChatBatch`): its items as the
+    /// synchronous `POST /api/v1/chat/batch` runs them (`chat::batch::run`,
+    /// under the task owner's sessions), its result the answer that call
+    /// gives. Its items were counted against the rate limit when it was
+    /// submitted, and each turn's spend is counted in the write that
+    /// stores the turn, so the outcome counts nothing more. A bad item is
+    /// an error in its result, not a failed task.
+    async fn run_batch(&self, task: TaskRecord) -> Disposition {
+        let task_id = task.task_id.clone();
+        let attempt = task.attempts;
+        let request = task
+            .input
+            .clone()
+            .and_then(|input| serde_json::from_value::<crate::chat::batch::BatchRequest>(input).ok());
+        let Some(request) = request else {
+            return self
+                .fail(&task, "the stored chat batch cannot be read; submit it again", None)
+                .await;
+        };
+        let concurrency = match crate::chat::batch::check(&request) {
+            Ok(concurrency) => concurrency,
+            Err(err) => return self.fail(&task, &err.message, None).await,
+        };
+        let work = crate::chat::batch::run(&self.chat, &task.owner, None, request.requests, concurrency);
+        let response = tokio::select! {
+            response = work => response,
+            () = self.keep_claim(&task_id, attempt) => {
+                tracing::warn!(task_id = %task_id, attempt, "the batch's claim was lost (cancelled or taken over) while it ran; stopped");
+                return self.settle(&task_id, format!("task {task_id} is no longer this delivery's to run")).await;
+            }
+        };
+        let result = serde_json::to_value(&response).unwrap_or_default();
+        self.finish(&task, Finished::Completed(result), None).await
     }
 
     /// Renews the lease every third of it; returns only when the claim is

@@ -176,9 +176,14 @@ fn routes(app: &App, state: AgentState) -> Api {
             "/api/v1/tasks/{id}/events",
             get(task_events),
             [task_errors(
-                Operation::get("task_events", "a task's progress: status, step and done events").event_stream(
+                Operation::get(
+                    "task_events",
+                    "a task's progress: status, step or item, and done events",
+                )
+                .event_stream(
                     200,
-                    "`status`, one `step` per completed step, then `done` with the task",
+                    "`status`, one `step` per completed step (or `item` per finished item of a chat batch), \
+                     then `done` with the task",
                     &task::PROGRESS_EVENTS,
                     true,
                 ),

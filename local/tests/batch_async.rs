@@ -5,7 +5,10 @@
 
 use std::time::{Duration, Instant};
 
+use agent_core::delivery::Delivery;
+use agent_core::store::{TaskEvent, TaskKind, TaskRecord, TaskState};
 use agent_core::testing::{CallbackReceiver, TestApp, TestServer};
+use agent_core::worker::{Disposition, Worker};
 use serde_json::{Value, json};
 
 const SECRET: &str = "batch-webhook-secret";
@@ -143,6 +146,18 @@ async fn an_async_batch_is_a_task_that_ends_with_the_synchronous_answer() {
     let (last, done) = events.last().expect("an event");
     assert_eq!(last, "done", "{text}");
     assert_eq!(done["result"], task["result"]);
+    // One `item` event per item, with its result as the answer lists it.
+    let mut items: Vec<&Value> = events
+        .iter()
+        .filter(|(name, _)| name == "item")
+        .map(|(_, data)| data)
+        .collect();
+    assert_eq!(items.len(), 5, "{text}");
+    items.sort_by_key(|item| item["result"]["index"].as_u64());
+    for (i, item) in items.iter().enumerate() {
+        assert_eq!((&item["type"], &item["attempt"]), (&json!("item"), &json!(1)), "{item}");
+        assert_eq!(item["result"], results[i], "{item}");
+    }
 
     // One signed callback with the finished task.
     let started = Instant::now();
@@ -225,4 +240,68 @@ async fn an_async_batch_counts_every_item_when_it_is_submitted() {
     assert_eq!(status, 429, "{answer}");
     let (_, tasks) = local.send("", "/api/v1/tasks", None).await;
     assert_eq!(tasks["tasks"].as_array().map(Vec::len), Some(1), "{tasks}");
+}
+
+/// A batch whose worker died mid-way is run again by the redelivery from
+/// what its first attempt recorded: an item with a result (an `item`
+/// event) is not run again, so its turn is not stored twice; the others
+/// run, and the task ends with every result.
+#[tokio::test]
+async fn a_redelivered_batch_keeps_what_its_first_attempt_recorded() {
+    let app = TestApp::start("local", &[]).await;
+    let tasks = app.stores.tasks.clone();
+    let batch = TaskRecord {
+        kind: TaskKind::ChatBatch,
+        state: TaskState::Running,
+        attempts: 1,
+        delivery_id: Some("first".into()),
+        // The first attempt's worker died: its lease has passed.
+        lease_until: Some(std::time::SystemTime::now() - Duration::from_secs(60)),
+        input: Some(json!({"requests": [
+            {"message": "one", "session_id": "resumed"},
+            {"message": "two", "session_id": "resumed"},
+        ]})),
+        ..TaskRecord::queued("resumed-batch", "anonymous", "chat batch of 2 requests", "", 0)
+    };
+    tasks.create(&batch).await.expect("create");
+    let recorded = json!({"index": 0, "error": {"code": "upstream_error", "message": "recorded by attempt 1"}});
+    tasks
+        .add_event(
+            "resumed-batch",
+            &TaskEvent {
+                attempt: 1,
+                index: 0,
+                data: json!({"type": "item", "result": recorded}),
+                created_at: String::new(),
+            },
+        )
+        .await
+        .expect("event");
+
+    let tools = agent_core::tools::registry(&app.settings.tools, &app.stores).expect("tools");
+    let worker = Worker::new(&app, tools);
+    let delivery = Delivery {
+        task_id: "resumed-batch".into(),
+        message_id: "second".into(),
+        delivery_attempt: None,
+        subscription: None,
+    };
+    assert!(matches!(worker.deliver(&delivery).await, Disposition::Done(_)));
+
+    let task = tasks.get("resumed-batch").await.expect("get").expect("stored");
+    assert_eq!(task.attempts, 2, "{task:?}");
+    let view = serde_json::to_value(agent_core::task::TaskView::from(task)).expect("json");
+    assert_eq!(view["status"], "completed", "{view}");
+    let results = view["result"]["results"].as_array().expect("results");
+    assert_eq!(results[0], recorded, "kept, not run again");
+    assert_eq!(results[1]["session_id"], "resumed", "{view}");
+    assert_eq!(view["result"]["usage"]["model_calls"], 1, "{view}");
+    let key = agent_core::owned::session_key("anonymous", "resumed");
+    let stored = app.stores.sessions.messages_page(&key, 0, 10).await.expect("page");
+    let said: Vec<&str> = stored.items.iter().map(|m| m.content.as_str()).collect();
+    assert_eq!(said.len(), 2, "one turn, the second item's: {said:?}");
+    assert_eq!(said[0], "two");
+    let events = tasks.events("resumed-batch", Some((1, 0)), 10).await.expect("events");
+    assert_eq!(events.len(), 1, "the second attempt recorded its one item");
+    assert_eq!(events[0].data["result"]["index"], 1);
 }

@@ -362,7 +362,8 @@ const MAX_READ_FAILURES: u32 = 40;
 
 /// The events of a task as server-sent events: `status` when it changes
 /// (`queued`, `running`), one `step` per completed step (id
-/// `ATTEMPT-INDEX`, data: the step with its `attempt` and `index`), then
+/// `ATTEMPT-INDEX`, data: the step with its `attempt` and `index`), or for
+/// a chat batch one `item` per finished item (its result), then
 /// `done` with the task's JSON once it is `completed`, `failed` or
 /// `cancelled`, and the stream ends. `after` resumes after a `Last-Event-ID`.
 pub fn progress(
@@ -501,10 +502,26 @@ pub struct StepEvent {
     index: u32,
 }
 
+/// The `data` of an `item` event: a queued chat batch's item result, as
+/// the batch's answer lists it, with where the event sits in the task.
+/// Written from the stored event (see `step_event`); this type documents it.
+#[derive(schemars::JsonSchema)]
+#[allow(dead_code)]
+pub struct ItemEvent {
+    /// `item`.
+    r#type: String,
+    result: crate::chat::batch::BatchResult,
+    /// The attempt that ran the item (more than 1 after a redelivery).
+    attempt: u32,
+    /// The event's place in its attempt (the order items finished), from 0.
+    index: u32,
+}
+
 /// What a task's progress stream sends, for its documentation.
-pub const PROGRESS_EVENTS: [crate::http::Event; 4] = [
+pub const PROGRESS_EVENTS: [crate::http::Event; 5] = [
     crate::http::Event::json::<StatusEvent>("status"),
     crate::http::Event::json::<StepEvent>("step"),
+    crate::http::Event::json::<ItemEvent>("item"),
     crate::http::Event::json::<TaskView>("done"),
     crate::http::Event::error(),
 ];
@@ -515,7 +532,14 @@ fn step_event(event: TaskEvent) -> Event {
         map.insert("attempt".into(), event.attempt.into());
         map.insert("index".into(), event.index.into());
     }
-    sse::json("step", &data).id(format!("{}-{}", event.attempt, event.index))
+    // A chat batch's item results are `item` events; an agent run's steps
+    // are `step` events.
+    let name = if data["type"] == crate::worker::ITEM_EVENT {
+        "item"
+    } else {
+        "step"
+    };
+    sse::json(name, &data).id(format!("{}-{}", event.attempt, event.index))
 }
 
 #[cfg(test)]

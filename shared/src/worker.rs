@@ -23,6 +23,7 @@ use async_trait::async_trait;
 use crate::App;
 use crate::agent::{Checkpoint, Interrupted, RunError, Step};
 use crate::callback::{Callbacks, Settled};
+use crate::chat::batch::BatchResult;
 use crate::config::TaskSettings;
 use crate::delivery::Delivery;
 use crate::http::Metrics;
@@ -292,7 +293,49 @@ impl Worker {
             Ok(concurrency) => concurrency,
             Err(err) => return self.fail(&task, &err.message, None).await,
         };
-        let work = crate::chat::batch::run(&self.chat, &task.owner, None, request.requests, concurrency);
+        // What an earlier attempt recorded is kept, not run again: its
+        // turns are stored already.
+        let known = match self.known_items(&task_id, attempt).await {
+            Ok(known) => known,
+            Err(err) => {
+                let _ = self.tasks.release(&task_id, attempt).await;
+                return store_retry(&err);
+            }
+        };
+        // Each item's result is stored as an `item` event as it is ready,
+        // by a writer beside the batch, as an agent run's steps are.
+        let (items_tx, mut items_rx) = tokio::sync::mpsc::unbounded_channel::<BatchResult>();
+        let batch = async {
+            let on_item = move |result: &BatchResult| {
+                let _ = items_tx.send(result.clone());
+            };
+            crate::chat::batch::run_resuming(
+                &self.chat,
+                &task.owner,
+                None,
+                request.requests,
+                concurrency,
+                known,
+                &on_item,
+            )
+            .await
+        };
+        let record_items = async {
+            let mut index = 0;
+            while let Some(result) = items_rx.recv().await {
+                let event = TaskEvent {
+                    attempt,
+                    index,
+                    data: serde_json::json!({"type": ITEM_EVENT, "result": result}),
+                    created_at: String::new(),
+                };
+                if let Err(err) = self.tasks.add_event(&task_id, &event).await {
+                    tracing::warn!(%err, task_id = %task_id, "a batch item's result could not be stored");
+                }
+                index += 1;
+            }
+        };
+        let work = async { tokio::join!(batch, record_items).0 };
         let response = tokio::select! {
             response = work => response,
             () = self.keep_claim(&task_id, attempt) => {
@@ -302,6 +345,30 @@ impl Worker {
         };
         let result = serde_json::to_value(&response).unwrap_or_default();
         self.finish(&task, Finished::Completed(result), None).await
+    }
+
+    /// The item results earlier attempts of a batch recorded (`item`
+    /// events), by item: the last one recorded for each.
+    async fn known_items(&self, task_id: &str, attempt: u32) -> Result<Vec<BatchResult>, StoreError> {
+        const PAGE: usize = 100;
+        let mut known = std::collections::BTreeMap::new();
+        let mut after = None;
+        loop {
+            let events = self.tasks.events(task_id, after, PAGE).await?;
+            let more = events.len() == PAGE;
+            for event in events {
+                after = Some((event.attempt, event.index));
+                if event.attempt >= attempt || event.data["type"] != ITEM_EVENT {
+                    continue;
+                }
+                if let Ok(result) = serde_json::from_value::<BatchResult>(event.data["result"].clone()) {
+                    known.insert(result.index, result);
+                }
+            }
+            if !more {
+                return Ok(known.into_values().collect());
+            }
+        }
     }
 
     /// Renews the lease every third of it; returns only when the claim is
@@ -479,6 +546,11 @@ impl Worker {
         );
     }
 }
+
+/// The `type` of a task event that holds a chat batch item's result
+/// (`{"type": "item", "result": BatchResult}`); the progress stream sends it
+/// as an `item` event.
+pub const ITEM_EVENT: &str = "item";
 
 /// The fault point between storing a task's outcome and sending its
 /// callback, for [`ABORT_AT_VARIABLE`] (tests only).

@@ -122,9 +122,35 @@ pub async fn run(
     requests: Vec<serde_json::Map<String, serde_json::Value>>,
     concurrency: usize,
 ) -> BatchResponse {
+    run_resuming(chat, owner, budget, requests, concurrency, Vec::new(), &|_| {}).await
+}
+
+/// [`run`], for a queued batch that may have run before: the `known`
+/// results (what an earlier attempt recorded) are kept as they are and
+/// their items not run again, and `on_item` sees each other item's result
+/// as soon as it is ready (the worker records it).
+pub async fn run_resuming(
+    chat: &Chat,
+    owner: &str,
+    budget: Option<RateBudget>,
+    requests: Vec<serde_json::Map<String, serde_json::Value>>,
+    concurrency: usize,
+    known: Vec<BatchResult>,
+    on_item: &(dyn Fn(&BatchResult) + Send + Sync),
+) -> BatchResponse {
+    let total = requests.len();
+    let mut results: Vec<Option<BatchResult>> = (0..total).map(|_| None).collect();
+    for result in known {
+        if let Some(place) = results.get_mut(result.index) {
+            *place = Some(result);
+        }
+    }
     let mut groups: Vec<Vec<(usize, Item)>> = Vec::new();
     let mut by_session: HashMap<String, usize> = HashMap::new();
     for (index, request) in requests.into_iter().enumerate() {
+        if results[index].is_some() {
+            continue;
+        }
         let item = serde_json::from_value::<ChatRequest>(serde_json::Value::Object(request))
             .map_err(|err| ApiError::invalid_argument(format!("this item is not a valid chat request: {err}")));
         match item.as_ref().ok().and_then(|r| r.session_id.clone()) {
@@ -138,12 +164,10 @@ pub async fn run(
             None => groups.push(vec![(index, item)]),
         }
     }
-    let items = groups.iter().map(Vec::len).sum();
     // The batch's own admission by the rate-limit layer counts for the
     // first item to run; each other item is counted when it runs.
     let first = AtomicBool::new(true);
     let (budget, first) = (&budget, &first);
-    let mut results: Vec<Option<BatchResult>> = (0..items).map(|_| None).collect();
     let mut runs = futures_util::stream::iter(groups)
         .map(|group| {
             async move {
@@ -158,7 +182,7 @@ pub async fn run(
                             Err(err) => Err(err),
                         },
                     };
-                    done.push(match outcome {
+                    let result = match outcome {
                         Ok(answer) => BatchResult {
                             index,
                             answer: Some(answer),
@@ -169,7 +193,9 @@ pub async fn run(
                             answer: None,
                             error: Some(err.into()),
                         },
-                    });
+                    };
+                    on_item(&result);
+                    done.push(result);
                 }
                 done
             }

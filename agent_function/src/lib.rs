@@ -335,7 +335,7 @@ async fn find(state: &AgentState, principal: &Principal, id: &str) -> Result<Tas
     let found = state.tasks.get(id).await?;
     found.filter(|task| owned::owns(principal, &task.owner)).ok_or_else(|| {
         ApiError::not_found(format!(
-            "there is no task {id:?}; task ids are returned by POST /api/v1/agent"
+            "there is no task {id:?}; task ids are returned by POST /api/v1/agent (and by POST /api/v1/chat/batch with async)"
         ))
     })
 }
@@ -380,7 +380,7 @@ async fn cancel(state: &AgentState, id: &str) -> Result<TaskView, ApiError> {
         ))),
         // Removed (a TTL policy) since `find` read it.
         Cancel::NotFound => Err(ApiError::not_found(format!(
-            "there is no task {id:?}; task ids are returned by POST /api/v1/agent"
+            "there is no task {id:?}; task ids are returned by POST /api/v1/agent (and by POST /api/v1/chat/batch with async)"
         ))),
     }
 }

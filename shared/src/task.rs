@@ -116,7 +116,8 @@ pub fn validate_id(field: &str, id: &str) -> Result<(), ApiError> {
     }
     Err(ApiError::invalid_argument(format!(
         "{field} is not valid: task ids are UUIDs such as 0b7c6f1e-3f1a-4c2e-9d7a-5e2f8a1b4c3d, \
-         made by POST /api/v1/agent; use the task_id from its 202 answer (or the end of its status_url)"
+         made by POST /api/v1/agent (or POST /api/v1/chat/batch with async); use the task_id from its \
+         202 answer (or the end of its status_url)"
     )))
 }
 

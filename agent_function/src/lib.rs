@@ -21,14 +21,14 @@ use agent_core::http::{Api, ApiError, ApiJson, Operation, Routes, detached};
 use agent_core::llm::Model;
 use agent_core::llm::routed::{Models, Routed};
 use agent_core::queue::Queue;
-use agent_core::store::{CallbackOutcome, Cancel, Charge, Finished, TaskRecord, TaskState, TaskStatus, TaskStore};
+use agent_core::store::{Cancel, Charge, Finished, TaskRecord, TaskState, TaskStore};
 use agent_core::task;
-pub use agent_core::task::{AgentResponse, TaskView};
+pub use agent_core::task::{Accepted, AgentResponse, TaskView};
 use agent_core::tools::Registry;
-use agent_core::{App, outbound_url, owned, session};
+use agent_core::{App, owned, session};
 use axum::Router;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use schemars::JsonSchema;
@@ -61,28 +61,14 @@ pub struct AgentRequest {
     #[serde(default)]
     pub system_instruction: Option<String>,
     /// `fast`, `strong`, or a model name from the allow-list (see
-    /// `GET /api/v1/models`); routed by the rules when omitted. Synchronous
-    /// runs only: a queued task is routed by the rules.
+    /// `GET /api/v1/models`); routed by the rules when omitted. A queued
+    /// task keeps it and runs on it.
     #[serde(default)]
     pub model: Option<String>,
     /// `false`: this run's model calls skip the response cache (`CACHE`).
     /// Tools always run; only model calls are ever cached.
     #[serde(default)]
     pub cache: Option<bool>,
-}
-
-/// The 202 answer to an asynchronous `POST /api/v1/agent`.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
-pub struct Accepted {
-    pub task_id: String,
-    pub status: TaskStatus,
-    pub session_id: String,
-    /// Where to read the task (also the `Location` header).
-    pub status_url: String,
-    /// Where to follow its progress as server-sent events.
-    pub events_url: String,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub warnings: Vec<String>,
 }
 
 #[derive(Clone)]
@@ -199,9 +185,14 @@ fn routes(app: &App, state: AgentState) -> Api {
             "/api/v1/tasks/{id}/events",
             get(task_events),
             [task_errors(
-                Operation::get("task_events", "a task's progress: status, step and done events").event_stream(
+                Operation::get(
+                    "task_events",
+                    "a task's progress: status, step or item, and done events",
+                )
+                .event_stream(
                     200,
-                    "`status`, one `step` per completed step, then `done` with the task",
+                    "`status`, one `step` per completed step (or `item` per finished item of a chat batch), \
+                     then `done` with the task",
                     &task::PROGRESS_EVENTS,
                     true,
                 ),
@@ -249,12 +240,6 @@ pub async fn run_agent(
             "max_steps must be at least 1; omit it for the default of 10",
         ));
     }
-    if body.run_async && body.model.is_some() {
-        return Err(ApiError::invalid_argument(
-            "model is only used by synchronous runs (a queued task is routed by the rules): omit model, \
-             or omit \"async\": true",
-        ));
-    }
     // Routed once for the whole run, before anything is stored: a model the
     // client may not pick is a 400 that names those it may.
     let route = state
@@ -276,7 +261,9 @@ pub async fn run_agent(
             Some(url) => Some(check_callback(&state, &url)?),
             None => None,
         };
-        return submit(&state, task, warnings).await;
+        // Checked above with the run's route; the worker routes it the same way.
+        task.model = body.model;
+        return task::submit(state.tasks.as_ref(), state.queue.as_ref(), task, warnings).await;
     }
     if body.callback_url.is_some() {
         return Err(ApiError::invalid_argument(
@@ -289,62 +276,7 @@ pub async fn run_agent(
 }
 
 fn check_callback(state: &AgentState, url: &str) -> Result<String, ApiError> {
-    let url = outbound_url::validate_url(url, state.allow_loopback_callbacks)
-        .map_err(|why| ApiError::invalid_argument(format!("callback_url is not usable: {why}")))?;
-    if !state.callbacks_enabled {
-        return Err(ApiError::invalid_argument(
-            "callback_url cannot be used here: this deployment has no WEBHOOK_SECRET to sign callbacks with; \
-             poll status_url or follow events_url instead",
-        ));
-    }
-    Ok(url.to_string())
-}
-
-/// Stores the task as `queued` and publishes it; the 202 goes out only once
-/// the queue holds it. A failed publish fails the task, so none is left
-/// queued with no message to run it.
-async fn submit(state: &AgentState, task: TaskRecord, warnings: Vec<String>) -> Result<Response, ApiError> {
-    state.tasks.create(&task).await?;
-    if let Err(err) = state.queue.publish(&task.task_id).await {
-        tracing::error!(%err, task_id = %task.task_id, "the task could not be queued; it is marked failed");
-        let message = format!(
-            "task {} could not be queued ({err}); it is marked failed, submit it again",
-            task.task_id
-        );
-        if let Err(store_err) = state
-            .tasks
-            .finish(&task.task_id, 0, &Finished::Failed(message.clone()))
-            .await
-        {
-            tracing::error!(%store_err, task_id = %task.task_id, "the unqueued task could not be marked failed");
-        } else if task.callback_url.is_some() {
-            // Finishing owed a callback, but this answer is the client's
-            // news: a task it was never told was accepted calls back
-            // nothing. Settled under attempt 0, before any was leased.
-            let waived = CallbackOutcome::Failed(
-                "not sent: the task could not be queued, which the submission's 503 said".into(),
-            );
-            if let Err(store_err) = state.tasks.settle_callback(&task.task_id, 0, &waived).await {
-                tracing::warn!(%store_err, task_id = %task.task_id, "the unqueued task's callback could not be waived");
-            }
-        }
-        return Err(ApiError::unavailable(message, std::time::Duration::from_secs(5)));
-    }
-    let status_url = format!("/api/v1/tasks/{}", task.task_id);
-    let accepted = Accepted {
-        events_url: format!("{status_url}/events"),
-        status_url,
-        task_id: task.task_id,
-        status: TaskStatus::Queued,
-        session_id: task.session_id,
-        warnings,
-    };
-    // A uuid makes a valid header value; the header is only a convenience.
-    let mut response = (StatusCode::ACCEPTED, axum::Json(&accepted)).into_response();
-    if let Ok(location) = HeaderValue::from_str(&accepted.status_url) {
-        response.headers_mut().insert(header::LOCATION, location);
-    }
-    Ok(response)
+    task::check_callback(url, state.allow_loopback_callbacks, state.callbacks_enabled)
 }
 
 /// Runs the task in this request. It is stored as `running` (first attempt,
@@ -413,7 +345,7 @@ async fn find(state: &AgentState, principal: &Principal, id: &str) -> Result<Tas
     let found = state.tasks.get(id).await?;
     found.filter(|task| owned::owns(principal, &task.owner)).ok_or_else(|| {
         ApiError::not_found(format!(
-            "there is no task {id:?}; task ids are returned by POST /api/v1/agent"
+            "there is no task {id:?}; task ids are returned by POST /api/v1/agent (and by POST /api/v1/chat/batch with async)"
         ))
     })
 }
@@ -458,7 +390,7 @@ async fn cancel(state: &AgentState, id: &str) -> Result<TaskView, ApiError> {
         ))),
         // Removed (a TTL policy) since `find` read it.
         Cancel::NotFound => Err(ApiError::not_found(format!(
-            "there is no task {id:?}; task ids are returned by POST /api/v1/agent"
+            "there is no task {id:?}; task ids are returned by POST /api/v1/agent (and by POST /api/v1/chat/batch with async)"
         ))),
     }
 }
@@ -527,6 +459,7 @@ pub async fn task_events(
 mod tests {
     use std::time::Duration;
 
+    use agent_core::store::TaskStatus;
     use agent_core::testing::{GatedModel, TestApp};
 
     use super::*;

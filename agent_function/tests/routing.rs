@@ -51,16 +51,17 @@ async fn a_run_routed_to_a_failing_strong_tier_is_answered_by_the_fast_one() {
 }
 
 #[tokio::test]
-async fn an_unlisted_model_is_a_400_and_async_runs_take_none() {
+async fn an_unlisted_model_is_a_400_queued_or_not() {
     let agent = Agent::start(&[]).await;
     let response = agent.post(json!({"task": "hola", "model": "gpt-5"})).await;
     let (message, _) = error_envelope(response, 400, "invalid_argument").await;
     assert!(message.contains("use one of: fast, strong, offline"), "{message}");
+    // The same 400 for a queued task, before anything is stored or queued.
     let response = agent
-        .post(json!({"task": "hola", "model": "fast", "async": true}))
+        .post(json!({"task": "hola", "model": "gpt-5", "async": true}))
         .await;
-    let (message, _) = error_envelope(response, 400, "invalid_argument").await;
-    assert!(message.contains("synchronous"), "{message}");
+    let (queued_message, _) = error_envelope(response, 400, "invalid_argument").await;
+    assert_eq!(queued_message, message);
     assert!(
         agent.get("/api/v1/tasks").await["tasks"]
             .as_array()
@@ -78,6 +79,44 @@ async fn an_unlisted_model_is_a_400_and_async_runs_take_none() {
     assert!(answer.get("fallback_from").is_none(), "{answer}");
     let models = agent.get("/api/v1/models").await;
     assert_eq!(models["provider"], "offline");
+}
+
+/// A queued task keeps the model it asked for and the worker runs it on
+/// that one: routed by the rules, this task would go to the fast tier.
+#[tokio::test]
+async fn a_queued_task_runs_on_the_model_it_asked_for() {
+    let agent = Agent::start(&[("MODEL_ROUTING", "auto")]).await;
+    let response = agent
+        .post(json!({"task": "hola", "model": "strong", "async": true}))
+        .await;
+    assert_eq!(response.status(), 202);
+    let accepted: Value = response.json().await.expect("json");
+    let id = accepted["task_id"].as_str().expect("task_id").to_string();
+    let (task, _) = agent.wait_finished(&id).await;
+    assert_eq!(task["status"], "completed", "{task}");
+    assert_eq!(
+        (&task["kind"], &task["model"]),
+        (&json!("agent"), &json!("strong")),
+        "{task}"
+    );
+    assert_eq!(
+        task["result"]["route"],
+        json!({"tier": "strong", "reason": "requested"}),
+        "{task}"
+    );
+
+    // Without a model, the same task is routed by the rules: fast.
+    let accepted: Value = agent
+        .post(json!({"task": "hola", "async": true}))
+        .await
+        .json()
+        .await
+        .expect("json");
+    let (task, _) = agent
+        .wait_finished(accepted["task_id"].as_str().expect("task_id"))
+        .await;
+    assert_eq!(task["result"]["route"]["tier"], "fast", "{task}");
+    assert!(task.get("model").is_none(), "{task}");
 }
 
 #[tokio::test]

@@ -505,3 +505,56 @@ async fn a_malformed_message_is_acknowledged_counted_and_not_redelivered() {
     let id = rig.submit("malformed task 0").await;
     assert_eq!(rig.wait_finished(&[id]).await[0]["status"], "completed");
 }
+
+/// A chat batch with `"async": true`, submitted to `chat_function` (in
+/// process, on the agent's app: the same Firestore project and topic), is
+/// delivered by Pub/Sub to the worker process like an agent task: run once,
+/// its result the synchronous batch's answer, its callback signed.
+#[tokio::test]
+#[ignore = "needs the Firestore and Pub/Sub emulators: run ./scripts/test.sh"]
+async fn an_async_chat_batch_runs_once_through_pubsub() {
+    let rig = Rig::start("batch", None, "60").await;
+    let chat = TestServer::start(chat_function::router(&rig._agent_app)).await;
+    let response = rig
+        .http
+        .post(format!("{}/api/v1/chat/batch", chat.url))
+        .json(&json!({
+            "requests": [
+                {"message": "batch first", "session_id": "batch-notes"},
+                {"message": "  "},
+                {"message": "batch second", "session_id": "batch-notes"},
+                {"message": "batch alone"},
+            ],
+            "async": true,
+            "callback_url": format!("{}/hook", rig.hooks_server.url),
+        }))
+        .send()
+        .await
+        .expect("submit");
+    assert_eq!(response.status(), 202);
+    let accepted: Value = response.json().await.expect("json");
+    let id = accepted["task_id"].as_str().expect("task_id").to_string();
+    let task = rig.wait_finished(std::slice::from_ref(&id)).await.remove(0);
+    assert_eq!(
+        (&task["status"], &task["kind"]),
+        (&json!("completed"), &json!("chat_batch")),
+        "{task}"
+    );
+    assert_eq!(task["attempts"], 1, "{task}");
+    let results = task["result"]["results"].as_array().expect("results");
+    assert_eq!(results.len(), 4, "{task}");
+    assert_eq!(results[1]["error"]["code"], "invalid_argument", "{task}");
+    // The double answers with the first message it is sent: the session's
+    // second turn carries the first in its history.
+    assert_eq!(results[0]["response"], "done: batch first");
+    assert_eq!(results[2]["response"], "done: batch first");
+    assert_eq!(results[3]["response"], "done: batch alone");
+    assert_eq!(task["result"]["usage"]["model_calls"], 3, "{task}");
+    assert_eq!(rig.model.calls("batch first"), 2, "each turn of the session once");
+    assert_eq!(rig.model.calls("batch alone"), 1);
+
+    rig.wait_callbacks(&[id.as_str()]).await;
+    let hooks = rig.hooks.for_task(&id);
+    assert_eq!(hooks.len(), 1, "one signed callback");
+    assert_eq!(hooks[0]["result"], task["result"]);
+}

@@ -3,222 +3,134 @@
 //! Items run concurrently under a bound, each counted against the caller's
 //! chat rate limit as a request of its own (the batch's own admission is
 //! the first item's), and items that name the same session run one after
-//! another in the batch's order, so their turns never interleave: each sees
-//! the one before it in its history. One bad item never fails the others:
-//! its result carries the error envelope's `{code, message}` instead of an
-//! answer, whether it is a chat request the single route would refuse or
-//! an object that is no chat request at all (so the document gives items
-//! as free-form objects). Only a batch that cannot be read at all is a 400.
+//! another in the batch's order (`agent_core::chat::batch`, which the
+//! worker runs too). One bad item never fails the others; only a batch that
+//! cannot be read at all is a 400.
 //!
 //! The batch runs detached from its request, as a single turn does: once a
 //! model call has started, its turn is stored whether or not the client
 //! stayed.
-
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+//!
+//! With `"async": true` the batch is a task instead, owned by the caller:
+//! checked as a synchronous batch is (a 400 queues nothing), its items
+//! counted against the rate limit at once, stored `queued` and published as
+//! an agent task is (`agent_core::task::submit`), answered 202 with its
+//! status URL. The worker runs it once in effect; its result is the answer
+//! the synchronous call gives, read with `GET /api/v1/tasks/{id}`, followed
+//! with `.../events`, and POSTed to its `callback_url` if it has one.
 
 use agent_core::auth::Principal;
+use agent_core::chat::batch::{self, BatchRequest, BatchResponse};
 use agent_core::http::{ApiError, ApiJson, Operation, RateBudget, detached};
-use agent_core::llm::{Model, Spend};
+use agent_core::store::{TaskKind, TaskRecord};
+use agent_core::task::{self, Accepted};
 use axum::Extension;
 use axum::extract::State;
-use futures_util::StreamExt;
-use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
+use axum::response::{IntoResponse, Response};
 
-use super::{ChatRequest, ChatResponse, ChatState, prepare, store_turn};
-
-/// The most items a batch holds.
-pub const MAX_ITEMS: usize = 100;
-/// Sessions run at once when the batch does not say.
-const DEFAULT_CONCURRENCY: usize = 4;
-/// The most sessions a batch may run at once.
-const MAX_CONCURRENCY: usize = 16;
-
-/// `POST /api/v1/chat/batch`.
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct BatchRequest {
-    /// 1 to 100 chat requests (objects as `POST /api/v1/chat` takes,
-    /// without `stream`), answered in this order; one that is not valid
-    /// gets its error in its result.
-    pub requests: Vec<serde_json::Map<String, serde_json::Value>>,
-    /// How many sessions run at once: 1 to 16, 4 when omitted. Items of one
-    /// session always run one after another.
-    #[serde(default)]
-    pub concurrency: Option<usize>,
-}
-
-/// The answer: one result per item, in the items' order, and what the
-/// whole batch spent.
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
-pub struct BatchResponse {
-    pub results: Vec<BatchResult>,
-    /// The items' usage summed (failed items spent nothing).
-    pub usage: Spend,
-}
-
-/// One item's result: its chat answer, or its error.
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
-pub struct BatchResult {
-    /// The item's place in `requests`, from 0.
-    pub index: usize,
-    #[serde(flatten)]
-    pub answer: Option<ChatResponse>,
-    /// Why this item has no answer (its other items are unaffected).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<ItemError>,
-}
-
-/// The error envelope's body, for one item.
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
-pub struct ItemError {
-    pub code: String,
-    pub message: String,
-}
-
-impl From<ApiError> for ItemError {
-    fn from(err: ApiError) -> ItemError {
-        ItemError {
-            code: err.code.to_string(),
-            message: err.message,
-        }
-    }
-}
+use super::ChatState;
 
 pub(super) fn operation() -> Operation {
     Operation::post(
         "chat_batch",
         "many chat turns at once: concurrent, each counted against the rate limit, \
-         turns of one session in order",
+         turns of one session in order; or queued as a task with async: true",
     )
     .tag("chat")
     .body::<BatchRequest>()
     .json::<BatchResponse>(200, "one result per item, in order: its answer or its error")
-    .error(400, "the batch is not valid: 1 to 100 requests, concurrency 1 to 16")
+    .json_with::<Accepted>(
+        202,
+        "with async: true, the batch is queued as a task; its result will be this same answer",
+        &["Location"],
+    )
+    .error(
+        400,
+        "the batch is not valid: 1 to 100 requests, concurrency 1 to 16, a usable callback_url with async",
+    )
     .error(429, "over the rate limit; retry after Retry-After")
-    .error(503, "the store is unavailable for now; retry after Retry-After")
+    .error(
+        503,
+        "the store (or, with async, the queue) is unavailable for now; retry after Retry-After",
+    )
 }
 
 pub async fn chat_batch(
-    State(state): State<super::ChatState>,
+    State(state): State<ChatState>,
     principal: Principal,
     budget: Option<Extension<RateBudget>>,
     ApiJson(body): ApiJson<BatchRequest>,
-) -> Result<axum::Json<BatchResponse>, ApiError> {
-    let items = body.requests.len();
-    if !(1..=MAX_ITEMS).contains(&items) {
-        return Err(ApiError::invalid_argument(format!(
-            "requests must hold 1 to {MAX_ITEMS} chat requests (it held {items}); split a larger batch"
-        )));
-    }
-    let concurrency = body.concurrency.unwrap_or(DEFAULT_CONCURRENCY);
-    if !(1..=MAX_CONCURRENCY).contains(&concurrency) {
-        return Err(ApiError::invalid_argument(format!(
-            "concurrency must be from 1 to {MAX_CONCURRENCY} (it was {concurrency}); omit it for {DEFAULT_CONCURRENCY}"
-        )));
-    }
+) -> Result<Response, ApiError> {
+    let concurrency = batch::check(&body)?;
     let budget = budget.map(|Extension(budget)| budget);
-    let results = detached::run(move |_| run(state, principal, budget, body.requests, concurrency)).await?;
-    let mut usage = Spend::default();
-    for answer in results.iter().filter_map(|r| r.answer.as_ref()) {
-        usage += answer.usage;
+    if body.run_async {
+        return submit(&state, &principal, budget, body).await;
     }
-    Ok(axum::Json(BatchResponse { results, usage }))
-}
-
-/// The items grouped by session (items without one are groups of their
-/// own, as each starts a new session), the groups run `concurrency` at a
-/// time, each group's items in order.
-async fn run(
-    state: ChatState,
-    principal: Principal,
-    budget: Option<RateBudget>,
-    requests: Vec<serde_json::Map<String, serde_json::Value>>,
-    concurrency: usize,
-) -> Result<Vec<BatchResult>, ApiError> {
-    let mut groups: Vec<Vec<(usize, Item)>> = Vec::new();
-    let mut by_session: HashMap<String, usize> = HashMap::new();
-    for (index, request) in requests.into_iter().enumerate() {
-        let item = serde_json::from_value::<ChatRequest>(serde_json::Value::Object(request))
-            .map_err(|err| ApiError::invalid_argument(format!("this item is not a valid chat request: {err}")));
-        match item.as_ref().ok().and_then(|r| r.session_id.clone()) {
-            Some(id) => match by_session.get(&id) {
-                Some(&group) => groups[group].push((index, item)),
-                None => {
-                    by_session.insert(id, groups.len());
-                    groups.push(vec![(index, item)]);
-                }
-            },
-            None => groups.push(vec![(index, item)]),
-        }
-    }
-    let items = groups.iter().map(Vec::len).sum();
-    // The batch's own admission by the rate-limit layer counts for the
-    // first item to run; each other item is counted when it runs.
-    let first = AtomicBool::new(true);
-    let (state, principal, budget, first) = (&state, &principal, &budget, &first);
-    let mut results: Vec<Option<BatchResult>> = (0..items).map(|_| None).collect();
-    let mut runs = futures_util::stream::iter(groups)
-        .map(|group| {
-            async move {
-                let mut done = Vec::with_capacity(group.len());
-                for (index, request) in group {
-                    // An item that is no chat request costs no place in
-                    // the budget: it is refused before anything is done.
-                    let outcome = match request {
-                        Err(err) => Err(err),
-                        Ok(request) => match admitted(budget, first).await {
-                            Ok(()) => turn(state, principal, request).await,
-                            Err(err) => Err(err),
-                        },
-                    };
-                    done.push(match outcome {
-                        Ok(answer) => BatchResult {
-                            index,
-                            answer: Some(answer),
-                            error: None,
-                        },
-                        Err(err) => BatchResult {
-                            index,
-                            answer: None,
-                            error: Some(err.into()),
-                        },
-                    });
-                }
-                done
-            }
-        })
-        .buffer_unordered(concurrency);
-    while let Some(done) = runs.next().await {
-        for result in done {
-            let index = result.index;
-            results[index] = Some(result);
-        }
-    }
-    Ok(results.into_iter().flatten().collect())
-}
-
-/// An item as read: a chat request, or why it is none.
-type Item = Result<ChatRequest, ApiError>;
-
-/// Counts one item against the rate limit: the first to run has the
-/// batch's own admission, each other one is counted when it runs.
-async fn admitted(budget: &Option<RateBudget>, first: &AtomicBool) -> Result<(), ApiError> {
-    match budget {
-        Some(budget) if !first.swap(false, Ordering::Relaxed) => budget.spend_one().await,
-        _ => Ok(()),
-    }
-}
-
-/// One item: a chat turn as `POST /api/v1/chat` runs it (not streamed).
-async fn turn(state: &ChatState, principal: &Principal, request: ChatRequest) -> Result<ChatResponse, ApiError> {
-    if request.stream {
+    if body.callback_url.is_some() {
         return Err(ApiError::invalid_argument(
-            "stream is not available in a batch: the batch answers once, with every result",
+            "callback_url is only used by asynchronous batches: add \"async\": true, or omit callback_url",
         ));
     }
-    let turn = prepare(state, principal, request).await?;
-    let answer = turn.model.generate(&turn.request).await?;
-    store_turn(state, &turn, &answer).await
+    let chat = state.chat.clone();
+    let answer = detached::run(move |_| async move {
+        Ok::<_, ApiError>(batch::run(&chat, principal.as_str(), budget, body.requests, concurrency).await)
+    })
+    .await?;
+    Ok(axum::Json(answer).into_response())
+}
+
+/// Queues the batch as a task of the caller's. Everything the request can
+/// be refused for is checked first: the callback URL, then the rate limit,
+/// which counts each item but the first (whose place is the request's own
+/// admission) now, as the worker has no caller to count against. A batch
+/// over the limit is a 429 and queues nothing (the places counted before
+/// the refusal stay counted, as a synchronous batch's would).
+async fn submit(
+    state: &ChatState,
+    principal: &Principal,
+    budget: Option<RateBudget>,
+    mut body: BatchRequest,
+) -> Result<Response, ApiError> {
+    let callback_url = match body.callback_url.take() {
+        Some(url) => {
+            let tasks = &state.app.settings.tasks;
+            Some(task::check_callback(
+                &url,
+                tasks.allow_loopback_callbacks,
+                tasks.webhook_secret.is_some(),
+            )?)
+        }
+        None => None,
+    };
+    if let Some(budget) = &budget {
+        for _ in 1..body.requests.len() {
+            budget.spend_one().await?;
+        }
+    }
+    let items = body.requests.len();
+    body.run_async = false;
+    let mut record = TaskRecord::queued(
+        uuid::Uuid::new_v4().to_string(),
+        principal.as_str(),
+        format!("chat batch of {items} request{}", if items == 1 { "" } else { "s" }),
+        "",
+        0,
+    );
+    record.kind = TaskKind::ChatBatch;
+    // A request read from JSON always writes back as JSON.
+    record.input = Some(serde_json::to_value(&body).map_err(|_| ApiError::internal())?);
+    record.callback_url = callback_url;
+    let queue = open_queue(state).await?;
+    task::submit(state.tasks.as_ref(), queue.as_ref(), record, Vec::new()).await
+}
+
+/// The app's task queue, opened by the first asynchronous batch unless the
+/// agent function (in `local`) opened it already.
+async fn open_queue(state: &ChatState) -> Result<std::sync::Arc<dyn agent_core::queue::Queue>, ApiError> {
+    agent_core::queue::shared(&state.app).await.map_err(|err| {
+        ApiError::unavailable(
+            format!("the task queue could not be opened ({err:#}); submit the batch again later"),
+            std::time::Duration::from_secs(5),
+        )
+    })
 }

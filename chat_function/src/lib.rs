@@ -22,15 +22,12 @@ use std::sync::Arc;
 
 use agent_core::App;
 use agent_core::auth::Principal;
-use agent_core::cache::ResponseCache;
-use agent_core::http::json::require_text;
+use agent_core::chat::{Chat, Turn, prepare, store_turn};
 use agent_core::http::paging::{self, PageQuery};
 use agent_core::http::{Api, ApiError, ApiJson, Event, Metrics, Operation, Routes, detached, sse};
-use agent_core::llm::routed::{Models, Routed, Routing};
-use agent_core::llm::routing::{RouteInfo, Tier};
-use agent_core::llm::{Content, Model, ModelRequest, ModelResponse, ModelStream, Role, Spend, StreamEvent};
+use agent_core::llm::{Model, ModelStream, StreamEvent};
 use agent_core::store::usage::UsageView;
-use agent_core::store::{Charge, History, NewMessage, SessionStore, StoredMessage};
+use agent_core::store::{StoredMessage, TaskStore};
 use agent_core::{owned, session};
 use axum::Router;
 use axum::extract::{Path, State};
@@ -39,60 +36,14 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use futures_util::StreamExt;
 use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
-pub use batch::{BatchRequest, BatchResponse, BatchResult, ItemError, MAX_ITEMS};
+pub use agent_core::chat::batch::{BatchRequest, BatchResponse, BatchResult, ItemError, MAX_ITEMS};
+// The chat turn itself (its request, answer, `prepare` and `store_turn`)
+// lives in `agent_core::chat`: the worker runs a queued batch's turns too.
+pub use agent_core::chat::{ChatRequest, ChatResponse};
 
 pub const FUNCTION: &str = "chat_function";
-
-/// `POST /api/v1/chat`.
-#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ChatRequest {
-    /// The user's message (MAX_MESSAGE_CHARS at most).
-    #[schemars(schema_with = "agent_core::http::json::text_schema")]
-    pub message: String,
-    /// Continues this session; a new one is created when omitted. Letters,
-    /// digits, `_`, `.` and `-`.
-    #[serde(default)]
-    #[schemars(schema_with = "agent_core::session::optional_id_schema")]
-    pub session_id: Option<String>,
-    /// Instructions for the model on this turn (not stored in the session).
-    #[serde(default)]
-    pub system_instruction: Option<String>,
-    /// Answer with server-sent events: `delta` events, then `done` or `error`.
-    #[serde(default)]
-    pub stream: bool,
-    /// `fast`, `strong`, or a model name from the allow-list (see
-    /// `GET /api/v1/models`); routed by MODEL_ROUTING when omitted.
-    #[serde(default)]
-    pub model: Option<String>,
-    /// `false`: this turn skips the response cache (`CACHE`): the model
-    /// answers even if the cache holds the answer, and it is not kept.
-    #[serde(default)]
-    pub cache: Option<bool>,
-}
-
-/// The answer to a chat request, and the `data` of a stream's `done` event.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
-pub struct ChatResponse {
-    pub response: String,
-    pub session_id: String,
-    /// Input and output tokens: `usage`'s two totals.
-    pub tokens_used: u64,
-    /// Tokens, model calls and cost of this turn.
-    pub usage: Spend,
-    pub model: String,
-    /// The tier the turn was routed to and why.
-    pub route: RouteInfo,
-    /// The model that failed (after its retries) when another one answered.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub fallback_from: Option<String>,
-    /// The answer came from the response cache: no model call, nothing
-    /// spent (`usage.cache_hits` 1, `usage.saved_usd` what it saved).
-    #[serde(default)]
-    pub cached: bool,
-}
 
 /// The `data` of a stream's `delta` event: the next piece of the answer.
 #[derive(Debug, Clone, Serialize, JsonSchema)]
@@ -136,25 +87,23 @@ pub struct SessionInfo {
 
 #[derive(Clone)]
 pub struct ChatState {
-    /// The tiers: each turn is routed by its message.
-    pub models: Arc<Models>,
-    pub sessions: Arc<dyn SessionStore>,
-    /// The response cache; `None` with `CACHE=off`.
-    pub cache: Option<Arc<ResponseCache>>,
-    pub history_limit: usize,
-    pub max_message_chars: usize,
+    /// The models, the sessions and the limits of a turn.
+    pub chat: Chat,
     pub metrics: Metrics,
+    /// Where a batch with `"async": true` is stored as a task.
+    pub tasks: Arc<dyn TaskStore>,
+    /// The app, for the queue a batch with `"async": true` is published
+    /// to, opened when the first one comes (`agent_core::queue::open`).
+    pub app: App,
 }
 
 impl ChatState {
     pub fn new(app: &App) -> ChatState {
         ChatState {
-            models: app.models.clone(),
-            sessions: app.stores.sessions.clone(),
-            cache: app.cache.clone(),
-            history_limit: app.settings.history_limit,
-            max_message_chars: app.settings.http.max_message_chars,
+            chat: Chat::new(app),
             metrics: app.metrics.clone(),
+            tasks: app.stores.tasks.clone(),
+            app: app.clone(),
         }
     }
 
@@ -257,116 +206,13 @@ fn routes(state: ChatState) -> Api {
         .with_state(state)
 }
 
-/// A validated request, ready for the model.
-struct Turn {
-    session_id: String,
-    /// The session's store key: the caller's own (`owned::session_key`).
-    session_key: String,
-    message: String,
-    request: ModelRequest,
-    /// The history as read, which the append starts from: on Firestore the
-    /// turn's one read serves both.
-    history: History,
-    /// The turn's model: routed by its message, falling back on failure.
-    model: Routed,
-}
-
-async fn prepare(state: &ChatState, principal: &Principal, body: ChatRequest) -> Result<Turn, ApiError> {
-    require_text("message", &body.message, state.max_message_chars)?;
-    if let Some(system) = &body.system_instruction
-        && system.chars().count() > state.max_message_chars
-    {
-        return Err(ApiError::invalid_argument(format!(
-            "system_instruction is over the limit of {} characters; shorten it",
-            state.max_message_chars
-        )));
-    }
-    let route = state
-        .models
-        .route(&body.message, 0, body.model.as_deref())
-        .map_err(|refused| ApiError::invalid_argument(refused.to_string()))?;
-    let session_id = session::given_or_new(body.session_id.as_deref())?;
-    let session_key = owned::session_key(principal.as_str(), &session_id);
-    let mut history = state.sessions.history(&session_key, state.history_limit).await?;
-    let mut contents: Vec<Content> = std::mem::take(&mut history.messages)
-        .into_iter()
-        .map(|m| match m.role {
-            Role::User => Content::user_text(m.content),
-            Role::Model => Content::model_text(m.content),
-        })
-        .collect();
-    contents.push(Content::user_text(body.message.clone()));
-    Ok(Turn {
-        session_id,
-        session_key,
-        message: body.message,
-        request: ModelRequest {
-            system_instruction: body.system_instruction.filter(|s| !s.trim().is_empty()),
-            contents,
-            tools: Vec::new(),
-        },
-        history,
-        model: state.models.routed(&route).with_cache(
-            state.cache.as_ref().filter(|_| body.cache != Some(false)),
-            principal.as_str(),
-        ),
-    })
-}
-
-/// Stores the user's message and the answer in one atomic append.
-///
-/// What the answer spent goes with it (`Charge`): the store adds it to the
-/// session's totals and the caller's day in the same write, so there is no
-/// other round trip and the sums count exactly the turns stored.
-async fn store_turn(state: &ChatState, turn: &Turn, answer: &ModelResponse) -> Result<ChatResponse, ApiError> {
-    let response = answer.text();
-    // Read before the write: the route and any fallback are the call's.
-    let routing = turn.model.routing().unwrap_or_else(|| Routing {
-        route: RouteInfo {
-            tier: Tier::Fast,
-            reason: "default".to_string(),
-        },
-        fallback_from: None,
-    });
-    let usage = Spend::of(answer);
-    let charge = Charge::now(&answer.model, usage);
-    state
-        .sessions
-        .append_after(
-            &turn.session_key,
-            &turn.history,
-            &[
-                NewMessage {
-                    role: Role::User,
-                    content: turn.message.clone(),
-                },
-                NewMessage {
-                    role: Role::Model,
-                    content: response.clone(),
-                },
-            ],
-            Some(&charge),
-        )
-        .await?;
-    Ok(ChatResponse {
-        response,
-        session_id: turn.session_id.clone(),
-        tokens_used: answer.usage.total(),
-        usage,
-        model: answer.model.clone(),
-        route: routing.route,
-        fallback_from: routing.fallback_from,
-        cached: answer.cache_hit.is_some(),
-    })
-}
-
 pub async fn chat(
     State(state): State<ChatState>,
     principal: Principal,
     ApiJson(body): ApiJson<ChatRequest>,
 ) -> Result<Response, ApiError> {
     let stream = body.stream;
-    let turn = prepare(&state, &principal, body).await?;
+    let turn = prepare(&state.chat, principal.as_str(), body).await?;
     if stream {
         return stream_chat(state, turn).await;
     }
@@ -375,7 +221,7 @@ pub async fn chat(
     let done = detached::run(move |client| async move {
         let answer = turn.model.generate(&turn.request).await?;
         state.count_if_abandoned(client.is_gone());
-        store_turn(&state, &turn, &answer).await
+        store_turn(&state.chat, &turn, &answer).await
     })
     .await?;
     Ok(axum::Json(done).into_response())
@@ -410,7 +256,7 @@ async fn finish_stream(state: ChatState, turn: Turn, mut model_stream: ModelStre
             Some(Ok(StreamEvent::Delta(text))) => feed.send(sse::json("delta", &Delta { text })),
             Some(Ok(StreamEvent::Done(answer))) => {
                 state.count_if_abandoned(feed.is_gone());
-                break match store_turn(&state, &turn, &answer).await {
+                break match store_turn(&state.chat, &turn, &answer).await {
                     Ok(done) => sse::json("done", &done),
                     Err(err) => sse::error(&err),
                 };
@@ -437,13 +283,13 @@ pub async fn get_session(
     session::validate("the session id", &id)?;
     let after = page.after_message()?;
     let key = owned::session_key(principal.as_str(), &id);
-    let found = state.sessions.messages_page(&key, after, page.limit).await?;
+    let found = state.chat.sessions.messages_page(&key, after, page.limit).await?;
     if found.items.is_empty() && after == 0 {
         return Err(unknown_session(&id));
     }
     // A second read, off the chat path: a page and the totals need not be
     // of one instant, and a session deleted in between shows zeros.
-    let usage = state.sessions.totals(&key).await?.unwrap_or_default();
+    let usage = state.chat.sessions.totals(&key).await?.unwrap_or_default();
     Ok(axum::Json(SessionResponse {
         session_id: id,
         messages: found.items,
@@ -461,6 +307,7 @@ pub async fn list_sessions(
 ) -> Result<axum::Json<SessionList>, ApiError> {
     let after = page.after_session()?;
     let found = state
+        .chat
         .sessions
         .list_sessions(principal.as_str(), after.as_ref(), page.limit)
         .await?;
@@ -487,6 +334,7 @@ pub async fn delete_session(
 ) -> Result<Response, ApiError> {
     session::validate("the session id", &id)?;
     if state
+        .chat
         .sessions
         .delete(&owned::session_key(principal.as_str(), &id))
         .await?

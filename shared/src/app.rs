@@ -44,6 +44,10 @@ pub struct App {
     pub authenticator: Arc<Authenticator>,
     /// Whether the store has been shown to answer: `/health` is 503 until then.
     pub readiness: Readiness,
+    /// The task queue, opened once by the first function that needs it
+    /// (`queue::open`): in `local`, the agent and the chat function share
+    /// one local queue and its dispatcher.
+    pub(crate) queue: Arc<tokio::sync::OnceCell<Arc<dyn crate::queue::Queue>>>,
 }
 
 impl App {
@@ -126,6 +130,7 @@ impl App {
             cache,
             authenticator,
             readiness: Readiness::pending(),
+            queue: Arc::default(),
         };
         Ok((app, check))
     }

@@ -12,6 +12,9 @@
 //! - [`auth`]: who is calling: every request's principal (an API key's
 //!   name, a verified Firebase or Google ID token's user, or `anonymous`),
 //!   the key each record belongs to.
+//! - [`chat`]: a chat turn (read the session's history, ask the model,
+//!   store the turn) and a chat batch: the chat function runs them in the
+//!   request, the worker runs a batch queued with `"async": true`.
 //! - [`config`]: typed settings from the environment, validated once; a bad
 //!   value stops the process with exit code 2 and one clear line.
 //! - [`runtime`]: `serve(router)` on `$PORT` with graceful shutdown, or on AWS
@@ -60,6 +63,7 @@ pub(crate) mod app;
 pub mod auth;
 pub mod cache;
 pub mod callback;
+pub mod chat;
 pub mod config;
 pub mod delivery;
 pub mod gcp;

@@ -18,7 +18,9 @@ use serde_json::Value;
 use crate::agent::{self, Checkpoint, Outcome, RunError, Step};
 use crate::http::{ApiError, sse};
 use crate::llm::{Model, ModelError, ModelRequest, ModelResponse, ModelStream, Spend};
-use crate::store::{CallbackState, CallbackStatus, Finished, TaskEvent, TaskRecord, TaskState, TaskStatus, TaskStore};
+use crate::store::{
+    CallbackState, CallbackStatus, Finished, TaskEvent, TaskKind, TaskRecord, TaskState, TaskStatus, TaskStore,
+};
 use crate::tools::Registry;
 use crate::{owned, session};
 
@@ -114,7 +116,8 @@ pub fn validate_id(field: &str, id: &str) -> Result<(), ApiError> {
     }
     Err(ApiError::invalid_argument(format!(
         "{field} is not valid: task ids are UUIDs such as 0b7c6f1e-3f1a-4c2e-9d7a-5e2f8a1b4c3d, \
-         made by POST /api/v1/agent; use the task_id from its 202 answer (or the end of its status_url)"
+         made by POST /api/v1/agent (or POST /api/v1/chat/batch with async); use the task_id from its \
+         202 answer (or the end of its status_url)"
     )))
 }
 
@@ -167,19 +170,125 @@ fn response(task: &TaskRecord, outcome: Outcome, warnings: Vec<String>) -> Agent
     }
 }
 
+/// The 202 answer to an asynchronous `POST /api/v1/agent` or
+/// `POST /api/v1/chat/batch`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, schemars::JsonSchema)]
+pub struct Accepted {
+    pub task_id: String,
+    pub status: TaskStatus,
+    /// The agent run's session (absent for a chat batch, whose items name
+    /// their own).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub session_id: String,
+    /// Where to read the task (also the `Location` header).
+    pub status_url: String,
+    /// Where to follow its progress as server-sent events.
+    pub events_url: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+}
+
+/// Checks a `callback_url` a client gave with `"async": true`: a usable
+/// outbound URL (`outbound_url`), on a deployment that can sign callbacks
+/// (`enabled`: WEBHOOK_SECRET is set).
+pub fn check_callback(url: &str, allow_loopback: bool, enabled: bool) -> Result<String, ApiError> {
+    let url = crate::outbound_url::validate_url(url, allow_loopback)
+        .map_err(|why| ApiError::invalid_argument(format!("callback_url is not usable: {why}")))?;
+    if !enabled {
+        return Err(ApiError::invalid_argument(
+            "callback_url cannot be used here: this deployment has no WEBHOOK_SECRET to sign callbacks with; \
+             poll status_url or follow events_url instead",
+        ));
+    }
+    Ok(url.to_string())
+}
+
+/// Stores the task as `queued` and publishes it; the 202 goes out only once
+/// the queue holds it. A failed publish fails the task, so none is left
+/// queued with no message to run it. The same for every kind of task.
+pub async fn submit(
+    tasks: &dyn TaskStore,
+    queue: &dyn crate::queue::Queue,
+    task: TaskRecord,
+    warnings: Vec<String>,
+) -> Result<axum::response::Response, ApiError> {
+    use axum::http::{HeaderValue, StatusCode, header};
+    use axum::response::IntoResponse;
+
+    tasks.create(&task).await?;
+    if let Err(err) = queue.publish(&task.task_id).await {
+        tracing::error!(%err, task_id = %task.task_id, "the task could not be queued; it is marked failed");
+        let message = format!(
+            "task {} could not be queued ({err}); it is marked failed, submit it again",
+            task.task_id
+        );
+        if let Err(store_err) = tasks.finish(&task.task_id, 0, &Finished::Failed(message.clone())).await {
+            tracing::error!(%store_err, task_id = %task.task_id, "the unqueued task could not be marked failed");
+        } else if task.callback_url.is_some() {
+            // Finishing owed a callback, but this answer is the client's
+            // news: a task it was never told was accepted calls back
+            // nothing. Settled under attempt 0, before any was leased.
+            let waived = crate::store::CallbackOutcome::Failed(
+                "not sent: the task could not be queued, which the submission's 503 said".into(),
+            );
+            if let Err(store_err) = tasks.settle_callback(&task.task_id, 0, &waived).await {
+                tracing::warn!(%store_err, task_id = %task.task_id, "the unqueued task's callback could not be waived");
+            }
+        }
+        return Err(ApiError::unavailable(message, Duration::from_secs(5)));
+    }
+    let status_url = format!("/api/v1/tasks/{}", task.task_id);
+    let accepted = Accepted {
+        events_url: format!("{status_url}/events"),
+        status_url,
+        task_id: task.task_id,
+        status: TaskStatus::Queued,
+        session_id: task.session_id,
+        warnings,
+    };
+    // A uuid makes a valid header value; the header is only a convenience.
+    let mut response = (StatusCode::ACCEPTED, axum::Json(&accepted)).into_response();
+    if let Ok(location) = HeaderValue::from_str(&accepted.status_url) {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    Ok(response)
+}
+
+/// A task's `result`, for the document: an agent run's answer, or a chat
+/// batch's (the answer a synchronous batch gives).
+#[derive(schemars::JsonSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+enum TaskResult {
+    Agent(AgentResponse),
+    ChatBatch(crate::chat::batch::BatchResponse),
+}
+
 /// `GET /api/v1/tasks/{id}`, the body of a webhook, and the `done` event.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize, schemars::JsonSchema)]
 pub struct TaskView {
     pub task_id: String,
+    /// `agent` (`POST /api/v1/agent`) or `chat_batch`
+    /// (`POST /api/v1/chat/batch` with `"async": true`).
+    #[serde(default)]
+    pub kind: TaskKind,
     pub status: TaskStatus,
+    /// An agent run's task; a chat batch's summary.
     pub task: String,
+    /// An agent run's session (absent for a chat batch, whose items name
+    /// their own).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub session_id: String,
+    /// The model a queued agent run asked for (`fast`, `strong` or an
+    /// allowed name); absent when routed by the rules.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
     /// How many times a worker has started it (more than 1 after a worker
     /// died or a transient failure).
     pub attempts: u32,
-    /// When completed: the answer a synchronous run gives.
+    /// When completed: the answer a synchronous run (or batch) gives.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(with = "Option<AgentResponse>")]
+    #[schemars(with = "Option<TaskResult>")]
     pub result: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -230,9 +339,11 @@ impl From<TaskRecord> for TaskView {
         };
         TaskView {
             task_id: t.task_id,
+            kind: t.kind,
             status,
             task: t.task,
             session_id: t.session_id,
+            model: t.model,
             attempts: t.attempts,
             result,
             error,
@@ -252,7 +363,8 @@ const MAX_READ_FAILURES: u32 = 40;
 
 /// The events of a task as server-sent events: `status` when it changes
 /// (`queued`, `running`), one `step` per completed step (id
-/// `ATTEMPT-INDEX`, data: the step with its `attempt` and `index`), then
+/// `ATTEMPT-INDEX`, data: the step with its `attempt` and `index`), or for
+/// a chat batch one `item` per finished item (its result), then
 /// `done` with the task's JSON once it is `completed`, `failed` or
 /// `cancelled`, and the stream ends. `after` resumes after a `Last-Event-ID`.
 pub fn progress(
@@ -391,10 +503,26 @@ pub struct StepEvent {
     index: u32,
 }
 
+/// The `data` of an `item` event: a queued chat batch's item result, as
+/// the batch's answer lists it, with where the event sits in the task.
+/// Written from the stored event (see `step_event`); this type documents it.
+#[derive(schemars::JsonSchema)]
+#[allow(dead_code)]
+pub struct ItemEvent {
+    /// `item`.
+    r#type: String,
+    result: crate::chat::batch::BatchResult,
+    /// The attempt that ran the item (more than 1 after a redelivery).
+    attempt: u32,
+    /// The event's place in its attempt (the order items finished), from 0.
+    index: u32,
+}
+
 /// What a task's progress stream sends, for its documentation.
-pub const PROGRESS_EVENTS: [crate::http::Event; 4] = [
+pub const PROGRESS_EVENTS: [crate::http::Event; 5] = [
     crate::http::Event::json::<StatusEvent>("status"),
     crate::http::Event::json::<StepEvent>("step"),
+    crate::http::Event::json::<ItemEvent>("item"),
     crate::http::Event::json::<TaskView>("done"),
     crate::http::Event::error(),
 ];
@@ -405,7 +533,14 @@ fn step_event(event: TaskEvent) -> Event {
         map.insert("attempt".into(), event.attempt.into());
         map.insert("index".into(), event.index.into());
     }
-    sse::json("step", &data).id(format!("{}-{}", event.attempt, event.index))
+    // A chat batch's item results are `item` events; an agent run's steps
+    // are `step` events.
+    let name = if data["type"] == crate::worker::ITEM_EVENT {
+        "item"
+    } else {
+        "step"
+    };
+    sse::json(name, &data).id(format!("{}-{}", event.attempt, event.index))
 }
 
 #[cfg(test)]

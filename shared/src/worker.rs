@@ -24,12 +24,15 @@ use crate::App;
 use crate::agent::{Checkpoint, Interrupted, RunError, Step};
 use crate::cache::ResponseCache;
 use crate::callback::{Callbacks, Settled};
+use crate::chat::batch::BatchResult;
 use crate::config::TaskSettings;
 use crate::delivery::Delivery;
 use crate::http::Metrics;
 use crate::llm::ModelError;
 use crate::llm::routed::Models;
-use crate::store::{Charge, Claim, Finished, StoreError, TaskEvent, TaskRecord, TaskState, TaskStatus, TaskStore};
+use crate::store::{
+    Charge, Claim, Finished, StoreError, TaskEvent, TaskKind, TaskRecord, TaskState, TaskStatus, TaskStore,
+};
 use crate::task::AgentResponse;
 use crate::tools::Registry;
 
@@ -62,10 +65,13 @@ pub struct Swept {
 }
 
 pub struct Worker {
-    /// Each task's model is routed by its text (a queued task names none).
+    /// Each agent task's model: the one it asked for, else routed by its
+    /// text.
     models: Arc<Models>,
     /// The response cache, in the scope of each task's owner.
     cache: Option<Arc<ResponseCache>>,
+    /// A chat batch's turns, as the chat function runs them.
+    chat: crate::chat::Chat,
     tools: Registry,
     tasks: Arc<dyn TaskStore>,
     metrics: Metrics,
@@ -82,6 +88,7 @@ impl Worker {
             callbacks: Callbacks::new(&settings, &app.metrics, app.stores.tasks.clone()),
             models: app.models.clone(),
             cache: app.cache.clone(),
+            chat: crate::chat::Chat::new(app),
             tools,
             tasks: app.stores.tasks.clone(),
             metrics: app.metrics.clone(),
@@ -189,18 +196,28 @@ impl Worker {
     }
 
     async fn run(&self, task: TaskRecord) -> Disposition {
+        if task.kind == TaskKind::ChatBatch {
+            return self.run_batch(task).await;
+        }
         let task_id = task.task_id.clone();
         let attempt = task.attempts;
 
         // Steps are stored as they complete, by a writer beside the loop,
         // so a slow store does not slow the agent.
         let (steps_tx, mut steps_rx) = tokio::sync::mpsc::unbounded_channel::<Step>();
-        // The task's model, routed by its text; what the run's calls spent,
-        // for a failed outcome to count.
-        let model = self
-            .models
-            .by_rules(&task.task, self.tools.names().len())
-            .with_cache(self.cache.as_ref(), &task.owner);
+        // The task's model: the one it asked for, else routed by its text;
+        // what the run's calls spent, for a failed outcome to count.
+        let tools = self.tools.names().len();
+        let model = match &task.model {
+            None => self.models.by_rules(&task.task, tools),
+            Some(asked) => match self.models.route(&task.task, tools, Some(asked)) {
+                Ok(route) => self.models.routed(&route),
+                // Checked when it was submitted: refused now only when the
+                // allow-list changed since, which no attempt will undo.
+                Err(refused) => return self.fail(&task, &refused.to_string(), None).await,
+            },
+        }
+        .with_cache(self.cache.as_ref(), &task.owner);
         let tally = crate::task::Tally::new(&model);
         let agent_run = async {
             let on_step = move |step: &Step| {
@@ -254,6 +271,107 @@ impl Worker {
             Err(RunError::Model(err)) => {
                 let message = crate::http::ApiError::from(err).message;
                 self.fail(&task, &message, tally.charge()).await
+            }
+        }
+    }
+
+    /// Runs a queued chat batch (`TaskKind::ChatBatch`): its items as the
+    /// synchronous `POST /api/v1/chat/batch` runs them (`chat::batch::run`,
+    /// under the task owner's sessions), its result the answer that call
+    /// gives. Its items were counted against the rate limit when it was
+    /// submitted, and each turn's spend is counted in the write that
+    /// stores the turn, so the outcome counts nothing more. A bad item is
+    /// an error in its result, not a failed task.
+    async fn run_batch(&self, task: TaskRecord) -> Disposition {
+        let task_id = task.task_id.clone();
+        let attempt = task.attempts;
+        let request = task
+            .input
+            .clone()
+            .and_then(|input| serde_json::from_value::<crate::chat::batch::BatchRequest>(input).ok());
+        let Some(request) = request else {
+            return self
+                .fail(&task, "the stored chat batch cannot be read; submit it again", None)
+                .await;
+        };
+        let concurrency = match crate::chat::batch::check(&request) {
+            Ok(concurrency) => concurrency,
+            Err(err) => return self.fail(&task, &err.message, None).await,
+        };
+        // What an earlier attempt recorded is kept, not run again: its
+        // turns are stored already.
+        let known = match self.known_items(&task_id, attempt).await {
+            Ok(known) => known,
+            Err(err) => {
+                let _ = self.tasks.release(&task_id, attempt).await;
+                return store_retry(&err);
+            }
+        };
+        // Each item's result is stored as an `item` event as it is ready,
+        // by a writer beside the batch, as an agent run's steps are.
+        let (items_tx, mut items_rx) = tokio::sync::mpsc::unbounded_channel::<BatchResult>();
+        let batch = async {
+            let on_item = move |result: &BatchResult| {
+                let _ = items_tx.send(result.clone());
+            };
+            crate::chat::batch::run_resuming(
+                &self.chat,
+                &task.owner,
+                None,
+                request.requests,
+                concurrency,
+                known,
+                &on_item,
+            )
+            .await
+        };
+        let record_items = async {
+            let mut index = 0;
+            while let Some(result) = items_rx.recv().await {
+                let event = TaskEvent {
+                    attempt,
+                    index,
+                    data: serde_json::json!({"type": ITEM_EVENT, "result": result}),
+                    created_at: String::new(),
+                };
+                if let Err(err) = self.tasks.add_event(&task_id, &event).await {
+                    tracing::warn!(%err, task_id = %task_id, "a batch item's result could not be stored");
+                }
+                index += 1;
+            }
+        };
+        let work = async { tokio::join!(batch, record_items).0 };
+        let response = tokio::select! {
+            response = work => response,
+            () = self.keep_claim(&task_id, attempt) => {
+                tracing::warn!(task_id = %task_id, attempt, "the batch's claim was lost (cancelled or taken over) while it ran; stopped");
+                return self.settle(&task_id, format!("task {task_id} is no longer this delivery's to run")).await;
+            }
+        };
+        let result = serde_json::to_value(&response).unwrap_or_default();
+        self.finish(&task, Finished::Completed(result), None).await
+    }
+
+    /// The item results earlier attempts of a batch recorded (`item`
+    /// events), by item: the last one recorded for each.
+    async fn known_items(&self, task_id: &str, attempt: u32) -> Result<Vec<BatchResult>, StoreError> {
+        const PAGE: usize = 100;
+        let mut known = std::collections::BTreeMap::new();
+        let mut after = None;
+        loop {
+            let events = self.tasks.events(task_id, after, PAGE).await?;
+            let more = events.len() == PAGE;
+            for event in events {
+                after = Some((event.attempt, event.index));
+                if event.attempt >= attempt || event.data["type"] != ITEM_EVENT {
+                    continue;
+                }
+                if let Ok(result) = serde_json::from_value::<BatchResult>(event.data["result"].clone()) {
+                    known.insert(result.index, result);
+                }
+            }
+            if !more {
+                return Ok(known.into_values().collect());
             }
         }
     }
@@ -433,6 +551,11 @@ impl Worker {
         );
     }
 }
+
+/// The `type` of a task event that holds a chat batch item's result
+/// (`{"type": "item", "result": BatchResult}`); the progress stream sends it
+/// as an `item` event.
+pub const ITEM_EVENT: &str = "item";
 
 /// The fault point between storing a task's outcome and sending its
 /// callback, for [`ABORT_AT_VARIABLE`] (tests only).

@@ -46,7 +46,30 @@ pub fn message(task_id: &str) -> Vec<u8> {
 
 /// Opens the configured queue. The local queue starts its dispatcher here,
 /// so the process that accepts tasks also runs them, with `tools`.
+///
+/// Opened once per [`App`]: a later call answers the queue the first one
+/// opened (whose local worker runs with the first caller's `tools`).
 pub async fn open(app: &App, tools: &Registry) -> anyhow::Result<Arc<dyn Queue>> {
+    let queue = app.queue.get_or_try_init(|| open_new(app, tools)).await?;
+    Ok(queue.clone())
+}
+
+/// The app's queue for a function that runs no tasks itself (the chat
+/// function, queueing a batch): the one already open, else opened now,
+/// with the tools the local queue's worker needs built only then.
+pub async fn shared(app: &App) -> anyhow::Result<Arc<dyn Queue>> {
+    let queue = app
+        .queue
+        .get_or_try_init(|| async {
+            let tools = crate::tools::registry(&app.settings.tools, &app.stores)?;
+            open_new(app, &tools).await
+        })
+        .await
+        .inspect_err(|err| tracing::error!(err = %format!("{err:#}"), "the task queue could not be opened"))?;
+    Ok(queue.clone())
+}
+
+async fn open_new(app: &App, tools: &Registry) -> anyhow::Result<Arc<dyn Queue>> {
     Ok(match app.settings.queue.kind {
         QueueKind::PubSub => Arc::new(pubsub::PubSubQueue::connect(&app.settings.queue).await?),
         QueueKind::Local => {

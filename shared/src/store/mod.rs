@@ -43,7 +43,7 @@ pub(crate) use callback::{CallbackStep, callback_step, settled, settles, unsettl
 pub use cancel::Cancel;
 pub(crate) use cancel::{CancelStep, cancel_step};
 pub use listing::{Page, SessionPosition, SessionSummary, TaskPosition};
-pub use task::{Claim, Finished, TaskEvent, TaskRecord, TaskState, TaskStatus, held_for_good};
+pub use task::{Claim, Finished, TaskEvent, TaskKind, TaskRecord, TaskState, TaskStatus, held_for_good};
 pub(crate) use task::{ClaimStep, claim_step, exhausted_error, lease_end, lease_passed};
 pub use usage::{Charge, DayUsage, Totals, UsageStore};
 

@@ -122,7 +122,37 @@ impl TaskState {
     }
 }
 
-/// An agent task as stored: what was asked, where it stands, who holds
+/// What a task runs: an agent run (every task stored before kinds were
+/// is one), or a chat batch submitted with `"async": true`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskKind {
+    /// `POST /api/v1/agent`: the tool-calling loop on `task`.
+    #[default]
+    Agent,
+    /// `POST /api/v1/chat/batch`: the chat turns of its `input`.
+    ChatBatch,
+}
+
+impl TaskKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskKind::Agent => "agent",
+            TaskKind::ChatBatch => "chat_batch",
+        }
+    }
+
+    /// The kind a backend stored; absent or unknown reads as an agent run,
+    /// what every task was before kinds were stored.
+    pub(crate) fn parse(s: Option<&str>) -> TaskKind {
+        match s {
+            Some("chat_batch") => TaskKind::ChatBatch,
+            _ => TaskKind::Agent,
+        }
+    }
+}
+
+/// A task as stored: what was asked, where it stands, who holds
 /// it, and its result (the agent's answer as JSON) or error.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TaskRecord {
@@ -133,10 +163,21 @@ pub struct TaskRecord {
     pub owner: String,
     /// Its status, with the result or error once finished.
     pub state: TaskState,
+    /// What it runs: an agent run, or a chat batch.
+    pub kind: TaskKind,
+    /// An agent run's task; a chat batch's summary (`chat batch of N
+    /// requests`).
     pub task: String,
+    /// An agent run's session (a chat batch's items name their own: empty).
     pub session_id: String,
     pub max_steps: u32,
     pub system_instruction: Option<String>,
+    /// The model an agent run asked for (`fast`, `strong` or an allowed
+    /// name), checked when it was submitted; `None`: routed by the rules.
+    pub model: Option<String>,
+    /// What a chat batch asks: its request (`chat::batch::BatchRequest`)
+    /// as JSON. `None` for an agent run.
+    pub input: Option<serde_json::Value>,
     /// Where the finished task is POSTed (asynchronous tasks only).
     pub callback_url: Option<String>,
     /// Claims so far: 0 while queued and never claimed, 1 for the first run.
@@ -183,10 +224,13 @@ impl TaskRecord {
             task_id: task_id.into(),
             owner: owner.into(),
             state: TaskState::Queued,
+            kind: TaskKind::Agent,
             task: task.into(),
             session_id: session_id.into(),
             max_steps,
             system_instruction: None,
+            model: None,
+            input: None,
             callback_url: None,
             attempts: 0,
             delivery_id: None,

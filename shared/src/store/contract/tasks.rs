@@ -5,7 +5,8 @@ use std::time::{Duration, SystemTime};
 
 use super::ok;
 use crate::store::{
-    Claim, Finished, Stores, TaskEvent, TaskRecord, TaskState, TaskStatus, TaskStore, held_for_good, whole_millis,
+    Claim, Finished, Stores, TaskEvent, TaskKind, TaskRecord, TaskState, TaskStatus, TaskStore, held_for_good,
+    whole_millis,
 };
 
 /// A task as a caller would create it; the times are the store's to set.
@@ -66,6 +67,30 @@ pub async fn tasks_are_created_once_as_given(stores: &Stores) {
         "a queued task has not started"
     );
     assert_eq!(ok(t.get("tasks-nope").await, "get"), None);
+    assert_eq!(
+        (got.kind, got.model, got.input),
+        (TaskKind::Agent, None, None),
+        "an agent run routed by the rules"
+    );
+
+    // A queued agent run that names its model, and a chat batch with its
+    // request: what the worker runs them with is kept as given.
+    let mut strong = new_task("tasks-create-model", TaskState::Queued);
+    strong.model = Some("strong".into());
+    ok(t.create(&strong).await, "create");
+    let got = get(t, "tasks-create-model").await;
+    assert_eq!((got.kind, got.model.as_deref()), (TaskKind::Agent, Some("strong")));
+    let batch = serde_json::json!({"requests": [{"message": "hola", "session_id": "s1"}], "concurrency": 2});
+    let mut chat = new_task("tasks-create-batch", TaskState::Queued);
+    chat.kind = TaskKind::ChatBatch;
+    chat.session_id = String::new();
+    chat.input = Some(batch.clone());
+    ok(t.create(&chat).await, "create");
+    let got = get(t, "tasks-create-batch").await;
+    assert_eq!(
+        (got.kind, got.input.as_ref(), got.session_id.as_str()),
+        (TaskKind::ChatBatch, Some(&batch), "")
+    );
 }
 
 pub async fn claims_take_turns_under_leases(stores: &Stores) {

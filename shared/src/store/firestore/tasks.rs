@@ -43,8 +43,8 @@ use super::{FirestoreStore, Written, bounded, query_limit, time_of, timestamp};
 use crate::owned;
 use crate::store::{
     CallbackLease, CallbackOutcome, CallbackStatus, Cancel, Charge, Claim, ClaimStep, Finished, Page, StoreError,
-    TaskEvent, TaskPosition, TaskRecord, TaskState, TaskStatus, TaskStore, claim_step, event_time, exhausted_error,
-    lease_end,
+    TaskEvent, TaskKind, TaskPosition, TaskRecord, TaskState, TaskStatus, TaskStore, claim_step, event_time,
+    exhausted_error, lease_end,
 };
 
 pub(super) const TASKS: &str = "tasks";
@@ -91,6 +91,15 @@ pub(super) struct TaskDoc {
     pub(super) callback_lease_until: Option<FirestoreTimestamp>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(super) callback_error: Option<String>,
+    /// `chat_batch`, or absent: an agent run (every task stored before).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    kind: Option<String>,
+    /// The model a queued agent run asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    model: Option<String>,
+    /// A chat batch's request, as JSON text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    input: Option<String>,
 }
 
 fn is_zero(n: &i64) -> bool {
@@ -148,6 +157,9 @@ impl FirestoreStore {
             session_id: task.session_id.clone(),
             max_steps: i64::from(task.max_steps),
             system_instruction: task.system_instruction.clone(),
+            kind: (task.kind != TaskKind::Agent).then(|| task.kind.as_str().to_string()),
+            model: task.model.clone(),
+            input: task.input.as_ref().map(|input| input.to_string()),
             callback_url: task.callback_url.clone(),
             attempts: i64::from(task.attempts),
             delivery_id: task.delivery_id.clone(),
@@ -422,10 +434,13 @@ pub(super) fn to_task(task_id: &str, doc: TaskDoc) -> TaskRecord {
         task_id: task_id.to_string(),
         owner: doc.owner,
         state: TaskState::from_stored(&doc.status, doc.result.as_deref(), doc.error),
+        kind: TaskKind::parse(doc.kind.as_deref()),
         task: doc.task,
         session_id: doc.session_id,
         max_steps: to_u32(doc.max_steps),
         system_instruction: doc.system_instruction,
+        model: doc.model,
+        input: doc.input.and_then(|text| serde_json::from_str(&text).ok()),
         callback_url: doc.callback_url,
         attempts: to_u32(doc.attempts),
         delivery_id: doc.delivery_id,
@@ -580,6 +595,9 @@ mod tests {
             callback_attempts: 0,
             callback_lease_until: None,
             callback_error: None,
+            kind: None,
+            model: None,
+            input: None,
         };
         let state = |status, result, error| to_task("t", doc(status, result, error)).state;
         assert_eq!(

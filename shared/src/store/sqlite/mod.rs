@@ -200,6 +200,13 @@ const MIGRATIONS: &[&str] = &[
         expire_at INTEGER NOT NULL
     ) WITHOUT ROWID;
     CREATE INDEX response_cache_expire_at ON response_cache (expire_at);",
+    // 11: what a task runs (an agent run, or a chat batch queued with
+    // `"async": true`, whose request is its `input`, as JSON text), and the
+    // model a queued agent run asked for. Tasks stored before are agent
+    // runs routed by the rules.
+    "ALTER TABLE tasks ADD COLUMN kind TEXT NOT NULL DEFAULT 'agent';
+    ALTER TABLE tasks ADD COLUMN model TEXT;
+    ALTER TABLE tasks ADD COLUMN input TEXT;",
 ];
 
 pub struct SqliteStore {
@@ -545,6 +552,11 @@ mod tests {
         assert_eq!(
             old.owner, "anonymous",
             "migration 4: a task from before owners is anonymous's"
+        );
+        assert_eq!(
+            (old.kind, old.model, old.input),
+            (crate::store::TaskKind::Agent, None, None),
+            "migration 11: a task from before kinds is an agent run routed by the rules"
         );
         assert_eq!(store.runnable(SystemTime::now(), 10).await.expect("runnable"), ["old"]);
         let claim = store

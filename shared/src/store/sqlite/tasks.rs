@@ -21,14 +21,14 @@ use super::usage::charge_day;
 use super::{SqliteStore, from_millis, millis};
 use crate::store::{
     CallbackLease, CallbackOutcome, CallbackState, CallbackStatus, Cancel, CancelStep, Charge, Claim, ClaimStep,
-    Finished, Page, StoreError, TaskEvent, TaskPosition, TaskRecord, TaskState, TaskStatus, TaskStore, cancel_step,
-    claim_step, event_time, exhausted_error, lease_end, rfc3339,
+    Finished, Page, StoreError, TaskEvent, TaskKind, TaskPosition, TaskRecord, TaskState, TaskStatus, TaskStore,
+    cancel_step, claim_step, event_time, exhausted_error, lease_end, rfc3339,
 };
 
 /// The columns [`row_to_task`] reads, in its order.
 pub(super) const TASK_COLUMNS: &str = "id, status, task, session_id, max_steps, result, error, created_at, updated_at, \
      system_instruction, callback_url, attempts, delivery_id, lease_until, started_at, finished_at, owner, \
-     callback_status, callback_attempts, callback_lease_until, callback_error";
+     callback_status, callback_attempts, callback_lease_until, callback_error, kind, model, input";
 
 /// Where `created_at` is in [`TASK_COLUMNS`] (milliseconds), for the
 /// listings' cursor.
@@ -50,9 +50,15 @@ pub(super) fn row_to_task(row: &rusqlite::Row<'_>) -> rusqlite::Result<TaskRecor
         task_id: row.get(0)?,
         owner: row.get(16)?,
         state: TaskState::from_stored(&status, result.as_deref(), row.get(6)?),
+        kind: TaskKind::parse(row.get::<_, Option<String>>(21)?.as_deref()),
         task: row.get(2)?,
         session_id: row.get(3)?,
         max_steps: to_u32(row.get(4)?),
+        model: row.get(22)?,
+        // Written by `create` from a JSON value; unreadable reads as none.
+        input: row
+            .get::<_, Option<String>>(23)?
+            .and_then(|text| serde_json::from_str(&text).ok()),
         created_at: rfc3339(from_millis(row.get(CREATED_AT_COLUMN)?)),
         updated_at: rfc3339(from_millis(row.get(8)?)),
         system_instruction: row.get(9)?,
@@ -106,9 +112,9 @@ impl TaskStore for SqliteStore {
                 "INSERT INTO tasks (id, status, task, session_id, max_steps, result, error, created_at, updated_at,
                                     system_instruction, callback_url, attempts, delivery_id, lease_until,
                                     started_at, finished_at, owner, callback_status, callback_attempts,
-                                    callback_lease_until, callback_error)
+                                    callback_lease_until, callback_error, kind, model, input)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
-                         ?17, ?18, ?19, ?20)",
+                         ?17, ?18, ?19, ?20, ?21, ?22, ?23)",
                 params![
                     task.task_id,
                     status.as_str(),
@@ -131,6 +137,9 @@ impl TaskStore for SqliteStore {
                     task.callback.as_ref().map_or(0, |c| i64::from(c.attempts)),
                     task.callback.as_ref().and_then(|c| c.lease_until).map(millis),
                     task.callback.as_ref().and_then(|c| c.last_error.clone()),
+                    task.kind.as_str(),
+                    task.model,
+                    task.input.as_ref().map(|input| input.to_string()),
                 ],
             )?;
             Ok(())

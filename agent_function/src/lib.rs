@@ -255,6 +255,8 @@ pub async fn run_agent(
         max_steps,
     );
     task.system_instruction = body.system_instruction.filter(|s| !s.trim().is_empty());
+    // Kept on the task: a queued run's worker honours it too.
+    task.cache = body.cache != Some(false);
     let warnings = warning.into_iter().collect();
     if body.run_async {
         task.callback_url = match body.callback_url {
@@ -270,7 +272,7 @@ pub async fn run_agent(
             "callback_url is only used by asynchronous runs: add \"async\": true, or omit callback_url",
         ));
     }
-    let cache = state.cache.as_ref().filter(|_| body.cache != Some(false));
+    let cache = state.cache.as_ref().filter(|_| task.cache);
     let model = state.models.routed(&route).with_cache(cache, principal.as_str());
     Ok(axum::Json(run_now(&state, task, warnings, model).await?).into_response())
 }

@@ -246,3 +246,32 @@ async fn polling_a_task_does_not_use_up_the_agent_rate_limit() {
     let second = agent.post(json!({"task": "Calcula 2 + 2", "async": true})).await;
     assert_eq!(second.status(), 429, "runs have theirs");
 }
+
+/// A queued run uses the response cache in its owner's scope, unless its
+/// request said `"cache": false`, which the task keeps for the worker.
+#[tokio::test]
+async fn a_queued_run_hits_the_cache_unless_it_said_not_to() {
+    let agent = Agent::start(&[("CACHE", "memory")]).await;
+    let mut usages = Vec::new();
+    for (session, cache) in [("a", None), ("b", None), ("c", Some(false))] {
+        let mut body = json!({"task": "Calcula 15 * 23", "session_id": session, "async": true});
+        if let Some(cache) = cache {
+            body["cache"] = json!(cache);
+        }
+        let response = agent.post(body).await;
+        assert_eq!(response.status(), 202);
+        let accepted: Value = response.json().await.expect("json");
+        let (task, _) = agent.wait_finished(accepted["task_id"].as_str().expect("id")).await;
+        assert_eq!(task["status"], "completed", "{task}");
+        usages.push(task["result"]["usage"].clone());
+    }
+    let calls = |usage: &Value| (usage["model_calls"].as_u64(), usage["cache_hits"].as_u64());
+    let first = calls(&usages[0]);
+    assert!(first.0 >= Some(2) && first.1 == Some(0), "{}", usages[0]);
+    assert_eq!(
+        calls(&usages[1]),
+        (Some(0), first.0),
+        "the repeat was answered by the cache"
+    );
+    assert_eq!(calls(&usages[2]), (first.0, Some(0)), "cache: false went to the model");
+}

@@ -217,7 +217,7 @@ impl Worker {
                 Err(refused) => return self.fail(&task, &refused.to_string(), None).await,
             },
         }
-        .with_cache(self.cache.as_ref(), &task.owner);
+        .with_cache(self.cache.as_ref().filter(|_| task.cache), &task.owner);
         let tally = crate::task::Tally::new(&model);
         let agent_run = async {
             let on_step = move |step: &Step| {

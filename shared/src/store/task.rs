@@ -178,6 +178,10 @@ pub struct TaskRecord {
     /// What a chat batch asks: its request (`chat::batch::BatchRequest`)
     /// as JSON. `None` for an agent run.
     pub input: Option<serde_json::Value>,
+    /// Whether an agent run's model calls may be answered by the response
+    /// cache (`"cache": false` on its request says no). A chat batch's
+    /// items say it each in `input`.
+    pub cache: bool,
     /// Where the finished task is POSTed (asynchronous tasks only).
     pub callback_url: Option<String>,
     /// Claims so far: 0 while queued and never claimed, 1 for the first run.
@@ -231,6 +235,7 @@ impl TaskRecord {
             system_instruction: None,
             model: None,
             input: None,
+            cache: true,
             callback_url: None,
             attempts: 0,
             delivery_id: None,

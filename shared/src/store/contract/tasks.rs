@@ -75,11 +75,17 @@ pub async fn tasks_are_created_once_as_given(stores: &Stores) {
 
     // A queued agent run that names its model, and a chat batch with its
     // request: what the worker runs them with is kept as given.
+    // (and one that skips the response cache).
+    assert!(got.cache, "an agent run may use the response cache unless it said not");
     let mut strong = new_task("tasks-create-model", TaskState::Queued);
     strong.model = Some("strong".into());
+    strong.cache = false;
     ok(t.create(&strong).await, "create");
     let got = get(t, "tasks-create-model").await;
-    assert_eq!((got.kind, got.model.as_deref()), (TaskKind::Agent, Some("strong")));
+    assert_eq!(
+        (got.kind, got.model.as_deref(), got.cache),
+        (TaskKind::Agent, Some("strong"), false)
+    );
     let batch = serde_json::json!({"requests": [{"message": "hola", "session_id": "s1"}], "concurrency": 2});
     let mut chat = new_task("tasks-create-batch", TaskState::Queued);
     chat.kind = TaskKind::ChatBatch;

@@ -100,6 +100,10 @@ pub(super) struct TaskDoc {
     /// A chat batch's request, as JSON text.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     input: Option<String>,
+    /// An agent run that asked not to use the response cache; absent:
+    /// it may (every task stored before).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    no_cache: bool,
 }
 
 fn is_zero(n: &i64) -> bool {
@@ -160,6 +164,7 @@ impl FirestoreStore {
             kind: (task.kind != TaskKind::Agent).then(|| task.kind.as_str().to_string()),
             model: task.model.clone(),
             input: task.input.as_ref().map(|input| input.to_string()),
+            no_cache: !task.cache,
             callback_url: task.callback_url.clone(),
             attempts: i64::from(task.attempts),
             delivery_id: task.delivery_id.clone(),
@@ -441,6 +446,7 @@ pub(super) fn to_task(task_id: &str, doc: TaskDoc) -> TaskRecord {
         system_instruction: doc.system_instruction,
         model: doc.model,
         input: doc.input.and_then(|text| serde_json::from_str(&text).ok()),
+        cache: !doc.no_cache,
         callback_url: doc.callback_url,
         attempts: to_u32(doc.attempts),
         delivery_id: doc.delivery_id,
@@ -598,6 +604,7 @@ mod tests {
             kind: None,
             model: None,
             input: None,
+            no_cache: false,
         };
         let state = |status, result, error| to_task("t", doc(status, result, error)).state;
         assert_eq!(

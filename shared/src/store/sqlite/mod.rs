@@ -206,7 +206,8 @@ const MIGRATIONS: &[&str] = &[
     // runs routed by the rules.
     "ALTER TABLE tasks ADD COLUMN kind TEXT NOT NULL DEFAULT 'agent';
     ALTER TABLE tasks ADD COLUMN model TEXT;
-    ALTER TABLE tasks ADD COLUMN input TEXT;",
+    ALTER TABLE tasks ADD COLUMN input TEXT;
+    ALTER TABLE tasks ADD COLUMN cache INTEGER NOT NULL DEFAULT 1;",
 ];
 
 pub struct SqliteStore {

@@ -28,7 +28,7 @@ use crate::store::{
 /// The columns [`row_to_task`] reads, in its order.
 pub(super) const TASK_COLUMNS: &str = "id, status, task, session_id, max_steps, result, error, created_at, updated_at, \
      system_instruction, callback_url, attempts, delivery_id, lease_until, started_at, finished_at, owner, \
-     callback_status, callback_attempts, callback_lease_until, callback_error, kind, model, input";
+     callback_status, callback_attempts, callback_lease_until, callback_error, kind, model, input, cache";
 
 /// Where `created_at` is in [`TASK_COLUMNS`] (milliseconds), for the
 /// listings' cursor.
@@ -59,6 +59,7 @@ pub(super) fn row_to_task(row: &rusqlite::Row<'_>) -> rusqlite::Result<TaskRecor
         input: row
             .get::<_, Option<String>>(23)?
             .and_then(|text| serde_json::from_str(&text).ok()),
+        cache: row.get::<_, i64>(24)? != 0,
         created_at: rfc3339(from_millis(row.get(CREATED_AT_COLUMN)?)),
         updated_at: rfc3339(from_millis(row.get(8)?)),
         system_instruction: row.get(9)?,
@@ -112,9 +113,9 @@ impl TaskStore for SqliteStore {
                 "INSERT INTO tasks (id, status, task, session_id, max_steps, result, error, created_at, updated_at,
                                     system_instruction, callback_url, attempts, delivery_id, lease_until,
                                     started_at, finished_at, owner, callback_status, callback_attempts,
-                                    callback_lease_until, callback_error, kind, model, input)
+                                    callback_lease_until, callback_error, kind, model, input, cache)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
-                         ?17, ?18, ?19, ?20, ?21, ?22, ?23)",
+                         ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24)",
                 params![
                     task.task_id,
                     status.as_str(),
@@ -140,6 +141,7 @@ impl TaskStore for SqliteStore {
                     task.kind.as_str(),
                     task.model,
                     task.input.as_ref().map(|input| input.to_string()),
+                    task.cache,
                 ],
             )?;
             Ok(())

@@ -4,25 +4,27 @@
 //! Progress is read from the store, not from the memory of the process
 //! that runs the task: on Cloud Run the client's `GET .../events` lands on
 //! any instance of `agent_function` while the task runs in `agent_worker`.
+//!
+//! - `submit`: how an asynchronous request becomes a queued task and its
+//!   202 answer, the same for every kind of task.
+//! - `progress`: the server-sent events of a task's progress, read from
+//!   the store.
 
-use std::collections::VecDeque;
-use std::convert::Infallible;
-use std::sync::Arc;
-use std::time::Duration;
-
-use axum::response::sse::Event;
-use futures_util::Stream;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::agent::{self, Checkpoint, Outcome, RunError, Step};
-use crate::http::{ApiError, sse};
+use crate::http::ApiError;
 use crate::llm::{Model, ModelError, ModelRequest, ModelResponse, ModelStream, Spend};
-use crate::store::{
-    CallbackState, CallbackStatus, Finished, TaskEvent, TaskKind, TaskRecord, TaskState, TaskStatus, TaskStore,
-};
+use crate::store::{CallbackState, CallbackStatus, Finished, TaskKind, TaskRecord, TaskState, TaskStatus};
 use crate::tools::Registry;
+
+mod progress;
+mod submit;
+
 use crate::{owned, session};
+pub use progress::{ItemEvent, POLL_EVERY, PROGRESS_EVENTS, StatusEvent, StepEvent, parse_event_id, progress};
+pub use submit::{Accepted, check_callback, submit};
 
 /// A finished run: the answer of a synchronous `POST /api/v1/agent`, and
 /// the `result` of its task (synchronous or not).
@@ -170,90 +172,6 @@ fn response(task: &TaskRecord, outcome: Outcome, warnings: Vec<String>) -> Agent
     }
 }
 
-/// The 202 answer to an asynchronous `POST /api/v1/agent` or
-/// `POST /api/v1/chat/batch`.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, schemars::JsonSchema)]
-pub struct Accepted {
-    pub task_id: String,
-    pub status: TaskStatus,
-    /// The agent run's session (absent for a chat batch, whose items name
-    /// their own).
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub session_id: String,
-    /// Where to read the task (also the `Location` header).
-    pub status_url: String,
-    /// Where to follow its progress as server-sent events.
-    pub events_url: String,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub warnings: Vec<String>,
-}
-
-/// Checks a `callback_url` a client gave with `"async": true`: a usable
-/// outbound URL (`outbound_url`), on a deployment that can sign callbacks
-/// (`enabled`: WEBHOOK_SECRET is set).
-pub fn check_callback(url: &str, allow_loopback: bool, enabled: bool) -> Result<String, ApiError> {
-    let url = crate::outbound_url::validate_url(url, allow_loopback)
-        .map_err(|why| ApiError::invalid_argument(format!("callback_url is not usable: {why}")))?;
-    if !enabled {
-        return Err(ApiError::invalid_argument(
-            "callback_url cannot be used here: this deployment has no WEBHOOK_SECRET to sign callbacks with; \
-             poll status_url or follow events_url instead",
-        ));
-    }
-    Ok(url.to_string())
-}
-
-/// Stores the task as `queued` and publishes it; the 202 goes out only once
-/// the queue holds it. A failed publish fails the task, so none is left
-/// queued with no message to run it. The same for every kind of task.
-pub async fn submit(
-    tasks: &dyn TaskStore,
-    queue: &dyn crate::queue::Queue,
-    task: TaskRecord,
-    warnings: Vec<String>,
-) -> Result<axum::response::Response, ApiError> {
-    use axum::http::{HeaderValue, StatusCode, header};
-    use axum::response::IntoResponse;
-
-    tasks.create(&task).await?;
-    if let Err(err) = queue.publish(&task.task_id).await {
-        tracing::error!(%err, task_id = %task.task_id, "the task could not be queued; it is marked failed");
-        let message = format!(
-            "task {} could not be queued ({err}); it is marked failed, submit it again",
-            task.task_id
-        );
-        if let Err(store_err) = tasks.finish(&task.task_id, 0, &Finished::Failed(message.clone())).await {
-            tracing::error!(%store_err, task_id = %task.task_id, "the unqueued task could not be marked failed");
-        } else if task.callback_url.is_some() {
-            // Finishing owed a callback, but this answer is the client's
-            // news: a task it was never told was accepted calls back
-            // nothing. Settled under attempt 0, before any was leased.
-            let waived = crate::store::CallbackOutcome::Failed(
-                "not sent: the task could not be queued, which the submission's 503 said".into(),
-            );
-            if let Err(store_err) = tasks.settle_callback(&task.task_id, 0, &waived).await {
-                tracing::warn!(%store_err, task_id = %task.task_id, "the unqueued task's callback could not be waived");
-            }
-        }
-        return Err(ApiError::unavailable(message, Duration::from_secs(5)));
-    }
-    let status_url = format!("/api/v1/tasks/{}", task.task_id);
-    let accepted = Accepted {
-        events_url: format!("{status_url}/events"),
-        status_url,
-        task_id: task.task_id,
-        status: TaskStatus::Queued,
-        session_id: task.session_id,
-        warnings,
-    };
-    // A uuid makes a valid header value; the header is only a convenience.
-    let mut response = (StatusCode::ACCEPTED, axum::Json(&accepted)).into_response();
-    if let Ok(location) = HeaderValue::from_str(&accepted.status_url) {
-        response.headers_mut().insert(header::LOCATION, location);
-    }
-    Ok(response)
-}
-
 /// A task's `result`, for the document: an agent run's answer, or a chat
 /// batch's (the answer a synchronous batch gives).
 #[derive(schemars::JsonSchema)]
@@ -354,193 +272,6 @@ impl From<TaskRecord> for TaskView {
             callback: t.callback.map(CallbackView::from),
         }
     }
-}
-
-/// How often a progress stream looks at the store.
-pub const POLL_EVERY: Duration = Duration::from_millis(250);
-/// Consecutive failed reads after which a progress stream gives up.
-const MAX_READ_FAILURES: u32 = 40;
-
-/// The events of a task as server-sent events: `status` when it changes
-/// (`queued`, `running`), one `step` per completed step (id
-/// `ATTEMPT-INDEX`, data: the step with its `attempt` and `index`), or for
-/// a chat batch one `item` per finished item (its result), then
-/// `done` with the task's JSON once it is `completed`, `failed` or
-/// `cancelled`, and the stream ends. `after` resumes after a `Last-Event-ID`.
-pub fn progress(
-    tasks: Arc<dyn TaskStore>,
-    task: TaskRecord,
-    after: Option<(u32, u32)>,
-) -> impl Stream<Item = Result<Event, Infallible>> + Send + 'static {
-    let state = Progress {
-        tasks,
-        task_id: task.task_id.clone(),
-        cursor: after,
-        last_status: None,
-        ready: VecDeque::new(),
-        first: Some(task),
-        failures: 0,
-        ended: false,
-    };
-    futures_util::stream::unfold(state, |mut state| async move {
-        loop {
-            if let Some(event) = state.ready.pop_front() {
-                return Some((Ok(event), state));
-            }
-            if state.ended {
-                return None;
-            }
-            state.poll().await;
-        }
-    })
-}
-
-/// Parses a `Last-Event-ID` of the form `ATTEMPT-INDEX`.
-pub fn parse_event_id(id: &str) -> Option<(u32, u32)> {
-    let (attempt, index) = id.trim().split_once('-')?;
-    Some((attempt.parse().ok()?, index.parse().ok()?))
-}
-
-struct Progress {
-    tasks: Arc<dyn TaskStore>,
-    task_id: String,
-    cursor: Option<(u32, u32)>,
-    last_status: Option<TaskStatus>,
-    ready: VecDeque<Event>,
-    /// The record the handler already read, used for the first round.
-    first: Option<TaskRecord>,
-    failures: u32,
-    ended: bool,
-}
-
-impl Progress {
-    async fn poll(&mut self) {
-        let task = match self.first.take() {
-            Some(task) => Some(task),
-            None => {
-                tokio::time::sleep(POLL_EVERY).await;
-                match self.tasks.get(&self.task_id).await {
-                    Ok(task) => task,
-                    Err(err) => return self.read_failed(err),
-                }
-            }
-        };
-        let Some(task) = task else {
-            // Deleted (a TTL policy) while watched.
-            self.ready
-                .push_back(sse::error(&crate::http::ApiError::not_found(format!(
-                    "task {:?} no longer exists",
-                    self.task_id
-                ))));
-            self.ended = true;
-            return;
-        };
-        // Steps first, read after the status: a finished task's steps are
-        // all stored before its status says so.
-        loop {
-            match self.tasks.events(&self.task_id, self.cursor, 100).await {
-                Ok(events) => {
-                    let more = events.len() == 100;
-                    for event in events {
-                        self.cursor = Some((event.attempt, event.index));
-                        self.ready.push_back(step_event(event));
-                    }
-                    if !more {
-                        break;
-                    }
-                }
-                Err(err) => return self.read_failed(err),
-            }
-        }
-        self.failures = 0;
-        match task.status() {
-            TaskStatus::Completed | TaskStatus::Failed | TaskStatus::Cancelled => {
-                self.ready.push_back(sse::json("done", &TaskView::from(task)));
-                self.ended = true;
-            }
-            status if self.last_status != Some(status) => {
-                self.last_status = Some(status);
-                self.ready.push_back(sse::json(
-                    "status",
-                    &StatusEvent {
-                        status,
-                        attempts: task.attempts,
-                    },
-                ));
-            }
-            _ => {}
-        }
-    }
-
-    fn read_failed(&mut self, err: crate::store::StoreError) {
-        self.failures += 1;
-        tracing::warn!(%err, task_id = %self.task_id, "a progress stream could not read its task");
-        if self.failures >= MAX_READ_FAILURES {
-            self.ready.push_back(sse::error(&crate::http::ApiError::from(err)));
-            self.ended = true;
-        }
-    }
-}
-
-/// The `data` of a `status` event.
-#[derive(Serialize, schemars::JsonSchema)]
-pub struct StatusEvent {
-    pub status: TaskStatus,
-    pub attempts: u32,
-}
-
-/// The `data` of a `step` event: a step as the synchronous answer lists it,
-/// with where it sits in the task. Written from the stored event (see
-/// `step_event`); this type documents it.
-#[derive(schemars::JsonSchema)]
-#[allow(dead_code)]
-pub struct StepEvent {
-    #[serde(flatten)]
-    step: crate::agent::Step,
-    /// The attempt that ran the step (more than 1 after a retry).
-    attempt: u32,
-    /// The step's place in its attempt, from 0.
-    index: u32,
-}
-
-/// The `data` of an `item` event: a queued chat batch's item result, as
-/// the batch's answer lists it, with where the event sits in the task.
-/// Written from the stored event (see `step_event`); this type documents it.
-#[derive(schemars::JsonSchema)]
-#[allow(dead_code)]
-pub struct ItemEvent {
-    /// `item`.
-    r#type: String,
-    result: crate::chat::batch::BatchResult,
-    /// The attempt that ran the item (more than 1 after a redelivery).
-    attempt: u32,
-    /// The event's place in its attempt (the order items finished), from 0.
-    index: u32,
-}
-
-/// What a task's progress stream sends, for its documentation.
-pub const PROGRESS_EVENTS: [crate::http::Event; 5] = [
-    crate::http::Event::json::<StatusEvent>("status"),
-    crate::http::Event::json::<StepEvent>("step"),
-    crate::http::Event::json::<ItemEvent>("item"),
-    crate::http::Event::json::<TaskView>("done"),
-    crate::http::Event::error(),
-];
-
-fn step_event(event: TaskEvent) -> Event {
-    let mut data = event.data;
-    if let Value::Object(map) = &mut data {
-        map.insert("attempt".into(), event.attempt.into());
-        map.insert("index".into(), event.index.into());
-    }
-    // A chat batch's item results are `item` events; an agent run's steps
-    // are `step` events.
-    let name = if data["type"] == crate::worker::ITEM_EVENT {
-        "item"
-    } else {
-        "step"
-    };
-    sse::json(name, &data).id(format!("{}-{}", event.attempt, event.index))
 }
 
 #[cfg(test)]
@@ -705,14 +436,5 @@ mod tests {
             ),
             (1, 30, 7, Some(crate::llm::prices::Usd::from_pico(1234)))
         );
-    }
-
-    #[test]
-    fn event_ids_round_trip_and_garbage_is_ignored() {
-        assert_eq!(parse_event_id("2-7"), Some((2, 7)));
-        assert_eq!(parse_event_id(" 1-0 "), Some((1, 0)));
-        for bad in ["", "1", "-", "a-b", "1-", "-1", "1-2-3", "99999999999-1"] {
-            assert_eq!(parse_event_id(bad), None, "{bad}");
-        }
     }
 }

@@ -1,0 +1,217 @@
+//! A task's progress as server-sent events, read from the store: any
+//! instance can serve the stream of a task another one runs.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::response::sse::Event;
+use futures_util::Stream;
+use serde::Serialize;
+use serde_json::Value;
+
+use super::TaskView;
+use crate::http::sse;
+use crate::store::{TaskEvent, TaskRecord, TaskStatus, TaskStore};
+
+/// How often a progress stream looks at the store.
+pub const POLL_EVERY: Duration = Duration::from_millis(250);
+/// Consecutive failed reads after which a progress stream gives up.
+const MAX_READ_FAILURES: u32 = 40;
+
+/// The events of a task as server-sent events: `status` when it changes
+/// (`queued`, `running`), one `step` per completed step (id
+/// `ATTEMPT-INDEX`, data: the step with its `attempt` and `index`), or for
+/// a chat batch one `item` per finished item (its result), then
+/// `done` with the task's JSON once it is `completed`, `failed` or
+/// `cancelled`, and the stream ends. `after` resumes after a `Last-Event-ID`.
+pub fn progress(
+    tasks: Arc<dyn TaskStore>,
+    task: TaskRecord,
+    after: Option<(u32, u32)>,
+) -> impl Stream<Item = Result<Event, Infallible>> + Send + 'static {
+    let state = Progress {
+        tasks,
+        task_id: task.task_id.clone(),
+        cursor: after,
+        last_status: None,
+        ready: VecDeque::new(),
+        first: Some(task),
+        failures: 0,
+        ended: false,
+    };
+    futures_util::stream::unfold(state, |mut state| async move {
+        loop {
+            if let Some(event) = state.ready.pop_front() {
+                return Some((Ok(event), state));
+            }
+            if state.ended {
+                return None;
+            }
+            state.poll().await;
+        }
+    })
+}
+
+/// Parses a `Last-Event-ID` of the form `ATTEMPT-INDEX`.
+pub fn parse_event_id(id: &str) -> Option<(u32, u32)> {
+    let (attempt, index) = id.trim().split_once('-')?;
+    Some((attempt.parse().ok()?, index.parse().ok()?))
+}
+
+struct Progress {
+    tasks: Arc<dyn TaskStore>,
+    task_id: String,
+    cursor: Option<(u32, u32)>,
+    last_status: Option<TaskStatus>,
+    ready: VecDeque<Event>,
+    /// The record the handler already read, used for the first round.
+    first: Option<TaskRecord>,
+    failures: u32,
+    ended: bool,
+}
+
+impl Progress {
+    async fn poll(&mut self) {
+        let task = match self.first.take() {
+            Some(task) => Some(task),
+            None => {
+                tokio::time::sleep(POLL_EVERY).await;
+                match self.tasks.get(&self.task_id).await {
+                    Ok(task) => task,
+                    Err(err) => return self.read_failed(err),
+                }
+            }
+        };
+        let Some(task) = task else {
+            // Deleted (a TTL policy) while watched.
+            self.ready
+                .push_back(sse::error(&crate::http::ApiError::not_found(format!(
+                    "task {:?} no longer exists",
+                    self.task_id
+                ))));
+            self.ended = true;
+            return;
+        };
+        // Steps first, read after the status: a finished task's steps are
+        // all stored before its status says so.
+        loop {
+            match self.tasks.events(&self.task_id, self.cursor, 100).await {
+                Ok(events) => {
+                    let more = events.len() == 100;
+                    for event in events {
+                        self.cursor = Some((event.attempt, event.index));
+                        self.ready.push_back(step_event(event));
+                    }
+                    if !more {
+                        break;
+                    }
+                }
+                Err(err) => return self.read_failed(err),
+            }
+        }
+        self.failures = 0;
+        match task.status() {
+            TaskStatus::Completed | TaskStatus::Failed | TaskStatus::Cancelled => {
+                self.ready.push_back(sse::json("done", &TaskView::from(task)));
+                self.ended = true;
+            }
+            status if self.last_status != Some(status) => {
+                self.last_status = Some(status);
+                self.ready.push_back(sse::json(
+                    "status",
+                    &StatusEvent {
+                        status,
+                        attempts: task.attempts,
+                    },
+                ));
+            }
+            _ => {}
+        }
+    }
+
+    fn read_failed(&mut self, err: crate::store::StoreError) {
+        self.failures += 1;
+        tracing::warn!(%err, task_id = %self.task_id, "a progress stream could not read its task");
+        if self.failures >= MAX_READ_FAILURES {
+            self.ready.push_back(sse::error(&crate::http::ApiError::from(err)));
+            self.ended = true;
+        }
+    }
+}
+
+/// The `data` of a `status` event.
+#[derive(Serialize, schemars::JsonSchema)]
+pub struct StatusEvent {
+    pub status: TaskStatus,
+    pub attempts: u32,
+}
+
+/// The `data` of a `step` event: a step as the synchronous answer lists it,
+/// with where it sits in the task. Written from the stored event (see
+/// `step_event`); this type documents it.
+#[derive(schemars::JsonSchema)]
+#[allow(dead_code)]
+pub struct StepEvent {
+    #[serde(flatten)]
+    step: crate::agent::Step,
+    /// The attempt that ran the step (more than 1 after a retry).
+    attempt: u32,
+    /// The step's place in its attempt, from 0.
+    index: u32,
+}
+
+/// The `data` of an `item` event: a queued chat batch's item result, as
+/// the batch's answer lists it, with where the event sits in the task.
+/// Written from the stored event (see `step_event`); this type documents it.
+#[derive(schemars::JsonSchema)]
+#[allow(dead_code)]
+pub struct ItemEvent {
+    /// `item`.
+    r#type: String,
+    result: crate::chat::batch::BatchResult,
+    /// The attempt that ran the item (more than 1 after a redelivery).
+    attempt: u32,
+    /// The event's place in its attempt (the order items finished), from 0.
+    index: u32,
+}
+
+/// What a task's progress stream sends, for its documentation.
+pub const PROGRESS_EVENTS: [crate::http::Event; 5] = [
+    crate::http::Event::json::<StatusEvent>("status"),
+    crate::http::Event::json::<StepEvent>("step"),
+    crate::http::Event::json::<ItemEvent>("item"),
+    crate::http::Event::json::<TaskView>("done"),
+    crate::http::Event::error(),
+];
+
+fn step_event(event: TaskEvent) -> Event {
+    let mut data = event.data;
+    if let Value::Object(map) = &mut data {
+        map.insert("attempt".into(), event.attempt.into());
+        map.insert("index".into(), event.index.into());
+    }
+    // A chat batch's item results are `item` events; an agent run's steps
+    // are `step` events.
+    let name = if data["type"] == crate::worker::ITEM_EVENT {
+        "item"
+    } else {
+        "step"
+    };
+    sse::json(name, &data).id(format!("{}-{}", event.attempt, event.index))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_ids_round_trip_and_garbage_is_ignored() {
+        assert_eq!(parse_event_id("2-7"), Some((2, 7)));
+        assert_eq!(parse_event_id(" 1-0 "), Some((1, 0)));
+        for bad in ["", "1", "-", "a-b", "1-", "-1", "1-2-3", "99999999999-1"] {
+            assert_eq!(parse_event_id(bad), None, "{bad}");
+        }
+    }
+}

@@ -195,6 +195,7 @@ async fn run_loop(
         ),
         contents: vec![Content::user_text(run.task.clone())],
         tools: tools.specs(),
+        response_schema: None,
     };
     let max_steps = run.max_steps as usize;
     let mut steps: Vec<Step> = Vec::new();

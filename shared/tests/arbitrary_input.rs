@@ -137,6 +137,7 @@ async fn arbitrary_text_never_panics() {
         // The offline model plans calls from the text, and answers from
         // results that echo it.
         let request = ModelRequest {
+            response_schema: None,
             system_instruction: None,
             contents: vec![Content::user_text(text.clone())],
             tools: registry.specs(),

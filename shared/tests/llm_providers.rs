@@ -383,6 +383,7 @@ impl OpenAi {
 
 fn hello() -> ModelRequest {
     ModelRequest {
+        response_schema: None,
         system_instruction: Some("You are terse.".into()),
         contents: vec![Content::user_text("Hello")],
         tools: vec![],
@@ -540,6 +541,7 @@ async fn gemini_function_call_round_trip(flavor: Flavor) {
     .await;
 
     let mut request = ModelRequest {
+        response_schema: None,
         system_instruction: None,
         contents: vec![Content::user_text("Weather in Paris and Oslo?")],
         tools: vec![weather_tool()],
@@ -878,6 +880,7 @@ async fn openai_tool_calls_round_trip() {
     .await;
 
     let mut request = ModelRequest {
+        response_schema: None,
         system_instruction: None,
         contents: vec![Content::user_text("Weather in Paris and Oslo?")],
         tools: vec![weather_tool()],

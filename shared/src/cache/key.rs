@@ -3,9 +3,11 @@
 //! The key is a SHA-256 over everything that shapes the answer: whose
 //! cache it is (the principal, or everyone), the provider and the model,
 //! the system instruction, every turn in order with its role, and the
-//! tools offered with their schemas. There are no per-request generation
-//! settings today; the version prefix changes the moment one is added, so
-//! an old entry can never answer a call it does not match.
+//! tools offered with their schemas, and the structured output asked for
+//! (a response schema). There are no other per-request generation settings
+//! today; the version prefix changes when the encoding of a call that was
+//! keyed before changes, so an old entry can never answer a call it does
+//! not match.
 //!
 //! Two things are left out on purpose:
 //! - the provider's own encoding of a turn (`Content::raw`): it repeats
@@ -45,6 +47,16 @@ struct Shape<'a> {
     system: Option<&'a str>,
     turns: Vec<Turn<'a>>,
     tools: Vec<Tool<'a>>,
+    /// Left out when absent, so a call without one keys as it always did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    output: Option<Output<'a>>,
+}
+
+/// The structured output asked for (`ModelRequest::response_schema`).
+#[derive(Serialize)]
+struct Output<'a> {
+    name: &'a str,
+    schema: &'a Value,
 }
 
 #[derive(Serialize)]
@@ -108,6 +120,10 @@ pub fn key(scope: &str, provider: &str, model: &str, request: &ModelRequest) -> 
                 parameters: &tool.parameters,
             })
             .collect(),
+        output: request.response_schema.as_ref().map(|output| Output {
+            name: &output.name,
+            schema: &output.schema,
+        }),
     };
     // Serialising these types cannot fail (string keys, no maps of other
     // keys); an empty encoding would only make every such call miss.
@@ -123,6 +139,7 @@ mod tests {
 
     fn request() -> ModelRequest {
         ModelRequest {
+            response_schema: None,
             system_instruction: Some("be brief".into()),
             contents: vec![
                 Content::user_text("what is 2+2?"),
@@ -195,6 +212,21 @@ mod tests {
         let mut r = request();
         r.tools[0].parameters = json!({"type": "object", "required": ["x"]});
         changes.push(("a tool's schema", key("alice", "gemini", "gemini-2.5-flash", &r)));
+        let mut r = request();
+        r.response_schema = Some(crate::llm::ResponseSchema {
+            name: "plan".into(),
+            schema: json!({"type": "object"}),
+        });
+        changes.push(("a response schema", key("alice", "gemini", "gemini-2.5-flash", &r)));
+        let plan = r.clone();
+        if let Some(output) = &mut r.response_schema {
+            output.schema = json!({"type": "array"});
+        }
+        assert_ne!(
+            key("alice", "gemini", "gemini-2.5-flash", &plan),
+            key("alice", "gemini", "gemini-2.5-flash", &r),
+            "the schema must change the key"
+        );
         for (what, changed) in changes.drain(..) {
             assert_ne!(base, changed, "{what} must change the key");
         }

@@ -146,6 +146,7 @@ pub async fn prepare(chat: &Chat, owner: &str, body: ChatRequest) -> Result<Turn
             system_instruction: body.system_instruction.filter(|s| !s.trim().is_empty()),
             contents,
             tools: Vec::new(),
+            response_schema: None,
         },
         history,
         model: chat

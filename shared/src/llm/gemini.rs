@@ -215,7 +215,29 @@ pub fn request_body(request: &ModelRequest) -> Value {
             .collect();
         body.insert("tools".into(), json!([{"functionDeclarations": declarations}]));
     }
+    if let Some(output) = &request.response_schema {
+        body.insert(
+            "generationConfig".into(),
+            json!({"responseMimeType": "application/json", "responseSchema": gemini_schema(&output.schema)}),
+        );
+    }
     Value::Object(body)
+}
+
+/// A JSON Schema as Gemini's `Schema` (an OpenAPI subset): the same, less
+/// `additionalProperties`, a field `Schema` does not have and Gemini
+/// rejects as an unknown name.
+fn gemini_schema(schema: &Value) -> Value {
+    match schema {
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .filter(|(key, _)| key.as_str() != "additionalProperties")
+                .map(|(key, value)| (key.clone(), gemini_schema(value)))
+                .collect(),
+        ),
+        Value::Array(items) => Value::Array(items.iter().map(gemini_schema).collect()),
+        other => other.clone(),
+    }
 }
 
 fn is_empty_object_schema(schema: &Value) -> bool {
@@ -557,6 +579,7 @@ mod tests {
     #[test]
     fn request_body_encodes_turns_system_and_tools() {
         let request = ModelRequest {
+            response_schema: None,
             system_instruction: Some("be brief".into()),
             contents: vec![
                 Content::user_text("hi"),
@@ -613,6 +636,29 @@ mod tests {
                 ]}]
             })
         );
+    }
+
+    #[test]
+    fn response_schema_asks_for_json_without_fields_gemini_lacks() {
+        let request = ModelRequest {
+            contents: vec![Content::user_text("plan")],
+            response_schema: Some(crate::llm::ResponseSchema {
+                name: "plan".into(),
+                schema: json!({"type": "object", "additionalProperties": false,
+                    "properties": {"xs": {"type": "array", "items": {"type": "object", "additionalProperties": false,
+                        "properties": {"id": {"type": "string", "enum": ["a"]}}, "required": ["id"]}}},
+                    "required": ["xs"]}),
+            }),
+            ..ModelRequest::default()
+        };
+        assert_eq!(
+            request_body(&request)["generationConfig"],
+            json!({"responseMimeType": "application/json", "responseSchema": {"type": "object",
+                "properties": {"xs": {"type": "array", "items": {"type": "object",
+                    "properties": {"id": {"type": "string", "enum": ["a"]}}, "required": ["id"]}}},
+                "required": ["xs"]}})
+        );
+        assert!(request_body(&ModelRequest::default()).get("generationConfig").is_none());
     }
 
     #[test]

@@ -153,6 +153,22 @@ pub struct ModelRequest {
     pub system_instruction: Option<String>,
     pub contents: Vec<Content>,
     pub tools: Vec<ToolSpec>,
+    /// Asks for JSON matching a schema instead of free text (structured
+    /// output: Gemini's `responseSchema`, OpenAI's `response_format`).
+    pub response_schema: Option<ResponseSchema>,
+}
+
+/// A JSON Schema the answer's text must match, and its name (OpenAI
+/// requires one; the offline model tells its roles apart by it).
+///
+/// Kept to the subset both providers accept: `type`, `properties`,
+/// `required`, `items`, `enum`, `description`, and `additionalProperties:
+/// false` on every object with every property required (OpenAI's strict
+/// mode), which Gemini ignores.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResponseSchema {
+    pub name: String,
+    pub schema: Value,
 }
 
 /// The tokens of one model call, as its provider reported them.

@@ -110,6 +110,16 @@ pub(crate) fn request_body(model: &str, request: &ModelRequest, stream: bool) ->
             .collect();
         body.insert("tools".into(), Value::Array(tools));
     }
+    if let Some(output) = &request.response_schema {
+        body.insert(
+            "response_format".into(),
+            json!({"type": "json_schema", "json_schema": {
+                "name": output.name,
+                "strict": true,
+                "schema": output.schema,
+            }}),
+        );
+    }
     if stream {
         body.insert("stream".into(), json!(true));
         body.insert("stream_options".into(), json!({"include_usage": true}));
@@ -533,8 +543,32 @@ mod tests {
     }
 
     #[test]
+    fn response_schema_is_a_strict_json_schema_format() {
+        let schema = json!({"type": "object", "additionalProperties": false,
+            "properties": {"id": {"type": "string"}}, "required": ["id"]});
+        let request = ModelRequest {
+            contents: vec![Content::user_text("plan")],
+            response_schema: Some(crate::llm::ResponseSchema {
+                name: "plan".into(),
+                schema: schema.clone(),
+            }),
+            ..ModelRequest::default()
+        };
+        assert_eq!(
+            request_body("gpt-x", &request, false)["response_format"],
+            json!({"type": "json_schema", "json_schema": {"name": "plan", "strict": true, "schema": schema}})
+        );
+        assert!(
+            request_body("gpt-x", &ModelRequest::default(), false)
+                .get("response_format")
+                .is_none()
+        );
+    }
+
+    #[test]
     fn messages_pair_calls_and_results_with_synthesized_ids() {
         let request = ModelRequest {
+            response_schema: None,
             system_instruction: Some("sys".into()),
             contents: vec![
                 Content::user_text("hi"),

@@ -144,6 +144,14 @@ impl Models {
         self.routed(&route)
     }
 
+    /// A model for one role of a multi-agent run (see
+    /// [`Router::for_role`]), counted like any route.
+    pub fn for_role(&self, tier: Tier, role: &'static str) -> Routed {
+        let route = self.router.for_role(tier, role);
+        self.count(&route);
+        self.routed(&route)
+    }
+
     fn count(&self, route: &Route) {
         self.metrics.inc(
             "model_routes_total",

@@ -118,6 +118,9 @@ pub enum Reason {
     Tools,
     /// No rule applied, or routing is off.
     Default,
+    /// The call's part in a multi-agent run (`planner`, `executor`,
+    /// `synthesis`), which fixes its tier.
+    Role(&'static str),
 }
 
 impl Reason {
@@ -130,6 +133,7 @@ impl Reason {
             Reason::Length => "length",
             Reason::Tools => "tools",
             Reason::Default => "default",
+            Reason::Role(_) => "role",
         }
     }
 }
@@ -138,6 +142,7 @@ impl std::fmt::Display for Reason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Reason::Keyword(keyword) => write!(f, "keyword:{keyword}"),
+            Reason::Role(role) => write!(f, "role:{role}"),
             other => f.write_str(other.kind()),
         }
     }
@@ -166,7 +171,8 @@ impl Route {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct RouteInfo {
     pub tier: Tier,
-    /// `requested`, `keyword:<keyword>`, `length`, `tools` or `default`.
+    /// `requested`, `keyword:<keyword>`, `length`, `tools`, `default`, or
+    /// `role:<role>` for a call of a multi-agent run.
     pub reason: String,
 }
 
@@ -352,6 +358,16 @@ impl Router {
             model: requested.to_string(),
             reason: Reason::Requested,
         })
+    }
+
+    /// Where a call of a multi-agent run goes: `tier` with `MODEL_ROUTING=auto`
+    /// (the planner and synthesis strong, the executors fast); with `off`,
+    /// the one model, as for every other call.
+    pub fn for_role(&self, tier: Tier, role: &'static str) -> Route {
+        match self.mode {
+            Mode::Auto => self.tier(tier, Reason::Role(role)),
+            Mode::Off => self.tier(Tier::Fast, Reason::Default),
+        }
     }
 
     fn tier(&self, tier: Tier, reason: Reason) -> Route {

@@ -278,6 +278,7 @@ mod tests {
 
     fn request(turns: &[(&str, Role)]) -> ModelRequest {
         ModelRequest {
+            response_schema: None,
             system_instruction: None,
             contents: turns
                 .iter()
@@ -354,6 +355,7 @@ mod tests {
 
     fn tool_request(contents: Vec<Content>, tools: &[&str]) -> ModelRequest {
         ModelRequest {
+            response_schema: None,
             system_instruction: Some("You are an agent.".into()),
             contents,
             tools: tools

@@ -28,6 +28,8 @@
 //! - [`llm`]: the `Model` trait and its providers (Gemini, Vertex AI,
 //!   OpenAI-compatible, offline), with retries and streaming; the price
 //!   table and what each answer spent.
+//! - [`multi`]: multi-agent runs: a planner's subtasks run by executors
+//!   in waves, then one synthesis.
 //! - [`cache`]: the response cache: identical model inputs answered once,
 //!   from memory or the store, with single flight on concurrent misses.
 //! - [`store`]: the store traits and their backends, SQLite (embedded) and
@@ -70,6 +72,7 @@ pub mod gcp;
 pub mod http;
 pub mod llm;
 pub(crate) mod logging;
+pub mod multi;
 pub mod outbound_url;
 pub mod owned;
 pub mod queue;

@@ -132,6 +132,9 @@ pub enum TaskKind {
     Agent,
     /// `POST /api/v1/chat/batch`: the chat turns of its `input`.
     ChatBatch,
+    /// `POST /api/v1/multi-agent`: a planner, executors and a synthesis
+    /// on `task`.
+    MultiAgent,
 }
 
 impl TaskKind {
@@ -139,6 +142,7 @@ impl TaskKind {
         match self {
             TaskKind::Agent => "agent",
             TaskKind::ChatBatch => "chat_batch",
+            TaskKind::MultiAgent => "multi_agent",
         }
     }
 
@@ -147,6 +151,7 @@ impl TaskKind {
     pub(crate) fn parse(s: Option<&str>) -> TaskKind {
         match s {
             Some("chat_batch") => TaskKind::ChatBatch,
+            Some("multi_agent") => TaskKind::MultiAgent,
             _ => TaskKind::Agent,
         }
     }

@@ -97,6 +97,19 @@ impl Registry {
         self.tools.values().map(|t| t.spec().clone()).collect()
     }
 
+    /// The tools named in `names` that this registry has: what one
+    /// subtask of a multi-agent run may use.
+    pub fn only(&self, names: &[String]) -> Registry {
+        Registry {
+            tools: self
+                .tools
+                .iter()
+                .filter(|(name, _)| names.contains(name))
+                .map(|(name, tool)| (name.clone(), tool.clone()))
+                .collect(),
+        }
+    }
+
     pub fn names(&self) -> Vec<&str> {
         self.tools.keys().map(String::as_str).collect()
     }

@@ -17,9 +17,11 @@
 //! - `plan`: which tool calls a task asks for.
 //! - `expressions`: the arithmetic in a task's text, for `calculate`.
 //! - `summary`: a turn of tool results as the final answer.
+//! - `roles`: the planner and the synthesis of a multi-agent run.
 
 mod expressions;
 mod plan;
+mod roles;
 mod summary;
 
 /// The tools' wire names spelled out for the planner's and summariser's
@@ -54,7 +56,9 @@ impl OfflineModel {
     }
 
     fn answer(&self, request: &ModelRequest) -> ModelResponse {
-        let content = if request.tools.is_empty() {
+        let content = if let Some(text) = roles::role_answer(request) {
+            Content::model_text(text)
+        } else if request.tools.is_empty() {
             Content::model_text(reply(request))
         } else {
             tool_turn(request)

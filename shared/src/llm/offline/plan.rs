@@ -19,7 +19,7 @@ use crate::tools::memory::{RECALL_TOOL_NAME as RECALL_MEMORY, STORE_TOOL_NAME as
 use crate::tools::search::TOOL_NAME as SEARCH_WEB;
 
 /// Words that join two requests ("calculate 2+2 *and* search for cats").
-const CONJUNCTIONS: &[&str] = &[
+pub(super) const CONJUNCTIONS: &[&str] = &[
     "and", "then", "also", "plus", "y", "e", "luego", "también", "tambien", "además", "ademas", "después", "despues",
 ];
 
@@ -136,7 +136,7 @@ pub(super) fn plan_calls(task: &str, offered: &[&str]) -> Vec<FunctionCall> {
 }
 
 /// The calls one clause asks for, following the order of [`plan_calls`].
-fn plan_clause(clause: &str, offered: &[&str]) -> Vec<(&'static str, Value)> {
+pub(super) fn plan_clause(clause: &str, offered: &[&str]) -> Vec<(&'static str, Value)> {
     let offers = |name: &str| offered.contains(&name);
     let all = words(clause);
     let ws = skip_lead(&all);
@@ -191,16 +191,16 @@ fn plan_clause(clause: &str, offered: &[&str]) -> Vec<(&'static str, Value)> {
 /// without searching again (and never inside a character). `key` is the word
 /// lowercased without surrounding punctuation, for comparisons.
 #[derive(Debug)]
-struct Word<'a> {
-    start: usize,
+pub(super) struct Word<'a> {
+    pub(super) start: usize,
     end: usize,
     text: &'a str,
-    key: String,
+    pub(super) key: String,
 }
 
 /// The whitespace-separated words of `text`, with their byte positions
 /// (taken from `char_indices`, so always on character boundaries).
-fn words(text: &str) -> Vec<Word<'_>> {
+pub(super) fn words(text: &str) -> Vec<Word<'_>> {
     let mut out = Vec::new();
     let mut start = None;
     let mut push = |s: usize, e: usize| {
@@ -251,7 +251,7 @@ fn starts_with_phrase(ws: &[Word<'_>], phrase: &[&str]) -> bool {
 /// Cuts a task into sentences at line breaks, semicolons, and ".", "!" or
 /// "?" followed by a space (so "3.5" and "node.js" stay whole). The
 /// punctuation stays with its sentence: a final "?" marks a question.
-fn sentences(text: &str) -> Vec<&str> {
+pub(super) fn sentences(text: &str) -> Vec<&str> {
     let mut out = Vec::new();
     let mut start = 0;
     let mut chars = text.char_indices().peekable();
@@ -277,7 +277,7 @@ fn sentences(text: &str) -> Vec<&str> {
 /// "search for salt and pepper" stays one clause, since "pepper" does not
 /// start a request. The cut is before the conjunction, so it never ends up
 /// in a search query.
-fn clauses(sentence: &str) -> Vec<&str> {
+pub(super) fn clauses(sentence: &str) -> Vec<&str> {
     let ws = words(sentence);
     let mut cuts = Vec::new();
     for i in 1..ws.len() {
@@ -417,7 +417,7 @@ fn is_question(clause: &str, ws: &[Word<'_>]) -> bool {
 
 /// Trims a phrase taken from a task: spaces, opening "¿¡", quotes, and
 /// trailing punctuation ("teal." → "teal").
-fn clean(text: &str) -> String {
+pub(super) fn clean(text: &str) -> String {
     text.trim_start_matches(|c: char| c.is_whitespace() || "¿¡\"'“”«»".contains(c))
         .trim_end_matches(|c: char| c.is_whitespace() || ".,;:!?\"'“”«»".contains(c))
         .to_string()

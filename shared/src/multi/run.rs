@@ -1,0 +1,410 @@
+//! A multi-agent run, start to end, in one process: plan, waves, synthesis.
+//!
+//! The plan is asked for once and repaired at most once: a planner that
+//! cannot give a valid plan in two answers will not in three, and each try
+//! is a paid call, so the run falls back to the whole task as one subtask
+//! and says so. Subtasks run in waves (see [`plan::waves`]), up to
+//! `concurrency` at a time; a subtask whose model fails is reported, not
+//! fatal, and the subtasks that depend on it are skipped. Only a run in
+//! which no subtask completed fails as a whole.
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Instant;
+
+use async_trait::async_trait;
+use futures_util::StreamExt;
+
+use super::plan::{self, Plan, Subtask};
+use super::prompts::{self, SynthesisInput, SynthesisItem};
+use super::{MultiFinish, MultiOutcome, PlanOrigin, PlanView, SubtaskResult, SubtaskStatus};
+use crate::agent::{self, Checkpoint, RunError};
+use crate::cache::ResponseCache;
+use crate::llm::routed::Models;
+use crate::llm::routing::{Route, Tier};
+use crate::llm::{Model, ModelError, ModelRequest, ModelResponse, ModelStream, Spend};
+use crate::store::Charge;
+use crate::tools::Registry;
+
+/// The part a model call plays in a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Planner,
+    Executor,
+    Synthesis,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Planner => "planner",
+            Role::Executor => "executor",
+            Role::Synthesis => "synthesis",
+        }
+    }
+
+    /// The orchestrator's calls need the stronger model; the executors'
+    /// narrow subtasks do not.
+    fn tier(self) -> Tier {
+        match self {
+            Role::Planner | Role::Synthesis => Tier::Strong,
+            Role::Executor => Tier::Fast,
+        }
+    }
+}
+
+/// The model for each call of a run: a new one per call site, since a
+/// routed model reports the fallback of the calls made through it.
+pub trait Roles: Send + Sync {
+    fn model(&self, role: Role) -> Box<dyn Model>;
+}
+
+/// [`Roles`] from the configured tiers: the client's route for every role
+/// when it asked for a model, else each role's tier; through the response
+/// cache when there is one.
+pub struct RoutedRoles<'a> {
+    pub models: &'a Models,
+    pub requested: Option<Route>,
+    pub cache: Option<&'a Arc<ResponseCache>>,
+    /// Whose cache entries the calls use (`Principal::as_str`).
+    pub principal: &'a str,
+}
+
+impl Roles for RoutedRoles<'_> {
+    fn model(&self, role: Role) -> Box<dyn Model> {
+        let routed = match &self.requested {
+            Some(route) => self.models.routed(route),
+            None => self.models.for_role(role.tier(), role.as_str()),
+        };
+        Box::new(routed.with_cache(self.cache, self.principal))
+    }
+}
+
+/// What a run spent so far, every call of it, and the model of the latest
+/// answer: a run that fails after paid calls still counts them.
+#[derive(Debug, Default)]
+pub struct Spent(Mutex<(Spend, Option<String>)>);
+
+impl Spent {
+    fn add(&self, answer: &ModelResponse) {
+        let mut spent = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        spent.0.add(answer);
+        spent.1 = Some(answer.model.clone());
+    }
+
+    pub fn total(&self) -> Spend {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).0
+    }
+
+    /// The spend as one charge, by the latest answer's model, today;
+    /// `None` when no call answered.
+    pub fn charge(&self) -> Option<Charge> {
+        let spent = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        spent.1.as_deref().map(|model| Charge::now(model, spent.0))
+    }
+}
+
+/// A model whose answers count into the run's [`Spent`] and the call
+/// site's own.
+struct Counted<'a> {
+    model: &'a dyn Model,
+    run: &'a Spent,
+    own: &'a Spent,
+}
+
+#[async_trait]
+impl Model for Counted<'_> {
+    fn name(&self) -> &str {
+        self.model.name()
+    }
+
+    fn provider(&self) -> &'static str {
+        self.model.provider()
+    }
+
+    async fn generate(&self, request: &ModelRequest) -> Result<ModelResponse, ModelError> {
+        let answer = self.model.generate(request).await?;
+        self.run.add(&answer);
+        self.own.add(&answer);
+        Ok(answer)
+    }
+
+    /// Not counted: no role streams.
+    async fn stream(&self, request: ModelRequest) -> Result<ModelStream, ModelError> {
+        self.model.stream(request).await
+    }
+
+    fn routing(&self) -> Option<crate::llm::routed::Routing> {
+        self.model.routing()
+    }
+}
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct MultiRun {
+    pub task: String,
+    /// The session whose memory the subtasks' memory tools use.
+    pub session_key: String,
+    /// Checked by the caller: 1 to [`plan::MAX_SUBTASKS_CAP`].
+    pub max_subtasks: usize,
+    /// Each subtask's own `max_steps`.
+    pub max_steps: u32,
+    /// Subtasks of one wave run at once, at most.
+    pub concurrency: usize,
+}
+
+/// Runs `run` to its end: everything it spent is in `spent`, whether it
+/// ends with an outcome or an error. `checkpoint`, when given, is asked
+/// before each wave, the synthesis, and inside each subtask's run.
+pub async fn run(
+    roles: &dyn Roles,
+    tools: &Registry,
+    run: &MultiRun,
+    spent: &Spent,
+    checkpoint: Option<&dyn Checkpoint>,
+) -> Result<MultiOutcome, RunError> {
+    let check = || async {
+        match checkpoint {
+            Some(checkpoint) => checkpoint.pass().await.map_err(RunError::Interrupted),
+            None => Ok(()),
+        }
+    };
+    let (plan, view) = make_plan(roles, tools, run, spent).await?;
+    // `parse` and `single` only give plans that have waves.
+    let waves = plan::waves(&plan).unwrap_or_else(|| vec![(0..plan.subtasks.len()).collect()]);
+    let mut results: Vec<Option<SubtaskResult>> = vec![None; plan.subtasks.len()];
+    let mut failures: Vec<ModelError> = Vec::new();
+    for wave in waves {
+        check().await?;
+        let jobs: Vec<_> = wave
+            .into_iter()
+            .map(|i| {
+                let subtask = &plan.subtasks[i];
+                let inputs = inputs_of(&plan, subtask, &results);
+                async move { (i, execute(roles, tools, run, spent, subtask, inputs, checkpoint).await) }
+            })
+            .collect();
+        let done: Vec<_> = futures_util::stream::iter(jobs)
+            .buffer_unordered(run.concurrency.max(1))
+            .collect()
+            .await;
+        for (i, outcome) in done {
+            let (result, failure) = outcome?;
+            failures.extend(failure);
+            results[i] = Some(result);
+        }
+    }
+    let results: Vec<SubtaskResult> = results.into_iter().flatten().collect();
+    if !results.iter().any(|r| r.status == SubtaskStatus::Completed) {
+        let first = failures.into_iter().next().unwrap_or_else(|| ModelError::Upstream {
+            status: None,
+            message: "no subtask completed".to_string(),
+        });
+        return Err(RunError::Model(first));
+    }
+    let finish_reason = if results.iter().all(|r| r.status == SubtaskStatus::Completed) {
+        MultiFinish::Answered
+    } else {
+        MultiFinish::Partial
+    };
+    let (response, model) = match results.as_slice() {
+        // One subtask's answer is the answer: a synthesis would only
+        // restate it, at the price of another call.
+        [only] if only.status == SubtaskStatus::Completed => (
+            only.response.clone().unwrap_or_default(),
+            only.model.clone().unwrap_or_default(),
+        ),
+        _ => {
+            check().await?;
+            synthesise(roles, spent, &run.task, &results).await?
+        }
+    };
+    let usage = spent.total();
+    Ok(MultiOutcome {
+        response,
+        plan: view,
+        subtasks: results,
+        finish_reason,
+        tokens_used: usage.tokens(),
+        usage,
+        model,
+    })
+}
+
+/// Asks for a plan, and once more with what was wrong; falls back to the
+/// whole task as one subtask.
+async fn make_plan(
+    roles: &dyn Roles,
+    tools: &Registry,
+    run: &MultiRun,
+    spent: &Spent,
+) -> Result<(Plan, PlanView), RunError> {
+    let names = tools.names();
+    let planner = roles.model(Role::Planner);
+    let own = Spent::default();
+    let planner = Counted {
+        model: planner.as_ref(),
+        run: spent,
+        own: &own,
+    };
+    let request = prompts::planner_request(&run.task, &tools.specs(), run.max_subtasks);
+    let mut rejected = Vec::new();
+    let first = planner.generate(&request).await?;
+    let why = match plan::parse(&first.text(), &names, run.max_subtasks) {
+        Ok(plan) => return Ok(view(plan, PlanOrigin::Planned, rejected)),
+        Err(why) => why,
+    };
+    rejected.push(why.0.clone());
+    let repair = prompts::repair_request(request, first.content, &why.0);
+    let second = planner.generate(&repair).await?;
+    match plan::parse(&second.text(), &names, run.max_subtasks) {
+        Ok(plan) => Ok(view(plan, PlanOrigin::Repaired, rejected)),
+        Err(why) => {
+            rejected.push(why.0);
+            Ok(view(plan::single(&run.task, &names), PlanOrigin::Fallback, rejected))
+        }
+    }
+}
+
+fn view(plan: Plan, origin: PlanOrigin, rejected: Vec<String>) -> (Plan, PlanView) {
+    let view = PlanView {
+        subtasks: plan.subtasks.clone(),
+        origin,
+        rejected,
+    };
+    (plan, view)
+}
+
+/// The finished subtasks `subtask` depends on, with their answers; a
+/// dependency that did not complete gives `Err` with its id.
+fn inputs_of(
+    plan: &Plan,
+    subtask: &Subtask,
+    results: &[Option<SubtaskResult>],
+) -> Result<Vec<(Subtask, String)>, String> {
+    subtask
+        .depends_on
+        .iter()
+        .map(|id| {
+            let found = plan
+                .subtasks
+                .iter()
+                .zip(results)
+                .find(|(s, _)| &s.id == id)
+                .and_then(|(s, r)| r.as_ref().map(|r| (s, r)));
+            match found {
+                Some((s, r)) if r.status == SubtaskStatus::Completed => {
+                    Ok((s.clone(), r.response.clone().unwrap_or_default()))
+                }
+                _ => Err(id.clone()),
+            }
+        })
+        .collect()
+}
+
+/// One subtask as an agent run of its own: its description as the task,
+/// only its tools, the results it depends on in its instruction. A model
+/// failure becomes a failed result (and the error, for a run in which
+/// nothing completes); only an interruption ends the whole run.
+async fn execute(
+    roles: &dyn Roles,
+    tools: &Registry,
+    run: &MultiRun,
+    spent: &Spent,
+    subtask: &Subtask,
+    inputs: Result<Vec<(Subtask, String)>, String>,
+    checkpoint: Option<&dyn Checkpoint>,
+) -> Result<(SubtaskResult, Option<ModelError>), RunError> {
+    let started = Instant::now();
+    let mut result = SubtaskResult {
+        subtask: subtask.clone(),
+        status: SubtaskStatus::Skipped,
+        response: None,
+        error: None,
+        steps: Vec::new(),
+        usage: Spend::default(),
+        model: None,
+        route: None,
+        finish_reason: None,
+        duration_ms: 0.0,
+    };
+    let inputs = match inputs {
+        Ok(inputs) => inputs,
+        Err(missing) => {
+            result.error = Some(format!(
+                "not run: the subtask {missing:?} it depends on did not complete"
+            ));
+            return Ok((result, None));
+        }
+    };
+    let borrowed: Vec<(&Subtask, &str)> = inputs.iter().map(|(s, r)| (s, r.as_str())).collect();
+    let agent_run = agent::Run {
+        task: subtask.description.clone(),
+        session_key: run.session_key.clone(),
+        max_steps: run.max_steps,
+        system_instruction: Some(prompts::executor_instruction(&run.task, &borrowed)),
+    };
+    let executor = roles.model(Role::Executor);
+    let own = Spent::default();
+    let counted = Counted {
+        model: executor.as_ref(),
+        run: spent,
+        own: &own,
+    };
+    let outcome = agent::run_checked(&counted, &tools.only(&subtask.tools), &agent_run, &|_| {}, checkpoint).await;
+    result.duration_ms = (started.elapsed().as_secs_f64() * 1_000_000.0).round() / 1000.0;
+    result.usage = own.total();
+    match outcome {
+        Ok(outcome) => {
+            result.status = SubtaskStatus::Completed;
+            result.response = Some(outcome.response);
+            result.steps = outcome.steps;
+            result.model = Some(outcome.model);
+            result.route = outcome.route;
+            result.finish_reason = Some(outcome.finish_reason);
+            Ok((result, None))
+        }
+        Err(RunError::Model(err)) => {
+            result.status = SubtaskStatus::Failed;
+            result.error = Some(err.to_string());
+            result.route = executor.routing().map(|r| r.route);
+            Ok((result, Some(err)))
+        }
+        Err(interrupted) => Err(interrupted),
+    }
+}
+
+/// The final answer from every subtask's result: (its text, its model).
+async fn synthesise(
+    roles: &dyn Roles,
+    spent: &Spent,
+    task: &str,
+    results: &[SubtaskResult],
+) -> Result<(String, String), RunError> {
+    let input = SynthesisInput {
+        task: task.to_string(),
+        subtasks: results
+            .iter()
+            .map(|r| SynthesisItem {
+                id: r.subtask.id.clone(),
+                description: r.subtask.description.clone(),
+                status: match r.status {
+                    SubtaskStatus::Completed => "completed",
+                    SubtaskStatus::Failed => "failed",
+                    SubtaskStatus::Skipped => "skipped",
+                }
+                .to_string(),
+                result: r.response.clone(),
+                error: r.error.clone(),
+            })
+            .collect(),
+    };
+    let model = roles.model(Role::Synthesis);
+    let own = Spent::default();
+    let counted = Counted {
+        model: model.as_ref(),
+        run: spent,
+        own: &own,
+    };
+    let answer = counted.generate(&prompts::synthesis_request(&input)).await?;
+    Ok((answer.text(), answer.model))
+}

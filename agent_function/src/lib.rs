@@ -34,6 +34,10 @@ use axum::routing::{get, post};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+mod multi;
+
+pub use multi::{MultiAgentRequest, run_multi_agent};
+
 pub const FUNCTION: &str = "agent_function";
 
 /// `POST /api/v1/agent`.
@@ -170,7 +174,13 @@ fn list_operation() -> Operation {
 }
 
 fn routes(app: &App, state: AgentState) -> Api {
-    let runs = Routes::new().main_route("/api/v1/agent", post(run_agent), [run_operation()]);
+    let runs = Routes::new()
+        .main_route("/api/v1/agent", post(run_agent), [run_operation()])
+        .route(
+            "/api/v1/multi-agent",
+            post(multi::run_multi_agent),
+            [multi::operation()],
+        );
     let reads = Routes::new()
         .route("/api/v1/tasks", get(list_tasks), [list_operation()])
         .route(
@@ -334,7 +344,7 @@ async fn run_to_end(
 /// same write, `TaskStore::finish_charged`). The client gets its answer
 /// even when this fails: the work is done, and a retry would pay for it
 /// again.
-async fn record(state: &AgentState, task_id: &str, outcome: &Finished, charge: Option<&Charge>) {
+pub(crate) async fn record(state: &AgentState, task_id: &str, outcome: &Finished, charge: Option<&Charge>) {
     if let Err(err) = state.tasks.finish_charged(task_id, 1, outcome, charge).await {
         tracing::warn!(%err, task_id, "the task's outcome could not be stored");
     }

@@ -1,0 +1,325 @@
+//! `POST /api/v1/multi-agent` over real HTTP on loopback, on SQLite on
+//! disk: with the offline model (the README's example), and in front of a
+//! local server speaking Gemini's `generateContent` wire format that plays
+//! each role by what the request carries (a response schema: the planner;
+//! the synthesis's instruction: the synthesis; else an executor), so the
+//! tests can make one subtask fail, the planner answer nonsense, and see
+//! that subtasks are in flight together.
+
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use agent_core::multi::{MultiAgentResponse, SYNTHESIS_INSTRUCTION};
+use agent_core::testing::{TestServer, error_envelope};
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::post;
+use common::Agent;
+use serde_json::{Value, json};
+
+impl Agent {
+    async fn multi(&self, body: Value) -> reqwest::Response {
+        self.http
+            .post(format!("{}/api/v1/multi-agent", self.server.url))
+            .json(&body)
+            .send()
+            .await
+            .expect("the agent function answers")
+    }
+
+    async fn multi_ok(&self, body: Value) -> MultiAgentResponse {
+        let response = self.multi(body).await;
+        let status = response.status();
+        let text = response.text().await.expect("body");
+        assert_eq!(status, reqwest::StatusCode::OK, "{text}");
+        serde_json::from_str(&text).expect("a multi-agent answer")
+    }
+}
+
+#[tokio::test]
+async fn the_offline_model_plans_runs_and_synthesises_the_readme_example() {
+    let agent = Agent::start(&[]).await;
+    let task = "Calcula 25*4, busca información sobre cold start y resume ambos";
+    let run = agent.multi_ok(json!({ "task": task })).await;
+    let outcome = &run.outcome;
+    assert!(outcome.subtasks.len() >= 2, "{:?}", outcome.plan);
+    let tools: Vec<&str> = outcome
+        .subtasks
+        .iter()
+        .flat_map(|s| s.steps.iter().map(|step| step.tool.as_str()))
+        .collect();
+    assert!(
+        tools.contains(&"calculate") && tools.contains(&"search_web"),
+        "{tools:?}"
+    );
+    let calc = outcome
+        .subtasks
+        .iter()
+        .flat_map(|s| &s.steps)
+        .find(|s| s.tool == "calculate")
+        .expect("a calculate step");
+    assert_eq!(calc.result["result"], 100);
+    let search = outcome
+        .subtasks
+        .iter()
+        .flat_map(|s| &s.steps)
+        .find(|s| s.tool == "search_web")
+        .expect("a search step");
+    let first = search.result["results"][0]["title"].as_str().expect("a search result");
+    // The answer carries both results.
+    assert!(outcome.response.contains("100"), "{}", outcome.response);
+    assert!(outcome.response.contains(first), "{first} in {}", outcome.response);
+    assert_eq!(outcome.finish_reason, agent_core::multi::MultiFinish::Answered);
+    // Plan, two executors of two calls each (the tools, then the answer), synthesis.
+    assert_eq!(outcome.usage.model_calls, 6);
+    assert_eq!(
+        outcome.tokens_used,
+        outcome.usage.input_tokens + outcome.usage.output_tokens
+    );
+
+    // The run is stored as a task of its own kind, with the same answer.
+    let stored = agent.get(&format!("/api/v1/tasks/{}", run.task_id)).await;
+    assert_eq!(stored["kind"], "multi_agent");
+    assert_eq!(stored["status"], "completed");
+    assert_eq!(stored["task"], task);
+    let result: MultiAgentResponse = serde_json::from_value(stored["result"].clone()).expect("the stored result");
+    assert_eq!(result, run);
+}
+
+#[tokio::test]
+async fn a_bad_request_is_a_400_that_says_what_to_change() {
+    let agent = Agent::start(&[]).await;
+    for (body, wanted) in [
+        (json!({"task": "x", "max_subtasks": 0}), "max_subtasks must be 1 to 10"),
+        (json!({"task": "x", "max_subtasks": 11}), "max_subtasks must be 1 to 10"),
+        (json!({"task": "  "}), "task"),
+        (json!({"task": "x", "model": "gpt-9-ultra"}), "gpt-9-ultra"),
+        (json!({"task": "x", "async": true}), "synchronous for now"),
+        (json!({"task": "x", "steps": 3}), "steps"),
+    ] {
+        let (message, _) = error_envelope(agent.multi(body.clone()).await, 400, "invalid_argument").await;
+        assert!(message.contains(wanted), "{body}: {message}");
+    }
+}
+
+/// What the Gemini double saw and how it answers.
+#[derive(Default)]
+struct Double {
+    /// The planner's answers, in order; the last repeats.
+    plans: Vec<String>,
+    seen: Mutex<Seen>,
+    /// Executor calls now in flight.
+    in_flight: AtomicUsize,
+    /// Whether an executor call waits (up to a bound) for another to be
+    /// in flight beside it, so that parallel calls are sure to overlap.
+    wait_for_company: bool,
+}
+
+#[derive(Default, Clone)]
+struct Seen {
+    /// (model, role, the request's last text)
+    calls: Vec<(String, &'static str, String)>,
+    planner_requests: Vec<Value>,
+    /// The most executor calls in flight at once.
+    most_in_flight: usize,
+}
+
+fn gemini_text(model: &str, text: &str) -> Value {
+    json!({
+        "candidates": [{"content": {"role": "model", "parts": [{"text": text}]}, "finishReason": "STOP", "index": 0}],
+        "usageMetadata": {"promptTokenCount": 20, "candidatesTokenCount": 5, "totalTokenCount": 25},
+        "modelVersion": model
+    })
+}
+
+async fn generate(
+    State(double): State<Arc<Double>>,
+    Path(method): Path<String>,
+    Json(body): Json<Value>,
+) -> (StatusCode, Json<Value>) {
+    let model = method.split(':').next().unwrap_or_default().to_string();
+    let system = body["systemInstruction"]["parts"][0]["text"]
+        .as_str()
+        .unwrap_or_default();
+    let last = body["contents"]
+        .as_array()
+        .and_then(|c| c.last())
+        .map(|c| c["parts"][0]["text"].as_str().unwrap_or_default().to_string())
+        .unwrap_or_default();
+    let role = if body.get("generationConfig").is_some() {
+        "planner"
+    } else if system == SYNTHESIS_INSTRUCTION {
+        "synthesis"
+    } else {
+        "executor"
+    };
+    let count = {
+        let mut seen = double.seen.lock().expect("seen");
+        seen.calls.push((model.clone(), role, last.clone()));
+        if role == "planner" {
+            seen.planner_requests.push(body.clone());
+        }
+        seen.calls.iter().filter(|c| c.1 == role).count()
+    };
+    match role {
+        "planner" => {
+            let plan = double.plans[(count - 1).min(double.plans.len() - 1)].clone();
+            (StatusCode::OK, Json(gemini_text(&model, &plan)))
+        }
+        "synthesis" => (StatusCode::OK, Json(gemini_text(&model, "the final answer"))),
+        _ => {
+            let now = double.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+            {
+                let mut seen = double.seen.lock().expect("seen");
+                seen.most_in_flight = seen.most_in_flight.max(now);
+            }
+            if double.wait_for_company {
+                let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+                while double.seen.lock().expect("seen").most_in_flight < 2 && tokio::time::Instant::now() < deadline {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+            double.in_flight.fetch_sub(1, Ordering::SeqCst);
+            if last.contains("FAIL") {
+                return (
+                    StatusCode::BAD_REQUEST,
+                    Json(
+                        json!({"error": {"code": 400, "message": "Request contains an invalid argument.", "status": "INVALID_ARGUMENT"}}),
+                    ),
+                );
+            }
+            (StatusCode::OK, Json(gemini_text(&model, &format!("done: {last}"))))
+        }
+    }
+}
+
+async fn start_double(plans: &[String], wait_for_company: bool) -> (TestServer, Arc<Double>) {
+    let double = Arc::new(Double {
+        plans: plans.to_vec(),
+        wait_for_company,
+        ..Double::default()
+    });
+    let router = axum::Router::new()
+        .route("/v1beta/models/{method}", post(generate))
+        .with_state(double.clone());
+    (TestServer::start(router).await, double)
+}
+
+async fn agent_on(double: &TestServer) -> Agent {
+    Agent::start(&[
+        ("LLM_PROVIDER", "gemini"),
+        ("GEMINI_API_KEY", "multi-test-key"),
+        ("GEMINI_BASE_URL", double.url.as_str()),
+        ("MODEL_ROUTING", "auto"),
+        ("LLM_MAX_RETRIES", "0"),
+        ("RATE_LIMIT_AGENT", "off"),
+    ])
+    .await
+}
+
+fn plan(subtasks: &[(&str, &str, &[&str], &[&str])]) -> String {
+    let subtasks: Vec<Value> = subtasks
+        .iter()
+        .map(|(id, description, tools, depends_on)| {
+            json!({"id": id, "description": description, "tools": tools, "depends_on": depends_on})
+        })
+        .collect();
+    json!({ "subtasks": subtasks }).to_string()
+}
+
+#[tokio::test]
+async fn a_failing_subtask_gives_a_partial_answer_and_subtasks_run_together() {
+    let plans = [plan(&[
+        ("a", "look up the weather", &["search_web"], &[]),
+        ("b", "FAIL on purpose", &[], &[]),
+        ("c", "use what b found", &[], &["b"]),
+    ])];
+    let (server, double) = start_double(&plans, true).await;
+    let agent = agent_on(&server).await;
+    let run = agent
+        .multi_ok(json!({"task": "weather and more", "max_subtasks": 3}))
+        .await;
+    let outcome = &run.outcome;
+    assert_eq!(outcome.finish_reason, agent_core::multi::MultiFinish::Partial);
+    let statuses: Vec<Value> = outcome
+        .subtasks
+        .iter()
+        .map(|s| serde_json::to_value(s.status).expect("status"))
+        .collect();
+    assert_eq!(statuses, [json!("completed"), json!("failed"), json!("skipped")]);
+    assert!(
+        outcome.subtasks[1]
+            .error
+            .as_deref()
+            .unwrap_or("")
+            .contains("invalid argument"),
+        "{:?}",
+        outcome.subtasks[1].error
+    );
+    assert_eq!(outcome.response, "the final answer");
+
+    let seen = double.seen.lock().expect("seen").clone();
+    // a and b were in flight together, counted at the double.
+    assert_eq!(seen.most_in_flight, 2, "{:?}", seen.calls);
+    // The orchestrator's calls went to the strong tier, the subtasks' to the fast one.
+    let models: Vec<(&str, &str)> = seen.calls.iter().map(|(m, r, _)| (r.to_owned(), m.as_str())).collect();
+    assert!(models.contains(&("planner", "gemini-2.5-pro")), "{models:?}");
+    assert!(models.contains(&("synthesis", "gemini-2.5-pro")), "{models:?}");
+    assert!(
+        models
+            .iter()
+            .filter(|(r, _)| *r == "executor")
+            .all(|(_, m)| *m == "gemini-2.5-flash"),
+        "{models:?}"
+    );
+    // c never reached the model: planner, a, b, synthesis.
+    assert_eq!(seen.calls.len(), 4, "{:?}", seen.calls);
+    // The planner was held to the schema: JSON, only the tools there are, at most 3.
+    let config = &seen.planner_requests[0]["generationConfig"];
+    assert_eq!(config["responseMimeType"], "application/json");
+    let subtasks = &config["responseSchema"]["properties"]["subtasks"];
+    assert_eq!(subtasks["maxItems"], 3);
+    let tools = subtasks["items"]["properties"]["tools"]["items"]["enum"]
+        .as_array()
+        .expect("the tools");
+    assert!(
+        tools.contains(&json!("search_web")) && tools.contains(&json!("calculate")),
+        "{tools:?}"
+    );
+    assert!(config.to_string().find("additionalProperties").is_none(), "{config}");
+    // The route of the subtask says why it went where it did.
+    let route = outcome.subtasks[0].route.as_ref().expect("a route");
+    assert_eq!(route.reason, "role:executor");
+}
+
+#[tokio::test]
+async fn a_planner_that_answers_nonsense_twice_falls_back_to_one_subtask() {
+    let plans = ["Sure! Here is my plan: first, ...".to_string()];
+    let (server, double) = start_double(&plans, false).await;
+    let agent = agent_on(&server).await;
+    let run = agent.multi_ok(json!({"task": "do it all"})).await;
+    let plan = serde_json::to_value(&run.outcome.plan).expect("plan");
+    assert_eq!(plan["origin"], "fallback");
+    assert_eq!(plan["rejected"].as_array().map(Vec::len), Some(2));
+    assert_eq!(run.outcome.subtasks.len(), 1);
+    assert_eq!(run.outcome.subtasks[0].subtask.description, "do it all");
+    assert_eq!(run.outcome.response, "done: do it all");
+    let seen = double.seen.lock().expect("seen").clone();
+    let roles: Vec<&str> = seen.calls.iter().map(|c| c.1).collect();
+    // Two planner calls (the second a repair), one executor, no synthesis.
+    assert_eq!(roles, ["planner", "planner", "executor"]);
+    let repair = &seen.calls[1].2;
+    assert!(
+        repair.contains("cannot be used") && repair.contains("not JSON"),
+        "{repair}"
+    );
+    assert_eq!(run.outcome.usage.model_calls, 3);
+
+    // The failed attempt's calls are in the caller's usage like any others.
+    let usage = agent.get("/api/v1/usage").await;
+    assert_eq!(usage["total"]["model_calls"], 3, "{usage}");
+}

@@ -287,7 +287,7 @@ pub async fn run_agent(
     Ok(axum::Json(run_now(&state, task, warnings, model).await?).into_response())
 }
 
-fn check_callback(state: &AgentState, url: &str) -> Result<String, ApiError> {
+pub(crate) fn check_callback(state: &AgentState, url: &str) -> Result<String, ApiError> {
     task::check_callback(url, state.allow_loopback_callbacks, state.callbacks_enabled)
 }
 

@@ -3,7 +3,8 @@
 //!
 //! A synchronous run is stored as a task of kind `multi_agent` while it
 //! runs, like a synchronous agent run, so it can be looked up and its
-//! usage is counted with its outcome.
+//! usage is counted with its outcome; with `async: true` it is queued like
+//! any task, and a worker runs it (`agent_core::worker`).
 
 use agent_core::agent::{self, RunError};
 use agent_core::auth::Principal;
@@ -11,8 +12,11 @@ use agent_core::http::json::require_text;
 use agent_core::http::{ApiError, ApiJson, Operation, detached};
 use agent_core::multi::{self, MultiAgentResponse, MultiRun, RoutedRoles, Spent};
 use agent_core::store::{Finished, TaskKind, TaskRecord, TaskState};
+use agent_core::task::{self, Accepted};
+use agent_core::worker::MultiInput;
 use agent_core::{owned, session};
 use axum::extract::State;
+use axum::response::{IntoResponse, Response};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -41,10 +45,13 @@ pub struct MultiAgentRequest {
     /// `false`: the run's model calls skip the response cache (`CACHE`).
     #[serde(default)]
     pub cache: Option<bool>,
-    /// Not yet: multi-agent runs are synchronous for now.
+    /// Queue the run and answer 202 at once; follow it at `events_url`
+    /// (`plan`, `subtask_started`, `step`, `subtask_finished`, `synthesis`,
+    /// `done`) or `status_url`.
     #[serde(default, rename = "async")]
     pub run_async: bool,
-    /// Only with `async`, which is not available yet.
+    /// With `async`: an `https://` URL that receives the finished task,
+    /// signed with `X-Signature-256` (needs WEBHOOK_SECRET).
     #[serde(default)]
     pub callback_url: Option<String>,
 }
@@ -60,6 +67,7 @@ pub(crate) fn operation() -> Operation {
         200,
         "the finished run: the plan, each subtask's result and steps, the answer",
     )
+    .json_with::<Accepted>(202, "with async: true, the run is queued", &["Location"])
     .model_errors()
 }
 
@@ -67,15 +75,10 @@ pub async fn run_multi_agent(
     State(state): State<AgentState>,
     principal: Principal,
     ApiJson(body): ApiJson<MultiAgentRequest>,
-) -> Result<axum::Json<MultiAgentResponse>, ApiError> {
+) -> Result<Response, ApiError> {
     require_text("task", &body.task, state.max_task_chars)?;
     let session_id = session::given_or_new(body.session_id.as_deref())?;
     let max_subtasks = multi::max_subtasks(body.max_subtasks)?;
-    if body.run_async || body.callback_url.is_some() {
-        return Err(ApiError::invalid_argument(
-            "multi-agent runs are synchronous for now: omit async and callback_url",
-        ));
-    }
     let requested = match body.model.as_deref() {
         Some(model) => Some(
             state
@@ -95,6 +98,19 @@ pub async fn run_multi_agent(
     task.kind = TaskKind::MultiAgent;
     task.model = body.model;
     task.cache = body.cache != Some(false);
+    if body.run_async {
+        task.callback_url = match body.callback_url {
+            Some(url) => Some(crate::check_callback(&state, &url)?),
+            None => None,
+        };
+        task.input = serde_json::to_value(MultiInput { max_subtasks }).ok();
+        return task::submit(state.tasks.as_ref(), state.queue.as_ref(), task, Vec::new()).await;
+    }
+    if body.callback_url.is_some() {
+        return Err(ApiError::invalid_argument(
+            "callback_url is only used by asynchronous runs: add \"async\": true, or omit callback_url",
+        ));
+    }
     let run = MultiRun {
         task: task.task.clone(),
         session_key: owned::session_key(principal.as_str(), &task.session_id),
@@ -106,7 +122,7 @@ pub async fn run_multi_agent(
     // started, the run ends and is recorded whether or not the client stays.
     detached::run(move |_| async move { run_to_end(&state, &principal, task, run, requested).await })
         .await
-        .map(axum::Json)
+        .map(|response| axum::Json(response).into_response())
 }
 
 async fn run_to_end(
@@ -126,7 +142,7 @@ async fn run_to_end(
         principal: principal.as_str(),
     };
     let spent = Spent::default();
-    let outcome = match multi::run(&roles, &state.tools, &run, &spent, None).await {
+    let outcome = match multi::run(&roles, &state.tools, &run, &spent, None, &|_| {}).await {
         Ok(outcome) => outcome,
         Err(err) => {
             let error = match err {

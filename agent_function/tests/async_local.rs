@@ -18,29 +18,6 @@ use serde_json::{Value, json};
 
 const SECRET: &str = "local-webhook-secret";
 
-impl Agent {
-    /// The whole event stream of a task, as (event, data) pairs.
-    async fn events(&self, id: &str, last_event_id: Option<&str>) -> Vec<(String, Value)> {
-        let mut request = self.http.get(format!("{}/api/v1/tasks/{id}/events", self.server.url));
-        if let Some(last) = last_event_id {
-            request = request.header("last-event-id", last);
-        }
-        let response = request.send().await.expect("events");
-        assert_eq!(response.status(), 200);
-        assert!(
-            response.headers()["content-type"]
-                .to_str()
-                .unwrap_or_default()
-                .starts_with("text/event-stream")
-        );
-        let text = tokio::time::timeout(DEADLINE, response.text())
-            .await
-            .expect("the stream ends after done")
-            .expect("text");
-        agent_core::testing::sse_events(&text)
-    }
-}
-
 /// Checks the status and the envelope's code; returns its message.
 async fn error(response: reqwest::Response, status: u16, code: &str) -> String {
     agent_core::testing::error_envelope(response, status, code).await.0

@@ -1,8 +1,9 @@
 //! `POST /api/v1/tasks/{id}/cancel` on the embedded defaults (the local
 //! queue, SQLite on disk), against a model double that holds its answer:
 //! a queued task never reaches the model, a running one makes no call after
-//! the cancel is stored, a cancel is idempotent, a finished task is a 409,
-//! and another principal's task is a 404.
+//! the cancel is stored (a multi-agent run starts no further subtask), a
+//! cancel is idempotent, a finished task is a 409, and another principal's
+//! task is a 404.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -39,8 +40,21 @@ struct Gate {
     release: Arc<Notify>,
 }
 
-async fn answer(State(gate): State<Gate>) -> axum::Json<Value> {
+async fn answer(State(gate): State<Gate>, axum::Json(request): axum::Json<Value>) -> axum::Json<Value> {
     let n = gate.calls.fetch_add(1, Ordering::SeqCst) + 1;
+    if request.get("response_format").is_some() {
+        // A multi-agent planner: two subtasks, the second after the first.
+        let plan = json!({"subtasks": [
+            {"id": "s1", "description": "add one and one", "tools": ["calculate"], "depends_on": []},
+            {"id": "s2", "description": "add two and two", "tools": ["calculate"], "depends_on": ["s1"]}
+        ]});
+        return axum::Json(json!({
+            "id": format!("chatcmpl-held-{n}"), "object": "chat.completion", "created": 1, "model": "held",
+            "choices": [{"index": 0, "finish_reason": "stop",
+                         "message": {"role": "assistant", "content": plan.to_string()}}],
+            "usage": {"prompt_tokens": 3, "completion_tokens": 3, "total_tokens": 6}
+        }));
+    }
     let _ = gate.called.send(());
     gate.release.notified().await;
     axum::Json(json!({
@@ -254,6 +268,58 @@ async fn a_running_task_cancelled_makes_no_further_call_and_calls_back_once() {
     let names: Vec<&str> = events.iter().map(|(name, _)| name.as_str()).collect();
     assert_eq!(names, ["done"], "{events:?}");
     assert_eq!(events[0].1, cancelled);
+}
+
+#[tokio::test]
+async fn a_multi_agent_run_cancelled_mid_run_starts_no_further_subtask() {
+    let mut model = HeldModel::start().await;
+    let agent = Agent::start(&[("LLM_PROVIDER", "openai"), ("OPENAI_BASE_URL", &model.base_url)]).await;
+    let response = agent
+        .http
+        .post(format!("{}/api/v1/multi-agent", agent.server.url))
+        .json(&json!({"task": "add things, in order", "async": true}))
+        .send()
+        .await
+        .expect("the agent function answers");
+    assert_eq!(response.status(), 202);
+    let id = response.json::<Value>().await.expect("json")["task_id"]
+        .as_str()
+        .expect("a task id")
+        .to_string();
+    // The planner has answered; the first subtask's model call is held.
+    model.called().await;
+    let cancelled = ok_json(agent.cancel(&id, None).await).await;
+    assert_eq!(cancelled["status"], "cancelled", "{cancelled}");
+
+    // The held call answers with a tool call; the subtask stops before
+    // running it, and the second subtask never starts.
+    model.release.notify_one();
+    agent.wait_worker("stopped", 1, None).await;
+    assert_eq!(model.calls(), 2, "the planner and the first subtask's one call");
+    let events = agent
+        .app
+        .stores
+        .tasks
+        .events(&id, None, 100)
+        .await
+        .expect("the task's events");
+    let kinds: Vec<String> = events
+        .iter()
+        .map(|e| {
+            format!(
+                "{} {}",
+                e.data["type"].as_str().unwrap_or("?"),
+                e.data["id"].as_str().unwrap_or("")
+            )
+        })
+        .collect();
+    assert!(kinds.contains(&"subtask_started s1".to_string()), "{kinds:?}");
+    assert!(!kinds.iter().any(|k| k.ends_with("s2")), "{kinds:?}");
+    assert_eq!(
+        agent.get(&format!("/api/v1/tasks/{id}")).await,
+        cancelled,
+        "the stopped run wrote nothing"
+    );
 }
 
 #[tokio::test]

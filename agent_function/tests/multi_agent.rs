@@ -91,6 +91,59 @@ async fn the_offline_model_plans_runs_and_synthesises_the_readme_example() {
 }
 
 #[tokio::test]
+async fn a_queued_run_streams_its_plan_subtasks_steps_and_synthesis() {
+    let agent = Agent::start(&[]).await;
+    let task = "Calcula 25*4, busca información sobre cold start y resume ambos";
+    let response = agent
+        .multi(json!({ "task": task, "async": true, "max_subtasks": 3 }))
+        .await;
+    assert_eq!(response.status(), 202);
+    let accepted: Value = response.json().await.expect("json");
+    assert_eq!(accepted["status"], "queued");
+    let id = accepted["task_id"].as_str().expect("id").to_string();
+
+    let events = agent.events(&id, None).await;
+    let (stored, _) = agent.wait_finished(&id).await;
+    assert_eq!(stored["status"], "completed", "{stored}");
+    assert_eq!(stored["kind"], "multi_agent");
+    let names: Vec<&str> = events
+        .iter()
+        .map(|(n, _)| n.as_str())
+        .filter(|n| *n != "status")
+        .collect();
+    assert_eq!(names.first(), Some(&"plan"), "{names:?}");
+    assert_eq!(&names[names.len() - 2..], ["synthesis", "done"], "{names:?}");
+    for name in ["subtask_started", "step", "subtask_finished"] {
+        assert_eq!(names.iter().filter(|n| **n == name).count(), 2, "{name} in {names:?}");
+    }
+    let plan = &events.iter().find(|(n, _)| n == "plan").expect("plan").1;
+    assert_eq!(plan["origin"], "planned");
+    let ids: Vec<&str> = plan["subtasks"]
+        .as_array()
+        .expect("subtasks")
+        .iter()
+        .filter_map(|s| s["id"].as_str())
+        .collect();
+    // Each step says which subtask took it.
+    for (_, step) in events.iter().filter(|(n, _)| n == "step") {
+        assert!(ids.contains(&step["subtask"].as_str().unwrap_or_default()), "{step}");
+        assert_eq!(step["type"], "tool_call");
+    }
+    let finished = events
+        .iter()
+        .filter(|(n, _)| n == "subtask_finished")
+        .map(|(_, d)| d["status"].clone())
+        .collect::<Vec<_>>();
+    assert_eq!(finished, [json!("completed"), json!("completed")]);
+    // The done event carries the task and its result, the synchronous answer.
+    let done = &events.last().expect("done").1;
+    assert_eq!(done["result"], stored["result"]);
+    let result: MultiAgentResponse = serde_json::from_value(stored["result"].clone()).expect("a multi-agent answer");
+    assert!(result.outcome.response.contains("100"), "{}", result.outcome.response);
+    assert_eq!(result.outcome.usage.model_calls, 6);
+}
+
+#[tokio::test]
 async fn a_bad_request_is_a_400_that_says_what_to_change() {
     let agent = Agent::start(&[]).await;
     for (body, wanted) in [
@@ -98,7 +151,14 @@ async fn a_bad_request_is_a_400_that_says_what_to_change() {
         (json!({"task": "x", "max_subtasks": 11}), "max_subtasks must be 1 to 10"),
         (json!({"task": "  "}), "task"),
         (json!({"task": "x", "model": "gpt-9-ultra"}), "gpt-9-ultra"),
-        (json!({"task": "x", "async": true}), "synchronous for now"),
+        (
+            json!({"task": "x", "callback_url": "https://example.com/hook"}),
+            "only used by asynchronous runs",
+        ),
+        (
+            json!({"task": "x", "async": true, "callback_url": "http://example.com/hook"}),
+            "https",
+        ),
         (json!({"task": "x", "steps": 3}), "steps"),
     ] {
         let (message, _) = error_envelope(agent.multi(body.clone()).await, 400, "invalid_argument").await;

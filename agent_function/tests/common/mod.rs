@@ -66,6 +66,27 @@ impl Agent {
             .expect("runnable")
     }
 
+    /// The whole event stream of a task, as (event, data) pairs.
+    pub async fn events(&self, id: &str, last_event_id: Option<&str>) -> Vec<(String, Value)> {
+        let mut request = self.http.get(format!("{}/api/v1/tasks/{id}/events", self.server.url));
+        if let Some(last) = last_event_id {
+            request = request.header("last-event-id", last);
+        }
+        let response = request.send().await.expect("events");
+        assert_eq!(response.status(), 200);
+        assert!(
+            response.headers()["content-type"]
+                .to_str()
+                .unwrap_or_default()
+                .starts_with("text/event-stream")
+        );
+        let text = tokio::time::timeout(DEADLINE, response.text())
+            .await
+            .expect("the stream ends after done")
+            .expect("text");
+        agent_core::testing::sse_events(&text)
+    }
+
     /// Polls the task until it is finished, keeping every status seen.
     pub async fn wait_finished(&self, id: &str) -> (Value, Vec<String>) {
         let started = std::time::Instant::now();

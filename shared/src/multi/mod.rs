@@ -22,6 +22,11 @@ pub use plan::{MAX_SUBTASKS_CAP, Plan, Subtask};
 pub use prompts::{PLANNER_INSTRUCTION, SYNTHESIS_INSTRUCTION, SynthesisInput, SynthesisItem};
 pub use run::{MultiRun, Role, Roles, RoutedRoles, Spent, run};
 
+/// The JSON a run reports an event as: its `type` and its fields.
+pub fn event_json(event: &MultiEvent) -> serde_json::Value {
+    serde_json::to_value(event).unwrap_or_default()
+}
+
 use serde::{Deserialize, Serialize};
 
 use crate::agent::{FinishReason, Step};
@@ -117,6 +122,40 @@ pub struct MultiOutcome {
     /// The model that wrote the final answer.
     pub model: String,
 }
+
+/// What a queued run reports as it goes, stored as the task's events and
+/// sent by its progress stream under the event name of its `type`. (A
+/// subtask's steps are `step` events: the step, with its `subtask`.)
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum MultiEvent {
+    /// The plan the run follows.
+    Plan(PlanView),
+    /// A subtask is about to run.
+    SubtaskStarted(Subtask),
+    /// A subtask ended: completed, failed or skipped.
+    SubtaskFinished(Box<SubtaskResult>),
+    /// The synthesis is about to be asked for the answer.
+    Synthesis {
+        /// The subtasks whose results it is given.
+        subtasks: usize,
+    },
+}
+
+/// The event names of [`MultiEvent`]s, as the progress stream sends them.
+pub const EVENT_NAMES: [&str; 4] = ["plan", "subtask_started", "subtask_finished", "synthesis"];
+
+/// The `data` of a multi-agent run's `step` event: a subtask's step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct SubtaskStep {
+    /// The id of the subtask that took it.
+    pub subtask: String,
+    #[serde(flatten)]
+    pub step: Step,
+}
+
+/// What a run tells whoever follows it, as the JSON of its events.
+pub type OnEvent<'a> = &'a (dyn Fn(serde_json::Value) + Send + Sync);
 
 /// `POST /api/v1/multi-agent`'s answer, and its task's `result`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]

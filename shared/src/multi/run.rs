@@ -16,7 +16,10 @@ use futures_util::StreamExt;
 
 use super::plan::{self, Plan, Subtask};
 use super::prompts::{self, SynthesisInput, SynthesisItem};
-use super::{MultiFinish, MultiOutcome, PlanOrigin, PlanView, SubtaskResult, SubtaskStatus};
+use super::{
+    MultiEvent, MultiFinish, MultiOutcome, OnEvent, PlanOrigin, PlanView, SubtaskResult, SubtaskStatus, SubtaskStep,
+    event_json,
+};
 use crate::agent::{self, Checkpoint, RunError};
 use crate::cache::ResponseCache;
 use crate::llm::routed::Models;
@@ -154,13 +157,15 @@ pub struct MultiRun {
 
 /// Runs `run` to its end: everything it spent is in `spent`, whether it
 /// ends with an outcome or an error. `checkpoint`, when given, is asked
-/// before each wave, the synthesis, and inside each subtask's run.
+/// before the planner's repair, each wave, the synthesis, and inside each
+/// subtask's run: before every paid call but the first.
 pub async fn run(
     roles: &dyn Roles,
     tools: &Registry,
     run: &MultiRun,
     spent: &Spent,
     checkpoint: Option<&dyn Checkpoint>,
+    on_event: OnEvent<'_>,
 ) -> Result<MultiOutcome, RunError> {
     let check = || async {
         match checkpoint {
@@ -168,9 +173,19 @@ pub async fn run(
             None => Ok(()),
         }
     };
-    let (plan, view) = make_plan(roles, tools, run, spent).await?;
+    let (plan, view) = make_plan(roles, tools, run, spent, checkpoint).await?;
+    on_event(event_json(&MultiEvent::Plan(view.clone())));
     // `parse` and `single` only give plans that have waves.
     let waves = plan::waves(&plan).unwrap_or_else(|| vec![(0..plan.subtasks.len()).collect()]);
+    let context = Context {
+        roles,
+        tools,
+        run,
+        spent,
+        checkpoint,
+        on_event,
+    };
+    let context = &context;
     let mut results: Vec<Option<SubtaskResult>> = vec![None; plan.subtasks.len()];
     let mut failures: Vec<ModelError> = Vec::new();
     for wave in waves {
@@ -180,7 +195,13 @@ pub async fn run(
             .map(|i| {
                 let subtask = &plan.subtasks[i];
                 let inputs = inputs_of(&plan, subtask, &results);
-                async move { (i, execute(roles, tools, run, spent, subtask, inputs, checkpoint).await) }
+                async move {
+                    let outcome = execute(context, subtask, inputs).await;
+                    if let Ok((result, _)) = &outcome {
+                        on_event(event_json(&MultiEvent::SubtaskFinished(Box::new(result.clone()))));
+                    }
+                    (i, outcome)
+                }
             })
             .collect();
         let done: Vec<_> = futures_util::stream::iter(jobs)
@@ -215,6 +236,9 @@ pub async fn run(
         ),
         _ => {
             check().await?;
+            on_event(event_json(&MultiEvent::Synthesis {
+                subtasks: results.len(),
+            }));
             synthesise(roles, spent, &run.task, &results).await?
         }
     };
@@ -230,6 +254,17 @@ pub async fn run(
     })
 }
 
+/// What every subtask of a run shares.
+#[derive(Clone, Copy)]
+struct Context<'a> {
+    roles: &'a dyn Roles,
+    tools: &'a Registry,
+    run: &'a MultiRun,
+    spent: &'a Spent,
+    checkpoint: Option<&'a dyn Checkpoint>,
+    on_event: OnEvent<'a>,
+}
+
 /// Asks for a plan, and once more with what was wrong; falls back to the
 /// whole task as one subtask.
 async fn make_plan(
@@ -237,6 +272,7 @@ async fn make_plan(
     tools: &Registry,
     run: &MultiRun,
     spent: &Spent,
+    checkpoint: Option<&dyn Checkpoint>,
 ) -> Result<(Plan, PlanView), RunError> {
     let names = tools.names();
     let planner = roles.model(Role::Planner);
@@ -254,6 +290,9 @@ async fn make_plan(
         Err(why) => why,
     };
     rejected.push(why.0.clone());
+    if let Some(checkpoint) = checkpoint {
+        checkpoint.pass().await.map_err(RunError::Interrupted)?;
+    }
     let repair = prompts::repair_request(request, first.content, &why.0);
     let second = planner.generate(&repair).await?;
     match plan::parse(&second.text(), &names, run.max_subtasks) {
@@ -306,14 +345,18 @@ fn inputs_of(
 /// failure becomes a failed result (and the error, for a run in which
 /// nothing completes); only an interruption ends the whole run.
 async fn execute(
-    roles: &dyn Roles,
-    tools: &Registry,
-    run: &MultiRun,
-    spent: &Spent,
+    context: &Context<'_>,
     subtask: &Subtask,
     inputs: Result<Vec<(Subtask, String)>, String>,
-    checkpoint: Option<&dyn Checkpoint>,
 ) -> Result<(SubtaskResult, Option<ModelError>), RunError> {
+    let Context {
+        roles,
+        tools,
+        run,
+        spent,
+        checkpoint,
+        on_event,
+    } = *context;
     let started = Instant::now();
     let mut result = SubtaskResult {
         subtask: subtask.clone(),
@@ -336,6 +379,7 @@ async fn execute(
             return Ok((result, None));
         }
     };
+    on_event(event_json(&MultiEvent::SubtaskStarted(subtask.clone())));
     let borrowed: Vec<(&Subtask, &str)> = inputs.iter().map(|(s, r)| (s, r.as_str())).collect();
     let agent_run = agent::Run {
         task: subtask.description.clone(),
@@ -350,7 +394,14 @@ async fn execute(
         run: spent,
         own: &own,
     };
-    let outcome = agent::run_checked(&counted, &tools.only(&subtask.tools), &agent_run, &|_| {}, checkpoint).await;
+    let on_step = |step: &agent::Step| {
+        let step = SubtaskStep {
+            subtask: subtask.id.clone(),
+            step: step.clone(),
+        };
+        on_event(serde_json::to_value(&step).unwrap_or_default());
+    };
+    let outcome = agent::run_checked(&counted, &tools.only(&subtask.tools), &agent_run, &on_step, checkpoint).await;
     result.duration_ms = (started.elapsed().as_secs_f64() * 1_000_000.0).round() / 1000.0;
     result.usage = own.total();
     match outcome {

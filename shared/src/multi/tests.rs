@@ -128,9 +128,31 @@ async fn subtasks_run_in_waves_and_the_synthesis_gets_every_result() {
         ("c", "uses a", &["a"]),
     ])]);
     let spent = Spent::default();
-    let outcome = run(&model, &Registry::default(), &a_run("all"), &spent, None)
+    let events = Mutex::new(Vec::new());
+    let on_event = |event: serde_json::Value| {
+        let kind = event["type"].as_str().unwrap_or_default().to_string();
+        let id = event["id"].as_str().unwrap_or_default().to_string();
+        events
+            .lock()
+            .expect("events")
+            .push(format!("{kind} {id}").trim().to_string());
+    };
+    let outcome = run(&model, &Registry::default(), &a_run("all"), &spent, None, &on_event)
         .await
         .expect("answered");
+    // a and b run together (either may start or end first), c after a.
+    let events = events.into_inner().expect("events");
+    assert_eq!(events.first().map(String::as_str), Some("plan"));
+    assert_eq!(events.last().map(String::as_str), Some("synthesis"));
+    let at = |e: &str| {
+        events
+            .iter()
+            .position(|x| x == e)
+            .unwrap_or_else(|| panic!("{e} in {events:?}"))
+    };
+    assert!(at("subtask_finished a") < at("subtask_started c"), "{events:?}");
+    assert!(at("subtask_started b") < at("subtask_started c"), "{events:?}");
+    assert_eq!(events.len(), 8, "{events:?}");
     assert_eq!(outcome.plan.origin, PlanOrigin::Planned);
     assert_eq!(outcome.finish_reason, MultiFinish::Answered);
     assert_eq!(
@@ -167,6 +189,7 @@ async fn an_invalid_plan_is_repaired_once_then_the_task_runs_whole() {
         &a_run("the whole task"),
         &Spent::default(),
         None,
+        &|_| {},
     )
     .await
     .expect("answered");
@@ -198,9 +221,16 @@ async fn an_invalid_plan_is_repaired_once_then_the_task_runs_whole() {
         "```json\n{\"subtasks\": []}\n```",
         &plan_of(&[("a", "x", &[]), ("b", "y", &[])]),
     ]);
-    let outcome = run(&model, &Registry::default(), &a_run("t"), &Spent::default(), None)
-        .await
-        .expect("answered");
+    let outcome = run(
+        &model,
+        &Registry::default(),
+        &a_run("t"),
+        &Spent::default(),
+        None,
+        &|_| {},
+    )
+    .await
+    .expect("answered");
     assert_eq!(outcome.plan.origin, PlanOrigin::Repaired);
     assert_eq!(outcome.subtasks.len(), 2);
 }
@@ -212,9 +242,16 @@ async fn a_failed_subtask_makes_a_partial_answer_and_skips_what_depends_on_it() 
         ("b", "FAIL here", &[]),
         ("c", "needs b", &["b"]),
     ])]);
-    let outcome = run(&model, &Registry::default(), &a_run("t"), &Spent::default(), None)
-        .await
-        .expect("partial");
+    let outcome = run(
+        &model,
+        &Registry::default(),
+        &a_run("t"),
+        &Spent::default(),
+        None,
+        &|_| {},
+    )
+    .await
+    .expect("partial");
     assert_eq!(outcome.finish_reason, MultiFinish::Partial);
     let statuses: Vec<SubtaskStatus> = outcome.subtasks.iter().map(|s| s.status).collect();
     assert_eq!(
@@ -247,7 +284,7 @@ async fn a_failed_subtask_makes_a_partial_answer_and_skips_what_depends_on_it() 
 async fn a_run_in_which_nothing_completes_fails_with_the_model_error_and_its_spend() {
     let model = scripted(&[&plan_of(&[("a", "FAIL 1", &[]), ("b", "FAIL 2", &[])])]);
     let spent = Spent::default();
-    let err = run(&model, &Registry::default(), &a_run("t"), &spent, None)
+    let err = run(&model, &Registry::default(), &a_run("t"), &spent, None, &|_| {})
         .await
         .expect_err("nothing completed");
     assert!(
@@ -275,6 +312,7 @@ async fn a_checkpoint_that_refuses_stops_the_run_before_the_next_wave() {
         &a_run("t"),
         &Spent::default(),
         Some(&Cancelled),
+        &|_| {},
     )
     .await
     .expect_err("stopped");

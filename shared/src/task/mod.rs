@@ -23,7 +23,9 @@ mod progress;
 mod submit;
 
 use crate::{owned, session};
-pub use progress::{ItemEvent, POLL_EVERY, PROGRESS_EVENTS, StatusEvent, StepEvent, parse_event_id, progress};
+pub use progress::{
+    ItemEvent, POLL_EVERY, PROGRESS_EVENTS, StatusEvent, StepEvent, SynthesisEvent, parse_event_id, progress,
+};
 pub use submit::{Accepted, check_callback, submit};
 
 /// A finished run: the answer of a synchronous `POST /api/v1/agent`, and
@@ -180,14 +182,16 @@ fn response(task: &TaskRecord, outcome: Outcome, warnings: Vec<String>) -> Agent
 enum TaskResult {
     Agent(AgentResponse),
     ChatBatch(crate::chat::batch::BatchResponse),
+    MultiAgent(crate::multi::MultiAgentResponse),
 }
 
 /// `GET /api/v1/tasks/{id}`, the body of a webhook, and the `done` event.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize, schemars::JsonSchema)]
 pub struct TaskView {
     pub task_id: String,
-    /// `agent` (`POST /api/v1/agent`) or `chat_batch`
-    /// (`POST /api/v1/chat/batch` with `"async": true`).
+    /// `agent` (`POST /api/v1/agent`), `chat_batch`
+    /// (`POST /api/v1/chat/batch` with `"async": true`) or `multi_agent`
+    /// (`POST /api/v1/multi-agent`).
     #[serde(default)]
     pub kind: TaskKind,
     pub status: TaskStatus,

@@ -177,11 +177,27 @@ pub struct ItemEvent {
     index: u32,
 }
 
-/// What a task's progress stream sends, for its documentation.
-pub const PROGRESS_EVENTS: [crate::http::Event; 5] = [
+/// The `data` of a multi-agent run's `synthesis` event. Written from the
+/// stored event; this type documents it.
+#[derive(schemars::JsonSchema)]
+#[allow(dead_code)]
+pub struct SynthesisEvent {
+    /// `synthesis`.
+    r#type: String,
+    /// The subtasks whose results the synthesis is given.
+    subtasks: usize,
+}
+
+/// What a task's progress stream sends, for its documentation. A
+/// multi-agent run's `step` events also carry their `subtask`.
+pub const PROGRESS_EVENTS: [crate::http::Event; 9] = [
     crate::http::Event::json::<StatusEvent>("status"),
     crate::http::Event::json::<StepEvent>("step"),
     crate::http::Event::json::<ItemEvent>("item"),
+    crate::http::Event::json::<crate::multi::PlanView>("plan"),
+    crate::http::Event::json::<crate::multi::Subtask>("subtask_started"),
+    crate::http::Event::json::<crate::multi::SubtaskResult>("subtask_finished"),
+    crate::http::Event::json::<SynthesisEvent>("synthesis"),
     crate::http::Event::json::<TaskView>("done"),
     crate::http::Event::error(),
 ];
@@ -192,10 +208,13 @@ fn step_event(event: TaskEvent) -> Event {
         map.insert("attempt".into(), event.attempt.into());
         map.insert("index".into(), event.index.into());
     }
-    // A chat batch's item results are `item` events; an agent run's steps
-    // are `step` events.
-    let name = if data["type"] == crate::worker::ITEM_EVENT {
+    // A chat batch's item results are `item` events, a multi-agent run's
+    // events are named by their type, and steps are `step` events.
+    let kind = data["type"].as_str().unwrap_or_default();
+    let name = if kind == crate::worker::ITEM_EVENT {
         "item"
+    } else if let Some(name) = crate::multi::EVENT_NAMES.iter().find(|n| **n == kind) {
+        name
     } else {
         "step"
     };

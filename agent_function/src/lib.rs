@@ -35,8 +35,10 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 mod multi;
+mod research;
 
 pub use multi::{MultiAgentRequest, run_multi_agent};
+pub use research::{ResearchAccepted, ResearchRequest, ResearchView};
 
 pub const FUNCTION: &str = "agent_function";
 
@@ -180,9 +182,19 @@ fn routes(app: &App, state: AgentState) -> Api {
             "/api/v1/multi-agent",
             post(multi::run_multi_agent),
             [multi::operation()],
+        )
+        .route(
+            "/api/v1/research",
+            post(research::start_research),
+            [research::submit_operation()],
         );
     let reads = Routes::new()
         .route("/api/v1/tasks", get(list_tasks), [list_operation()])
+        .route(
+            "/api/v1/research/{id}",
+            get(research::get_research),
+            [research::view_operation()],
+        )
         .route(
             "/api/v1/tasks/{id}",
             get(get_task),
@@ -352,7 +364,7 @@ pub(crate) async fn record(state: &AgentState, task_id: &str, outcome: &Finished
 
 /// The caller's task `id`. Another principal's task answers exactly as one
 /// that does not exist: the same one read, the same 404.
-async fn find(state: &AgentState, principal: &Principal, id: &str) -> Result<TaskRecord, ApiError> {
+pub(crate) async fn find(state: &AgentState, principal: &Principal, id: &str) -> Result<TaskRecord, ApiError> {
     task::validate_id("the task id", id)?;
     let found = state.tasks.get(id).await?;
     found.filter(|task| owned::owns(principal, &task.owner)).ok_or_else(|| {

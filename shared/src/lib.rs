@@ -30,6 +30,8 @@
 //!   table and what each answer spent.
 //! - [`multi`]: multi-agent runs: a planner's subtasks run by executors
 //!   in waves, then one synthesis.
+//! - [`research`]: the research flow: subtopics, researchers, analyst,
+//!   writer and critic, a report that cites what the searches returned.
 //! - [`cache`]: the response cache: identical model inputs answered once,
 //!   from memory or the store, with single flight on concurrent misses.
 //! - [`store`]: the store traits and their backends, SQLite (embedded) and
@@ -76,6 +78,7 @@ pub mod multi;
 pub mod outbound_url;
 pub mod owned;
 pub mod queue;
+pub mod research;
 pub(crate) mod retry;
 pub mod runtime;
 pub mod session;

@@ -34,6 +34,12 @@ pub enum Role {
     Planner,
     Executor,
     Synthesis,
+    /// A research's subtopic researcher.
+    Researcher,
+    /// A research's analyst, writer and critic.
+    Analyst,
+    Writer,
+    Critic,
 }
 
 impl Role {
@@ -42,15 +48,20 @@ impl Role {
             Role::Planner => "planner",
             Role::Executor => "executor",
             Role::Synthesis => "synthesis",
+            Role::Researcher => "researcher",
+            Role::Analyst => "analyst",
+            Role::Writer => "writer",
+            Role::Critic => "critic",
         }
     }
 
-    /// The orchestrator's calls need the stronger model; the executors'
-    /// narrow subtasks do not.
+    /// The orchestrator's calls (planning, combining, writing, judging)
+    /// need the stronger model; the executors' and researchers' narrow
+    /// subtasks do not.
     fn tier(self) -> Tier {
         match self {
-            Role::Planner | Role::Synthesis => Tier::Strong,
-            Role::Executor => Tier::Fast,
+            Role::Planner | Role::Synthesis | Role::Analyst | Role::Writer | Role::Critic => Tier::Strong,
+            Role::Executor | Role::Researcher => Tier::Fast,
         }
     }
 }
@@ -108,10 +119,10 @@ impl Spent {
 
 /// A model whose answers count into the run's [`Spent`] and the call
 /// site's own.
-struct Counted<'a> {
-    model: &'a dyn Model,
-    run: &'a Spent,
-    own: &'a Spent,
+pub(crate) struct Counted<'a> {
+    pub(crate) model: &'a dyn Model,
+    pub(crate) run: &'a Spent,
+    pub(crate) own: &'a Spent,
 }
 
 #[async_trait]

@@ -77,6 +77,9 @@ impl Model for Playing {
                     .collect::<Vec<_>>()
                     .join(" ")
             }
+            Role::Researcher | Role::Analyst | Role::Writer | Role::Critic => {
+                return Err(ModelError::Blocked("not a multi-agent role".into()));
+            }
         };
         Ok(ModelResponse {
             content: Content::model_text(text),

@@ -135,6 +135,8 @@ pub enum TaskKind {
     /// `POST /api/v1/multi-agent`: a planner, executors and a synthesis
     /// on `task`.
     MultiAgent,
+    /// `POST /api/v1/research`: the research flow on the topic in `task`.
+    Research,
 }
 
 impl TaskKind {
@@ -143,6 +145,7 @@ impl TaskKind {
             TaskKind::Agent => "agent",
             TaskKind::ChatBatch => "chat_batch",
             TaskKind::MultiAgent => "multi_agent",
+            TaskKind::Research => "research",
         }
     }
 
@@ -152,6 +155,7 @@ impl TaskKind {
         match s {
             Some("chat_batch") => TaskKind::ChatBatch,
             Some("multi_agent") => TaskKind::MultiAgent,
+            Some("research") => TaskKind::Research,
             _ => TaskKind::Agent,
         }
     }

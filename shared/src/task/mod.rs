@@ -26,7 +26,7 @@ use crate::{owned, session};
 pub use progress::{
     ItemEvent, POLL_EVERY, PROGRESS_EVENTS, StatusEvent, StepEvent, SynthesisEvent, parse_event_id, progress,
 };
-pub use submit::{Accepted, check_callback, submit};
+pub use submit::{Accepted, accepted_response, check_callback, enqueue, submit};
 
 /// A finished run: the answer of a synchronous `POST /api/v1/agent`, and
 /// the `result` of its task (synchronous or not).

@@ -213,7 +213,11 @@ fn step_event(event: TaskEvent) -> Event {
     let kind = data["type"].as_str().unwrap_or_default();
     let name = if kind == crate::worker::ITEM_EVENT {
         "item"
-    } else if let Some(name) = crate::multi::EVENT_NAMES.iter().find(|n| **n == kind) {
+    } else if let Some(name) = crate::multi::EVENT_NAMES
+        .iter()
+        .chain(&crate::research::EVENT_NAMES)
+        .find(|n| **n == kind)
+    {
         name
     } else {
         "step"

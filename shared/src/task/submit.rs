@@ -43,18 +43,48 @@ pub fn check_callback(url: &str, allow_loopback: bool, enabled: bool) -> Result<
 }
 
 /// Stores the task as `queued` and publishes it; the 202 goes out only once
-/// the queue holds it. A failed publish fails the task, so none is left
-/// queued with no message to run it. The same for every kind of task.
+/// the queue holds it (see [`enqueue`]). The same for every kind of task.
 pub async fn submit(
     tasks: &dyn TaskStore,
     queue: &dyn crate::queue::Queue,
     task: TaskRecord,
     warnings: Vec<String>,
 ) -> Result<axum::response::Response, ApiError> {
+    enqueue(tasks, queue, &task).await?;
+    let status_url = format!("/api/v1/tasks/{}", task.task_id);
+    let accepted = Accepted {
+        events_url: format!("{status_url}/events"),
+        status_url,
+        task_id: task.task_id,
+        status: TaskStatus::Queued,
+        session_id: task.session_id,
+        warnings,
+    };
+    Ok(accepted_response(&accepted, &accepted.status_url))
+}
+
+/// A 202 with `body` and a `Location` header (when `location` makes one).
+pub fn accepted_response(body: &impl Serialize, location: &str) -> axum::response::Response {
     use axum::http::{HeaderValue, StatusCode, header};
     use axum::response::IntoResponse;
 
-    tasks.create(&task).await?;
+    let mut response = (StatusCode::ACCEPTED, axum::Json(body)).into_response();
+    // A uuid makes a valid header value; the header is only a convenience.
+    if let Ok(location) = HeaderValue::from_str(location) {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    response
+}
+
+/// Stores the task as `queued` and publishes it. A failed publish fails
+/// the task (and waives the callback it would owe), so none is left
+/// queued with no message to run it: the caller answers 503.
+pub async fn enqueue(
+    tasks: &dyn TaskStore,
+    queue: &dyn crate::queue::Queue,
+    task: &TaskRecord,
+) -> Result<(), ApiError> {
+    tasks.create(task).await?;
     if let Err(err) = queue.publish(&task.task_id).await {
         tracing::error!(%err, task_id = %task.task_id, "the task could not be queued; it is marked failed");
         let message = format!(
@@ -76,19 +106,5 @@ pub async fn submit(
         }
         return Err(ApiError::unavailable(message, Duration::from_secs(5)));
     }
-    let status_url = format!("/api/v1/tasks/{}", task.task_id);
-    let accepted = Accepted {
-        events_url: format!("{status_url}/events"),
-        status_url,
-        task_id: task.task_id,
-        status: TaskStatus::Queued,
-        session_id: task.session_id,
-        warnings,
-    };
-    // A uuid makes a valid header value; the header is only a convenience.
-    let mut response = (StatusCode::ACCEPTED, axum::Json(&accepted)).into_response();
-    if let Ok(location) = HeaderValue::from_str(&accepted.status_url) {
-        response.headers_mut().insert(header::LOCATION, location);
-    }
-    Ok(response)
+    Ok(())
 }

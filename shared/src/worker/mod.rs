@@ -16,10 +16,13 @@
 //! unacknowledged, and the redelivery sends the callback.
 //!
 //! - `batch`: a queued chat batch, resumed item by item.
-//! - `multi`: a queued multi-agent run.
+//! - `multi`: a queued multi-agent run, and what every orchestrated run
+//!   shares (its roles, its events, its outcome).
+//! - `research`: a research.
 
 mod batch;
 mod multi;
+mod research;
 
 pub use multi::MultiInput;
 
@@ -206,6 +209,7 @@ impl Worker {
         match task.kind {
             TaskKind::ChatBatch => return self.run_batch(task).await,
             TaskKind::MultiAgent => return self.run_multi(task).await,
+            TaskKind::Research => return self.run_research(task).await,
             TaskKind::Agent => {}
         }
         let task_id = task.task_id.clone();

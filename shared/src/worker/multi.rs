@@ -16,8 +16,6 @@ pub struct MultiInput {
 
 impl Worker {
     pub(super) async fn run_multi(&self, task: TaskRecord) -> Disposition {
-        let task_id = task.task_id.clone();
-        let attempt = task.attempts;
         let input = task
             .input
             .clone()
@@ -31,20 +29,9 @@ impl Worker {
                 )
                 .await;
         };
-        let requested = match &task.model {
-            None => None,
-            Some(asked) => match self.models.route(&task.task, self.tools.names().len(), Some(asked)) {
-                Ok(route) => Some(route),
-                // Checked at submission: refused now only when the
-                // allow-list changed since, which no attempt will undo.
-                Err(refused) => return self.fail(&task, &refused.to_string(), None).await,
-            },
-        };
-        let roles = RoutedRoles {
-            models: &self.models,
-            requested,
-            cache: self.cache.as_ref().filter(|_| task.cache),
-            principal: &task.owner,
+        let roles = match self.roles_for(&task) {
+            Ok(roles) => roles,
+            Err(refused) => return self.fail(&task, &refused, None).await,
         };
         let run = MultiRun {
             task: task.task.clone(),
@@ -54,20 +41,67 @@ impl Worker {
             concurrency: multi::CONCURRENCY,
         };
         let spent = Spent::default();
-        // Events are stored in the order they happen, by a writer beside
-        // the run, as an agent run's steps are.
-        let (events_tx, mut events_rx) = tokio::sync::mpsc::unbounded_channel::<serde_json::Value>();
         let held = StillHeld {
             tasks: self.tasks.as_ref(),
-            task_id: &task_id,
-            attempt,
+            task_id: &task.task_id,
+            attempt: task.attempts,
         };
-        let running = async {
+        let (spent_ref, roles, tools) = (&spent, &roles, &self.tools);
+        let (task_id, session_id) = (task.task_id.clone(), task.session_id.clone());
+        self.run_orchestrated(&task, &spent, |events| async move {
             let on_event = move |event: serde_json::Value| {
-                let _ = events_tx.send(event);
+                let _ = events.send(event);
             };
-            multi::run(&roles, &self.tools, &run, &spent, Some(&held), &on_event).await
+            let outcome = multi::run(roles, tools, &run, spent_ref, Some(&held), &on_event).await?;
+            Ok(MultiAgentResponse {
+                task_id,
+                session_id,
+                outcome,
+            })
+        })
+        .await
+    }
+
+    /// The models of an orchestrated run of `task`: the one it asked for
+    /// (checked when it was submitted: refused now only when the
+    /// allow-list changed since, which no attempt will undo), else each
+    /// role's tier.
+    pub(super) fn roles_for<'a>(&'a self, task: &'a TaskRecord) -> Result<RoutedRoles<'a>, String> {
+        let requested = match &task.model {
+            None => None,
+            Some(asked) => Some(
+                self.models
+                    .route(&task.task, self.tools.names().len(), Some(asked))
+                    .map_err(|refused| refused.to_string())?,
+            ),
         };
+        Ok(RoutedRoles {
+            models: &self.models,
+            requested,
+            cache: self.cache.as_ref().filter(|_| task.cache),
+            principal: &task.owner,
+        })
+    }
+
+    /// Runs an orchestrated run (multi-agent, research) under the task's
+    /// claim: `work` reports its events through the sender it is given,
+    /// which a writer beside it stores in order as the task's events (as
+    /// an agent run's steps are); the lease is kept; the outcome is
+    /// recorded with everything `spent`, or the claim released for a retry
+    /// after a transient model failure.
+    pub(super) async fn run_orchestrated<Fut, T>(
+        &self,
+        task: &TaskRecord,
+        spent: &Spent,
+        work: impl FnOnce(tokio::sync::mpsc::UnboundedSender<serde_json::Value>) -> Fut,
+    ) -> Disposition
+    where
+        Fut: std::future::Future<Output = Result<T, RunError>>,
+        T: serde::Serialize,
+    {
+        let (task_id, attempt) = (task.task_id.as_str(), task.attempts);
+        let (events_tx, mut events_rx) = tokio::sync::mpsc::unbounded_channel::<serde_json::Value>();
+        let running = work(events_tx);
         let record_events = async {
             let mut index = 0;
             while let Some(data) = events_rx.recv().await {
@@ -77,8 +111,8 @@ impl Worker {
                     data,
                     created_at: String::new(),
                 };
-                if let Err(err) = self.tasks.add_event(&task_id, &event).await {
-                    tracing::warn!(%err, task_id = %task_id, "a progress event could not be stored");
+                if let Err(err) = self.tasks.add_event(task_id, &event).await {
+                    tracing::warn!(%err, task_id, "a progress event could not be stored");
                 }
                 index += 1;
             }
@@ -86,32 +120,27 @@ impl Worker {
         let work = async { tokio::join!(running, record_events).0 };
         let result = tokio::select! {
             result = work => result,
-            () = self.keep_claim(&task_id, attempt) => {
-                tracing::warn!(task_id = %task_id, attempt, "the run's claim was lost (cancelled or taken over) while it ran; stopped");
-                return self.settle(&task_id, format!("task {task_id} is no longer this delivery's to run")).await;
+            () = self.keep_claim(task_id, attempt) => {
+                tracing::warn!(task_id, attempt, "the run's claim was lost (cancelled or taken over) while it ran; stopped");
+                return self.settle(task_id, format!("task {task_id} is no longer this delivery's to run")).await;
             }
         };
         match result {
-            Ok(outcome) => {
-                let response = MultiAgentResponse {
-                    task_id: task_id.clone(),
-                    session_id: task.session_id.clone(),
-                    outcome,
-                };
-                let result = serde_json::to_value(&response).unwrap_or_default();
+            Ok(answer) => {
+                let result = serde_json::to_value(&answer).unwrap_or_default();
                 // Every call of the run, counted with the outcome.
-                self.finish(&task, Finished::Completed(result), spent.charge().as_ref())
+                self.finish(task, Finished::Completed(result), spent.charge().as_ref())
                     .await
             }
             Err(RunError::Interrupted(why)) => {
-                tracing::info!(task_id = %task_id, attempt, %why, "the run stopped before its next call");
+                tracing::info!(task_id, attempt, %why, "the run stopped before its next call");
                 self.count_task("stopped");
-                self.settle(&task_id, format!("task {task_id} stopped: {why}")).await
+                self.settle(task_id, format!("task {task_id} stopped: {why}")).await
             }
-            Err(RunError::Model(err)) if transient(&err) => self.retry_or_fail(&task, &err, spent.charge()).await,
+            Err(RunError::Model(err)) if transient(&err) => self.retry_or_fail(task, &err, spent.charge()).await,
             Err(RunError::Model(err)) => {
                 let message = crate::http::ApiError::from(err).message;
-                self.fail(&task, &message, spent.charge()).await
+                self.fail(task, &message, spent.charge()).await
             }
         }
     }

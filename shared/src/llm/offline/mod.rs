@@ -18,9 +18,11 @@
 //! - `expressions`: the arithmetic in a task's text, for `calculate`.
 //! - `summary`: a turn of tool results as the final answer.
 //! - `roles`: the planner and the synthesis of a multi-agent run.
+//! - `research`: the subtopic planner, analyst, writer and critic of a research.
 
 mod expressions;
 mod plan;
+mod research;
 mod roles;
 mod summary;
 

@@ -1,5 +1,6 @@
 //! The offline model's parts in a multi-agent run: the planner and the
-//! synthesis. (An executor is an agent run, which the model already plays.)
+//! synthesis (an executor is an agent run, which the model already
+//! plays); and which of a research's roles a call is (see `research`).
 //!
 //! It recognises a planner call by its response schema's name and a
 //! synthesis by its system instruction, both the orchestrator's own
@@ -53,6 +54,32 @@ pub(super) fn role_answer(request: &ModelRequest) -> Option<String> {
             .map(|c| c.text())
             .unwrap_or_default();
         return Some(plan(&task, &output.schema).to_string());
+    }
+    if let Some(output) = &request.response_schema
+        && output.name == crate::research::SUBTOPICS_SCHEMA_NAME
+    {
+        let topic = request
+            .contents
+            .iter()
+            .find(|c| c.role() == Role::User)
+            .map(|c| c.text())
+            .unwrap_or_default();
+        return Some(super::research::subtopics(&topic, &output.schema).to_string());
+    }
+    let writing = |input: &str| serde_json::from_str::<crate::research::WriterInput>(input);
+    let last = || request.contents.last().map(|c| c.text()).unwrap_or_default();
+    let unreadable = |err: serde_json::Error| format!("[offline model] The material could not be read: {err}.");
+    match request.system_instruction.as_deref() {
+        Some(crate::research::ANALYST_INSTRUCTION) => {
+            return Some(writing(&last()).map_or_else(unreadable, |i| super::research::analysis(&i)));
+        }
+        Some(crate::research::WRITER_INSTRUCTION) => {
+            return Some(writing(&last()).map_or_else(unreadable, |i| super::research::report(&i)));
+        }
+        Some(crate::research::CRITIC_INSTRUCTION) => {
+            return Some(writing(&last()).map_or_else(unreadable, |i| super::research::critique(&i)));
+        }
+        _ => {}
     }
     if request.system_instruction.as_deref() == Some(SYNTHESIS_INSTRUCTION) {
         let input = request.contents.last().map(|c| c.text()).unwrap_or_default();

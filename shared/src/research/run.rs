@@ -1,0 +1,328 @@
+//! A research, start to end: subtopics, researchers in parallel, analyst,
+//! writer, critic, and at `deep` one revision.
+//!
+//! As in a multi-agent run, the planner is repaired once and then falls
+//! back (to the topic as its one subtopic), a researcher whose model
+//! fails is reported and not fatal, and only a research in which no
+//! researcher completed fails as a whole. Every call counts into `spent`.
+
+use futures_util::StreamExt;
+use serde::Serialize;
+
+use super::prompts::{self, Planned, WriterInput, WriterSubtopic};
+use super::sources::{self, Sources};
+use super::{
+    ANALYST_INSTRUCTION, CRITIC_INSTRUCTION, Depth, ResearchResult, Section, SubtopicResult, WRITER_INSTRUCTION,
+};
+use crate::agent::{self, Checkpoint, RunError};
+use crate::llm::{Model, ModelError, Spend};
+use crate::multi::{Counted, OnEvent, Role, Roles, Spent, SubtaskStatus, SubtaskStep};
+use crate::tools::Registry;
+use crate::tools::search::TOOL_NAME as SEARCH;
+
+/// What to research.
+#[derive(Debug, Clone)]
+pub struct ResearchRun {
+    pub topic: String,
+    /// The session the researchers' tool context belongs to.
+    pub session_key: String,
+    pub depth: Depth,
+    /// Checked by the caller: 1 to [`super::MAX_SUBTOPICS_CAP`].
+    pub max_subtopics: usize,
+    /// Researchers at once, at most.
+    pub concurrency: usize,
+}
+
+/// What a research reports as it goes (events named by `type`; a
+/// researcher's steps are `step` events with their `subtask`, the
+/// subtopic's title).
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ResearchEvent {
+    /// The subtopics the research covers, and whether the planner's first
+    /// answer gave them (`planned`), its repair (`repaired`), or neither
+    /// (`fallback`: the topic itself).
+    Subtopics {
+        subtopics: Vec<String>,
+        origin: String,
+    },
+    SubtopicStarted {
+        title: String,
+    },
+    SubtopicFinished(Box<SubtopicResult>),
+    /// A stage of the writing: `analysis`, `draft`, `critique`, `revision`.
+    Stage {
+        stage: String,
+    },
+}
+
+/// The event names of [`ResearchEvent`]s.
+pub const EVENT_NAMES: [&str; 4] = ["subtopics", "subtopic_started", "subtopic_finished", "stage"];
+
+fn emit(on_event: OnEvent<'_>, event: &ResearchEvent) {
+    on_event(serde_json::to_value(event).unwrap_or_default());
+}
+
+/// Runs `run` to its end; everything it spent is in `spent` either way.
+pub async fn run(
+    roles: &dyn Roles,
+    tools: &Registry,
+    run: &ResearchRun,
+    spent: &Spent,
+    checkpoint: Option<&dyn Checkpoint>,
+    on_event: OnEvent<'_>,
+) -> Result<ResearchResult, RunError> {
+    let check = || async {
+        match checkpoint {
+            Some(checkpoint) => checkpoint.pass().await.map_err(RunError::Interrupted),
+            None => Ok(()),
+        }
+    };
+    let planned = plan(roles, run, spent, checkpoint, on_event).await?;
+    check().await?;
+
+    let search_only = tools.only(&[SEARCH.to_string()]);
+    let jobs: Vec<_> = planned
+        .iter()
+        .map(|subtopic| research_one(roles, &search_only, run, spent, subtopic, checkpoint, on_event))
+        .collect();
+    let done: Vec<_> = futures_util::stream::iter(jobs)
+        .buffered(run.concurrency.max(1))
+        .collect()
+        .await;
+    let mut subtopics = Vec::new();
+    let mut failures = Vec::new();
+    let mut sources = Sources::default();
+    for outcome in done {
+        let (mut result, failure) = outcome?;
+        result.sources = sources.add(&result.steps);
+        failures.extend(failure);
+        emit(on_event, &ResearchEvent::SubtopicFinished(Box::new(result.clone())));
+        subtopics.push(result);
+    }
+    if !subtopics.iter().any(|s| s.status == SubtaskStatus::Completed) {
+        return Err(RunError::Model(failures.into_iter().next().unwrap_or_else(|| {
+            ModelError::Upstream {
+                status: None,
+                message: "no subtopic could be researched".to_string(),
+            }
+        })));
+    }
+
+    let mut input = WriterInput {
+        topic: run.topic.clone(),
+        subtopics: subtopics
+            .iter()
+            .map(|s| WriterSubtopic {
+                title: s.title.clone(),
+                findings: s.findings.clone(),
+                sources: s.sources.clone(),
+            })
+            .collect(),
+        sources: sources.into_vec(),
+        analysis: None,
+        report: None,
+        critique: None,
+    };
+    let known = input.sources.len();
+
+    check().await?;
+    emit(on_event, &stage("analysis"));
+    let (analysis, _) = ask(roles, Role::Analyst, spent, ANALYST_INSTRUCTION, &input).await?;
+    input.analysis = Some(analysis);
+
+    check().await?;
+    emit(on_event, &stage("draft"));
+    let (draft, mut model) = ask(roles, Role::Writer, spent, WRITER_INSTRUCTION, &input).await?;
+    let mut report = sources::keep_known(&draft, known);
+    input.report = Some(report.clone());
+
+    check().await?;
+    emit(on_event, &stage("critique"));
+    let (critique, _) = ask(roles, Role::Critic, spent, CRITIC_INSTRUCTION, &input).await?;
+
+    let mut revised = false;
+    for _ in 0..run.depth.revisions() {
+        check().await?;
+        emit(on_event, &stage("revision"));
+        input.critique = Some(critique.clone());
+        let (text, by) = ask(roles, Role::Writer, spent, WRITER_INSTRUCTION, &input).await?;
+        report = sources::keep_known(&text, known);
+        input.report = Some(report.clone());
+        model = by;
+        revised = true;
+    }
+
+    Ok(ResearchResult {
+        sections: sections(&report),
+        report,
+        sources: input.sources,
+        subtopics,
+        critique,
+        revised,
+        usage: spent.total(),
+        model,
+    })
+}
+
+fn stage(stage: &str) -> ResearchEvent {
+    ResearchEvent::Stage {
+        stage: stage.to_string(),
+    }
+}
+
+/// The subtopics: the planner's, repaired once, else the topic itself.
+async fn plan(
+    roles: &dyn Roles,
+    run: &ResearchRun,
+    spent: &Spent,
+    checkpoint: Option<&dyn Checkpoint>,
+    on_event: OnEvent<'_>,
+) -> Result<Vec<Planned>, RunError> {
+    let model = roles.model(Role::Planner);
+    let own = Spent::default();
+    let planner = Counted {
+        model: model.as_ref(),
+        run: spent,
+        own: &own,
+    };
+    let request = prompts::planner_request(&run.topic, run.max_subtopics);
+    let first = planner.generate(&request).await?;
+    let (planned, origin) = match prompts::parse_subtopics(&first.text(), run.max_subtopics) {
+        Ok(planned) => (planned, "planned"),
+        Err(why) => {
+            if let Some(checkpoint) = checkpoint {
+                checkpoint.pass().await.map_err(RunError::Interrupted)?;
+            }
+            let mut repair = request;
+            repair.contents.push(first.content);
+            repair.contents.push(crate::llm::Content::user_text(format!(
+                "That answer cannot be used: {why}. Answer again with only the JSON, following the schema."
+            )));
+            let second = planner.generate(&repair).await?;
+            match prompts::parse_subtopics(&second.text(), run.max_subtopics) {
+                Ok(planned) => (planned, "repaired"),
+                Err(_) => (
+                    vec![Planned {
+                        title: run.topic.trim().to_string(),
+                        query: run.topic.trim().to_string(),
+                    }],
+                    "fallback",
+                ),
+            }
+        }
+    };
+    emit(
+        on_event,
+        &ResearchEvent::Subtopics {
+            subtopics: planned.iter().map(|p| p.title.clone()).collect(),
+            origin: origin.to_string(),
+        },
+    );
+    Ok(planned)
+}
+
+/// One researcher: an agent run with only the search tool, its searches
+/// bounded by the depth. A model failure is a failed subtopic (and the
+/// error), an interruption ends the research.
+async fn research_one(
+    roles: &dyn Roles,
+    tools: &Registry,
+    run: &ResearchRun,
+    spent: &Spent,
+    planned: &Planned,
+    checkpoint: Option<&dyn Checkpoint>,
+    on_event: OnEvent<'_>,
+) -> Result<(SubtopicResult, Option<ModelError>), RunError> {
+    emit(
+        on_event,
+        &ResearchEvent::SubtopicStarted {
+            title: planned.title.clone(),
+        },
+    );
+    let model = roles.model(Role::Researcher);
+    let own = Spent::default();
+    let counted = Counted {
+        model: model.as_ref(),
+        run: spent,
+        own: &own,
+    };
+    let agent_run = agent::Run {
+        task: prompts::researcher_task(planned),
+        session_key: run.session_key.clone(),
+        max_steps: run.depth.max_steps(),
+        system_instruction: Some(prompts::researcher_instruction(&run.topic, run.depth)),
+    };
+    let on_step = |step: &agent::Step| {
+        let step = SubtaskStep {
+            subtask: planned.title.clone(),
+            step: step.clone(),
+        };
+        on_event(serde_json::to_value(&step).unwrap_or_default());
+    };
+    let outcome = agent::run_checked(&counted, tools, &agent_run, &on_step, checkpoint).await;
+    let mut result = SubtopicResult {
+        title: planned.title.clone(),
+        query: planned.query.clone(),
+        status: SubtaskStatus::Completed,
+        findings: None,
+        error: None,
+        sources: Vec::new(),
+        steps: Vec::new(),
+        usage: Spend::default(),
+    };
+    let failure = match outcome {
+        Ok(outcome) => {
+            result.findings = Some(outcome.response);
+            result.steps = outcome.steps;
+            None
+        }
+        Err(RunError::Model(err)) => {
+            result.status = SubtaskStatus::Failed;
+            result.error = Some(err.to_string());
+            Some(err)
+        }
+        Err(interrupted) => return Err(interrupted),
+    };
+    result.usage = own.total();
+    Ok((result, failure))
+}
+
+/// One call of a writing role: (its text, its model).
+async fn ask(
+    roles: &dyn Roles,
+    role: Role,
+    spent: &Spent,
+    instruction: &str,
+    input: &WriterInput,
+) -> Result<(String, String), RunError> {
+    let model = roles.model(role);
+    let own = Spent::default();
+    let counted = Counted {
+        model: model.as_ref(),
+        run: spent,
+        own: &own,
+    };
+    let answer = counted.generate(&prompts::request(instruction, input)).await?;
+    Ok((answer.text(), answer.model))
+}
+
+/// The report's `## ` sections, each with what follows its heading.
+pub fn sections(report: &str) -> Vec<Section> {
+    let mut out: Vec<Section> = Vec::new();
+    for line in report.lines() {
+        if let Some(title) = line.strip_prefix("## ") {
+            out.push(Section {
+                title: title.trim().to_string(),
+                content: String::new(),
+            });
+        } else if let Some(section) = out.last_mut() {
+            section.content.push_str(line);
+            section.content.push('\n');
+        }
+    }
+    for section in &mut out {
+        section.content = section.content.trim().to_string();
+    }
+    out
+}

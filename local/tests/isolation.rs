@@ -173,6 +173,46 @@ async fn two_principals_never_meet(url: &str) {
     assert_eq!(status, 200, "alice follows her own task: {events}");
 
     listings_are_each_principals_own(&alice, &bob, &id).await;
+
+    // A multi-agent run and a research are tasks like any other: hers.
+    let (status, run) = alice
+        .post(
+            "/api/v1/multi-agent",
+            json!({"task": "Calcula 6 * 7 y busca cold start"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{run}");
+    let run_id = run["task_id"].as_str().expect("a task id").to_string();
+    let theirs = bob.get(&format!("/api/v1/tasks/{run_id}")).await;
+    let missing = bob.get(&format!("/api/v1/tasks/{nobody}")).await;
+    same_as_missing(&theirs, &missing, &run_id, &nobody);
+    let (status, accepted) = alice
+        .post(
+            "/api/v1/research",
+            json!({"topic": "serverless cold start", "depth": "quick", "max_subtopics": 1}),
+        )
+        .await;
+    assert_eq!(status, 202, "{accepted}");
+    let research = accepted["research_id"].as_str().expect("a research id").to_string();
+    let mut report = Value::Null;
+    for _ in 0..200 {
+        let (status, view) = alice.get(&format!("/api/v1/research/{research}")).await;
+        assert_eq!(status, 200, "{view}");
+        if view["status"] == "completed" {
+            report = view;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        report["result"]["report"].as_str().is_some_and(|r| r.contains("[1]")),
+        "alice's research ends with a report: {report}"
+    );
+    for path in ["/api/v1/research/{}", "/api/v1/tasks/{}", "/api/v1/tasks/{}/events"] {
+        let theirs = bob.get(&path.replace("{}", &research)).await;
+        let missing = bob.get(&path.replace("{}", &nobody)).await;
+        same_as_missing(&theirs, &missing, &research, &nobody);
+    }
 }
 
 /// The ids of a listing's `key` items (`session_id` or `task_id`).

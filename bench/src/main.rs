@@ -29,6 +29,10 @@
 //!   with a model that answers at once.
 //! - `bench routing [RUNS]`: what choosing a request's model tier costs
 //!   (the rules of `MODEL_ROUTING=auto`), per request, in process.
+//! - `bench multi [RUNS]`: a multi-agent run's orchestration cost per
+//!   subtask (offline model, against one agent loop making the same
+//!   calls), and its wall time with subtasks run one, four and eight at a
+//!   time against a model double with a fixed delay, in process.
 //! - `bench tasks BIN [TASKS] [CONCURRENCY] [NAME=VALUE...]`: submits TASKS
 //!   asynchronous agent tasks to BIN (`local`, or `agent_function`) from
 //!   CONCURRENCY clients and waits until all are completed: the 202 rate
@@ -61,6 +65,7 @@ mod costs;
 mod emulator;
 mod load;
 mod metrics;
+mod multi;
 mod procfs;
 mod routing;
 mod startup;
@@ -73,7 +78,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use tokio::process::{Child, Command};
 
-const COMMANDS: [&str; 9] = [
+const COMMANDS: [&str; 10] = [
     "startup",
     "first-answer",
     "chat",
@@ -81,6 +86,7 @@ const COMMANDS: [&str; 9] = [
     "tool",
     "loop",
     "routing",
+    "multi",
     "tasks",
     "costs",
 ];
@@ -151,6 +157,7 @@ async fn run(args: &[String]) -> anyhow::Result<()> {
         }
         (Some("loop"), runs) => agent_loop::agent_loop(parse(runs, 1000)?).await,
         (Some("routing"), runs) => routing::routing(parse(runs, 100_000)?),
+        (Some("multi"), runs) => multi::multi(parse(runs, 200)?).await,
         // Not a measurement: printed as is, not ready to paste.
         (Some("issuer"), seconds) => auth::issuer(parse(seconds, 3540)?).await,
         (Some("tasks"), Some(bin)) => {
@@ -166,6 +173,7 @@ async fn run(args: &[String]) -> anyhow::Result<()> {
              | bench chat BIN [SECONDS=10] [CONNECTIONS=64] [SESSION_MESSAGES=N] [WARMUP=N] [AUTH=key|token] [NAME=VALUE...]\n\
              | bench cache BIN [SECONDS=10] [CONNECTIONS=64] [NAME=VALUE...]\n\
              | bench tool BIN calculate|search [SECONDS=10] [CONNECTIONS=64] | bench loop [RUNS=1000] | bench routing [RUNS=100000]\n\
+             | bench multi [RUNS=200]\n\
              | bench issuer [SECONDS=3540]\n\
              | bench tasks BIN [TASKS=200] [CONCURRENCY=16] [NAME=VALUE...]\n\
              | bench costs BIN_DIR [N=20] [FIRESTORE_EMULATOR_HOST=host:port]\n\

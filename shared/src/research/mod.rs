@@ -16,6 +16,8 @@
 mod prompts;
 mod run;
 pub mod sources;
+#[cfg(test)]
+mod tests;
 
 pub use prompts::{
     ANALYST_INSTRUCTION, CRITIC_INSTRUCTION, SUBTOPICS_SCHEMA_NAME, WRITER_INSTRUCTION, WriterInput, WriterSubtopic,

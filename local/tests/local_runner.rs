@@ -54,6 +54,9 @@ async fn local_serves_every_function_on_one_port() {
         "POST   /api/v1/agent",
         "GET    /api/v1/tasks/{id}",
         "GET    /api/v1/tasks/{id}/events",
+        "POST   /api/v1/multi-agent",
+        "POST   /api/v1/research",
+        "GET    /api/v1/research/{id}",
         "POST   /api/v1/tools/search",
         "POST   /api/v1/tools/calculate",
         "GET    /health",
@@ -141,6 +144,48 @@ async fn local_serves_every_function_on_one_port() {
     assert!(
         task["result"]["response"].as_str().expect("response").contains("345"),
         "{task}"
+    );
+
+    // Several agents on the README's example: a plan of two subtasks, both
+    // results in the answer.
+    let team = post_json(
+        &http,
+        format!("{base}/api/v1/multi-agent"),
+        r#"{"task":"Calcula 25*4, busca información sobre cold start y resume ambos"}"#,
+    )
+    .await;
+    assert!(
+        team["plan"]["subtasks"].as_array().expect("subtasks").len() >= 2,
+        "{team}"
+    );
+    let answer = team["response"].as_str().expect("response");
+    assert!(answer.contains("100") && answer.contains("Cold start"), "{team}");
+
+    // A research on serverless cold start: its report cites the sources
+    // its searches returned, and nothing else.
+    let accepted = post_json(
+        &http,
+        format!("{base}/api/v1/research"),
+        r#"{"topic":"serverless cold start","depth":"quick","max_subtopics":2}"#,
+    )
+    .await;
+    let research_url = format!("{base}{}", accepted["status_url"].as_str().expect("status_url"));
+    let mut research = Value::Null;
+    for _ in 0..200 {
+        research = get_json(&http, &research_url).await;
+        if research["status"] == "completed" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(research["status"], "completed", "{research}");
+    let result = &research["result"];
+    let sources = result["sources"].as_array().expect("sources").len();
+    let report = result["report"].as_str().expect("a report");
+    let cited = agent_core::research::sources::citations(report);
+    assert!(
+        !cited.is_empty() && cited.iter().all(|n| (1..=sources).contains(n)),
+        "{report}"
     );
 
     // The POST / aliases belong to the standalone functions.

@@ -177,6 +177,8 @@ struct Double {
     /// Whether an executor call waits (up to a bound) for another to be
     /// in flight beside it, so that parallel calls are sure to overlap.
     wait_for_company: bool,
+    /// The synthesis answers 503 this many times first.
+    synthesis_failures: usize,
 }
 
 #[derive(Default, Clone)]
@@ -230,6 +232,10 @@ async fn generate(
             let plan = double.plans[(count - 1).min(double.plans.len() - 1)].clone();
             (StatusCode::OK, Json(gemini_text(&model, &plan)))
         }
+        "synthesis" if count <= double.synthesis_failures => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"error": {"code": 503, "message": "The model is overloaded.", "status": "UNAVAILABLE"}})),
+        ),
         "synthesis" => (StatusCode::OK, Json(gemini_text(&model, "the final answer"))),
         _ => {
             let now = double.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
@@ -258,11 +264,16 @@ async fn generate(
 }
 
 async fn start_double(plans: &[String], wait_for_company: bool) -> (TestServer, Arc<Double>) {
-    let double = Arc::new(Double {
+    start_double_with(Double {
         plans: plans.to_vec(),
         wait_for_company,
         ..Double::default()
-    });
+    })
+    .await
+}
+
+async fn start_double_with(double: Double) -> (TestServer, Arc<Double>) {
+    let double = Arc::new(double);
     let router = axum::Router::new()
         .route("/v1beta/models/{method}", post(generate))
         .with_state(double.clone());
@@ -270,15 +281,20 @@ async fn start_double(plans: &[String], wait_for_company: bool) -> (TestServer, 
 }
 
 async fn agent_on(double: &TestServer) -> Agent {
-    Agent::start(&[
+    agent_with(double, &[]).await
+}
+
+async fn agent_with(double: &TestServer, extra: &[(&str, &str)]) -> Agent {
+    let mut vars = vec![
         ("LLM_PROVIDER", "gemini"),
         ("GEMINI_API_KEY", "multi-test-key"),
         ("GEMINI_BASE_URL", double.url.as_str()),
         ("MODEL_ROUTING", "auto"),
         ("LLM_MAX_RETRIES", "0"),
         ("RATE_LIMIT_AGENT", "off"),
-    ])
-    .await
+    ];
+    vars.extend_from_slice(extra);
+    Agent::start(&vars).await
 }
 
 fn plan(subtasks: &[(&str, &str, &[&str], &[&str])]) -> String {
@@ -382,4 +398,43 @@ async fn a_planner_that_answers_nonsense_twice_falls_back_to_one_subtask() {
     // The failed attempt's calls are in the caller's usage like any others.
     let usage = agent.get("/api/v1/usage").await;
     assert_eq!(usage["total"]["model_calls"], 3, "{usage}");
+}
+
+#[tokio::test]
+async fn a_queued_run_retried_after_its_synthesis_failed_keeps_its_plan_and_subtasks() {
+    let (server, double) = start_double_with(Double {
+        plans: vec![plan(&[("a", "first", &[], &[]), ("b", "second", &[], &[])])],
+        synthesis_failures: 1,
+        ..Double::default()
+    })
+    .await;
+    // No fallback: the synthesis's 503 is the run's, and the task is retried.
+    let agent = agent_with(&server, &[("MODEL_FALLBACK", "off")]).await;
+    let response = agent.multi(json!({"task": "two parts", "async": true})).await;
+    assert_eq!(response.status(), 202);
+    let id = response.json::<Value>().await.expect("json")["task_id"]
+        .as_str()
+        .expect("a task id")
+        .to_string();
+    let (task, _) = agent.wait_finished(&id).await;
+    assert_eq!(
+        (&task["status"], &task["attempts"]),
+        (&json!("completed"), &json!(2)),
+        "{task}"
+    );
+    let roles: Vec<&str> = double.seen.lock().expect("seen").calls.iter().map(|c| c.1).collect();
+    // The second attempt asked only for the synthesis again.
+    assert_eq!(
+        roles,
+        ["planner", "executor", "executor", "synthesis", "synthesis"],
+        "{roles:?}"
+    );
+    let result: MultiAgentResponse = serde_json::from_value(task["result"].clone()).expect("the result");
+    assert_eq!(result.outcome.response, "the final answer");
+    assert_eq!(result.outcome.subtasks.len(), 2);
+    // This attempt's synthesis and the kept subtasks' calls.
+    assert_eq!(result.outcome.usage.model_calls, 3);
+    // Every call that answered was counted once: 3 at the release, 1 at the end.
+    let usage = agent.get("/api/v1/usage").await;
+    assert_eq!(usage["total"]["model_calls"], 4, "{usage}");
 }

@@ -21,7 +21,7 @@ mod tests;
 pub use plan::{MAX_SUBTASKS_CAP, Plan, Subtask};
 pub use prompts::{PLANNER_INSTRUCTION, SYNTHESIS_INSTRUCTION, SynthesisInput, SynthesisItem};
 pub(crate) use run::Counted;
-pub use run::{MultiRun, Role, Roles, RoutedRoles, Spent, run};
+pub use run::{Earlier, MultiRun, Role, Roles, RoutedRoles, Spent, run};
 
 /// The JSON a run reports an event as: its `type` and its fields.
 pub fn event_json(event: &MultiEvent) -> serde_json::Value {

@@ -164,10 +164,34 @@ pub struct MultiRun {
     pub max_steps: u32,
     /// Subtasks of one wave run at once, at most.
     pub concurrency: usize,
+    /// What earlier attempts of a queued run finished: kept, not paid for
+    /// again.
+    pub earlier: Option<Earlier>,
+}
+
+/// What earlier attempts of a queued run left (from its stored events):
+/// the plan they followed, and the subtasks they completed.
+#[derive(Debug, Clone, Default)]
+pub struct Earlier {
+    pub plan: Option<PlanView>,
+    pub done: Vec<SubtaskResult>,
+}
+
+impl Earlier {
+    /// The completed result of `subtask` an earlier attempt recorded, if
+    /// it is the same subtask.
+    fn done(&self, subtask: &Subtask) -> Option<&SubtaskResult> {
+        self.done
+            .iter()
+            .rev()
+            .find(|r| r.subtask == *subtask && r.status == SubtaskStatus::Completed)
+    }
 }
 
 /// Runs `run` to its end: everything it spent is in `spent`, whether it
-/// ends with an outcome or an error. `checkpoint`, when given, is asked
+/// ends with an outcome or an error. The outcome's `usage` adds what the
+/// subtasks kept from earlier attempts spent then (`spent`, what this
+/// attempt is charged, does not). `checkpoint`, when given, is asked
 /// before the planner's repair, each wave, the synthesis, and inside each
 /// subtask's run: before every paid call but the first.
 pub async fn run(
@@ -184,7 +208,16 @@ pub async fn run(
             None => Ok(()),
         }
     };
-    let (plan, view) = make_plan(roles, tools, run, spent, checkpoint).await?;
+    let kept = run.earlier.as_ref().and_then(|e| e.plan.clone());
+    let (plan, view) = match kept {
+        Some(view) => (
+            Plan {
+                subtasks: view.subtasks.clone(),
+            },
+            view,
+        ),
+        None => make_plan(roles, tools, run, spent, checkpoint).await?,
+    };
     on_event(event_json(&MultiEvent::Plan(view.clone())));
     // `parse` and `single` only give plans that have waves.
     let waves = plan::waves(&plan).unwrap_or_else(|| vec![(0..plan.subtasks.len()).collect()]);
@@ -199,7 +232,24 @@ pub async fn run(
     let context = &context;
     let mut results: Vec<Option<SubtaskResult>> = vec![None; plan.subtasks.len()];
     let mut failures: Vec<ModelError> = Vec::new();
+    // What the kept subtasks spent, in an earlier attempt (and was counted then).
+    let mut kept_usage = crate::llm::Spend::default();
     for wave in waves {
+        let wave: Vec<usize> = wave
+            .into_iter()
+            .filter(|&i| {
+                let kept = run.earlier.as_ref().and_then(|e| e.done(&plan.subtasks[i]));
+                if let Some(kept) = kept {
+                    kept_usage += kept.usage;
+                    on_event(event_json(&MultiEvent::SubtaskFinished(Box::new(kept.clone()))));
+                    results[i] = Some(kept.clone());
+                }
+                kept.is_none()
+            })
+            .collect();
+        if wave.is_empty() {
+            continue;
+        }
         check().await?;
         let jobs: Vec<_> = wave
             .into_iter()
@@ -253,7 +303,8 @@ pub async fn run(
             synthesise(roles, spent, &run.task, &results).await?
         }
     };
-    let usage = spent.total();
+    let mut usage = spent.total();
+    usage += kept_usage;
     Ok(MultiOutcome {
         response,
         plan: view,

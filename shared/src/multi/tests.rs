@@ -116,6 +116,7 @@ fn a_run(task: &str) -> MultiRun {
         max_subtasks: 5,
         max_steps: 3,
         concurrency: 4,
+        earlier: None,
     }
 }
 
@@ -321,4 +322,45 @@ async fn a_checkpoint_that_refuses_stops_the_run_before_the_next_wave() {
     .expect_err("stopped");
     assert!(matches!(err, RunError::Interrupted(_)), "{err:?}");
     assert_eq!(roles_of(&model.calls()), [Role::Planner]);
+}
+
+#[tokio::test]
+async fn a_rerun_keeps_the_plan_and_the_subtasks_an_earlier_attempt_completed() {
+    let first = scripted(&[&plan_of(&[("a", "first part", &[]), ("b", "second part", &[])])]);
+    let done = run(
+        &first,
+        &Registry::default(),
+        &a_run("all"),
+        &Spent::default(),
+        None,
+        &|_| {},
+    )
+    .await
+    .expect("answered");
+    // The second attempt knows the plan and that `a` completed.
+    let earlier = Earlier {
+        plan: Some(done.plan.clone()),
+        done: vec![done.subtasks[0].clone()],
+    };
+    let model = scripted(&[]);
+    let spent = Spent::default();
+    let again = run(
+        &model,
+        &Registry::default(),
+        &MultiRun {
+            earlier: Some(earlier),
+            ..a_run("all")
+        },
+        &spent,
+        None,
+        &|_| {},
+    )
+    .await
+    .expect("answered");
+    // No planner, `b` only, the synthesis: what was done is not paid again.
+    assert_eq!(roles_of(&model.calls()), [Role::Executor, Role::Synthesis]);
+    assert_eq!(again.response, done.response);
+    assert_eq!(again.subtasks[0], done.subtasks[0]);
+    assert_eq!(spent.total().model_calls, 2, "this attempt's calls");
+    assert_eq!(again.usage.model_calls, 3, "and the kept subtask's");
 }

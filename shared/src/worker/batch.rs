@@ -87,24 +87,15 @@ impl Worker {
     /// The item results earlier attempts of a batch recorded (`item`
     /// events), by item: the last one recorded for each.
     async fn known_items(&self, task_id: &str, attempt: u32) -> Result<Vec<BatchResult>, StoreError> {
-        const PAGE: usize = 100;
         let mut known = std::collections::BTreeMap::new();
-        let mut after = None;
-        loop {
-            let events = self.tasks.events(task_id, after, PAGE).await?;
-            let more = events.len() == PAGE;
-            for event in events {
-                after = Some((event.attempt, event.index));
-                if event.attempt >= attempt || event.data["type"] != ITEM_EVENT {
-                    continue;
-                }
-                if let Ok(result) = serde_json::from_value::<BatchResult>(event.data["result"].clone()) {
-                    known.insert(result.index, result);
-                }
+        for data in self.earlier_events(task_id, attempt).await? {
+            if data["type"] != ITEM_EVENT {
+                continue;
             }
-            if !more {
-                return Ok(known.into_values().collect());
+            if let Ok(result) = serde_json::from_value::<BatchResult>(data["result"].clone()) {
+                known.insert(result.index, result);
             }
         }
+        Ok(known.into_values().collect())
     }
 }

@@ -288,6 +288,27 @@ impl Worker {
         }
     }
 
+    /// The data of the events that attempts before `attempt` stored, in
+    /// order: what a redelivered run may keep instead of doing again.
+    async fn earlier_events(&self, task_id: &str, attempt: u32) -> Result<Vec<serde_json::Value>, StoreError> {
+        const PAGE: usize = 100;
+        let mut out = Vec::new();
+        let mut after = None;
+        loop {
+            let events = self.tasks.events(task_id, after, PAGE).await?;
+            let more = events.len() == PAGE;
+            for event in events {
+                after = Some((event.attempt, event.index));
+                if event.attempt < attempt {
+                    out.push(event.data);
+                }
+            }
+            if !more {
+                return Ok(out);
+            }
+        }
+    }
+
     /// Renews the lease every third of it; returns only when the claim is
     /// lost (another worker took the task after this one missed renewals).
     async fn keep_claim(&self, task_id: &str, attempt: u32) {

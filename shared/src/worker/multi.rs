@@ -5,7 +5,7 @@
 
 use super::{Disposition, StillHeld, Worker, transient};
 use crate::agent::RunError;
-use crate::multi::{self, MultiAgentResponse, MultiRun, RoutedRoles, Spent};
+use crate::multi::{self, Earlier, MultiAgentResponse, MultiEvent, MultiRun, RoutedRoles, Spent};
 use crate::store::{Finished, TaskEvent, TaskRecord};
 
 /// What a queued multi-agent run keeps in its task's `input`.
@@ -39,6 +39,7 @@ impl Worker {
             max_subtasks: input.max_subtasks,
             max_steps: task.max_steps,
             concurrency: multi::CONCURRENCY,
+            earlier: self.earlier_run(&task).await,
         };
         let spent = Spent::default();
         let held = StillHeld {
@@ -60,6 +61,34 @@ impl Worker {
             })
         })
         .await
+    }
+
+    /// What earlier attempts of `task` left: the plan they followed and
+    /// the subtasks they completed (their `plan` and `subtask_finished`
+    /// events). A redelivered run (its worker died, or its planner or
+    /// synthesis was unavailable) keeps them rather than paying for them
+    /// again. `None` on a first attempt, or when the events cannot be read
+    /// (the run then starts over, which costs calls but loses nothing).
+    async fn earlier_run(&self, task: &TaskRecord) -> Option<Earlier> {
+        if task.attempts <= 1 {
+            return None;
+        }
+        let events = match self.earlier_events(&task.task_id, task.attempts).await {
+            Ok(events) => events,
+            Err(err) => {
+                tracing::warn!(%err, task_id = %task.task_id, "earlier attempts' events could not be read; the run starts over");
+                return None;
+            }
+        };
+        let mut earlier = Earlier::default();
+        for data in events {
+            match serde_json::from_value::<MultiEvent>(data) {
+                Ok(MultiEvent::Plan(plan)) => earlier.plan = Some(plan),
+                Ok(MultiEvent::SubtaskFinished(result)) => earlier.done.push(*result),
+                _ => {}
+            }
+        }
+        Some(earlier)
     }
 
     /// The models of an orchestrated run of `task`: the one it asked for

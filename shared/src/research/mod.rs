@@ -20,9 +20,10 @@ pub mod sources;
 mod tests;
 
 pub use prompts::{
-    ANALYST_INSTRUCTION, CRITIC_INSTRUCTION, SUBTOPICS_SCHEMA_NAME, WRITER_INSTRUCTION, WriterInput, WriterSubtopic,
+    ANALYST_INSTRUCTION, CRITIC_INSTRUCTION, Planned, SUBTOPICS_SCHEMA_NAME, WRITER_INSTRUCTION, WriterInput,
+    WriterSubtopic,
 };
-pub use run::{EVENT_NAMES, ResearchEvent, ResearchRun, run, sections};
+pub use run::{EVENT_NAMES, EarlierResearch, ResearchEvent, ResearchRun, run, sections};
 pub use sources::Source;
 
 use serde::{Deserialize, Serialize};

@@ -79,8 +79,8 @@ pub(super) fn planner_request(topic: &str, max: usize) -> ModelRequest {
 }
 
 /// A subtopic as the planner gives it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct Planned {
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct Planned {
     pub title: String,
     pub query: String,
 }

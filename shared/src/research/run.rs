@@ -31,19 +31,39 @@ pub struct ResearchRun {
     pub max_subtopics: usize,
     /// Researchers at once, at most.
     pub concurrency: usize,
+    /// What earlier attempts of the research finished: kept, not paid for
+    /// again.
+    pub earlier: Option<EarlierResearch>,
+}
+
+/// What earlier attempts of a research left (from its stored events): the
+/// subtopics they planned (and how), and the subtopics they researched.
+#[derive(Debug, Clone, Default)]
+pub struct EarlierResearch {
+    pub planned: Option<(Vec<Planned>, String)>,
+    pub done: Vec<SubtopicResult>,
+}
+
+impl EarlierResearch {
+    fn done(&self, planned: &Planned) -> Option<&SubtopicResult> {
+        self.done
+            .iter()
+            .rev()
+            .find(|r| r.title == planned.title && r.query == planned.query && r.status == SubtaskStatus::Completed)
+    }
 }
 
 /// What a research reports as it goes (events named by `type`; a
 /// researcher's steps are `step` events with their `subtask`, the
 /// subtopic's title).
-#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, schemars::JsonSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ResearchEvent {
-    /// The subtopics the research covers, and whether the planner's first
-    /// answer gave them (`planned`), its repair (`repaired`), or neither
-    /// (`fallback`: the topic itself).
+    /// The subtopics the research covers (title and query), and whether
+    /// the planner's first answer gave them (`planned`), its repair
+    /// (`repaired`), or neither (`fallback`: the topic itself).
     Subtopics {
-        subtopics: Vec<String>,
+        subtopics: Vec<Planned>,
         origin: String,
     },
     SubtopicStarted {
@@ -64,6 +84,8 @@ fn emit(on_event: OnEvent<'_>, event: &ResearchEvent) {
 }
 
 /// Runs `run` to its end; everything it spent is in `spent` either way.
+/// The result's `usage` adds what the researchers kept from earlier
+/// attempts spent then (`spent`, what this attempt is charged, does not).
 pub async fn run(
     roles: &dyn Roles,
     tools: &Registry,
@@ -78,13 +100,40 @@ pub async fn run(
             None => Ok(()),
         }
     };
-    let planned = plan(roles, run, spent, checkpoint, on_event).await?;
+    let kept_plan = run.earlier.as_ref().and_then(|e| e.planned.clone());
+    let planned = match kept_plan {
+        Some((planned, origin)) => {
+            emit(
+                on_event,
+                &ResearchEvent::Subtopics {
+                    subtopics: planned.clone(),
+                    origin,
+                },
+            );
+            planned
+        }
+        None => plan(roles, run, spent, checkpoint, on_event).await?,
+    };
     check().await?;
 
     let search_only = tools.only(&[SEARCH.to_string()]);
+    // What the kept researchers spent, in an earlier attempt (counted then).
+    let mut kept_usage = Spend::default();
     let jobs: Vec<_> = planned
         .iter()
-        .map(|subtopic| research_one(roles, &search_only, run, spent, subtopic, checkpoint, on_event))
+        .map(|subtopic| {
+            let kept = run.earlier.as_ref().and_then(|e| e.done(subtopic)).cloned();
+            if let Some(kept) = &kept {
+                kept_usage += kept.usage;
+            }
+            let search_only = &search_only;
+            async move {
+                match kept {
+                    Some(kept) => Ok((kept, None)),
+                    None => research_one(roles, search_only, run, spent, subtopic, checkpoint, on_event).await,
+                }
+            }
+        })
         .collect();
     let done: Vec<_> = futures_util::stream::iter(jobs)
         .buffered(run.concurrency.max(1))
@@ -160,7 +209,11 @@ pub async fn run(
         subtopics,
         critique,
         revised,
-        usage: spent.total(),
+        usage: {
+            let mut usage = spent.total();
+            usage += kept_usage;
+            usage
+        },
         model,
     })
 }
@@ -215,7 +268,7 @@ async fn plan(
     emit(
         on_event,
         &ResearchEvent::Subtopics {
-            subtopics: planned.iter().map(|p| p.title.clone()).collect(),
+            subtopics: planned.clone(),
             origin: origin.to_string(),
         },
     );

@@ -109,6 +109,7 @@ fn a_run(depth: Depth) -> ResearchRun {
         depth,
         max_subtopics: 3,
         concurrency: 4,
+        earlier: None,
     }
 }
 
@@ -183,4 +184,64 @@ async fn a_research_in_which_every_researcher_fails_fails() {
     .expect_err("nothing researched");
     assert!(matches!(err, RunError::Model(ModelError::Upstream { .. })), "{err:?}");
     assert_eq!(spent.total().model_calls, 1, "the planner's call is counted");
+}
+
+#[tokio::test]
+async fn a_rerun_keeps_the_subtopics_and_the_research_an_earlier_attempt_did() {
+    let plan = json!({"subtopics": [
+        {"title": "Cold start", "query": "cold start"},
+        {"title": "Memory", "query": "idle memory"}
+    ]})
+    .to_string();
+    let first = run(
+        &scripted(&[&plan]),
+        &tools(),
+        &a_run(Depth::Quick),
+        &Spent::default(),
+        None,
+        &|_| {},
+    )
+    .await
+    .expect("a report");
+    let planned = vec![
+        Planned {
+            title: "Cold start".into(),
+            query: "cold start".into(),
+        },
+        Planned {
+            title: "Memory".into(),
+            query: "idle memory".into(),
+        },
+    ];
+    let model = scripted(&[]);
+    let again = run(
+        &model,
+        &tools(),
+        &ResearchRun {
+            earlier: Some(EarlierResearch {
+                planned: Some((planned, "planned".into())),
+                done: vec![first.subtopics[0].clone()],
+            }),
+            ..a_run(Depth::Quick)
+        },
+        &Spent::default(),
+        None,
+        &|_| {},
+    )
+    .await
+    .expect("a report");
+    // No planner, one researcher (a search and its findings), then the writing.
+    let calls = model.0.calls.lock().expect("calls").clone();
+    assert_eq!(
+        calls,
+        [
+            Role::Researcher,
+            Role::Researcher,
+            Role::Analyst,
+            Role::Writer,
+            Role::Critic
+        ]
+    );
+    assert_eq!(again.sources, first.sources);
+    assert_eq!(again.subtopics[0], first.subtopics[0]);
 }

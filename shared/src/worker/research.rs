@@ -3,7 +3,7 @@
 
 use super::{Disposition, StillHeld, Worker};
 use crate::multi::Spent;
-use crate::research::{self, ResearchInput, ResearchRun};
+use crate::research::{self, EarlierResearch, ResearchEvent, ResearchInput, ResearchRun};
 use crate::store::TaskRecord;
 
 impl Worker {
@@ -27,6 +27,7 @@ impl Worker {
             depth: input.depth,
             max_subtopics: input.max_subtopics,
             concurrency: crate::multi::CONCURRENCY,
+            earlier: self.earlier_research(&task).await,
         };
         let spent = Spent::default();
         let held = StillHeld {
@@ -42,5 +43,29 @@ impl Worker {
             research::run(roles, tools, &run, spent_ref, Some(&held), &on_event).await
         })
         .await
+    }
+
+    /// What earlier attempts of `task` left (its `subtopics` and
+    /// `subtopic_finished` events), as for a multi-agent run.
+    async fn earlier_research(&self, task: &TaskRecord) -> Option<EarlierResearch> {
+        if task.attempts <= 1 {
+            return None;
+        }
+        let events = match self.earlier_events(&task.task_id, task.attempts).await {
+            Ok(events) => events,
+            Err(err) => {
+                tracing::warn!(%err, task_id = %task.task_id, "earlier attempts' events could not be read; the research starts over");
+                return None;
+            }
+        };
+        let mut earlier = EarlierResearch::default();
+        for data in events {
+            match serde_json::from_value::<ResearchEvent>(data) {
+                Ok(ResearchEvent::Subtopics { subtopics, origin }) => earlier.planned = Some((subtopics, origin)),
+                Ok(ResearchEvent::SubtopicFinished(result)) => earlier.done.push(*result),
+                _ => {}
+            }
+        }
+        Some(earlier)
     }
 }

@@ -213,8 +213,10 @@ fn routes(app: &App, state: AgentState) -> Api {
                 )
                 .event_stream(
                     200,
-                    "`status`, one `step` per completed step (or `item` per finished item of a chat batch), \
-                     then `done` with the task",
+                    "`status`, one `step` per completed step (or `item` per finished item of a chat batch; \
+                     a multi-agent run's `plan`, `subtask_started`, `subtask_finished` and `synthesis`; a \
+                     research's `subtopics`, `subtopic_started`, `subtopic_finished` and `stage`), then `done` \
+                     with the task",
                     &task::PROGRESS_EVENTS,
                     true,
                 ),

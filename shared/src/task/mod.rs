@@ -24,7 +24,8 @@ mod submit;
 
 use crate::{owned, session};
 pub use progress::{
-    ItemEvent, POLL_EVERY, PROGRESS_EVENTS, StatusEvent, StepEvent, SynthesisEvent, parse_event_id, progress,
+    ItemEvent, POLL_EVERY, PROGRESS_EVENTS, StageEvent, StatusEvent, StepEvent, SubtopicStartedEvent, SubtopicsEvent,
+    SynthesisEvent, parse_event_id, progress,
 };
 pub use submit::{Accepted, accepted_response, check_callback, enqueue, submit};
 
@@ -183,6 +184,7 @@ enum TaskResult {
     Agent(AgentResponse),
     ChatBatch(crate::chat::batch::BatchResponse),
     MultiAgent(crate::multi::MultiAgentResponse),
+    Research(crate::research::ResearchResult),
 }
 
 /// `GET /api/v1/tasks/{id}`, the body of a webhook, and the `done` event.
@@ -190,8 +192,8 @@ enum TaskResult {
 pub struct TaskView {
     pub task_id: String,
     /// `agent` (`POST /api/v1/agent`), `chat_batch`
-    /// (`POST /api/v1/chat/batch` with `"async": true`) or `multi_agent`
-    /// (`POST /api/v1/multi-agent`).
+    /// (`POST /api/v1/chat/batch` with `"async": true`), `multi_agent`
+    /// (`POST /api/v1/multi-agent`) or `research` (`POST /api/v1/research`).
     #[serde(default)]
     pub kind: TaskKind,
     pub status: TaskStatus,

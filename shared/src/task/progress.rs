@@ -188,9 +188,41 @@ pub struct SynthesisEvent {
     subtasks: usize,
 }
 
+/// The `data` of a research's `subtopics` event. Written from the stored
+/// event; this type documents it.
+#[derive(schemars::JsonSchema)]
+#[allow(dead_code)]
+pub struct SubtopicsEvent {
+    /// `subtopics`.
+    r#type: String,
+    subtopics: Vec<crate::research::Planned>,
+    /// `planned`, `repaired` or `fallback`.
+    origin: String,
+}
+
+/// The `data` of a research's `subtopic_started` event.
+#[derive(schemars::JsonSchema)]
+#[allow(dead_code)]
+pub struct SubtopicStartedEvent {
+    /// `subtopic_started`.
+    r#type: String,
+    title: String,
+}
+
+/// The `data` of a research's `stage` event.
+#[derive(schemars::JsonSchema)]
+#[allow(dead_code)]
+pub struct StageEvent {
+    /// `stage`.
+    r#type: String,
+    /// `analysis`, `draft`, `critique` or `revision`.
+    stage: String,
+}
+
 /// What a task's progress stream sends, for its documentation. A
-/// multi-agent run's `step` events also carry their `subtask`.
-pub const PROGRESS_EVENTS: [crate::http::Event; 9] = [
+/// multi-agent run's and a research's `step` events also carry their
+/// `subtask`.
+pub const PROGRESS_EVENTS: [crate::http::Event; 13] = [
     crate::http::Event::json::<StatusEvent>("status"),
     crate::http::Event::json::<StepEvent>("step"),
     crate::http::Event::json::<ItemEvent>("item"),
@@ -198,6 +230,10 @@ pub const PROGRESS_EVENTS: [crate::http::Event; 9] = [
     crate::http::Event::json::<crate::multi::Subtask>("subtask_started"),
     crate::http::Event::json::<crate::multi::SubtaskResult>("subtask_finished"),
     crate::http::Event::json::<SynthesisEvent>("synthesis"),
+    crate::http::Event::json::<SubtopicsEvent>("subtopics"),
+    crate::http::Event::json::<SubtopicStartedEvent>("subtopic_started"),
+    crate::http::Event::json::<crate::research::SubtopicResult>("subtopic_finished"),
+    crate::http::Event::json::<StageEvent>("stage"),
     crate::http::Event::json::<TaskView>("done"),
     crate::http::Event::error(),
 ];

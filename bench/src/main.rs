@@ -39,6 +39,8 @@
 //!   and latency, and tasks completed per second end to end. With
 //!   `WORKER=path/to/agent_worker`, `QUEUE=pubsub` and the emulators'
 //!   settings, it also starts the worker and a push subscription to it.
+//!   `KIND=multi` submits multi-agent runs of two subtasks instead, and
+//!   `KIND=agent2` the same two-part task as one agent run.
 //! - `bench costs BIN_DIR [N] [FIRESTORE_EMULATOR_HOST=host:port]`: what each
 //!   kind of operation asks of Firestore (store calls, documents, history
 //!   fallbacks, by `/metrics`), averaged over N operations of each, with

@@ -14,8 +14,17 @@ pub(crate) async fn tasks(bin: &Path, count: u64, concurrency: u64, extra: &[(&s
         .iter()
         .find(|(k, _)| *k == "WORKER")
         .map(|(_, v)| PathBuf::from(v));
+    // KIND=multi submits multi-agent runs of two subtasks instead of agent
+    // runs; KIND=agent2 the same two-part task as one agent run.
+    let kind = extra.iter().find(|(k, _)| *k == "KIND").map_or("agent", |(_, v)| *v);
+    let (route, two_parts) = match kind {
+        "agent" => ("/api/v1/agent", false),
+        "agent2" => ("/api/v1/agent", true),
+        "multi" => ("/api/v1/multi-agent", true),
+        other => bail!("KIND is agent, agent2 or multi, not {other:?}"),
+    };
     let mut settings: Vec<(&str, &str)> = vec![("RATE_LIMIT_AGENT", "off"), ("RATE_LIMIT_TASKS", "off")];
-    settings.extend(extra.iter().filter(|(k, _)| *k != "WORKER"));
+    settings.extend(extra.iter().filter(|(k, _)| *k != "WORKER" && *k != "KIND"));
     let dir = tempfile::tempdir()?;
     let db = dir.path().join("tasks.db");
 
@@ -54,8 +63,13 @@ pub(crate) async fn tasks(bin: &Path, count: u64, concurrency: u64, extra: &[(&s
                         return Ok::<_, anyhow::Error>(submitted);
                     }
                     let t = Instant::now();
-                    let body = serde_json::json!({"task": format!("Calcula {i} * 2"), "async": true});
-                    let answer = http.post(format!("{base}/api/v1/agent")).json(&body).send().await?;
+                    let task = if two_parts {
+                        format!("calculate {i} + 1 and calculate {i} + 2")
+                    } else {
+                        format!("Calcula {i} * 2")
+                    };
+                    let body = serde_json::json!({"task": task, "async": true});
+                    let answer = http.post(format!("{base}{route}")).json(&body).send().await?;
                     anyhow::ensure!(answer.status() == 202, "submission answered {}", answer.status());
                     let answer: serde_json::Value = answer.json().await?;
                     let id = answer["task_id"].as_str().context("no task_id")?.to_string();
@@ -110,7 +124,7 @@ pub(crate) async fn tasks(bin: &Path, count: u64, concurrency: u64, extra: &[(&s
         "local queue"
     };
     println!(
-        "async tasks on {} ({queue}), {count} tasks from {concurrency} clients:",
+        "async tasks (KIND={kind}) on {} ({queue}), {count} tasks from {concurrency} clients:",
         bin.display()
     );
     println!(

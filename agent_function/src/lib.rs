@@ -344,13 +344,9 @@ async fn run_to_end(
         }
     };
     let result = serde_json::to_value(&response).unwrap_or_default();
-    record(
-        state,
-        &task.task_id,
-        &Finished::Completed(result),
-        Some(&response.charge()),
-    )
-    .await;
+    // Each model's calls under that model (a fallback's too).
+    let charge = tally.charge().unwrap_or_else(|| response.charge());
+    record(state, &task.task_id, &Finished::Completed(result), Some(&charge)).await;
     Ok(response)
 }
 

@@ -370,6 +370,29 @@ async fn a_failing_subtask_gives_a_partial_answer_and_subtasks_run_together() {
     // The route of the subtask says why it went where it did.
     let route = outcome.subtasks[0].route.as_ref().expect("a route");
     assert_eq!(route.reason, "role:executor");
+    // Each model's calls are on its own day record; the run is one request,
+    // under the model of its last answer (the synthesis).
+    let usage = agent.get("/api/v1/usage").await;
+    let records: Vec<(String, u64, u64)> = usage["records"]
+        .as_array()
+        .expect("records")
+        .iter()
+        .map(|r| {
+            (
+                r["model"].as_str().unwrap_or_default().to_string(),
+                r["model_calls"].as_u64().unwrap_or_default(),
+                r["requests"].as_u64().unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        records,
+        [
+            ("gemini-2.5-flash".to_string(), 1, 0),
+            ("gemini-2.5-pro".to_string(), 2, 1)
+        ],
+        "{usage}"
+    );
 }
 
 #[tokio::test]

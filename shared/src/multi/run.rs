@@ -93,27 +93,42 @@ impl Roles for RoutedRoles<'_> {
     }
 }
 
-/// What a run spent so far, every call of it, and the model of the latest
-/// answer: a run that fails after paid calls still counts them.
+/// What a run spent so far, every call of it by model, and the model of
+/// the latest answer: a run that fails after paid calls still counts them,
+/// each under the model that made it.
 #[derive(Debug, Default)]
-pub struct Spent(Mutex<(Spend, Option<String>)>);
+pub struct Spent(Mutex<ByModel>);
+
+#[derive(Debug, Default)]
+struct ByModel {
+    spends: Vec<(String, Spend)>,
+    last: Option<String>,
+}
 
 impl Spent {
-    fn add(&self, answer: &ModelResponse) {
+    pub(crate) fn add(&self, answer: &ModelResponse) {
         let mut spent = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        spent.0.add(answer);
-        spent.1 = Some(answer.model.clone());
+        match spent.spends.iter_mut().find(|(model, _)| *model == answer.model) {
+            Some((_, spend)) => spend.add(answer),
+            None => spent.spends.push((answer.model.clone(), Spend::of(answer))),
+        }
+        spent.last = Some(answer.model.clone());
     }
 
     pub fn total(&self) -> Spend {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner).0
+        let spent = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        spent.spends.iter().fold(Spend::default(), |mut sum, (_, spend)| {
+            sum += *spend;
+            sum
+        })
     }
 
-    /// The spend as one charge, by the latest answer's model, today;
-    /// `None` when no call answered.
+    /// The spend as one charge, today: every model's calls on its own
+    /// day record, the request under the latest answer's model; `None`
+    /// when no call answered.
     pub fn charge(&self) -> Option<Charge> {
         let spent = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        spent.1.as_deref().map(|model| Charge::now(model, spent.0))
+        Charge::by_models(&spent.spends, spent.last.as_deref()?)
     }
 }
 

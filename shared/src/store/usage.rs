@@ -199,6 +199,10 @@ pub struct Charge {
     /// Whether it counts as a request (`Totals::requests`): true but for
     /// an attempt given back for a retry ([`Charge::given_back`]).
     pub request: bool,
+    /// What other models' calls in the same run spent (a multi-agent run's
+    /// tiers, a fallback): each added to the day record of its own model,
+    /// never counted as a request.
+    pub also: Vec<(String, Spend)>,
 }
 
 impl Charge {
@@ -213,7 +217,37 @@ impl Charge {
             model: model.to_string(),
             spend,
             request: true,
+            also: Vec::new(),
         }
+    }
+
+    /// What a run spent by model, `last` (the model of its last answer)
+    /// first: the request counts under it; `None` when nothing was spent.
+    pub fn by_models(spends: &[(String, Spend)], last: &str) -> Option<Charge> {
+        let main = spends.iter().find(|(model, _)| model == last)?;
+        let mut charge = Charge::now(&main.0, main.1);
+        charge.also = spends.iter().filter(|(model, _)| model != last).cloned().collect();
+        Some(charge)
+    }
+
+    /// The day records it adds to: its model's with [`totals`](Self::totals),
+    /// then each other model's with its spend alone.
+    pub fn day_rows(&self) -> Vec<(&str, Totals)> {
+        std::iter::once((self.model.as_str(), self.totals()))
+            .chain(
+                self.also
+                    .iter()
+                    .map(|(model, spend)| (model.as_str(), calls_only(spend))),
+            )
+            .collect()
+    }
+
+    /// Everything it adds up to, every model's spend and the request once:
+    /// what a session's or a task's own totals add.
+    pub fn sum(&self) -> Totals {
+        self.also
+            .iter()
+            .fold(self.totals(), |sum, (_, spend)| sum.plus(calls_only(spend)))
     }
 
     /// What the charge adds: its spend, and one request unless given back.
@@ -232,6 +266,14 @@ impl Charge {
             request: false,
             ..self.clone()
         }
+    }
+}
+
+/// What `spend` adds as calls of a run counted as a request elsewhere.
+fn calls_only(spend: &Spend) -> Totals {
+    Totals {
+        requests: 0,
+        ..Totals::of(spend)
     }
 }
 

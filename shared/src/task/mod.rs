@@ -15,7 +15,7 @@ use serde_json::Value;
 
 use crate::agent::{self, Checkpoint, Outcome, RunError, Step};
 use crate::http::ApiError;
-use crate::llm::{Model, ModelError, ModelRequest, ModelResponse, ModelStream, Spend};
+use crate::llm::{Model, ModelError, ModelRequest, ModelResponse, ModelStream};
 use crate::store::{CallbackState, CallbackStatus, Finished, TaskKind, TaskRecord, TaskState, TaskStatus};
 use crate::tools::Registry;
 
@@ -60,24 +60,23 @@ impl AgentResponse {
 /// `usage` of its own.
 pub struct Tally<'a> {
     model: &'a dyn Model,
-    /// The calls' spend, and the model of the last answer.
-    spent: std::sync::Mutex<(Spend, Option<String>)>,
+    /// The calls' spend by model, and the model of the last answer.
+    spent: crate::multi::Spent,
 }
 
 impl<'a> Tally<'a> {
     pub fn new(model: &'a dyn Model) -> Tally<'a> {
         Tally {
             model,
-            spent: std::sync::Mutex::new((Spend::default(), None)),
+            spent: crate::multi::Spent::default(),
         }
     }
 
-    /// What the answers so far spent, by the last one's model, on today's
-    /// UTC date; `None` when no call answered.
+    /// What the answers so far spent, on today's UTC date: each model's
+    /// calls (a fallback's too) under that model, the request under the
+    /// last answer's; `None` when no call answered.
     pub fn charge(&self) -> Option<crate::store::Charge> {
-        let spent = self.spent.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let (spend, model) = &*spent;
-        model.as_deref().map(|model| crate::store::Charge::now(model, *spend))
+        self.spent.charge()
     }
 }
 
@@ -93,9 +92,7 @@ impl Model for Tally<'_> {
 
     async fn generate(&self, request: &ModelRequest) -> Result<ModelResponse, ModelError> {
         let answer = self.model.generate(request).await?;
-        let mut spent = self.spent.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        spent.0.add(&answer);
-        spent.1 = Some(answer.model.clone());
+        self.spent.add(&answer);
         Ok(answer)
     }
 

@@ -270,7 +270,11 @@ impl Worker {
         };
 
         match result {
-            Ok(response) => self.complete(&task, response).await,
+            // Each model's calls under that model (a fallback's too).
+            Ok(response) => {
+                let charge = tally.charge().unwrap_or_else(|| response.charge());
+                self.complete(&task, response, charge).await
+            }
             Err(RunError::Interrupted(why)) => {
                 // Whoever took the task (a cancel, another delivery) has
                 // written its state; all that may be left to this delivery
@@ -327,12 +331,11 @@ impl Worker {
         }
     }
 
-    async fn complete(&self, task: &TaskRecord, response: AgentResponse) -> Disposition {
+    async fn complete(&self, task: &TaskRecord, response: AgentResponse, charge: Charge) -> Disposition {
         let result = serde_json::to_value(&response).unwrap_or_default();
         // Counted in the commit that records the outcome: once, and only
         // if this claim still holds the task.
-        self.finish(task, Finished::Completed(result), Some(&response.charge()))
-            .await
+        self.finish(task, Finished::Completed(result), Some(&charge)).await
     }
 
     /// Fails the task, counting what the attempt's calls spent (`spent`)

@@ -79,6 +79,7 @@ pub async fn run_all(stores: &Stores) {
     spent_callback_attempts_fail(stores).await;
     usage_adds_up_per_session_day_and_model(stores).await;
     requests_and_cache_hits_add_up(stores).await;
+    a_run_of_several_models_charges_each_models_day(stores).await;
     cached_answers_are_found_until_they_expire(stores).await;
 }
 

@@ -42,6 +42,7 @@ fn charge(day: &str, model: &str, spend: Spend) -> Charge {
         model: model.to_string(),
         spend,
         request: true,
+        also: Vec::new(),
     }
 }
 
@@ -152,6 +153,67 @@ pub async fn usage_adds_up_per_session_day_and_model(stores: &Stores) {
     assert!(
         ok(stores.usage.usage(other, "2026-01-01", "2026-12-31").await, "usage").is_empty(),
         "another principal sees none of them"
+    );
+}
+
+/// A run whose calls went to several models (a multi-agent run's tiers, a
+/// fallback) adds each model's spend to that model's day record, and
+/// counts as one request, under the model of its last answer; a session's
+/// totals add every model's spend.
+pub async fn a_run_of_several_models_charges_each_models_day(stores: &Stores) {
+    let owner = "key:models-a";
+    let day = "2026-09-20";
+    let mut run = charge(day, "m-strong", spend(8));
+    run.also = vec![("m-fast".to_string(), spend(9))];
+    let mut task = TaskRecord::queued("models-task", owner, "t", "m1", 5);
+    task.state = TaskState::Running;
+    task.attempts = 1;
+    ok(stores.tasks.create(&task).await, "create");
+    let done = Finished::Completed(serde_json::json!({"response": "ok"}));
+    assert!(ok(
+        stores.tasks.finish_charged("models-task", 1, &done, Some(&run)).await,
+        "finish"
+    ));
+    let session = session_key(owner, "m2");
+    let turn = [message(Role::User, "q"), message(Role::Model, "a")];
+    let mut turn_charge = charge(day, "m-strong", spend(1));
+    turn_charge.also = vec![("m-fast".to_string(), spend(2))];
+    ok(
+        stores
+            .sessions
+            .append_charged(&session, &turn, Some(&turn_charge))
+            .await,
+        "charged append",
+    );
+    assert_eq!(
+        ok(stores.sessions.totals(&session).await, "totals"),
+        Some(Totals {
+            requests: 1,
+            ..sum([spend(1), spend(2)])
+        }),
+        "a session's totals add every model's spend, and the turn once"
+    );
+    let days = ok(stores.usage.usage(owner, day, day).await, "usage");
+    let got: Vec<(&str, Totals)> = days.iter().map(|d| (d.model.as_str(), d.totals)).collect();
+    assert_eq!(
+        got,
+        [
+            (
+                "m-fast",
+                Totals {
+                    requests: 0,
+                    ..sum([spend(9), spend(2)])
+                }
+            ),
+            (
+                "m-strong",
+                Totals {
+                    requests: 2,
+                    ..sum([spend(8), spend(1)])
+                }
+            ),
+        ],
+        "each model's day record holds its own calls; the requests count under the last answer's model"
     );
 }
 

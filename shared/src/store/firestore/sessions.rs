@@ -222,7 +222,7 @@ impl FirestoreStore {
             };
             let usage = session.value.as_ref().and_then(|doc| doc.usage).map(|u| u.totals());
             let usage = match charge {
-                Some(charge) => Some(usage.unwrap_or_default().plus(charge.totals())),
+                Some(charge) => Some(usage.unwrap_or_default().plus(charge.sum())),
                 None => usage,
             };
             let (mut first, created_at, first_seq, base) = match &session.value {
@@ -283,7 +283,7 @@ impl FirestoreStore {
             // The owner's day record, in the same commit: it counts the
             // turn exactly when the turn is stored.
             if let Some(charge) = charge {
-                writes.push(charge_day(self.documents(), owner, charge)?);
+                writes.extend(charge_day(self.documents(), owner, charge)?);
             }
             Ok((stored, writes))
         })

@@ -239,10 +239,11 @@ impl FirestoreStore {
             let stored = read::<TaskDoc>(&self.counts, &self.db, self.documents(), TASKS, task_id).await?;
             let (value, doc) = change(stored.value)?;
             let writes = match (doc, charge) {
-                (Some(doc), Some(charge)) => vec![
-                    put(path, &doc, Some(stored.unchanged))?,
-                    charge_day(self.documents(), &owned::key_owner(&doc.owner), charge)?,
-                ],
+                (Some(doc), Some(charge)) => {
+                    let mut writes = vec![put(path, &doc, Some(stored.unchanged))?];
+                    writes.extend(charge_day(self.documents(), &owned::key_owner(&doc.owner), charge)?);
+                    writes
+                }
                 (Some(doc), None) => vec![put(path, &doc, Some(stored.unchanged))?],
                 (None, _) => Vec::new(),
             };

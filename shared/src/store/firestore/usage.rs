@@ -118,26 +118,40 @@ fn string(s: &str) -> Value {
     }
 }
 
-/// The write that adds `charge` to the day document of `key_owner` (as
-/// `owned::key_owner` writes it): its key fields set, its totals
-/// incremented, the document created if absent. No precondition: it
-/// commits with whatever the commit's other writes are conditioned on.
-pub(super) fn charge_day(documents: &str, key_owner: &str, charge: &Charge) -> Result<Write, FirestoreError> {
-    let id = key_id(&format!("{key_owner}\n{}\n{}", charge.day, charge.model)).ok_or_else(|| {
+/// The writes that add `charge` to the day documents of `key_owner` (as
+/// `owned::key_owner` writes it), one a model it charges: key fields set,
+/// totals incremented, each document created if absent. No precondition:
+/// they commit with whatever the commit's other writes are conditioned on.
+pub(super) fn charge_day(documents: &str, key_owner: &str, charge: &Charge) -> Result<Vec<Write>, FirestoreError> {
+    charge
+        .day_rows()
+        .into_iter()
+        .map(|(model, totals)| day_write(documents, key_owner, &charge.day, model, &totals))
+        .collect()
+}
+
+/// The write that adds `totals` to one day document.
+fn day_write(
+    documents: &str,
+    key_owner: &str,
+    day: &str,
+    model: &str,
+    totals: &Totals,
+) -> Result<Write, FirestoreError> {
+    let id = key_id(&format!("{key_owner}\n{day}\n{model}")).ok_or_else(|| {
         FirestoreError::InvalidParametersError(FirestoreInvalidParametersError::new(
             FirestoreInvalidParametersPublicDetails::new(
                 "model".into(),
-                format!("the usage record of model {:?} has too long a key", charge.model),
+                format!("the usage record of model {model:?} has too long a key"),
             ),
         ))
     })?;
     let fields = HashMap::from([
         ("owner".to_string(), string(key_owner)),
-        ("date".to_string(), string(&charge.day)),
-        ("model".to_string(), string(&charge.model)),
+        ("date".to_string(), string(day)),
+        ("model".to_string(), string(model)),
     ]);
-    let transforms = charge
-        .totals()
+    let transforms = totals
         .fields()
         .into_iter()
         .map(|(field, add)| FieldTransform {

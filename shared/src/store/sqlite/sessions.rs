@@ -64,7 +64,7 @@ impl SessionStore for SqliteStore {
             // thread and the file's write lock make the reservation atomic.
             // The turn's totals are added in the same statement: in the
             // same write, they count exactly the turns stored.
-            let totals = charge.as_ref().map(Charge::totals).unwrap_or_default();
+            let totals = charge.as_ref().map(Charge::sum).unwrap_or_default();
             let first: i64 = conn.prepare_cached(&SESSION_UPSERT)?.query_row(
                 params_from_iter(
                     [

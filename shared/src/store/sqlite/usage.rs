@@ -84,15 +84,17 @@ static CHARGE_DAY: LazyLock<String> = LazyLock::new(|| {
 /// part of the caller's write: deferred to the end of the writer's group
 /// commit when there is one (see the module's doc), else upserted now.
 pub(super) fn charge_day(conn: &Connection, owner: &str, charge: &Charge) -> rusqlite::Result<()> {
-    let day = DayKey {
-        owner: owner.to_string(),
-        day: charge.day.clone(),
-        model: charge.model.clone(),
-    };
-    match super::writer::defer_day_charge(day, charge.totals()) {
-        None => Ok(()),
-        Some((day, totals)) => upsert_day(conn, &day, &totals),
+    for (model, totals) in charge.day_rows() {
+        let day = DayKey {
+            owner: owner.to_string(),
+            day: charge.day.clone(),
+            model: model.to_string(),
+        };
+        if let Some((day, totals)) = super::writer::defer_day_charge(day, totals) {
+            upsert_day(conn, &day, &totals)?;
+        }
     }
+    Ok(())
 }
 
 /// Which day row a charge adds to.

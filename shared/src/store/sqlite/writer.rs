@@ -318,6 +318,7 @@ mod tests {
                 ..Spend::default()
             },
             request: true,
+            also: Vec::new(),
         };
 
         let (started_tx, started) = std::sync::mpsc::channel::<()>();

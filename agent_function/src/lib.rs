@@ -14,21 +14,18 @@ use std::sync::Arc;
 use agent_core::agent;
 use agent_core::auth::Principal;
 use agent_core::cache::ResponseCache;
-use agent_core::callback::{Callbacks, Settled};
 use agent_core::http::json::require_text;
-use agent_core::http::paging::{self, PageQuery};
 use agent_core::http::{Api, ApiError, ApiJson, Operation, Routes, detached};
 use agent_core::llm::Model;
 use agent_core::llm::routed::{Models, Routed};
 use agent_core::queue::Queue;
-use agent_core::store::{Cancel, Charge, Finished, TaskRecord, TaskState, TaskStore};
+use agent_core::store::{Charge, Finished, TaskRecord, TaskState, TaskStore};
 use agent_core::task;
 pub use agent_core::task::{Accepted, AgentResponse, TaskView};
 use agent_core::tools::Registry;
-use agent_core::{App, owned, session};
+use agent_core::{App, session};
 use axum::Router;
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use schemars::JsonSchema;
@@ -91,8 +88,6 @@ pub struct AgentState {
     /// Callbacks need a secret to sign with; without one they are refused.
     pub callbacks_enabled: bool,
     pub allow_loopback_callbacks: bool,
-    /// A cancel sends the cancelled task's callback.
-    pub callbacks: Callbacks,
 }
 
 impl AgentState {
@@ -112,7 +107,6 @@ impl AgentState {
             max_task_chars: app.settings.http.max_message_chars,
             callbacks_enabled: app.settings.tasks.webhook_secret.is_some(),
             allow_loopback_callbacks: app.settings.tasks.allow_loopback_callbacks,
-            callbacks: Callbacks::new(&app.settings.tasks, &app.metrics, app.stores.tasks.clone()),
         })
     }
 }
@@ -151,30 +145,6 @@ fn run_operation() -> Operation {
     .model_errors()
 }
 
-fn task_errors(op: Operation) -> Operation {
-    op.tag("tasks")
-        .path_schema(session::id_schema)
-        .error(400, "the task id is not valid")
-        .error(404, "there is no such task")
-        .error(503, "the store is unavailable for now; retry after Retry-After")
-}
-
-fn list_operation() -> Operation {
-    paging::paged(
-        Operation::get("list_tasks", "the caller's tasks, newest first")
-            .tag("tasks")
-            // The first answer documented for a status is the one shown.
-            .error(400, "limit, cursor or status is not valid (the message says which)")
-            .query_param(
-                "status",
-                "only the tasks in this status",
-                serde_json::json!({"type": "string", "enum": ["queued", "running", "completed", "failed", "cancelled"]}),
-            )
-            .json::<TaskList>(200, "a page of tasks"),
-    )
-    .error(503, "the store is unavailable for now; retry after Retry-After")
-}
-
 fn routes(app: &App, state: AgentState) -> Api {
     let runs = Routes::new()
         .main_route("/api/v1/agent", post(run_agent), [run_operation()])
@@ -188,55 +158,11 @@ fn routes(app: &App, state: AgentState) -> Api {
             post(research::start_research),
             [research::submit_operation()],
         );
-    let reads = Routes::new()
-        .route("/api/v1/tasks", get(list_tasks), [list_operation()])
-        .route(
-            "/api/v1/research/{id}",
-            get(research::get_research),
-            [research::view_operation()],
-        )
-        .route(
-            "/api/v1/tasks/{id}",
-            get(get_task),
-            [task_errors(
-                Operation::get("get_task", "a task: its status, attempts, and its result or error")
-                    .json::<TaskView>(200, "the task"),
-            )],
-        )
-        .route(
-            "/api/v1/tasks/{id}/events",
-            get(task_events),
-            [task_errors(
-                Operation::get(
-                    "task_events",
-                    "a task's progress: status, step or item, and done events",
-                )
-                .event_stream(
-                    200,
-                    "`status`, one `step` per completed step (or `item` per finished item of a chat batch; \
-                     a multi-agent run's `plan`, `subtask_started`, `subtask_finished` and `synthesis`; a \
-                     research's `subtopics`, `subtopic_started`, `subtopic_finished` and `stage`), then `done` \
-                     with the task",
-                    &task::PROGRESS_EVENTS,
-                    true,
-                ),
-            )],
-        )
-        .route(
-            "/api/v1/tasks/{id}/cancel",
-            post(cancel_task),
-            [task_errors(
-                Operation::post(
-                    "cancel_task",
-                    "cancel a task: a queued one never runs, a running one stops before its next model or tool call",
-                )
-                .json::<TaskView>(200, "the task, cancelled (now or by an earlier cancel)"),
-            )
-            .error(
-                409,
-                "the task already finished (completed or failed), or is a synchronous run",
-            )],
-        );
+    let reads = Routes::new().route(
+        "/api/v1/research/{id}",
+        get(research::get_research),
+        [research::view_operation()],
+    );
     let settings = &app.settings;
     app.rate_limited(
         runs.with_state(state.clone()),
@@ -250,6 +176,7 @@ fn routes(app: &App, state: AgentState) -> Api {
         settings.rate_limit_tasks,
         settings.rate_limit_tasks_per_client,
     ))
+    .merge(task::routes::api(app))
 }
 
 pub async fn run_agent(
@@ -360,123 +287,6 @@ pub(crate) async fn record(state: &AgentState, task_id: &str, outcome: &Finished
     }
 }
 
-/// The caller's task `id`. Another principal's task answers exactly as one
-/// that does not exist: the same one read, the same 404.
-pub(crate) async fn find(state: &AgentState, principal: &Principal, id: &str) -> Result<TaskRecord, ApiError> {
-    task::validate_id("the task id", id)?;
-    let found = state.tasks.get(id).await?;
-    found.filter(|task| owned::owns(principal, &task.owner)).ok_or_else(|| {
-        ApiError::not_found(format!(
-            "there is no task {id:?}; task ids are returned by POST /api/v1/agent (and by POST /api/v1/chat/batch with async)"
-        ))
-    })
-}
-
-/// Cancels the caller's task `id` and answers with it, `cancelled`. The
-/// store decides in one step ([`TaskStore::cancel`]); the request that
-/// cancelled it sends its callback, once, before answering (on Cloud Run
-/// nothing runs after the answer), detached so that a client that leaves
-/// does not drop it. Cancelling again answers the same task; a finished
-/// task is a 409.
-pub async fn cancel_task(
-    State(state): State<AgentState>,
-    principal: Principal,
-    Path(id): Path<String>,
-) -> Result<axum::Json<TaskView>, ApiError> {
-    let found = find(&state, &principal, &id).await?;
-    detached::run(move |_| async move { cancel(&state, &found.task_id).await })
-        .await
-        .map(axum::Json)
-}
-
-async fn cancel(state: &AgentState, id: &str) -> Result<TaskView, ApiError> {
-    match state.tasks.cancel(id).await? {
-        Cancel::Cancelled(task) => {
-            tracing::info!(task_id = id, attempts = task.attempts, "task cancelled");
-            // Recorded pending with the cancel; sent now, and by a later
-            // delivery of the task should this request not get to it.
-            match state.callbacks.settle(id).await {
-                Settled::Done(Some(settled)) => Ok((*settled).into()),
-                Settled::Done(None) | Settled::Later(_) | Settled::Store(_) => Ok(task.into()),
-            }
-        }
-        Cancel::AlreadyCancelled(task) => Ok(task.into()),
-        Cancel::Finished(task) => Err(conflict(format!(
-            "task {id:?} already finished ({}), so there is nothing to cancel; \
-             only a queued or running task can be cancelled",
-            task.status().as_str()
-        ))),
-        Cancel::Synchronous(_) => Err(conflict(format!(
-            "task {id:?} is a synchronous run, which ends with its request and cannot be cancelled; \
-             submit with \"async\": true to be able to cancel a task"
-        ))),
-        // Removed (a TTL policy) since `find` read it.
-        Cancel::NotFound => Err(ApiError::not_found(format!(
-            "there is no task {id:?}; task ids are returned by POST /api/v1/agent (and by POST /api/v1/chat/batch with async)"
-        ))),
-    }
-}
-
-fn conflict(message: String) -> ApiError {
-    ApiError::new(StatusCode::CONFLICT, "conflict", message)
-}
-
-/// `GET /api/v1/tasks`: a page of the caller's tasks.
-#[derive(Debug, Clone, Serialize, JsonSchema)]
-pub struct TaskList {
-    /// Newest first (by creation), each as `GET /api/v1/tasks/{id}` shows it.
-    pub tasks: Vec<TaskView>,
-    /// Pass it as `cursor` for the next page; null on the last one.
-    pub next_cursor: Option<String>,
-}
-
-/// The caller's tasks, newest first, in one status when asked: only its
-/// own, as the store filters on the owner whatever the cursor says.
-pub async fn list_tasks(
-    State(state): State<AgentState>,
-    principal: Principal,
-    page: PageQuery,
-) -> Result<axum::Json<TaskList>, ApiError> {
-    let status = page.status()?;
-    let after = page.after_task()?;
-    let found = state
-        .tasks
-        .list_tasks(principal.as_str(), status, after.as_ref(), page.limit)
-        .await?;
-    Ok(axum::Json(TaskList {
-        tasks: found.items.into_iter().map(TaskView::from).collect(),
-        next_cursor: found.next.as_ref().map(paging::task_cursor),
-    }))
-}
-
-pub async fn get_task(
-    State(state): State<AgentState>,
-    principal: Principal,
-    Path(id): Path<String>,
-) -> Result<axum::Json<TaskView>, ApiError> {
-    Ok(axum::Json(find(&state, &principal, &id).await?.into()))
-}
-
-/// Server-sent events: `status`, `step`..., then `done` with the task.
-/// Reconnecting with `Last-Event-ID` resumes after that step.
-pub async fn task_events(
-    State(state): State<AgentState>,
-    principal: Principal,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    let found = find(&state, &principal, &id).await?;
-    let after = headers
-        .get("last-event-id")
-        .and_then(|v| v.to_str().ok())
-        .and_then(task::parse_event_id);
-    Ok(agent_core::http::sse::response(task::progress(
-        state.tasks.clone(),
-        found,
-        after,
-    )))
-}
-
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -549,9 +359,12 @@ mod tests {
     /// says so, and the run goes on to its answer, recorded.
     #[tokio::test]
     async fn a_synchronous_run_is_not_cancelled() {
-        let (model, _app, state, request) = synchronous_run_at_the_model("sync-cancel").await;
+        let (model, app, state, request) = synchronous_run_at_the_model("sync-cancel").await;
 
-        let err = cancel(&state, "sync-cancel").await.expect_err("a conflict");
+        let routes = task::routes::TaskRoutes::new(&app);
+        let err = task::routes::cancel(&routes, "sync-cancel")
+            .await
+            .expect_err("a conflict");
         assert_eq!((err.status.as_u16(), err.code), (409, "conflict"));
         assert!(err.message.contains("synchronous run"), "{}", err.message);
         model.release();

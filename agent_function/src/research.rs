@@ -163,7 +163,7 @@ pub async fn get_research(
             "there is no research {id:?}; research ids are returned by POST /api/v1/research"
         ))
     };
-    let found = crate::find(&state, &principal, &id)
+    let found = task::routes::find(state.tasks.as_ref(), &principal, &id)
         .await
         .map_err(|err| match err.code {
             "not_found" => not_found(),

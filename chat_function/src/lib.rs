@@ -132,12 +132,16 @@ pub fn api(app: &App) -> Api {
 }
 
 /// The standalone function: the named routes, `POST /` as a Cloud Function
-/// URL is called, and the shared HTTP layer.
+/// URL is called, and the shared HTTP layer; and the task routes, so the
+/// `status_url` of a batch queued here is answered here (`local` has them
+/// from the agent function).
 pub fn router(app: &App) -> Router {
     app.standalone(
         api(app)
             .merge(agent_core::http::models::api(app))
-            .merge(agent_core::http::cache::api(app)),
+            .merge(agent_core::http::cache::api(app))
+            // A queued batch's status_url and events_url, answered here.
+            .merge(agent_core::task::routes::api(app)),
         FUNCTION,
     )
 }

@@ -166,3 +166,61 @@ async fn a_batch_that_cannot_be_read_is_refused_whole() {
         assert!(message.contains(expected), "{body}: {message}");
     }
 }
+
+/// A batch queued on the chat function alone is followed on the chat
+/// function: its `status_url` and `events_url` are answered where they
+/// were given, not only by the agent function.
+#[tokio::test]
+async fn a_queued_batch_is_followed_on_the_chat_function_itself() {
+    let chat = Chat::start(&[]).await;
+    let (status, accepted) = chat
+        .post(
+            "/api/v1/chat/batch",
+            json!({"requests": [{"message": "one"}, {"message": "two"}], "async": true}),
+        )
+        .await;
+    assert_eq!(status, 202, "{accepted}");
+    let status_url = accepted["status_url"].as_str().expect("status_url").to_string();
+    let events_url = accepted["events_url"].as_str().expect("events_url").to_string();
+    let mut task = Value::Null;
+    for _ in 0..200 {
+        task = chat
+            .http
+            .get(format!("{}{status_url}", chat.server.url))
+            .send()
+            .await
+            .expect("status")
+            .json()
+            .await
+            .expect("json");
+        if task["status"] == "completed" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(task["status"], "completed", "{task}");
+    assert_eq!(task["result"]["results"].as_array().map(Vec::len), Some(2), "{task}");
+    let events = chat
+        .http
+        .get(format!("{}{events_url}", chat.server.url))
+        .send()
+        .await
+        .expect("events")
+        .text()
+        .await
+        .expect("the stream ends");
+    assert!(
+        events.contains("event: item") && events.contains("event: done"),
+        "{events}"
+    );
+    let listed: Value = chat
+        .http
+        .get(format!("{}/api/v1/tasks", chat.server.url))
+        .send()
+        .await
+        .expect("list")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(listed["tasks"][0]["task_id"], task["task_id"], "{listed}");
+}

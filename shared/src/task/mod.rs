@@ -9,6 +9,8 @@
 //!   202 answer, the same for every kind of task.
 //! - `progress`: the server-sent events of a task's progress, read from
 //!   the store.
+//! - [`routes`]: the task routes (list, read, follow, cancel), served by
+//!   every function that submits tasks.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -20,6 +22,7 @@ use crate::store::{CallbackState, CallbackStatus, Finished, TaskKind, TaskRecord
 use crate::tools::Registry;
 
 mod progress;
+pub mod routes;
 mod submit;
 
 use crate::{owned, session};

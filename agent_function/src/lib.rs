@@ -260,20 +260,26 @@ async fn run_to_end(
     task.attempts = 1;
     state.tasks.create(&task).await?;
     // What the calls spent, for a failed outcome to count too.
-    let tally = task::Tally::new(model);
+    let spent = task::Spent::default();
+    let tally = task::Tally::new(model, &spent);
     let response = match task::run(&tally, &state.tools, &task, warnings, &|_| {}).await {
         Ok(response) => response,
         Err(err) => {
             let error = ApiError::from(err);
             let failed = Finished::Failed(error.message.clone());
-            record(state, &task.task_id, &failed, tally.charge().as_ref()).await;
+            record(state, &task.task_id, &failed, spent.charge().as_ref()).await;
             return Err(error);
         }
     };
     let result = serde_json::to_value(&response).unwrap_or_default();
     // Each model's calls under that model (a fallback's too).
-    let charge = tally.charge().unwrap_or_else(|| response.charge());
-    record(state, &task.task_id, &Finished::Completed(result), Some(&charge)).await;
+    record(
+        state,
+        &task.task_id,
+        &Finished::Completed(result),
+        spent.charge().as_ref(),
+    )
+    .await;
     Ok(response)
 }
 

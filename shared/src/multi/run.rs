@@ -8,10 +8,9 @@
 //! fatal, and the subtasks that depend on it are skipped. Only a run in
 //! which no subtask completed fails as a whole.
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Instant;
 
-use async_trait::async_trait;
 use futures_util::StreamExt;
 
 use super::plan::{self, Plan, Subtask};
@@ -24,8 +23,8 @@ use crate::agent::{self, Checkpoint, RunError};
 use crate::cache::ResponseCache;
 use crate::llm::routed::Models;
 use crate::llm::routing::{Route, Tier};
-use crate::llm::{Model, ModelError, ModelRequest, ModelResponse, ModelStream, Spend};
-use crate::store::Charge;
+use crate::llm::{Model, ModelError, ModelRequest, ModelResponse, Spend};
+use crate::task::{Spent, Tally};
 use crate::tools::Registry;
 
 /// The part a model call plays in a run.
@@ -93,78 +92,16 @@ impl Roles for RoutedRoles<'_> {
     }
 }
 
-/// What a run spent so far, every call of it by model, and the model of
-/// the latest answer: a run that fails after paid calls still counts them,
-/// each under the model that made it.
-#[derive(Debug, Default)]
-pub struct Spent(Mutex<ByModel>);
-
-#[derive(Debug, Default)]
-struct ByModel {
-    spends: Vec<(String, Spend)>,
-    last: Option<String>,
-}
-
-impl Spent {
-    pub(crate) fn add(&self, answer: &ModelResponse) {
-        let mut spent = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        match spent.spends.iter_mut().find(|(model, _)| *model == answer.model) {
-            Some((_, spend)) => spend.add(answer),
-            None => spent.spends.push((answer.model.clone(), Spend::of(answer))),
-        }
-        spent.last = Some(answer.model.clone());
-    }
-
-    pub fn total(&self) -> Spend {
-        let spent = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        spent.spends.iter().fold(Spend::default(), |mut sum, (_, spend)| {
-            sum += *spend;
-            sum
-        })
-    }
-
-    /// The spend as one charge, today: every model's calls on its own
-    /// day record, the request under the latest answer's model; `None`
-    /// when no call answered.
-    pub fn charge(&self) -> Option<Charge> {
-        let spent = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        Charge::by_models(&spent.spends, spent.last.as_deref()?)
-    }
-}
-
-/// A model whose answers count into the run's [`Spent`] and the call
-/// site's own.
-pub(crate) struct Counted<'a> {
-    pub(crate) model: &'a dyn Model,
-    pub(crate) run: &'a Spent,
-    pub(crate) own: &'a Spent,
-}
-
-#[async_trait]
-impl Model for Counted<'_> {
-    fn name(&self) -> &str {
-        self.model.name()
-    }
-
-    fn provider(&self) -> &'static str {
-        self.model.provider()
-    }
-
-    async fn generate(&self, request: &ModelRequest) -> Result<ModelResponse, ModelError> {
-        let answer = self.model.generate(request).await?;
-        self.run.add(&answer);
-        self.own.add(&answer);
-        Ok(answer)
-    }
-
-    /// Not counted: no role streams.
-    async fn stream(&self, request: ModelRequest) -> Result<ModelStream, ModelError> {
-        self.model.stream(request).await
-    }
-
-    fn routing(&self) -> Option<crate::llm::routed::Routing> {
-        self.model.routing()
-    }
+/// One call of `role`, counted into `spent`: a role's model is made per
+/// call site, so each reports its own fallback.
+pub(crate) async fn ask(
+    roles: &dyn Roles,
+    role: Role,
+    spent: &Spent,
+    request: &ModelRequest,
+) -> Result<ModelResponse, ModelError> {
+    let model = roles.model(role);
+    Tally::new(model.as_ref(), spent).generate(request).await
 }
 
 /// What to run.
@@ -352,16 +289,9 @@ async fn make_plan(
     checkpoint: Option<&dyn Checkpoint>,
 ) -> Result<(Plan, PlanView), RunError> {
     let names = tools.names();
-    let planner = roles.model(Role::Planner);
-    let own = Spent::default();
-    let planner = Counted {
-        model: planner.as_ref(),
-        run: spent,
-        own: &own,
-    };
     let request = prompts::planner_request(&run.task, &tools.specs(), run.max_subtasks);
     let mut rejected = Vec::new();
-    let first = planner.generate(&request).await?;
+    let first = ask(roles, Role::Planner, spent, &request).await?;
     let why = match plan::parse(&first.text(), &names, run.max_subtasks) {
         Ok(plan) => return Ok(view(plan, PlanOrigin::Planned, rejected)),
         Err(why) => why,
@@ -371,7 +301,7 @@ async fn make_plan(
         checkpoint.pass().await.map_err(RunError::Interrupted)?;
     }
     let repair = prompts::repair_request(request, first.content, &why.0);
-    let second = planner.generate(&repair).await?;
+    let second = ask(roles, Role::Planner, spent, &repair).await?;
     match plan::parse(&second.text(), &names, run.max_subtasks) {
         Ok(plan) => Ok(view(plan, PlanOrigin::Repaired, rejected)),
         Err(why) => {
@@ -466,11 +396,7 @@ async fn execute(
     };
     let executor = roles.model(Role::Executor);
     let own = Spent::default();
-    let counted = Counted {
-        model: executor.as_ref(),
-        run: spent,
-        own: &own,
-    };
+    let counted = Tally::new(executor.as_ref(), spent).also(&own);
     let on_step = |step: &agent::Step| {
         let step = SubtaskStep {
             subtask: subtask.id.clone(),
@@ -526,13 +452,6 @@ async fn synthesise(
             })
             .collect(),
     };
-    let model = roles.model(Role::Synthesis);
-    let own = Spent::default();
-    let counted = Counted {
-        model: model.as_ref(),
-        run: spent,
-        own: &own,
-    };
-    let answer = counted.generate(&prompts::synthesis_request(&input)).await?;
+    let answer = ask(roles, Role::Synthesis, spent, &prompts::synthesis_request(&input)).await?;
     Ok((answer.text(), answer.model))
 }

@@ -15,8 +15,9 @@ use super::{
     ANALYST_INSTRUCTION, CRITIC_INSTRUCTION, Depth, ResearchResult, Section, SubtopicResult, WRITER_INSTRUCTION,
 };
 use crate::agent::{self, Checkpoint, RunError};
-use crate::llm::{Model, ModelError, Spend};
-use crate::multi::{Counted, OnEvent, Role, Roles, Spent, SubtaskStatus, SubtaskStep};
+use crate::llm::{ModelError, Spend};
+use crate::multi::{self, OnEvent, Role, Roles, Spent, SubtaskStatus, SubtaskStep};
+use crate::task::Tally;
 use crate::tools::Registry;
 use crate::tools::search::TOOL_NAME as SEARCH;
 
@@ -232,15 +233,8 @@ async fn plan(
     checkpoint: Option<&dyn Checkpoint>,
     on_event: OnEvent<'_>,
 ) -> Result<Vec<Planned>, RunError> {
-    let model = roles.model(Role::Planner);
-    let own = Spent::default();
-    let planner = Counted {
-        model: model.as_ref(),
-        run: spent,
-        own: &own,
-    };
     let request = prompts::planner_request(&run.topic, run.max_subtopics);
-    let first = planner.generate(&request).await?;
+    let first = multi::ask(roles, Role::Planner, spent, &request).await?;
     let (planned, origin) = match prompts::parse_subtopics(&first.text(), run.max_subtopics) {
         Ok(planned) => (planned, "planned"),
         Err(why) => {
@@ -252,7 +246,7 @@ async fn plan(
             repair.contents.push(crate::llm::Content::user_text(format!(
                 "That answer cannot be used: {why}. Answer again with only the JSON, following the schema."
             )));
-            let second = planner.generate(&repair).await?;
+            let second = multi::ask(roles, Role::Planner, spent, &repair).await?;
             match prompts::parse_subtopics(&second.text(), run.max_subtopics) {
                 Ok(planned) => (planned, "repaired"),
                 Err(_) => (
@@ -295,11 +289,7 @@ async fn research_one(
     );
     let model = roles.model(Role::Researcher);
     let own = Spent::default();
-    let counted = Counted {
-        model: model.as_ref(),
-        run: spent,
-        own: &own,
-    };
+    let counted = Tally::new(model.as_ref(), spent).also(&own);
     let agent_run = agent::Run {
         task: prompts::researcher_task(planned),
         session_key: run.session_key.clone(),
@@ -349,14 +339,7 @@ async fn ask(
     instruction: &str,
     input: &WriterInput,
 ) -> Result<(String, String), RunError> {
-    let model = roles.model(role);
-    let own = Spent::default();
-    let counted = Counted {
-        model: model.as_ref(),
-        run: spent,
-        own: &own,
-    };
-    let answer = counted.generate(&prompts::request(instruction, input)).await?;
+    let answer = multi::ask(roles, role, spent, &prompts::request(instruction, input)).await?;
     Ok((answer.text(), answer.model))
 }
 

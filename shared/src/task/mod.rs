@@ -11,19 +11,21 @@
 //!   the store.
 //! - [`routes`]: the task routes (list, read, follow, cancel), served by
 //!   every function that submits tasks.
+//! - `tally`: what a run spends, counted by model as its model answers.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::agent::{self, Checkpoint, Outcome, RunError, Step};
 use crate::http::ApiError;
-use crate::llm::{Model, ModelError, ModelRequest, ModelResponse, ModelStream};
+use crate::llm::{Model, ModelError};
 use crate::store::{CallbackState, CallbackStatus, Finished, TaskKind, TaskRecord, TaskState, TaskStatus};
 use crate::tools::Registry;
 
 mod progress;
 pub mod routes;
 mod submit;
+mod tally;
 
 use crate::{owned, session};
 pub use progress::{
@@ -31,6 +33,7 @@ pub use progress::{
     SynthesisEvent, parse_event_id, progress,
 };
 pub use submit::{Accepted, accepted_response, check_callback, enqueue, submit};
+pub use tally::{Spent, Tally};
 
 /// A finished run: the answer of a synchronous `POST /api/v1/agent`, and
 /// the `result` of its task (synchronous or not).
@@ -46,69 +49,6 @@ pub struct AgentResponse {
     /// What the request asked that was adjusted (a `max_steps` over the cap).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
-}
-
-impl AgentResponse {
-    /// What the run spent, to be counted with its outcome
-    /// (`TaskStore::finish_charged`): by the model that gave the answer,
-    /// on today's UTC date.
-    pub fn charge(&self) -> crate::store::Charge {
-        crate::store::Charge::now(&self.outcome.model, self.outcome.usage)
-    }
-}
-
-/// A model that sums what every answer through it spent, so that a run
-/// that fails after paid calls can still count them with its failed
-/// outcome (`TaskStore::finish_charged`): a failed outcome carries no
-/// `usage` of its own.
-pub struct Tally<'a> {
-    model: &'a dyn Model,
-    /// The calls' spend by model, and the model of the last answer.
-    spent: crate::multi::Spent,
-}
-
-impl<'a> Tally<'a> {
-    pub fn new(model: &'a dyn Model) -> Tally<'a> {
-        Tally {
-            model,
-            spent: crate::multi::Spent::default(),
-        }
-    }
-
-    /// What the answers so far spent, on today's UTC date: each model's
-    /// calls (a fallback's too) under that model, the request under the
-    /// last answer's; `None` when no call answered.
-    pub fn charge(&self) -> Option<crate::store::Charge> {
-        self.spent.charge()
-    }
-}
-
-#[async_trait::async_trait]
-impl Model for Tally<'_> {
-    fn name(&self) -> &str {
-        self.model.name()
-    }
-
-    fn provider(&self) -> &'static str {
-        self.model.provider()
-    }
-
-    async fn generate(&self, request: &ModelRequest) -> Result<ModelResponse, ModelError> {
-        let answer = self.model.generate(request).await?;
-        self.spent.add(&answer);
-        Ok(answer)
-    }
-
-    /// Not summed: a run never streams (the chat function, which does,
-    /// counts its own turns).
-    async fn stream(&self, request: ModelRequest) -> Result<ModelStream, ModelError> {
-        self.model.stream(request).await
-    }
-
-    /// The route of the model it counts for: the answer reports it.
-    fn routing(&self) -> Option<crate::llm::routed::Routing> {
-        self.model.routing()
-    }
 }
 
 /// Checks a task id a client sent back, naming the field in the message.
@@ -283,6 +223,7 @@ impl From<TaskRecord> for TaskView {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::llm::{ModelRequest, ModelResponse, ModelStream};
 
     /// A task id is ours to make: a bad one gets its own hint (where task
     /// ids come from), not the session id's "omit it to start a new session".
@@ -425,13 +366,14 @@ mod tests {
     #[tokio::test]
     async fn a_failed_run_still_knows_what_its_paid_calls_spent() {
         let model = PaidThenDown(std::sync::atomic::AtomicUsize::new(0));
-        let tally = Tally::new(&model);
-        assert_eq!(tally.charge(), None, "nothing spent yet");
+        let spent = Spent::default();
+        let tally = Tally::new(&model, &spent);
+        assert_eq!(spent.charge(), None, "nothing spent yet");
         let task = TaskRecord::queued("t", "key:a", "Calcula 2 + 2", "s", 5);
         let tools = crate::tools::Registry::default();
         let err = run(&tally, &tools, &task, Vec::new(), &|_| {}).await.expect_err("down");
         assert!(matches!(err, ModelError::Blocked(_)), "{err:?}");
-        let charge = tally.charge().expect("one call answered");
+        let charge = spent.charge().expect("one call answered");
         assert_eq!(charge.model, "paid-001");
         assert_eq!(
             (

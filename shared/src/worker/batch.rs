@@ -4,7 +4,7 @@
 
 use super::{Disposition, ITEM_EVENT, Worker, store_retry};
 use crate::chat::batch::BatchResult;
-use crate::store::{Finished, StoreError, TaskEvent, TaskRecord};
+use crate::store::{Finished, StoreError, TaskRecord};
 
 impl Worker {
     /// Runs a queued chat batch (`TaskKind::ChatBatch`): its items as the
@@ -40,45 +40,17 @@ impl Worker {
             }
         };
         // Each item's result is stored as an `item` event as it is ready,
-        // by a writer beside the batch, as an agent run's steps are.
-        let (items_tx, mut items_rx) = tokio::sync::mpsc::unbounded_channel::<BatchResult>();
-        let batch = async {
+        // as an agent run's steps are.
+        let owner = task.owner.as_str();
+        let running = self.while_held(&task_id, attempt, |events| async move {
             let on_item = move |result: &BatchResult| {
-                let _ = items_tx.send(result.clone());
+                let _ = events.send(serde_json::json!({"type": ITEM_EVENT, "result": result}));
             };
-            crate::chat::batch::run_resuming(
-                &self.chat,
-                &task.owner,
-                None,
-                request.requests,
-                concurrency,
-                known,
-                &on_item,
-            )
-            .await
-        };
-        let record_items = async {
-            let mut index = 0;
-            while let Some(result) = items_rx.recv().await {
-                let event = TaskEvent {
-                    attempt,
-                    index,
-                    data: serde_json::json!({"type": ITEM_EVENT, "result": result}),
-                    created_at: String::new(),
-                };
-                if let Err(err) = self.tasks.add_event(&task_id, &event).await {
-                    tracing::warn!(%err, task_id = %task_id, "a batch item's result could not be stored");
-                }
-                index += 1;
-            }
-        };
-        let work = async { tokio::join!(batch, record_items).0 };
-        let response = tokio::select! {
-            response = work => response,
-            () = self.keep_claim(&task_id, attempt) => {
-                tracing::warn!(task_id = %task_id, attempt, "the batch's claim was lost (cancelled or taken over) while it ran; stopped");
-                return self.settle(&task_id, format!("task {task_id} is no longer this delivery's to run")).await;
-            }
+            crate::chat::batch::run_resuming(&self.chat, owner, None, request.requests, concurrency, known, &on_item)
+                .await
+        });
+        let Some(response) = running.await else {
+            return self.claim_lost(&task_id, attempt).await;
         };
         let result = serde_json::to_value(&response).unwrap_or_default();
         self.finish(&task, Finished::Completed(result), None).await

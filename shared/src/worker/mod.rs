@@ -215,9 +215,6 @@ impl Worker {
         let task_id = task.task_id.clone();
         let attempt = task.attempts;
 
-        // Steps are stored as they complete, by a writer beside the loop,
-        // so a slow store does not slow the agent.
-        let (steps_tx, mut steps_rx) = tokio::sync::mpsc::unbounded_channel::<Step>();
         // The task's model: the one it asked for, else routed by its text;
         // what the run's calls spent, for a failed outcome to count.
         let tools = self.tools.names().len();
@@ -231,50 +228,27 @@ impl Worker {
             },
         }
         .with_cache(self.cache.as_ref().filter(|_| task.cache), &task.owner);
-        let tally = crate::task::Tally::new(&model);
-        let agent_run = async {
+        let spent = crate::task::Spent::default();
+        let tally = crate::task::Tally::new(&model, &spent);
+        let held = StillHeld {
+            tasks: self.tasks.as_ref(),
+            task_id: &task_id,
+            attempt,
+        };
+        let running = self.while_held(&task_id, attempt, |events| async {
             let on_step = move |step: &Step| {
-                let _ = steps_tx.send(step.clone());
+                let _ = events.send(serde_json::to_value(step).unwrap_or_default());
             };
             // A capped max_steps was reported in the 202 answer.
-            let held = StillHeld {
-                tasks: self.tasks.as_ref(),
-                task_id: &task_id,
-                attempt,
-            };
             crate::task::run_checked(&tally, &self.tools, &task, &on_step, &held).await
-        };
-        let record_steps = async {
-            let mut index = 0;
-            while let Some(step) = steps_rx.recv().await {
-                let event = TaskEvent {
-                    attempt,
-                    index,
-                    data: serde_json::to_value(&step).unwrap_or_default(),
-                    created_at: String::new(),
-                };
-                if let Err(err) = self.tasks.add_event(&task_id, &event).await {
-                    tracing::warn!(%err, task_id = %task_id, "a progress event could not be stored");
-                }
-                index += 1;
-            }
-        };
-        let work = async { tokio::join!(agent_run, record_steps).0 };
-        let result = tokio::select! {
-            result = work => result,
-            () = self.keep_claim(&task_id, attempt) => {
-                tracing::warn!(task_id = %task_id, attempt, "the task's claim was lost (cancelled or taken over) while it ran; stopped");
-                // A cancel's callback, should the cancel not have sent it.
-                return self.settle(&task_id, format!("task {task_id} is no longer this delivery's to run")).await;
-            }
+        });
+        let Some(result) = running.await else {
+            return self.claim_lost(&task_id, attempt).await;
         };
 
         match result {
             // Each model's calls under that model (a fallback's too).
-            Ok(response) => {
-                let charge = tally.charge().unwrap_or_else(|| response.charge());
-                self.complete(&task, response, charge).await
-            }
+            Ok(response) => self.complete(&task, response, spent.charge()).await,
             Err(RunError::Interrupted(why)) => {
                 // Whoever took the task (a cancel, another delivery) has
                 // written its state; all that may be left to this delivery
@@ -284,10 +258,10 @@ impl Worker {
                 // A cancel's callback, should the cancel not have sent it.
                 self.settle(&task_id, format!("task {task_id} stopped: {why}")).await
             }
-            Err(RunError::Model(err)) if transient(&err) => self.retry_or_fail(&task, &err, tally.charge()).await,
+            Err(RunError::Model(err)) if transient(&err) => self.retry_or_fail(&task, &err, spent.charge()).await,
             Err(RunError::Model(err)) => {
                 let message = crate::http::ApiError::from(err).message;
-                self.fail(&task, &message, tally.charge()).await
+                self.fail(&task, &message, spent.charge()).await
             }
         }
     }
@@ -313,6 +287,76 @@ impl Worker {
         }
     }
 
+    /// The events earlier attempts of `task` stored that read as an `E`
+    /// (an orchestrated run's own kind of event), in order: what a
+    /// redelivered run keeps rather than paying for again. `None` on a
+    /// first attempt, or when they cannot be read (the run then starts
+    /// over, which costs calls but loses nothing).
+    async fn earlier_as<E: serde::de::DeserializeOwned>(&self, task: &TaskRecord) -> Option<Vec<E>> {
+        if task.attempts <= 1 {
+            return None;
+        }
+        match self.earlier_events(&task.task_id, task.attempts).await {
+            Ok(events) => Some(
+                events
+                    .into_iter()
+                    .filter_map(|data| serde_json::from_value(data).ok())
+                    .collect(),
+            ),
+            Err(err) => {
+                tracing::warn!(%err, task_id = %task.task_id, "earlier attempts' events could not be read; the run starts over");
+                None
+            }
+        }
+    }
+
+    /// Runs `work` while this attempt holds the task. `work` reports its
+    /// progress through the sender it is given, and a writer beside it
+    /// stores each report, in order, as the task's next event (so a slow
+    /// store does not slow the run); the lease is renewed meanwhile.
+    /// `None` when the claim was lost (a cancel, another delivery): the
+    /// run is dropped at its next await.
+    async fn while_held<Fut: std::future::Future>(
+        &self,
+        task_id: &str,
+        attempt: u32,
+        work: impl FnOnce(tokio::sync::mpsc::UnboundedSender<serde_json::Value>) -> Fut,
+    ) -> Option<Fut::Output> {
+        let (events_tx, mut events_rx) = tokio::sync::mpsc::unbounded_channel::<serde_json::Value>();
+        let running = work(events_tx);
+        let record_events = async {
+            let mut index = 0;
+            while let Some(data) = events_rx.recv().await {
+                let event = TaskEvent {
+                    attempt,
+                    index,
+                    data,
+                    created_at: String::new(),
+                };
+                if let Err(err) = self.tasks.add_event(task_id, &event).await {
+                    tracing::warn!(%err, task_id, "a progress event could not be stored");
+                }
+                index += 1;
+            }
+        };
+        tokio::select! {
+            (output, ()) = async { tokio::join!(running, record_events) } => Some(output),
+            () = self.keep_claim(task_id, attempt) => None,
+        }
+    }
+
+    /// What is left to a run whose claim was lost while it ran: a
+    /// cancel's callback, should the cancel not have sent it.
+    async fn claim_lost(&self, task_id: &str, attempt: u32) -> Disposition {
+        tracing::warn!(
+            task_id,
+            attempt,
+            "the task's claim was lost (cancelled or taken over) while it ran; stopped"
+        );
+        self.settle(task_id, format!("task {task_id} is no longer this delivery's to run"))
+            .await
+    }
+
     /// Renews the lease every third of it; returns only when the claim is
     /// lost (another worker took the task after this one missed renewals).
     async fn keep_claim(&self, task_id: &str, attempt: u32) {
@@ -331,11 +375,11 @@ impl Worker {
         }
     }
 
-    async fn complete(&self, task: &TaskRecord, response: AgentResponse, charge: Charge) -> Disposition {
+    async fn complete(&self, task: &TaskRecord, response: AgentResponse, charge: Option<Charge>) -> Disposition {
         let result = serde_json::to_value(&response).unwrap_or_default();
         // Counted in the commit that records the outcome: once, and only
         // if this claim still holds the task.
-        self.finish(task, Finished::Completed(result), Some(&charge)).await
+        self.finish(task, Finished::Completed(result), charge.as_ref()).await
     }
 
     /// Fails the task, counting what the attempt's calls spent (`spent`)

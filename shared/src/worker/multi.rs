@@ -6,7 +6,7 @@
 use super::{Disposition, StillHeld, Worker, transient};
 use crate::agent::RunError;
 use crate::multi::{self, Earlier, MultiAgentResponse, MultiEvent, MultiRun, RoutedRoles, Spent};
-use crate::store::{Finished, TaskEvent, TaskRecord};
+use crate::store::{Finished, TaskRecord};
 
 /// What a queued multi-agent run keeps in its task's `input`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -65,26 +65,14 @@ impl Worker {
 
     /// What earlier attempts of `task` left: the plan they followed and
     /// the subtasks they completed (their `plan` and `subtask_finished`
-    /// events). A redelivered run (its worker died, or its planner or
-    /// synthesis was unavailable) keeps them rather than paying for them
-    /// again. `None` on a first attempt, or when the events cannot be read
-    /// (the run then starts over, which costs calls but loses nothing).
+    /// events), kept by a redelivered run (its worker died, or its planner
+    /// or synthesis was unavailable).
     async fn earlier_run(&self, task: &TaskRecord) -> Option<Earlier> {
-        if task.attempts <= 1 {
-            return None;
-        }
-        let events = match self.earlier_events(&task.task_id, task.attempts).await {
-            Ok(events) => events,
-            Err(err) => {
-                tracing::warn!(%err, task_id = %task.task_id, "earlier attempts' events could not be read; the run starts over");
-                return None;
-            }
-        };
         let mut earlier = Earlier::default();
-        for data in events {
-            match serde_json::from_value::<MultiEvent>(data) {
-                Ok(MultiEvent::Plan(plan)) => earlier.plan = Some(plan),
-                Ok(MultiEvent::SubtaskFinished(result)) => earlier.done.push(*result),
+        for event in self.earlier_as::<MultiEvent>(task).await? {
+            match event {
+                MultiEvent::Plan(plan) => earlier.plan = Some(plan),
+                MultiEvent::SubtaskFinished(result) => earlier.done.push(*result),
                 _ => {}
             }
         }
@@ -129,30 +117,8 @@ impl Worker {
         T: serde::Serialize,
     {
         let (task_id, attempt) = (task.task_id.as_str(), task.attempts);
-        let (events_tx, mut events_rx) = tokio::sync::mpsc::unbounded_channel::<serde_json::Value>();
-        let running = work(events_tx);
-        let record_events = async {
-            let mut index = 0;
-            while let Some(data) = events_rx.recv().await {
-                let event = TaskEvent {
-                    attempt,
-                    index,
-                    data,
-                    created_at: String::new(),
-                };
-                if let Err(err) = self.tasks.add_event(task_id, &event).await {
-                    tracing::warn!(%err, task_id, "a progress event could not be stored");
-                }
-                index += 1;
-            }
-        };
-        let work = async { tokio::join!(running, record_events).0 };
-        let result = tokio::select! {
-            result = work => result,
-            () = self.keep_claim(task_id, attempt) => {
-                tracing::warn!(task_id, attempt, "the run's claim was lost (cancelled or taken over) while it ran; stopped");
-                return self.settle(task_id, format!("task {task_id} is no longer this delivery's to run")).await;
-            }
+        let Some(result) = self.while_held(task_id, attempt, work).await else {
+            return self.claim_lost(task_id, attempt).await;
         };
         match result {
             Ok(answer) => {

@@ -48,21 +48,11 @@ impl Worker {
     /// What earlier attempts of `task` left (its `subtopics` and
     /// `subtopic_finished` events), as for a multi-agent run.
     async fn earlier_research(&self, task: &TaskRecord) -> Option<EarlierResearch> {
-        if task.attempts <= 1 {
-            return None;
-        }
-        let events = match self.earlier_events(&task.task_id, task.attempts).await {
-            Ok(events) => events,
-            Err(err) => {
-                tracing::warn!(%err, task_id = %task.task_id, "earlier attempts' events could not be read; the research starts over");
-                return None;
-            }
-        };
         let mut earlier = EarlierResearch::default();
-        for data in events {
-            match serde_json::from_value::<ResearchEvent>(data) {
-                Ok(ResearchEvent::Subtopics { subtopics, origin }) => earlier.planned = Some((subtopics, origin)),
-                Ok(ResearchEvent::SubtopicFinished(result)) => earlier.done.push(*result),
+        for event in self.earlier_as::<ResearchEvent>(task).await? {
+            match event {
+                ResearchEvent::Subtopics { subtopics, origin } => earlier.planned = Some((subtopics, origin)),
+                ResearchEvent::SubtopicFinished(result) => earlier.done.push(*result),
                 _ => {}
             }
         }

@@ -47,24 +47,12 @@ pub(super) fn role_answer(request: &ModelRequest) -> Option<String> {
     if let Some(output) = &request.response_schema
         && output.name == SCHEMA_NAME
     {
-        let task = request
-            .contents
-            .iter()
-            .find(|c| c.role() == Role::User)
-            .map(|c| c.text())
-            .unwrap_or_default();
-        return Some(plan(&task, &output.schema).to_string());
+        return Some(plan(&first_user_text(request), &output.schema).to_string());
     }
     if let Some(output) = &request.response_schema
         && output.name == crate::research::SUBTOPICS_SCHEMA_NAME
     {
-        let topic = request
-            .contents
-            .iter()
-            .find(|c| c.role() == Role::User)
-            .map(|c| c.text())
-            .unwrap_or_default();
-        return Some(super::research::subtopics(&topic, &output.schema).to_string());
+        return Some(super::research::subtopics(&first_user_text(request), &output.schema).to_string());
     }
     let writing = |input: &str| serde_json::from_str::<crate::research::WriterInput>(input);
     let last = || request.contents.last().map(|c| c.text()).unwrap_or_default();
@@ -89,6 +77,17 @@ pub(super) fn role_answer(request: &ModelRequest) -> Option<String> {
         });
     }
     None
+}
+
+/// The first user turn: what a planner is asked to plan (a repair request
+/// follows it).
+fn first_user_text(request: &ModelRequest) -> String {
+    request
+        .contents
+        .iter()
+        .find(|c| c.role() == Role::User)
+        .map(|c| c.text())
+        .unwrap_or_default()
 }
 
 /// A plan of `task` in the shape of `schema` (its tools' `enum` and the

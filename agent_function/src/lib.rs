@@ -19,7 +19,7 @@ use agent_core::http::{Api, ApiError, ApiJson, Operation, Routes, detached};
 use agent_core::llm::Model;
 use agent_core::llm::routed::{Models, Routed};
 use agent_core::queue::Queue;
-use agent_core::store::{Charge, Finished, TaskRecord, TaskState, TaskStore};
+use agent_core::store::{Finished, TaskRecord, TaskState, TaskStore};
 use agent_core::task;
 pub use agent_core::task::{Accepted, AgentResponse, TaskView};
 use agent_core::tools::Registry;
@@ -266,29 +266,26 @@ async fn run_to_end(
         Ok(response) => response,
         Err(err) => {
             let error = ApiError::from(err);
-            let failed = Finished::Failed(error.message.clone());
-            record(state, &task.task_id, &failed, spent.charge().as_ref()).await;
+            record(state, &task.task_id, Finished::Failed(error.message.clone()), &spent).await;
             return Err(error);
         }
     };
-    let result = serde_json::to_value(&response).unwrap_or_default();
-    // Each model's calls under that model (a fallback's too).
-    record(
-        state,
-        &task.task_id,
-        &Finished::Completed(result),
-        spent.charge().as_ref(),
-    )
-    .await;
+    record(state, &task.task_id, answered(&response), &spent).await;
     Ok(response)
 }
 
-/// Stores a synchronous run's outcome, with what it spent (counted in the
-/// same write, `TaskStore::finish_charged`). The client gets its answer
-/// even when this fails: the work is done, and a retry would pay for it
-/// again.
-pub(crate) async fn record(state: &AgentState, task_id: &str, outcome: &Finished, charge: Option<&Charge>) {
-    if let Err(err) = state.tasks.finish_charged(task_id, 1, outcome, charge).await {
+/// A synchronous run's answer as its task's outcome.
+pub(crate) fn answered(answer: &impl Serialize) -> Finished {
+    Finished::Completed(serde_json::to_value(answer).unwrap_or_default())
+}
+
+/// Stores a synchronous run's outcome, with what it spent, each model's calls under that model (counted
+/// in the same write, `TaskStore::finish_charged`). The client gets its
+/// answer even when this fails: the work is done, and a retry would pay
+/// for it again.
+pub(crate) async fn record(state: &AgentState, task_id: &str, outcome: Finished, spent: &task::Spent) {
+    let charge = spent.charge();
+    if let Err(err) = state.tasks.finish_charged(task_id, 1, &outcome, charge.as_ref()).await {
         tracing::warn!(%err, task_id, "the task's outcome could not be stored");
     }
 }

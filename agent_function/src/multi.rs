@@ -20,7 +20,7 @@ use axum::response::{IntoResponse, Response};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::{AgentState, record};
+use crate::{AgentState, answered, record};
 
 /// `POST /api/v1/multi-agent`.
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
@@ -154,8 +154,7 @@ async fn run_to_end(
                     ApiError::internal()
                 }
             };
-            let failed = Finished::Failed(error.message.clone());
-            record(state, &task.task_id, &failed, spent.charge().as_ref()).await;
+            record(state, &task.task_id, Finished::Failed(error.message.clone()), &spent).await;
             return Err(error);
         }
     };
@@ -164,13 +163,6 @@ async fn run_to_end(
         session_id: task.session_id.clone(),
         outcome,
     };
-    let result = serde_json::to_value(&response).unwrap_or_default();
-    record(
-        state,
-        &task.task_id,
-        &Finished::Completed(result),
-        spent.charge().as_ref(),
-    )
-    .await;
+    record(state, &task.task_id, answered(&response), &spent).await;
     Ok(response)
 }

@@ -103,7 +103,11 @@ pub async fn run_multi_agent(
             Some(url) => Some(crate::check_callback(&state, &url)?),
             None => None,
         };
-        task.input = serde_json::to_value(MultiInput { max_subtasks }).ok();
+        task.input = serde_json::to_value(MultiInput {
+            max_subtasks,
+            fanned: None,
+        })
+        .ok();
         return task::submit(state.tasks.as_ref(), state.queue.as_ref(), task, Vec::new()).await;
     }
     if body.callback_url.is_some() {

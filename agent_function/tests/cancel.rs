@@ -296,13 +296,12 @@ async fn a_multi_agent_run_cancelled_mid_run_starts_no_further_subtask() {
     model.release.notify_one();
     agent.wait_worker("stopped", 1, None).await;
     assert_eq!(model.calls(), 2, "the planner and the first subtask's one call");
-    let events = agent
-        .app
-        .stores
-        .tasks
-        .events(&id, None, 100)
-        .await
-        .expect("the task's events");
+    // The subtasks run as child tasks, each with its own events.
+    let mut events = Vec::new();
+    for task_id in [id.clone(), format!("{id}-0"), format!("{id}-1")] {
+        let found = agent.app.stores.tasks.events(&task_id, None, 100).await;
+        events.extend(found.expect("the task's events"));
+    }
     let kinds: Vec<String> = events
         .iter()
         .map(|e| {
@@ -315,11 +314,24 @@ async fn a_multi_agent_run_cancelled_mid_run_starts_no_further_subtask() {
         .collect();
     assert!(kinds.contains(&"subtask_started s1".to_string()), "{kinds:?}");
     assert!(!kinds.iter().any(|k| k.ends_with("s2")), "{kinds:?}");
-    assert_eq!(
-        agent.get(&format!("/api/v1/tasks/{id}")).await,
-        cancelled,
-        "the stopped run wrote nothing"
-    );
+    let mut task = agent.get(&format!("/api/v1/tasks/{id}")).await;
+    let children = task.as_object_mut().and_then(|t| t.remove("children"));
+    assert_eq!(task, cancelled, "the stopped run wrote nothing");
+    // The first subtask's child was cancelled with it; the second, which
+    // depends on it, was never made.
+    let children = children.expect("the run's children");
+    let children: Vec<(&str, &str)> = children
+        .as_array()
+        .expect("a list")
+        .iter()
+        .map(|c| {
+            (
+                c["subtask"].as_str().unwrap_or("?"),
+                c["status"].as_str().unwrap_or("?"),
+            )
+        })
+        .collect();
+    assert_eq!(children, [("s1", "cancelled")]);
 }
 
 #[tokio::test]

@@ -160,15 +160,9 @@ pub async fn run(
             None => Ok(()),
         }
     };
-    let kept = run.earlier.as_ref().and_then(|e| e.plan.clone());
-    let (plan, view) = match kept {
-        Some(view) => (
-            Plan {
-                subtasks: view.subtasks.clone(),
-            },
-            view,
-        ),
-        None => make_plan(roles, tools, run, spent, checkpoint).await?,
+    let view = plan_for(roles, tools, run, spent, checkpoint).await?;
+    let plan = Plan {
+        subtasks: view.subtasks.clone(),
     };
     on_event(event_json(&MultiEvent::Plan(view.clone())));
     // `parse` and `single` only give plans that have waves.
@@ -228,8 +222,62 @@ pub async fn run(
         }
     }
     let results: Vec<SubtaskResult> = results.into_iter().flatten().collect();
+    let ended = Ended {
+        view,
+        results,
+        first_failure: failures.into_iter().next(),
+        kept_usage,
+    };
+    conclude(roles, spent, &run.task, ended, checkpoint, on_event).await
+}
+
+/// The plan a run follows: the one an earlier attempt kept, else the
+/// planner's.
+pub(crate) async fn plan_for(
+    roles: &dyn Roles,
+    tools: &Registry,
+    run: &MultiRun,
+    spent: &Spent,
+    checkpoint: Option<&dyn Checkpoint>,
+) -> Result<PlanView, RunError> {
+    match run.earlier.as_ref().and_then(|e| e.plan.clone()) {
+        Some(view) => Ok(view),
+        None => Ok(make_plan(roles, tools, run, spent, checkpoint).await?.1),
+    }
+}
+
+/// A run whose subtasks have all ended, to conclude.
+pub(crate) struct Ended {
+    pub view: PlanView,
+    /// One per subtask, in plan order.
+    pub results: Vec<SubtaskResult>,
+    /// Why the first failed subtask failed: the run's error when none
+    /// completed.
+    pub first_failure: Option<ModelError>,
+    /// What calls counted elsewhere spent (kept subtasks, children, the
+    /// planner in an earlier attempt): added to the answer's `usage`.
+    pub kept_usage: Spend,
+}
+
+/// The end of a run whose subtasks have ended: its answer (a synthesis
+/// of their results, or a single subtask's own), `partial` when some did
+/// not complete, an error when none did.
+pub(crate) async fn conclude(
+    roles: &dyn Roles,
+    spent: &Spent,
+    task: &str,
+    ended: Ended,
+    checkpoint: Option<&dyn Checkpoint>,
+    on_event: OnEvent<'_>,
+) -> Result<MultiOutcome, RunError> {
+    let Ended {
+        view,
+        results,
+        first_failure,
+        kept_usage,
+    } = ended;
     if !results.iter().any(|r| r.status == SubtaskStatus::Completed) {
-        let first = failures.into_iter().next().unwrap_or_else(|| ModelError::Upstream {
+        let first = first_failure.unwrap_or_else(|| ModelError::Upstream {
             status: None,
             message: "no subtask completed".to_string(),
         });
@@ -248,11 +296,13 @@ pub async fn run(
             only.model.clone().unwrap_or_default(),
         ),
         _ => {
-            check().await?;
+            if let Some(checkpoint) = checkpoint {
+                checkpoint.pass().await.map_err(RunError::Interrupted)?;
+            }
             on_event(event_json(&MultiEvent::Synthesis {
                 subtasks: results.len(),
             }));
-            synthesise(roles, spent, &run.task, &results).await?
+            synthesise(roles, spent, task, &results).await?
         }
     };
     let mut usage = spent.total();
@@ -347,6 +397,104 @@ fn inputs_of(
         .collect()
 }
 
+/// The result of a subtask that ended without running (`status`, and
+/// `error` saying why), to be filled in by a run.
+pub(crate) fn not_run(subtask: &Subtask, status: SubtaskStatus, error: Option<String>) -> SubtaskResult {
+    SubtaskResult {
+        subtask: subtask.clone(),
+        status,
+        response: None,
+        error,
+        steps: Vec::new(),
+        usage: Spend::default(),
+        model: None,
+        route: None,
+        finish_reason: None,
+        duration_ms: 0.0,
+    }
+}
+
+/// A subtask not run because `missing`, a subtask it depends on, did not
+/// complete.
+fn skipped(subtask: &Subtask, missing: &str) -> SubtaskResult {
+    let why = format!("not run: the subtask {missing:?} it depends on did not complete");
+    not_run(subtask, SubtaskStatus::Skipped, Some(why))
+}
+
+/// What a run of one subtask needs from its run.
+pub(crate) struct One<'a> {
+    pub roles: &'a dyn Roles,
+    pub tools: &'a Registry,
+    pub run: &'a MultiRun,
+    pub spent: &'a Spent,
+    pub checkpoint: Option<&'a dyn Checkpoint>,
+    pub on_event: OnEvent<'a>,
+}
+
+/// One subtask run on its own (a queued run's child task), with the
+/// results of the subtasks it depends on.
+pub(crate) async fn execute_one(
+    one: One<'_>,
+    subtask: &Subtask,
+    inputs: Vec<(Subtask, String)>,
+) -> Result<(SubtaskResult, Option<ModelError>), RunError> {
+    let context = Context {
+        roles: one.roles,
+        tools: one.tools,
+        run: one.run,
+        spent: one.spent,
+        checkpoint: one.checkpoint,
+        on_event: one.on_event,
+    };
+    execute(&context, subtask, Ok(inputs)).await
+}
+
+/// A subtask ready to run (its place in the plan), with the results of
+/// the subtasks it depends on.
+pub(crate) type Ready = (usize, Vec<(Subtask, String)>);
+
+/// Of the subtasks not started (`started`) and not ended (`results`):
+/// those whose dependencies all completed, ready to run with their
+/// results, and those that will never run because one did not (their
+/// results, also put in `results`, skipping what depends on them in turn).
+pub(crate) fn next_wave(
+    plan: &Plan,
+    results: &mut [Option<SubtaskResult>],
+    started: &[bool],
+) -> (Vec<Ready>, Vec<usize>) {
+    let mut newly_skipped = Vec::new();
+    loop {
+        let mut changed = false;
+        for (i, subtask) in plan.subtasks.iter().enumerate() {
+            if started[i] || results[i].is_some() {
+                continue;
+            }
+            let failed = subtask.depends_on.iter().find(|id| {
+                let position = plan.subtasks.iter().position(|s| &s.id == *id);
+                position
+                    .and_then(|p| results[p].as_ref())
+                    .is_some_and(|r| r.status != SubtaskStatus::Completed)
+            });
+            if let Some(missing) = failed {
+                results[i] = Some(skipped(subtask, missing));
+                newly_skipped.push(i);
+                changed = true;
+            }
+        }
+        if !changed {
+            break;
+        }
+    }
+    let ready = plan
+        .subtasks
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !started[*i] && results[*i].is_none())
+        .filter_map(|(i, subtask)| inputs_of(plan, subtask, results).ok().map(|inputs| (i, inputs)))
+        .collect();
+    (ready, newly_skipped)
+}
+
 /// One subtask as an agent run of its own: its description as the task,
 /// only its tools, the results it depends on in its instruction. A model
 /// failure becomes a failed result (and the error, for a run in which
@@ -365,26 +513,10 @@ async fn execute(
         on_event,
     } = *context;
     let started = Instant::now();
-    let mut result = SubtaskResult {
-        subtask: subtask.clone(),
-        status: SubtaskStatus::Skipped,
-        response: None,
-        error: None,
-        steps: Vec::new(),
-        usage: Spend::default(),
-        model: None,
-        route: None,
-        finish_reason: None,
-        duration_ms: 0.0,
-    };
+    let mut result = not_run(subtask, SubtaskStatus::Skipped, None);
     let inputs = match inputs {
         Ok(inputs) => inputs,
-        Err(missing) => {
-            result.error = Some(format!(
-                "not run: the subtask {missing:?} it depends on did not complete"
-            ));
-            return Ok((result, None));
-        }
+        Err(missing) => return Ok((skipped(subtask, &missing), None)),
     };
     on_event(event_json(&MultiEvent::SubtaskStarted(subtask.clone())));
     let borrowed: Vec<(&Subtask, &str)> = inputs.iter().map(|(s, r)| (s, r.as_str())).collect();

@@ -69,6 +69,30 @@ pub async fn shared(app: &App) -> anyhow::Result<Arc<dyn Queue>> {
     Ok(queue.clone())
 }
 
+/// The queue a worker publishes to (a fanned-out run's children, a
+/// resumed parent): the app's, when it is still there; on `agent_worker`,
+/// which accepts no tasks, Pub/Sub opened on first use. The local queue is
+/// opened with its worker, so it is there before the worker runs.
+pub(crate) async fn for_worker(
+    cell: &std::sync::Weak<tokio::sync::OnceCell<Arc<dyn Queue>>>,
+    settings: &crate::config::QueueSettings,
+) -> anyhow::Result<Arc<dyn Queue>> {
+    let cell = cell
+        .upgrade()
+        .ok_or_else(|| anyhow::anyhow!("the task queue was closed"))?;
+    let queue = cell
+        .get_or_try_init(|| async {
+            match settings.kind {
+                QueueKind::PubSub => Ok(Arc::new(pubsub::PubSubQueue::connect(settings).await?) as Arc<dyn Queue>),
+                QueueKind::Local => Err(anyhow::anyhow!(
+                    "QUEUE=local: this process has no local queue open to publish to"
+                )),
+            }
+        })
+        .await?;
+    Ok(queue.clone())
+}
+
 async fn open_new(app: &App, tools: &Registry) -> anyhow::Result<Arc<dyn Queue>> {
     Ok(match app.settings.queue.kind {
         QueueKind::PubSub => Arc::new(pubsub::PubSubQueue::connect(&app.settings.queue).await?),

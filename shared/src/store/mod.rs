@@ -20,6 +20,7 @@
 //!   and tasks, newest first.
 //! - `task`: a task's record, status, outcome and events, and the claim
 //!   rules both backends decide with.
+//! - `fan`: a task's child tasks, made in one step and counted as they end.
 //! - `cache`: the response cache's shared tier, keys to bytes that expire.
 //! - [`usage`]: what was spent, summed per session and per principal, day
 //!   and model, in the same atomic step as the turn or outcome it counts.
@@ -29,6 +30,7 @@ mod callback;
 mod cancel;
 #[cfg(any(test, feature = "testing"))]
 pub mod contract;
+mod fan;
 pub mod firestore;
 mod listing;
 pub mod rate_log;
@@ -42,6 +44,8 @@ pub use callback::{CallbackLease, CallbackOutcome, CallbackState, CallbackStatus
 pub(crate) use callback::{CallbackStep, callback_step, settled, settles, unsettled_error};
 pub use cancel::Cancel;
 pub(crate) use cancel::{CancelStep, cancel_step};
+pub use fan::{Children, FanOut, Finish, WAIT_FOR_CHILDREN, child_id};
+pub(crate) use fan::{count_child, fan_out_step, waiting};
 pub use listing::{Page, SessionPosition, SessionSummary, TaskPosition};
 pub use task::{Claim, Finished, TaskEvent, TaskKind, TaskRecord, TaskState, TaskStatus, held_for_good};
 pub(crate) use task::{ClaimStep, claim_step, exhausted_error, lease_end, lease_passed};
@@ -318,7 +322,38 @@ pub trait TaskStore: Send + Sync {
         attempt: u32,
         outcome: &Finished,
         charge: Option<&Charge>,
-    ) -> Result<bool, StoreError>;
+    ) -> Result<bool, StoreError> {
+        Ok(self.finish_counted(task_id, attempt, outcome, charge).await?.recorded())
+    }
+
+    /// [`finish_charged`](Self::finish_charged), telling a child task's
+    /// caller whether it was the last of its parent's children to end: the
+    /// same atomic step counts it in its parent (`fan`), as every step that
+    /// ends a child does (a claim out of attempts, a cancel).
+    async fn finish_counted(
+        &self,
+        task_id: &str,
+        attempt: u32,
+        outcome: &Finished,
+        charge: Option<&Charge>,
+    ) -> Result<Finish, StoreError>;
+
+    /// Atomically, when claim `attempt` holds `parent`: creates `children`
+    /// (their ids must not exist; each names `parent`), adds them to the
+    /// parent's `created`, stores `input` as the parent's, adds `charge`
+    /// (the attempt's calls, not a request) to the owner's day, and gives
+    /// the claim up: the parent waits, `running` with a lease of
+    /// [`WAIT_FOR_CHILDREN`], until its last child resumes it. With no
+    /// children and every child ended, changes nothing
+    /// ([`FanOut::AllDone`]).
+    async fn fan_out(
+        &self,
+        parent: &str,
+        attempt: u32,
+        input: &serde_json::Value,
+        children: &[TaskRecord],
+        charge: Option<&Charge>,
+    ) -> Result<FanOut, StoreError>;
 
     /// [`finish_charged`](Self::finish_charged) with nothing spent.
     async fn finish(&self, task_id: &str, attempt: u32, outcome: &Finished) -> Result<bool, StoreError> {

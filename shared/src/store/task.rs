@@ -137,6 +137,9 @@ pub enum TaskKind {
     MultiAgent,
     /// `POST /api/v1/research`: the research flow on the topic in `task`.
     Research,
+    /// One subtask of a queued multi-agent run, run as a task of its own
+    /// (its `parent`) so that another worker can take it.
+    Subtask,
 }
 
 impl TaskKind {
@@ -146,6 +149,7 @@ impl TaskKind {
             TaskKind::ChatBatch => "chat_batch",
             TaskKind::MultiAgent => "multi_agent",
             TaskKind::Research => "research",
+            TaskKind::Subtask => "subtask",
         }
     }
 
@@ -156,6 +160,7 @@ impl TaskKind {
             Some("chat_batch") => TaskKind::ChatBatch,
             Some("multi_agent") => TaskKind::MultiAgent,
             Some("research") => TaskKind::Research,
+            Some("subtask") => TaskKind::Subtask,
             _ => TaskKind::Agent,
         }
     }
@@ -216,6 +221,11 @@ pub struct TaskRecord {
     /// finished, without a `callback_url`,
     /// and for tasks finished before callback states were kept.
     pub callback: Option<CallbackState>,
+    /// The task this one is a part of (a multi-agent run's subtask), which
+    /// counts it when it ends (`fan`).
+    pub parent: Option<String>,
+    /// A parent's count of its children.
+    pub children: super::Children,
 }
 
 impl TaskRecord {
@@ -254,6 +264,8 @@ impl TaskRecord {
             started_at: None,
             finished_at: None,
             callback: None,
+            parent: None,
+            children: super::Children::default(),
         }
     }
 }
@@ -383,7 +395,9 @@ pub(crate) fn claim_step(task: &TaskRecord, delivery_id: &str, max_attempts: u32
             },
         };
     }
-    if task.attempts >= max_attempts {
+    // A claim that resumes a parent after its children ended is not an
+    // attempt that failed (`fan`).
+    if task.attempts.saturating_sub(task.children.resumes) >= max_attempts {
         ClaimStep::Exhaust
     } else {
         ClaimStep::Take

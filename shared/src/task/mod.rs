@@ -12,6 +12,7 @@
 //! - [`routes`]: the task routes (list, read, follow, cancel), served by
 //!   every function that submits tasks.
 //! - `tally`: what a run spends, counted by model as its model answers.
+//! - `tree`: a fanned-out run's children, shown and cancelled with it.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -26,14 +27,17 @@ mod progress;
 pub mod routes;
 mod submit;
 mod tally;
+mod tree;
 
 use crate::{owned, session};
 pub use progress::{
-    ItemEvent, POLL_EVERY, PROGRESS_EVENTS, StageEvent, StatusEvent, StepEvent, SubtopicStartedEvent, SubtopicsEvent,
-    SynthesisEvent, parse_event_id, progress,
+    Cursor, ItemEvent, POLL_EVERY, PROGRESS_EVENTS, StageEvent, StatusEvent, StepEvent, SubtopicStartedEvent,
+    SubtopicsEvent, SynthesisEvent, parse_event_id, progress,
 };
 pub use submit::{Accepted, accepted_response, check_callback, enqueue, submit};
 pub use tally::{Spent, Tally};
+pub(crate) use tree::planned;
+pub use tree::{ChildView, cancel_children, children};
 
 /// A finished run: the answer of a synchronous `POST /api/v1/agent`, and
 /// the `result` of its task (synchronous or not).
@@ -133,7 +137,8 @@ pub struct TaskView {
     pub task_id: String,
     /// `agent` (`POST /api/v1/agent`), `chat_batch`
     /// (`POST /api/v1/chat/batch` with `"async": true`), `multi_agent`
-    /// (`POST /api/v1/multi-agent`) or `research` (`POST /api/v1/research`).
+    /// (`POST /api/v1/multi-agent`), `research` (`POST /api/v1/research`),
+    /// or `subtask` (one subtask of a queued multi-agent run).
     #[serde(default)]
     pub kind: TaskKind,
     pub status: TaskStatus,
@@ -166,6 +171,13 @@ pub struct TaskView {
     /// `callback_url` (absent in the callback's own body).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub callback: Option<CallbackView>,
+    /// A subtask's run (`kind: subtask`): the multi-agent run it is part of.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent_id: Option<String>,
+    /// A queued multi-agent run's subtasks, each run as a task of its own
+    /// (in `GET /api/v1/tasks/{id}`; absent elsewhere).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub children: Vec<ChildView>,
 }
 
 /// A finished task's callback: `pending` until it is `delivered` or
@@ -216,6 +228,8 @@ impl From<TaskRecord> for TaskView {
             started_at: t.started_at,
             finished_at: t.finished_at,
             callback: t.callback.map(CallbackView::from),
+            parent_id: t.parent,
+            children: Vec::new(),
         }
     }
 }

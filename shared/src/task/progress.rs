@@ -1,7 +1,7 @@
 //! A task's progress as server-sent events, read from the store: any
 //! instance can serve the stream of a task another one runs.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,15 +26,24 @@ const MAX_READ_FAILURES: u32 = 40;
 /// a chat batch one `item` per finished item (its result), then
 /// `done` with the task's JSON once it is `completed`, `failed` or
 /// `cancelled`, and the stream ends. `after` resumes after a `Last-Event-ID`.
+///
+/// A run fanned out as child tasks (`worker::fan`) is followed whole: each
+/// child's events (its `subtask_started`, steps and `subtask_finished`)
+/// come in the parent's stream as the child stores them, whichever worker
+/// runs it. Their ids then carry where the stream stands in each child
+/// too ([`Cursor`]), so a `Last-Event-ID` resumes all of them.
 pub fn progress(
     tasks: Arc<dyn TaskStore>,
     task: TaskRecord,
-    after: Option<(u32, u32)>,
+    after: Option<Cursor>,
 ) -> impl Stream<Item = Result<Event, Infallible>> + Send + 'static {
+    let after = after.unwrap_or_default();
     let state = Progress {
         tasks,
         task_id: task.task_id.clone(),
-        cursor: after,
+        cursor: after.own,
+        lanes: after.children,
+        ended_lanes: Vec::new(),
         last_status: None,
         ready: VecDeque::new(),
         first: Some(task),
@@ -54,9 +63,44 @@ pub fn progress(
     })
 }
 
-/// Parses a `Last-Event-ID` of the form `ATTEMPT-INDEX`.
-pub fn parse_event_id(id: &str) -> Option<(u32, u32)> {
-    let (attempt, index) = id.trim().split_once('-')?;
+/// Where a progress stream stands: after the task's own event `own`, and
+/// after event `children[i]` of its `i`th child. Sent as each event's id:
+/// `ATTEMPT-INDEX`, then `.I:ATTEMPT-INDEX` per child followed (`0-0`
+/// before the task's first own event).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Cursor {
+    pub own: Option<(u32, u32)>,
+    pub children: BTreeMap<usize, (u32, u32)>,
+}
+
+impl Cursor {
+    fn id(&self) -> String {
+        let (attempt, index) = self.own.unwrap_or((0, 0));
+        let mut id = format!("{attempt}-{index}");
+        for (child, (attempt, index)) in &self.children {
+            id.push_str(&format!(".{child}:{attempt}-{index}"));
+        }
+        id
+    }
+}
+
+/// Parses a `Last-Event-ID` as [`Cursor`] writes it.
+pub fn parse_event_id(id: &str) -> Option<Cursor> {
+    let mut parts = id.trim().split('.');
+    let own = position(parts.next()?)?;
+    let mut children = BTreeMap::new();
+    for part in parts {
+        let (child, at) = part.split_once(':')?;
+        children.insert(child.parse().ok()?, position(at)?);
+    }
+    Some(Cursor {
+        own: (own != (0, 0)).then_some(own),
+        children,
+    })
+}
+
+fn position(s: &str) -> Option<(u32, u32)> {
+    let (attempt, index) = s.split_once('-')?;
     Some((attempt.parse().ok()?, index.parse().ok()?))
 }
 
@@ -64,6 +108,10 @@ struct Progress {
     tasks: Arc<dyn TaskStore>,
     task_id: String,
     cursor: Option<(u32, u32)>,
+    /// Where the stream stands in each child it follows.
+    lanes: BTreeMap<usize, (u32, u32)>,
+    /// Children whose last event (`subtask_finished`) was sent.
+    ended_lanes: Vec<usize>,
     last_status: Option<TaskStatus>,
     ready: VecDeque<Event>,
     /// The record the handler already read, used for the first round.
@@ -96,21 +144,45 @@ impl Progress {
         };
         // Steps first, read after the status: a finished task's steps are
         // all stored before its status says so.
+        let mut read = Vec::new();
         loop {
             match self.tasks.events(&self.task_id, self.cursor, 100).await {
                 Ok(events) => {
                     let more = events.len() == 100;
                     for event in events {
                         self.cursor = Some((event.attempt, event.index));
-                        self.ready.push_back(step_event(event));
+                        let id = self.position().id();
+                        read.push((event.created_at.clone(), step_event(event, id)));
                     }
                     if !more {
                         break;
                     }
                 }
-                Err(err) => return self.read_failed(err),
+                Err(err) => return self.read_failed_after(read, err),
             }
         }
+        // Children's events, read after the parent's: a parent ends only
+        // after its children have, so theirs are all stored by then.
+        for child in 0..super::planned(&task).len() {
+            if self.ended_lanes.contains(&child) {
+                continue;
+            }
+            let child_id = crate::store::child_id(&self.task_id, child);
+            match self.tasks.events(&child_id, self.lanes.get(&child).copied(), 100).await {
+                Ok(events) => {
+                    for event in events {
+                        self.lanes.insert(child, (event.attempt, event.index));
+                        if event.data["type"] == "subtask_finished" {
+                            self.ended_lanes.push(child);
+                        }
+                        let id = self.position().id();
+                        read.push((event.created_at.clone(), step_event(event, id)));
+                    }
+                }
+                Err(err) => return self.read_failed_after(read, err),
+            }
+        }
+        self.send(read);
         self.failures = 0;
         match task.status() {
             TaskStatus::Completed | TaskStatus::Failed | TaskStatus::Cancelled => {
@@ -129,6 +201,28 @@ impl Progress {
             }
             _ => {}
         }
+    }
+
+    fn position(&self) -> Cursor {
+        Cursor {
+            own: self.cursor,
+            children: self.lanes.clone(),
+        }
+    }
+
+    /// Sends what one poll read, in the order it was stored, the parent's
+    /// and its children's together (a stable sort: each one's own stay in
+    /// their order).
+    fn send(&mut self, mut read: Vec<(String, Event)>) {
+        read.sort_by(|a, b| a.0.cmp(&b.0));
+        self.ready.extend(read.into_iter().map(|(_, event)| event));
+    }
+
+    /// A read failed after others of the same poll: theirs are sent (the
+    /// cursors have moved past them), then as [`Self::read_failed`].
+    fn read_failed_after(&mut self, read: Vec<(String, Event)>, err: crate::store::StoreError) {
+        self.send(read);
+        self.read_failed(err);
     }
 
     fn read_failed(&mut self, err: crate::store::StoreError) {
@@ -238,7 +332,7 @@ pub const PROGRESS_EVENTS: [crate::http::Event; 13] = [
     crate::http::Event::error(),
 ];
 
-fn step_event(event: TaskEvent) -> Event {
+fn step_event(event: TaskEvent, id: String) -> Event {
     let mut data = event.data;
     if let Value::Object(map) = &mut data {
         map.insert("attempt".into(), event.attempt.into());
@@ -258,7 +352,7 @@ fn step_event(event: TaskEvent) -> Event {
     } else {
         "step"
     };
-    sse::json(name, &data).id(format!("{}-{}", event.attempt, event.index))
+    sse::json(name, &data).id(id)
 }
 
 #[cfg(test)]
@@ -267,9 +361,36 @@ mod tests {
 
     #[test]
     fn event_ids_round_trip_and_garbage_is_ignored() {
-        assert_eq!(parse_event_id("2-7"), Some((2, 7)));
-        assert_eq!(parse_event_id(" 1-0 "), Some((1, 0)));
-        for bad in ["", "1", "-", "a-b", "1-", "-1", "1-2-3", "99999999999-1"] {
+        let own = |a, i| Cursor {
+            own: Some((a, i)),
+            children: BTreeMap::new(),
+        };
+        assert_eq!(parse_event_id("2-7"), Some(own(2, 7)));
+        assert_eq!(parse_event_id(" 1-0 "), Some(own(1, 0)));
+        let fanned = Cursor {
+            own: Some((1, 3)),
+            children: BTreeMap::from([(0, (1, 4)), (2, (2, 0))]),
+        };
+        assert_eq!(fanned.id(), "1-3.0:1-4.2:2-0");
+        assert_eq!(parse_event_id(&fanned.id()), Some(fanned));
+        let children_only = Cursor {
+            own: None,
+            children: BTreeMap::from([(1, (1, 1))]),
+        };
+        assert_eq!(parse_event_id(&children_only.id()), Some(children_only));
+        for bad in [
+            "",
+            "1",
+            "-",
+            "a-b",
+            "1-",
+            "-1",
+            "1-2-3",
+            "99999999999-1",
+            "1-2.",
+            "1-2.x:1-1",
+            "1-2.0:1",
+        ] {
             assert_eq!(parse_event_id(bad), None, "{bad}");
         }
     }

@@ -48,8 +48,11 @@ pub fn api(app: &App) -> Api {
             "/api/v1/tasks/{id}",
             get(get_task),
             [task_errors(
-                Operation::get("get_task", "a task: its status, attempts, and its result or error")
-                    .json::<TaskView>(200, "the task"),
+                Operation::get(
+                    "get_task",
+                    "a task: its status, attempts, and its result or error; a queued multi-agent run's children",
+                )
+                .json::<TaskView>(200, "the task"),
             )],
         )
         .route(
@@ -83,7 +86,8 @@ pub fn api(app: &App) -> Api {
             )
             .error(
                 409,
-                "the task already finished (completed or failed), or is a synchronous run",
+                "the task already finished (completed or failed), is a synchronous run, or is a subtask \
+                 (cancelled with its multi-agent run)",
             )],
         );
     let settings = &app.settings;
@@ -143,6 +147,12 @@ pub async fn cancel_task(
     Path(id): Path<String>,
 ) -> Result<axum::Json<TaskView>, ApiError> {
     let found = find(state.tasks.as_ref(), &principal, &id).await?;
+    if let Some(parent) = &found.parent {
+        return Err(conflict(format!(
+            "task {id:?} is a subtask of the multi-agent run {parent:?}, and ends with it: cancel {parent:?} \
+             (POST /api/v1/tasks/{parent}/cancel)"
+        )));
+    }
     detached::run(move |_| async move { cancel(&state, &found.task_id).await })
         .await
         .map(axum::Json)
@@ -152,6 +162,9 @@ pub async fn cancel(state: &TaskRoutes, id: &str) -> Result<TaskView, ApiError> 
     match state.tasks.cancel(id).await? {
         Cancel::Cancelled(task) => {
             tracing::info!(task_id = id, attempts = task.attempts, "task cancelled");
+            // Its children next: the parent, cancelled first, is no longer
+            // resumed by them, and none starts after this.
+            super::cancel_children(state.tasks.as_ref(), &task).await;
             // Recorded pending with the cancel; sent now, and by a later
             // delivery of the task should this request not get to it.
             match state.callbacks.settle(id).await {
@@ -159,7 +172,11 @@ pub async fn cancel(state: &TaskRoutes, id: &str) -> Result<TaskView, ApiError> 
                 Settled::Done(None) | Settled::Later(_) | Settled::Store(_) => Ok(task.into()),
             }
         }
-        Cancel::AlreadyCancelled(task) => Ok(task.into()),
+        Cancel::AlreadyCancelled(task) => {
+            // Again, should the cancel that won have stopped halfway.
+            super::cancel_children(state.tasks.as_ref(), &task).await;
+            Ok(task.into())
+        }
         Cancel::Finished(task) => Err(conflict(format!(
             "task {id:?} already finished ({}), so there is nothing to cancel; \
              only a queued or running task can be cancelled",
@@ -213,7 +230,12 @@ pub async fn get_task(
     principal: Principal,
     Path(id): Path<String>,
 ) -> Result<axum::Json<TaskView>, ApiError> {
-    Ok(axum::Json(find(state.tasks.as_ref(), &principal, &id).await?.into()))
+    let found = find(state.tasks.as_ref(), &principal, &id).await?;
+    let children = super::children(state.tasks.as_ref(), &found).await?;
+    Ok(axum::Json(TaskView {
+        children,
+        ..found.into()
+    }))
 }
 
 /// Server-sent events: `status`, `step`..., then `done` with the task.

@@ -16,15 +16,18 @@
 //! unacknowledged, and the redelivery sends the callback.
 //!
 //! - `batch`: a queued chat batch, resumed item by item.
-//! - `multi`: a queued multi-agent run, and what every orchestrated run
-//!   shares (its roles, its events, its outcome).
+//! - `multi`: what every orchestrated run shares (its roles, its events,
+//!   its outcome).
+//! - `fan`: a queued multi-agent run, its subtasks fanned out as child
+//!   tasks across workers.
 //! - `research`: a research.
 
 mod batch;
+mod fan;
 mod multi;
 mod research;
 
-pub use multi::MultiInput;
+pub use fan::{ChildInput, Fanned, MultiInput};
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -87,6 +90,10 @@ pub struct Worker {
     metrics: Metrics,
     settings: TaskSettings,
     callbacks: Callbacks,
+    /// Where a fanned-out run's children and resumed parents are published:
+    /// the app's queue (weak: the local queue holds this worker).
+    queue: std::sync::Weak<tokio::sync::OnceCell<Arc<dyn crate::queue::Queue>>>,
+    queue_settings: crate::config::QueueSettings,
 }
 
 impl Worker {
@@ -103,6 +110,8 @@ impl Worker {
             tasks: app.stores.tasks.clone(),
             metrics: app.metrics.clone(),
             settings,
+            queue: Arc::downgrade(&app.queue),
+            queue_settings: app.settings.queue.clone(),
         }
     }
 
@@ -148,6 +157,14 @@ impl Worker {
                 self.count_task("cancelled");
                 return self.settle_owed(&task, format!("task {task_id} was cancelled")).await;
             }
+            Ok(Claim::Finished(task)) if task.parent.is_some() => {
+                // A child that ended: its parent may still wait to be queued.
+                self.count_task("duplicate");
+                return match self.resume_parent_if_ready(&task).await {
+                    Some(disposition) => disposition,
+                    None => Disposition::Done(format!("task {task_id} is already {}", task.status().as_str())),
+                };
+            }
             Ok(Claim::Finished(task)) => {
                 // A duplicate, or the redelivery of a task whose worker
                 // died before its callback went out: then it goes out now.
@@ -166,6 +183,7 @@ impl Worker {
             }) => {
                 tracing::info!(task_id, "a duplicate delivery of a running task; acknowledged");
                 self.count_task("duplicate");
+                self.republish_children(task_id).await;
                 return Disposition::Done(format!("task {task_id} is running under another delivery"));
             }
             Ok(Claim::Held {
@@ -188,6 +206,9 @@ impl Worker {
                     "a task ran out of attempts and is failed"
                 );
                 self.count_task("failed");
+                if let Some(disposition) = self.resume_parent_if_ready(&task).await {
+                    return disposition;
+                }
                 return self
                     .settle_owed(&task, format!("task {task_id} ran out of attempts"))
                     .await;
@@ -210,6 +231,7 @@ impl Worker {
             TaskKind::ChatBatch => return self.run_batch(task).await,
             TaskKind::MultiAgent => return self.run_multi(task).await,
             TaskKind::Research => return self.run_research(task).await,
+            TaskKind::Subtask => return self.run_subtask(task).await,
             TaskKind::Agent => {}
         }
         let task_id = task.task_id.clone();

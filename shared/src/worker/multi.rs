@@ -1,73 +1,18 @@
-//! A queued multi-agent run (`TaskKind::MultiAgent`): the synchronous
-//! run's plan, waves and synthesis (`multi::run`), on this worker, with
-//! its progress stored as the task's events and the same claim, lease,
-//! cancellation and outcome as an agent task.
+//! What every orchestrated queued run shares (a multi-agent run's parent,
+//! a research): its roles, what earlier attempts left, and running under
+//! the task's claim with its events stored and its outcome recorded.
 
-use super::{Disposition, StillHeld, Worker, transient};
+use super::{Disposition, Worker, transient};
 use crate::agent::RunError;
-use crate::multi::{self, Earlier, MultiAgentResponse, MultiEvent, MultiRun, RoutedRoles, Spent};
+use crate::multi::{Earlier, MultiEvent, RoutedRoles, Spent};
 use crate::store::{Finished, TaskRecord};
 
-/// What a queued multi-agent run keeps in its task's `input`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct MultiInput {
-    pub max_subtasks: usize,
-}
-
 impl Worker {
-    pub(super) async fn run_multi(&self, task: TaskRecord) -> Disposition {
-        let input = task
-            .input
-            .clone()
-            .and_then(|input| serde_json::from_value::<MultiInput>(input).ok());
-        let Some(input) = input.filter(|i| (1..=multi::MAX_SUBTASKS_CAP).contains(&i.max_subtasks)) else {
-            return self
-                .fail(
-                    &task,
-                    "the stored multi-agent run cannot be read; submit it again",
-                    None,
-                )
-                .await;
-        };
-        let roles = match self.roles_for(&task) {
-            Ok(roles) => roles,
-            Err(refused) => return self.fail(&task, &refused, None).await,
-        };
-        let run = MultiRun {
-            task: task.task.clone(),
-            session_key: crate::owned::session_key(&task.owner, &task.session_id),
-            max_subtasks: input.max_subtasks,
-            max_steps: task.max_steps,
-            concurrency: multi::CONCURRENCY,
-            earlier: self.earlier_run(&task).await,
-        };
-        let spent = Spent::default();
-        let held = StillHeld {
-            tasks: self.tasks.as_ref(),
-            task_id: &task.task_id,
-            attempt: task.attempts,
-        };
-        let (spent_ref, roles, tools) = (&spent, &roles, &self.tools);
-        let (task_id, session_id) = (task.task_id.clone(), task.session_id.clone());
-        self.run_orchestrated(&task, &spent, |events| async move {
-            let on_event = move |event: serde_json::Value| {
-                let _ = events.send(event);
-            };
-            let outcome = multi::run(roles, tools, &run, spent_ref, Some(&held), &on_event).await?;
-            Ok(MultiAgentResponse {
-                task_id,
-                session_id,
-                outcome,
-            })
-        })
-        .await
-    }
-
     /// What earlier attempts of `task` left: the plan they followed and
     /// the subtasks they completed (their `plan` and `subtask_finished`
     /// events), kept by a redelivered run (its worker died, or its planner
     /// or synthesis was unavailable).
-    async fn earlier_run(&self, task: &TaskRecord) -> Option<Earlier> {
+    pub(super) async fn earlier_run(&self, task: &TaskRecord) -> Option<Earlier> {
         let mut earlier = Earlier::default();
         for event in self.earlier_as::<MultiEvent>(task).await? {
             match event {

@@ -16,6 +16,7 @@
 mod cache;
 mod callback;
 mod cancel;
+mod fan;
 mod listing;
 mod memory;
 mod rate_limits;
@@ -26,6 +27,7 @@ mod usage;
 pub use cache::*;
 pub use callback::*;
 pub use cancel::*;
+pub use fan::*;
 pub use listing::*;
 pub use memory::*;
 pub use rate_limits::*;
@@ -70,6 +72,9 @@ pub async fn run_all(stores: &Stores) {
     a_cancel_fences_out_every_claim_of_a_running_task(stores).await;
     finished_and_synchronous_tasks_are_not_cancelled(stores).await;
     concurrent_cancels_have_one_winner(stores).await;
+    a_fan_out_makes_children_and_the_last_one_resumes_the_parent(stores).await;
+    a_child_out_of_attempts_or_cancelled_is_counted_too(stores).await;
+    concurrent_children_are_counted_once(stores).await;
     long_sessions_page_through_every_message_once_in_order(stores).await;
     sessions_are_listed_newest_first_paged_and_per_owner(stores).await;
     tasks_are_listed_newest_first_paged_per_owner_and_by_status(stores).await;

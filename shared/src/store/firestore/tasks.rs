@@ -36,15 +36,15 @@ use firestore::gcloud_sdk::google::firestore::v1::{Value, value::ValueType};
 use firestore::{FirestoreQueryCursor, FirestoreTimestamp, FirestoreValue};
 use serde::{Deserialize, Serialize};
 
-use super::cas::{classify, commit_if_unchanged, put, read};
+use super::cas::{classify, commit_if_unchanged, exists, put, read};
 use super::ids::is_document_id;
 use super::usage::charge_day;
 use super::{FirestoreStore, Written, bounded, query_limit, time_of, timestamp};
 use crate::owned;
 use crate::store::{
-    CallbackLease, CallbackOutcome, CallbackStatus, Cancel, Charge, Claim, ClaimStep, Finished, Page, StoreError,
-    TaskEvent, TaskKind, TaskPosition, TaskRecord, TaskState, TaskStatus, TaskStore, claim_step, event_time,
-    exhausted_error, lease_end,
+    CallbackLease, CallbackOutcome, CallbackStatus, Cancel, Charge, Children, Claim, ClaimStep, FanOut, Finish,
+    Finished, Page, StoreError, TaskEvent, TaskKind, TaskPosition, TaskRecord, TaskState, TaskStatus, TaskStore,
+    claim_step, count_child, event_time, exhausted_error, fan_out_step, lease_end,
 };
 
 pub(super) const TASKS: &str = "tasks";
@@ -104,6 +104,16 @@ pub(super) struct TaskDoc {
     /// it may (every task stored before).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     no_cache: bool,
+    /// The task a child task is part of (`store::fan`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    parent: Option<String>,
+    /// A parent's count of its children.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    children_created: i64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    children_done: i64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    resumes: i64,
 }
 
 fn is_zero(n: &i64) -> bool {
@@ -135,6 +145,44 @@ fn anonymous() -> String {
     crate::auth::Principal::anonymous().as_str().to_string()
 }
 
+/// The document of `task` as created at `now`.
+fn to_doc(task: &TaskRecord, now: FirestoreTimestamp) -> Result<TaskDoc, FirestoreError> {
+    let (status, result, error) = task.state.to_stored();
+    let mut doc = TaskDoc {
+        owner: task.owner.clone(),
+        status: status.as_str().to_string(),
+        task: task.task.clone(),
+        session_id: task.session_id.clone(),
+        max_steps: i64::from(task.max_steps),
+        system_instruction: task.system_instruction.clone(),
+        kind: (task.kind != TaskKind::Agent).then(|| task.kind.as_str().to_string()),
+        model: task.model.clone(),
+        input: task.input.as_ref().map(|input| input.to_string()),
+        no_cache: !task.cache,
+        callback_url: task.callback_url.clone(),
+        attempts: i64::from(task.attempts),
+        delivery_id: task.delivery_id.clone(),
+        lease_until: task.lease_until.map(timestamp).transpose()?,
+        result,
+        error: error.map(str::to_string),
+        created_at: now,
+        updated_at: now,
+        // Set by the store from the status, as the other times.
+        started_at: (status != TaskStatus::Queued).then_some(now),
+        finished_at: task.state.finished().is_some().then_some(now),
+        callback_status: None,
+        callback_attempts: 0,
+        callback_lease_until: None,
+        callback_error: None,
+        parent: task.parent.clone(),
+        children_created: i64::from(task.children.created),
+        children_done: i64::from(task.children.done),
+        resumes: i64::from(task.children.resumes),
+    };
+    doc.set_callback(task.callback.as_ref())?;
+    Ok(doc)
+}
+
 #[derive(Debug, Serialize, Deserialize)]
 struct EventDoc {
     attempt: i64,
@@ -153,35 +201,7 @@ impl FirestoreStore {
     async fn create_now(&self, task: &TaskRecord) -> Result<(), StoreError> {
         self.doc_path(TASKS, &task.task_id, "the task id")?;
         let now = timestamp(SystemTime::now()).map_err(classify)?;
-        let (status, result, error) = task.state.to_stored();
-        let mut doc = TaskDoc {
-            owner: task.owner.clone(),
-            status: status.as_str().to_string(),
-            task: task.task.clone(),
-            session_id: task.session_id.clone(),
-            max_steps: i64::from(task.max_steps),
-            system_instruction: task.system_instruction.clone(),
-            kind: (task.kind != TaskKind::Agent).then(|| task.kind.as_str().to_string()),
-            model: task.model.clone(),
-            input: task.input.as_ref().map(|input| input.to_string()),
-            no_cache: !task.cache,
-            callback_url: task.callback_url.clone(),
-            attempts: i64::from(task.attempts),
-            delivery_id: task.delivery_id.clone(),
-            lease_until: task.lease_until.map(timestamp).transpose().map_err(classify)?,
-            result,
-            error: error.map(str::to_string),
-            created_at: now,
-            updated_at: now,
-            // Set by the store from the status, as the other times.
-            started_at: (status != TaskStatus::Queued).then_some(now),
-            finished_at: task.state.finished().is_some().then_some(now),
-            callback_status: None,
-            callback_attempts: 0,
-            callback_lease_until: None,
-            callback_error: None,
-        };
-        doc.set_callback(task.callback.as_ref()).map_err(classify)?;
+        let doc = to_doc(task, now).map_err(classify)?;
         // CreateDocument refuses an id that exists: a task is created once.
         self.counts.write();
         let created = self
@@ -229,25 +249,124 @@ impl FirestoreStore {
     where
         F: Fn(Option<TaskDoc>) -> Result<(T, Option<TaskDoc>), FirestoreError>,
     {
+        Ok(self.change_task_counted(task_id, what, charge, change).await?.0)
+    }
+
+    /// [`change_task_charged`](Self::change_task_charged), counting a child
+    /// that the change ends in its parent in the same commit (`store::fan`):
+    /// true with the value when it was the last of its parent's children.
+    async fn change_task_counted<T, F>(
+        &self,
+        task_id: &str,
+        what: &str,
+        charge: Option<&Charge>,
+        change: F,
+    ) -> Result<(T, bool), StoreError>
+    where
+        F: Fn(Option<TaskDoc>) -> Result<(T, Option<TaskDoc>), FirestoreError>,
+    {
         let Some(path) = self.task_path(task_id) else {
-            return Ok(change(None).map_err(classify)?.0);
+            return Ok((change(None).map_err(classify)?.0, false));
         };
         let path = &path;
         let change = &change;
         let _turn = self.locks.lock(path).await;
         commit_if_unchanged(&self.counts, &self.db, what, move || async move {
             let stored = read::<TaskDoc>(&self.counts, &self.db, self.documents(), TASKS, task_id).await?;
+            let was_finished = stored.value.as_ref().is_some_and(|doc| is_finished(&doc.status));
             let (value, doc) = change(stored.value)?;
-            let writes = match (doc, charge) {
-                (Some(doc), Some(charge)) => {
-                    let mut writes = vec![put(path, &doc, Some(stored.unchanged))?];
-                    writes.extend(charge_day(self.documents(), &owned::key_owner(&doc.owner), charge)?);
-                    writes
-                }
-                (Some(doc), None) => vec![put(path, &doc, Some(stored.unchanged))?],
-                (None, _) => Vec::new(),
+            let Some(doc) = doc else {
+                return Ok(((value, false), Vec::new()));
             };
-            Ok((value, writes))
+            let mut writes = vec![put(path, &doc, Some(stored.unchanged))?];
+            if let Some(charge) = charge {
+                writes.extend(charge_day(self.documents(), &owned::key_owner(&doc.owner), charge)?);
+            }
+            let mut last = false;
+            if let Some(parent) = doc
+                .parent
+                .as_deref()
+                .filter(|_| !was_finished && is_finished(&doc.status))
+            {
+                let (write, ready) = self.count_in_parent(parent).await?;
+                writes.extend(write);
+                last = ready;
+            }
+            Ok(((value, last), writes))
+        })
+        .await
+    }
+
+    /// The write that counts a child that has just ended in its parent
+    /// `parent_id` (none when the parent has ended or is gone), conditioned
+    /// on the parent as read, and whether the child was the last.
+    async fn count_in_parent(
+        &self,
+        parent_id: &str,
+    ) -> Result<(Option<firestore::gcloud_sdk::google::firestore::v1::Write>, bool), FirestoreError> {
+        let Some(parent_path) = self.task_path(parent_id) else {
+            return Ok((None, false));
+        };
+        let stored = read::<TaskDoc>(&self.counts, &self.db, self.documents(), TASKS, parent_id).await?;
+        let Some(mut doc) = stored.value else {
+            return Ok((None, false));
+        };
+        let mut parent = to_task(parent_id, doc.clone());
+        let now = SystemTime::now();
+        let last = count_child(&mut parent, now);
+        if i64::from(parent.children.done) == doc.children_done {
+            return Ok((None, false));
+        }
+        doc.children_done = i64::from(parent.children.done);
+        doc.resumes = i64::from(parent.children.resumes);
+        doc.lease_until = parent.lease_until.map(timestamp).transpose()?;
+        doc.updated_at = timestamp(now)?;
+        Ok((Some(put(&parent_path, &doc, Some(stored.unchanged))?), last))
+    }
+
+    async fn fan_out_now(
+        &self,
+        parent_id: &str,
+        attempt: u32,
+        input: &serde_json::Value,
+        children: &[TaskRecord],
+        charge: Option<&Charge>,
+    ) -> Result<FanOut, StoreError> {
+        let Some(path) = self.task_path(parent_id) else {
+            return Ok(FanOut::Lost);
+        };
+        let mut child_paths = Vec::with_capacity(children.len());
+        for child in children {
+            child_paths.push(self.doc_path(TASKS, &child.task_id, "a child task's id")?);
+        }
+        // The attempt's calls, not a request: the run counts when it finishes.
+        let charge = charge.map(Charge::given_back);
+        let (path, child_paths, charge) = (&path, &child_paths, &charge);
+        let _turn = self.locks.lock(path).await;
+        commit_if_unchanged(&self.counts, &self.db, "fan out", move || async move {
+            let stored = read::<TaskDoc>(&self.counts, &self.db, self.documents(), TASKS, parent_id).await?;
+            let Some(mut doc) = stored.value else {
+                return Ok((FanOut::Lost, Vec::new()));
+            };
+            let now = SystemTime::now();
+            let next = match fan_out_step(&to_task(parent_id, doc.clone()), attempt, input, children.len(), now) {
+                Ok(next) => next,
+                Err(answer) => return Ok((answer, Vec::new())),
+            };
+            let now = timestamp(now)?;
+            doc.input = Some(input.to_string());
+            doc.children_created = i64::from(next.children.created);
+            doc.delivery_id = None;
+            doc.lease_until = next.lease_until.map(timestamp).transpose()?;
+            doc.updated_at = now;
+            let mut writes = vec![put(path, &doc, Some(stored.unchanged))?];
+            for (child, child_path) in children.iter().zip(child_paths) {
+                writes.push(put(child_path, &to_doc(child, now)?, Some(exists(false)))?);
+            }
+            if let Some(charge) = charge {
+                writes.extend(charge_day(self.documents(), &owned::key_owner(&doc.owner), charge)?);
+            }
+            Ok((FanOut::Waiting, writes))
         })
         .await
     }
@@ -343,20 +462,25 @@ impl FirestoreStore {
         attempt: u32,
         outcome: &Finished,
         charge: Option<&Charge>,
-    ) -> Result<bool, StoreError> {
-        self.change_task_charged(task_id, "finish", charge, |stored| {
-            Ok(match stored {
-                Some(mut doc)
-                    if doc.attempts == i64::from(attempt)
-                        && matches!(TaskStatus::parse(&doc.status), TaskStatus::Queued | TaskStatus::Running) =>
-                {
-                    doc.finish(outcome, timestamp(SystemTime::now())?);
-                    (true, Some(doc))
-                }
-                _ => (false, None),
+    ) -> Result<Finish, StoreError> {
+        let (recorded, parent_ready) = self
+            .change_task_counted(task_id, "finish", charge, |stored| {
+                Ok(match stored {
+                    Some(mut doc)
+                        if doc.attempts == i64::from(attempt)
+                            && matches!(TaskStatus::parse(&doc.status), TaskStatus::Queued | TaskStatus::Running) =>
+                    {
+                        doc.finish(outcome, timestamp(SystemTime::now())?);
+                        (true, Some(doc))
+                    }
+                    _ => (false, None),
+                })
             })
+            .await?;
+        Ok(match recorded {
+            true => Finish::Recorded { parent_ready },
+            false => Finish::NotHeld,
         })
-        .await
     }
 
     async fn get_now(&self, task_id: &str) -> Result<Option<TaskRecord>, StoreError> {
@@ -425,9 +549,17 @@ impl FirestoreStore {
     }
 }
 
-/// Whether claim `attempt` holds the task: it is `running` under it.
+/// Whether a stored status is one a task ends in.
+fn is_finished(status: &str) -> bool {
+    !matches!(TaskStatus::parse(status), TaskStatus::Queued | TaskStatus::Running)
+}
+
+/// Whether claim `attempt` holds the task: it is `running` under it, and
+/// not given up to wait for its children (`store::fan`).
 fn holds(doc: &TaskDoc, attempt: u32) -> bool {
-    TaskStatus::parse(&doc.status) == TaskStatus::Running && doc.attempts == i64::from(attempt)
+    TaskStatus::parse(&doc.status) == TaskStatus::Running
+        && doc.attempts == i64::from(attempt)
+        && doc.delivery_id.is_some()
 }
 
 pub(super) fn to_u32(n: i64) -> u32 {
@@ -457,6 +589,12 @@ pub(super) fn to_task(task_id: &str, doc: TaskDoc) -> TaskRecord {
         started_at: doc.started_at.map(time_of),
         finished_at: doc.finished_at.map(time_of),
         callback,
+        parent: doc.parent,
+        children: Children {
+            created: to_u32(doc.children_created),
+            done: to_u32(doc.children_done),
+            resumes: to_u32(doc.resumes),
+        },
     }
 }
 
@@ -500,14 +638,25 @@ impl TaskStore for FirestoreStore {
         bounded(self.release_now(task_id, attempt, charge)).await
     }
 
-    async fn finish_charged(
+    async fn finish_counted(
         &self,
         task_id: &str,
         attempt: u32,
         outcome: &Finished,
         charge: Option<&Charge>,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Finish, StoreError> {
         bounded(self.finish_now(task_id, attempt, outcome, charge)).await
+    }
+
+    async fn fan_out(
+        &self,
+        parent: &str,
+        attempt: u32,
+        input: &serde_json::Value,
+        children: &[TaskRecord],
+        charge: Option<&Charge>,
+    ) -> Result<FanOut, StoreError> {
+        bounded(self.fan_out_now(parent, attempt, input, children, charge)).await
     }
 
     async fn cancel(&self, task_id: &str) -> Result<Cancel, StoreError> {
@@ -606,6 +755,10 @@ mod tests {
             model: None,
             input: None,
             no_cache: false,
+            parent: None,
+            children_created: 0,
+            children_done: 0,
+            resumes: 0,
         };
         let state = |status, result, error| to_task("t", doc(status, result, error)).state;
         assert_eq!(
@@ -633,6 +786,8 @@ mod tests {
         for round in 0..3 {
             crate::store::contract::claims_have_one_winner(&a, &b, &format!("race-{round}")).await;
             crate::store::contract::callback_leases_have_one_winner(&a, &b, &format!("race-cb-{round}")).await;
+            crate::store::contract::concurrent_children_resume_their_parent_once(&a, &b, &format!("race-fan-{round}"))
+                .await;
         }
     }
 

@@ -208,6 +208,13 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE tasks ADD COLUMN model TEXT;
     ALTER TABLE tasks ADD COLUMN input TEXT;
     ALTER TABLE tasks ADD COLUMN cache INTEGER NOT NULL DEFAULT 1;",
+    // 12: child tasks (a queued multi-agent run's subtasks) name their
+    // parent, which counts its children as they are made and as they end
+    // (`store::fan`).
+    "ALTER TABLE tasks ADD COLUMN parent_id TEXT;
+    ALTER TABLE tasks ADD COLUMN children_created INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE tasks ADD COLUMN children_done INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE tasks ADD COLUMN resumes INTEGER NOT NULL DEFAULT 0;",
 ];
 
 pub struct SqliteStore {

@@ -20,15 +20,17 @@ use rusqlite::{Connection, OptionalExtension, params};
 use super::usage::charge_day;
 use super::{SqliteStore, from_millis, millis};
 use crate::store::{
-    CallbackLease, CallbackOutcome, CallbackState, CallbackStatus, Cancel, CancelStep, Charge, Claim, ClaimStep,
-    Finished, Page, StoreError, TaskEvent, TaskKind, TaskPosition, TaskRecord, TaskState, TaskStatus, TaskStore,
-    cancel_step, claim_step, event_time, exhausted_error, lease_end, rfc3339,
+    CallbackLease, CallbackOutcome, CallbackState, CallbackStatus, Cancel, CancelStep, Charge, Children, Claim,
+    ClaimStep, FanOut, Finish, Finished, Page, StoreError, TaskEvent, TaskKind, TaskPosition, TaskRecord, TaskState,
+    TaskStatus, TaskStore, cancel_step, claim_step, count_child, event_time, exhausted_error, fan_out_step, lease_end,
+    rfc3339,
 };
 
 /// The columns [`row_to_task`] reads, in its order.
 pub(super) const TASK_COLUMNS: &str = "id, status, task, session_id, max_steps, result, error, created_at, updated_at, \
      system_instruction, callback_url, attempts, delivery_id, lease_until, started_at, finished_at, owner, \
-     callback_status, callback_attempts, callback_lease_until, callback_error, kind, model, input, cache";
+     callback_status, callback_attempts, callback_lease_until, callback_error, kind, model, input, cache, \
+     parent_id, children_created, children_done, resumes";
 
 /// Where `created_at` is in [`TASK_COLUMNS`] (milliseconds), for the
 /// listings' cursor.
@@ -81,7 +83,82 @@ pub(super) fn row_to_task(row: &rusqlite::Row<'_>) -> rusqlite::Result<TaskRecor
                 })
             })
             .transpose()?,
+        parent: row.get(25)?,
+        children: Children {
+            created: to_u32(row.get(26)?),
+            done: to_u32(row.get(27)?),
+            resumes: to_u32(row.get(28)?),
+        },
     })
+}
+
+/// Counts the child that just ended in its parent `parent_id`, inside the
+/// write that ended it (`store::fan`): true when it was the last.
+fn count_in_parent(conn: &Connection, parent_id: Option<&str>, now: i64) -> rusqlite::Result<bool> {
+    let Some(mut parent) = parent_id.map(|id| task_row(conn, id)).transpose()?.flatten() else {
+        return Ok(false);
+    };
+    let before = parent.children;
+    let last = count_child(&mut parent, from_millis(now));
+    if parent.children != before {
+        conn.prepare_cached(
+            "UPDATE tasks SET children_done = ?2, resumes = ?3, lease_until = ?4, updated_at = ?5 WHERE id = ?1",
+        )?
+        .execute(params![
+            parent.task_id,
+            i64::from(parent.children.done),
+            i64::from(parent.children.resumes),
+            parent.lease_until.map(millis),
+            now
+        ])?;
+    }
+    Ok(last)
+}
+
+/// Inserts `task` as given, created at `now`.
+fn insert(conn: &Connection, task: &TaskRecord, now: i64) -> rusqlite::Result<()> {
+    let (status, result, error) = task.state.to_stored();
+    conn.prepare_cached(
+        "INSERT INTO tasks (id, status, task, session_id, max_steps, result, error, created_at, updated_at,
+                            system_instruction, callback_url, attempts, delivery_id, lease_until,
+                            started_at, finished_at, owner, callback_status, callback_attempts,
+                            callback_lease_until, callback_error, kind, model, input, cache,
+                            parent_id, children_created, children_done, resumes)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
+                 ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28)",
+    )?
+    .execute(params![
+        task.task_id,
+        status.as_str(),
+        task.task,
+        task.session_id,
+        i64::from(task.max_steps),
+        result,
+        error,
+        now,
+        task.system_instruction,
+        task.callback_url,
+        i64::from(task.attempts),
+        task.delivery_id,
+        task.lease_until.map(millis),
+        // Set by the store from the status, as the other times.
+        (status != TaskStatus::Queued).then_some(now),
+        task.state.finished().is_some().then_some(now),
+        task.owner,
+        task.callback.as_ref().map(|c| c.status.as_str()),
+        task.callback.as_ref().map_or(0, |c| i64::from(c.attempts)),
+        task.callback.as_ref().and_then(|c| c.lease_until).map(millis),
+        task.callback.as_ref().and_then(|c| c.last_error.clone()),
+        task.kind.as_str(),
+        task.model,
+        task.input.as_ref().map(|input| input.to_string()),
+        task.cache,
+        task.parent,
+        i64::from(task.children.created),
+        i64::from(task.children.done),
+        i64::from(task.children.resumes),
+    ])?;
+    Ok(())
 }
 
 fn row_to_event(row: &rusqlite::Row<'_>) -> rusqlite::Result<TaskEvent> {
@@ -106,47 +183,8 @@ pub(super) fn task_row(conn: &Connection, task_id: &str) -> rusqlite::Result<Opt
 impl TaskStore for SqliteStore {
     async fn create(&self, task: &TaskRecord) -> Result<(), StoreError> {
         let task = task.clone();
-        self.write(move |conn| {
-            let (status, result, error) = task.state.to_stored();
-            let now = millis(SystemTime::now());
-            conn.execute(
-                "INSERT INTO tasks (id, status, task, session_id, max_steps, result, error, created_at, updated_at,
-                                    system_instruction, callback_url, attempts, delivery_id, lease_until,
-                                    started_at, finished_at, owner, callback_status, callback_attempts,
-                                    callback_lease_until, callback_error, kind, model, input, cache)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
-                         ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24)",
-                params![
-                    task.task_id,
-                    status.as_str(),
-                    task.task,
-                    task.session_id,
-                    i64::from(task.max_steps),
-                    result,
-                    error,
-                    now,
-                    task.system_instruction,
-                    task.callback_url,
-                    i64::from(task.attempts),
-                    task.delivery_id,
-                    task.lease_until.map(millis),
-                    // Set by the store from the status, as the other times.
-                    (status != TaskStatus::Queued).then_some(now),
-                    task.state.finished().is_some().then_some(now),
-                    task.owner,
-                    task.callback.as_ref().map(|c| c.status.as_str()),
-                    task.callback.as_ref().map_or(0, |c| i64::from(c.attempts)),
-                    task.callback.as_ref().and_then(|c| c.lease_until).map(millis),
-                    task.callback.as_ref().and_then(|c| c.last_error.clone()),
-                    task.kind.as_str(),
-                    task.model,
-                    task.input.as_ref().map(|input| input.to_string()),
-                    task.cache,
-                ],
-            )?;
-            Ok(())
-        })
-        .await
+        self.write(move |conn| insert(conn, &task, millis(SystemTime::now())))
+            .await
     }
 
     async fn claim(
@@ -197,6 +235,7 @@ impl TaskStore for SqliteStore {
                             params![task_id, exhausted_error(task.attempts, max_attempts), now],
                             row_to_task,
                         )?;
+                    count_in_parent(conn, failed.parent.as_deref(), now)?;
                     Ok(Claim::Exhausted(failed))
                 }
             }
@@ -211,7 +250,7 @@ impl TaskStore for SqliteStore {
         self.write(move |conn| {
             let renewed = conn.execute(
                 "UPDATE tasks SET lease_until = ?3, updated_at = ?4
-                 WHERE id = ?1 AND status = 'running' AND attempts = ?2",
+                 WHERE id = ?1 AND status = 'running' AND attempts = ?2 AND delivery_id IS NOT NULL",
                 params![task_id, i64::from(attempt), lease_until, now],
             )?;
             Ok(renewed > 0)
@@ -227,7 +266,7 @@ impl TaskStore for SqliteStore {
             let owner: Option<String> = conn
                 .prepare_cached(
                     "UPDATE tasks SET status = 'queued', lease_until = NULL, delivery_id = NULL, updated_at = ?3
-                     WHERE id = ?1 AND status = 'running' AND attempts = ?2
+                     WHERE id = ?1 AND status = 'running' AND attempts = ?2 AND delivery_id IS NOT NULL
                      RETURNING owner",
                 )?
                 .query_row(params![task_id, i64::from(attempt), millis(SystemTime::now())], |r| {
@@ -242,43 +281,85 @@ impl TaskStore for SqliteStore {
         .await
     }
 
-    async fn finish_charged(
+    async fn finish_counted(
         &self,
         task_id: &str,
         attempt: u32,
         outcome: &Finished,
         charge: Option<&Charge>,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Finish, StoreError> {
         let task_id = task_id.to_string();
         let (status, result, error) = outcome.to_stored();
         let error = error.map(str::to_string);
         let charge = charge.cloned();
         self.write(move |conn| {
-            let owner: Option<String> = conn
+            let now = millis(SystemTime::now());
+            let finished: Option<(String, Option<String>)> = conn
                 .prepare_cached(&format!(
                     "UPDATE tasks SET status = ?3, result = ?4, error = ?5, lease_until = NULL,
                         finished_at = ?6, updated_at = ?6, {OWE_CALLBACK}
                      WHERE id = ?1 AND attempts = ?2 AND status IN ('queued', 'running')
-                     RETURNING owner"
+                     RETURNING owner, parent_id"
                 ))?
                 .query_row(
-                    params![
-                        task_id,
-                        i64::from(attempt),
-                        status.as_str(),
-                        result,
-                        error,
-                        millis(SystemTime::now())
-                    ],
-                    |r| r.get(0),
+                    params![task_id, i64::from(attempt), status.as_str(), result, error, now],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
                 )
                 .optional()?;
+            let Some((owner, parent)) = finished else {
+                return Ok(Finish::NotHeld);
+            };
             // Only the write that records the outcome counts the run, so a
             // run counts once whoever finishes it.
-            if let (Some(owner), Some(charge)) = (&owner, &charge) {
-                charge_day(conn, &crate::owned::key_owner(owner), charge)?;
+            if let Some(charge) = &charge {
+                charge_day(conn, &crate::owned::key_owner(&owner), charge)?;
             }
-            Ok(owner.is_some())
+            let parent_ready = count_in_parent(conn, parent.as_deref(), now)?;
+            Ok(Finish::Recorded { parent_ready })
+        })
+        .await
+    }
+
+    async fn fan_out(
+        &self,
+        parent: &str,
+        attempt: u32,
+        input: &serde_json::Value,
+        children: &[TaskRecord],
+        charge: Option<&Charge>,
+    ) -> Result<FanOut, StoreError> {
+        let parent = parent.to_string();
+        let input = input.clone();
+        let children = children.to_vec();
+        // The attempt's calls, not a request: the run counts when it finishes.
+        let charge = charge.map(Charge::given_back);
+        self.write(move |conn| {
+            let Some(stored) = task_row(conn, &parent)? else {
+                return Ok(FanOut::Lost);
+            };
+            let now = millis(SystemTime::now());
+            let next = match fan_out_step(&stored, attempt, &input, children.len(), from_millis(now)) {
+                Ok(next) => next,
+                Err(answer) => return Ok(answer),
+            };
+            for child in &children {
+                insert(conn, child, now)?;
+            }
+            conn.prepare_cached(
+                "UPDATE tasks SET input = ?2, children_created = ?3, delivery_id = NULL, lease_until = ?4,
+                    updated_at = ?5 WHERE id = ?1",
+            )?
+            .execute(params![
+                parent,
+                input.to_string(),
+                i64::from(next.children.created),
+                next.lease_until.map(millis),
+                now
+            ])?;
+            if let Some(charge) = &charge {
+                charge_day(conn, &crate::owned::key_owner(&stored.owner), charge)?;
+            }
+            Ok(FanOut::Waiting)
         })
         .await
     }
@@ -291,6 +372,7 @@ impl TaskStore for SqliteStore {
             let Some(task) = task_row(conn, &task_id)? else {
                 return Ok(Cancel::NotFound);
             };
+            let now = millis(SystemTime::now());
             Ok(match cancel_step(&task) {
                 CancelStep::AlreadyCancelled => Cancel::AlreadyCancelled(task),
                 CancelStep::Finished => Cancel::Finished(task),
@@ -302,7 +384,8 @@ impl TaskStore for SqliteStore {
                                 {OWE_CALLBACK}
                              WHERE id = ?1 RETURNING {TASK_COLUMNS}"
                         ))?
-                        .query_row(params![task_id, millis(SystemTime::now())], row_to_task)?;
+                        .query_row(params![task_id, now], row_to_task)?;
+                    count_in_parent(conn, cancelled.parent.as_deref(), now)?;
                     Cancel::Cancelled(cancelled)
                 }
             })

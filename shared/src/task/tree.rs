@@ -1,0 +1,97 @@
+//! A fanned-out run's children as its task shows them, and their
+//! cancellation with it: found by id from the parent's plan
+//! (`store::child_id`), without a query.
+
+use serde::{Deserialize, Serialize};
+
+use crate::llm::Spend;
+use crate::store::{Cancel, StoreError, TaskRecord, TaskStatus, TaskStore, child_id};
+
+/// One child of a fanned-out run in `GET /api/v1/tasks/{id}`: a subtask
+/// run as a task of its own, by whichever worker took it.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, schemars::JsonSchema)]
+pub struct ChildView {
+    pub task_id: String,
+    /// The id of the subtask in the plan.
+    pub subtask: String,
+    pub status: TaskStatus,
+    /// How the subtask ended (`completed`, `failed`), once it has.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<crate::multi::SubtaskStatus>,
+    /// Claims of it so far (more than 1 after its worker died or a
+    /// transient failure).
+    pub attempts: u32,
+    pub created_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<f64>,
+    /// What its model calls spent, once it has ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Spend>,
+}
+
+/// The ids of the subtasks of `task`'s plan, once it has made children
+/// (child `i` runs subtask `i`); none for any other task.
+pub(crate) fn planned(task: &TaskRecord) -> Vec<String> {
+    if task.children.created == 0 {
+        return Vec::new();
+    }
+    let subtasks = task
+        .input
+        .as_ref()
+        .and_then(|input| input.get("fanned"))
+        .and_then(|fanned| fanned["plan"]["subtasks"].as_array());
+    subtasks
+        .map(|subtasks| {
+            subtasks
+                .iter()
+                .map(|s| s["id"].as_str().unwrap_or_default().to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The children `parent` has made, in plan order: one read each.
+pub async fn children(tasks: &dyn TaskStore, parent: &TaskRecord) -> Result<Vec<ChildView>, StoreError> {
+    let mut found = Vec::new();
+    for (i, subtask) in planned(parent).into_iter().enumerate() {
+        let Some(child) = tasks.get(&child_id(&parent.task_id, i)).await? else {
+            continue;
+        };
+        let result = child
+            .state
+            .finished()
+            .and_then(|ended| ended.result())
+            .and_then(|r| serde_json::from_value::<crate::multi::SubtaskResult>(r.clone()).ok());
+        found.push(ChildView {
+            status: child.status(),
+            outcome: result.as_ref().map(|r| r.status),
+            duration_ms: result.as_ref().map(|r| r.duration_ms),
+            usage: result.map(|r| r.usage),
+            task_id: child.task_id,
+            subtask,
+            attempts: child.attempts,
+            created_at: child.created_at,
+            started_at: child.started_at,
+            finished_at: child.finished_at,
+        });
+    }
+    Ok(found)
+}
+
+/// Cancels the children of a cancelled `parent` that have not ended: a
+/// queued one never runs, a running one stops before its next call. Run
+/// again by a repeated cancel, in case one was missed.
+pub async fn cancel_children(tasks: &dyn TaskStore, parent: &TaskRecord) {
+    for i in 0..planned(parent).len() {
+        let id = child_id(&parent.task_id, i);
+        match tasks.cancel(&id).await {
+            Ok(Cancel::Cancelled(_)) => tracing::info!(task_id = id, "a child cancelled with its parent"),
+            Ok(_) => {}
+            Err(err) => tracing::warn!(%err, task_id = id, "a child could not be cancelled with its parent"),
+        }
+    }
+}

@@ -1,0 +1,529 @@
+//! A queued multi-agent run fanned out across workers: the parent plans,
+//! makes each ready subtask a child task of its own and gives up its
+//! claim; whichever workers the queue hands the children to run them; the
+//! child that ends last (decided in the store, `store::fan`) queues the
+//! parent again, which makes the next wave or writes the synthesis.
+//!
+//! Each child is a task with every guarantee of one: a claim, a lease, its
+//! attempts, its own events (which the parent's progress stream follows),
+//! and cancellation with its parent. A parent holds no worker while its
+//! children run.
+
+use serde::{Deserialize, Serialize};
+
+use super::{Disposition, StillHeld, Worker, store_retry, transient};
+use crate::agent::{Checkpoint, RunError};
+use crate::llm::{ModelError, Spend};
+use crate::multi::{
+    self, Ended, MultiAgentResponse, MultiEvent, MultiRun, One, Plan, PlanView, RoutedRoles, Spent, Subtask,
+    SubtaskResult, SubtaskStatus, event_json,
+};
+use crate::store::{Charge, FanOut, Finish, Finished, StoreError, TaskKind, TaskRecord, TaskState, child_id};
+
+/// What a queued multi-agent run keeps in its task's `input`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MultiInput {
+    pub max_subtasks: usize,
+    /// Once it has fanned out: what its later claims continue from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fanned: Option<Fanned>,
+}
+
+/// A fanned-out run's state between its claims, stored with each fan-out.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Fanned {
+    /// The plan it follows; child `i` runs subtask `i`.
+    pub plan: PlanView,
+    /// What its own calls (the planner's) spent in earlier claims, counted
+    /// then: added to the answer's usage.
+    #[serde(default)]
+    pub spent: Spend,
+    /// The subtasks reported skipped so far.
+    #[serde(default)]
+    pub skipped: Vec<usize>,
+}
+
+/// What a child task keeps in its `input`: its subtask, and what it needs
+/// of its parent's run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChildInput {
+    /// The parent's whole task, which the executor is told it is part of.
+    pub task: String,
+    pub subtask: Subtask,
+    /// The results of the subtasks it depends on.
+    pub inputs: Vec<(Subtask, String)>,
+}
+
+/// How a claim of a fanned-out parent ended.
+enum Step {
+    /// Children were made (their ids, to publish); the parent waits.
+    Waiting(Vec<String>),
+    /// Every subtask ended and the answer is written.
+    Answered(Box<MultiAgentResponse>),
+    /// The store failed; the claim is given back for a retry.
+    Store(StoreError),
+}
+
+impl Worker {
+    pub(super) async fn run_multi(&self, task: TaskRecord) -> Disposition {
+        let input = task
+            .input
+            .clone()
+            .and_then(|input| serde_json::from_value::<MultiInput>(input).ok());
+        let Some(input) = input.filter(|i| (1..=multi::MAX_SUBTASKS_CAP).contains(&i.max_subtasks)) else {
+            return self
+                .fail(
+                    &task,
+                    "the stored multi-agent run cannot be read; submit it again",
+                    None,
+                )
+                .await;
+        };
+        let roles = match self.roles_for(&task) {
+            Ok(roles) => roles,
+            Err(refused) => return self.fail(&task, &refused, None).await,
+        };
+        let spent = Spent::default();
+        let (task_id, attempt) = (task.task_id.as_str(), task.attempts);
+        let stepping = self.while_held(task_id, attempt, |events| {
+            let on_event = move |event: serde_json::Value| {
+                let _ = events.send(event);
+            };
+            // `on_event` is moved in, so the writer ends with the step.
+            let (task, input, roles, spent) = (&task, input.clone(), &roles, &spent);
+            async move { self.parent_step(task, input, roles, spent, &on_event).await }
+        });
+        let Some(result) = stepping.await else {
+            return self.claim_lost(task_id, attempt).await;
+        };
+        match result {
+            Ok(Step::Waiting(children)) => self.publish_all(task_id, &children).await,
+            Ok(Step::Answered(answer)) => {
+                let result = serde_json::to_value(&answer).unwrap_or_default();
+                // The request, once, with this claim's calls (the
+                // synthesis); the other claims' and the children's calls
+                // were counted as they ended.
+                let charge = spent
+                    .charge()
+                    .unwrap_or_else(|| Charge::now(&answer.outcome.model, Spend::default()));
+                self.finish(&task, Finished::Completed(result), Some(&charge)).await
+            }
+            Ok(Step::Store(err)) => {
+                let _ = self
+                    .tasks
+                    .release_charged(task_id, attempt, spent.charge().as_ref())
+                    .await;
+                store_retry(&err)
+            }
+            Err(RunError::Interrupted(why)) => {
+                tracing::info!(task_id, attempt, %why, "the run stopped before its next call");
+                self.count_task("stopped");
+                self.settle(task_id, format!("task {task_id} stopped: {why}")).await
+            }
+            Err(RunError::Model(err)) if transient(&err) => self.retry_or_fail(&task, &err, spent.charge()).await,
+            Err(RunError::Model(err)) => {
+                let message = crate::http::ApiError::from(err).message;
+                self.fail(&task, &message, spent.charge()).await
+            }
+        }
+    }
+
+    /// One claim of a parent: plan (the first time), then look at the
+    /// children and make the next wave, or conclude once all have ended.
+    async fn parent_step(
+        &self,
+        task: &TaskRecord,
+        input: MultiInput,
+        roles: &RoutedRoles<'_>,
+        spent: &Spent,
+        on_event: &(dyn Fn(serde_json::Value) + Send + Sync),
+    ) -> Result<Step, RunError> {
+        let held = StillHeld {
+            tasks: self.tasks.as_ref(),
+            task_id: &task.task_id,
+            attempt: task.attempts,
+        };
+        let run = MultiRun {
+            task: task.task.clone(),
+            session_key: crate::owned::session_key(&task.owner, &task.session_id),
+            max_subtasks: input.max_subtasks,
+            max_steps: task.max_steps,
+            concurrency: multi::CONCURRENCY,
+            earlier: None,
+        };
+        let mut fanned = match input.fanned {
+            Some(fanned) => fanned,
+            None => {
+                let run = MultiRun {
+                    earlier: self.earlier_run(task).await,
+                    ..run.clone()
+                };
+                let view = multi::plan_for(roles, &self.tools, &run, spent, Some(&held)).await?;
+                on_event(event_json(&MultiEvent::Plan(view.clone())));
+                Fanned {
+                    plan: view,
+                    spent: Spend::default(),
+                    skipped: Vec::new(),
+                }
+            }
+        };
+        let plan = Plan {
+            subtasks: fanned.plan.subtasks.clone(),
+        };
+        loop {
+            let (mut results, started) = match self.children_of(task, &plan).await {
+                Ok(found) => found,
+                Err(err) => return Ok(Step::Store(err)),
+            };
+            let (ready, skipped) = multi::next_wave(&plan, &mut results, &started);
+            for i in skipped {
+                if !fanned.skipped.contains(&i)
+                    && let Some(result) = &results[i]
+                {
+                    on_event(event_json(&MultiEvent::SubtaskFinished(Box::new(result.clone()))));
+                    fanned.skipped.push(i);
+                }
+            }
+            let in_flight = (0..plan.subtasks.len()).any(|i| started[i] && results[i].is_none());
+            if !ready.is_empty() || in_flight {
+                held.pass().await.map_err(RunError::Interrupted)?;
+                let children: Vec<TaskRecord> = ready
+                    .into_iter()
+                    .map(|(i, inputs)| child(task, &run.task, &plan.subtasks[i], i, inputs))
+                    .collect();
+                let mut next = fanned.clone();
+                next.spent += spent.total();
+                let stored = MultiInput {
+                    max_subtasks: input.max_subtasks,
+                    fanned: Some(next),
+                };
+                let stored = serde_json::to_value(&stored).unwrap_or_default();
+                match self
+                    .tasks
+                    .fan_out(
+                        &task.task_id,
+                        task.attempts,
+                        &stored,
+                        &children,
+                        spent.charge().as_ref(),
+                    )
+                    .await
+                {
+                    Ok(FanOut::Waiting) => {
+                        return Ok(Step::Waiting(children.into_iter().map(|c| c.task_id).collect()));
+                    }
+                    // The last child ended meanwhile: look again.
+                    Ok(FanOut::AllDone) => continue,
+                    Ok(FanOut::Lost) => {
+                        return Err(RunError::Interrupted(crate::agent::Interrupted(format!(
+                            "task {} is no longer this run's",
+                            task.task_id
+                        ))));
+                    }
+                    Err(err) => return Ok(Step::Store(err)),
+                }
+            }
+            let results: Vec<SubtaskResult> = results.into_iter().flatten().collect();
+            let mut kept_usage = fanned.spent;
+            for result in &results {
+                kept_usage += result.usage;
+            }
+            let first_failure =
+                results
+                    .iter()
+                    .find(|r| r.status == SubtaskStatus::Failed)
+                    .map(|r| ModelError::Upstream {
+                        status: None,
+                        message: r.error.clone().unwrap_or_default(),
+                    });
+            let ended = Ended {
+                view: fanned.plan.clone(),
+                results,
+                first_failure,
+                kept_usage,
+            };
+            let outcome = multi::conclude(roles, spent, &run.task, ended, Some(&held), on_event).await?;
+            return Ok(Step::Answered(Box::new(MultiAgentResponse {
+                task_id: task.task_id.clone(),
+                session_id: task.session_id.clone(),
+                outcome,
+            })));
+        }
+    }
+
+    /// The parent's children as stored: each subtask's result once its
+    /// child has ended, and which have been made.
+    async fn children_of(
+        &self,
+        parent: &TaskRecord,
+        plan: &Plan,
+    ) -> Result<(Vec<Option<SubtaskResult>>, Vec<bool>), StoreError> {
+        let mut results = vec![None; plan.subtasks.len()];
+        let mut started = vec![false; plan.subtasks.len()];
+        if parent.children.created == 0 {
+            return Ok((results, started));
+        }
+        for (i, subtask) in plan.subtasks.iter().enumerate() {
+            let Some(child) = self.tasks.get(&child_id(&parent.task_id, i)).await? else {
+                continue;
+            };
+            started[i] = true;
+            results[i] = child_result(subtask, &child);
+        }
+        Ok((results, started))
+    }
+
+    /// Publishes `children` (just made, or found unpublished); the parent's
+    /// delivery is retried if one cannot be, and its redelivery publishes
+    /// what is still queued ([`Worker::republish_children`]).
+    async fn publish_all(&self, parent: &str, children: &[String]) -> Disposition {
+        for child in children {
+            if let Err(err) = self.publish(child).await {
+                return Disposition::Retry {
+                    after: super::RETRY_AFTER,
+                    reason: format!("a child of task {parent} could not be queued: {err}"),
+                };
+            }
+        }
+        tracing::info!(
+            task_id = parent,
+            children = children.len(),
+            "fanned out; waiting for the children"
+        );
+        Disposition::Done(format!("task {parent} waits for {} children", children.len()))
+    }
+
+    async fn publish(&self, task_id: &str) -> Result<(), String> {
+        let queue = crate::queue::for_worker(&self.queue, &self.queue_settings)
+            .await
+            .map_err(|err| format!("{err:#}"))?;
+        queue.publish(task_id).await.map(|_| ()).map_err(|err| err.to_string())
+    }
+
+    /// A duplicate delivery of a waiting parent publishes its children
+    /// still queued: their first publish may have failed after the fan-out
+    /// was stored. Anything else held is someone else's.
+    pub(super) async fn republish_children(&self, task_id: &str) {
+        let Ok(Some(parent)) = self.tasks.get(task_id).await else {
+            return;
+        };
+        if !crate::store::waiting(&parent) || parent.kind != TaskKind::MultiAgent {
+            return;
+        }
+        let plan_len = parent
+            .input
+            .clone()
+            .and_then(|input| serde_json::from_value::<MultiInput>(input).ok())
+            .and_then(|input| input.fanned)
+            .map_or(0, |fanned| fanned.plan.subtasks.len());
+        for i in 0..plan_len {
+            let id = child_id(task_id, i);
+            if let Ok(Some(child)) = self.tasks.get(&id).await
+                && child.state == TaskState::Queued
+                && let Err(err) = self.publish(&id).await
+            {
+                tracing::warn!(task_id = id, %err, "a queued child could not be published again");
+            }
+        }
+    }
+
+    /// Runs a child: one subtask, as the in-process run runs it, then
+    /// counts it in its parent; the last child queues the parent.
+    pub(super) async fn run_subtask(&self, task: TaskRecord) -> Disposition {
+        let input = task
+            .input
+            .clone()
+            .and_then(|input| serde_json::from_value::<ChildInput>(input).ok());
+        let Some(input) = input else {
+            return self
+                .finish_child(&task, failed_child(&task, "the stored subtask cannot be read"), None)
+                .await;
+        };
+        let roles = match self.roles_for(&task) {
+            Ok(roles) => roles,
+            Err(refused) => return self.finish_child(&task, failed_child(&task, &refused), None).await,
+        };
+        let run = MultiRun {
+            task: input.task.clone(),
+            session_key: crate::owned::session_key(&task.owner, &task.session_id),
+            max_subtasks: 1,
+            max_steps: task.max_steps,
+            concurrency: 1,
+            earlier: None,
+        };
+        let spent = Spent::default();
+        let held = StillHeld {
+            tasks: self.tasks.as_ref(),
+            task_id: &task.task_id,
+            attempt: task.attempts,
+        };
+        let (task_id, attempt) = (task.task_id.as_str(), task.attempts);
+        let running = self.while_held(task_id, attempt, |events| {
+            let on_event = move |event: serde_json::Value| {
+                let _ = events.send(event);
+            };
+            let (roles, run, spent, held, input, task) = (&roles, &run, &spent, &held, &input, &task);
+            async move {
+                let one = One {
+                    roles,
+                    tools: &self.tools,
+                    run,
+                    spent,
+                    checkpoint: Some(held),
+                    on_event: &on_event,
+                };
+                let ran = multi::execute_one(one, &input.subtask, input.inputs.clone()).await;
+                // Its last event, unless it is to be tried again.
+                if let Ok((result, failure)) = &ran
+                    && !failure.as_ref().is_some_and(|err| self.retried(task, err))
+                {
+                    on_event(event_json(&MultiEvent::SubtaskFinished(Box::new(result.clone()))));
+                }
+                ran
+            }
+        });
+        let Some(result) = running.await else {
+            return self.claim_lost(task_id, attempt).await;
+        };
+        match result {
+            Ok((_, Some(err))) if self.retried(&task, &err) => self.retry_or_fail(&task, &err, spent.charge()).await,
+            Ok((result, _)) => {
+                let result = serde_json::to_value(&result).unwrap_or_default();
+                self.finish_child(&task, Finished::Completed(result), spent.charge())
+                    .await
+            }
+            Err(RunError::Interrupted(why)) => {
+                tracing::info!(task_id, attempt, %why, "the subtask stopped before its next call");
+                self.count_task("stopped");
+                Disposition::Done(format!("task {task_id} stopped: {why}"))
+            }
+            Err(RunError::Model(err)) => {
+                let message = crate::http::ApiError::from(err).message;
+                self.finish_child(&task, Finished::Failed(message), spent.charge())
+                    .await
+            }
+        }
+    }
+
+    /// Whether a child whose model failed with `err` is tried again (by a
+    /// redelivery) rather than ended failed.
+    fn retried(&self, task: &TaskRecord, err: &ModelError) -> bool {
+        transient(err) && task.attempts < self.settings.max_attempts
+    }
+
+    /// Records a child's outcome (its calls, not a request: the parent's
+    /// run is the request) and, when it was the last of its parent's
+    /// children, queues the parent.
+    async fn finish_child(&self, task: &TaskRecord, outcome: Finished, charge: Option<Charge>) -> Disposition {
+        let task_id = task.task_id.as_str();
+        let charge = charge.map(|c| c.given_back());
+        let status = outcome.status();
+        match self
+            .tasks
+            .finish_counted(task_id, task.attempts, &outcome, charge.as_ref())
+            .await
+        {
+            Ok(Finish::NotHeld) => Disposition::Done(format!("task {task_id} is no longer this delivery's to finish")),
+            Ok(Finish::Recorded { parent_ready }) => {
+                self.count_task(status.as_str());
+                tracing::info!(task_id, status = status.as_str(), parent_ready, "subtask finished");
+                if parent_ready {
+                    return self.resume_parent(task).await;
+                }
+                Disposition::Done(format!("task {task_id} is {}", status.as_str()))
+            }
+            Err(err) => {
+                let _ = self.tasks.release(task_id, task.attempts).await;
+                store_retry(&err)
+            }
+        }
+    }
+
+    /// Queues the parent of `child`, whose children have all ended; retried
+    /// until it is queued (a redelivery of the child finds it ended and
+    /// comes back here, [`Worker::resume_parent_if_ready`]).
+    async fn resume_parent(&self, child: &TaskRecord) -> Disposition {
+        let Some(parent) = &child.parent else {
+            return Disposition::Done(format!("task {} has no parent", child.task_id));
+        };
+        match self.publish(parent).await {
+            Ok(()) => Disposition::Done(format!(
+                "task {} ended last; its parent {parent} is queued",
+                child.task_id
+            )),
+            Err(err) => Disposition::Retry {
+                after: super::RETRY_AFTER,
+                reason: format!("the parent {parent} could not be queued: {err}"),
+            },
+        }
+    }
+
+    /// A delivery of a child that has ended: its parent is queued again
+    /// if it is ready and not yet taken (the publish after the child's last
+    /// step may have failed, or the child ran out of attempts in a claim).
+    pub(super) async fn resume_parent_if_ready(&self, child: &TaskRecord) -> Option<Disposition> {
+        let parent_id = child.parent.as_deref()?;
+        let parent = self.tasks.get(parent_id).await.ok()??;
+        let ready = crate::store::waiting(&parent)
+            && parent.children.done >= parent.children.created
+            && parent
+                .lease_until
+                .is_some_and(|until| until <= std::time::SystemTime::now());
+        if !ready {
+            return None;
+        }
+        Some(self.resume_parent(child).await)
+    }
+}
+
+/// The child task that runs subtask `index` of `parent`: the parent's
+/// owner, session, step limit, model and cache choice.
+fn child(
+    parent: &TaskRecord,
+    task: &str,
+    subtask: &Subtask,
+    index: usize,
+    inputs: Vec<(Subtask, String)>,
+) -> TaskRecord {
+    let input = ChildInput {
+        task: task.to_string(),
+        subtask: subtask.clone(),
+        inputs,
+    };
+    TaskRecord {
+        kind: TaskKind::Subtask,
+        model: parent.model.clone(),
+        input: Some(serde_json::to_value(&input).unwrap_or_default()),
+        cache: parent.cache,
+        parent: Some(parent.task_id.clone()),
+        ..TaskRecord::queued(
+            child_id(&parent.task_id, index),
+            parent.owner.clone(),
+            subtask.description.clone(),
+            parent.session_id.clone(),
+            parent.max_steps,
+        )
+    }
+}
+
+/// A child's subtask result once it has ended: its own (it completed, or
+/// its model failed), else one that says why it did not finish.
+fn child_result(subtask: &Subtask, child: &TaskRecord) -> Option<SubtaskResult> {
+    let ended = child.state.finished()?;
+    let result = ended
+        .result()
+        .and_then(|result| serde_json::from_value::<SubtaskResult>(result.clone()).ok());
+    Some(result.unwrap_or_else(|| {
+        let why = match ended {
+            Finished::Failed(error) => error.clone(),
+            Finished::Cancelled => "cancelled".to_string(),
+            Finished::Completed(_) => "its result cannot be read".to_string(),
+        };
+        multi::not_run(subtask, SubtaskStatus::Failed, Some(why))
+    }))
+}
+
+/// A child that cannot run, as a failed outcome.
+fn failed_child(task: &TaskRecord, why: &str) -> Finished {
+    Finished::Failed(format!("subtask {} cannot run: {why}", task.task_id))
+}

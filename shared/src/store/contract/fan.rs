@@ -8,7 +8,7 @@ use std::time::Duration;
 use super::ok;
 use super::tasks::{get, new_task, now_ms};
 use crate::store::{
-    Cancel, Charge, Claim, FanOut, Finish, Finished, Stores, TaskKind, TaskRecord, TaskState, TaskStatus, TaskStore,
+    Cancel, Claim, FanOut, Finish, Finished, Stores, TaskKind, TaskRecord, TaskState, TaskStatus, TaskStore,
     WAIT_FOR_CHILDREN, child_id,
 };
 
@@ -50,11 +50,7 @@ pub async fn a_fan_out_makes_children_and_the_last_one_resumes_the_parent(stores
     let id = "fan-parent";
     let parent = claimed_parent(t, id).await;
     let input = serde_json::json!({"fanned": {"wave": 1}});
-    let charge = Charge::now("gemini-2.5-pro", crate::llm::Spend::default());
-    let made = ok(
-        t.fan_out(id, 1, &input, &children(id, 0..3), Some(&charge)).await,
-        "fan out",
-    );
+    let made = ok(t.fan_out(id, 1, &input, &children(id, 0..3), None).await, "fan out");
     assert_eq!(made, FanOut::Waiting);
     let waiting = get(t, id).await;
     assert_eq!(

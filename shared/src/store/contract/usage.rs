@@ -115,6 +115,8 @@ pub async fn usage_adds_up_per_session_day_and_model(stores: &Stores) {
     let mut retried = TaskRecord::queued("usage-retry", owner, "t", "u4", 5);
     retried.state = TaskState::Running;
     retried.attempts = 1;
+    // Held by a delivery, as a claim leaves it.
+    retried.delivery_id = Some("m1".to_string());
     ok(stores.tasks.create(&retried).await, "create");
     let attempt = charge("2026-12-01", "m-small", spend(7));
     assert!(ok(

@@ -33,7 +33,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-const WORKER: &str = "/tmp/wrap-worker.sh";
+const WORKER: &str = env!("CARGO_BIN_EXE_agent_worker");
 const SECRET: &str = "whsec-fanout-secret";
 /// A bound for failure messages, not a measurement.
 const DEADLINE: Duration = Duration::from_secs(120);
@@ -371,8 +371,6 @@ impl Rig {
                 ("ALLOW_LOOPBACK_CALLBACKS", "true"),
                 ("TASK_LEASE_SECONDS", lease_seconds),
                 ("LOG_FORMAT", "json"),
-                ("RUST_LOG", "info"),
-                ("GEMINI_BASE_URL_TAIL", label),
             ];
             workers.push(Process::start(WORKER, &vars).await);
         }
@@ -505,8 +503,8 @@ impl Rig {
     /// What every run here shows once it has completed, whoever ran what:
     /// one plan, one synthesis, each subtask answered once, six children
     /// ended, one callback. Returns the run's children as its task shows
-    /// them.
-    async fn assert_completed_once(&self, id: &str, task: &Value) -> Vec<Value> {
+    /// them, and its progress stream's events.
+    async fn assert_completed_once(&self, id: &str, task: &Value) -> (Vec<Value>, Vec<(String, Value)>) {
         assert_eq!(task["status"], "completed", "{task:#}");
         assert_eq!(task["kind"], "multi_agent", "{task:#}");
         // Two claims: the plan and fan-out, the resume after the children.
@@ -584,11 +582,10 @@ impl Rig {
         assert_eq!(hooks[0]["result"], task["result"]);
         let sent: Vec<String> = lock(&self.hooks.0).iter().map(|(t, _)| t.clone()).collect();
         assert_eq!(sent, [id.to_string()], "callbacks only for the run");
-        children
+        (children, events)
     }
 
     async fn stop(self) {
-        eprintln!("DEBUG seen {:#?}\nDEBUG forwards {:#?}", self.seen(), self.front.forwards());
         self.admin.delete_subscription(&self.subscription).await;
         for worker in self.workers.into_iter().flatten() {
             worker.kill().await;
@@ -602,7 +599,9 @@ async fn six_children_run_once_each_on_two_workers_though_every_message_comes_tw
     let rig = Rig::start("fanout-twice", "60").await;
     let id = rig.submit().await;
     let task = rig.wait_finished(&id).await;
-    let children = rig.assert_completed_once(&id, &task).await;
+    let (children, events) = rig.assert_completed_once(&id, &task).await;
+    let started = events.iter().filter(|(n, _)| n == "subtask_started").count();
+    assert_eq!(started, SUBTASKS, "{events:#?}");
     for child in &children {
         assert_eq!(child["attempts"], 1, "claimed once, whatever came twice: {child}");
     }
@@ -659,7 +658,7 @@ async fn a_worker_killed_mid_child_leaves_its_children_to_the_other_and_each_run
     rig.workers[0].take().expect("worker a").kill().await;
 
     let task = rig.wait_finished(&id).await;
-    let children = rig.assert_completed_once(&id, &task).await;
+    let (children, events) = rig.assert_completed_once(&id, &task).await;
     let seen = rig.seen();
     // What a was inside of when it died: every call it made is held.
     let killed: Vec<String> = seen
@@ -669,6 +668,9 @@ async fn a_worker_killed_mid_child_leaves_its_children_to_the_other_and_each_run
         .map(|(_, d)| d.clone())
         .collect();
     assert!(!killed.is_empty(), "{seen:#?}");
+    // A killed child may have stored its first start before it died.
+    let started = events.iter().filter(|(n, _)| n == "subtask_started").count();
+    assert!((SUBTASKS..=SUBTASKS + killed.len()).contains(&started), "{events:#?}");
     assert!(
         seen.answered.iter().all(|(w, _)| w == WORKERS[1]),
         "the held calls were never answered; b answered every subtask: {seen:#?}"

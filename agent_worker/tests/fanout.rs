@@ -9,14 +9,16 @@
 //! Pub/Sub pushes to a front that stands for the queue's worst: it hands
 //! each message to one worker or the other in turn, and a copy of it to
 //! the other worker (every message is delivered twice): at the same time
-//! for half of them, so that the two race for the claim, and once the first
-//! has answered for the others, so that each worker surely runs some
-//! whoever wins the races. The model is one
-//! Gemini wire-format double that each worker reaches under a path of its
-//! own (`/a`, `/b`), so it knows who called: it plays the planner (a plan
-//! of six independent subtasks), the executors (each held until another
-//! executor call is in flight beside it, so that "children run at the same
-//! time" is counted at the double, not timed) and the synthesis.
+//! for half of them, so that the two race for the claim, and once the
+//! first has answered for the others, so that each worker surely runs
+//! some whoever wins the races. If a worker is dead, the live one answers.
+//!
+//! The model is one Gemini wire-format double that each worker reaches
+//! under a path of its own (`/a`, `/b`), so it knows who called: it plays
+//! the planner (a plan of six independent subtasks), the executors (each
+//! held until another executor call is in flight beside it, so that
+//! "children run at the same time" is counted at the double, not timed)
+//! and the synthesis.
 
 mod common;
 

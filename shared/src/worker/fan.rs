@@ -9,6 +9,8 @@
 //! and cancellation with its parent. A parent holds no worker while its
 //! children run.
 
+use std::time::{Duration, SystemTime};
+
 use serde::{Deserialize, Serialize};
 
 use super::{Disposition, StillHeld, Worker, store_retry, transient};
@@ -275,7 +277,7 @@ impl Worker {
 
     /// Publishes `children` (just made, or found unpublished); the parent's
     /// delivery is retried if one cannot be, and its redelivery publishes
-    /// what is still queued ([`Worker::republish_children`]).
+    /// what is still queued ([`Worker::waiting_parent`]).
     async fn publish_all(&self, parent: &str, children: &[String]) -> Disposition {
         for child in children {
             if let Err(err) = self.publish(child).await {
@@ -300,31 +302,41 @@ impl Worker {
         queue.publish(task_id).await.map(|_| ()).map_err(|err| err.to_string())
     }
 
-    /// A duplicate delivery of a waiting parent publishes its children
-    /// still queued: their first publish may have failed after the fan-out
-    /// was stored. Anything else held is someone else's.
-    pub(super) async fn republish_children(&self, task_id: &str) {
-        let Ok(Some(parent)) = self.tasks.get(task_id).await else {
-            return;
-        };
+    /// A delivery of a waiting parent (the redelivery of the one that
+    /// fanned out, whose publishing failed, or a duplicate): `None` when
+    /// the task is not one. Children still queued a while after they were
+    /// made ([`REPUBLISH_AFTER`]) are published again, as their first
+    /// publish may have failed; younger ones are most likely on their way,
+    /// so the delivery comes back later rather than publish them twice.
+    pub(super) async fn waiting_parent(&self, task_id: &str) -> Option<Disposition> {
+        let parent = self.tasks.get(task_id).await.ok()??;
         if !crate::store::waiting(&parent) || parent.kind != TaskKind::MultiAgent {
-            return;
+            return None;
         }
-        let plan_len = parent
-            .input
-            .clone()
-            .and_then(|input| serde_json::from_value::<MultiInput>(input).ok())
-            .and_then(|input| input.fanned)
-            .map_or(0, |fanned| fanned.plan.subtasks.len());
-        for i in 0..plan_len {
+        let now = SystemTime::now();
+        let mut young = false;
+        for i in 0..crate::task::planned(&parent).len() {
             let id = child_id(task_id, i);
-            if let Ok(Some(child)) = self.tasks.get(&id).await
-                && child.state == TaskState::Queued
-                && let Err(err) = self.publish(&id).await
-            {
+            let Ok(Some(child)) = self.tasks.get(&id).await else {
+                continue;
+            };
+            if child.state != TaskState::Queued {
+                continue;
+            }
+            if made_within(&child.created_at, REPUBLISH_AFTER, now) {
+                young = true;
+            } else if let Err(err) = self.publish(&id).await {
                 tracing::warn!(task_id = id, %err, "a queued child could not be published again");
+                young = true;
             }
         }
+        Some(match young {
+            true => Disposition::Retry {
+                after: REPUBLISH_AFTER,
+                reason: format!("task {task_id} waits for children just queued; looking again later"),
+            },
+            false => Disposition::Done(format!("task {task_id} waits for its children")),
+        })
     }
 
     /// Runs a child: one subtask, as the in-process run runs it, then
@@ -461,19 +473,41 @@ impl Worker {
     /// A delivery of a child that has ended: its parent is queued again
     /// if it is ready and not yet taken (the publish after the child's last
     /// step may have failed, or the child ran out of attempts in a claim).
+    ///
+    /// A parent made ready moments ago was most likely queued by the child
+    /// that did it: the delivery comes back later ([`REPUBLISH_AFTER`])
+    /// rather than queue it twice.
     pub(super) async fn resume_parent_if_ready(&self, child: &TaskRecord) -> Option<Disposition> {
         let parent_id = child.parent.as_deref()?;
         let parent = self.tasks.get(parent_id).await.ok()??;
-        let ready = crate::store::waiting(&parent)
-            && parent.children.done >= parent.children.created
-            && parent
-                .lease_until
-                .is_some_and(|until| until <= std::time::SystemTime::now());
-        if !ready {
+        let now = SystemTime::now();
+        let ready_since = parent.lease_until.filter(|until| *until <= now)?;
+        if !crate::store::waiting(&parent) || parent.children.done < parent.children.created {
             return None;
+        }
+        if now.duration_since(ready_since).unwrap_or_default() < REPUBLISH_AFTER {
+            return Some(Disposition::Retry {
+                after: REPUBLISH_AFTER,
+                reason: format!("task {parent_id} was just queued again; looking again later"),
+            });
         }
         Some(self.resume_parent(child).await)
     }
+}
+
+
+/// How long after a child was made, or a parent made ready, its first
+/// publish is taken to have failed if it is still not claimed: far longer
+/// than a delivery takes, far shorter than anyone waits.
+const REPUBLISH_AFTER: Duration = Duration::from_secs(5);
+
+/// Whether `created_at` (RFC 3339) is less than `within` before `now`; a
+/// time that cannot be read is not.
+fn made_within(created_at: &str, within: Duration, now: SystemTime) -> bool {
+    crate::store::event_time(created_at)
+        .ok()
+        .and_then(|made| now.duration_since(made).ok())
+        .is_some_and(|age| age < within)
 }
 
 /// The child task that runs subtask `index` of `parent`: the parent's

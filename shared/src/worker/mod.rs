@@ -181,9 +181,13 @@ impl Worker {
             Ok(Claim::Held {
                 same_delivery: false, ..
             }) => {
+                if let Some(disposition) = self.waiting_parent(task_id).await {
+                    tracing::info!(task_id, "a delivery of a run waiting for its children");
+                    self.count_task("duplicate");
+                    return disposition;
+                }
                 tracing::info!(task_id, "a duplicate delivery of a running task; acknowledged");
                 self.count_task("duplicate");
-                self.republish_children(task_id).await;
                 return Disposition::Done(format!("task {task_id} is running under another delivery"));
             }
             Ok(Claim::Held {

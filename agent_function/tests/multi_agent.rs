@@ -395,6 +395,84 @@ async fn a_failing_subtask_gives_a_partial_answer_and_subtasks_run_together() {
     );
 }
 
+/// Queued, the same run fans out: each subtask a child task of its own,
+/// the failed one's run `completed` with its subtask `failed`, the one
+/// that depends on it never made (skipped by the run), and the answer
+/// partial, as in process.
+#[tokio::test]
+async fn a_queued_run_with_a_failing_child_is_partial_and_shows_its_tree() {
+    let plans = [plan(&[
+        ("a", "look up the weather", &["search_web"], &[]),
+        ("b", "FAIL on purpose", &[], &[]),
+        ("c", "use what b found", &[], &["b"]),
+    ])];
+    let (server, double) = start_double(&plans, true).await;
+    let agent = agent_on(&server).await;
+    let response = agent
+        .multi(json!({"task": "weather and more", "max_subtasks": 3, "async": true}))
+        .await;
+    assert_eq!(response.status(), 202);
+    let id = response.json::<Value>().await.expect("json")["task_id"]
+        .as_str()
+        .expect("a task id")
+        .to_string();
+    let events = agent.events(&id, None).await;
+    let (task, _) = agent.wait_finished(&id).await;
+    let result: MultiAgentResponse = serde_json::from_value(task["result"].clone()).expect("the result");
+    assert_eq!(result.outcome.finish_reason, agent_core::multi::MultiFinish::Partial);
+    let statuses: Vec<Value> = result
+        .outcome
+        .subtasks
+        .iter()
+        .map(|s| serde_json::to_value(s.status).expect("status"))
+        .collect();
+    assert_eq!(statuses, [json!("completed"), json!("failed"), json!("skipped")]);
+    // a and b ran as children at the same time, counted at the double.
+    assert_eq!(double.seen.lock().expect("seen").most_in_flight, 2);
+
+    // The tree: a and b were children; c was never made.
+    let children: Vec<(String, String, String)> = task["children"]
+        .as_array()
+        .expect("children")
+        .iter()
+        .map(|c| {
+            let field = |k: &str| c[k].as_str().unwrap_or("?").to_string();
+            (field("task_id"), field("status"), field("outcome"))
+        })
+        .collect();
+    assert_eq!(
+        children,
+        [
+            (format!("{id}-0"), "completed".into(), "completed".into()),
+            (format!("{id}-1"), "completed".into(), "failed".into())
+        ],
+        "{task}"
+    );
+    let child = agent.get(&format!("/api/v1/tasks/{id}-1")).await;
+    assert_eq!((&child["kind"], &child["parent_id"]), (&json!("subtask"), &json!(id)));
+    // A child is cancelled with its run, not on its own.
+    let refused = agent
+        .http
+        .post(format!("{}/api/v1/tasks/{id}-0/cancel", agent.server.url))
+        .send()
+        .await
+        .expect("the agent function answers");
+    assert_eq!(refused.status(), 409);
+
+    // One stream for the run: the skipped subtask is reported by the run.
+    let finished: Vec<(&str, &str)> = events
+        .iter()
+        .filter(|(n, _)| n == "subtask_finished")
+        .map(|(_, d)| (d["id"].as_str().unwrap_or("?"), d["status"].as_str().unwrap_or("?")))
+        .collect();
+    assert_eq!(finished.len(), 3, "{finished:?}");
+    for expected in [("a", "completed"), ("b", "failed"), ("c", "skipped")] {
+        assert!(finished.contains(&expected), "{expected:?} in {finished:?}");
+    }
+    let names: Vec<&str> = events.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(&names[names.len() - 2..], ["synthesis", "done"], "{names:?}");
+}
+
 #[tokio::test]
 async fn a_planner_that_answers_nonsense_twice_falls_back_to_one_subtask() {
     let plans = ["Sure! Here is my plan: first, ...".to_string()];

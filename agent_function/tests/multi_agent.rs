@@ -141,6 +141,49 @@ async fn a_queued_run_streams_its_plan_subtasks_steps_and_synthesis() {
     let result: MultiAgentResponse = serde_json::from_value(stored["result"].clone()).expect("a multi-agent answer");
     assert!(result.outcome.response.contains("100"), "{}", result.outcome.response);
     assert_eq!(result.outcome.usage.model_calls, 6);
+
+    // Resumed after any event (its id says where the stream stood in the
+    // run and in each child), the stream sends exactly what came after it.
+    let full = raw_events(&agent, &id, None).await;
+    for at in 0..full.len() - 1 {
+        let (last_id, _) = &full[at];
+        let mut resumed: Vec<String> = raw_events(&agent, &id, Some(last_id))
+            .await
+            .into_iter()
+            .map(|e| e.1)
+            .collect();
+        let mut rest: Vec<String> = full[at + 1..].iter().map(|e| e.1.clone()).collect();
+        resumed.sort();
+        rest.sort();
+        assert_eq!(resumed, rest, "resumed after event {at} ({last_id})");
+    }
+}
+
+/// A finished task's whole event stream as (id, event and data), but its
+/// `status` events.
+async fn raw_events(agent: &Agent, id: &str, last_event_id: Option<&str>) -> Vec<(String, String)> {
+    let mut request = agent.http.get(format!("{}/api/v1/tasks/{id}/events", agent.server.url));
+    if let Some(last) = last_event_id {
+        request = request.header("last-event-id", last);
+    }
+    let text = request.send().await.expect("events").text().await.expect("text");
+    text.split("\n\n")
+        .filter_map(|block| {
+            let field = |name: &str| {
+                block
+                    .lines()
+                    .find_map(|line| line.strip_prefix(name))
+                    .map(|v| v.trim().to_string())
+            };
+            let event = field("event:")?;
+            (event != "status").then(|| {
+                (
+                    field("id:").unwrap_or_default(),
+                    format!("{event} {}", field("data:").unwrap_or_default()),
+                )
+            })
+        })
+        .collect()
 }
 
 #[tokio::test]

@@ -104,6 +104,9 @@ fn position(s: &str) -> Option<(u32, u32)> {
     Some((attempt.parse().ok()?, index.parse().ok()?))
 }
 
+/// An event one poll read: the task's own (`None`) or its `i`th child's.
+type Read = (Option<usize>, TaskEvent);
+
 struct Progress {
     tasks: Arc<dyn TaskStore>,
     task_id: String,
@@ -144,16 +147,14 @@ impl Progress {
         };
         // Steps first, read after the status: a finished task's steps are
         // all stored before its status says so.
-        let mut read = Vec::new();
+        let mut read: Vec<Read> = Vec::new();
+        let mut own = self.cursor;
         loop {
-            match self.tasks.events(&self.task_id, self.cursor, 100).await {
+            match self.tasks.events(&self.task_id, own, 100).await {
                 Ok(events) => {
                     let more = events.len() == 100;
-                    for event in events {
-                        self.cursor = Some((event.attempt, event.index));
-                        let id = self.position().id();
-                        read.push((event.created_at.clone(), step_event(event, id)));
-                    }
+                    own = events.last().map(|e| (e.attempt, e.index)).or(own);
+                    read.extend(events.into_iter().map(|event| (None, event)));
                     if !more {
                         break;
                     }
@@ -168,18 +169,19 @@ impl Progress {
                 continue;
             }
             let child_id = crate::store::child_id(&self.task_id, child);
-            match self.tasks.events(&child_id, self.lanes.get(&child).copied(), 100).await {
-                Ok(events) => {
-                    for event in events {
-                        self.lanes.insert(child, (event.attempt, event.index));
-                        if event.data["type"] == "subtask_finished" {
-                            self.ended_lanes.push(child);
+            let mut at = self.lanes.get(&child).copied();
+            loop {
+                match self.tasks.events(&child_id, at, 100).await {
+                    Ok(events) => {
+                        let more = events.len() == 100;
+                        at = events.last().map(|e| (e.attempt, e.index)).or(at);
+                        read.extend(events.into_iter().map(|event| (Some(child), event)));
+                        if !more {
+                            break;
                         }
-                        let id = self.position().id();
-                        read.push((event.created_at.clone(), step_event(event, id)));
                     }
+                    Err(err) => return self.read_failed_after(read, err),
                 }
-                Err(err) => return self.read_failed_after(read, err),
             }
         }
         self.send(read);
@@ -212,15 +214,29 @@ impl Progress {
 
     /// Sends what one poll read, in the order it was stored, the parent's
     /// and its children's together (a stable sort: each one's own stay in
-    /// their order).
-    fn send(&mut self, mut read: Vec<(String, Event)>) {
-        read.sort_by(|a, b| a.0.cmp(&b.0));
-        self.ready.extend(read.into_iter().map(|(_, event)| event));
+    /// their order). Each event's id is where the stream stands once it is
+    /// sent, so a client that resumes after it misses nothing sent later.
+    fn send(&mut self, mut read: Vec<Read>) {
+        read.sort_by(|a, b| a.1.created_at.cmp(&b.1.created_at));
+        for (lane, event) in read {
+            let at = (event.attempt, event.index);
+            match lane {
+                None => self.cursor = Some(at),
+                Some(child) => {
+                    self.lanes.insert(child, at);
+                    if event.data["type"] == "subtask_finished" {
+                        self.ended_lanes.push(child);
+                    }
+                }
+            }
+            let id = self.position().id();
+            self.ready.push_back(step_event(event, id));
+        }
     }
 
-    /// A read failed after others of the same poll: theirs are sent (the
-    /// cursors have moved past them), then as [`Self::read_failed`].
-    fn read_failed_after(&mut self, read: Vec<(String, Event)>, err: crate::store::StoreError) {
+    /// A read failed after others of the same poll: theirs are sent, then
+    /// as [`Self::read_failed`].
+    fn read_failed_after(&mut self, read: Vec<Read>, err: crate::store::StoreError) {
         self.send(read);
         self.read_failed(err);
     }

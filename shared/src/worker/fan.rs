@@ -495,7 +495,6 @@ impl Worker {
     }
 }
 
-
 /// How long after a child was made, or a parent made ready, its first
 /// publish is taken to have failed if it is still not claimed: far longer
 /// than a delivery takes, far shorter than anyone waits.

@@ -27,11 +27,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use agent_core::multi::SYNTHESIS_INSTRUCTION;
-use agent_core::testing::{self, Process, PubSubAdmin, TestServer};
+use agent_core::testing::{self, CallbackReceiver, Process, PubSubAdmin, TestServer};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
@@ -291,34 +291,13 @@ async fn push(State(front): State<Front>, body: Bytes) -> Response {
     }
 }
 
-/// Signed callbacks, kept by task id.
-#[derive(Clone, Default)]
-struct Hooks(Arc<Mutex<Vec<(String, Value)>>>);
-
-async fn receive(State(hooks): State<Hooks>, headers: HeaderMap, body: Bytes) -> StatusCode {
-    let header = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_string()
-    };
-    assert!(
-        agent_core::webhook::verify(SECRET.as_bytes(), &body, &header("x-signature-256")),
-        "a callback's signature verifies"
-    );
-    lock(&hooks.0).push((header("x-task-id"), serde_json::from_slice(&body).unwrap_or_default()));
-    StatusCode::NO_CONTENT
-}
-
 /// Two workers behind the front, the double, the agent in process.
 struct Rig {
     agent: TestServer,
     workers: [Option<Process>; 2],
     double: Arc<Double>,
     front: Front,
-    hooks: Hooks,
-    hooks_url: String,
+    hooks: CallbackReceiver,
     admin: PubSubAdmin,
     subscription: String,
     http: reqwest::Client,
@@ -342,13 +321,7 @@ impl Rig {
                 .with_state(double.clone()),
         )
         .await;
-        let hooks = Hooks::default();
-        let hooks_server = TestServer::start(
-            Router::new()
-                .route("/hook", axum::routing::post(receive))
-                .with_state(hooks.clone()),
-        )
-        .await;
+        let hooks = CallbackReceiver::start().await;
 
         let (firestore, pubsub) = (testing::firestore_emulator_host(), testing::pubsub_emulator_host());
         let mut workers = Vec::new();
@@ -402,11 +375,10 @@ impl Rig {
             double,
             front,
             hooks,
-            hooks_url: format!("{}/hook", hooks_server.url),
             admin,
             subscription,
             http: reqwest::Client::new(),
-            _servers: vec![double_server, hooks_server, front_server],
+            _servers: vec![double_server, front_server],
             _app: app,
         }
     }
@@ -424,7 +396,7 @@ impl Rig {
                 "task": TASK,
                 "async": true,
                 "max_subtasks": SUBTASKS,
-                "callback_url": self.hooks_url,
+                "callback_url": self.hooks.url,
             }))
             .send()
             .await
@@ -493,12 +465,19 @@ impl Rig {
         testing::sse_events(&text)
     }
 
-    /// The callbacks sent for `id`.
+    /// The callbacks sent for `id`, each checked to be signed.
     fn hooks_for(&self, id: &str) -> Vec<Value> {
-        lock(&self.hooks.0)
-            .iter()
-            .filter(|(task_id, _)| task_id == id)
-            .map(|(_, body)| body.clone())
+        self.hooks
+            .all()
+            .into_iter()
+            .filter(|hook| hook.task_id == id)
+            .map(|hook| {
+                assert!(
+                    agent_core::webhook::verify(SECRET.as_bytes(), &hook.body, &hook.signature),
+                    "a callback's signature verifies"
+                );
+                serde_json::from_slice(&hook.body).unwrap_or_default()
+            })
             .collect()
     }
 
@@ -582,7 +561,7 @@ impl Rig {
         assert_eq!(hooks.len(), 1, "{hooks:#?}");
         assert_eq!(hooks[0]["status"], "completed");
         assert_eq!(hooks[0]["result"], task["result"]);
-        let sent: Vec<String> = lock(&self.hooks.0).iter().map(|(t, _)| t.clone()).collect();
+        let sent: Vec<String> = self.hooks.all().into_iter().map(|hook| hook.task_id).collect();
         assert_eq!(sent, [id.to_string()], "callbacks only for the run");
         (children, events)
     }

@@ -137,6 +137,7 @@ pub async fn start_research(
     record.input = serde_json::to_value(ResearchInput {
         depth: body.depth,
         max_subtopics,
+        fanned: None,
     })
     .ok();
     record.callback_url = match body.callback_url {
@@ -182,7 +183,7 @@ pub async fn get_research(
         research_id: view.task_id,
         status: view.status,
         topic: view.task,
-        depth: input.map(|i| i.depth).unwrap_or_default(),
+        depth: input.as_ref().map(|i| i.depth).unwrap_or_default(),
         max_subtopics: input.map_or(research::DEFAULT_MAX_SUBTOPICS, |i| i.max_subtopics),
         attempts: view.attempts,
         result: view.result.and_then(|r| serde_json::from_value(r).ok()),

@@ -132,6 +132,33 @@ async fn a_research_reports_with_citations_of_what_its_searches_returned() {
         .collect();
     assert_eq!(stages, [&json!("analysis"), &json!("draft"), &json!("critique")]);
     assert_eq!(names.last(), Some(&"done"));
+
+    // Each researcher ran as a child task of the research, which any
+    // worker may take; its task shows them.
+    let task = agent.get(&format!("/api/v1/tasks/{}", view.research_id)).await;
+    let children: Vec<(String, String, String)> = task["children"]
+        .as_array()
+        .expect("children")
+        .iter()
+        .map(|c| {
+            let field = |k: &str| c[k].as_str().unwrap_or("?").to_string();
+            (field("subtask"), field("status"), field("outcome"))
+        })
+        .collect();
+    let titles: Vec<(String, String, String)> = result
+        .subtopics
+        .iter()
+        .map(|s| (s.title.clone(), "completed".to_string(), "completed".to_string()))
+        .collect();
+    assert_eq!(children, titles, "{task}");
+    let child = agent.get(&format!("/api/v1/tasks/{}-0", view.research_id)).await;
+    assert_eq!(
+        (&child["kind"], &child["parent_id"]),
+        (&json!("subtopic"), &json!(view.research_id))
+    );
+    // Two claims of the research: the plan, and the writing once the
+    // researchers were done.
+    assert_eq!(view.attempts, 2);
 }
 
 #[tokio::test]

@@ -24,6 +24,7 @@ pub use prompts::{
     WriterSubtopic,
 };
 pub use run::{EVENT_NAMES, EarlierResearch, ResearchEvent, ResearchRun, run, sections};
+pub(crate) use run::{Researched, plan_for, research_one, write};
 pub use sources::Source;
 
 use serde::{Deserialize, Serialize};
@@ -89,10 +90,24 @@ impl Depth {
 }
 
 /// What a research task keeps in its `input`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ResearchInput {
     pub depth: Depth,
     pub max_subtopics: usize,
+    /// Once its researchers were made child tasks: what its next claim
+    /// continues from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fanned: Option<FannedResearch>,
+}
+
+/// A fanned-out research's state between its claims, stored with its
+/// fan-out: child `i` researches subtopic `i`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FannedResearch {
+    pub subtopics: Vec<Planned>,
+    /// What its planner's calls spent, counted then: added to the usage.
+    #[serde(default)]
+    pub spent: Spend,
 }
 
 /// Checks a request's topic and `max_subtopics`: the research it asks

@@ -101,20 +101,7 @@ pub async fn run(
             None => Ok(()),
         }
     };
-    let kept_plan = run.earlier.as_ref().and_then(|e| e.planned.clone());
-    let planned = match kept_plan {
-        Some((planned, origin)) => {
-            emit(
-                on_event,
-                &ResearchEvent::Subtopics {
-                    subtopics: planned.clone(),
-                    origin,
-                },
-            );
-            planned
-        }
-        None => plan(roles, run, spent, checkpoint, on_event).await?,
-    };
+    let planned = plan_for(roles, run, spent, checkpoint, on_event).await?;
     check().await?;
 
     let search_only = tools.only(&[SEARCH.to_string()]);
@@ -140,14 +127,85 @@ pub async fn run(
         .buffered(run.concurrency.max(1))
         .collect()
         .await;
+    let mut researched = Vec::new();
+    for outcome in done {
+        researched.push(outcome?);
+    }
+    let researched = Researched {
+        results: researched,
+        kept_usage,
+        report_finished: true,
+    };
+    write(roles, run, spent, researched, checkpoint, on_event).await
+}
+
+/// The subtopics a research covers: those an earlier attempt planned, else
+/// the planner's; reported as a `subtopics` event either way.
+pub(crate) async fn plan_for(
+    roles: &dyn Roles,
+    run: &ResearchRun,
+    spent: &Spent,
+    checkpoint: Option<&dyn Checkpoint>,
+    on_event: OnEvent<'_>,
+) -> Result<Vec<Planned>, RunError> {
+    match run.earlier.as_ref().and_then(|e| e.planned.clone()) {
+        Some((planned, origin)) => {
+            emit(
+                on_event,
+                &ResearchEvent::Subtopics {
+                    subtopics: planned.clone(),
+                    origin,
+                },
+            );
+            Ok(planned)
+        }
+        None => plan(roles, run, spent, checkpoint, on_event).await,
+    }
+}
+
+/// Every subtopic researched, for the writing.
+pub(crate) struct Researched {
+    /// In plan order, with the error of each that failed.
+    pub results: Vec<(SubtopicResult, Option<ModelError>)>,
+    /// What calls counted elsewhere spent (kept researchers, children, the
+    /// planner in an earlier attempt): added to the result's `usage`.
+    pub kept_usage: Spend,
+    /// Whether to send the `subtopic_finished` events (with their sources'
+    /// numbers) here: a run in one process; a fanned-out research's
+    /// children sent theirs.
+    pub report_finished: bool,
+}
+
+/// The writing, once every subtopic was researched: sources numbered
+/// across the subtopics, analyst, writer, critic and the revisions.
+pub(crate) async fn write(
+    roles: &dyn Roles,
+    run: &ResearchRun,
+    spent: &Spent,
+    researched: Researched,
+    checkpoint: Option<&dyn Checkpoint>,
+    on_event: OnEvent<'_>,
+) -> Result<ResearchResult, RunError> {
+    let check = || async {
+        match checkpoint {
+            Some(checkpoint) => checkpoint.pass().await.map_err(RunError::Interrupted),
+            None => Ok(()),
+        }
+    };
+    let Researched {
+        results,
+        kept_usage,
+        report_finished,
+    } = researched;
     let mut subtopics = Vec::new();
     let mut failures = Vec::new();
     let mut sources = Sources::default();
-    for outcome in done {
-        let (mut result, failure) = outcome?;
+    for (mut result, failure) in results {
         result.sources = sources.add(&result.steps);
         failures.extend(failure);
-        emit(on_event, &ResearchEvent::SubtopicFinished(Box::new(result.clone())));
+        if report_finished {
+            emit(on_event, &ResearchEvent::SubtopicFinished(Box::new(result.clone())));
+        }
         subtopics.push(result);
     }
     if !subtopics.iter().any(|s| s.status == SubtaskStatus::Completed) {
@@ -272,7 +330,7 @@ async fn plan(
 /// One researcher: an agent run with only the search tool, its searches
 /// bounded by the depth. A model failure is a failed subtopic (and the
 /// error), an interruption ends the research.
-async fn research_one(
+pub(crate) async fn research_one(
     roles: &dyn Roles,
     tools: &Registry,
     run: &ResearchRun,

@@ -140,6 +140,8 @@ pub enum TaskKind {
     /// One subtask of a queued multi-agent run, run as a task of its own
     /// (its `parent`) so that another worker can take it.
     Subtask,
+    /// One subtopic's researcher of a research, likewise.
+    Subtopic,
 }
 
 impl TaskKind {
@@ -150,6 +152,7 @@ impl TaskKind {
             TaskKind::MultiAgent => "multi_agent",
             TaskKind::Research => "research",
             TaskKind::Subtask => "subtask",
+            TaskKind::Subtopic => "subtopic",
         }
     }
 
@@ -161,6 +164,7 @@ impl TaskKind {
             Some("multi_agent") => TaskKind::MultiAgent,
             Some("research") => TaskKind::Research,
             Some("subtask") => TaskKind::Subtask,
+            Some("subtopic") => TaskKind::Subtopic,
             _ => TaskKind::Agent,
         }
     }

@@ -224,7 +224,9 @@ impl Progress {
                 None => self.cursor = Some(at),
                 Some(child) => {
                     self.lanes.insert(child, at);
-                    if event.data["type"] == "subtask_finished" {
+                    if ["subtask_finished", "subtopic_finished"]
+                        .contains(&event.data["type"].as_str().unwrap_or_default())
+                    {
                         self.ended_lanes.push(child);
                     }
                 }

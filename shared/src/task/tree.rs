@@ -8,11 +8,13 @@ use crate::llm::Spend;
 use crate::store::{Cancel, StoreError, TaskRecord, TaskStatus, TaskStore, child_id};
 
 /// One child of a fanned-out run in `GET /api/v1/tasks/{id}`: a subtask
-/// run as a task of its own, by whichever worker took it.
+/// (or a research's researcher) run as a task of its own, by whichever
+/// worker took it.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize, schemars::JsonSchema)]
 pub struct ChildView {
     pub task_id: String,
-    /// The id of the subtask in the plan.
+    /// What it does: the id of a multi-agent run's subtask, or the title
+    /// of a research's subtopic.
     pub subtask: String,
     pub status: TaskStatus,
     /// How the subtask ended (`completed`, `failed`), once it has.
@@ -33,24 +35,29 @@ pub struct ChildView {
     pub usage: Option<Spend>,
 }
 
-/// The ids of the subtasks of `task`'s plan, once it has made children
-/// (child `i` runs subtask `i`); none for any other task.
+/// What each child of `task` does, in order (child `i` does part `i`):
+/// a fanned-out multi-agent run's subtask ids, a research's subtopic
+/// titles, once it has made children; none for any other task.
 pub(crate) fn planned(task: &TaskRecord) -> Vec<String> {
     if task.children.created == 0 {
         return Vec::new();
     }
-    let subtasks = task
-        .input
-        .as_ref()
-        .and_then(|input| input.get("fanned"))
-        .and_then(|fanned| fanned["plan"]["subtasks"].as_array());
-    subtasks
-        .map(|subtasks| {
-            subtasks
+    let fanned = task.input.as_ref().and_then(|input| input.get("fanned"));
+    let parts = |list: &str, field: &str| -> Option<Vec<String>> {
+        let items = match list {
+            "subtasks" => fanned?.get("plan")?.get("subtasks")?,
+            _ => fanned?.get(list)?,
+        };
+        Some(
+            items
+                .as_array()?
                 .iter()
-                .map(|s| s["id"].as_str().unwrap_or_default().to_string())
-                .collect()
-        })
+                .map(|item| item[field].as_str().unwrap_or_default().to_string())
+                .collect(),
+        )
+    };
+    parts("subtasks", "id")
+        .or_else(|| parts("subtopics", "title"))
         .unwrap_or_default()
 }
 
@@ -61,16 +68,20 @@ pub async fn children(tasks: &dyn TaskStore, parent: &TaskRecord) -> Result<Vec<
         let Some(child) = tasks.get(&child_id(&parent.task_id, i)).await? else {
             continue;
         };
-        let result = child
-            .state
-            .finished()
-            .and_then(|ended| ended.result())
-            .and_then(|r| serde_json::from_value::<crate::multi::SubtaskResult>(r.clone()).ok());
+        let result = child.state.finished().and_then(|ended| ended.result());
+        let as_subtask = result.and_then(|r| serde_json::from_value::<crate::multi::SubtaskResult>(r.clone()).ok());
+        let as_subtopic =
+            result.and_then(|r| serde_json::from_value::<crate::research::SubtopicResult>(r.clone()).ok());
+        let outcome = match (&as_subtask, &as_subtopic) {
+            (Some(s), _) => Some((s.status, s.usage, Some(s.duration_ms))),
+            (None, Some(s)) => Some((s.status, s.usage, None)),
+            (None, None) => None,
+        };
         found.push(ChildView {
             status: child.status(),
-            outcome: result.as_ref().map(|r| r.status),
-            duration_ms: result.as_ref().map(|r| r.duration_ms),
-            usage: result.map(|r| r.usage),
+            outcome: outcome.map(|o| o.0),
+            duration_ms: outcome.and_then(|o| o.2),
+            usage: outcome.map(|o| o.1),
             task_id: child.task_id,
             subtask,
             attempts: child.attempts,

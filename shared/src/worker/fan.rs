@@ -57,11 +57,12 @@ pub struct ChildInput {
 }
 
 /// How a claim of a fanned-out parent ended.
-enum Step {
+pub(super) enum Step {
     /// Children were made (their ids, to publish); the parent waits.
     Waiting(Vec<String>),
-    /// Every subtask ended and the answer is written.
-    Answered(Box<MultiAgentResponse>),
+    /// Every child ended and the answer is written: the task's result,
+    /// and the model of its last answer.
+    Answered { result: serde_json::Value, model: String },
     /// The store failed; the claim is given back for a retry.
     Store(StoreError),
 }
@@ -95,20 +96,28 @@ impl Worker {
             let (task, input, roles, spent) = (&task, input.clone(), &roles, &spent);
             async move { self.parent_step(task, input, roles, spent, &on_event).await }
         });
-        let Some(result) = stepping.await else {
+        self.parent_stepped(&task, &spent, stepping.await).await
+    }
+
+    /// What the queue is told after a claim of a parent (`None`: the claim
+    /// was lost while it ran): its children published, its answer recorded
+    /// (the request once, with this claim's calls: the other claims' and
+    /// the children's were counted as they ended), or its failure.
+    pub(super) async fn parent_stepped(
+        &self,
+        task: &TaskRecord,
+        spent: &Spent,
+        stepped: Option<Result<Step, RunError>>,
+    ) -> Disposition {
+        let (task_id, attempt) = (task.task_id.as_str(), task.attempts);
+        let Some(result) = stepped else {
             return self.claim_lost(task_id, attempt).await;
         };
         match result {
             Ok(Step::Waiting(children)) => self.publish_all(task_id, &children).await,
-            Ok(Step::Answered(answer)) => {
-                let result = serde_json::to_value(&answer).unwrap_or_default();
-                // The request, once, with this claim's calls (the
-                // synthesis); the other claims' and the children's calls
-                // were counted as they ended.
-                let charge = spent
-                    .charge()
-                    .unwrap_or_else(|| Charge::now(&answer.outcome.model, Spend::default()));
-                self.finish(&task, Finished::Completed(result), Some(&charge)).await
+            Ok(Step::Answered { result, model }) => {
+                let charge = spent.charge().unwrap_or_else(|| Charge::now(&model, Spend::default()));
+                self.finish(task, Finished::Completed(result), Some(&charge)).await
             }
             Ok(Step::Store(err)) => {
                 let _ = self
@@ -122,10 +131,10 @@ impl Worker {
                 self.count_task("stopped");
                 self.settle(task_id, format!("task {task_id} stopped: {why}")).await
             }
-            Err(RunError::Model(err)) if transient(&err) => self.retry_or_fail(&task, &err, spent.charge()).await,
+            Err(RunError::Model(err)) if transient(&err) => self.retry_or_fail(task, &err, spent.charge()).await,
             Err(RunError::Model(err)) => {
                 let message = crate::http::ApiError::from(err).message;
-                self.fail(&task, &message, spent.charge()).await
+                self.fail(task, &message, spent.charge()).await
             }
         }
     }
@@ -200,29 +209,10 @@ impl Worker {
                     fanned: Some(next),
                 };
                 let stored = serde_json::to_value(&stored).unwrap_or_default();
-                match self
-                    .tasks
-                    .fan_out(
-                        &task.task_id,
-                        task.attempts,
-                        &stored,
-                        &children,
-                        spent.charge().as_ref(),
-                    )
-                    .await
-                {
-                    Ok(FanOut::Waiting) => {
-                        return Ok(Step::Waiting(children.into_iter().map(|c| c.task_id).collect()));
-                    }
+                match self.wave(task, &stored, children, spent).await {
+                    Some(step) => return step,
                     // The last child ended meanwhile: look again.
-                    Ok(FanOut::AllDone) => continue,
-                    Ok(FanOut::Lost) => {
-                        return Err(RunError::Interrupted(crate::agent::Interrupted(format!(
-                            "task {} is no longer this run's",
-                            task.task_id
-                        ))));
-                    }
-                    Err(err) => return Ok(Step::Store(err)),
+                    None => continue,
                 }
             }
             let results: Vec<SubtaskResult> = results.into_iter().flatten().collect();
@@ -245,12 +235,58 @@ impl Worker {
                 kept_usage,
             };
             let outcome = multi::conclude(roles, spent, &run.task, ended, Some(&held), on_event).await?;
-            return Ok(Step::Answered(Box::new(MultiAgentResponse {
+            let model = outcome.model.clone();
+            let answer = MultiAgentResponse {
                 task_id: task.task_id.clone(),
                 session_id: task.session_id.clone(),
                 outcome,
-            })));
+            };
+            let result = serde_json::to_value(&answer).unwrap_or_default();
+            return Ok(Step::Answered { result, model });
         }
+    }
+
+    /// Makes `children` and lets the parent wait for them, with `input`
+    /// (its state for its next claim) and this claim's calls: the step
+    /// that ends this claim, or `None` when no child was asked for and
+    /// every child has ended (the claim goes on).
+    pub(super) async fn wave(
+        &self,
+        task: &TaskRecord,
+        input: &serde_json::Value,
+        children: Vec<TaskRecord>,
+        spent: &Spent,
+    ) -> Option<Result<Step, RunError>> {
+        let made = self
+            .tasks
+            .fan_out(&task.task_id, task.attempts, input, &children, spent.charge().as_ref())
+            .await;
+        Some(match made {
+            Ok(FanOut::Waiting) => Ok(Step::Waiting(children.into_iter().map(|c| c.task_id).collect())),
+            Ok(FanOut::AllDone) => return None,
+            Ok(FanOut::Lost) => Err(RunError::Interrupted(crate::agent::Interrupted(format!(
+                "task {} is no longer this run's",
+                task.task_id
+            )))),
+            Err(err) => Ok(Step::Store(err)),
+        })
+    }
+
+    /// The parent's `n` children as stored, by place: `None` for one not
+    /// made yet.
+    pub(super) async fn child_records(
+        &self,
+        parent: &TaskRecord,
+        n: usize,
+    ) -> Result<Vec<Option<TaskRecord>>, StoreError> {
+        let mut found = vec![None; n];
+        if parent.children.created == 0 {
+            return Ok(found);
+        }
+        for (i, slot) in found.iter_mut().enumerate() {
+            *slot = self.tasks.get(&child_id(&parent.task_id, i)).await?;
+        }
+        Ok(found)
     }
 
     /// The parent's children as stored: each subtask's result once its
@@ -260,25 +296,21 @@ impl Worker {
         parent: &TaskRecord,
         plan: &Plan,
     ) -> Result<(Vec<Option<SubtaskResult>>, Vec<bool>), StoreError> {
-        let mut results = vec![None; plan.subtasks.len()];
-        let mut started = vec![false; plan.subtasks.len()];
-        if parent.children.created == 0 {
-            return Ok((results, started));
-        }
-        for (i, subtask) in plan.subtasks.iter().enumerate() {
-            let Some(child) = self.tasks.get(&child_id(&parent.task_id, i)).await? else {
-                continue;
-            };
-            started[i] = true;
-            results[i] = child_result(subtask, &child);
-        }
+        let records = self.child_records(parent, plan.subtasks.len()).await?;
+        let started = records.iter().map(Option::is_some).collect();
+        let results = plan
+            .subtasks
+            .iter()
+            .zip(&records)
+            .map(|(subtask, child)| child.as_ref().and_then(|child| child_result(subtask, child)))
+            .collect();
         Ok((results, started))
     }
 
     /// Publishes `children` (just made, or found unpublished); the parent's
     /// delivery is retried if one cannot be, and its redelivery publishes
     /// what is still queued ([`Worker::waiting_parent`]).
-    async fn publish_all(&self, parent: &str, children: &[String]) -> Disposition {
+    pub(super) async fn publish_all(&self, parent: &str, children: &[String]) -> Disposition {
         for child in children {
             if let Err(err) = self.publish(child).await {
                 return Disposition::Retry {
@@ -310,7 +342,7 @@ impl Worker {
     /// so the delivery comes back later rather than publish them twice.
     pub(super) async fn waiting_parent(&self, task_id: &str) -> Option<Disposition> {
         let parent = self.tasks.get(task_id).await.ok()??;
-        if !crate::store::waiting(&parent) || parent.kind != TaskKind::MultiAgent {
+        if !crate::store::waiting(&parent) || !matches!(parent.kind, TaskKind::MultiAgent | TaskKind::Research) {
             return None;
         }
         let now = SystemTime::now();
@@ -419,14 +451,19 @@ impl Worker {
 
     /// Whether a child whose model failed with `err` is tried again (by a
     /// redelivery) rather than ended failed.
-    fn retried(&self, task: &TaskRecord, err: &ModelError) -> bool {
+    pub(super) fn retried(&self, task: &TaskRecord, err: &ModelError) -> bool {
         transient(err) && task.attempts < self.settings.max_attempts
     }
 
     /// Records a child's outcome (its calls, not a request: the parent's
     /// run is the request) and, when it was the last of its parent's
     /// children, queues the parent.
-    async fn finish_child(&self, task: &TaskRecord, outcome: Finished, charge: Option<Charge>) -> Disposition {
+    pub(super) async fn finish_child(
+        &self,
+        task: &TaskRecord,
+        outcome: Finished,
+        charge: Option<Charge>,
+    ) -> Disposition {
         let task_id = task.task_id.as_str();
         let charge = charge.map(|c| c.given_back());
         let status = outcome.status();

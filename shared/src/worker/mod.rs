@@ -16,11 +16,11 @@
 //! unacknowledged, and the redelivery sends the callback.
 //!
 //! - `batch`: a queued chat batch, resumed item by item.
-//! - `multi`: what every orchestrated run shares (its roles, its events,
-//!   its outcome).
+//! - `multi`: what every orchestrated run shares (its roles, what earlier
+//!   attempts left).
 //! - `fan`: a queued multi-agent run, its subtasks fanned out as child
 //!   tasks across workers.
-//! - `research`: a research.
+//! - `research`: a research, its researchers fanned out likewise.
 
 mod batch;
 mod fan;
@@ -28,6 +28,7 @@ mod multi;
 mod research;
 
 pub use fan::{ChildInput, Fanned, MultiInput};
+pub use research::SubtopicInput;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -236,6 +237,7 @@ impl Worker {
             TaskKind::MultiAgent => return self.run_multi(task).await,
             TaskKind::Research => return self.run_research(task).await,
             TaskKind::Subtask => return self.run_subtask(task).await,
+            TaskKind::Subtopic => return self.run_subtopic(task).await,
             TaskKind::Agent => {}
         }
         let task_id = task.task_id.clone();

@@ -1,10 +1,32 @@
-//! A queued research (`TaskKind::Research`, always queued): the research
-//! flow (`research::run`) under the task's claim, as a multi-agent run is.
+//! A queued research (`TaskKind::Research`, always queued), fanned out as
+//! a multi-agent run is (`worker::fan`): its first claim plans the
+//! subtopics and makes each one's researcher a child task
+//! (`TaskKind::Subtopic`), which any worker may take; the child that ends
+//! last queues the research again, whose next claim numbers the sources
+//! and writes (analyst, writer, critic, revisions).
 
+use serde::{Deserialize, Serialize};
+
+use super::fan::Step;
 use super::{Disposition, StillHeld, Worker};
-use crate::multi::Spent;
-use crate::research::{self, EarlierResearch, ResearchEvent, ResearchInput, ResearchRun};
-use crate::store::TaskRecord;
+use crate::agent::{Checkpoint, RunError};
+use crate::llm::{ModelError, Spend};
+use crate::multi::{Spent, SubtaskStatus};
+use crate::research::{
+    self, EarlierResearch, FannedResearch, Planned, ResearchEvent, ResearchInput, ResearchRun, Researched,
+    SubtopicResult,
+};
+use crate::store::{Finished, TaskKind, TaskRecord, child_id};
+use crate::tools::search::TOOL_NAME as SEARCH;
+
+/// What a research's child keeps in its `input`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SubtopicInput {
+    /// The research's topic, which the researcher is told it serves.
+    pub topic: String,
+    pub depth: research::Depth,
+    pub subtopic: Planned,
+}
 
 impl Worker {
     pub(super) async fn run_research(&self, task: TaskRecord) -> Disposition {
@@ -21,28 +43,183 @@ impl Worker {
             Ok(roles) => roles,
             Err(refused) => return self.fail(&task, &refused, None).await,
         };
+        let spent = Spent::default();
+        let (task_id, attempt) = (task.task_id.as_str(), task.attempts);
+        let stepping = self.while_held(task_id, attempt, |events| {
+            let on_event = move |event: serde_json::Value| {
+                let _ = events.send(event);
+            };
+            let (task, input, roles, spent) = (&task, input.clone(), &roles, &spent);
+            async move { self.research_step(task, input, roles, spent, &on_event).await }
+        });
+        self.parent_stepped(&task, &spent, stepping.await).await
+    }
+
+    /// One claim of a research: plan (the first time) and make the
+    /// researchers, or write once they have all ended.
+    async fn research_step(
+        &self,
+        task: &TaskRecord,
+        input: ResearchInput,
+        roles: &crate::multi::RoutedRoles<'_>,
+        spent: &Spent,
+        on_event: &(dyn Fn(serde_json::Value) + Send + Sync),
+    ) -> Result<Step, RunError> {
+        let held = StillHeld {
+            tasks: self.tasks.as_ref(),
+            task_id: &task.task_id,
+            attempt: task.attempts,
+        };
         let run = ResearchRun {
             topic: task.task.clone(),
             session_key: crate::owned::session_key(&task.owner, &task.session_id),
             depth: input.depth,
             max_subtopics: input.max_subtopics,
             concurrency: crate::multi::CONCURRENCY,
-            earlier: self.earlier_research(&task).await,
+            earlier: None,
         };
+        let fanned = match input.fanned.clone() {
+            Some(fanned) => fanned,
+            None => {
+                let run = ResearchRun {
+                    earlier: self.earlier_research(task).await,
+                    ..run.clone()
+                };
+                let subtopics = research::plan_for(roles, &run, spent, Some(&held), on_event).await?;
+                FannedResearch {
+                    subtopics,
+                    spent: Spend::default(),
+                }
+            }
+        };
+        loop {
+            let records = match self.child_records(task, fanned.subtopics.len()).await {
+                Ok(records) => records,
+                Err(err) => return Ok(Step::Store(err)),
+            };
+            let ready: Vec<usize> = (0..records.len()).filter(|&i| records[i].is_none()).collect();
+            let in_flight = records.iter().flatten().any(|child| child.state.finished().is_none());
+            if !ready.is_empty() || in_flight {
+                held.pass().await.map_err(RunError::Interrupted)?;
+                let children = ready
+                    .into_iter()
+                    .map(|i| subtopic_child(task, input.depth, &fanned.subtopics[i], i))
+                    .collect();
+                let mut next = fanned.clone();
+                next.spent += spent.total();
+                let stored = ResearchInput {
+                    fanned: Some(next),
+                    ..input.clone()
+                };
+                let stored = serde_json::to_value(&stored).unwrap_or_default();
+                match self.wave(task, &stored, children, spent).await {
+                    Some(step) => return step,
+                    None => continue,
+                }
+            }
+            let mut kept_usage = fanned.spent;
+            let results: Vec<(SubtopicResult, Option<ModelError>)> = fanned
+                .subtopics
+                .iter()
+                .zip(&records)
+                .map(|(planned, child)| {
+                    let result = researched(planned, child.as_ref());
+                    kept_usage += result.usage;
+                    let failure = result
+                        .error
+                        .clone()
+                        .map(|message| ModelError::Upstream { status: None, message });
+                    (result, failure)
+                })
+                .collect();
+            let researched = Researched {
+                results,
+                kept_usage,
+                report_finished: false,
+            };
+            let result = research::write(roles, &run, spent, researched, Some(&held), on_event).await?;
+            let model = result.model.clone();
+            let result = serde_json::to_value(&result).unwrap_or_default();
+            return Ok(Step::Answered { result, model });
+        }
+    }
+
+    /// Runs a research's child: one subtopic's researcher, then counts it
+    /// in the research; the last child queues it.
+    pub(super) async fn run_subtopic(&self, task: TaskRecord) -> Disposition {
+        let input = task
+            .input
+            .clone()
+            .and_then(|input| serde_json::from_value::<SubtopicInput>(input).ok());
+        let Some(input) = input else {
+            let why = format!("subtopic {} cannot run: it cannot be read", task.task_id);
+            return self.finish_child(&task, Finished::Failed(why), None).await;
+        };
+        let roles = match self.roles_for(&task) {
+            Ok(roles) => roles,
+            Err(refused) => {
+                let why = format!("subtopic {} cannot run: {refused}", task.task_id);
+                return self.finish_child(&task, Finished::Failed(why), None).await;
+            }
+        };
+        let run = ResearchRun {
+            topic: input.topic.clone(),
+            session_key: crate::owned::session_key(&task.owner, &task.session_id),
+            depth: input.depth,
+            max_subtopics: 1,
+            concurrency: 1,
+            earlier: None,
+        };
+        let search_only = self.tools.only(&[SEARCH.to_string()]);
         let spent = Spent::default();
         let held = StillHeld {
             tasks: self.tasks.as_ref(),
             task_id: &task.task_id,
             attempt: task.attempts,
         };
-        let (spent_ref, roles, tools) = (&spent, &roles, &self.tools);
-        self.run_orchestrated(&task, &spent, |events| async move {
+        let (task_id, attempt) = (task.task_id.as_str(), task.attempts);
+        let running = self.while_held(task_id, attempt, |events| {
             let on_event = move |event: serde_json::Value| {
                 let _ = events.send(event);
             };
-            research::run(roles, tools, &run, spent_ref, Some(&held), &on_event).await
-        })
-        .await
+            let (roles, run, spent, held, input, task, tools) =
+                (&roles, &run, &spent, &held, &input, &task, &search_only);
+            async move {
+                let checkpoint: &dyn Checkpoint = held;
+                let ran =
+                    research::research_one(roles, tools, run, spent, &input.subtopic, Some(checkpoint), &on_event)
+                        .await;
+                // Its last event, unless it is to be tried again.
+                if let Ok((result, failure)) = &ran
+                    && !failure.as_ref().is_some_and(|err| self.retried(task, err))
+                {
+                    let event = ResearchEvent::SubtopicFinished(Box::new(result.clone()));
+                    on_event(serde_json::to_value(&event).unwrap_or_default());
+                }
+                ran
+            }
+        });
+        let Some(result) = running.await else {
+            return self.claim_lost(task_id, attempt).await;
+        };
+        match result {
+            Ok((_, Some(err))) if self.retried(&task, &err) => self.retry_or_fail(&task, &err, spent.charge()).await,
+            Ok((result, _)) => {
+                let result = serde_json::to_value(&result).unwrap_or_default();
+                self.finish_child(&task, Finished::Completed(result), spent.charge())
+                    .await
+            }
+            Err(RunError::Interrupted(why)) => {
+                tracing::info!(task_id, attempt, %why, "the researcher stopped before its next call");
+                self.count_task("stopped");
+                Disposition::Done(format!("task {task_id} stopped: {why}"))
+            }
+            Err(RunError::Model(err)) => {
+                let message = crate::http::ApiError::from(err).message;
+                self.finish_child(&task, Finished::Failed(message), spent.charge())
+                    .await
+            }
+        }
     }
 
     /// What earlier attempts of `task` left (its `subtopics` and
@@ -58,4 +235,51 @@ impl Worker {
         }
         Some(earlier)
     }
+}
+
+/// The child that researches subtopic `index` of `research`: its owner,
+/// session, model and cache choice.
+fn subtopic_child(research: &TaskRecord, depth: research::Depth, subtopic: &Planned, index: usize) -> TaskRecord {
+    let input = SubtopicInput {
+        topic: research.task.clone(),
+        depth,
+        subtopic: subtopic.clone(),
+    };
+    TaskRecord {
+        kind: TaskKind::Subtopic,
+        model: research.model.clone(),
+        input: Some(serde_json::to_value(&input).unwrap_or_default()),
+        cache: research.cache,
+        parent: Some(research.task_id.clone()),
+        ..TaskRecord::queued(
+            child_id(&research.task_id, index),
+            research.owner.clone(),
+            subtopic.title.clone(),
+            research.session_id.clone(),
+            depth.max_steps(),
+        )
+    }
+}
+
+/// A child's subtopic result once it has ended: its own (it completed, or
+/// its model failed), else one that says why it did not finish.
+fn researched(planned: &Planned, child: Option<&TaskRecord>) -> SubtopicResult {
+    let ended = child.and_then(|child| child.state.finished());
+    let own = ended
+        .and_then(Finished::result)
+        .and_then(|result| serde_json::from_value::<SubtopicResult>(result.clone()).ok());
+    own.unwrap_or_else(|| SubtopicResult {
+        title: planned.title.clone(),
+        query: planned.query.clone(),
+        status: SubtaskStatus::Failed,
+        findings: None,
+        error: Some(match ended {
+            Some(Finished::Failed(error)) => error.clone(),
+            Some(Finished::Cancelled) => "cancelled".to_string(),
+            _ => "its result cannot be read".to_string(),
+        }),
+        sources: Vec::new(),
+        steps: Vec::new(),
+        usage: Spend::default(),
+    })
 }

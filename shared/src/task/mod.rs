@@ -119,8 +119,9 @@ fn response(task: &TaskRecord, outcome: Outcome, warnings: Vec<String>) -> Agent
     }
 }
 
-/// A task's `result`, for the document: an agent run's answer, or a chat
-/// batch's (the answer a synchronous batch gives).
+/// A task's `result`, for the document: an agent run's answer, a chat
+/// batch's (the answer a synchronous batch gives), a multi-agent run's or
+/// a research's, or a child's part of one.
 #[derive(schemars::JsonSchema)]
 #[serde(untagged)]
 #[allow(dead_code)]
@@ -129,6 +130,10 @@ enum TaskResult {
     ChatBatch(crate::chat::batch::BatchResponse),
     MultiAgent(crate::multi::MultiAgentResponse),
     Research(crate::research::ResearchResult),
+    /// A multi-agent run's child: its subtask's result.
+    Subtask(crate::multi::SubtaskResult),
+    /// A research's child: its subtopic's result.
+    Subtopic(crate::research::SubtopicResult),
 }
 
 /// `GET /api/v1/tasks/{id}`, the body of a webhook, and the `done` event.

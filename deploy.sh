@@ -609,8 +609,9 @@ ensure_identities() {
       bind gcloud secrets add-iam-policy-binding "$s" --member="serviceAccount:$F_SA" \
         --role=roles/secretmanager.secretAccessor "${P[@]}"
     done
-    # Only the agent publishes tasks, and only to this topic.
-    if [[ $f == agent_function ]]; then
+    # Only the agent (tasks) and the worker (a fanned-out run's children,
+    # and the run again once they ended) publish, and only to this topic.
+    if [[ $f == agent_function || $f == agent_worker ]]; then
       bind gcloud pubsub topics add-iam-policy-binding "$TOPIC" --member="serviceAccount:$F_SA" \
         --role=roles/pubsub.publisher "${P[@]}"
     fi
@@ -691,7 +692,7 @@ deploy_function() {
     env+="${AUTH_FIREBASE_PROJECT:+,AUTH_FIREBASE_PROJECT=$AUTH_FIREBASE_PROJECT}"
     env+="${AUTH_GOOGLE_AUDIENCE:+,AUTH_GOOGLE_AUDIENCE=$AUTH_GOOGLE_AUDIENCE}"
   fi
-  if [[ $F_BINARY == agent_function ]]; then
+  if [[ $F_BINARY == agent_function || $F_BINARY == agent_worker ]]; then
     env+=",QUEUE=pubsub,PUBSUB_TOPIC=$TOPIC,PUBSUB_PROJECT=$PROJECT"
   fi
   if [[ $F_TOOLS == true ]]; then

@@ -456,8 +456,10 @@ for service in agent agent-worker; do
     "--set-env-vars=*,SEARCH_URL=https://search-abc123-uc.a.run.app/api/v1/tools/search*" \
     "--set-env-vars=*,CALCULATOR_URL=https://calculator-abc123-uc.a.run.app/api/v1/tools/calculate*"
 done
-expect_call "the agent publishes to Pub/Sub" run deploy agent \
-  "--set-env-vars=*,QUEUE=pubsub,PUBSUB_TOPIC=agent-tasks,PUBSUB_PROJECT=demo*"
+for service in agent agent-worker; do
+  expect_call "$service publishes to Pub/Sub" run deploy "$service" \
+    "--set-env-vars=*,QUEUE=pubsub,PUBSUB_TOPIC=agent-tasks,PUBSUB_PROJECT=demo*"
+done
 [[ $(line_of run services describe search '--format=value(status.url)') -gt $(line_of run deploy search) &&
   $(line_of run deploy agent) -gt $(line_of run services describe calculator '--format=value(status.url)') ]] ||
   fail "the tools are deployed and their URLs read before the agent" "$(tr '\t' ' ' <"$LOG" | grep -E 'run (deploy|services describe)')"
@@ -508,10 +510,12 @@ GEMINI_API_KEY sa-chat sa-agent sa-agent-worker
 API_KEYS sa-chat sa-agent
 WEBHOOK_SECRET sa-agent sa-agent-worker
 EOF
-expect_call "sa-agent publishes to the topic" pubsub topics add-iam-policy-binding agent-tasks \
-  "--member=serviceAccount:sa-agent@demo.$SA" --role=roles/pubsub.publisher
-[[ $(count pubsub topics add-iam-policy-binding agent-tasks) -eq 1 ]] ||
-  fail "only sa-agent publishes to the topic" "$(calls pubsub topics add-iam-policy-binding agent-tasks)"
+for publisher in sa-agent sa-agent-worker; do
+  expect_call "$publisher publishes to the topic" pubsub topics add-iam-policy-binding agent-tasks \
+    "--member=serviceAccount:$publisher@demo.$SA" --role=roles/pubsub.publisher
+done
+[[ $(count pubsub topics add-iam-policy-binding agent-tasks) -eq 2 ]] ||
+  fail "only sa-agent and sa-agent-worker publish to the topic" "$(calls pubsub topics add-iam-policy-binding agent-tasks)"
 for tool in search calculator; do
   for caller in sa-agent sa-agent-worker; do
     expect_call "$caller invokes $tool" run services add-iam-policy-binding "$tool" --region=us-central1 \

@@ -9,10 +9,9 @@
 //! and cancellation with its parent. A parent holds no worker while its
 //! children run.
 
-use std::time::{Duration, SystemTime};
-
 use serde::{Deserialize, Serialize};
 
+use super::child::Ran;
 use super::{Disposition, StillHeld, Worker, store_retry, transient};
 use crate::agent::{Checkpoint, RunError};
 use crate::llm::{ModelError, Spend};
@@ -20,7 +19,7 @@ use crate::multi::{
     self, Ended, MultiAgentResponse, MultiEvent, MultiRun, One, Plan, PlanView, RoutedRoles, Spent, Subtask,
     SubtaskResult, SubtaskStatus, event_json,
 };
-use crate::store::{Charge, FanOut, Finish, Finished, StoreError, TaskKind, TaskRecord, TaskState, child_id};
+use crate::store::{Charge, FanOut, Finished, StoreError, TaskKind, TaskRecord, child_id};
 
 /// What a queued multi-agent run keeps in its task's `input`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -307,85 +306,18 @@ impl Worker {
         Ok((results, started))
     }
 
-    /// Publishes `children` (just made, or found unpublished); the parent's
-    /// delivery is retried if one cannot be, and its redelivery publishes
-    /// what is still queued ([`Worker::waiting_parent`]).
-    pub(super) async fn publish_all(&self, parent: &str, children: &[String]) -> Disposition {
-        for child in children {
-            if let Err(err) = self.publish(child).await {
-                return Disposition::Retry {
-                    after: super::RETRY_AFTER,
-                    reason: format!("a child of task {parent} could not be queued: {err}"),
-                };
-            }
-        }
-        tracing::info!(
-            task_id = parent,
-            children = children.len(),
-            "fanned out; waiting for the children"
-        );
-        Disposition::Done(format!("task {parent} waits for {} children", children.len()))
-    }
-
-    async fn publish(&self, task_id: &str) -> Result<(), String> {
-        let queue = crate::queue::for_worker(&self.queue, &self.queue_settings)
-            .await
-            .map_err(|err| format!("{err:#}"))?;
-        queue.publish(task_id).await.map(|_| ()).map_err(|err| err.to_string())
-    }
-
-    /// A delivery of a waiting parent (the redelivery of the one that
-    /// fanned out, whose publishing failed, or a duplicate): `None` when
-    /// the task is not one. Children still queued a while after they were
-    /// made ([`REPUBLISH_AFTER`]) are published again, as their first
-    /// publish may have failed; younger ones are most likely on their way,
-    /// so the delivery comes back later rather than publish them twice.
-    pub(super) async fn waiting_parent(&self, task_id: &str) -> Option<Disposition> {
-        let parent = self.tasks.get(task_id).await.ok()??;
-        if !crate::store::waiting(&parent) || !matches!(parent.kind, TaskKind::MultiAgent | TaskKind::Research) {
-            return None;
-        }
-        let now = SystemTime::now();
-        let mut young = false;
-        for i in 0..crate::task::planned(&parent).len() {
-            let id = child_id(task_id, i);
-            let Ok(Some(child)) = self.tasks.get(&id).await else {
-                continue;
-            };
-            if child.state != TaskState::Queued {
-                continue;
-            }
-            if made_within(&child.created_at, REPUBLISH_AFTER, now) {
-                young = true;
-            } else if let Err(err) = self.publish(&id).await {
-                tracing::warn!(task_id = id, %err, "a queued child could not be published again");
-                young = true;
-            }
-        }
-        Some(match young {
-            true => Disposition::Retry {
-                after: REPUBLISH_AFTER,
-                reason: format!("task {task_id} waits for children just queued; looking again later"),
-            },
-            false => Disposition::Done(format!("task {task_id} waits for its children")),
-        })
-    }
-
-    /// Runs a child: one subtask, as the in-process run runs it, then
-    /// counts it in its parent; the last child queues the parent.
+    /// Runs a child: one subtask, as the in-process run runs it.
     pub(super) async fn run_subtask(&self, task: TaskRecord) -> Disposition {
         let input = task
             .input
             .clone()
             .and_then(|input| serde_json::from_value::<ChildInput>(input).ok());
         let Some(input) = input else {
-            return self
-                .finish_child(&task, failed_child(&task, "the stored subtask cannot be read"), None)
-                .await;
+            return self.cannot_run(&task, "the stored subtask cannot be read").await;
         };
         let roles = match self.roles_for(&task) {
             Ok(roles) => roles,
-            Err(refused) => return self.finish_child(&task, failed_child(&task, &refused), None).await,
+            Err(refused) => return self.cannot_run(&task, &refused).await,
         };
         let run = MultiRun {
             task: input.task.clone(),
@@ -401,149 +333,28 @@ impl Worker {
             task_id: &task.task_id,
             attempt: task.attempts,
         };
-        let (task_id, attempt) = (task.task_id.as_str(), task.attempts);
-        let running = self.while_held(task_id, attempt, |events| {
+        let (roles, run, spent_ref, held, input) = (&roles, &run, &spent, &held, &input);
+        self.run_child(&task, &spent, |events| async move {
             let on_event = move |event: serde_json::Value| {
                 let _ = events.send(event);
             };
-            let (roles, run, spent, held, input, task) = (&roles, &run, &spent, &held, &input, &task);
-            async move {
-                let one = One {
-                    roles,
-                    tools: &self.tools,
-                    run,
-                    spent,
-                    checkpoint: Some(held),
-                    on_event: &on_event,
-                };
-                let ran = multi::execute_one(one, &input.subtask, input.inputs.clone()).await;
-                // Its last event, unless it is to be tried again.
-                if let Ok((result, failure)) = &ran
-                    && !failure.as_ref().is_some_and(|err| self.retried(task, err))
-                {
-                    on_event(event_json(&MultiEvent::SubtaskFinished(Box::new(result.clone()))));
-                }
-                ran
-            }
-        });
-        let Some(result) = running.await else {
-            return self.claim_lost(task_id, attempt).await;
-        };
-        match result {
-            Ok((_, Some(err))) if self.retried(&task, &err) => self.retry_or_fail(&task, &err, spent.charge()).await,
-            Ok((result, _)) => {
-                let result = serde_json::to_value(&result).unwrap_or_default();
-                self.finish_child(&task, Finished::Completed(result), spent.charge())
-                    .await
-            }
-            Err(RunError::Interrupted(why)) => {
-                tracing::info!(task_id, attempt, %why, "the subtask stopped before its next call");
-                self.count_task("stopped");
-                Disposition::Done(format!("task {task_id} stopped: {why}"))
-            }
-            Err(RunError::Model(err)) => {
-                let message = crate::http::ApiError::from(err).message;
-                self.finish_child(&task, Finished::Failed(message), spent.charge())
-                    .await
-            }
-        }
+            let one = One {
+                roles,
+                tools: &self.tools,
+                run,
+                spent: spent_ref,
+                checkpoint: Some(held),
+                on_event: &on_event,
+            };
+            let (result, failure) = multi::execute_one(one, &input.subtask, input.inputs.clone()).await?;
+            Ok(Ran {
+                finished: event_json(&MultiEvent::SubtaskFinished(Box::new(result.clone()))),
+                result: serde_json::to_value(&result).unwrap_or_default(),
+                failure,
+            })
+        })
+        .await
     }
-
-    /// Whether a child whose model failed with `err` is tried again (by a
-    /// redelivery) rather than ended failed.
-    pub(super) fn retried(&self, task: &TaskRecord, err: &ModelError) -> bool {
-        transient(err) && task.attempts < self.settings.max_attempts
-    }
-
-    /// Records a child's outcome (its calls, not a request: the parent's
-    /// run is the request) and, when it was the last of its parent's
-    /// children, queues the parent.
-    pub(super) async fn finish_child(
-        &self,
-        task: &TaskRecord,
-        outcome: Finished,
-        charge: Option<Charge>,
-    ) -> Disposition {
-        let task_id = task.task_id.as_str();
-        let charge = charge.map(|c| c.given_back());
-        let status = outcome.status();
-        match self
-            .tasks
-            .finish_counted(task_id, task.attempts, &outcome, charge.as_ref())
-            .await
-        {
-            Ok(Finish::NotHeld) => Disposition::Done(format!("task {task_id} is no longer this delivery's to finish")),
-            Ok(Finish::Recorded { parent_ready }) => {
-                self.count_task(status.as_str());
-                tracing::info!(task_id, status = status.as_str(), parent_ready, "subtask finished");
-                if parent_ready {
-                    return self.resume_parent(task).await;
-                }
-                Disposition::Done(format!("task {task_id} is {}", status.as_str()))
-            }
-            Err(err) => {
-                let _ = self.tasks.release(task_id, task.attempts).await;
-                store_retry(&err)
-            }
-        }
-    }
-
-    /// Queues the parent of `child`, whose children have all ended; retried
-    /// until it is queued (a redelivery of the child finds it ended and
-    /// comes back here, [`Worker::resume_parent_if_ready`]).
-    async fn resume_parent(&self, child: &TaskRecord) -> Disposition {
-        let Some(parent) = &child.parent else {
-            return Disposition::Done(format!("task {} has no parent", child.task_id));
-        };
-        match self.publish(parent).await {
-            Ok(()) => Disposition::Done(format!(
-                "task {} ended last; its parent {parent} is queued",
-                child.task_id
-            )),
-            Err(err) => Disposition::Retry {
-                after: super::RETRY_AFTER,
-                reason: format!("the parent {parent} could not be queued: {err}"),
-            },
-        }
-    }
-
-    /// A delivery of a child that has ended: its parent is queued again
-    /// if it is ready and not yet taken (the publish after the child's last
-    /// step may have failed, or the child ran out of attempts in a claim).
-    ///
-    /// A parent made ready moments ago was most likely queued by the child
-    /// that did it: the delivery comes back later ([`REPUBLISH_AFTER`])
-    /// rather than queue it twice.
-    pub(super) async fn resume_parent_if_ready(&self, child: &TaskRecord) -> Option<Disposition> {
-        let parent_id = child.parent.as_deref()?;
-        let parent = self.tasks.get(parent_id).await.ok()??;
-        let now = SystemTime::now();
-        let ready_since = parent.lease_until.filter(|until| *until <= now)?;
-        if !crate::store::waiting(&parent) || parent.children.done < parent.children.created {
-            return None;
-        }
-        if now.duration_since(ready_since).unwrap_or_default() < REPUBLISH_AFTER {
-            return Some(Disposition::Retry {
-                after: REPUBLISH_AFTER,
-                reason: format!("task {parent_id} was just queued again; looking again later"),
-            });
-        }
-        Some(self.resume_parent(child).await)
-    }
-}
-
-/// How long after a child was made, or a parent made ready, its first
-/// publish is taken to have failed if it is still not claimed: far longer
-/// than a delivery takes, far shorter than anyone waits.
-const REPUBLISH_AFTER: Duration = Duration::from_secs(5);
-
-/// Whether `created_at` (RFC 3339) is less than `within` before `now`; a
-/// time that cannot be read is not.
-fn made_within(created_at: &str, within: Duration, now: SystemTime) -> bool {
-    crate::store::event_time(created_at)
-        .ok()
-        .and_then(|made| now.duration_since(made).ok())
-        .is_some_and(|age| age < within)
 }
 
 /// The child task that runs subtask `index` of `parent`: the parent's
@@ -591,9 +402,4 @@ fn child_result(subtask: &Subtask, child: &TaskRecord) -> Option<SubtaskResult> 
         };
         multi::not_run(subtask, SubtaskStatus::Failed, Some(why))
     }))
-}
-
-/// A child that cannot run, as a failed outcome.
-fn failed_child(task: &TaskRecord, why: &str) -> Finished {
-    Finished::Failed(format!("subtask {} cannot run: {why}", task.task_id))
 }

@@ -20,9 +20,12 @@
 //!   attempts left).
 //! - `fan`: a queued multi-agent run, its subtasks fanned out as child
 //!   tasks across workers.
+//! - `child`: a child task's run, its count in its parent, and publishing
+//!   children and parents again.
 //! - `research`: a research, its researchers fanned out likewise.
 
 mod batch;
+mod child;
 mod fan;
 mod multi;
 mod research;

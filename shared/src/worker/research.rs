@@ -7,6 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::child::Ran;
 use super::fan::Step;
 use super::{Disposition, StillHeld, Worker};
 use crate::agent::{Checkpoint, RunError};
@@ -144,23 +145,18 @@ impl Worker {
         }
     }
 
-    /// Runs a research's child: one subtopic's researcher, then counts it
-    /// in the research; the last child queues it.
+    /// Runs a research's child: one subtopic's researcher.
     pub(super) async fn run_subtopic(&self, task: TaskRecord) -> Disposition {
         let input = task
             .input
             .clone()
             .and_then(|input| serde_json::from_value::<SubtopicInput>(input).ok());
         let Some(input) = input else {
-            let why = format!("subtopic {} cannot run: it cannot be read", task.task_id);
-            return self.finish_child(&task, Finished::Failed(why), None).await;
+            return self.cannot_run(&task, "the stored subtopic cannot be read").await;
         };
         let roles = match self.roles_for(&task) {
             Ok(roles) => roles,
-            Err(refused) => {
-                let why = format!("subtopic {} cannot run: {refused}", task.task_id);
-                return self.finish_child(&task, Finished::Failed(why), None).await;
-            }
+            Err(refused) => return self.cannot_run(&task, &refused).await,
         };
         let run = ResearchRun {
             topic: input.topic.clone(),
@@ -177,49 +173,30 @@ impl Worker {
             task_id: &task.task_id,
             attempt: task.attempts,
         };
-        let (task_id, attempt) = (task.task_id.as_str(), task.attempts);
-        let running = self.while_held(task_id, attempt, |events| {
+        let (roles, run, spent_ref, held, input, tools) = (&roles, &run, &spent, &held, &input, &search_only);
+        self.run_child(&task, &spent, |events| async move {
             let on_event = move |event: serde_json::Value| {
                 let _ = events.send(event);
             };
-            let (roles, run, spent, held, input, task, tools) =
-                (&roles, &run, &spent, &held, &input, &task, &search_only);
-            async move {
-                let checkpoint: &dyn Checkpoint = held;
-                let ran =
-                    research::research_one(roles, tools, run, spent, &input.subtopic, Some(checkpoint), &on_event)
-                        .await;
-                // Its last event, unless it is to be tried again.
-                if let Ok((result, failure)) = &ran
-                    && !failure.as_ref().is_some_and(|err| self.retried(task, err))
-                {
-                    let event = ResearchEvent::SubtopicFinished(Box::new(result.clone()));
-                    on_event(serde_json::to_value(&event).unwrap_or_default());
-                }
-                ran
-            }
-        });
-        let Some(result) = running.await else {
-            return self.claim_lost(task_id, attempt).await;
-        };
-        match result {
-            Ok((_, Some(err))) if self.retried(&task, &err) => self.retry_or_fail(&task, &err, spent.charge()).await,
-            Ok((result, _)) => {
-                let result = serde_json::to_value(&result).unwrap_or_default();
-                self.finish_child(&task, Finished::Completed(result), spent.charge())
-                    .await
-            }
-            Err(RunError::Interrupted(why)) => {
-                tracing::info!(task_id, attempt, %why, "the researcher stopped before its next call");
-                self.count_task("stopped");
-                Disposition::Done(format!("task {task_id} stopped: {why}"))
-            }
-            Err(RunError::Model(err)) => {
-                let message = crate::http::ApiError::from(err).message;
-                self.finish_child(&task, Finished::Failed(message), spent.charge())
-                    .await
-            }
-        }
+            let checkpoint: &dyn Checkpoint = held;
+            let (result, failure) = research::research_one(
+                roles,
+                tools,
+                run,
+                spent_ref,
+                &input.subtopic,
+                Some(checkpoint),
+                &on_event,
+            )
+            .await?;
+            let finished = ResearchEvent::SubtopicFinished(Box::new(result.clone()));
+            Ok(Ran {
+                finished: serde_json::to_value(&finished).unwrap_or_default(),
+                result: serde_json::to_value(&result).unwrap_or_default(),
+                failure,
+            })
+        })
+        .await
     }
 
     /// What earlier attempts of `task` left (its `subtopics` and

@@ -94,6 +94,7 @@ mod callback;
 mod cancel;
 mod cas;
 mod counts;
+mod fan;
 mod ids;
 mod listing;
 mod memory;

@@ -36,7 +36,7 @@ use firestore::gcloud_sdk::google::firestore::v1::{Value, value::ValueType};
 use firestore::{FirestoreQueryCursor, FirestoreTimestamp, FirestoreValue};
 use serde::{Deserialize, Serialize};
 
-use super::cas::{classify, commit_if_unchanged, exists, put, read};
+use super::cas::{classify, commit_if_unchanged, put, read};
 use super::ids::is_document_id;
 use super::usage::charge_day;
 use super::{FirestoreStore, Written, bounded, query_limit, time_of, timestamp};
@@ -44,7 +44,7 @@ use crate::owned;
 use crate::store::{
     CallbackLease, CallbackOutcome, CallbackStatus, Cancel, Charge, Children, Claim, ClaimStep, FanOut, Finish,
     Finished, Page, StoreError, TaskEvent, TaskKind, TaskPosition, TaskRecord, TaskState, TaskStatus, TaskStore,
-    claim_step, count_child, event_time, exhausted_error, fan_out_step, lease_end,
+    claim_step, event_time, exhausted_error, lease_end,
 };
 
 pub(super) const TASKS: &str = "tasks";
@@ -141,12 +141,51 @@ impl TaskDoc {
     }
 }
 
+impl TaskDoc {
+    /// Takes what `store::fan` decided for this parent (`task`, its
+    /// record after the decision): its input, its children's counts, its
+    /// holder and lease; false, and no change, when nothing changed.
+    pub(super) fn take_children(&mut self, task: &TaskRecord, now: FirestoreTimestamp) -> Result<bool, FirestoreError> {
+        let input = task.input.as_ref().map(|input| input.to_string());
+        let lease_until = task.lease_until.map(timestamp).transpose()?;
+        let next = (
+            input,
+            i64::from(task.children.created),
+            i64::from(task.children.done),
+            i64::from(task.children.resumes),
+            task.delivery_id.clone(),
+            lease_until,
+        );
+        let current = (
+            self.input.clone(),
+            self.children_created,
+            self.children_done,
+            self.resumes,
+            self.delivery_id.clone(),
+            self.lease_until,
+        );
+        if next == current {
+            return Ok(false);
+        }
+        (
+            self.input,
+            self.children_created,
+            self.children_done,
+            self.resumes,
+            self.delivery_id,
+            self.lease_until,
+        ) = next;
+        self.updated_at = now;
+        Ok(true)
+    }
+}
+
 fn anonymous() -> String {
     crate::auth::Principal::anonymous().as_str().to_string()
 }
 
 /// The document of `task` as created at `now`.
-fn to_doc(task: &TaskRecord, now: FirestoreTimestamp) -> Result<TaskDoc, FirestoreError> {
+pub(super) fn to_doc(task: &TaskRecord, now: FirestoreTimestamp) -> Result<TaskDoc, FirestoreError> {
     let (status, result, error) = task.state.to_stored();
     let mut doc = TaskDoc {
         owner: task.owner.clone(),
@@ -194,7 +233,7 @@ struct EventDoc {
 impl FirestoreStore {
     /// The path of task `task_id`; `None` when it cannot be a document id,
     /// so that no such task exists.
-    fn task_path(&self, task_id: &str) -> Option<String> {
+    pub(super) fn task_path(&self, task_id: &str) -> Option<String> {
         is_document_id(task_id).then(|| format!("{}/{TASKS}/{task_id}", self.documents()))
     }
 
@@ -293,80 +332,6 @@ impl FirestoreStore {
                 last = ready;
             }
             Ok(((value, last), writes))
-        })
-        .await
-    }
-
-    /// The write that counts a child that has just ended in its parent
-    /// `parent_id` (none when the parent has ended or is gone), conditioned
-    /// on the parent as read, and whether the child was the last.
-    async fn count_in_parent(
-        &self,
-        parent_id: &str,
-    ) -> Result<(Option<firestore::gcloud_sdk::google::firestore::v1::Write>, bool), FirestoreError> {
-        let Some(parent_path) = self.task_path(parent_id) else {
-            return Ok((None, false));
-        };
-        let stored = read::<TaskDoc>(&self.counts, &self.db, self.documents(), TASKS, parent_id).await?;
-        let Some(mut doc) = stored.value else {
-            return Ok((None, false));
-        };
-        let mut parent = to_task(parent_id, doc.clone());
-        let now = SystemTime::now();
-        let last = count_child(&mut parent, now);
-        if i64::from(parent.children.done) == doc.children_done {
-            return Ok((None, false));
-        }
-        doc.children_done = i64::from(parent.children.done);
-        doc.resumes = i64::from(parent.children.resumes);
-        doc.lease_until = parent.lease_until.map(timestamp).transpose()?;
-        doc.updated_at = timestamp(now)?;
-        Ok((Some(put(&parent_path, &doc, Some(stored.unchanged))?), last))
-    }
-
-    async fn fan_out_now(
-        &self,
-        parent_id: &str,
-        attempt: u32,
-        input: &serde_json::Value,
-        children: &[TaskRecord],
-        charge: Option<&Charge>,
-    ) -> Result<FanOut, StoreError> {
-        let Some(path) = self.task_path(parent_id) else {
-            return Ok(FanOut::Lost);
-        };
-        let mut child_paths = Vec::with_capacity(children.len());
-        for child in children {
-            child_paths.push(self.doc_path(TASKS, &child.task_id, "a child task's id")?);
-        }
-        // The attempt's calls, not a request: the run counts when it finishes.
-        let charge = charge.map(Charge::given_back);
-        let (path, child_paths, charge) = (&path, &child_paths, &charge);
-        let _turn = self.locks.lock(path).await;
-        commit_if_unchanged(&self.counts, &self.db, "fan out", move || async move {
-            let stored = read::<TaskDoc>(&self.counts, &self.db, self.documents(), TASKS, parent_id).await?;
-            let Some(mut doc) = stored.value else {
-                return Ok((FanOut::Lost, Vec::new()));
-            };
-            let now = SystemTime::now();
-            let next = match fan_out_step(&to_task(parent_id, doc.clone()), attempt, input, children.len(), now) {
-                Ok(next) => next,
-                Err(answer) => return Ok((answer, Vec::new())),
-            };
-            let now = timestamp(now)?;
-            doc.input = Some(input.to_string());
-            doc.children_created = i64::from(next.children.created);
-            doc.delivery_id = None;
-            doc.lease_until = next.lease_until.map(timestamp).transpose()?;
-            doc.updated_at = now;
-            let mut writes = vec![put(path, &doc, Some(stored.unchanged))?];
-            for (child, child_path) in children.iter().zip(child_paths) {
-                writes.push(put(child_path, &to_doc(child, now)?, Some(exists(false)))?);
-            }
-            if let Some(charge) = charge {
-                writes.extend(charge_day(self.documents(), &owned::key_owner(&doc.owner), charge)?);
-            }
-            Ok((FanOut::Waiting, writes))
         })
         .await
     }

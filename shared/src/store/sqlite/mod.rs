@@ -31,6 +31,7 @@
 
 mod cache;
 mod callback;
+mod fan;
 mod listing;
 mod memory;
 mod rate_limits;

@@ -17,13 +17,13 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
 
+use super::fan::count_in_parent;
 use super::usage::charge_day;
 use super::{SqliteStore, from_millis, millis};
 use crate::store::{
     CallbackLease, CallbackOutcome, CallbackState, CallbackStatus, Cancel, CancelStep, Charge, Children, Claim,
     ClaimStep, FanOut, Finish, Finished, Page, StoreError, TaskEvent, TaskKind, TaskPosition, TaskRecord, TaskState,
-    TaskStatus, TaskStore, cancel_step, claim_step, count_child, event_time, exhausted_error, fan_out_step, lease_end,
-    rfc3339,
+    TaskStatus, TaskStore, cancel_step, claim_step, event_time, exhausted_error, lease_end, rfc3339,
 };
 
 /// The columns [`row_to_task`] reads, in its order.
@@ -92,31 +92,8 @@ pub(super) fn row_to_task(row: &rusqlite::Row<'_>) -> rusqlite::Result<TaskRecor
     })
 }
 
-/// Counts the child that just ended in its parent `parent_id`, inside the
-/// write that ended it (`store::fan`): true when it was the last.
-fn count_in_parent(conn: &Connection, parent_id: Option<&str>, now: i64) -> rusqlite::Result<bool> {
-    let Some(mut parent) = parent_id.map(|id| task_row(conn, id)).transpose()?.flatten() else {
-        return Ok(false);
-    };
-    let before = parent.children;
-    let last = count_child(&mut parent, from_millis(now));
-    if parent.children != before {
-        conn.prepare_cached(
-            "UPDATE tasks SET children_done = ?2, resumes = ?3, lease_until = ?4, updated_at = ?5 WHERE id = ?1",
-        )?
-        .execute(params![
-            parent.task_id,
-            i64::from(parent.children.done),
-            i64::from(parent.children.resumes),
-            parent.lease_until.map(millis),
-            now
-        ])?;
-    }
-    Ok(last)
-}
-
 /// Inserts `task` as given, created at `now`.
-fn insert(conn: &Connection, task: &TaskRecord, now: i64) -> rusqlite::Result<()> {
+pub(super) fn insert(conn: &Connection, task: &TaskRecord, now: i64) -> rusqlite::Result<()> {
     let (status, result, error) = task.state.to_stored();
     conn.prepare_cached(
         "INSERT INTO tasks (id, status, task, session_id, max_steps, result, error, created_at, updated_at,
@@ -328,40 +305,7 @@ impl TaskStore for SqliteStore {
         children: &[TaskRecord],
         charge: Option<&Charge>,
     ) -> Result<FanOut, StoreError> {
-        let parent = parent.to_string();
-        let input = input.clone();
-        let children = children.to_vec();
-        // The attempt's calls, not a request: the run counts when it finishes.
-        let charge = charge.map(Charge::given_back);
-        self.write(move |conn| {
-            let Some(stored) = task_row(conn, &parent)? else {
-                return Ok(FanOut::Lost);
-            };
-            let now = millis(SystemTime::now());
-            let next = match fan_out_step(&stored, attempt, &input, children.len(), from_millis(now)) {
-                Ok(next) => next,
-                Err(answer) => return Ok(answer),
-            };
-            for child in &children {
-                insert(conn, child, now)?;
-            }
-            conn.prepare_cached(
-                "UPDATE tasks SET input = ?2, children_created = ?3, delivery_id = NULL, lease_until = ?4,
-                    updated_at = ?5 WHERE id = ?1",
-            )?
-            .execute(params![
-                parent,
-                input.to_string(),
-                i64::from(next.children.created),
-                next.lease_until.map(millis),
-                now
-            ])?;
-            if let Some(charge) = &charge {
-                charge_day(conn, &crate::owned::key_owner(&stored.owner), charge)?;
-            }
-            Ok(FanOut::Waiting)
-        })
-        .await
+        self.fan_out_now(parent, attempt, input, children, charge).await
     }
 
     async fn cancel(&self, task_id: &str) -> Result<Cancel, StoreError> {

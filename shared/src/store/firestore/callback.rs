@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 
 use firestore::errors::FirestoreError;
 
-use super::tasks::{TaskDoc, to_task, to_u32};
+use super::task_doc::{TaskDoc, to_task, to_u32};
 use super::{FirestoreStore, timestamp};
 use crate::store::{
     CallbackLease, CallbackOutcome, CallbackState, CallbackStatus, CallbackStep, StoreError, callback_step, lease_end,

@@ -6,7 +6,7 @@
 use std::time::SystemTime;
 
 use super::FirestoreStore;
-use super::tasks::to_task;
+use super::task_doc::to_task;
 use super::timestamp;
 use crate::store::{Cancel, CancelStep, Finished, StoreError, cancel_step};
 

@@ -10,7 +10,8 @@ use firestore::errors::FirestoreError;
 use firestore::gcloud_sdk::google::firestore::v1::Write;
 
 use super::cas::{commit_if_unchanged, exists, put, read};
-use super::tasks::{TASKS, TaskDoc, to_doc, to_task};
+use super::task_doc::{TaskDoc, to_doc, to_task};
+use super::tasks::TASKS;
 use super::usage::charge_day;
 use super::{FirestoreStore, timestamp};
 use crate::owned;

@@ -102,6 +102,7 @@ mod rate_limits;
 mod sessions;
 mod sweep;
 mod tail;
+mod task_doc;
 mod tasks;
 mod usage;
 

@@ -5,10 +5,10 @@
 //!   system_instruction?, callback_url?, attempts, delivery_id?, lease_until?,
 //!   result?, error?, created_at, updated_at, started_at?, finished_at?,
 //!   callback_status?, callback_attempts?, callback_lease_until?,
-//!   callback_error?}` (the callback it owes once finished, in `callback`).
-//!   `result` is the JSON text, so it comes back exactly as given (a
-//!   Firestore map would not keep its keys' order, and would turn large
-//!   integers into doubles). `runnable` queries on `status` alone (a
+//!   callback_error?, kind?, model?, input?, no_cache?, parent?,
+//!   children_created?, children_done?, resumes?}` (the callback it owes
+//!   once finished, in `callback`; the document itself in `task_doc`).
+//!   `runnable` queries on `status` alone (a
 //!   single-field index, which Firestore keeps without being asked), and
 //!   sorts and filters the leases of the `queued` and `running` tasks it
 //!   finds in memory (in `sweep`, with `callbacks_due`).
@@ -38,189 +38,17 @@ use serde::{Deserialize, Serialize};
 
 use super::cas::{classify, commit_if_unchanged, put, read};
 use super::ids::is_document_id;
+use super::task_doc::{TaskDoc, to_doc, to_task, to_u32};
 use super::usage::charge_day;
 use super::{FirestoreStore, Written, bounded, query_limit, time_of, timestamp};
 use crate::owned;
 use crate::store::{
-    CallbackLease, CallbackOutcome, CallbackStatus, Cancel, Charge, Children, Claim, ClaimStep, FanOut, Finish,
-    Finished, Page, StoreError, TaskEvent, TaskKind, TaskPosition, TaskRecord, TaskState, TaskStatus, TaskStore,
-    claim_step, event_time, exhausted_error, lease_end,
+    CallbackLease, CallbackOutcome, Cancel, Charge, Claim, ClaimStep, FanOut, Finish, Finished, Page, StoreError,
+    TaskEvent, TaskPosition, TaskRecord, TaskStatus, TaskStore, claim_step, event_time, exhausted_error, lease_end,
 };
 
 pub(super) const TASKS: &str = "tasks";
 const EVENTS: &str = "events";
-
-/// A task, written whole by every change (a `None` field is absent). The
-/// fields after `max_steps` have defaults, so tasks stored before claims
-/// existed still read.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub(super) struct TaskDoc {
-    /// Absent on tasks stored before owners: those are `anonymous`'s.
-    #[serde(default = "anonymous")]
-    owner: String,
-    status: String,
-    task: String,
-    session_id: String,
-    max_steps: i64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    system_instruction: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    callback_url: Option<String>,
-    #[serde(default)]
-    attempts: i64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    delivery_id: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    lease_until: Option<FirestoreTimestamp>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    result: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    error: Option<String>,
-    created_at: FirestoreTimestamp,
-    updated_at: FirestoreTimestamp,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    started_at: Option<FirestoreTimestamp>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    finished_at: Option<FirestoreTimestamp>,
-    /// Absent on tasks finished before callback states: they owe nothing.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(super) callback_status: Option<String>,
-    #[serde(default, skip_serializing_if = "is_zero")]
-    pub(super) callback_attempts: i64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(super) callback_lease_until: Option<FirestoreTimestamp>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(super) callback_error: Option<String>,
-    /// `chat_batch`, or absent: an agent run (every task stored before).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    kind: Option<String>,
-    /// The model a queued agent run asked for.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    model: Option<String>,
-    /// A chat batch's request, as JSON text.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    input: Option<String>,
-    /// An agent run that asked not to use the response cache; absent:
-    /// it may (every task stored before).
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    no_cache: bool,
-    /// The task a child task is part of (`store::fan`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    parent: Option<String>,
-    /// A parent's count of its children.
-    #[serde(default, skip_serializing_if = "is_zero")]
-    children_created: i64,
-    #[serde(default, skip_serializing_if = "is_zero")]
-    children_done: i64,
-    #[serde(default, skip_serializing_if = "is_zero")]
-    resumes: i64,
-}
-
-fn is_zero(n: &i64) -> bool {
-    *n == 0
-}
-
-impl TaskDoc {
-    /// Finished with `outcome` at `now`: no lease any more.
-    pub(super) fn finish(&mut self, outcome: &Finished, now: FirestoreTimestamp) {
-        let (status, result, error) = outcome.to_stored();
-        self.status = status.as_str().to_string();
-        self.result = result;
-        self.error = error.map(str::to_string);
-        self.lease_until = None;
-        self.finished_at = Some(now);
-        self.updated_at = now;
-        // The callback it owes, in the same commit (`store::callback`).
-        self.callback_status = self
-            .callback_url
-            .as_ref()
-            .map(|_| CallbackStatus::Pending.as_str().to_string());
-        self.callback_attempts = 0;
-        self.callback_lease_until = None;
-        self.callback_error = None;
-    }
-}
-
-impl TaskDoc {
-    /// Takes what `store::fan` decided for this parent (`task`, its
-    /// record after the decision): its input, its children's counts, its
-    /// holder and lease; false, and no change, when nothing changed.
-    pub(super) fn take_children(&mut self, task: &TaskRecord, now: FirestoreTimestamp) -> Result<bool, FirestoreError> {
-        let input = task.input.as_ref().map(|input| input.to_string());
-        let lease_until = task.lease_until.map(timestamp).transpose()?;
-        let next = (
-            input,
-            i64::from(task.children.created),
-            i64::from(task.children.done),
-            i64::from(task.children.resumes),
-            task.delivery_id.clone(),
-            lease_until,
-        );
-        let current = (
-            self.input.clone(),
-            self.children_created,
-            self.children_done,
-            self.resumes,
-            self.delivery_id.clone(),
-            self.lease_until,
-        );
-        if next == current {
-            return Ok(false);
-        }
-        (
-            self.input,
-            self.children_created,
-            self.children_done,
-            self.resumes,
-            self.delivery_id,
-            self.lease_until,
-        ) = next;
-        self.updated_at = now;
-        Ok(true)
-    }
-}
-
-fn anonymous() -> String {
-    crate::auth::Principal::anonymous().as_str().to_string()
-}
-
-/// The document of `task` as created at `now`.
-pub(super) fn to_doc(task: &TaskRecord, now: FirestoreTimestamp) -> Result<TaskDoc, FirestoreError> {
-    let (status, result, error) = task.state.to_stored();
-    let mut doc = TaskDoc {
-        owner: task.owner.clone(),
-        status: status.as_str().to_string(),
-        task: task.task.clone(),
-        session_id: task.session_id.clone(),
-        max_steps: i64::from(task.max_steps),
-        system_instruction: task.system_instruction.clone(),
-        kind: (task.kind != TaskKind::Agent).then(|| task.kind.as_str().to_string()),
-        model: task.model.clone(),
-        input: task.input.as_ref().map(|input| input.to_string()),
-        no_cache: !task.cache,
-        callback_url: task.callback_url.clone(),
-        attempts: i64::from(task.attempts),
-        delivery_id: task.delivery_id.clone(),
-        lease_until: task.lease_until.map(timestamp).transpose()?,
-        result,
-        error: error.map(str::to_string),
-        created_at: now,
-        updated_at: now,
-        // Set by the store from the status, as the other times.
-        started_at: (status != TaskStatus::Queued).then_some(now),
-        finished_at: task.state.finished().is_some().then_some(now),
-        callback_status: None,
-        callback_attempts: 0,
-        callback_lease_until: None,
-        callback_error: None,
-        parent: task.parent.clone(),
-        children_created: i64::from(task.children.created),
-        children_done: i64::from(task.children.done),
-        resumes: i64::from(task.children.resumes),
-    };
-    doc.set_callback(task.callback.as_ref())?;
-    Ok(doc)
-}
 
 #[derive(Debug, Serialize, Deserialize)]
 struct EventDoc {
@@ -527,42 +355,6 @@ fn holds(doc: &TaskDoc, attempt: u32) -> bool {
         && doc.delivery_id.is_some()
 }
 
-pub(super) fn to_u32(n: i64) -> u32 {
-    n.clamp(0, i64::from(u32::MAX)) as u32
-}
-
-pub(super) fn to_task(task_id: &str, doc: TaskDoc) -> TaskRecord {
-    let callback = doc.callback();
-    TaskRecord {
-        task_id: task_id.to_string(),
-        owner: doc.owner,
-        state: TaskState::from_stored(&doc.status, doc.result.as_deref(), doc.error),
-        kind: TaskKind::parse(doc.kind.as_deref()),
-        task: doc.task,
-        session_id: doc.session_id,
-        max_steps: to_u32(doc.max_steps),
-        system_instruction: doc.system_instruction,
-        model: doc.model,
-        input: doc.input.and_then(|text| serde_json::from_str(&text).ok()),
-        cache: !doc.no_cache,
-        callback_url: doc.callback_url,
-        attempts: to_u32(doc.attempts),
-        delivery_id: doc.delivery_id,
-        lease_until: doc.lease_until.map(SystemTime::from),
-        created_at: time_of(doc.created_at),
-        updated_at: time_of(doc.updated_at),
-        started_at: doc.started_at.map(time_of),
-        finished_at: doc.finished_at.map(time_of),
-        callback,
-        parent: doc.parent,
-        children: Children {
-            created: to_u32(doc.children_created),
-            done: to_u32(doc.children_done),
-            resumes: to_u32(doc.resumes),
-        },
-    }
-}
-
 fn to_event(doc: EventDoc) -> Result<TaskEvent, StoreError> {
     Ok(TaskEvent {
         attempt: to_u32(doc.attempt),
@@ -689,57 +481,6 @@ mod tests {
 
     use super::*;
     use crate::store::firestore::tests::{emulator, expire_at, project, raw_fields, store};
-
-    /// A document this store never writes (edited by hand) reads through
-    /// `TaskState::from_stored`, as the SQLite rows do.
-    #[test]
-    fn damaged_task_documents_read_as_their_status_says() {
-        let at = timestamp(SystemTime::UNIX_EPOCH).expect("a timestamp");
-        let doc = |status: &str, result: Option<&str>, error: Option<&str>| TaskDoc {
-            owner: anonymous(),
-            status: status.to_string(),
-            task: "t".to_string(),
-            session_id: "s".to_string(),
-            max_steps: 5,
-            system_instruction: None,
-            callback_url: None,
-            attempts: 1,
-            delivery_id: None,
-            lease_until: None,
-            result: result.map(str::to_string),
-            error: error.map(str::to_string),
-            created_at: at,
-            updated_at: at,
-            started_at: None,
-            finished_at: None,
-            callback_status: None,
-            callback_attempts: 0,
-            callback_lease_until: None,
-            callback_error: None,
-            kind: None,
-            model: None,
-            input: None,
-            no_cache: false,
-            parent: None,
-            children_created: 0,
-            children_done: 0,
-            resumes: 0,
-        };
-        let state = |status, result, error| to_task("t", doc(status, result, error)).state;
-        assert_eq!(
-            state("completed", Some(r#"{"response":"4"}"#), None),
-            TaskState::Finished(Finished::Completed(serde_json::json!({"response": "4"})))
-        );
-        assert_eq!(
-            state("completed", Some("{not json"), None),
-            TaskState::Finished(Finished::Completed(serde_json::Value::Null))
-        );
-        assert_eq!(
-            state("failed", Some("{}"), None),
-            TaskState::Finished(Finished::Failed(String::new()))
-        );
-        assert_eq!(state("running", None, Some("stale")), TaskState::Running);
-    }
 
     #[tokio::test]
     #[ignore = "needs the Firestore emulator (FIRESTORE_EMULATOR_HOST); ./scripts/test.sh starts one"]

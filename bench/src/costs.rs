@@ -447,21 +447,7 @@ async fn agent_runs(bin: &Path, settings: &[(&str, &str)], n: u64, nonce: &str) 
         let body = serde_json::json!({"task": "Calcula 3 + 3", "async": true});
         for _ in 0..n {
             let (cost, task_id) = meter
-                .measure_counted(|| async {
-                    let done = finished(&function.metrics().await?, "completed");
-                    let accepted = function.post("/api/v1/agent", &body, 202).await?;
-                    let task_id = accepted["task_id"].as_str().context("no task_id in the 202")?.to_string();
-                    let deadline = Instant::now() + Duration::from_secs(30);
-                    loop {
-                        let text = function.metrics().await?;
-                        if finished(&text, "completed") > done {
-                            return Ok(task_id);
-                        }
-                        anyhow::ensure!(finished(&text, "failed") == 0.0, "a task failed (task {task_id})");
-                        anyhow::ensure!(Instant::now() < deadline, "task {task_id} not completed within 30 s");
-                        tokio::time::sleep(POLL).await;
-                    }
-                })
+                .measure_counted(|| run_queued(&function, "/api/v1/agent", &body, 1.0))
                 .await?;
             async_costs.push(cost);
             let url = format!("{}/api/v1/tasks/{task_id}", function.base);
@@ -479,6 +465,30 @@ async fn agent_runs(bin: &Path, settings: &[(&str, &str)], n: u64, nonce: &str) 
                     .as_u64()
                     .context("no total_steps in the task's result")?,
             );
+        }
+        // Queued multi-agent runs of two subtasks, fanned out: the run and
+        // its two children completed (three counted by the worker), then
+        // the run read once with its tree, apart.
+        let mut multi_costs = Vec::new();
+        let mut tree_costs = Vec::new();
+        let body = serde_json::json!({"task": "calculate 1 + 1 and calculate 1 + 2", "async": true});
+        for _ in 0..n {
+            let (cost, task_id) = meter
+                .measure_counted(|| run_queued(&function, "/api/v1/multi-agent", &body, 3.0))
+                .await?;
+            multi_costs.push(cost);
+            let url = format!("{}/api/v1/tasks/{task_id}", function.base);
+            let (cost, task) = meter
+                .measure_counted(|| async {
+                    let answer = function.http.get(&url).send().await?;
+                    anyhow::ensure!(answer.status() == 200, "GET {url} answered {}", answer.status());
+                    Ok(answer.json::<serde_json::Value>().await?)
+                })
+                .await?;
+            anyhow::ensure!(task["status"] == "completed", "the run the worker counted is {task}");
+            let children = task["children"].as_array().map_or(0, Vec::len);
+            anyhow::ensure!(children == 2, "the run made {children} children, not 2: {task}");
+            tree_costs.push(cost);
         }
         // The first 10 of the tasks (2n, all anonymous's) listed, newest first.
         let mut list_costs = Vec::new();
@@ -516,7 +526,20 @@ async fn agent_runs(bin: &Path, settings: &[(&str, &str)], n: u64, nonce: &str) 
             &read_costs,
         );
         report(
-            &format!("a page of the tasks (GET /api/v1/tasks?limit=10, of {})", 2 * n),
+            "a queued multi-agent run of two subtasks (POST /api/v1/multi-agent {\"task\":\"calculate 1 + 1 and \
+             calculate 1 + 2\",\"async\":true}, 202, then fanned out on the local queue: planned, two child tasks, \
+             resumed, completed; no polling counted)",
+            &multi_costs,
+        );
+        report(
+            "its read with its tree (GET /api/v1/tasks/{id}: the run, then each of its two children)",
+            &tree_costs,
+        );
+        report(
+            &format!(
+                "a page of the tasks (GET /api/v1/tasks?limit=10, of {}: runs and children)",
+                5 * n
+            ),
             &list_costs,
         );
         let interval = sweeps
@@ -565,6 +588,33 @@ async fn agent_runs(bin: &Path, settings: &[(&str, &str)], n: u64, nonce: &str) 
     .await;
     function.stop().await;
     result
+}
+
+/// Submits a queued task to `route` and waits until the worker has
+/// counted `completions` more tasks completed (a fanned-out run counts its
+/// children too), which asks nothing of the store; its id.
+async fn run_queued(
+    function: &Function,
+    route: &str,
+    body: &serde_json::Value,
+    completions: f64,
+) -> anyhow::Result<String> {
+    let done = finished(&function.metrics().await?, "completed");
+    let accepted = function.post(route, body, 202).await?;
+    let task_id = accepted["task_id"]
+        .as_str()
+        .context("no task_id in the 202")?
+        .to_string();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let text = function.metrics().await?;
+        if finished(&text, "completed") >= done + completions {
+            return Ok(task_id);
+        }
+        anyhow::ensure!(finished(&text, "failed") == 0.0, "a task failed (task {task_id})");
+        anyhow::ensure!(Instant::now() < deadline, "task {task_id} not completed within 30 s");
+        tokio::time::sleep(POLL).await;
+    }
 }
 
 /// `1`, or `1 to 2` when the runs differed.

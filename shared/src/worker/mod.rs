@@ -15,6 +15,8 @@
 //! ([`crate::callback`]): a worker that dies before leaves its message
 //! unacknowledged, and the redelivery sends the callback.
 //!
+//! - `agent`: a queued agent run, and the check every queued run makes
+//!   before its paid calls.
 //! - `batch`: a queued chat batch, resumed item by item.
 //! - `multi`: what every orchestrated run shares (its roles, what earlier
 //!   attempts left).
@@ -24,6 +26,7 @@
 //!   children and parents again.
 //! - `research`: a research, its researchers fanned out likewise.
 
+mod agent;
 mod batch;
 mod child;
 mod fan;
@@ -33,13 +36,12 @@ mod research;
 pub use fan::{ChildInput, Fanned, MultiInput};
 pub use research::SubtopicInput;
 
+use agent::StillHeld;
+
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use async_trait::async_trait;
-
 use crate::App;
-use crate::agent::{Checkpoint, Interrupted, RunError, Step};
 use crate::cache::ResponseCache;
 use crate::callback::{Callbacks, Settled};
 use crate::config::TaskSettings;
@@ -47,9 +49,7 @@ use crate::delivery::Delivery;
 use crate::http::Metrics;
 use crate::llm::ModelError;
 use crate::llm::routed::Models;
-use crate::store::{
-    Charge, Claim, Finished, StoreError, TaskEvent, TaskKind, TaskRecord, TaskState, TaskStatus, TaskStore,
-};
+use crate::store::{Charge, Claim, Finished, StoreError, TaskEvent, TaskKind, TaskRecord, TaskStatus, TaskStore};
 use crate::task::AgentResponse;
 use crate::tools::Registry;
 
@@ -236,64 +236,12 @@ impl Worker {
 
     async fn run(&self, task: TaskRecord) -> Disposition {
         match task.kind {
-            TaskKind::ChatBatch => return self.run_batch(task).await,
-            TaskKind::MultiAgent => return self.run_multi(task).await,
-            TaskKind::Research => return self.run_research(task).await,
-            TaskKind::Subtask => return self.run_subtask(task).await,
-            TaskKind::Subtopic => return self.run_subtopic(task).await,
-            TaskKind::Agent => {}
-        }
-        let task_id = task.task_id.clone();
-        let attempt = task.attempts;
-
-        // The task's model: the one it asked for, else routed by its text;
-        // what the run's calls spent, for a failed outcome to count.
-        let tools = self.tools.names().len();
-        let model = match &task.model {
-            None => self.models.by_rules(&task.task, tools),
-            Some(asked) => match self.models.route(&task.task, tools, Some(asked)) {
-                Ok(route) => self.models.routed(&route),
-                // Checked when it was submitted: refused now only when the
-                // allow-list changed since, which no attempt will undo.
-                Err(refused) => return self.fail(&task, &refused.to_string(), None).await,
-            },
-        }
-        .with_cache(self.cache.as_ref().filter(|_| task.cache), &task.owner);
-        let spent = crate::task::Spent::default();
-        let tally = crate::task::Tally::new(&model, &spent);
-        let held = StillHeld {
-            tasks: self.tasks.as_ref(),
-            task_id: &task_id,
-            attempt,
-        };
-        let running = self.while_held(&task_id, attempt, |events| async {
-            let on_step = move |step: &Step| {
-                let _ = events.send(serde_json::to_value(step).unwrap_or_default());
-            };
-            // A capped max_steps was reported in the 202 answer.
-            crate::task::run_checked(&tally, &self.tools, &task, &on_step, &held).await
-        });
-        let Some(result) = running.await else {
-            return self.claim_lost(&task_id, attempt).await;
-        };
-
-        match result {
-            // Each model's calls under that model (a fallback's too).
-            Ok(response) => self.complete(&task, response, spent.charge()).await,
-            Err(RunError::Interrupted(why)) => {
-                // Whoever took the task (a cancel, another delivery) has
-                // written its state; all that may be left to this delivery
-                // is a cancel's callback that its request did not send.
-                tracing::info!(task_id = %task_id, attempt, %why, "the run stopped before its next call");
-                self.count_task("stopped");
-                // A cancel's callback, should the cancel not have sent it.
-                self.settle(&task_id, format!("task {task_id} stopped: {why}")).await
-            }
-            Err(RunError::Model(err)) if transient(&err) => self.retry_or_fail(&task, &err, spent.charge()).await,
-            Err(RunError::Model(err)) => {
-                let message = crate::http::ApiError::from(err).message;
-                self.fail(&task, &message, spent.charge()).await
-            }
+            TaskKind::Agent => self.run_agent(task).await,
+            TaskKind::ChatBatch => self.run_batch(task).await,
+            TaskKind::MultiAgent => self.run_multi(task).await,
+            TaskKind::Research => self.run_research(task).await,
+            TaskKind::Subtask => self.run_subtask(task).await,
+            TaskKind::Subtopic => self.run_subtopic(task).await,
         }
     }
 
@@ -591,44 +539,6 @@ fn fault_point(point: &str) {
 
 #[cfg(not(any(test, feature = "testing")))]
 fn fault_point(_point: &str) {}
-
-/// The [`Checkpoint`] of a queued task's run: the task is still `running`
-/// under this attempt. One read of the task before each model call (but
-/// the first) and each turn's tool calls: on Firestore a document read, at
-/// most one per call the run makes, against a write (read and commit) for
-/// a fenced renewal, which the lease keeps to one every third of its length
-/// instead. A read that fails lets the run go on: the outcome is fenced by
-/// `finish` all the same, and a store that is down should not stop a run
-/// whose model answers.
-struct StillHeld<'a> {
-    tasks: &'a dyn TaskStore,
-    task_id: &'a str,
-    attempt: u32,
-}
-
-#[async_trait]
-impl Checkpoint for StillHeld<'_> {
-    async fn pass(&self) -> Result<(), Interrupted> {
-        match self.tasks.get(self.task_id).await {
-            Ok(Some(task)) if task.state == TaskState::Running && task.attempts == self.attempt => Ok(()),
-            Ok(Some(task)) if task.status() == TaskStatus::Cancelled => {
-                Err(Interrupted(format!("task {} was cancelled", self.task_id)))
-            }
-            Ok(Some(task)) => Err(Interrupted(format!(
-                "task {} is {} under attempt {}, no longer this run's (attempt {})",
-                self.task_id,
-                task.status().as_str(),
-                task.attempts,
-                self.attempt
-            ))),
-            Ok(None) => Err(Interrupted(format!("task {} no longer exists", self.task_id))),
-            Err(err) => {
-                tracing::warn!(%err, task_id = self.task_id, "could not check that the task is still this run's; going on");
-                Ok(())
-            }
-        }
-    }
-}
 
 /// Model failures that a later attempt may not meet: the provider was
 /// unavailable or slow. A refusal (4xx) or a blocked prompt will repeat.

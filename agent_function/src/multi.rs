@@ -121,7 +121,7 @@ pub async fn run_multi_agent(
         max_subtasks,
         max_steps: agent::DEFAULT_MAX_STEPS,
         concurrency: multi::CONCURRENCY,
-        earlier: None,
+        kept_plan: None,
     };
     // Detached, as a synchronous agent run: once its first model call has
     // started, the run ends and is recorded whether or not the client stays.

@@ -350,13 +350,19 @@ fn plan(subtasks: &[(&str, &str, &[&str], &[&str])]) -> String {
     json!({ "subtasks": subtasks }).to_string()
 }
 
-#[tokio::test]
-async fn a_failing_subtask_gives_a_partial_answer_and_subtasks_run_together() {
-    let plans = [plan(&[
+/// A plan in which `b` fails (the double refuses it) and `c`, which
+/// depends on it, is skipped, while `a` completes.
+fn partial_plan() -> String {
+    plan(&[
         ("a", "look up the weather", &["search_web"], &[]),
         ("b", "FAIL on purpose", &[], &[]),
         ("c", "use what b found", &[], &["b"]),
-    ])];
+    ])
+}
+
+#[tokio::test]
+async fn a_failing_subtask_gives_a_partial_answer_and_subtasks_run_together() {
+    let plans = [partial_plan()];
     let (server, double) = start_double(&plans, true).await;
     let agent = agent_on(&server).await;
     let run = agent
@@ -444,11 +450,7 @@ async fn a_failing_subtask_gives_a_partial_answer_and_subtasks_run_together() {
 /// partial, as in process.
 #[tokio::test]
 async fn a_queued_run_with_a_failing_child_is_partial_and_shows_its_tree() {
-    let plans = [plan(&[
-        ("a", "look up the weather", &["search_web"], &[]),
-        ("b", "FAIL on purpose", &[], &[]),
-        ("c", "use what b found", &[], &["b"]),
-    ])];
+    let plans = [partial_plan()];
     let (server, double) = start_double(&plans, true).await;
     let agent = agent_on(&server).await;
     let response = agent
@@ -474,20 +476,11 @@ async fn a_queued_run_with_a_failing_child_is_partial_and_shows_its_tree() {
     assert_eq!(double.seen.lock().expect("seen").most_in_flight, 2);
 
     // The tree: a and b were children; c was never made.
-    let children: Vec<(String, String, String)> = task["children"]
-        .as_array()
-        .expect("children")
-        .iter()
-        .map(|c| {
-            let field = |k: &str| c[k].as_str().unwrap_or("?").to_string();
-            (field("task_id"), field("status"), field("outcome"))
-        })
-        .collect();
     assert_eq!(
-        children,
+        common::children(&task, &["task_id", "status", "outcome"]),
         [
-            (format!("{id}-0"), "completed".into(), "completed".into()),
-            (format!("{id}-1"), "completed".into(), "failed".into())
+            [format!("{id}-0"), "completed".into(), "completed".into()],
+            [format!("{id}-1"), "completed".into(), "failed".into()]
         ],
         "{task}"
     );

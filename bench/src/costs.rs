@@ -450,14 +450,8 @@ async fn agent_runs(bin: &Path, settings: &[(&str, &str)], n: u64, nonce: &str) 
                 .measure_counted(|| run_queued(&function, "/api/v1/agent", &body, 1.0))
                 .await?;
             async_costs.push(cost);
-            let url = format!("{}/api/v1/tasks/{task_id}", function.base);
-            let (cost, task) = meter
-                .measure_counted(|| async {
-                    let answer = function.http.get(&url).send().await?;
-                    anyhow::ensure!(answer.status() == 200, "GET {url} answered {}", answer.status());
-                    Ok(answer.json::<serde_json::Value>().await?)
-                })
-                .await?;
+            let path = format!("/api/v1/tasks/{task_id}");
+            let (cost, task) = meter.measure_counted(|| function.get(&path)).await?;
             anyhow::ensure!(task["status"] == "completed", "the task the worker counted is {task}");
             read_costs.push(cost);
             async_steps.push(
@@ -477,14 +471,8 @@ async fn agent_runs(bin: &Path, settings: &[(&str, &str)], n: u64, nonce: &str) 
                 .measure_counted(|| run_queued(&function, "/api/v1/multi-agent", &body, 3.0))
                 .await?;
             multi_costs.push(cost);
-            let url = format!("{}/api/v1/tasks/{task_id}", function.base);
-            let (cost, task) = meter
-                .measure_counted(|| async {
-                    let answer = function.http.get(&url).send().await?;
-                    anyhow::ensure!(answer.status() == 200, "GET {url} answered {}", answer.status());
-                    Ok(answer.json::<serde_json::Value>().await?)
-                })
-                .await?;
+            let path = format!("/api/v1/tasks/{task_id}");
+            let (cost, task) = meter.measure_counted(|| function.get(&path)).await?;
             anyhow::ensure!(task["status"] == "completed", "the run the worker counted is {task}");
             let children = task["children"].as_array().map_or(0, Vec::len);
             anyhow::ensure!(children == 2, "the run made {children} children, not 2: {task}");

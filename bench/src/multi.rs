@@ -100,7 +100,7 @@ fn run_of(task: String, subtasks: usize, concurrency: usize) -> MultiRun {
         max_subtasks: subtasks.max(1),
         max_steps: agent_core::agent::DEFAULT_MAX_STEPS,
         concurrency,
-        earlier: None,
+        kept_plan: None,
     }
 }
 

@@ -118,6 +118,15 @@ pub trait Checkpoint: Send + Sync {
     async fn pass(&self) -> Result<(), Interrupted>;
 }
 
+/// Asks `checkpoint`, when a run has one, whether it may go on: the one
+/// way every run (an agent loop, a multi-agent run, a research) asks.
+pub async fn pass(checkpoint: Option<&dyn Checkpoint>) -> Result<(), RunError> {
+    match checkpoint {
+        Some(checkpoint) => checkpoint.pass().await.map_err(RunError::Interrupted),
+        None => Ok(()),
+    }
+}
+
 /// Why a [`Checkpoint`] stopped a run.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
@@ -178,12 +187,6 @@ async fn run_loop(
     on_step: &(dyn Fn(&Step) + Send + Sync),
     checkpoint: Option<&dyn Checkpoint>,
 ) -> Result<Outcome, RunError> {
-    let check = || async {
-        match checkpoint {
-            Some(checkpoint) => checkpoint.pass().await.map_err(RunError::Interrupted),
-            None => Ok(()),
-        }
-    };
     let context = ToolContext {
         session_key: run.session_key.clone(),
     };
@@ -204,7 +207,7 @@ async fn run_loop(
     let mut first = true;
     loop {
         if !first {
-            check().await?;
+            pass(checkpoint).await?;
         }
         first = false;
         let answer = model.generate(&request).await?;
@@ -223,7 +226,7 @@ async fn run_loop(
         let room = max_steps.saturating_sub(steps.len());
         let runnable = &calls[..calls.len().min(room)];
         if !runnable.is_empty() {
-            check().await?;
+            pass(checkpoint).await?;
         }
         let results = join_all(runnable.iter().map(|call| call_tool(tools, call, &context))).await;
         let mut responses = Vec::with_capacity(results.len());

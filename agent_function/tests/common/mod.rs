@@ -105,3 +105,19 @@ impl Agent {
         }
     }
 }
+
+/// The `fields` of each child in a task's JSON (`GET /api/v1/tasks/{id}`:
+/// its `children`), in order; `?` for one a child lacks. Empty when it has
+/// none.
+pub fn children(task: &Value, fields: &[&str]) -> Vec<Vec<String>> {
+    let children = task["children"].as_array().map(Vec::as_slice).unwrap_or_default();
+    children
+        .iter()
+        .map(|child| {
+            fields
+                .iter()
+                .map(|field| child[*field].as_str().unwrap_or("?").to_string())
+                .collect()
+        })
+        .collect()
+}

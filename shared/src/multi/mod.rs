@@ -21,8 +21,8 @@ mod tests;
 pub use crate::task::Spent;
 pub use plan::{MAX_SUBTASKS_CAP, Plan, Subtask};
 pub use prompts::{PLANNER_INSTRUCTION, SYNTHESIS_INSTRUCTION, SynthesisInput, SynthesisItem};
-pub use run::{Earlier, MultiRun, Role, Roles, RoutedRoles, run};
 pub(crate) use run::{Ended, One, ask, conclude, execute_one, next_wave, not_run, plan_for};
+pub use run::{MultiRun, Role, Roles, RoutedRoles, run};
 
 /// The JSON a run reports an event as: its `type` and its fields.
 pub fn event_json(event: &MultiEvent) -> serde_json::Value {

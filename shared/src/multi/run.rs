@@ -116,34 +116,14 @@ pub struct MultiRun {
     pub max_steps: u32,
     /// Subtasks of one wave run at once, at most.
     pub concurrency: usize,
-    /// What earlier attempts of a queued run finished: kept, not paid for
-    /// again.
-    pub earlier: Option<Earlier>,
+    /// The plan an earlier claim of a queued run made (its `plan` event):
+    /// kept, not paid for again.
+    pub kept_plan: Option<PlanView>,
 }
 
-/// What earlier attempts of a queued run left (from its stored events):
-/// the plan they followed, and the subtasks they completed.
-#[derive(Debug, Clone, Default)]
-pub struct Earlier {
-    pub plan: Option<PlanView>,
-    pub done: Vec<SubtaskResult>,
-}
-
-impl Earlier {
-    /// The completed result of `subtask` an earlier attempt recorded, if
-    /// it is the same subtask.
-    fn done(&self, subtask: &Subtask) -> Option<&SubtaskResult> {
-        self.done
-            .iter()
-            .rev()
-            .find(|r| r.subtask == *subtask && r.status == SubtaskStatus::Completed)
-    }
-}
-
-/// Runs `run` to its end: everything it spent is in `spent`, whether it
-/// ends with an outcome or an error. The outcome's `usage` adds what the
-/// subtasks kept from earlier attempts spent then (`spent`, what this
-/// attempt is charged, does not). `checkpoint`, when given, is asked
+/// Runs `run` to its end, in one process (a synchronous run): everything
+/// it spent is in `spent`, whether it ends with an outcome or an error.
+/// `checkpoint`, when given, is asked
 /// before the planner's repair, each wave, the synthesis, and inside each
 /// subtask's run: before every paid call but the first.
 pub async fn run(
@@ -154,12 +134,6 @@ pub async fn run(
     checkpoint: Option<&dyn Checkpoint>,
     on_event: OnEvent<'_>,
 ) -> Result<MultiOutcome, RunError> {
-    let check = || async {
-        match checkpoint {
-            Some(checkpoint) => checkpoint.pass().await.map_err(RunError::Interrupted),
-            None => Ok(()),
-        }
-    };
     let view = plan_for(roles, tools, run, spent, checkpoint).await?;
     let plan = Plan {
         subtasks: view.subtasks.clone(),
@@ -178,25 +152,8 @@ pub async fn run(
     let context = &context;
     let mut results: Vec<Option<SubtaskResult>> = vec![None; plan.subtasks.len()];
     let mut failures: Vec<ModelError> = Vec::new();
-    // What the kept subtasks spent, in an earlier attempt (and was counted then).
-    let mut kept_usage = crate::llm::Spend::default();
     for wave in waves {
-        let wave: Vec<usize> = wave
-            .into_iter()
-            .filter(|&i| {
-                let kept = run.earlier.as_ref().and_then(|e| e.done(&plan.subtasks[i]));
-                if let Some(kept) = kept {
-                    kept_usage += kept.usage;
-                    on_event(event_json(&MultiEvent::SubtaskFinished(Box::new(kept.clone()))));
-                    results[i] = Some(kept.clone());
-                }
-                kept.is_none()
-            })
-            .collect();
-        if wave.is_empty() {
-            continue;
-        }
-        check().await?;
+        agent::pass(checkpoint).await?;
         let jobs: Vec<_> = wave
             .into_iter()
             .map(|i| {
@@ -226,7 +183,7 @@ pub async fn run(
         view,
         results,
         first_failure: failures.into_iter().next(),
-        kept_usage,
+        kept_usage: Spend::default(),
     };
     conclude(roles, spent, &run.task, ended, checkpoint, on_event).await
 }
@@ -240,7 +197,7 @@ pub(crate) async fn plan_for(
     spent: &Spent,
     checkpoint: Option<&dyn Checkpoint>,
 ) -> Result<PlanView, RunError> {
-    match run.earlier.as_ref().and_then(|e| e.plan.clone()) {
+    match run.kept_plan.clone() {
         Some(view) => Ok(view),
         None => Ok(make_plan(roles, tools, run, spent, checkpoint).await?.1),
     }
@@ -254,7 +211,7 @@ pub(crate) struct Ended {
     /// Why the first failed subtask failed: the run's error when none
     /// completed.
     pub first_failure: Option<ModelError>,
-    /// What calls counted elsewhere spent (kept subtasks, children, the
+    /// What calls counted elsewhere spent (the children, the
     /// planner in an earlier attempt): added to the answer's `usage`.
     pub kept_usage: Spend,
 }
@@ -296,9 +253,7 @@ pub(crate) async fn conclude(
             only.model.clone().unwrap_or_default(),
         ),
         _ => {
-            if let Some(checkpoint) = checkpoint {
-                checkpoint.pass().await.map_err(RunError::Interrupted)?;
-            }
+            agent::pass(checkpoint).await?;
             on_event(event_json(&MultiEvent::Synthesis {
                 subtasks: results.len(),
             }));
@@ -347,9 +302,7 @@ async fn make_plan(
         Err(why) => why,
     };
     rejected.push(why.0.clone());
-    if let Some(checkpoint) = checkpoint {
-        checkpoint.pass().await.map_err(RunError::Interrupted)?;
-    }
+    agent::pass(checkpoint).await?;
     let repair = prompts::repair_request(request, first.content, &why.0);
     let second = ask(roles, Role::Planner, spent, &repair).await?;
     match plan::parse(&second.text(), &names, run.max_subtasks) {

@@ -23,7 +23,7 @@ pub use prompts::{
     ANALYST_INSTRUCTION, CRITIC_INSTRUCTION, Planned, SUBTOPICS_SCHEMA_NAME, WRITER_INSTRUCTION, WriterInput,
     WriterSubtopic,
 };
-pub use run::{EVENT_NAMES, EarlierResearch, ResearchEvent, ResearchRun, run, sections};
+pub use run::{EVENT_NAMES, ResearchEvent, ResearchRun, sections};
 pub(crate) use run::{Researched, plan_for, research_one, write};
 pub use sources::Source;
 

@@ -1,12 +1,13 @@
-//! A research, start to end: subtopics, researchers in parallel, analyst,
-//! writer, critic, and at `deep` one revision.
+//! A research's parts: the subtopics (`plan_for`), one researcher a
+//! subtopic (`research_one`, each run as a child task by `worker::research`,
+//! in parallel on any workers), then the writing (`write`: analyst,
+//! writer, critic, and at `deep` one revision).
 //!
 //! As in a multi-agent run, the planner is repaired once and then falls
 //! back (to the topic as its one subtopic), a researcher whose model
 //! fails is reported and not fatal, and only a research in which no
 //! researcher completed fails as a whole. Every call counts into `spent`.
 
-use futures_util::StreamExt;
 use serde::Serialize;
 
 use super::prompts::{self, Planned, WriterInput, WriterSubtopic};
@@ -19,7 +20,6 @@ use crate::llm::{ModelError, Spend};
 use crate::multi::{self, OnEvent, Role, Roles, Spent, SubtaskStatus, SubtaskStep};
 use crate::task::Tally;
 use crate::tools::Registry;
-use crate::tools::search::TOOL_NAME as SEARCH;
 
 /// What to research.
 #[derive(Debug, Clone)]
@@ -30,28 +30,9 @@ pub struct ResearchRun {
     pub depth: Depth,
     /// Checked by the caller: 1 to [`super::MAX_SUBTOPICS_CAP`].
     pub max_subtopics: usize,
-    /// Researchers at once, at most.
-    pub concurrency: usize,
-    /// What earlier attempts of the research finished: kept, not paid for
-    /// again.
-    pub earlier: Option<EarlierResearch>,
-}
-
-/// What earlier attempts of a research left (from its stored events): the
-/// subtopics they planned (and how), and the subtopics they researched.
-#[derive(Debug, Clone, Default)]
-pub struct EarlierResearch {
-    pub planned: Option<(Vec<Planned>, String)>,
-    pub done: Vec<SubtopicResult>,
-}
-
-impl EarlierResearch {
-    fn done(&self, planned: &Planned) -> Option<&SubtopicResult> {
-        self.done
-            .iter()
-            .rev()
-            .find(|r| r.title == planned.title && r.query == planned.query && r.status == SubtaskStatus::Completed)
-    }
+    /// The subtopics an earlier attempt planned, and how (its `subtopics`
+    /// event): kept, not paid for again.
+    pub kept: Option<(Vec<Planned>, String)>,
 }
 
 /// What a research reports as it goes (events named by `type`; a
@@ -84,61 +65,6 @@ fn emit(on_event: OnEvent<'_>, event: &ResearchEvent) {
     on_event(serde_json::to_value(event).unwrap_or_default());
 }
 
-/// Runs `run` to its end; everything it spent is in `spent` either way.
-/// The result's `usage` adds what the researchers kept from earlier
-/// attempts spent then (`spent`, what this attempt is charged, does not).
-pub async fn run(
-    roles: &dyn Roles,
-    tools: &Registry,
-    run: &ResearchRun,
-    spent: &Spent,
-    checkpoint: Option<&dyn Checkpoint>,
-    on_event: OnEvent<'_>,
-) -> Result<ResearchResult, RunError> {
-    let check = || async {
-        match checkpoint {
-            Some(checkpoint) => checkpoint.pass().await.map_err(RunError::Interrupted),
-            None => Ok(()),
-        }
-    };
-    let planned = plan_for(roles, run, spent, checkpoint, on_event).await?;
-    check().await?;
-
-    let search_only = tools.only(&[SEARCH.to_string()]);
-    // What the kept researchers spent, in an earlier attempt (counted then).
-    let mut kept_usage = Spend::default();
-    let jobs: Vec<_> = planned
-        .iter()
-        .map(|subtopic| {
-            let kept = run.earlier.as_ref().and_then(|e| e.done(subtopic)).cloned();
-            if let Some(kept) = &kept {
-                kept_usage += kept.usage;
-            }
-            let search_only = &search_only;
-            async move {
-                match kept {
-                    Some(kept) => Ok((kept, None)),
-                    None => research_one(roles, search_only, run, spent, subtopic, checkpoint, on_event).await,
-                }
-            }
-        })
-        .collect();
-    let done: Vec<_> = futures_util::stream::iter(jobs)
-        .buffered(run.concurrency.max(1))
-        .collect()
-        .await;
-    let mut researched = Vec::new();
-    for outcome in done {
-        researched.push(outcome?);
-    }
-    let researched = Researched {
-        results: researched,
-        kept_usage,
-        report_finished: true,
-    };
-    write(roles, run, spent, researched, checkpoint, on_event).await
-}
-
 /// The subtopics a research covers: those an earlier attempt planned, else
 /// the planner's; reported as a `subtopics` event either way.
 pub(crate) async fn plan_for(
@@ -148,32 +74,27 @@ pub(crate) async fn plan_for(
     checkpoint: Option<&dyn Checkpoint>,
     on_event: OnEvent<'_>,
 ) -> Result<Vec<Planned>, RunError> {
-    match run.earlier.as_ref().and_then(|e| e.planned.clone()) {
-        Some((planned, origin)) => {
-            emit(
-                on_event,
-                &ResearchEvent::Subtopics {
-                    subtopics: planned.clone(),
-                    origin,
-                },
-            );
-            Ok(planned)
-        }
-        None => plan(roles, run, spent, checkpoint, on_event).await,
-    }
+    let (subtopics, origin) = match run.kept.clone() {
+        Some(kept) => kept,
+        None => plan(roles, run, spent, checkpoint).await?,
+    };
+    emit(
+        on_event,
+        &ResearchEvent::Subtopics {
+            subtopics: subtopics.clone(),
+            origin,
+        },
+    );
+    Ok(subtopics)
 }
 
 /// Every subtopic researched, for the writing.
 pub(crate) struct Researched {
     /// In plan order, with the error of each that failed.
     pub results: Vec<(SubtopicResult, Option<ModelError>)>,
-    /// What calls counted elsewhere spent (kept researchers, children, the
-    /// planner in an earlier attempt): added to the result's `usage`.
+    /// What calls counted elsewhere spent (the researchers, the planner in
+    /// an earlier claim): added to the result's `usage`.
     pub kept_usage: Spend,
-    /// Whether to send the `subtopic_finished` events (with their sources'
-    /// numbers) here: a run in one process; a fanned-out research's
-    /// children sent theirs.
-    pub report_finished: bool,
 }
 
 /// The writing, once every subtopic was researched: sources numbered
@@ -186,26 +107,13 @@ pub(crate) async fn write(
     checkpoint: Option<&dyn Checkpoint>,
     on_event: OnEvent<'_>,
 ) -> Result<ResearchResult, RunError> {
-    let check = || async {
-        match checkpoint {
-            Some(checkpoint) => checkpoint.pass().await.map_err(RunError::Interrupted),
-            None => Ok(()),
-        }
-    };
-    let Researched {
-        results,
-        kept_usage,
-        report_finished,
-    } = researched;
+    let Researched { results, kept_usage } = researched;
     let mut subtopics = Vec::new();
     let mut failures = Vec::new();
     let mut sources = Sources::default();
     for (mut result, failure) in results {
         result.sources = sources.add(&result.steps);
         failures.extend(failure);
-        if report_finished {
-            emit(on_event, &ResearchEvent::SubtopicFinished(Box::new(result.clone())));
-        }
         subtopics.push(result);
     }
     if !subtopics.iter().any(|s| s.status == SubtaskStatus::Completed) {
@@ -234,24 +142,24 @@ pub(crate) async fn write(
     };
     let known = input.sources.len();
 
-    check().await?;
+    agent::pass(checkpoint).await?;
     emit(on_event, &stage("analysis"));
     let (analysis, _) = ask(roles, Role::Analyst, spent, ANALYST_INSTRUCTION, &input).await?;
     input.analysis = Some(analysis);
 
-    check().await?;
+    agent::pass(checkpoint).await?;
     emit(on_event, &stage("draft"));
     let (draft, mut model) = ask(roles, Role::Writer, spent, WRITER_INSTRUCTION, &input).await?;
     let mut report = sources::keep_known(&draft, known);
     input.report = Some(report.clone());
 
-    check().await?;
+    agent::pass(checkpoint).await?;
     emit(on_event, &stage("critique"));
     let (critique, _) = ask(roles, Role::Critic, spent, CRITIC_INSTRUCTION, &input).await?;
 
     let mut revised = false;
     for _ in 0..run.depth.revisions() {
-        check().await?;
+        agent::pass(checkpoint).await?;
         emit(on_event, &stage("revision"));
         input.critique = Some(critique.clone());
         let (text, by) = ask(roles, Role::Writer, spent, WRITER_INSTRUCTION, &input).await?;
@@ -283,22 +191,20 @@ fn stage(stage: &str) -> ResearchEvent {
     }
 }
 
-/// The subtopics: the planner's, repaired once, else the topic itself.
+/// The subtopics: the planner's, repaired once, else the topic itself;
+/// with where they came from (`planned`, `repaired`, `fallback`).
 async fn plan(
     roles: &dyn Roles,
     run: &ResearchRun,
     spent: &Spent,
     checkpoint: Option<&dyn Checkpoint>,
-    on_event: OnEvent<'_>,
-) -> Result<Vec<Planned>, RunError> {
+) -> Result<(Vec<Planned>, String), RunError> {
     let request = prompts::planner_request(&run.topic, run.max_subtopics);
     let first = multi::ask(roles, Role::Planner, spent, &request).await?;
     let (planned, origin) = match prompts::parse_subtopics(&first.text(), run.max_subtopics) {
         Ok(planned) => (planned, "planned"),
         Err(why) => {
-            if let Some(checkpoint) = checkpoint {
-                checkpoint.pass().await.map_err(RunError::Interrupted)?;
-            }
+            agent::pass(checkpoint).await?;
             let mut repair = request;
             repair.contents.push(first.content);
             repair.contents.push(crate::llm::Content::user_text(format!(
@@ -317,14 +223,7 @@ async fn plan(
             }
         }
     };
-    emit(
-        on_event,
-        &ResearchEvent::Subtopics {
-            subtopics: planned.clone(),
-            origin: origin.to_string(),
-        },
-    );
-    Ok(planned)
+    Ok((planned, origin.to_string()))
 }
 
 /// One researcher: an agent run with only the search tool, its searches

@@ -108,9 +108,32 @@ fn a_run(depth: Depth) -> ResearchRun {
         session_key: "key:a|".into(),
         depth,
         max_subtopics: 3,
-        concurrency: 4,
-        earlier: None,
+        kept: None,
     }
+}
+
+/// A research's parts in one process, as a fanned-out research runs them
+/// across its claims and children: the subtopics, each researched (with
+/// only the search tool), then the writing.
+async fn run(
+    roles: &dyn Roles,
+    tools: &Registry,
+    run: &ResearchRun,
+    spent: &Spent,
+    checkpoint: Option<&dyn crate::agent::Checkpoint>,
+    on_event: crate::multi::OnEvent<'_>,
+) -> Result<ResearchResult, RunError> {
+    let planned = plan_for(roles, run, spent, checkpoint, on_event).await?;
+    let search_only = tools.only(&[crate::tools::search::TOOL_NAME.to_string()]);
+    let mut results = Vec::new();
+    for subtopic in &planned {
+        results.push(research_one(roles, &search_only, run, spent, subtopic, checkpoint, on_event).await?);
+    }
+    let researched = Researched {
+        results,
+        kept_usage: Default::default(),
+    };
+    write(roles, run, spent, researched, checkpoint, on_event).await
 }
 
 #[tokio::test]
@@ -187,7 +210,7 @@ async fn a_research_in_which_every_researcher_fails_fails() {
 }
 
 #[tokio::test]
-async fn a_rerun_keeps_the_subtopics_and_the_research_an_earlier_attempt_did() {
+async fn a_rerun_keeps_the_subtopics_an_earlier_attempt_planned() {
     let plan = json!({"subtopics": [
         {"title": "Cold start", "query": "cold start"},
         {"title": "Memory", "query": "idle memory"}
@@ -218,10 +241,7 @@ async fn a_rerun_keeps_the_subtopics_and_the_research_an_earlier_attempt_did() {
         &model,
         &tools(),
         &ResearchRun {
-            earlier: Some(EarlierResearch {
-                planned: Some((planned, "planned".into())),
-                done: vec![first.subtopics[0].clone()],
-            }),
+            kept: Some((planned, "planned".into())),
             ..a_run(Depth::Quick)
         },
         &Spent::default(),
@@ -230,11 +250,14 @@ async fn a_rerun_keeps_the_subtopics_and_the_research_an_earlier_attempt_did() {
     )
     .await
     .expect("a report");
-    // No planner, one researcher (a search and its findings), then the writing.
+    // No planner: two researchers (each a search and its findings), then
+    // the writing.
     let calls = model.0.calls.lock().expect("calls").clone();
     assert_eq!(
         calls,
         [
+            Role::Researcher,
+            Role::Researcher,
             Role::Researcher,
             Role::Researcher,
             Role::Analyst,
@@ -243,5 +266,5 @@ async fn a_rerun_keeps_the_subtopics_and_the_research_an_earlier_attempt_did() {
         ]
     );
     assert_eq!(again.sources, first.sources);
-    assert_eq!(again.subtopics[0], first.subtopics[0]);
+    assert_eq!(again.report, first.report);
 }

@@ -5,7 +5,10 @@
 use serde::{Deserialize, Serialize};
 
 use crate::llm::Spend;
-use crate::store::{Cancel, StoreError, TaskRecord, TaskStatus, TaskStore, child_id};
+use crate::multi::{SubtaskResult, SubtaskStatus};
+use crate::research::{ResearchInput, SubtopicResult};
+use crate::store::{Cancel, StoreError, TaskKind, TaskRecord, TaskStatus, TaskStore, child_id};
+use crate::worker::MultiInput;
 
 /// One child of a fanned-out run in `GET /api/v1/tasks/{id}`: a subtask
 /// (or a research's researcher) run as a task of its own, by whichever
@@ -19,7 +22,7 @@ pub struct ChildView {
     pub status: TaskStatus,
     /// How the subtask ended (`completed`, `failed`), once it has.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub outcome: Option<crate::multi::SubtaskStatus>,
+    pub outcome: Option<SubtaskStatus>,
     /// Claims of it so far (more than 1 after its worker died or a
     /// transient failure).
     pub attempts: u32,
@@ -39,26 +42,37 @@ pub struct ChildView {
 /// a fanned-out multi-agent run's subtask ids, a research's subtopic
 /// titles, once it has made children; none for any other task.
 pub(crate) fn planned(task: &TaskRecord) -> Vec<String> {
-    if task.children.created == 0 {
+    let Some(input) = task.input.as_ref().filter(|_| task.children.created > 0) else {
         return Vec::new();
-    }
-    let fanned = task.input.as_ref().and_then(|input| input.get("fanned"));
-    let parts = |list: &str, field: &str| -> Option<Vec<String>> {
-        let items = match list {
-            "subtasks" => fanned?.get("plan")?.get("subtasks")?,
-            _ => fanned?.get(list)?,
-        };
-        Some(
-            items
-                .as_array()?
-                .iter()
-                .map(|item| item[field].as_str().unwrap_or_default().to_string())
-                .collect(),
-        )
     };
-    parts("subtasks", "id")
-        .or_else(|| parts("subtopics", "title"))
-        .unwrap_or_default()
+    let parts = match task.kind {
+        TaskKind::MultiAgent => MultiInput::deserialize(input)
+            .ok()
+            .and_then(|input| input.fanned)
+            .map(|fanned| fanned.plan.subtasks.into_iter().map(|s| s.id).collect()),
+        TaskKind::Research => ResearchInput::deserialize(input)
+            .ok()
+            .and_then(|input| input.fanned)
+            .map(|fanned| fanned.subtopics.into_iter().map(|s| s.title).collect()),
+        _ => None,
+    };
+    parts.unwrap_or_default()
+}
+
+/// What an ended child says of its part: how it ended, what it spent and
+/// (a subtask) how long it took; `None` before it ended, or when its
+/// result cannot be read.
+fn outcome(child: &TaskRecord) -> Option<(SubtaskStatus, Spend, Option<f64>)> {
+    let result = child.state.finished()?.result()?;
+    match child.kind {
+        TaskKind::Subtask => SubtaskResult::deserialize(result)
+            .ok()
+            .map(|r| (r.status, r.usage, Some(r.duration_ms))),
+        TaskKind::Subtopic => SubtopicResult::deserialize(result)
+            .ok()
+            .map(|r| (r.status, r.usage, None)),
+        _ => None,
+    }
 }
 
 /// The children `parent` has made, in plan order: one read each.
@@ -68,15 +82,7 @@ pub async fn children(tasks: &dyn TaskStore, parent: &TaskRecord) -> Result<Vec<
         let Some(child) = tasks.get(&child_id(&parent.task_id, i)).await? else {
             continue;
         };
-        let result = child.state.finished().and_then(|ended| ended.result());
-        let as_subtask = result.and_then(|r| serde_json::from_value::<crate::multi::SubtaskResult>(r.clone()).ok());
-        let as_subtopic =
-            result.and_then(|r| serde_json::from_value::<crate::research::SubtopicResult>(r.clone()).ok());
-        let outcome = match (&as_subtask, &as_subtopic) {
-            (Some(s), _) => Some((s.status, s.usage, Some(s.duration_ms))),
-            (None, Some(s)) => Some((s.status, s.usage, None)),
-            (None, None) => None,
-        };
+        let outcome = outcome(&child);
         found.push(ChildView {
             status: child.status(),
             outcome: outcome.map(|o| o.0),

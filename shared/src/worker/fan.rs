@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::child::Ran;
 use super::{Disposition, StillHeld, Worker, store_retry, transient};
-use crate::agent::{Checkpoint, RunError};
+use crate::agent::RunError;
 use crate::llm::{ModelError, Spend};
 use crate::multi::{
     self, Ended, MultiAgentResponse, MultiEvent, MultiRun, One, Plan, PlanView, RoutedRoles, Spent, Subtask,
@@ -55,6 +55,12 @@ pub struct ChildInput {
     pub inputs: Vec<(Subtask, String)>,
 }
 
+/// A fanned-out parent, by kind, with its stored input.
+pub(super) enum Parent {
+    Multi(MultiInput),
+    Research(crate::research::ResearchInput),
+}
+
 /// How a claim of a fanned-out parent ended.
 pub(super) enum Step {
     /// Children were made (their ids, to publish); the parent waits.
@@ -81,6 +87,13 @@ impl Worker {
                 )
                 .await;
         };
+        self.run_parent(task, Parent::Multi(input)).await
+    }
+
+    /// One claim of a parent (`parent` says which kind, with its input),
+    /// under the task's claim with its events stored, and what the queue
+    /// is told after it.
+    pub(super) async fn run_parent(&self, task: TaskRecord, parent: Parent) -> Disposition {
         let roles = match self.roles_for(&task) {
             Ok(roles) => roles,
             Err(refused) => return self.fail(&task, &refused, None).await,
@@ -92,8 +105,13 @@ impl Worker {
                 let _ = events.send(event);
             };
             // `on_event` is moved in, so the writer ends with the step.
-            let (task, input, roles, spent) = (&task, input.clone(), &roles, &spent);
-            async move { self.parent_step(task, input, roles, spent, &on_event).await }
+            let (task, roles, spent) = (&task, &roles, &spent);
+            async move {
+                match parent {
+                    Parent::Multi(input) => self.parent_step(task, input, roles, spent, &on_event).await,
+                    Parent::Research(input) => self.research_step(task, input, roles, spent, &on_event).await,
+                }
+            }
         });
         self.parent_stepped(&task, &spent, stepping.await).await
     }
@@ -102,7 +120,7 @@ impl Worker {
     /// was lost while it ran): its children published, its answer recorded
     /// (the request once, with this claim's calls: the other claims' and
     /// the children's were counted as they ended), or its failure.
-    pub(super) async fn parent_stepped(
+    async fn parent_stepped(
         &self,
         task: &TaskRecord,
         spent: &Spent,
@@ -140,7 +158,7 @@ impl Worker {
 
     /// One claim of a parent: plan (the first time), then look at the
     /// children and make the next wave, or conclude once all have ended.
-    async fn parent_step(
+    pub(super) async fn parent_step(
         &self,
         task: &TaskRecord,
         input: MultiInput,
@@ -159,13 +177,13 @@ impl Worker {
             max_subtasks: input.max_subtasks,
             max_steps: task.max_steps,
             concurrency: multi::CONCURRENCY,
-            earlier: None,
+            kept_plan: None,
         };
         let mut fanned = match input.fanned {
             Some(fanned) => fanned,
             None => {
                 let run = MultiRun {
-                    earlier: self.earlier_run(task).await,
+                    kept_plan: self.kept_plan(task).await,
                     ..run.clone()
                 };
                 let view = multi::plan_for(roles, &self.tools, &run, spent, Some(&held)).await?;
@@ -196,7 +214,7 @@ impl Worker {
             }
             let in_flight = (0..plan.subtasks.len()).any(|i| started[i] && results[i].is_none());
             if !ready.is_empty() || in_flight {
-                held.pass().await.map_err(RunError::Interrupted)?;
+                crate::agent::pass(Some(&held)).await?;
                 let children: Vec<TaskRecord> = ready
                     .into_iter()
                     .map(|(i, inputs)| child(task, &run.task, &plan.subtasks[i], i, inputs))
@@ -325,7 +343,7 @@ impl Worker {
             max_subtasks: 1,
             max_steps: task.max_steps,
             concurrency: 1,
-            earlier: None,
+            kept_plan: None,
         };
         let spent = Spent::default();
         let held = StillHeld {

@@ -1,25 +1,20 @@
 //! What every orchestrated queued run shares (a multi-agent run, a
-//! research): its roles, and what earlier attempts left.
+//! research): its roles, and the plan an earlier claim made.
 
 use super::Worker;
-use crate::multi::{Earlier, MultiEvent, RoutedRoles};
+use crate::multi::{MultiEvent, PlanView, RoutedRoles};
 use crate::store::TaskRecord;
 
 impl Worker {
-    /// What earlier attempts of `task` left: the plan they followed and
-    /// the subtasks they completed (their `plan` and `subtask_finished`
-    /// events), kept by a redelivered run (its worker died, or its planner
-    /// or synthesis was unavailable).
-    pub(super) async fn earlier_run(&self, task: &TaskRecord) -> Option<Earlier> {
-        let mut earlier = Earlier::default();
-        for event in self.earlier_as::<MultiEvent>(task).await? {
-            match event {
-                MultiEvent::Plan(plan) => earlier.plan = Some(plan),
-                MultiEvent::SubtaskFinished(result) => earlier.done.push(*result),
-                _ => {}
-            }
-        }
-        Some(earlier)
+    /// The plan an earlier claim of `task` made (its last `plan` event),
+    /// kept when it stopped before fanning out (its worker died, the store
+    /// failed): not paid for again.
+    pub(super) async fn kept_plan(&self, task: &TaskRecord) -> Option<PlanView> {
+        let events = self.earlier_as::<MultiEvent>(task).await?;
+        events.into_iter().rev().find_map(|event| match event {
+            MultiEvent::Plan(plan) => Some(plan),
+            _ => None,
+        })
     }
 
     /// The models of an orchestrated run of `task`: the one it asked for

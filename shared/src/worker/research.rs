@@ -8,14 +8,13 @@
 use serde::{Deserialize, Serialize};
 
 use super::child::Ran;
-use super::fan::Step;
+use super::fan::{Parent, Step};
 use super::{Disposition, StillHeld, Worker};
 use crate::agent::{Checkpoint, RunError};
 use crate::llm::{ModelError, Spend};
 use crate::multi::{Spent, SubtaskStatus};
 use crate::research::{
-    self, EarlierResearch, FannedResearch, Planned, ResearchEvent, ResearchInput, ResearchRun, Researched,
-    SubtopicResult,
+    self, FannedResearch, Planned, ResearchEvent, ResearchInput, ResearchRun, Researched, SubtopicResult,
 };
 use crate::store::{Finished, TaskKind, TaskRecord, child_id};
 use crate::tools::search::TOOL_NAME as SEARCH;
@@ -40,25 +39,12 @@ impl Worker {
                 .fail(&task, "the stored research cannot be read; submit it again", None)
                 .await;
         };
-        let roles = match self.roles_for(&task) {
-            Ok(roles) => roles,
-            Err(refused) => return self.fail(&task, &refused, None).await,
-        };
-        let spent = Spent::default();
-        let (task_id, attempt) = (task.task_id.as_str(), task.attempts);
-        let stepping = self.while_held(task_id, attempt, |events| {
-            let on_event = move |event: serde_json::Value| {
-                let _ = events.send(event);
-            };
-            let (task, input, roles, spent) = (&task, input.clone(), &roles, &spent);
-            async move { self.research_step(task, input, roles, spent, &on_event).await }
-        });
-        self.parent_stepped(&task, &spent, stepping.await).await
+        self.run_parent(task, Parent::Research(input)).await
     }
 
     /// One claim of a research: plan (the first time) and make the
     /// researchers, or write once they have all ended.
-    async fn research_step(
+    pub(super) async fn research_step(
         &self,
         task: &TaskRecord,
         input: ResearchInput,
@@ -76,14 +62,13 @@ impl Worker {
             session_key: crate::owned::session_key(&task.owner, &task.session_id),
             depth: input.depth,
             max_subtopics: input.max_subtopics,
-            concurrency: crate::multi::CONCURRENCY,
-            earlier: None,
+            kept: None,
         };
         let fanned = match input.fanned.clone() {
             Some(fanned) => fanned,
             None => {
                 let run = ResearchRun {
-                    earlier: self.earlier_research(task).await,
+                    kept: self.kept_subtopics(task).await,
                     ..run.clone()
                 };
                 let subtopics = research::plan_for(roles, &run, spent, Some(&held), on_event).await?;
@@ -101,7 +86,7 @@ impl Worker {
             let ready: Vec<usize> = (0..records.len()).filter(|&i| records[i].is_none()).collect();
             let in_flight = records.iter().flatten().any(|child| child.state.finished().is_none());
             if !ready.is_empty() || in_flight {
-                held.pass().await.map_err(RunError::Interrupted)?;
+                crate::agent::pass(Some(&held)).await?;
                 let children = ready
                     .into_iter()
                     .map(|i| subtopic_child(task, input.depth, &fanned.subtopics[i], i))
@@ -133,11 +118,7 @@ impl Worker {
                     (result, failure)
                 })
                 .collect();
-            let researched = Researched {
-                results,
-                kept_usage,
-                report_finished: false,
-            };
+            let researched = Researched { results, kept_usage };
             let result = research::write(roles, &run, spent, researched, Some(&held), on_event).await?;
             let model = result.model.clone();
             let result = serde_json::to_value(&result).unwrap_or_default();
@@ -163,8 +144,7 @@ impl Worker {
             session_key: crate::owned::session_key(&task.owner, &task.session_id),
             depth: input.depth,
             max_subtopics: 1,
-            concurrency: 1,
-            earlier: None,
+            kept: None,
         };
         let search_only = self.tools.only(&[SEARCH.to_string()]);
         let spent = Spent::default();
@@ -199,18 +179,15 @@ impl Worker {
         .await
     }
 
-    /// What earlier attempts of `task` left (its `subtopics` and
-    /// `subtopic_finished` events), as for a multi-agent run.
-    async fn earlier_research(&self, task: &TaskRecord) -> Option<EarlierResearch> {
-        let mut earlier = EarlierResearch::default();
-        for event in self.earlier_as::<ResearchEvent>(task).await? {
-            match event {
-                ResearchEvent::Subtopics { subtopics, origin } => earlier.planned = Some((subtopics, origin)),
-                ResearchEvent::SubtopicFinished(result) => earlier.done.push(*result),
-                _ => {}
-            }
-        }
-        Some(earlier)
+    /// The subtopics an earlier claim of `task` planned (its last
+    /// `subtopics` event), kept when it stopped before fanning out (its
+    /// worker died, the store failed): not paid for again.
+    async fn kept_subtopics(&self, task: &TaskRecord) -> Option<(Vec<Planned>, String)> {
+        let events = self.earlier_as::<ResearchEvent>(task).await?;
+        events.into_iter().rev().find_map(|event| match event {
+            ResearchEvent::Subtopics { subtopics, origin } => Some((subtopics, origin)),
+            _ => None,
+        })
     }
 }
 

@@ -294,6 +294,7 @@ async fn make_plan(
     checkpoint: Option<&dyn Checkpoint>,
 ) -> Result<(Plan, PlanView), RunError> {
     let names = tools.names();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
     let request = prompts::planner_request(&run.task, &tools.specs(), run.max_subtasks);
     let mut rejected = Vec::new();
     let first = ask(roles, Role::Planner, spent, &request).await?;

@@ -15,6 +15,8 @@
 //! - [`registry`](mod@registry): the agent's tools, from the settings.
 //! - [`remote`]: a tool function called over HTTP(S), with a Google ID token
 //!   on Google Cloud.
+//! - [`ToolSource`]: tools that change while the process runs (those of
+//!   MCP servers, [`crate::mcp::client`]).
 
 pub mod calculator;
 pub mod endpoint;
@@ -73,10 +75,19 @@ pub fn arguments<T: DeserializeOwned>(args: Value) -> Result<T, ToolError> {
     serde_json::from_value(args).map_err(|e| ToolError::InvalidArguments(e.to_string()))
 }
 
-/// The tools of a run, by name.
+/// Tools that come and go while the process runs: the tools of the MCP
+/// servers in `MCP_SERVERS`, as last listed.
+pub trait ToolSource: Send + Sync {
+    /// The tools as now known; cheap, never waits on the network.
+    fn tools(&self) -> Vec<Arc<dyn Tool>>;
+}
+
+/// The tools of a run, by name: the built-in ones, and those of any
+/// [`ToolSource`] as they are when asked.
 #[derive(Clone, Default)]
 pub struct Registry {
     tools: BTreeMap<String, Arc<dyn Tool>>,
+    sources: Vec<Arc<dyn ToolSource>>,
 }
 
 impl Registry {
@@ -89,29 +100,57 @@ impl Registry {
         self
     }
 
-    pub fn get(&self, name: &str) -> Option<&Arc<dyn Tool>> {
-        self.tools.get(name)
+    pub fn with_source(mut self, source: Arc<dyn ToolSource>) -> Registry {
+        self.sources.push(source);
+        self
+    }
+
+    /// Every tool now, by name; a built-in tool wins over a source's of
+    /// the same name.
+    fn current(&self) -> BTreeMap<String, Arc<dyn Tool>> {
+        let mut tools = BTreeMap::new();
+        for tool in self.sources.iter().flat_map(|source| source.tools()) {
+            tools.insert(tool.spec().name.clone(), tool);
+        }
+        tools.extend(self.tools.iter().map(|(name, tool)| (name.clone(), tool.clone())));
+        tools
+    }
+
+    pub fn get(&self, name: &str) -> Option<Arc<dyn Tool>> {
+        if let Some(tool) = self.tools.get(name) {
+            return Some(tool.clone());
+        }
+        self.sources
+            .iter()
+            .flat_map(|source| source.tools())
+            .find(|tool| tool.spec().name == name)
     }
 
     pub fn specs(&self) -> Vec<ToolSpec> {
-        self.tools.values().map(|t| t.spec().clone()).collect()
+        if self.sources.is_empty() {
+            return self.tools.values().map(|t| t.spec().clone()).collect();
+        }
+        self.current().values().map(|t| t.spec().clone()).collect()
     }
 
-    /// The tools named in `names` that this registry has: what one
+    /// The tools named in `names` that this registry has now: what one
     /// subtask of a multi-agent run may use.
     pub fn only(&self, names: &[String]) -> Registry {
         Registry {
             tools: self
-                .tools
-                .iter()
+                .current()
+                .into_iter()
                 .filter(|(name, _)| names.contains(name))
-                .map(|(name, tool)| (name.clone(), tool.clone()))
                 .collect(),
+            sources: Vec::new(),
         }
     }
 
-    pub fn names(&self) -> Vec<&str> {
-        self.tools.keys().map(String::as_str).collect()
+    pub fn names(&self) -> Vec<String> {
+        if self.sources.is_empty() {
+            return self.tools.keys().cloned().collect();
+        }
+        self.current().into_keys().collect()
     }
 }
 

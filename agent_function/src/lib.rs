@@ -6,7 +6,8 @@
 //! `queued`, publishes it (Pub/Sub, or the local queue) and answers 202 at
 //! once. `GET /api/v1/tasks/{id}` returns a task, `GET
 //! /api/v1/tasks/{id}/events` streams its progress, `POST
-//! /api/v1/tasks/{id}/cancel` cancels it. The worker side lives in
+//! /api/v1/tasks/{id}/cancel` cancels it; `POST /mcp` serves the
+//! calculator and search tools to MCP clients. The worker side lives in
 //! `agent-core` (`worker`), shared by `agent_worker` and the local queue.
 
 use std::sync::Arc;
@@ -96,7 +97,7 @@ impl AgentState {
     pub async fn new(app: &App) -> anyhow::Result<AgentState> {
         // Built once: the local queue's worker runs tasks with the same
         // tools (one corpus index, one HTTP client, one ID-token cache).
-        let tools = agent_core::tools::registry(&app.settings.tools, &app.stores)?;
+        let tools = agent_core::tools::registry(&app.settings.tools, &app.stores).await?;
         Ok(AgentState {
             model: app.model.clone(),
             models: app.models.clone(),
@@ -164,6 +165,13 @@ fn routes(app: &App, state: AgentState) -> Api {
         [research::view_operation()],
     );
     let settings = &app.settings;
+    // Over MCP, the tools that need no run: memory belongs to a run's
+    // session, and MCP_SERVERS' tools are other servers' to serve.
+    let shared = state.tools.only(&[
+        agent_core::tools::calculator::TOOL_NAME.to_string(),
+        agent_core::tools::search::TOOL_NAME.to_string(),
+    ]);
+    let mcp = app.mcp(shared, FUNCTION);
     app.rate_limited(
         runs.with_state(state.clone()),
         "agent",
@@ -177,6 +185,7 @@ fn routes(app: &App, state: AgentState) -> Api {
         settings.rate_limit_tasks_per_client,
     ))
     .merge(task::routes::api(app))
+    .merge(mcp)
 }
 
 pub async fn run_agent(

@@ -29,11 +29,11 @@ pub struct WorkerState {
 }
 
 /// The function: `POST /` behind the shared HTTP layer.
-pub fn router(app: &App) -> anyhow::Result<Router> {
+pub async fn router(app: &App) -> anyhow::Result<Router> {
     let state = WorkerState {
         worker: Arc::new(Worker::new(
             app,
-            agent_core::tools::registry(&app.settings.tools, &app.stores)?,
+            agent_core::tools::registry(&app.settings.tools, &app.stores).await?,
         )),
         metrics: app.metrics.clone(),
     };

@@ -47,7 +47,7 @@ impl Worker {
         ];
         all.extend_from_slice(vars);
         let app = TestApp::start(agent_worker::FUNCTION, &all).await;
-        let server = TestServer::start(agent_worker::router(&app).expect("router")).await;
+        let server = TestServer::start(agent_worker::router(&app).await.expect("router")).await;
         Worker {
             server,
             app,

@@ -278,7 +278,9 @@ async fn a_redelivered_batch_keeps_what_its_first_attempt_recorded() {
         .await
         .expect("event");
 
-    let tools = agent_core::tools::registry(&app.settings.tools, &app.stores).expect("tools");
+    let tools = agent_core::tools::registry(&app.settings.tools, &app.stores)
+        .await
+        .expect("tools");
     let worker = Worker::new(&app, tools);
     let delivery = Delivery {
         task_id: "resumed-batch".into(),

@@ -189,6 +189,26 @@ impl App {
     /// (a Cloud Function URL is called that way; see
     /// [`Routes::main_route`](crate::http::Routes::main_route)), and the
     /// shared HTTP layer.
+    /// `POST /mcp` serving `tools` ([`crate::mcp::server`]), behind the
+    /// tools rate limit: one budget with the tool functions' JSON routes.
+    pub fn mcp(&self, tools: crate::tools::Registry, function: &'static str) -> Api {
+        let http = &self.settings.http;
+        // DNS rebinding needs an open server: one that asks for a key or a
+        // token cannot be used by a page that has neither.
+        let open = !(self.authenticator.api_keys() || self.authenticator.tokens());
+        let served = crate::mcp::server::Served {
+            function,
+            max_body_bytes: http.max_body_bytes,
+            allowed_hosts: http.mcp_allowed_hosts.as_deref().filter(|_| open),
+        };
+        self.rate_limited(
+            crate::mcp::api(tools, served),
+            "tools",
+            self.settings.rate_limit_tools,
+            self.settings.rate_limit_tools_per_client,
+        )
+    }
+
     pub fn standalone(&self, api: Api, function: &'static str) -> Router {
         self.wrap(api.with_root(), function)
     }

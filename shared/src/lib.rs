@@ -28,6 +28,9 @@
 //! - [`llm`]: the `Model` trait and its providers (Gemini, Vertex AI,
 //!   OpenAI-compatible, offline), with retries and streaming; the price
 //!   table and what each answer spent.
+//! - [`mcp`]: the Model Context Protocol both ways: `POST /mcp` serves a
+//!   function's tools statelessly; the agent's client offers the model the
+//!   tools of the servers in `MCP_SERVERS`.
 //! - [`multi`]: multi-agent runs: a planner's subtasks run by executors
 //!   in waves, then one synthesis.
 //! - [`research`]: the research flow: subtopics, researchers, analyst,
@@ -74,6 +77,7 @@ pub mod gcp;
 pub mod http;
 pub mod llm;
 pub(crate) mod logging;
+pub mod mcp;
 pub mod multi;
 pub mod outbound_url;
 pub mod owned;

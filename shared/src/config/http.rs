@@ -44,6 +44,12 @@ pub struct HttpSettings {
     /// A request body that sends nothing for this long is answered 408, so
     /// a client that never finishes its body cannot hold a connection.
     pub body_timeout: Duration,
+    /// The `Host` values `/mcp` answers (`MCP_ALLOWED_HOSTS`), against DNS
+    /// rebinding: a web page that makes a browser call an open MCP server
+    /// on its own machine. `None`: any host, the default where no browser
+    /// of ours can be the victim (Cloud Run, Lambda) and wherever requests
+    /// must carry credentials anyway.
+    pub mcp_allowed_hosts: Option<Vec<String>>,
 }
 
 /// The HTTP settings; `K_SERVICE` (Cloud Run) turns on `TRUST_PROXY` by
@@ -78,7 +84,37 @@ pub(super) fn http_settings(env: &Env<'_>) -> Result<HttpSettings, ConfigError> 
         )?,
         trust_client_id: env.parse_or("TRUST_CLIENT_ID", false, "true or false", parse_bool)?,
         body_timeout: env.seconds_or("BODY_TIMEOUT_SECONDS", Duration::from_secs(30), 0.1..=3600.0)?,
+        mcp_allowed_hosts: mcp_allowed_hosts(env)?,
     })
+}
+
+/// `MCP_ALLOWED_HOSTS`: `*`, or host names (with an optional `:port`).
+/// Unset: any host on Cloud Run and Lambda (the platform's own URL is the
+/// host), else the loopback names only.
+fn mcp_allowed_hosts(env: &Env<'_>) -> Result<Option<Vec<String>>, ConfigError> {
+    const EXPECTED: &str = "* or a comma-separated list of host names, each with an optional :port \
+         (agent.example.com,localhost:8080)";
+    let Some(v) = env.get("MCP_ALLOWED_HOSTS") else {
+        let deployed = env.get("K_SERVICE").is_some() || env.get("AWS_LAMBDA_RUNTIME_API").is_some();
+        return Ok((!deployed).then(|| ["localhost", "127.0.0.1", "::1"].map(String::from).to_vec()));
+    };
+    if v == "*" {
+        return Ok(None);
+    }
+    let hosts: Vec<String> = v
+        .split(',')
+        .map(str::trim)
+        .filter(|h| !h.is_empty())
+        .map(String::from)
+        .collect();
+    let valid = |h: &String| {
+        h.parse::<http::uri::Authority>()
+            .is_ok_and(|a| a.as_str() == h && !h.contains('@'))
+    };
+    if hosts.is_empty() || !hosts.iter().all(valid) {
+        return Err(ConfigError::new("MCP_ALLOWED_HOSTS", &v, EXPECTED));
+    }
+    Ok(Some(hosts))
 }
 fn cors_origins(env: &Env<'_>) -> Result<CorsOrigins, ConfigError> {
     let Some(v) = env.get("CORS_ALLOWED_ORIGINS") else {

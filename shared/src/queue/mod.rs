@@ -61,7 +61,7 @@ pub async fn shared(app: &App) -> anyhow::Result<Arc<dyn Queue>> {
     let queue = app
         .queue
         .get_or_try_init(|| async {
-            let tools = crate::tools::registry(&app.settings.tools, &app.stores)?;
+            let tools = crate::tools::registry(&app.settings.tools, &app.stores).await?;
             open_new(app, &tools).await
         })
         .await

@@ -22,9 +22,11 @@ pub fn search_index(settings: &ToolSettings) -> anyhow::Result<Arc<search::Searc
 /// The agent's tools as the settings ask: calculator and search in process,
 /// or the remote functions at `CALCULATOR_URL` and `SEARCH_URL` (which take
 /// the same arguments, so only the declaration is needed here); memory in
-/// the store.
-pub fn registry(settings: &ToolSettings, stores: &crate::store::Stores) -> anyhow::Result<Registry> {
-    let needs_http = settings.search_url.is_some() || settings.calculator_url.is_some();
+/// the store; the tools of the MCP servers in `MCP_SERVERS`, listed now
+/// (see [`crate::mcp::client`]).
+pub async fn registry(settings: &ToolSettings, stores: &crate::store::Stores) -> anyhow::Result<Registry> {
+    let needs_http =
+        settings.search_url.is_some() || settings.calculator_url.is_some() || !settings.mcp_servers.is_empty();
     let http = if needs_http {
         Some(crate::llm::http_client(settings.timeout)?)
     } else {
@@ -51,9 +53,13 @@ pub fn registry(settings: &ToolSettings, stores: &crate::store::Stores) -> anyho
         (Some(url), Some(http)) => remote(search::spec(), url, http),
         _ => Arc::new(search::Search::new(search_index(settings)?)),
     };
-    Ok(Registry::new()
+    let mut tools = Registry::new()
         .with(calculate)
         .with(search)
         .with(Arc::new(memory::StoreMemory::new(stores.memory.clone())))
-        .with(Arc::new(memory::RecallMemory::new(stores.memory.clone()))))
+        .with(Arc::new(memory::RecallMemory::new(stores.memory.clone())));
+    if let (false, Some(http)) = (settings.mcp_servers.is_empty(), http) {
+        tools = tools.with_source(Arc::new(crate::mcp::client::McpTools::start(settings, http).await));
+    }
+    Ok(tools)
 }

@@ -58,7 +58,7 @@ impl RemoteTool {
 
 /// Cloud Run checks the token's audience against the service URL: its
 /// scheme and host, without the route.
-fn audience(url: &str) -> String {
+pub(crate) fn audience(url: &str) -> String {
     match reqwest::Url::parse(url) {
         Ok(u) => u.origin().ascii_serialization(),
         Err(_) => url.to_string(),

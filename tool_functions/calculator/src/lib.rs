@@ -3,14 +3,15 @@
 //!
 //! `POST /api/v1/tools/calculate` `{expression}` -> `{expression, result}`;
 //! an expression that cannot be evaluated (division by zero, code, too long
-//! or too deep) is a 400 that says why.
+//! or too deep) is a 400 that says why. `POST /mcp` serves the same tool
+//! to MCP clients.
 
 use std::sync::Arc;
 
 use agent_core::App;
 use agent_core::http::Api;
 use agent_core::tools::calculator::{self, Calculator};
-use agent_core::tools::endpoint;
+use agent_core::tools::{Registry, endpoint};
 use axum::Router;
 
 pub const FUNCTION: &str = "calculator_function";
@@ -27,7 +28,10 @@ pub fn api(app: &App) -> Api {
     )
 }
 
-/// The standalone function, with `POST /` and the shared HTTP layer.
+/// The standalone function: the named route, `POST /`, the tool over MCP
+/// at `POST /mcp` (in `local`, the agent's `/mcp` serves it), and the
+/// shared HTTP layer.
 pub fn router(app: &App) -> Router {
-    app.standalone(api(app), FUNCTION)
+    let mcp = app.mcp(Registry::new().with(Arc::new(Calculator::new())), FUNCTION);
+    app.standalone(api(app).merge(mcp), FUNCTION)
 }

@@ -3,13 +3,14 @@
 //! instance calls (`SEARCH_URL`).
 //!
 //! `POST /api/v1/tools/search` `{query, max_results?}` ->
-//! `{query, results: [{title, snippet, source, score}]}`.
+//! `{query, results: [{title, snippet, source, score}]}`. `POST /mcp`
+//! serves the same tool to MCP clients.
 
 use std::sync::Arc;
 
 use agent_core::App;
 use agent_core::http::Api;
-use agent_core::tools::{endpoint, search};
+use agent_core::tools::{Registry, endpoint, search};
 use axum::Router;
 
 pub const FUNCTION: &str = "search_function";
@@ -31,7 +32,10 @@ pub fn api(app: &App) -> anyhow::Result<Api> {
     ))
 }
 
-/// The standalone function, with `POST /` and the shared HTTP layer.
+/// The standalone function: the named route, `POST /`, the tool over MCP
+/// at `POST /mcp` (in `local`, the agent's `/mcp` serves it), and the
+/// shared HTTP layer.
 pub fn router(app: &App) -> anyhow::Result<Router> {
-    Ok(app.standalone(api(app)?, FUNCTION))
+    let mcp = app.mcp(Registry::new().with(tool(app)?), FUNCTION);
+    Ok(app.standalone(api(app)?.merge(mcp), FUNCTION))
 }

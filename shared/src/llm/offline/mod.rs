@@ -15,12 +15,15 @@
 //! after one round of calls.
 //!
 //! - `plan`: which tool calls a task asks for.
+//! - `named`: a call to a tool the task names (`use TOOL with TEXT`), for
+//!   tools that arrive at run time (MCP servers, remote agents).
 //! - `expressions`: the arithmetic in a task's text, for `calculate`.
 //! - `summary`: a turn of tool results as the final answer.
 //! - `roles`: the planner and the synthesis of a multi-agent run.
 //! - `research`: the subtopic planner, analyst, writer and critic of a research.
 
 mod expressions;
+mod named;
 mod plan;
 mod research;
 mod roles;
@@ -111,6 +114,13 @@ fn tool_turn(request: &ModelRequest) -> Content {
         return Content::model_text(summary::summarise_results(&results, &calls));
     }
     if last.role() == Role::User {
+        if let Some(call) = named::named_call(&last.text(), &request.tools) {
+            return Content {
+                role: Some(Role::Model),
+                parts: vec![Part::FunctionCall(call)],
+                raw: None,
+            };
+        }
         let offered: Vec<&str> = request.tools.iter().map(|t| t.name.as_str()).collect();
         let calls = plan::plan_calls(&last.text(), &offered);
         if !calls.is_empty() {

@@ -114,17 +114,18 @@ async fn each_function_documents_its_own_routes() {
                 "POST /api/v1/agent",
                 "GET /api/v1/tasks/{id}/events",
                 "POST /api/v1/tasks/{id}/cancel",
+                "POST /mcp",
             ],
         ),
         (
             search_function::router(&app).expect("search router"),
-            &["POST /", "POST /api/v1/tools/search"],
+            &["POST /", "POST /api/v1/tools/search", "POST /mcp"],
         ),
         (
             calculator_function::router(&app),
-            &["POST /", "POST /api/v1/tools/calculate"],
+            &["POST /", "POST /api/v1/tools/calculate", "POST /mcp"],
         ),
-        (agent_worker::router(&app).expect("worker router"), &["POST /"]),
+        (agent_worker::router(&app).await.expect("worker router"), &["POST /"]),
     ];
     for (router, expected) in cases {
         let server = TestServer::start(router).await;

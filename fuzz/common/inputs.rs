@@ -201,3 +201,49 @@ pub fn check_response(status: u16, content_type: Option<&str>, body: &[u8]) -> R
     }
     Ok(())
 }
+
+// ---------------------------------------------------------------------- mcp
+
+/// `mcp`: the first byte picks the content type (low two bits, as for
+/// `request_body`) and whether the request says a protocol version (bit
+/// 2); the rest is the body of a `POST /mcp`.
+pub fn mcp_parts(data: &[u8]) -> (Option<&'static str>, bool, &[u8]) {
+    let Some((&selector, body)) = data.split_first() else {
+        return (CONTENT_TYPES[0], false, data);
+    };
+    (CONTENT_TYPES[usize::from(selector & 3)], selector & 4 != 0, body)
+}
+
+/// What every answer of `/mcp` must be: never a 5xx; an empty 202 (a
+/// notification), or a JSON-RPC 2.0 message: a `result` with a 200, or an
+/// `error` object with an integer `code` and a `message`, which every 4xx
+/// carries (never the REST envelope: MCP clients read JSON-RPC).
+pub fn check_mcp_response(status: u16, body: &[u8]) -> Result<(), String> {
+    let text = String::from_utf8_lossy(body);
+    if status >= 500 {
+        return Err(format!("answered {status}: {text}"));
+    }
+    if status == 202 {
+        return if body.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("a 202 with a body: {text}"))
+        };
+    }
+    let json: serde_json::Value = match serde_json::from_slice(body) {
+        Ok(json) => json,
+        Err(err) => return Err(format!("a {status} answer that is not JSON ({err}): {text}")),
+    };
+    if json["jsonrpc"] != "2.0" {
+        return Err(format!("a {status} answer that is not JSON-RPC 2.0: {text}"));
+    }
+    let error = &json["error"];
+    if status >= 400 || error.is_object() {
+        if !error["code"].is_i64() || !error["message"].is_string() {
+            return Err(format!("a {status} answer without a JSON-RPC error object: {text}"));
+        }
+    } else if !json["result"].is_object() {
+        return Err(format!("a 200 answer with neither a result nor an error: {text}"));
+    }
+    Ok(())
+}

@@ -73,3 +73,40 @@ for selector, body in bodies:
     write("request_body", bytes([selector]) + json.dumps(body).encode())
 for selector, raw in [(CHAT, b""), (CHAT, b"{"), (AGENT, b"[1]"), (CALC, b"null"), (SEARCH, b"message=hi")]:
     write("request_body", bytes([selector]) + raw)
+
+# mcp: selector (content type in bits 0-1, a protocol version header in bit 2) and a body.
+def rpc(method, params=None, id=1):
+    message = {"jsonrpc": "2.0", "method": method}
+    if id is not None:
+        message["id"] = id
+    if params is not None:
+        message["params"] = params
+    return message
+
+
+mcp_bodies = [
+    (0, rpc("initialize", {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "f", "version": "1"}})),
+    (4, rpc("tools/list")),
+    (4, rpc("tools/list", {"cursor": "x"}, id="a")),
+    (4, rpc("tools/call", {"name": "calculate", "arguments": {"expression": "15 * 23"}})),
+    (4, rpc("tools/call", {"name": "calculate", "arguments": {"expression": "1/0"}})),
+    (4, rpc("tools/call", {"name": "search_web", "arguments": {"query": "Firestore", "max_results": 2}})),
+    (4, rpc("tools/call", {"name": "store_memory", "arguments": {"key": "k", "value": "v"}})),
+    (4, rpc("tools/call", {"arguments": 5})),
+    (4, rpc("tools/call", {"name": "calculate", "arguments": "2+2"})),
+    (4, rpc("ping")),
+    (4, rpc("notifications/initialized", id=None)),
+    (4, rpc("resources/list")),
+    (4, rpc("server/discover", {})),
+    (4, {"jsonrpc": "2.0", "id": 3, "result": {}}),
+    (0, {"jsonrpc": "1.0", "id": 1, "method": "tools/list"}),
+    (4, [rpc("tools/list"), rpc("ping", id=2)]),
+    (1, rpc("tools/list")),
+    (2, rpc("tools/list")),
+    (7, rpc("tools/list")),
+    (4, {"hello": "world"}),
+]
+for selector, body in mcp_bodies:
+    write("mcp", bytes([selector]) + json.dumps(body).encode())
+for raw in [b"{not json", b"", b"null", b"[]", b"\xff\xfe", b'{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"calculate","arguments":{"expression":"' + b"1+" * 300 + b'1"}}}']:
+    write("mcp", bytes([4]) + raw)

@@ -145,3 +145,47 @@ async fn request_body_corpus_and_regressions_through_the_local_router() {
         );
     }
 }
+
+#[tokio::test]
+async fn mcp_corpus_and_regressions_through_the_local_router() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("agent.db").to_string_lossy().into_owned();
+    let mut vars = vec![("SQLITE_PATH", db.as_str())];
+    vars.extend_from_slice(&inputs::SETTINGS);
+    let app = agent_core::App::build(agent_core::testing::settings(&vars), local::FUNCTION)
+        .await
+        .expect("the app starts");
+    let server = TestServer::start(local::router(&app).await.expect("the router builds")).await;
+    let http = reqwest::Client::new();
+
+    let mut failures = Vec::new();
+    let (mut results, mut errors) = (0, 0);
+    for (path, bytes) in &inputs_of("mcp") {
+        let (content_type, versioned, body) = inputs::mcp_parts(bytes);
+        let mut request = http
+            .post(format!("{}/mcp", server.url))
+            .header("accept", "application/json, text/event-stream")
+            .body(body.to_vec());
+        if let Some(content_type) = content_type {
+            request = request.header("content-type", content_type);
+        }
+        if versioned {
+            request = request.header("mcp-protocol-version", "2025-06-18");
+        }
+        let response = request.send().await.expect("the local router answers");
+        let status = response.status().as_u16();
+        let answer = response.bytes().await.expect("the answer reads");
+        let json: serde_json::Value = serde_json::from_slice(&answer).unwrap_or_default();
+        results += usize::from(json["result"].is_object());
+        errors += usize::from(json["error"].is_object());
+        if let Err(why) = inputs::check_mcp_response(status, &answer) {
+            failures.push(format!("{} (POST /mcp): {why}", path.display()));
+        }
+    }
+    server.stop().await;
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert!(
+        results > 0 && errors > 0,
+        "fuzz/corpus/mcp should hold messages /mcp answers and refuses (results: {results}, errors: {errors})"
+    );
+}

@@ -481,3 +481,54 @@ async fn a_server_that_is_down_does_not_stop_the_agent() {
     let run = run_agent(&server.url, "Calcula 15 * 23").await;
     assert_eq!(step(&run, "calculate")["result"]["result"], 345);
 }
+
+/// The metadata server's identity endpoint, the one thing that cannot run
+/// off Google Cloud: a token naming its audience.
+async fn identity(
+    headers: axum::http::HeaderMap,
+    axum::extract::Query(query): axum::extract::Query<std::collections::HashMap<String, String>>,
+) -> Result<String, axum::http::StatusCode> {
+    if headers.get("metadata-flavor").and_then(|v| v.to_str().ok()) != Some("Google") {
+        return Err(axum::http::StatusCode::FORBIDDEN);
+    }
+    Ok(format!(
+        "token-for:{}",
+        query.get("audience").cloned().unwrap_or_default()
+    ))
+}
+
+/// On Cloud Run every request to an MCP server carries a Google ID token
+/// whose audience is the server's URL (its origin), from the metadata
+/// server: `local` as a process, as it would run there.
+#[tokio::test]
+#[ignore = "needs the MCP SDK's virtualenv (PYTHON): run ./scripts/test.sh"]
+async fn calls_to_mcp_servers_carry_an_id_token_for_the_server() {
+    let metadata = TestServer::start(axum::Router::new().route(
+        "/computeMetadata/v1/instance/service-accounts/default/identity",
+        axum::routing::get(identity),
+    ))
+    .await;
+    let peer = PeerServer::start("stateful", None).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("agent.db").to_string_lossy().into_owned();
+    let servers = format!("peer={}", peer.url);
+    let metadata_host = metadata.url.trim_start_matches("http://").to_string();
+    let local = agent_core::testing::Process::start(
+        env!("CARGO_BIN_EXE_local"),
+        &[
+            ("SQLITE_PATH", &db),
+            ("LLM_PROVIDER", "offline"),
+            ("MCP_SERVERS", &servers),
+            ("TOOL_ID_TOKENS", "true"),
+            ("GCE_METADATA_HOST", &metadata_host),
+        ],
+    )
+    .await;
+    let run = run_agent(&local.url, "use peer__shout with signed").await;
+    assert_eq!(step(&run, "peer__shout")["result"]["result"], "SIGNED!", "{run}");
+    let expected = format!("Bearer token-for:{}", peer.base);
+    let seen = peer.calls().await;
+    let authorizations = seen["authorizations"].as_array().expect("an array");
+    assert!(!authorizations.is_empty());
+    assert!(authorizations.iter().all(|a| *a == expected), "{seen}");
+}

@@ -32,6 +32,7 @@ use axum::routing::{get, post};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+mod a2a;
 mod multi;
 mod research;
 
@@ -172,6 +173,7 @@ fn routes(app: &App, state: AgentState) -> Api {
         agent_core::tools::search::TOOL_NAME.to_string(),
     ]);
     let mcp = app.mcp(shared, FUNCTION);
+    let a2a = a2a::routes(app, state.clone());
     app.rate_limited(
         runs.with_state(state.clone()),
         "agent",
@@ -186,6 +188,7 @@ fn routes(app: &App, state: AgentState) -> Api {
     ))
     .merge(task::routes::api(app))
     .merge(mcp)
+    .merge(a2a)
 }
 
 pub async fn run_agent(
@@ -249,7 +252,7 @@ pub(crate) fn check_callback(state: &AgentState, url: &str) -> Result<String, Ap
 /// dropped at one of its awaits would leave its task `running` forever (no
 /// lease, so no sweep takes it up again). Detached, it runs to its end and
 /// records its outcome whether or not anyone is still waiting for the answer.
-async fn run_now(
+pub(crate) async fn run_now(
     state: &AgentState,
     task: TaskRecord,
     warnings: Vec<String>,

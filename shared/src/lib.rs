@@ -6,6 +6,9 @@
 //! reaches every function and no function holds logic another would need.
 //! The map:
 //!
+//! - [`a2a`]: the Agent2Agent protocol's wire, in its revisions 1.0 and
+//!   0.3 (the agent function serves it), and the agent's client of other
+//!   agents (`A2A_AGENTS`).
 //! - [`agent`]: the tool-calling loop and its step trace.
 //! - `app`: what every function builds at start-up (settings, logs,
 //!   metrics, model, stores), so each `main` is a few lines.
@@ -65,6 +68,7 @@
 
 #![warn(unreachable_pub)]
 
+pub mod a2a;
 pub mod agent;
 pub(crate) mod app;
 pub mod auth;

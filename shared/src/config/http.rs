@@ -50,6 +50,10 @@ pub struct HttpSettings {
     /// of ours can be the victim (Cloud Run, Lambda) and wherever requests
     /// must carry credentials anyway.
     pub mcp_allowed_hosts: Option<Vec<String>>,
+    /// The service's public URL (`PUBLIC_URL`, no trailing slash), for
+    /// what names it to others (the A2A agent card); else derived from
+    /// each request's `Host` (and `X-Forwarded-Proto` behind a proxy).
+    pub public_url: Option<String>,
 }
 
 /// The HTTP settings; `K_SERVICE` (Cloud Run) turns on `TRUST_PROXY` by
@@ -85,6 +89,22 @@ pub(super) fn http_settings(env: &Env<'_>) -> Result<HttpSettings, ConfigError> 
         trust_client_id: env.parse_or("TRUST_CLIENT_ID", false, "true or false", parse_bool)?,
         body_timeout: env.seconds_or("BODY_TIMEOUT_SECONDS", Duration::from_secs(30), 0.1..=3600.0)?,
         mcp_allowed_hosts: mcp_allowed_hosts(env)?,
+        public_url: match env.get("PUBLIC_URL") {
+            None => None,
+            Some(url) => {
+                let parsed = reqwest::Url::parse(&url)
+                    .ok()
+                    .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some() && u.query().is_none());
+                if parsed.is_none() {
+                    return Err(ConfigError::new(
+                        "PUBLIC_URL",
+                        &url,
+                        "the service's URL, such as https://agent-abc-uc.a.run.app (http or https, no query)",
+                    ));
+                }
+                Some(url.trim_end_matches('/').to_string())
+            }
+        },
     })
 }
 

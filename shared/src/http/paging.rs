@@ -61,6 +61,16 @@ impl<S: Send + Sync> FromRequestParts<S> for PageQuery {
 }
 
 impl PageQuery {
+    /// A page of `limit` items after `cursor`, for a listing whose request
+    /// is not a query string (A2A's `ListTasks`).
+    pub fn new(limit: usize, cursor: Option<String>) -> PageQuery {
+        PageQuery {
+            limit: limit.clamp(1, MAX_LIMIT),
+            cursor,
+            status: None,
+        }
+    }
+
     fn from_params(params: Params) -> Result<PageQuery, ApiError> {
         let limit = match params.limit.as_deref() {
             None => DEFAULT_LIMIT,

@@ -31,6 +31,11 @@ impl TaskStatus {
         }
     }
 
+    /// Whether the task has ended (completed, failed or cancelled).
+    pub fn is_finished(self) -> bool {
+        matches!(self, TaskStatus::Completed | TaskStatus::Failed | TaskStatus::Cancelled)
+    }
+
     /// The status named `s` exactly, as a client gives it in a filter.
     pub fn from_name(s: &str) -> Option<TaskStatus> {
         [

@@ -98,8 +98,9 @@ fn delivery_corpus_and_regressions() {
     }
 }
 
-#[tokio::test]
-async fn request_body_corpus_and_regressions_through_the_local_router() {
+/// The `local` router the body targets fuzz (`fuzz/common/harness.rs`), on
+/// a loopback port, with the folder of its SQLite file and its app.
+async fn fuzzed_router() -> (tempfile::TempDir, agent_core::App, TestServer) {
     let dir = tempfile::tempdir().expect("tempdir");
     let db = dir.path().join("agent.db").to_string_lossy().into_owned();
     let mut vars = vec![("SQLITE_PATH", db.as_str())];
@@ -108,6 +109,12 @@ async fn request_body_corpus_and_regressions_through_the_local_router() {
         .await
         .expect("the app starts");
     let server = TestServer::start(local::router(&app).await.expect("the router builds")).await;
+    (dir, app, server)
+}
+
+#[tokio::test]
+async fn request_body_corpus_and_regressions_through_the_local_router() {
+    let (_dir, _app, server) = fuzzed_router().await;
     let http = reqwest::Client::new();
 
     let mut failures = Vec::new();
@@ -148,14 +155,7 @@ async fn request_body_corpus_and_regressions_through_the_local_router() {
 
 #[tokio::test]
 async fn mcp_corpus_and_regressions_through_the_local_router() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let db = dir.path().join("agent.db").to_string_lossy().into_owned();
-    let mut vars = vec![("SQLITE_PATH", db.as_str())];
-    vars.extend_from_slice(&inputs::SETTINGS);
-    let app = agent_core::App::build(agent_core::testing::settings(&vars), local::FUNCTION)
-        .await
-        .expect("the app starts");
-    let server = TestServer::start(local::router(&app).await.expect("the router builds")).await;
+    let (_dir, _app, server) = fuzzed_router().await;
     let http = reqwest::Client::new();
 
     let mut failures = Vec::new();

@@ -107,8 +107,10 @@ pub(crate) async fn chat(bin: &Path, seconds: u64, connections: u64, extra: &[(&
     result
 }
 
-/// Loads one tool function: `calculate` or `search`.
+/// Loads one tool function: `calculate` or `search` on its JSON route, or
+/// `mcp-calculate`, the same expression as an MCP `tools/call` on `/mcp`.
 pub(crate) async fn tool(bin: &Path, which: &str, seconds: u64, connections: u64) -> anyhow::Result<()> {
+    let mut headers = reqwest::header::HeaderMap::new();
     let (path, body, what): (&str, serde_json::Value, &str) = match which {
         "calculate" => (
             "/api/v1/tools/calculate",
@@ -120,7 +122,23 @@ pub(crate) async fn tool(bin: &Path, which: &str, seconds: u64, connections: u64
             serde_json::json!({"query": "cold start Cloud Run", "max_results": 5}),
             "query \"cold start Cloud Run\", built-in corpus",
         ),
-        other => bail!("unknown tool {other:?}: calculate or search"),
+        "mcp-calculate" => {
+            headers.insert(
+                reqwest::header::ACCEPT,
+                reqwest::header::HeaderValue::from_static("application/json, text/event-stream"),
+            );
+            headers.insert(
+                "mcp-protocol-version",
+                reqwest::header::HeaderValue::from_static("2025-06-18"),
+            );
+            (
+                "/mcp",
+                serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
+                    "name": "calculate", "arguments": {"expression": "2 * (3 + 4) ^ 2 / sqrt(16)"}}}),
+                "MCP tools/call calculate, expression 2 * (3 + 4) ^ 2 / sqrt(16)",
+            )
+        }
+        other => bail!("unknown tool {other:?}: calculate, search or mcp-calculate"),
     };
     let body = move |_: u64| body.clone();
     let load = Load {
@@ -133,7 +151,7 @@ pub(crate) async fn tool(bin: &Path, which: &str, seconds: u64, connections: u64
         grow: 0,
         warmup: 0,
         emulator: None,
-        headers: reqwest::header::HeaderMap::new(),
+        headers,
         vary: false,
     };
     run_load(&load, what).await

@@ -20,8 +20,9 @@
 //! - `bench issuer [SECONDS]`: that local issuer on its own, its settings
 //!   and a token printed (`AUTH_FIREBASE_*`, `BENCH_TOKEN`), for `wrk -s
 //!   bench/chat-auth.lua` or a run under callgrind.
-//! - `bench tool BIN calculate|search [SECONDS] [CONNECTIONS]`: the same
-//!   for a tool function's route.
+//! - `bench tool BIN calculate|search|mcp-calculate [SECONDS] [CONNECTIONS]`:
+//!   the same for a tool function's route (`mcp-calculate`: the calculator
+//!   as an MCP `tools/call` on `/mcp`).
 //! - `bench cache BIN [SECONDS] [CONNECTIONS] [NAME=VALUE...]`: the same
 //!   for chat turns with no history, three runs: the response cache off,
 //!   every turn a cache miss, every turn a hit.

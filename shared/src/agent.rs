@@ -284,13 +284,16 @@ async fn call_tool(tools: &Registry, call: &FunctionCall, context: &ToolContext)
             call.name,
             tools.names().join(", ")
         ))),
-        Some(tool) => match tokio::time::timeout(TOOL_TIMEOUT, tool.call(call.args.clone(), context)).await {
-            Ok(result) => result,
-            Err(_) => Err(ToolError::Failed(format!(
-                "the tool did not finish within {} s",
-                TOOL_TIMEOUT.as_secs()
-            ))),
-        },
+        Some(tool) => {
+            let limit = tool.timeout().unwrap_or(TOOL_TIMEOUT);
+            match tokio::time::timeout(limit, tool.call(call.args.clone(), context)).await {
+                Ok(result) => result,
+                Err(_) => Err(ToolError::Failed(format!(
+                    "the tool did not finish within {} s",
+                    limit.as_secs()
+                ))),
+            }
+        }
     };
     let duration_ms = (started.elapsed().as_secs_f64() * 1_000_000.0).round() / 1000.0;
     let (result, error) = match outcome {

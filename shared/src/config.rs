@@ -23,7 +23,7 @@ pub use http::{CorsOrigins, HttpSettings, RateLimit};
 pub use model::{LlmSettings, Provider};
 pub use store::{StoreKind, StoreSettings};
 pub use tasks::{QueueKind, QueueSettings, TaskSettings};
-pub use tools::{McpServer, ToolSettings};
+pub use tools::{Peer, ToolSettings};
 
 use cache::cache_settings;
 use http::{RATE_LIMIT_EXPECTED, parse_rate_limit};

@@ -27,7 +27,7 @@ use rmcp::transport::streamable_http_client::{
 };
 use serde_json::Value;
 
-use crate::config::{McpServer, ToolSettings};
+use crate::config::{Peer, ToolSettings};
 use crate::gcp::MetadataClient;
 use crate::llm::ToolSpec;
 use crate::tools::{Tool, ToolContext, ToolError, ToolSource};
@@ -88,12 +88,7 @@ struct Listed {
 }
 
 impl Server {
-    fn new(
-        settings: &McpServer,
-        http: reqwest::Client,
-        id_tokens: Option<MetadataClient>,
-        timeout: Duration,
-    ) -> Server {
+    fn new(settings: &Peer, http: reqwest::Client, id_tokens: Option<MetadataClient>, timeout: Duration) -> Server {
         let header = settings.header.as_ref().and_then(|(name, value)| {
             Some((
                 HeaderName::from_bytes(name.as_bytes()).ok()?,

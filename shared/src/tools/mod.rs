@@ -58,6 +58,13 @@ pub trait Tool: Send + Sync {
 
     /// Runs the tool. `args` is whatever the model sent.
     async fn call(&self, args: Value, context: &ToolContext) -> Result<Value, ToolError>;
+
+    /// How long a call may take before the agent gives up on it; `None`:
+    /// the agent's own limit ([`crate::agent::TOOL_TIMEOUT`]). A remote
+    /// agent, which runs a task of its own, takes longer.
+    fn timeout(&self) -> Option<std::time::Duration> {
+        None
+    }
 }
 
 /// Decodes a model's arguments into a tool's typed arguments.

@@ -23,10 +23,13 @@ pub fn search_index(settings: &ToolSettings) -> anyhow::Result<Arc<search::Searc
 /// or the remote functions at `CALCULATOR_URL` and `SEARCH_URL` (which take
 /// the same arguments, so only the declaration is needed here); memory in
 /// the store; the tools of the MCP servers in `MCP_SERVERS`, listed now
-/// (see [`crate::mcp::client`]).
+/// (see [`crate::mcp::client`]), and the agents of `A2A_AGENTS`
+/// ([`crate::a2a::client`]).
 pub async fn registry(settings: &ToolSettings, stores: &crate::store::Stores) -> anyhow::Result<Registry> {
-    let needs_http =
-        settings.search_url.is_some() || settings.calculator_url.is_some() || !settings.mcp_servers.is_empty();
+    let needs_http = settings.search_url.is_some()
+        || settings.calculator_url.is_some()
+        || !settings.mcp_servers.is_empty()
+        || !settings.a2a_agents.is_empty();
     let http = if needs_http {
         Some(crate::llm::http_client(settings.timeout)?)
     } else {
@@ -58,8 +61,27 @@ pub async fn registry(settings: &ToolSettings, stores: &crate::store::Stores) ->
         .with(search)
         .with(Arc::new(memory::StoreMemory::new(stores.memory.clone())))
         .with(Arc::new(memory::RecallMemory::new(stores.memory.clone())));
-    if let (false, Some(http)) = (settings.mcp_servers.is_empty(), http) {
-        tools = tools.with_source(Arc::new(crate::mcp::client::McpTools::start(settings, http).await));
+    if let Some(http) = &http {
+        // Both at once: a start waits for the slower, not the sum.
+        let servers = async {
+            match settings.mcp_servers.is_empty() {
+                true => None,
+                false => Some(crate::mcp::client::McpTools::start(settings, http.clone()).await),
+            }
+        };
+        let agents = async {
+            match settings.a2a_agents.is_empty() {
+                true => None,
+                false => Some(crate::a2a::client::A2aAgents::start(settings, http.clone()).await),
+            }
+        };
+        let (servers, agents) = tokio::join!(servers, agents);
+        if let Some(servers) = servers {
+            tools = tools.with_source(Arc::new(servers));
+        }
+        if let Some(agents) = agents {
+            tools = tools.with_source(Arc::new(agents));
+        }
     }
     Ok(tools)
 }

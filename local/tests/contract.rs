@@ -115,6 +115,8 @@ async fn each_function_documents_its_own_routes() {
                 "GET /api/v1/tasks/{id}/events",
                 "POST /api/v1/tasks/{id}/cancel",
                 "POST /mcp",
+                "POST /a2a",
+                "GET /.well-known/agent-card.json",
             ],
         ),
         (

@@ -82,8 +82,9 @@ pub(crate) fn routes(app: &App, agent: AgentState) -> Api {
 }
 
 /// `POST /a2a`: one JSON-RPC request in the revision its `A2A-Version`
-/// header names. Every refusal is the protocol's error object (with a 200,
-/// as JSON-RPC over HTTP answers); a stream is `text/event-stream`.
+/// header names. Every refusal is the protocol's error object: with a 400
+/// when the body is no JSON-RPC request (a 413 when too large), else with
+/// a 200, as JSON-RPC over HTTP answers; a stream is `text/event-stream`.
 async fn endpoint(State(a2a): State<A2a>, principal: Principal, request: Request) -> Response {
     let (parts, body) = request.into_parts();
     let version = match Version::from_header(parts.headers.get(VERSION_HEADER).and_then(|v| v.to_str().ok())) {
@@ -111,7 +112,8 @@ async fn endpoint(State(a2a): State<A2a>, principal: Principal, request: Request
     };
     let request = match rpc::parse(&bytes) {
         Ok(request) => request,
-        Err((id, fault)) => return answer(rpc::error(&id, &fault)),
+        // Not a JSON-RPC request at all: a client error at HTTP's level too.
+        Err((id, fault)) => return with_status(StatusCode::BAD_REQUEST, rpc::error(&id, &fault)),
     };
     methods::dispatch(&a2a, &principal, version, request).await
 }
@@ -187,5 +189,6 @@ fn operation() -> Operation {
         &[Event::json::<A2aAnswer>("message")],
         false,
     )
+    .json::<A2aAnswer>(400, "a body that is not a JSON-RPC request (-32700, -32600)")
     .json::<A2aAnswer>(413, "a body larger than MAX_BODY_BYTES, as a JSON-RPC error")
 }

@@ -247,3 +247,52 @@ pub fn check_mcp_response(status: u16, body: &[u8]) -> Result<(), String> {
     }
     Ok(())
 }
+
+// ---------------------------------------------------------------------- a2a
+
+/// `a2a`: the first byte picks the revision (bit 0: 1.0, else 0.3); the
+/// rest is the body of a `POST /a2a`. Read as the endpoint reads it: the
+/// JSON-RPC request, then a send's or a task reference's params.
+pub fn a2a_parts(data: &[u8]) -> (agent_core::a2a::Version, &[u8]) {
+    match data.split_first() {
+        Some((&selector, body)) if selector & 1 == 1 => (agent_core::a2a::Version::V1, body),
+        Some((_, body)) => (agent_core::a2a::Version::V03, body),
+        None => (agent_core::a2a::Version::V03, data),
+    }
+}
+
+/// What must hold for any body: no panic; a refusal is one of the
+/// protocol's codes with a message under 8 KiB; a send read has a
+/// non-empty message id and text, and its task id is a safe store id.
+pub fn check_a2a(data: &[u8]) -> Result<(), String> {
+    use agent_core::a2a::{rpc, wire};
+    let (version, body) = a2a_parts(data);
+    let known = |code: i32| matches!(code, -32700 | -32600 | -32602 | -32009..=-32001);
+    let check_fault = |fault: &rpc::Fault| {
+        if !known(fault.code) || fault.message.is_empty() || fault.message.len() > 8192 {
+            return Err(format!("an unexpected refusal: {fault:?}"));
+        }
+        Ok(())
+    };
+    let request = match rpc::parse(body) {
+        Ok(request) => request,
+        Err((_, fault)) => return check_fault(&fault),
+    };
+    match wire::send(version, &request.params) {
+        Ok(send) => {
+            if send.message_id.trim().is_empty() || send.text.trim().is_empty() {
+                return Err(format!("a send without its message id or text: {send:?}"));
+            }
+            let id = wire::task_id_for("key:fuzz", &send.message_id);
+            if !id.starts_with("a2a-") || id.len() != 36 {
+                return Err(format!("a task id out of shape: {id}"));
+            }
+        }
+        Err(fault) => check_fault(&fault)?,
+    }
+    match wire::task_ref(&request.params) {
+        Ok((id, _)) if id.is_empty() => Err("an empty task id was taken".to_string()),
+        Ok(_) => Ok(()),
+        Err(fault) => check_fault(&fault),
+    }
+}

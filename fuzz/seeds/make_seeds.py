@@ -110,3 +110,34 @@ for selector, body in mcp_bodies:
     write("mcp", bytes([selector]) + json.dumps(body).encode())
 for raw in [b"{not json", b"", b"null", b"[]", b"\xff\xfe", b'{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"calculate","arguments":{"expression":"' + b"1+" * 300 + b'1"}}}']:
     write("mcp", bytes([4]) + raw)
+
+# a2a: selector (bit 0: protocol 1.0, else 0.3) and a body.
+V1_MESSAGE = {"messageId": "m-1", "role": "ROLE_USER", "parts": [{"text": "Calcula 15 * 23"}], "contextId": "ctx"}
+V03_MESSAGE = {"kind": "message", "messageId": "m-1", "role": "user", "parts": [{"kind": "text", "text": "hi"}]}
+a2a_bodies = [
+    (1, rpc("SendMessage", {"message": V1_MESSAGE})),
+    (1, rpc("SendMessage", {"message": V1_MESSAGE, "configuration": {"returnImmediately": True, "historyLength": 0}})),
+    (1, rpc("SendStreamingMessage", {"message": dict(V1_MESSAGE, parts=[{"data": {"a": 1}}])})),
+    (1, rpc("SendMessage", {"message": dict(V1_MESSAGE, parts=[{"url": "https://x/a.png"}])})),
+    (1, rpc("SendMessage", {"message": dict(V1_MESSAGE, role="ROLE_AGENT")})),
+    (1, rpc("SendMessage", {"message": {"role": "ROLE_USER", "parts": []}})),
+    (1, rpc("GetTask", {"id": "a2a-0123", "historyLength": 1})),
+    (1, rpc("ListTasks", {"contextId": "ctx", "pageSize": 10, "status": "TASK_STATE_COMPLETED"})),
+    (1, rpc("CancelTask", {"id": ""})),
+    (0, rpc("message/send", {"message": V03_MESSAGE, "configuration": {"blocking": True}})),
+    (0, rpc("message/stream", {"message": V03_MESSAGE})),
+    (0, rpc("message/send", {"message": dict(V03_MESSAGE, parts=[{"kind": "file", "file": {"uri": "x"}}])})),
+    (0, rpc("message/send", {"message": V03_MESSAGE,
+                             "configuration": {"pushNotificationConfig": {"url": "https://hooks.example/a2a"}}})),
+    (0, rpc("tasks/get", {"id": 7})),
+    (0, rpc("tasks/resubscribe", None)),
+    (0, {"jsonrpc": "2.0", "id": [1], "method": "tasks/get"}),
+    (0, {"jsonrpc": "2.0", "id": 1, "method": "tasks/get", "params": [1]}),
+    (1, [rpc("GetTask", {"id": "x"})]),
+    (1, {"jsonrpc": "2.0", "id": 1}),
+    (0, "just a string"),
+]
+for selector, body in a2a_bodies:
+    write("a2a", bytes([selector]) + json.dumps(body).encode())
+for raw in [b"{oops", b"", b"\xff\xfe{}"]:
+    write("a2a", bytes([1]) + raw)

@@ -98,6 +98,26 @@ fn delivery_corpus_and_regressions() {
     }
 }
 
+#[test]
+fn a2a_corpus_and_regressions() {
+    replay("a2a", inputs::check_a2a);
+    // The corpus reaches past the refusals: some of it reads as a send, in
+    // each revision.
+    let sends: Vec<bool> = inputs_of("a2a")
+        .iter()
+        .filter_map(|(_, bytes)| {
+            let (version, body) = inputs::a2a_parts(bytes);
+            let request = agent_core::a2a::rpc::parse(body).ok()?;
+            agent_core::a2a::wire::send(version, &request.params).ok()?;
+            Some(version == agent_core::a2a::Version::V1)
+        })
+        .collect();
+    assert!(
+        sends.contains(&true) && sends.contains(&false),
+        "fuzz/corpus/a2a should hold sends of both revisions that read"
+    );
+}
+
 /// The `local` router the body targets fuzz (`fuzz/common/harness.rs`), on
 /// a loopback port, with the folder of its SQLite file and its app.
 async fn fuzzed_router() -> (tempfile::TempDir, agent_core::App, TestServer) {

@@ -550,3 +550,45 @@ async fn an_agent_asks_another_of_ours() {
         "{listed}"
     );
 }
+
+/// On Cloud Run every request to a remote agent (its card too) carries a
+/// Google ID token whose audience is the agent's URL: `local` as a
+/// process, as it would run there.
+#[tokio::test]
+#[ignore = "needs the A2A SDK's virtualenv (PYTHON): run ./scripts/test.sh"]
+async fn calls_to_remote_agents_carry_an_id_token_for_the_agent() {
+    let metadata = agent_core::testing::metadata_server().await;
+    let peer = PeerAgent::start(&[], None).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("agent.db").to_string_lossy().into_owned();
+    let agents = format!("shout={}", peer.base);
+    let metadata_host = metadata.url.trim_start_matches("http://").to_string();
+    let local = agent_core::testing::Process::start(
+        env!("CARGO_BIN_EXE_local"),
+        &[
+            ("SQLITE_PATH", &db),
+            ("LLM_PROVIDER", "offline"),
+            ("A2A_AGENTS", &agents),
+            ("TOOL_ID_TOKENS", "true"),
+            ("GCE_METADATA_HOST", &metadata_host),
+        ],
+    )
+    .await;
+    let response = reqwest::Client::new()
+        .post(format!("{}/api/v1/agent", local.url))
+        .json(&json!({"task": "use ask_shout with signed"}))
+        .send()
+        .await
+        .expect("run");
+    let answered: Value = response.json().await.expect("json");
+    assert_eq!(
+        step(&answered, "ask_shout")["result"]["answer"],
+        "SIGNED!",
+        "{answered}"
+    );
+    let expected = format!("Bearer token-for:{}", peer.base);
+    let seen = peer.calls().await;
+    let authorizations = seen["authorizations"].as_array().expect("an array");
+    assert!(!authorizations.is_empty());
+    assert!(authorizations.iter().all(|a| *a == expected), "{seen}");
+}

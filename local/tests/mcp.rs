@@ -482,32 +482,13 @@ async fn a_server_that_is_down_does_not_stop_the_agent() {
     assert_eq!(step(&run, "calculate")["result"]["result"], 345);
 }
 
-/// The metadata server's identity endpoint, the one thing that cannot run
-/// off Google Cloud: a token naming its audience.
-async fn identity(
-    headers: axum::http::HeaderMap,
-    axum::extract::Query(query): axum::extract::Query<std::collections::HashMap<String, String>>,
-) -> Result<String, axum::http::StatusCode> {
-    if headers.get("metadata-flavor").and_then(|v| v.to_str().ok()) != Some("Google") {
-        return Err(axum::http::StatusCode::FORBIDDEN);
-    }
-    Ok(format!(
-        "token-for:{}",
-        query.get("audience").cloned().unwrap_or_default()
-    ))
-}
-
 /// On Cloud Run every request to an MCP server carries a Google ID token
 /// whose audience is the server's URL (its origin), from the metadata
 /// server: `local` as a process, as it would run there.
 #[tokio::test]
 #[ignore = "needs the MCP SDK's virtualenv (PYTHON): run ./scripts/test.sh"]
 async fn calls_to_mcp_servers_carry_an_id_token_for_the_server() {
-    let metadata = TestServer::start(axum::Router::new().route(
-        "/computeMetadata/v1/instance/service-accounts/default/identity",
-        axum::routing::get(identity),
-    ))
-    .await;
+    let metadata = agent_core::testing::metadata_server().await;
     let peer = PeerServer::start("stateful", None).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let db = dir.path().join("agent.db").to_string_lossy().into_owned();

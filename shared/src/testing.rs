@@ -82,6 +82,30 @@ impl Drop for TestServer {
     }
 }
 
+/// A stand-in for the metadata server's identity endpoint (the one thing
+/// that cannot run off Google Cloud): each ID token is
+/// `token-for:<audience>`, so a test can see which audience a call asked
+/// for. Point `GCE_METADATA_HOST` at its address (without `http://`).
+pub async fn metadata_server() -> TestServer {
+    async fn identity(
+        headers: axum::http::HeaderMap,
+        axum::extract::Query(query): axum::extract::Query<HashMap<String, String>>,
+    ) -> Result<String, axum::http::StatusCode> {
+        if headers.get("metadata-flavor").and_then(|v| v.to_str().ok()) != Some("Google") {
+            return Err(axum::http::StatusCode::FORBIDDEN);
+        }
+        Ok(format!(
+            "token-for:{}",
+            query.get("audience").cloned().unwrap_or_default()
+        ))
+    }
+    TestServer::start(Router::new().route(
+        "/computeMetadata/v1/instance/service-accounts/default/identity",
+        axum::routing::get(identity),
+    ))
+    .await
+}
+
 /// A port that was free a moment ago, for tests that start processes.
 pub fn free_port() -> u16 {
     match std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()) {

@@ -4,25 +4,15 @@
 //! through `PYTHON`), the protocol's faults with raw JSON-RPC, one task per
 //! message id, and two principals who cannot see each other's tasks.
 
-use std::path::PathBuf;
+mod common;
 
 use agent_core::testing::{TestApp, TestServer};
+use common::{OnGoogleCloud, Peer, peers, python, run_agent, step};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 const ALICE: &str = "a2a-alice-key-0123456789abcdef";
 const BOB: &str = "a2a-bob-key-0123456789abcdef01";
-
-fn peers() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/peers")
-}
-
-fn python() -> String {
-    match std::env::var("PYTHON") {
-        Ok(python) if !python.is_empty() => python,
-        _ => panic!("PYTHON is not set: run ./scripts/test.sh, which makes the virtualenv with the A2A SDK"),
-    }
-}
 
 async fn agent(vars: &[(&str, &str)]) -> (TestApp, TestServer) {
     let keys = format!("alice:{ALICE},bob:{BOB}");
@@ -53,6 +43,17 @@ async fn rpc(url: &str, key: &str, version: Option<&str>, body: String) -> (Stat
     )
 }
 
+/// The card, fetched with Alice's key and `headers`.
+async fn fetch_card(url: &str, headers: &[(&str, &str)]) -> Value {
+    let mut request = reqwest::Client::new()
+        .get(format!("{url}/.well-known/agent-card.json"))
+        .header("x-api-key", ALICE);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    request.send().await.expect("card").json().await.expect("json")
+}
+
 fn call(method: &str, params: Value) -> String {
     json!({"jsonrpc": "2.0", "id": "r1", "method": method, "params": params}).to_string()
 }
@@ -74,16 +75,7 @@ fn code(answer: &Value) -> i64 {
 #[tokio::test]
 async fn the_card_names_the_endpoint_skills_and_credentials() {
     let (_app, server) = agent(&[]).await;
-    let card: Value = reqwest::Client::new()
-        .get(format!("{}/.well-known/agent-card.json", server.url))
-        .header("x-api-key", ALICE)
-        .header("host", "agent.example.com")
-        .send()
-        .await
-        .expect("card")
-        .json()
-        .await
-        .expect("json");
+    let card = fetch_card(&server.url, &[("host", "agent.example.com")]).await;
     assert_eq!(
         card["url"], "http://agent.example.com/a2a",
         "0.3's field, from the Host: {card}"
@@ -104,16 +96,7 @@ async fn the_card_names_the_endpoint_skills_and_credentials() {
         "{skills:?}"
     );
 
-    let v1: Value = reqwest::Client::new()
-        .get(format!("{}/.well-known/agent-card.json", server.url))
-        .header("x-api-key", ALICE)
-        .header("a2a-version", "1.0")
-        .send()
-        .await
-        .expect("card")
-        .json()
-        .await
-        .expect("json");
+    let v1 = fetch_card(&server.url, &[("a2a-version", "1.0")]).await;
     assert!(v1.get("url").is_none(), "1.0's card alone: {v1}");
     assert_eq!(
         v1["securitySchemes"]["apiKey"]["apiKeySecurityScheme"]["name"],
@@ -122,28 +105,14 @@ async fn the_card_names_the_endpoint_skills_and_credentials() {
 
     // PUBLIC_URL wins; behind Cloud Run's proxy the scheme is its.
     let (_app, public) = agent(&[("PUBLIC_URL", "https://agent-abc-uc.a.run.app/")]).await;
-    let card: Value = reqwest::Client::new()
-        .get(format!("{}/.well-known/agent-card.json", public.url))
-        .header("x-api-key", ALICE)
-        .send()
-        .await
-        .expect("card")
-        .json()
-        .await
-        .expect("json");
+    let card = fetch_card(&public.url, &[]).await;
     assert_eq!(card["url"], "https://agent-abc-uc.a.run.app/a2a");
     let (_app, proxied) = agent(&[("TRUST_PROXY", "true")]).await;
-    let card: Value = reqwest::Client::new()
-        .get(format!("{}/.well-known/agent-card.json", proxied.url))
-        .header("x-api-key", ALICE)
-        .header("host", "agent-xyz.a.run.app")
-        .header("x-forwarded-proto", "https")
-        .send()
-        .await
-        .expect("card")
-        .json()
-        .await
-        .expect("json");
+    let card = fetch_card(
+        &proxied.url,
+        &[("host", "agent-xyz.a.run.app"), ("x-forwarded-proto", "https")],
+    )
+    .await;
     assert_eq!(card["url"], "https://agent-xyz.a.run.app/a2a");
 }
 
@@ -394,66 +363,11 @@ async fn the_python_sdk_talks_to_the_agent_in_both_revisions() {
     }
 }
 
-/// `tests/peers/a2a_server.py`, an agent written with the SDK, on a port of
-/// its own, with `env` (`A2A_VERSIONS`, `A2A_STREAMING`).
-struct PeerAgent {
-    _child: tokio::process::Child,
-    base: String,
-}
-
-impl PeerAgent {
-    async fn start(env: &[(&str, &str)], bearer: Option<&str>) -> PeerAgent {
-        let port = agent_core::testing::free_port();
-        let child = tokio::process::Command::new(python())
-            .arg(peers().join("a2a_server.py"))
-            .arg(port.to_string())
-            .args(bearer)
-            .envs(env.iter().copied())
-            .stdout(std::process::Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("python starts");
-        let base = format!("http://127.0.0.1:{port}");
-        for _ in 0..200 {
-            if reqwest::get(format!("{base}/calls")).await.is_ok() {
-                return PeerAgent { _child: child, base };
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
-        panic!("the Python A2A agent did not start on {port}");
-    }
-
-    async fn calls(&self) -> Value {
-        reqwest::get(format!("{}/calls", self.base))
-            .await
-            .expect("calls")
-            .json()
-            .await
-            .expect("json")
-    }
-}
-
-async fn run(url: &str, task: &str) -> Value {
-    let response = reqwest::Client::new()
-        .post(format!("{url}/api/v1/agent"))
-        .header("x-api-key", ALICE)
-        .json(&json!({"task": task}))
-        .send()
-        .await
-        .expect("run");
-    let status = response.status();
-    let body: Value = response.json().await.expect("json");
-    assert_eq!(status, 200, "{body}");
-    body
-}
-
-fn step<'a>(run: &'a Value, tool: &str) -> &'a Value {
-    run["steps"]
-        .as_array()
-        .expect("steps")
-        .iter()
-        .find(|s| s["tool"] == tool)
-        .unwrap_or_else(|| panic!("no {tool} step in {run}"))
+/// `tests/peers/a2a_server.py`, an agent written with the SDK, with `env`
+/// (`A2A_VERSIONS`, `A2A_STREAMING`), behind a bearer key when given.
+async fn peer_agent(env: &[(&str, &str)], bearer: Option<&str>) -> Peer {
+    let args: Vec<&str> = bearer.into_iter().collect();
+    Peer::start("a2a_server.py", &args, env).await
 }
 
 /// The agent hands work to agents written with the SDK: by the stream in
@@ -462,8 +376,8 @@ fn step<'a>(run: &'a Value, tool: &str) -> &'a Value {
 #[tokio::test]
 #[ignore = "needs the A2A SDK's virtualenv (PYTHON): run ./scripts/test.sh"]
 async fn the_agent_asks_python_a2a_agents() {
-    let streaming = PeerAgent::start(&[], None).await;
-    let old = PeerAgent::start(
+    let streaming = peer_agent(&[], None).await;
+    let old = peer_agent(
         &[("A2A_VERSIONS", "0.3"), ("A2A_STREAMING", "false")],
         Some("agent-secret"),
     )
@@ -477,7 +391,7 @@ async fn the_agent_asks_python_a2a_agents() {
     ])
     .await;
 
-    let answered = run(&server.url, "use ask_shout with hello from rust").await;
+    let answered = run_agent(&server.url, Some(ALICE), "use ask_shout with hello from rust").await;
     let asked = step(&answered, "ask_shout");
     assert_eq!(asked["result"]["answer"], "HELLO FROM RUST!", "{answered}");
     assert_eq!(asked["result"]["state"], "TASK_STATE_COMPLETED");
@@ -488,7 +402,7 @@ async fn the_agent_asks_python_a2a_agents() {
             .contains("HELLO FROM RUST!")
     );
 
-    let answered = run(&server.url, "use ask_old with quietly").await;
+    let answered = run_agent(&server.url, Some(ALICE), "use ask_old with quietly").await;
     let asked = step(&answered, "ask_old");
     assert_eq!(asked["result"]["answer"], "QUIETLY!", "{answered}");
     assert_eq!(asked["result"]["state"], "completed", "0.3's state: {answered}");
@@ -500,21 +414,13 @@ async fn the_agent_asks_python_a2a_agents() {
     );
     assert_eq!(streaming.calls().await["messages"], 1);
 
-    let answered = run(&server.url, "use ask_gone with anyone").await;
+    let answered = run_agent(&server.url, Some(ALICE), "use ask_gone with anyone").await;
     let lost = step(&answered, "ask_gone");
     assert!(lost["error"].as_str().expect("an error").contains("gone"), "{lost}");
 
     // Each agent is a tool described by its card (our own card lists the
     // tools as skills, as the model is offered them).
-    let card: Value = reqwest::Client::new()
-        .get(format!("{}/.well-known/agent-card.json", server.url))
-        .header("x-api-key", ALICE)
-        .send()
-        .await
-        .expect("card")
-        .json()
-        .await
-        .expect("json");
+    let card = fetch_card(&server.url, &[]).await;
     let skills = card["skills"].as_array().expect("skills");
     let shout = skills.iter().find(|s| s["id"] == "ask_shout").expect("ask_shout");
     assert!(
@@ -535,7 +441,7 @@ async fn an_agent_asks_another_of_ours() {
     let agents = format!("calc={}", remote.url);
     let key = format!("X-API-Key: {ALICE}");
     let (_app, server) = agent(&[("A2A_AGENTS", &agents), ("A2A_HEADER_CALC", &key)]).await;
-    let answered = run(&server.url, "use ask_calc with Calcula 15 * 23").await;
+    let answered = run_agent(&server.url, Some(ALICE), "use ask_calc with Calcula 15 * 23").await;
     let asked = step(&answered, "ask_calc");
     assert_eq!(asked["result"]["state"], "TASK_STATE_COMPLETED", "{answered}");
     assert!(
@@ -551,44 +457,20 @@ async fn an_agent_asks_another_of_ours() {
     );
 }
 
-/// On Cloud Run every request to a remote agent (its card too) carries a
-/// Google ID token whose audience is the agent's URL: `local` as a
-/// process, as it would run there.
+/// On Cloud Run every request to a remote agent carries a Google ID token
+/// whose audience is the agent's URL: `local` as a process, as it would
+/// run there.
 #[tokio::test]
 #[ignore = "needs the A2A SDK's virtualenv (PYTHON): run ./scripts/test.sh"]
 async fn calls_to_remote_agents_carry_an_id_token_for_the_agent() {
-    let metadata = agent_core::testing::metadata_server().await;
-    let peer = PeerAgent::start(&[], None).await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let db = dir.path().join("agent.db").to_string_lossy().into_owned();
+    let peer = peer_agent(&[], None).await;
     let agents = format!("shout={}", peer.base);
-    let metadata_host = metadata.url.trim_start_matches("http://").to_string();
-    let local = agent_core::testing::Process::start(
-        env!("CARGO_BIN_EXE_local"),
-        &[
-            ("SQLITE_PATH", &db),
-            ("LLM_PROVIDER", "offline"),
-            ("A2A_AGENTS", &agents),
-            ("TOOL_ID_TOKENS", "true"),
-            ("GCE_METADATA_HOST", &metadata_host),
-        ],
-    )
-    .await;
-    let response = reqwest::Client::new()
-        .post(format!("{}/api/v1/agent", local.url))
-        .json(&json!({"task": "use ask_shout with signed"}))
-        .send()
-        .await
-        .expect("run");
-    let answered: Value = response.json().await.expect("json");
+    let cloud = OnGoogleCloud::start(&[("A2A_AGENTS", &agents)]).await;
+    let answered = run_agent(&cloud.local.url, None, "use ask_shout with signed").await;
     assert_eq!(
         step(&answered, "ask_shout")["result"]["answer"],
         "SIGNED!",
         "{answered}"
     );
-    let expected = format!("Bearer token-for:{}", peer.base);
-    let seen = peer.calls().await;
-    let authorizations = seen["authorizations"].as_array().expect("an array");
-    assert!(!authorizations.is_empty());
-    assert!(authorizations.iter().all(|a| *a == expected), "{seen}");
+    peer.assert_authorized(&format!("Bearer token-for:{}", peer.base)).await;
 }

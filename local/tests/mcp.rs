@@ -7,26 +7,16 @@
 //! server written with it (`tests/peers/mcp_server.py`), the agent's
 //! peer, driven through the offline model.
 
-use std::path::PathBuf;
-use std::process::Stdio;
+mod common;
+
 use std::time::Duration;
 
 use agent_core::testing::{TestApp, TestServer, free_port};
+use common::{OnGoogleCloud, Peer, peers, python, run_agent, step};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 const KEY: &str = "mcp-test-key-0123456789abcdef";
-
-fn peers() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/peers")
-}
-
-fn python() -> String {
-    match std::env::var("PYTHON") {
-        Ok(python) if !python.is_empty() => python,
-        _ => panic!("PYTHON is not set: run ./scripts/test.sh, which makes the virtualenv with the MCP SDK"),
-    }
-}
 
 /// A JSON-RPC POST to `/mcp` as an MCP client sends it.
 async fn rpc(url: &str, headers: &[(&str, &str)], body: String) -> (StatusCode, Value) {
@@ -339,68 +329,14 @@ async fn the_python_sdk_lists_and_calls_our_tools() {
     }
 }
 
-/// `tests/peers/mcp_server.py`, the SDK's server, on a port of its own.
-struct PeerServer {
-    _child: tokio::process::Child,
-    url: String,
-    base: String,
-}
-
-impl PeerServer {
-    async fn start(mode: &str, key: Option<&str>) -> PeerServer {
-        let port = free_port();
-        let mut command = tokio::process::Command::new(python());
-        command
-            .arg(peers().join("mcp_server.py"))
-            .args([port.to_string(), mode.to_string()])
-            .args(key)
-            .stdout(Stdio::null())
-            .kill_on_drop(true);
-        let child = command.spawn().expect("python starts");
-        let base = format!("http://127.0.0.1:{port}");
-        for _ in 0..200 {
-            if reqwest::get(format!("{base}/calls")).await.is_ok() {
-                return PeerServer {
-                    _child: child,
-                    url: format!("{base}/mcp"),
-                    base,
-                };
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("the Python MCP server did not start on {port}");
-    }
-
-    async fn calls(&self) -> Value {
-        reqwest::get(format!("{}/calls", self.base))
-            .await
-            .expect("calls")
-            .json()
-            .await
-            .expect("json")
-    }
-}
-
-async fn run_agent(url: &str, task: &str) -> Value {
-    let response = reqwest::Client::new()
-        .post(format!("{url}/api/v1/agent"))
-        .json(&json!({"task": task}))
-        .send()
-        .await
-        .expect("run");
-    let status = response.status();
-    let body: Value = response.json().await.expect("json");
-    assert_eq!(status, 200, "{body}");
-    body
-}
-
-fn step<'a>(run: &'a Value, tool: &str) -> &'a Value {
-    run["steps"]
-        .as_array()
-        .expect("steps")
-        .iter()
-        .find(|s| s["tool"] == tool)
-        .unwrap_or_else(|| panic!("no {tool} step in {run}"))
+/// `tests/peers/mcp_server.py`, the SDK's server, stateful or stateless,
+/// behind a bearer key when given; its endpoint is `/mcp`.
+async fn mcp_server(mode: &str, key: Option<&str>) -> (Peer, String) {
+    let mut args = vec![mode];
+    args.extend(key);
+    let peer = Peer::start("mcp_server.py", &args, &[]).await;
+    let url = format!("{}/mcp", peer.base);
+    (peer, url)
 }
 
 /// The agent lists a Python MCP server's tools and the model calls them;
@@ -408,9 +344,9 @@ fn step<'a>(run: &'a Value, tool: &str) -> &'a Value {
 #[tokio::test]
 #[ignore = "needs the MCP SDK's virtualenv (PYTHON): run ./scripts/test.sh"]
 async fn the_agent_calls_the_tools_of_python_mcp_servers() {
-    let stateful = PeerServer::start("stateful", None).await;
-    let stateless = PeerServer::start("stateless", Some("peer-secret")).await;
-    let servers = format!("peer={},keyed={}", stateful.url, stateless.url);
+    let (stateful, stateful_url) = mcp_server("stateful", None).await;
+    let (stateless, stateless_url) = mcp_server("stateless", Some("peer-secret")).await;
+    let servers = format!("peer={stateful_url},keyed={stateless_url}");
     let app = TestApp::start(
         "agent_function",
         &[
@@ -422,7 +358,7 @@ async fn the_agent_calls_the_tools_of_python_mcp_servers() {
     .await;
     let server = TestServer::start(agent_function::router(&app).await.expect("router")).await;
 
-    let run = run_agent(&server.url, "Use peer__shout with hello from rust").await;
+    let run = run_agent(&server.url, None, "Use peer__shout with hello from rust").await;
     // The SDK's server wraps a text result as structured content.
     assert_eq!(
         step(&run, "peer__shout")["result"],
@@ -435,19 +371,11 @@ async fn the_agent_calls_the_tools_of_python_mcp_servers() {
     );
     assert_eq!(stateful.calls().await["shout"], 1);
 
-    let run = run_agent(&server.url, "use keyed__shout with quiet please").await;
+    let run = run_agent(&server.url, None, "use keyed__shout with quiet please").await;
     assert_eq!(step(&run, "keyed__shout")["result"]["result"], "QUIET PLEASE!", "{run}");
-    let seen = stateless.calls().await;
-    assert!(
-        seen["authorizations"]
-            .as_array()
-            .expect("an array")
-            .iter()
-            .all(|a| a == "Bearer peer-secret"),
-        "{seen}"
-    );
+    stateless.assert_authorized("Bearer peer-secret").await;
 
-    let run = run_agent(&server.url, "use peer__fail with testing").await;
+    let run = run_agent(&server.url, None, "use peer__fail with testing").await;
     let failed = step(&run, "peer__fail");
     assert!(
         failed["error"]
@@ -458,13 +386,13 @@ async fn the_agent_calls_the_tools_of_python_mcp_servers() {
     );
 
     // The built-in tools are still there.
-    let run = run_agent(&server.url, "Calcula 15 * 23").await;
+    let run = run_agent(&server.url, None, "Calcula 15 * 23").await;
     assert_eq!(step(&run, "calculate")["result"]["result"], 345);
 
     // A server that went away: an error result, and the run still answers.
     drop(stateful);
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let run = run_agent(&server.url, "Use peer__shout with anyone there").await;
+    let run = run_agent(&server.url, None, "Use peer__shout with anyone there").await;
     let lost = step(&run, "peer__shout");
     assert!(
         lost["error"].as_str().expect("a string").contains("MCP server peer"),
@@ -478,7 +406,7 @@ async fn a_server_that_is_down_does_not_stop_the_agent() {
     let down = format!("gone=http://127.0.0.1:{}/mcp", free_port());
     let app = TestApp::start("agent_function", &[("MCP_SERVERS", &down)]).await;
     let server = TestServer::start(agent_function::router(&app).await.expect("router")).await;
-    let run = run_agent(&server.url, "Calcula 15 * 23").await;
+    let run = run_agent(&server.url, None, "Calcula 15 * 23").await;
     assert_eq!(step(&run, "calculate")["result"]["result"], 345);
 }
 
@@ -488,28 +416,10 @@ async fn a_server_that_is_down_does_not_stop_the_agent() {
 #[tokio::test]
 #[ignore = "needs the MCP SDK's virtualenv (PYTHON): run ./scripts/test.sh"]
 async fn calls_to_mcp_servers_carry_an_id_token_for_the_server() {
-    let metadata = agent_core::testing::metadata_server().await;
-    let peer = PeerServer::start("stateful", None).await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let db = dir.path().join("agent.db").to_string_lossy().into_owned();
-    let servers = format!("peer={}", peer.url);
-    let metadata_host = metadata.url.trim_start_matches("http://").to_string();
-    let local = agent_core::testing::Process::start(
-        env!("CARGO_BIN_EXE_local"),
-        &[
-            ("SQLITE_PATH", &db),
-            ("LLM_PROVIDER", "offline"),
-            ("MCP_SERVERS", &servers),
-            ("TOOL_ID_TOKENS", "true"),
-            ("GCE_METADATA_HOST", &metadata_host),
-        ],
-    )
-    .await;
-    let run = run_agent(&local.url, "use peer__shout with signed").await;
+    let (peer, url) = mcp_server("stateful", None).await;
+    let servers = format!("peer={url}");
+    let cloud = OnGoogleCloud::start(&[("MCP_SERVERS", &servers)]).await;
+    let run = run_agent(&cloud.local.url, None, "use peer__shout with signed").await;
     assert_eq!(step(&run, "peer__shout")["result"]["result"], "SIGNED!", "{run}");
-    let expected = format!("Bearer token-for:{}", peer.base);
-    let seen = peer.calls().await;
-    let authorizations = seen["authorizations"].as_array().expect("an array");
-    assert!(!authorizations.is_empty());
-    assert!(authorizations.iter().all(|a| *a == expected), "{seen}");
+    peer.assert_authorized(&format!("Bearer token-for:{}", peer.base)).await;
 }

@@ -252,22 +252,31 @@ impl RemoteAgent {
         }
     }
 
-    /// One JSON-RPC request; the answer's `result`, or why there is none.
-    async fn rpc(&self, card: &Card, method: &str, params: Value) -> Result<Value, String> {
+    /// POSTs one JSON-RPC request of `method` to the card's endpoint, in
+    /// its revision, authorized; `stream` asks for an event stream.
+    async fn post(&self, card: &Card, method: &str, params: Value, stream: bool) -> Result<reqwest::Response, String> {
         let body =
             json!({"jsonrpc": "2.0", "id": uuid::Uuid::new_v4().to_string(), "method": method, "params": params});
-        let request = self
+        let mut request = self
             .http
             .post(&card.endpoint)
-            .timeout(self.request_timeout.max(self.timeout))
             .header(VERSION_HEADER, card.version.as_str())
             .json(&body);
-        let response = self
-            .authorized(request, &card.endpoint)
+        request = match stream {
+            // A stream lasts as long as the task: the call's own limit bounds it.
+            true => request.header(http::header::ACCEPT, "text/event-stream"),
+            false => request.timeout(self.request_timeout.max(self.timeout)),
+        };
+        self.authorized(request, &card.endpoint)
             .await?
             .send()
             .await
-            .map_err(|e| reach_error(&e))?;
+            .map_err(|e| reach_error(&e))
+    }
+
+    /// One JSON-RPC request; the answer's `result`, or why there is none.
+    async fn rpc(&self, card: &Card, method: &str, params: Value) -> Result<Value, String> {
+        let response = self.post(card, method, params, false).await?;
         let status = response.status();
         let answer: Value = response
             .json()
@@ -319,20 +328,7 @@ impl RemoteAgent {
             Version::V1 => "SendStreamingMessage",
             Version::V03 => "message/stream",
         };
-        let body = json!({"jsonrpc": "2.0", "id": uuid::Uuid::new_v4().to_string(), "method": method,
-            "params": {"message": message}});
-        let request = self
-            .http
-            .post(&card.endpoint)
-            .header(VERSION_HEADER, card.version.as_str())
-            .header(http::header::ACCEPT, "text/event-stream")
-            .json(&body);
-        let response = self
-            .authorized(request, &card.endpoint)
-            .await?
-            .send()
-            .await
-            .map_err(|e| reach_error(&e))?;
+        let response = self.post(card, method, json!({"message": message}), true).await?;
         let status = response.status();
         let is_stream = response
             .headers()

@@ -12,9 +12,11 @@
 //! - [`rpc`]: JSON-RPC envelopes and the protocol's error codes.
 //! - [`wire`]: a task as each revision shows it, and the messages and
 //!   params a client sends, read the same way from either.
-//! - [`client`]: the agent's client of the agents in `A2A_AGENTS`.
+//! - [`client`]: the agent's client of the agents in `A2A_AGENTS`, and
+//!   `outcome`, where a remote task stands as the client follows it.
 
 pub mod client;
+mod outcome;
 pub mod rpc;
 pub mod wire;
 

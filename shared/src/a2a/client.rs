@@ -41,7 +41,7 @@ pub struct A2aAgents {
 }
 
 impl A2aAgents {
-    /// Fetches every card at once, waiting at most [`START_WAIT`].
+    /// Fetches every card at once, waiting at most 5 s.
     pub async fn start(settings: &ToolSettings, http: reqwest::Client) -> A2aAgents {
         let id_tokens = settings.id_tokens.then(|| MetadataClient::from_env(http.clone()));
         let agents: Vec<Arc<RemoteAgent>> = settings

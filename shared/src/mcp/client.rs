@@ -48,7 +48,7 @@ pub struct McpTools {
 
 impl McpTools {
     /// Connects to every server and lists its tools, all at once, waiting
-    /// at most [`START_WAIT`] (or the tool time-out, if shorter); a server
+    /// at most 5 s (or the tool time-out, if shorter); a server
     /// not listed by then is listed on first use.
     pub async fn start(settings: &ToolSettings, http: reqwest::Client) -> McpTools {
         let id_tokens = settings.id_tokens.then(|| MetadataClient::from_env(http.clone()));

@@ -153,12 +153,7 @@ struct RemoteAgent {
 
 impl RemoteAgent {
     fn new(peer: &Peer, http: reqwest::Client, id_tokens: Option<MetadataClient>, settings: &ToolSettings) -> Self {
-        let header = peer.header.as_ref().and_then(|(name, value)| {
-            Some((
-                HeaderName::from_bytes(name.as_bytes()).ok()?,
-                HeaderValue::from_str(value.expose()).ok()?,
-            ))
-        });
+        let header = peer.header.clone();
         let card_url = if peer.url.ends_with(".json") {
             peer.url.clone()
         } else {

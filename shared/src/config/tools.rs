@@ -46,21 +46,27 @@ pub struct Peer {
     /// A header sent with every request to it (`MCP_HEADER_<NAME>`,
     /// `A2A_HEADER_<NAME>`, as `Name: value`): a key it asks for. Without
     /// one, calls carry a Google ID token where `TOOL_ID_TOKENS` is on.
-    pub header: Option<(String, Secret)>,
+    /// The value is marked sensitive, so it is never printed or logged.
+    pub header: Option<(http::HeaderName, http::HeaderValue)>,
 }
 
 /// `<PREFIX><NAME>`: `Header-Name: value`, for the peer `name`.
-fn peer_header(env: &Env<'_>, prefix: &str, name: &str) -> Result<Option<(String, Secret)>, ConfigError> {
+fn peer_header(
+    env: &Env<'_>,
+    prefix: &str,
+    name: &str,
+) -> Result<Option<(http::HeaderName, http::HeaderValue)>, ConfigError> {
     let var = format!("{prefix}{}", name.to_ascii_uppercase());
     let Some(v) = env.get(&var) else {
         return Ok(None);
     };
     let parsed = v.split_once(':').and_then(|(header, value)| {
-        let (header, value) = (header.trim(), value.trim());
-        let valid = http::HeaderName::from_bytes(header.as_bytes()).is_ok()
-            && http::HeaderValue::from_str(value).is_ok()
-            && !value.is_empty();
-        valid.then(|| (header.to_string(), Secret::new(value.to_string())))
+        let header = http::HeaderName::from_bytes(header.trim().as_bytes()).ok()?;
+        let mut value = http::HeaderValue::from_str(value.trim())
+            .ok()
+            .filter(|v| !v.is_empty())?;
+        value.set_sensitive(true);
+        Some((header, value))
     });
     // The value is a secret: the error names the variable, not what it holds.
     parsed.map(Some).ok_or_else(|| {
@@ -171,7 +177,14 @@ mod tests {
         let names: Vec<&str> = tools.mcp_servers.iter().map(|p| p.name.as_str()).collect();
         assert_eq!(names, ["docs", "files"]);
         let header = tools.mcp_servers[0].header.as_ref().expect("a header");
-        assert_eq!((header.0.as_str(), header.1.expose()), ("Authorization", "Bearer k"));
+        assert_eq!(
+            (header.0.as_str(), header.1.to_str().ok()),
+            ("authorization", Some("Bearer k"))
+        );
+        assert!(
+            !format!("{header:?}").contains("Bearer k"),
+            "a header's value is never printed"
+        );
         assert!(tools.mcp_servers[1].header.is_none());
         assert_eq!(tools.a2a_agents[0].url, "https://billing.example");
         assert_eq!(tools.a2a_timeout.as_secs(), 30);

@@ -89,12 +89,7 @@ struct Listed {
 
 impl Server {
     fn new(settings: &Peer, http: reqwest::Client, id_tokens: Option<MetadataClient>, timeout: Duration) -> Server {
-        let header = settings.header.as_ref().and_then(|(name, value)| {
-            Some((
-                HeaderName::from_bytes(name.as_bytes()).ok()?,
-                HeaderValue::from_str(value.expose()).ok()?,
-            ))
-        });
+        let header = settings.header.clone();
         Server {
             name: settings.name.clone(),
             url: settings.url.clone(),

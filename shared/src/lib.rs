@@ -28,6 +28,8 @@
 //! - [`http`]: the layer every function shares: error envelope, JSON bodies,
 //!   authentication, rate limits, CORS, body limits, request ids, `/health`,
 //!   `/metrics`, and `/openapi.json`, generated from the routes' own types.
+//! - [`jsonrpc`]: JSON-RPC 2.0 requests, answers and errors, as MCP's and
+//!   A2A's endpoints read and write them.
 //! - [`llm`]: the `Model` trait and its providers (Gemini, Vertex AI,
 //!   OpenAI-compatible, offline), with retries and streaming; the price
 //!   table and what each answer spent.
@@ -79,6 +81,7 @@ pub mod config;
 pub mod delivery;
 pub mod gcp;
 pub mod http;
+pub mod jsonrpc;
 pub mod llm;
 pub(crate) mod logging;
 pub mod mcp;

@@ -65,7 +65,7 @@ impl Following {
         let version = self.version;
         if self.sent.is_none() {
             self.sent = Some(self.task.status);
-            let first = wire::stream_task(version, wire::task(version, &self.task, None));
+            let first = wire::send_result(version, wire::task(version, &self.task, None));
             let mut events = vec![self.event(first)];
             events.extend(self.ending());
             return Some(events);

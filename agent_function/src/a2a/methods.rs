@@ -93,12 +93,18 @@ pub(super) async fn dispatch(a2a: &A2a, principal: &Principal, version: Version,
         return answer(rpc::error(&id, &fault));
     };
     let outcome = match method {
-        Method::Send => send(a2a, principal, version, &params).await.map(|task| {
-            let history = wire::send(version, &params).ok().and_then(|s| s.history_length);
-            wire::send_result(version, wire::task(version, &task, history))
-        }),
+        Method::Send => match wire::send(version, &params) {
+            Ok(send) => created(a2a, principal, &send, true)
+                .await
+                .map(|task| wire::send_result(version, wire::task(version, &task, send.history_length))),
+            Err(fault) => Err(fault),
+        },
         Method::Stream => {
-            return match created(a2a, principal, version, &params, false).await {
+            let created = match wire::send(version, &params) {
+                Ok(send) => created(a2a, principal, &send, false).await,
+                Err(fault) => Err(fault),
+            };
+            return match created {
                 Ok(task) => follow::stream(a2a, version, id, task),
                 Err(fault) => answer(rpc::error(&id, &fault)),
             };
@@ -165,23 +171,12 @@ async fn find(a2a: &A2a, principal: &Principal, id: &str) -> Result<TaskView, Fa
     }
 }
 
-/// `SendMessage` / `message/send`: the message's task, run in this request
-/// when the client waits (as `POST /api/v1/agent` runs one), else queued.
-async fn send(a2a: &A2a, principal: &Principal, version: Version, params: &Value) -> Result<TaskView, Fault> {
-    created(a2a, principal, version, params, true).await
-}
-
-/// The task a send makes, or the one the same message made before. With
-/// `may_wait` and a client that waits (and no push URL), the task runs in
-/// the request; otherwise it is queued, and a stream follows it.
-async fn created(
-    a2a: &A2a,
-    principal: &Principal,
-    version: Version,
-    params: &Value,
-    may_wait: bool,
-) -> Result<TaskView, Fault> {
-    let send = wire::send(version, params)?;
+/// The task a send (`SendMessage`, `message/send`, or their streaming
+/// twins) makes, or the one the same message made before. With `may_wait`
+/// and a client that waits (and no push URL), the task runs in the
+/// request, as `POST /api/v1/agent` runs one; otherwise it is queued, and
+/// a stream follows it.
+async fn created(a2a: &A2a, principal: &Principal, send: &wire::Send, may_wait: bool) -> Result<TaskView, Fault> {
     let task_id = wire::task_id_for(principal.as_str(), &send.message_id);
     if let Some(given) = &send.task_id
         && *given != task_id
@@ -206,7 +201,13 @@ async fn created(
         .route(&send.text, state.tools.names().len(), None)
         .map_err(|refused| Fault::invalid_params(refused.to_string()))?;
     let (max_steps, _) = agent::effective_max_steps(None);
-    let mut record = TaskRecord::queued(task_id.clone(), principal.as_str(), send.text, session_id, max_steps);
+    let mut record = TaskRecord::queued(
+        task_id.clone(),
+        principal.as_str(),
+        send.text.clone(),
+        session_id,
+        max_steps,
+    );
     if let Some(url) = &send.push_url {
         record.callback_url = Some(crate::check_callback(state, url).map_err(fault)?);
     }

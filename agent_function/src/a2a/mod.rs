@@ -20,6 +20,7 @@ use agent_core::a2a::rpc::{self, Fault};
 use agent_core::a2a::{VERSION_HEADER, Version};
 use agent_core::auth::Principal;
 use agent_core::http::{Api, Event, Operation, Routes};
+use agent_core::jsonrpc::RpcAnswer;
 use agent_core::task::routes::TaskRoutes;
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -162,17 +163,6 @@ struct A2aRequest {
     params: Option<Value>,
 }
 
-/// A JSON-RPC 2.0 answer: `result` (a task, or a page of them), or the
-/// protocol's `error` object (`-32001` no such task, `-32002` not
-/// cancelable, `-32009` version not supported, JSON-RPC's own codes).
-#[derive(Serialize, JsonSchema)]
-struct A2aAnswer {
-    jsonrpc: String,
-    id: Value,
-    result: Option<Value>,
-    error: Option<Value>,
-}
-
 fn operation() -> Operation {
     Operation::post(
         "a2a",
@@ -181,14 +171,18 @@ fn operation() -> Operation {
     )
     .tag("a2a")
     .body::<A2aRequest>()
-    .json::<A2aAnswer>(200, "the JSON-RPC answer (result, or the protocol's error object)")
+    .json::<RpcAnswer>(
+        200,
+        "the JSON-RPC answer: result (a task, or a page of them), or the protocol's error object (-32001 no such \
+         task, -32002 not cancelable, -32009 version not supported, JSON-RPC's own codes)",
+    )
     .event_stream(
         200,
         "with SendStreamingMessage, message/stream, SubscribeToTask or tasks/resubscribe: each event's data is \
          a JSON-RPC answer whose result is the task, then its status and artifact updates",
-        &[Event::json::<A2aAnswer>("message")],
+        &[Event::json::<RpcAnswer>("message")],
         false,
     )
-    .json::<A2aAnswer>(400, "a body that is not a JSON-RPC request (-32700, -32600)")
-    .json::<A2aAnswer>(413, "a body larger than MAX_BODY_BYTES, as a JSON-RPC error")
+    .json::<RpcAnswer>(400, "a body that is not a JSON-RPC request (-32700, -32600)")
+    .json::<RpcAnswer>(413, "a body larger than MAX_BODY_BYTES, as a JSON-RPC error")
 }

@@ -132,7 +132,8 @@ pub fn task(version: Version, view: &TaskView, history_length: Option<usize>) ->
     task
 }
 
-/// The answer to a send: 1.0 wraps the task, 0.3 gives it as it is.
+/// The answer to a send, and a stream's first event: 1.0 wraps the task,
+/// 0.3 gives it as it is.
 pub fn send_result(version: Version, task: Value) -> Value {
     match version {
         Version::V1 => json!({"task": task}),
@@ -175,11 +176,6 @@ pub fn artifact_update(version: Version, view: &TaskView, artifact: Value) -> Va
             "lastChunk": true,
         }),
     }
-}
-
-/// A stream's first event: the task as it was created.
-pub fn stream_task(version: Version, task: Value) -> Value {
-    send_result(version, task)
 }
 
 /// What a send carries, read from either revision's params.

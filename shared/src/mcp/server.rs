@@ -38,6 +38,7 @@ use serde_json::Value;
 use tower_service::Service;
 
 use crate::http::{Api, Operation, Routes};
+use crate::jsonrpc::{self, RpcAnswer, RpcError};
 use crate::tools::{Registry, ToolContext};
 
 /// The route every function serves its tools at.
@@ -110,7 +111,7 @@ async fn mcp(State(mcp): State<McpState>, request: Request) -> Response {
             return rpc_error(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 Value::Null,
-                -32600,
+                jsonrpc::INVALID_REQUEST,
                 format!("the message is larger than this function accepts ({max_body_bytes} bytes, MAX_BODY_BYTES)"),
             );
         }
@@ -123,7 +124,7 @@ async fn mcp(State(mcp): State<McpState>, request: Request) -> Response {
                 return rpc_error(
                     StatusCode::BAD_REQUEST,
                     Value::Null,
-                    -32700,
+                    jsonrpc::PARSE_ERROR,
                     "the body is not JSON: send one JSON-RPC 2.0 message".to_string(),
                 );
             }
@@ -131,7 +132,7 @@ async fn mcp(State(mcp): State<McpState>, request: Request) -> Response {
         if let Err(why) = params_fit(&message) {
             // Answered with the request's id, so the client can match it.
             let id = message.get("id").cloned().unwrap_or(Value::Null);
-            return rpc_error(StatusCode::OK, id, -32602, why);
+            return rpc_error(StatusCode::OK, id, jsonrpc::INVALID_PARAMS, why);
         }
     }
     let Ok(response) = service.call(Request::from_parts(parts, Body::from(bytes))).await;
@@ -153,7 +154,7 @@ async fn mcp(State(mcp): State<McpState>, request: Request) -> Response {
         Ok(bytes) if !bytes.is_empty() => String::from_utf8_lossy(&bytes).into_owned(),
         _ => status.canonical_reason().unwrap_or("the request failed").to_string(),
     };
-    rpc_error(status, Value::Null, -32600, message)
+    rpc_error(status, Value::Null, jsonrpc::INVALID_REQUEST, message)
 }
 
 /// Whether a request's `params` are what its method takes. The SDK reads
@@ -169,7 +170,8 @@ fn params_fit(message: &Value) -> Result<(), String> {
         match params {
             None | Some(Value::Null) if !required => Ok(()),
             None | Some(Value::Null) => Err(format!("{method} needs params")),
-            Some(params) => serde_json::from_value::<T>(params.clone())
+            // Read in place: the SDK reads the message again for real.
+            Some(params) => T::deserialize(params)
                 .map(|_| ())
                 .map_err(|e| format!("the params of {method} do not fit it: {e}")),
         }
@@ -219,16 +221,11 @@ fn accept_json(headers: &mut http::HeaderMap) {
 }
 
 fn rpc_error(status: StatusCode, id: Value, code: i32, message: String) -> Response {
-    let body = RpcError {
-        jsonrpc: "2.0",
-        id,
-        error: RpcErrorObject {
-            code,
-            message,
-            data: None,
-        },
-    };
-    (status, axum::Json(body)).into_response()
+    (
+        status,
+        axum::Json(jsonrpc::error(&id, &jsonrpc::Fault::new(code, message))),
+    )
+        .into_response()
 }
 
 /// A function's tools, as the SDK serves them.
@@ -307,35 +304,6 @@ pub struct RpcRequest {
     pub method: String,
     #[serde(default)]
     pub params: Option<Value>,
-}
-
-/// A JSON-RPC 2.0 answer: `result` on success, else `error`.
-#[derive(Serialize, Deserialize, JsonSchema)]
-pub struct RpcAnswer {
-    pub jsonrpc: String,
-    pub id: Value,
-    #[serde(default)]
-    pub result: Option<Value>,
-    #[serde(default)]
-    pub error: Option<RpcErrorObject>,
-}
-
-/// A JSON-RPC 2.0 error answer: the protocol's error object.
-#[derive(Serialize, JsonSchema)]
-pub struct RpcError {
-    jsonrpc: &'static str,
-    id: Value,
-    error: RpcErrorObject,
-}
-
-/// `code` is JSON-RPC's (`-32700` parse error, `-32600` invalid request,
-/// `-32601` no such method, `-32602` invalid params) or MCP's.
-#[derive(Serialize, Deserialize, JsonSchema)]
-pub struct RpcErrorObject {
-    pub code: i32,
-    pub message: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub data: Option<Value>,
 }
 
 fn operation() -> Operation {

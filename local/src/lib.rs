@@ -17,7 +17,7 @@ use anyhow::Context;
 use axum::Router;
 use tokio::net::TcpListener;
 
-pub const FUNCTION: &str = "local";
+pub const FUNCTION: &str = agent_core::http::LOCAL_RUNNER;
 
 /// Every function's named routes, merged.
 pub async fn api(app: &App) -> anyhow::Result<Api> {
@@ -164,6 +164,9 @@ pub fn banner(app: &App, addr: SocketAddr, api: &Api) -> String {
     for (method, path, summary) in agent_core::http::served(api) {
         let route = format!("{method:<6} {path}");
         out.push_str(&format!("  {route:<32} {}\n", headline(&summary)));
+    }
+    if agent_core::http::serves_console(&app.settings.http, FUNCTION) {
+        out.push_str(&format!("console: open {url}/ in a browser\n"));
     }
     out.push_str(&format!(
         "try: curl -s {url}/api/v1/chat -d '{{\"message\":\"hello\"}}'"

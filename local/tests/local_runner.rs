@@ -188,14 +188,40 @@ async fn local_serves_every_function_on_one_port() {
         "{report}"
     );
 
-    // The POST / aliases belong to the standalone functions.
+    // The POST / aliases belong to the standalone functions; `/` is the
+    // console's page.
     let root = http
         .post(format!("{base}/"))
         .json(&json!({"message": "hi"}))
         .send()
         .await
         .expect("post /");
-    assert_eq!(root.status().as_u16(), 404);
+    assert_eq!(root.status().as_u16(), 405);
+    let page = http.get(format!("{base}/")).send().await.expect("get /");
+    assert_eq!(page.status().as_u16(), 200);
+    assert_eq!(page.headers()["content-type"], "text/html; charset=utf-8");
+    assert!(
+        banner.contains(&format!("console: open http://127.0.0.1:{port}/ in a browser")),
+        "{banner}"
+    );
+}
+
+#[tokio::test]
+async fn console_off_serves_no_page() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = agent_core::testing::free_port();
+    let (_child, url, _) = start_local(dir.path(), port, &[("CONSOLE", "off")]).await;
+    assert!(url.contains(&format!("127.0.0.1:{port}")), "{url}");
+    let http = reqwest::Client::new();
+    let mut page = None;
+    for _ in 0..100 {
+        if let Ok(response) = http.get(format!("http://127.0.0.1:{port}/")).send().await {
+            page = Some(response.status().as_u16());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(page, Some(404), "CONSOLE=off: no page at /");
 }
 
 /// `local` started in `dir` on `port` with `vars`, and the first two lines

@@ -54,6 +54,9 @@ pub struct HttpSettings {
     /// what names it to others (the A2A agent card); else derived from
     /// each request's `Host` (and `X-Forwarded-Proto` behind a proxy).
     pub public_url: Option<String>,
+    /// Serve the browser console at `/` (`CONSOLE`): `None` when unset,
+    /// which `local` reads as on and a deployed function as off.
+    pub console: Option<bool>,
 }
 
 /// The HTTP settings; `K_SERVICE` (Cloud Run) turns on `TRUST_PROXY` by
@@ -104,6 +107,10 @@ pub(super) fn http_settings(env: &Env<'_>) -> Result<HttpSettings, ConfigError> 
                 }
                 Some(url.trim_end_matches('/').to_string())
             }
+        },
+        console: match env.get("CONSOLE") {
+            None => None,
+            Some(v) => Some(parse_bool(&v).ok_or_else(|| ConfigError::new("CONSOLE", &v, "on or off"))?),
         },
     })
 }

@@ -24,9 +24,12 @@
 //!   `rate_limit`, `cors`, `request_context`, [`metrics`]: one concern each.
 //! - `middleware`: how those layers wrap the routes, at no allocation
 //!   beyond one boxed future each.
+//! - `console`: the browser console at `/`, served by `local` (and by a
+//!   function with `CONSOLE=on`).
 
 pub(crate) mod auth;
 pub mod cache;
+pub(crate) mod console;
 pub(crate) mod cors;
 pub mod detached;
 pub mod error;
@@ -165,6 +168,16 @@ pub fn served(api: &Api) -> Vec<(&'static str, String, String)> {
         .collect()
 }
 
+/// Whether `function` serves the browser console: `CONSOLE` when set, else
+/// only the local runner, the one a developer opens in a browser.
+pub fn serves_console(settings: &HttpSettings, function: &str) -> bool {
+    settings.console.unwrap_or(function == LOCAL_RUNNER)
+}
+
+/// The function name of the local runner (the `local` crate), which serves
+/// the console unless `CONSOLE=off`.
+pub const LOCAL_RUNNER: &str = "local";
+
 /// Wraps a function's API routes with everything every function serves and
 /// does. `function` names it in `/health`, `/openapi.json` and metrics;
 /// `authenticator` decides every request's principal (built once per
@@ -197,10 +210,16 @@ pub fn wrap(
     let protected = router
         .route("/metrics", get(metrics::render).with_state(metrics.clone()))
         .layer(MiddlewareLayer(auth::Authenticate(authenticator)));
-    Router::new()
+    let open = Router::new()
         .route("/health", get(health::health).with_state((function, readiness)))
-        .route("/openapi.json", get(openapi).with_state(document))
-        .merge(protected)
+        .route("/openapi.json", get(openapi).with_state(document));
+    // The console's files are open too: they hold no data (see `console`).
+    let open = if serves_console(settings, function) {
+        open.merge(console::routes())
+    } else {
+        open
+    };
+    open.merge(protected)
         // One layer, outermost first, so each route is wrapped once (see
         // `middleware`).
         .layer((

@@ -107,3 +107,48 @@ async fn the_function_starts_with_model_settings_it_does_not_use() {
     assert_eq!(answer["result"], 42);
     process.kill().await;
 }
+
+#[tokio::test]
+async fn a_deployed_function_serves_the_console_only_when_told_and_keeps_its_post_root() {
+    let client = reqwest::Client::new();
+    let (server, _app) = start().await;
+    let page = client.get(&server.url).send().await.expect("request");
+    assert_eq!(
+        page.status(),
+        405,
+        "GET / is no page by default: POST / is the function"
+    );
+    let asset = client
+        .get(format!("{}/console/main.js", server.url))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(asset.status(), 404);
+
+    let app = TestApp::start(calculator_function::FUNCTION, &[("CONSOLE", "on")]).await;
+    let server = TestServer::start(calculator_function::router(&app)).await;
+    let page = client.get(&server.url).send().await.expect("request");
+    assert_eq!(page.status(), 200);
+    assert!(
+        page.headers()["content-security-policy"]
+            .to_str()
+            .expect("ascii")
+            .contains("default-src 'none'")
+    );
+    assert!(page.text().await.expect("body").contains("/console/main.js"));
+    let asset = client
+        .get(format!("{}/console/main.js", server.url))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(asset.status(), 200);
+    assert_eq!(asset.headers()["content-type"], "text/javascript; charset=utf-8");
+    let root = client
+        .post(&server.url)
+        .json(&json!({"expression": "15 * 23"}))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(root.status(), 200, "POST / still calculates beside the console");
+    assert_eq!(root.json::<Value>().await.expect("json")["result"], 345);
+}

@@ -13,6 +13,10 @@
 #   SCHEMATHESIS  its schemathesis, for the contract test
 #   PYTHON        its python, with PyYAML, for the packaging checks
 #   SHELLCHECK    the shellcheck the packaging checks run
+#   CHROMIUM      the browser the console test drives (Debian's chromium)
+#   CONSOLE_NODE_MODULES  playwright-core, pinned by
+#                 local/tests/console/package-lock.json, installed with npm
+#                 beside the build (it downloads no browser)
 #
 # To run only this part, from the checkout:
 #   bash -c 'set -euo pipefail; source scripts/prerequisites.sh; prerequisites'
@@ -49,17 +53,25 @@ prerequisites() {
   for tool in cargo gcloud java python3; do
     have "$tool" || missing+=("$tool")
   done
+  # Node.js 20 or newer (playwright-core's floor), which Debian 12's own
+  # package is not: from nodejs.org or the distribution's backports.
+  if ! have node || ! have npm || ! node -e 'process.exit(+process.versions.node.split(".")[0] >= 20 ? 0 : 1)'; then
+    missing+=("node>=20 with npm")
+  fi
   if ((${#missing[@]})); then
     echo "missing: ${missing[*]}: the test command needs a Rust toolchain (cargo, https://rustup.rs)," \
       "the Google Cloud CLI with its Firestore and Pub/Sub emulators and Java" \
-      "(https://cloud.google.com/sdk/docs/install), and python3" >&2
+      "(https://cloud.google.com/sdk/docs/install), python3, and Node.js 20 or newer with npm" \
+      "(https://nodejs.org/en/download)" >&2
     return 1
   fi
 
   # Distribution packages: zip and unzip (the Lambda packages), python3's
-  # venv module (the virtualenv below), and ShellCheck where they can be
-  # installed (else it comes from PyPI, below).
-  for tool in zip unzip; do
+  # venv module (the virtualenv below), Chromium (the console's browser
+  # test: a test tool's own browser download cannot be trusted to reach
+  # its host), and ShellCheck where they can be installed (else it comes
+  # from PyPI, below).
+  for tool in zip unzip chromium; do
     have "$tool" || missing+=("$tool")
   done
   python3 -c 'import venv, ensurepip' 2> /dev/null || missing+=(python3-venv)
@@ -111,6 +123,28 @@ prerequisites() {
     fi
   fi
   export SHELLCHECK
+
+  # playwright-core for the console test, beside the build; installed again
+  # when the lock file changed (the copy kept there is what was installed).
+  local console_node
+  console_node="$(realpath -m "${CARGO_TARGET_DIR:-target}")/console-node"
+  if ! cmp -s local/tests/console/package-lock.json "$console_node/package-lock.json" ||
+    [[ ! -f $console_node/node_modules/playwright-core/package.json ]]; then
+    echo "installing playwright-core into $console_node (npm ci, local/tests/console/package-lock.json)"
+    if ! { mkdir -p "$console_node" &&
+      cp local/tests/console/package.json local/tests/console/package-lock.json "$console_node/" &&
+      npm ci --prefix "$console_node" --no-audit --no-fund --loglevel=error > /dev/null; }; then
+      rm -f "$console_node/package-lock.json"
+      echo "cannot install playwright-core; install it by hand, then run the tests again:" \
+        "cp local/tests/console/package*.json '$console_node/' && npm ci --prefix '$console_node'" >&2
+      return 1
+    fi
+  fi
+  export CHROMIUM
+  CHROMIUM=$(command -v chromium)
+  export CONSOLE_NODE_MODULES="$console_node/node_modules"
+  echo "chromium: $("$CHROMIUM" --version 2> /dev/null | head -1)"
+  echo "playwright-core: $(node -p "require('$CONSOLE_NODE_MODULES/playwright-core/package.json').version")"
   echo "shellcheck: $SHELLCHECK ($("$SHELLCHECK" --version | sed -n 's/^version: //p'))"
   echo "schemathesis: $("$SCHEMATHESIS" --version)"
   "$PYTHON" -c 'import yaml; print("PyYAML:", yaml.__version__)'

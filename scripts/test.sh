@@ -3,13 +3,14 @@
 #
 # Runs the format and lint gates, starts Google's Firestore and Pub/Sub
 # emulators, then runs every test in the workspace: unit tests, real HTTP
-# over loopback, SQLite on disk, real processes, and the tests that need the
-# emulators (marked #[ignore] so a bare `cargo test` skips them visibly).
-# Needs a Rust toolchain with rustfmt and clippy, the Google Cloud CLI with
-# its Firestore and Pub/Sub emulators (Java), and python3; the rest (zip,
-# unzip, python3's venv, ShellCheck, and from PyPI schemathesis and PyYAML
-# in a virtualenv beside the build) it installs when missing, see
-# scripts/prerequisites.sh. deploy.sh and the Lambda script are tested
+# over loopback, SQLite on disk, real processes, a real browser, and the
+# tests that need the emulators or the installed tools (marked #[ignore] so
+# a bare `cargo test` skips them visibly). Needs a Rust toolchain with
+# rustfmt and clippy, the Google Cloud CLI with its Firestore and Pub/Sub
+# emulators (Java), python3 and Node.js 20 with npm; the rest (zip, unzip,
+# python3's venv, Chromium, ShellCheck, from PyPI the SDKs, schemathesis
+# and PyYAML in a virtualenv beside the build, and from npm playwright-core)
+# it installs when missing, see scripts/prerequisites.sh. deploy.sh and the Lambda script are tested
 # against recording fakes of gcloud and aws, so neither needs an account.
 set -euo pipefail
 cd "$(dirname "$0")/.."

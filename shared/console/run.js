@@ -117,6 +117,10 @@ export class RunView {
     }
     const parts = [];
     if (result.report) parts.push(h('h3', {}, 'Report'), markdown(result.report));
+    if (result.sources && result.sources.length) {
+      parts.push(h('h3', {}, 'Sources'), h('ol', { class: 'small' }, result.sources.map((src) => h('li', { value: src.id },
+        h('strong', {}, src.title), ` (${src.source})`))));
+    }
     else if (result.response !== undefined) parts.push(h('h3', {}, 'Answer'), h('div', { class: 'answer' }, result.response));
     if (result.results) parts.push(h('h3', {}, 'Results'), json(result.results));
     const meta = [result.model, result.finish_reason, usageLine(result.usage)].filter(Boolean).join(' · ');

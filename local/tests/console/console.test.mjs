@@ -121,6 +121,20 @@ try {
   check((await nodes.count()) === 2, 'the plan has two subtasks');
   for (let i = 0; i < 2; i++) check((await nodes.nth(i).locator('.badge').first().textContent()) === 'completed', `subtask ${i + 1} completed`);
   await shot(page, 'multi-agent');
+  const multiId = await page.locator('#run-status code').textContent();
+
+  // A research: its subtopics as a tree, then the report rendered.
+  await page.getByLabel('Kind', { exact: true }).selectOption('research');
+  await page.getByLabel('Task', { exact: true }).fill('serverless cold start');
+  await page.getByRole('button', { name: 'Run' }).click();
+  await page.waitForFunction((id) => {
+    const shown = document.querySelector('#run-status code');
+    return shown && shown.textContent !== id && document.querySelector('#run-answer .report h2');
+  }, multiId);
+  check((await page.locator('#run .tree > li').count()) >= 1, 'the research shows its subtopics');
+  check((await page.locator('#run-answer .report h2').first().textContent()) === 'serverless cold start', 'the report is rendered');
+  check((await page.locator('#run .tree .badge').first().textContent()) === 'completed', 'the subtopics end completed');
+  await shot(page, 'research');
 
   // Tasks: newest first, by status, and one task's details.
   await go(page, 'Tasks');

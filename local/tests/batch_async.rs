@@ -287,6 +287,7 @@ async fn a_redelivered_batch_keeps_what_its_first_attempt_recorded() {
         message_id: "second".into(),
         delivery_attempt: None,
         subscription: None,
+        traceparent: None,
     };
     assert!(matches!(worker.deliver(&delivery).await, Disposition::Done(_)));
 

@@ -14,6 +14,7 @@ use async_trait::async_trait;
 use futures_util::future::join_all;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use tracing::Instrument;
 
 use crate::llm::routing::RouteInfo;
 use crate::llm::{Content, FunctionCall, FunctionResponse, Model, ModelError, ModelRequest, Part, Role, Spend};
@@ -277,6 +278,22 @@ fn finish(response: String, steps: Vec<Step>, usage: Spend, model: String, reaso
 
 /// Runs one call; every failure becomes an error result.
 async fn call_tool(tools: &Registry, call: &FunctionCall, context: &ToolContext) -> Step {
+    // The tool call's span (GenAI conventions): a remote tool's request,
+    // and the tool function's own spans, come under it.
+    let span = tracing::debug_span!(
+        "execute_tool",
+        otel.name = %format_args!("execute_tool {}", call.name),
+        gen_ai.operation.name = "execute_tool",
+        gen_ai.tool.name = call.name.as_str(),
+    );
+    let step = call_tool_in(tools, call, context).instrument(span.clone()).await;
+    if step.error.is_some() {
+        crate::telemetry::failed(&span, "tool_error");
+    }
+    step
+}
+
+async fn call_tool_in(tools: &Registry, call: &FunctionCall, context: &ToolContext) -> Step {
     let started = Instant::now();
     let outcome = match tools.get(&call.name) {
         None => Err(ToolError::InvalidArguments(format!(

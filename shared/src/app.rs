@@ -72,7 +72,11 @@ impl App {
         let project = std::env::var("GOOGLE_CLOUD_PROJECT")
             .ok()
             .or_else(|| settings.store.firestore_project.clone());
-        crate::logging::init(settings.log_format, project);
+        let traces_of = settings.traces_exported.then_some(function);
+        if let Err(err) = crate::logging::init(settings.log_format, project, traces_of) {
+            eprintln!("error: {err}");
+            std::process::exit(2);
+        }
         for warning in settings.startup_warnings() {
             tracing::warn!("{warning}");
         }

@@ -13,6 +13,7 @@ mod model;
 mod store;
 mod tasks;
 mod tools;
+mod traces;
 
 use std::fmt;
 use std::time::Duration;
@@ -112,6 +113,9 @@ pub struct Settings {
     pub cache: CacheSettings,
     /// `K_SERVICE` is set: running on Cloud Run (or Knative).
     pub on_cloud_run: bool,
+    /// Spans are exported over OTLP (`OTEL_EXPORTER_OTLP_*ENDPOINT` set; see
+    /// [`crate::telemetry`]).
+    pub traces_exported: bool,
 }
 
 impl Settings {
@@ -235,6 +239,7 @@ impl Settings {
             tasks: task_settings(&env)?,
             cache: cache_settings(&env)?,
             on_cloud_run: env.get("K_SERVICE").is_some(),
+            traces_exported: traces::traces_exported(&env)?,
             history_limit: history_limit(&env)?,
         })
     }

@@ -37,6 +37,9 @@ pub struct Delivery {
     /// emulator never sends it); starts at 1.
     pub delivery_attempt: Option<u32>,
     pub subscription: Option<String>,
+    /// The trace the message was published in (its
+    /// `googclient_traceparent` attribute), which the run continues.
+    pub traceparent: Option<String>,
 }
 
 /// Why a body is not a task notification. The message names the field and
@@ -177,6 +180,13 @@ fn from_envelope(envelope: &Map<String, Value>, fallback_id: Option<&str>) -> Re
             .and_then(Value::as_u64)
             .and_then(|n| u32::try_from(n).ok()),
         subscription: envelope.get("subscription").and_then(Value::as_str).map(str::to_string),
+        traceparent: message
+            .get("attributes")
+            .and_then(|a| a.get(crate::telemetry::PUBSUB_ATTRIBUTE))
+            .and_then(Value::as_str)
+            // A W3C traceparent is 55 characters; anything long is no trace.
+            .filter(|v| v.len() <= 128)
+            .map(str::to_string),
     })
 }
 
@@ -262,6 +272,21 @@ mod tests {
     }
 
     #[test]
+    fn a_message_brings_its_trace() {
+        let mut push = emulator_push("task-1");
+        push["message"]["attributes"] = json!({
+            "googclient_traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+        });
+        let got = decode_json(&no_headers(), &push).expect("decodes");
+        assert_eq!(
+            got.traceparent.as_deref(),
+            Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
+        );
+        push["message"]["attributes"] = json!({"googclient_traceparent": "x".repeat(500)});
+        assert_eq!(decode_json(&no_headers(), &push).expect("decodes").traceparent, None);
+    }
+
+    #[test]
     fn push_envelope_from_the_emulator() {
         let got = decode_json(&no_headers(), &emulator_push("task-1")).expect("decodes");
         assert_eq!(
@@ -271,6 +296,7 @@ mod tests {
                 message_id: "4".into(),
                 delivery_attempt: None,
                 subscription: Some("projects/demo/subscriptions/tasks-push".into()),
+                traceparent: None,
             }
         );
     }

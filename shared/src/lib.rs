@@ -24,6 +24,8 @@
 //!   Lambda through `lambda_http` when `AWS_LAMBDA_RUNTIME_API` is set.
 //! - `logging`: JSON logs for Cloud Logging (severity, trace correlation) or
 //!   pretty logs for a terminal.
+//! - [`telemetry`]: traces as OpenTelemetry spans, exported over OTLP when
+//!   an endpoint is set, continued across functions and the queue.
 //! - [`gcp`]: the GCP metadata server: access and ID tokens, cached.
 //! - [`http`]: the layer every function shares: error envelope, JSON bodies,
 //!   authentication, rate limits, CORS, body limits, request ids, `/health`,
@@ -95,6 +97,7 @@ pub mod runtime;
 pub mod session;
 pub mod store;
 pub mod task;
+pub mod telemetry;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 pub mod tools;

@@ -18,23 +18,28 @@ use tracing_subscriber::registry::LookupSpan;
 
 use crate::config::LogFormat;
 
-/// Installs the global subscriber. `RUST_LOG` filters (default `info`).
-/// `project` turns trace ids into the resource names Cloud Logging expects.
-pub(crate) fn init(format: LogFormat, project: Option<String>) {
+/// Installs the global subscriber. `RUST_LOG` filters the log lines
+/// (default `info`). `project` turns trace ids into the resource names
+/// Cloud Logging expects. With `traces_of` (the function's name, when an
+/// OTLP endpoint is set) spans are exported too (see [`crate::telemetry`]);
+/// each layer has its own filter, so the spans exported never widen what is
+/// logged, and without export the `DEBUG` spans stay off.
+pub(crate) fn init(format: LogFormat, project: Option<String>, traces_of: Option<&'static str>) -> Result<(), String> {
+    use tracing_subscriber::prelude::*;
+
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let result = match format {
-        LogFormat::Json => tracing_subscriber::fmt()
-            .with_env_filter(filter)
+    let logs = match format {
+        LogFormat::Json => tracing_subscriber::fmt::layer()
             .fmt_fields(JsonFields::new())
             .event_format(CloudLogging { project })
-            .try_init(),
-        LogFormat::Pretty => tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .with_target(false)
-            .try_init(),
-    };
+            .boxed(),
+        LogFormat::Pretty => tracing_subscriber::fmt::layer().with_target(false).boxed(),
+    }
+    .with_filter(filter);
+    let traces = traces_of.map(crate::telemetry::layer).transpose()?;
     // A second init (tests, `local` building several functions) keeps the first.
-    drop(result);
+    drop(tracing_subscriber::registry().with(logs).with(traces).try_init());
+    Ok(())
 }
 
 pub(crate) struct CloudLogging {
@@ -92,7 +97,9 @@ where
                 if let Some(fields) = extensions.get::<FormattedFields<N>>()
                     && let Ok(Value::Object(map)) = serde_json::from_str::<Value>(fields.as_str())
                 {
-                    line.extend(map);
+                    // `otel.*` fields name and kind the exported span; a log
+                    // line has no use for them.
+                    line.extend(map.into_iter().filter(|(k, _)| !k.starts_with("otel.")));
                 }
             }
         }

@@ -74,6 +74,11 @@ pub async fn serve_on(
     if !detached::drained(at.saturating_duration_since(Instant::now())).await {
         tracing::warn!("work left by requests did not finish within {DRAIN_TIMEOUT:?}; stopping anyway");
     }
+    // The last requests' spans go out before the process does (a blocking
+    // flush, off the runtime's threads).
+    if crate::telemetry::enabled() {
+        let _ = tokio::task::spawn_blocking(crate::telemetry::shutdown).await;
+    }
     Ok(())
 }
 

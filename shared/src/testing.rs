@@ -1,6 +1,7 @@
 //! Helpers for the function crates' tests: settings from a list of
 //! variables, a router served on a real loopback port, scripted wire-format
-//! servers, function binaries as real processes, and the Firestore emulator.
+//! servers, function binaries as real processes, the Firestore emulator,
+//! and an OTLP receiver for exported traces.
 //!
 //! Compiled only for tests and with the `testing` feature, which the
 //! function crates enable from `[dev-dependencies]`: their integration tests
@@ -17,8 +18,10 @@ use crate::config::Settings;
 
 mod callbacks;
 mod issuer;
+mod otlp;
 pub use callbacks::{CallbackReceiver, Received};
 pub use issuer::TestIssuer;
+pub use otlp::{ExportedSpan, OtlpReceiver};
 
 /// Settings as if the environment held exactly `vars`.
 pub fn settings(vars: &[(&str, &str)]) -> Settings {

@@ -251,11 +251,12 @@ impl RemoteAgent {
     async fn post(&self, card: &Card, method: &str, params: Value, stream: bool) -> Result<reqwest::Response, String> {
         let body =
             json!({"jsonrpc": "2.0", "id": uuid::Uuid::new_v4().to_string(), "method": method, "params": params});
-        let mut request = self
-            .http
-            .post(&card.endpoint)
-            .header(VERSION_HEADER, card.version.as_str())
-            .json(&body);
+        let mut request = crate::telemetry::propagate(
+            self.http
+                .post(&card.endpoint)
+                .header(VERSION_HEADER, card.version.as_str())
+                .json(&body),
+        );
         request = match stream {
             // A stream lasts as long as the task: the call's own limit bounds it.
             true => request.header(http::header::ACCEPT, "text/event-stream"),

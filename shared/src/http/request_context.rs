@@ -106,7 +106,24 @@ impl Middleware for TraceRequests {
         // Every field at once: recording the trace afterwards made the JSON
         // log format parse and write the span's fields again, twice, on
         // every request Cloud Run traces (all of them).
-        let span = {
+        let exported = crate::telemetry::enabled();
+        let span = if exported {
+            // The exported span: a server span named as the conventions
+            // name one, continuing the caller's trace; its ids are recorded
+            // in `trace` and `span_id` for the log lines.
+            let span = tracing::info_span!(
+                "request",
+                otel.name = %format_args!("{} {}", request.method(), request.uri().path()),
+                otel.kind = "server",
+                method = %request.method(),
+                path = %request.uri().path(),
+                request_id = %id.to_str().unwrap_or_default(),
+                trace = tracing::field::Empty,
+                span_id = tracing::field::Empty,
+            );
+            crate::telemetry::continue_from(&span, request.headers());
+            span
+        } else {
             let trace = trace_context(request.headers());
             tracing::info_span!(
                 "request",
@@ -124,6 +141,12 @@ impl Middleware for TraceRequests {
             let mut response = respond(response).instrument(span.clone()).await;
             let status = response.status().as_u16();
             let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+            if exported {
+                crate::telemetry::attribute(&span, "http.response.status_code", i64::from(status));
+                if status >= 500 {
+                    crate::telemetry::failed(&span, &status.to_string());
+                }
+            }
             span.in_scope(|| {
                 // Cloud Run already logs every request; ours add the request id and
                 // matter most when something failed.

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use async_trait::async_trait;
 use futures_util::StreamExt;
+use tracing::Instrument;
 
 use super::prices::PriceTable;
 use super::{Model, ModelError, ModelRequest, ModelResponse, ModelStream, StreamEvent, Usage};
@@ -173,20 +174,27 @@ impl Model for Metered {
     }
 
     async fn generate(&self, request: &ModelRequest) -> Result<ModelResponse, ModelError> {
+        let span = self.span();
         let result = self
             .inner
             .generate(request)
+            .instrument(span.clone())
             .await
             .map(|response| priced(&self.prices, response));
-        self.series.record(outcome(&result), result.as_ref().ok());
+        let outcome = outcome(&result);
+        self.series.record(outcome, result.as_ref().ok());
+        traced(&span, outcome, result.as_ref().ok());
         result
     }
 
     async fn stream(&self, request: ModelRequest) -> Result<ModelStream, ModelError> {
-        let stream = match self.inner.stream(request).await {
+        let span = self.span();
+        let stream = match self.inner.stream(request).instrument(span.clone()).await {
             Ok(s) => s,
             Err(err) => {
-                self.series.record(error_outcome(&err), None);
+                let outcome = error_outcome(&err);
+                self.series.record(outcome, None);
+                traced(&span, outcome, None);
                 return Err(err);
             }
         };
@@ -195,6 +203,7 @@ impl Model for Metered {
         let guard = StreamRecord {
             series: self.series.clone(),
             done: AtomicBool::new(false),
+            span,
         };
         let prices = self.prices.clone();
         Ok(stream
@@ -217,13 +226,60 @@ impl Model for Metered {
 struct StreamRecord {
     series: Arc<Series>,
     done: AtomicBool,
+    /// The call's span, open until the stream ends.
+    span: tracing::Span,
 }
 
 impl StreamRecord {
     fn finish(&self, outcome: Outcome, answered: Option<&ModelResponse>) {
         if !self.done.swap(true, Ordering::Relaxed) {
             self.series.record(outcome, answered);
+            traced(&self.span, outcome, answered);
         }
+    }
+}
+
+impl Metered {
+    /// A model call's span, named and described as OpenTelemetry's GenAI
+    /// conventions say (`chat MODEL`, `gen_ai.*`); `DEBUG`, so it costs
+    /// nothing unless traces are exported.
+    fn span(&self) -> tracing::Span {
+        let model = self.inner.name();
+        tracing::debug_span!(
+            "chat",
+            otel.name = %format_args!("chat {model}"),
+            otel.kind = "client",
+            gen_ai.operation.name = "chat",
+            gen_ai.provider.name = provider_name(self.inner.provider()),
+            gen_ai.request.model = model,
+            gen_ai.response.model = tracing::field::Empty,
+            gen_ai.usage.input_tokens = tracing::field::Empty,
+            gen_ai.usage.output_tokens = tracing::field::Empty,
+        )
+    }
+}
+
+/// The conventions' names of the providers.
+fn provider_name(provider: &'static str) -> &'static str {
+    match provider {
+        "gemini" => "gcp.gemini",
+        "vertex" => "gcp.vertex_ai",
+        other => other,
+    }
+}
+
+/// What a model call's span records at its end: the answering model and
+/// the tokens, or why it failed.
+fn traced(span: &tracing::Span, outcome: Outcome, answered: Option<&ModelResponse>) {
+    if span.is_disabled() {
+        return;
+    }
+    if let Some(response) = answered {
+        span.record("gen_ai.response.model", response.model.as_str());
+        span.record("gen_ai.usage.input_tokens", response.usage.input_tokens);
+        span.record("gen_ai.usage.output_tokens", response.usage.output_tokens);
+    } else {
+        crate::telemetry::failed(span, outcome.label());
     }
 }
 

@@ -268,7 +268,15 @@ impl Tool for McpTool {
         };
         let call = async {
             let peer = server.peer().await?;
-            let params = CallToolRequestParams::new(self.remote.clone()).with_arguments(arguments);
+            let mut params = CallToolRequestParams::new(self.remote.clone()).with_arguments(arguments);
+            // The SDK sends from its own task, where this span is not current:
+            // the trace rides in the request, and the transport's client
+            // below copies it to the HTTP header.
+            if let Some(traceparent) = crate::telemetry::traceparent() {
+                let mut meta = rmcp::model::MetaObject::default();
+                meta.insert("traceparent".to_string(), Value::String(traceparent));
+                params.meta = Some(meta.into());
+            }
             peer.call_tool(params).await.map_err(|e| e.to_string())
         };
         let result = match tokio::time::timeout(server.timeout, call).await {
@@ -343,6 +351,26 @@ impl Authenticated {
     }
 }
 
+/// `headers` with the `traceparent` a request carries in `params._meta`,
+/// so the server's HTTP layer continues the caller's trace.
+fn traced(
+    message: &ClientJsonRpcMessage,
+    mut headers: HashMap<HeaderName, HeaderValue>,
+) -> HashMap<HeaderName, HeaderValue> {
+    if !crate::telemetry::enabled() {
+        return headers;
+    }
+    let traceparent = serde_json::to_value(message).ok().and_then(|m| {
+        m.pointer("/params/_meta/traceparent")
+            .and_then(Value::as_str)
+            .and_then(|v| HeaderValue::from_str(v).ok())
+    });
+    if let Some(value) = traceparent {
+        headers.insert(HeaderName::from_static("traceparent"), value);
+    }
+    headers
+}
+
 impl StreamableHttpClient for Authenticated {
     type Error = reqwest::Error;
 
@@ -355,6 +383,7 @@ impl StreamableHttpClient for Authenticated {
         custom_headers: HashMap<HeaderName, HeaderValue>,
     ) -> Result<StreamableHttpPostResponse, HttpError> {
         let bearer = self.bearer(auth_header).await?;
+        let custom_headers = traced(&message, custom_headers);
         self.http
             .post_message(uri, message, session_id, bearer, custom_headers)
             .await
@@ -370,6 +399,7 @@ impl StreamableHttpClient for Authenticated {
         limits: StreamableHttpResponseLimits,
     ) -> Result<StreamableHttpPostResponse, HttpError> {
         let bearer = self.bearer(auth_header).await?;
+        let custom_headers = traced(&message, custom_headers);
         self.http
             .post_message_with_response_limits(uri, message, session_id, bearer, custom_headers, limits)
             .await

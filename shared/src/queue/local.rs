@@ -32,6 +32,8 @@ struct Job {
     task_id: String,
     delivery_id: String,
     attempt: u32,
+    /// The trace of the run that queued it.
+    traceparent: Option<String>,
 }
 
 pub(crate) struct LocalQueue {
@@ -51,12 +53,16 @@ impl LocalQueue {
 #[async_trait]
 impl Queue for LocalQueue {
     async fn publish(&self, task_id: &str) -> Result<String, QueueError> {
+        let _span = super::send_span("local", "local", task_id).entered();
         let delivery_id = format!("local-{}", uuid::Uuid::new_v4());
         self.jobs
             .send(Job {
                 task_id: task_id.to_string(),
                 delivery_id: delivery_id.clone(),
                 attempt: 1,
+                // The hop keeps the submitter's trace, as a Pub/Sub message's
+                // attribute does.
+                traceparent: crate::telemetry::traceparent(),
             })
             .map_err(|_| {
                 QueueError::Unavailable("the local queue has stopped (the process is shutting down)".into())
@@ -110,6 +116,7 @@ async fn dispatch(
                                 task_id,
                                 delivery_id: format!("local-sweep-{}", uuid::Uuid::new_v4()),
                                 attempt: 1,
+                                traceparent: None,
                             });
                         }
                     }
@@ -132,6 +139,7 @@ async fn dispatch(
                 message_id: job.delivery_id.clone(),
                 delivery_attempt: Some(job.attempt),
                 subscription: None,
+                traceparent: job.traceparent.clone(),
             };
             let disposition = worker.deliver(&delivery).await;
             drop(slot);

@@ -23,6 +23,21 @@ use crate::App;
 use crate::config::QueueKind;
 use crate::tools::Registry;
 
+/// The queued hop's producer span (`send DESTINATION`, OpenTelemetry's
+/// messaging conventions): the message carries it on, so the worker's run
+/// is its child. `DEBUG`: free unless traces are exported.
+pub(crate) fn send_span(system: &'static str, destination: &str, task_id: &str) -> tracing::Span {
+    tracing::debug_span!(
+        "send",
+        otel.name = %format_args!("send {destination}"),
+        otel.kind = "producer",
+        messaging.system = system,
+        messaging.operation.type = "send",
+        messaging.destination.name = destination,
+        task.id = task_id,
+    )
+}
+
 /// Why a task could not be queued. Nothing was published.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum QueueError {

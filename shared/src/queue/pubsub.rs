@@ -11,6 +11,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use google_cloud_pubsub::client::Publisher;
 use google_cloud_pubsub::model::Message;
+use tracing::Instrument;
 
 use super::{Queue, QueueError};
 use crate::config::QueueSettings;
@@ -50,9 +51,17 @@ impl PubSubQueue {
 #[async_trait]
 impl Queue for PubSubQueue {
     async fn publish(&self, task_id: &str) -> Result<String, QueueError> {
+        let span = super::send_span("gcp_pubsub", &self.topic, task_id);
+        self.send(task_id).instrument(span).await
+    }
+}
+
+impl PubSubQueue {
+    async fn send(&self, task_id: &str) -> Result<String, QueueError> {
+        let trace = crate::telemetry::attributes();
         let message = Message::new()
             .set_data(super::message(task_id))
-            .set_attributes([("task_id", task_id)]);
+            .set_attributes([("task_id", task_id.to_string())].into_iter().chain(trace));
         match tokio::time::timeout(PUBLISH_TIMEOUT, self.publisher.publish(message)).await {
             Ok(Ok(id)) => Ok(id),
             Ok(Err(err)) => Err(QueueError::Unavailable(format!(

@@ -442,6 +442,20 @@ pub struct Stores {
 }
 
 /// The counter of the store's calls to its database, by `store` and `op`.
+/// A store call's span (`DB_SYSTEM OPERATION`, OpenTelemetry's database
+/// conventions), around each call the store makes to its database: a
+/// SQLite read or write, a Firestore get, query, commit or write. `DEBUG`:
+/// free unless traces are exported.
+pub(crate) fn span(system: &'static str, operation: &'static str) -> tracing::Span {
+    tracing::debug_span!(
+        "store",
+        otel.name = %format_args!("{system} {operation}"),
+        otel.kind = "client",
+        db.system.name = system,
+        db.operation.name = operation,
+    )
+}
+
 pub(crate) const OPERATIONS: &str = "store_operations_total";
 pub(crate) const OPERATIONS_HELP: &str = "Calls the store made to its database, by kind.";
 /// The counter of documents read and written, by `store` and `kind`.

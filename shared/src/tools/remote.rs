@@ -81,12 +81,13 @@ impl Tool for RemoteTool {
 
     async fn call(&self, args: Value, _context: &ToolContext) -> Result<Value, ToolError> {
         let name = &self.spec.name;
-        let mut request = self
-            .http
-            .post(&self.url)
-            .timeout(self.timeout)
-            .header(CONTENT_TYPE, "application/json")
-            .json(&args);
+        let mut request = crate::telemetry::propagate(
+            self.http
+                .post(&self.url)
+                .timeout(self.timeout)
+                .header(CONTENT_TYPE, "application/json")
+                .json(&args),
+        );
         if let Some(tokens) = &self.id_tokens {
             let token = tokens
                 .id_token(&self.audience)

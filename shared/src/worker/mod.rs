@@ -41,6 +41,8 @@ use agent::StillHeld;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use tracing::Instrument;
+
 use crate::App;
 use crate::cache::ResponseCache;
 use crate::callback::{Callbacks, Settled};
@@ -121,7 +123,20 @@ impl Worker {
 
     /// Runs the delivered task if this delivery wins its claim.
     pub async fn deliver(&self, delivery: &Delivery) -> Disposition {
-        let disposition = self.deliver_inner(delivery).await;
+        // The queued hop's consumer span: a child of the span that sent the
+        // message, so the run is in the submitter's trace; `INFO`, so the
+        // run's log lines carry that trace too.
+        let span = tracing::info_span!(
+            "deliver",
+            otel.name = "process task",
+            otel.kind = "consumer",
+            task_id = %delivery.task_id,
+            message_id = %delivery.message_id,
+            trace = tracing::field::Empty,
+            span_id = tracing::field::Empty,
+        );
+        crate::telemetry::continue_from_message(&span, delivery.traceparent.as_deref());
+        let disposition = self.deliver_inner(delivery).instrument(span).await;
         let outcome = match &disposition {
             Disposition::Done(_) => "done",
             Disposition::Retry { .. } => "retry",

@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant};
+use tracing::Instrument;
 
 use firestore::FirestoreDb;
 use firestore::errors::FirestoreDatabaseError;
@@ -52,7 +53,14 @@ pub(super) async fn read<T: DeserializeOwned>(
     id: &str,
 ) -> Result<Read<T>, FirestoreError> {
     counts.get();
-    let doc = db.fluent().select().by_id_in(collection).parent(parent).one(id).await?;
+    let doc = db
+        .fluent()
+        .select()
+        .by_id_in(collection)
+        .parent(parent)
+        .one(id)
+        .instrument(crate::store::span("firestore", "get"))
+        .await?;
     if doc.is_some() {
         counts.found();
     }
@@ -74,18 +82,22 @@ pub(super) async fn read_two<A: DeserializeOwned, B: DeserializeOwned>(
     });
     request.set_timeout(REQUEST_TIMEOUT);
     counts.get();
-    let mut answers = db.client().get().batch_get_documents(request).await?.into_inner();
-    let (mut found_a, mut found_b) = (None, None);
-    while let Some(answer) = answers.message().await? {
-        if let Some(batch_get_documents_response::Result::Found(doc)) = answer.result {
-            counts.found();
-            if doc.name == a {
-                found_a = Some(doc);
-            } else if doc.name == b {
-                found_b = Some(doc);
+    let found = async {
+        let mut answers = db.client().get().batch_get_documents(request).await?.into_inner();
+        let (mut found_a, mut found_b) = (None, None);
+        while let Some(answer) = answers.message().await? {
+            if let Some(batch_get_documents_response::Result::Found(doc)) = answer.result {
+                counts.found();
+                if doc.name == a {
+                    found_a = Some(doc);
+                } else if doc.name == b {
+                    found_b = Some(doc);
+                }
             }
         }
-    }
+        Ok::<_, FirestoreError>((found_a, found_b))
+    };
+    let (found_a, found_b) = found.instrument(crate::store::span("firestore", "get")).await?;
     Ok((as_read(found_a)?, as_read(found_b)?))
 }
 
@@ -200,18 +212,24 @@ async fn commit(counts: &Counts, db: &FirestoreDb, writes: Vec<Write>) -> Result
     });
     request.set_timeout(REQUEST_TIMEOUT);
     counts.commit();
-    let response = db.client().get().commit(request).await.map_err(|status| {
-        // Only an abort is sure to have written nothing; after any other
-        // failure (a dropped connection) the writes may have been applied,
-        // and running the call again could apply them twice.
-        let retry_possible = status.code() == tonic::Code::Aborted;
-        match FirestoreError::from(status) {
-            FirestoreError::DatabaseError(e) => {
-                FirestoreError::DatabaseError(FirestoreDatabaseError { retry_possible, ..e })
+    let response = db
+        .client()
+        .get()
+        .commit(request)
+        .instrument(crate::store::span("firestore", "commit"))
+        .await
+        .map_err(|status| {
+            // Only an abort is sure to have written nothing; after any other
+            // failure (a dropped connection) the writes may have been applied,
+            // and running the call again could apply them twice.
+            let retry_possible = status.code() == tonic::Code::Aborted;
+            match FirestoreError::from(status) {
+                FirestoreError::DatabaseError(e) => {
+                    FirestoreError::DatabaseError(FirestoreDatabaseError { retry_possible, ..e })
+                }
+                other => other,
             }
-            other => other,
-        }
-    })?;
+        })?;
     counts.written(n);
     Ok(response.into_inner().write_results)
 }

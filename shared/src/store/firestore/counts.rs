@@ -7,6 +7,8 @@
 
 use std::future::Future;
 
+use tracing::Instrument;
+
 use firestore::errors::FirestoreError;
 
 use crate::http::Metrics;
@@ -90,7 +92,7 @@ impl Counts {
         query: impl Future<Output = Result<Vec<T>, FirestoreError>>,
     ) -> Result<Vec<T>, FirestoreError> {
         self.call("query");
-        let docs = query.await?;
+        let docs = query.instrument(crate::store::span("firestore", "query")).await?;
         self.documents("read", docs.len());
         Ok(docs)
     }

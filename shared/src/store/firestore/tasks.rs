@@ -29,6 +29,7 @@
 //! is written without a precondition, so writing it again replaces it.
 
 use std::time::{Duration, SystemTime};
+use tracing::Instrument;
 
 use async_trait::async_trait;
 use firestore::errors::FirestoreError;
@@ -79,6 +80,7 @@ impl FirestoreStore {
             .document_id(&task.task_id)
             .object(&doc)
             .execute::<Written>()
+            .instrument(crate::store::span("firestore", "write"))
             .await;
         match created {
             Ok(_) => {
@@ -304,6 +306,7 @@ impl FirestoreStore {
             .parent(&task_path)
             .object(&doc)
             .execute::<Written>()
+            .instrument(crate::store::span("firestore", "write"))
             .await
             .map_err(classify)?;
         self.counts.written(1);

@@ -46,6 +46,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use std::time::{Duration, SystemTime};
 use tokio::sync::Semaphore;
+use tracing::Instrument;
 use writer::Writer;
 
 use rusqlite::config::DbConfig;
@@ -312,7 +313,11 @@ impl SqliteStore {
         if let Some(operations) = &self.inner.operations {
             operations.write.inc();
         }
-        self.inner.writer.write(f).await
+        self.inner
+            .writer
+            .write(f)
+            .instrument(super::span("sqlite", "write"))
+            .await
     }
 
     /// Runs `f` on a reader connection, opened on demand and kept for reuse,
@@ -324,6 +329,13 @@ impl SqliteStore {
         if let Some(operations) = &self.inner.operations {
             operations.read.inc();
         }
+        self.read_in(f).instrument(super::span("sqlite", "read")).await
+    }
+
+    async fn read_in<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T, StoreError> {
         let permit = self
             .inner
             .reading

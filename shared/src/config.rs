@@ -8,6 +8,7 @@
 
 mod auth;
 mod cache;
+pub mod dotenv;
 mod http;
 mod model;
 mod store;

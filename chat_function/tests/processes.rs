@@ -27,6 +27,7 @@ async fn bad_settings_stop_the_process_with_one_clear_line() {
     ] {
         let out = Command::new(BIN)
             .env_clear()
+            .env("ENV_FILE", "off")
             .env(var, value)
             .output()
             .await
@@ -180,6 +181,7 @@ async fn sigterm_drains_and_exits_cleanly() {
 async fn a_store_that_cannot_open_stops_start_up_with_a_clear_message() {
     let out = Command::new(BIN)
         .env_clear()
+        .env("ENV_FILE", "off")
         .env("SQLITE_PATH", "/proc/no-such-place/agent.db")
         .output()
         .await
@@ -200,6 +202,7 @@ async fn json_logs_carry_severity_request_id_and_trace() {
     let port = free_port();
     let mut child = Command::new(BIN)
         .env_clear()
+        .env("ENV_FILE", "off")
         .env("PORT", port.to_string())
         .env("SQLITE_PATH", db.to_str().expect("utf-8"))
         .env("LOG_FORMAT", "json")
@@ -260,4 +263,142 @@ async fn json_logs_carry_severity_request_id_and_trace() {
             .any(|l| l.contains("\"severity\":\"WARNING\"") && l.contains("offline")),
         "{startup:?}"
     );
+}
+
+/// Settings from a `.env` file in a parent of the working directory: its
+/// values apply (`RUST_LOG` too, which the logger would read only from the
+/// environment), the real environment wins over it, and the start-up line
+/// names the file and the settings it supplied, never a value.
+#[tokio::test]
+async fn a_dotenv_file_supplies_settings_under_the_real_environment() {
+    use tokio::io::AsyncReadExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("from-dotenv.db");
+    let dotenv = dir.path().join(".env");
+    std::fs::write(
+        &dotenv,
+        format!(
+            "# the test's settings\n\
+             export SQLITE_PATH=\"{}\"\n\
+             API_KEYS='app:key-from-dotenv'\n\
+             WEBHOOK_SECRET=secret-from-dotenv # never logged\n\
+             RUST_LOG=info\n\
+             RATE_LIMIT_CHAT=1/1h\n",
+            db.display()
+        ),
+    )
+    .expect("write .env");
+    let cwd = dir.path().join("nested");
+    std::fs::create_dir(&cwd).expect("mkdir");
+    let port = free_port();
+    let mut child = Command::new(BIN)
+        .env_clear()
+        .current_dir(&cwd)
+        .env("PORT", port.to_string())
+        // The environment wins: two chats pass a limit of one.
+        .env("RATE_LIMIT_CHAT", "off")
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn chat_function");
+    let mut stdout = child.stdout.take().expect("stdout");
+    let output = tokio::spawn(async move {
+        let mut all = String::new();
+        let _ = stdout.read_to_string(&mut all).await;
+        all
+    });
+
+    let url = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    let mut healthy = false;
+    for _ in 0..400 {
+        if let Ok(r) = http.get(format!("{url}/health")).send().await
+            && r.status().is_success()
+        {
+            healthy = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(healthy, "chat_function did not become healthy");
+    let chat = |key: Option<&'static str>| {
+        let mut request = http
+            .post(format!("{url}/api/v1/chat"))
+            .json(&json!({"message": "hello"}));
+        if let Some(key) = key {
+            request = request.header("x-api-key", key);
+        }
+        async move { request.send().await.expect("chat").status().as_u16() }
+    };
+    assert_eq!(chat(None).await, 401, "API_KEYS from .env applies");
+    assert_eq!(chat(Some("key-from-dotenv")).await, 200);
+    assert_eq!(
+        chat(Some("key-from-dotenv")).await,
+        200,
+        "RATE_LIMIT_CHAT from the environment wins"
+    );
+    assert!(db.exists(), "SQLITE_PATH from .env applies");
+
+    let _ = child.kill().await;
+    let output = output.await.expect("stdout read");
+    let line = output
+        .lines()
+        .find(|l| l.contains("settings: read"))
+        .unwrap_or_else(|| panic!("no start-up line naming the .env file (RUST_LOG=info from it): {output}"));
+    assert!(line.contains(&dotenv.display().to_string()), "{line}");
+    assert!(
+        line.contains("4 setting(s) from it: API_KEYS, RUST_LOG, SQLITE_PATH, WEBHOOK_SECRET"),
+        "{line}"
+    );
+    assert!(
+        !output.contains("secret-from-dotenv") && !output.contains("key-from-dotenv"),
+        "a value was logged: {output}"
+    );
+}
+
+/// A bad value in `.env` stops the process as a bad setting does, with one
+/// line naming the variable and the file; so does a line that is not a
+/// setting, or a file `ENV_FILE` names that cannot be read.
+#[tokio::test]
+async fn a_bad_dotenv_file_stops_the_process_with_one_line_naming_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let dotenv = dir.path().join(".env");
+    let path = dotenv.display().to_string();
+    let missing = dir.path().join("missing.env").display().to_string();
+    for (text, env_file, says) in [
+        (
+            "RATE_LIMIT_CHAT=abc\n",
+            None,
+            vec![
+                "RATE_LIMIT_CHAT=\"abc\"".to_string(),
+                format!("(from {path})"),
+                "100/60s".to_string(),
+            ],
+        ),
+        (
+            "PORT=8080\nnot a setting\n",
+            None,
+            vec![format!("{path} line 2"), "expected KEY=VALUE".to_string()],
+        ),
+        (
+            "",
+            Some(missing.as_str()),
+            vec![missing.clone(), "cannot read".to_string()],
+        ),
+    ] {
+        std::fs::write(&dotenv, text).expect("write .env");
+        let mut command = Command::new(BIN);
+        command.env_clear().current_dir(dir.path());
+        if let Some(file) = env_file {
+            command.env("ENV_FILE", file);
+        }
+        let out = command.output().await.expect("run chat_function");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{text:?}: {stderr}");
+        let lines: Vec<&str> = stderr.lines().collect();
+        assert_eq!(lines.len(), 1, "{stderr}");
+        for part in &says {
+            assert!(lines[0].contains(part.as_str()), "want {part:?} in {stderr}");
+        }
+    }
 }

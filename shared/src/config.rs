@@ -5,6 +5,10 @@
 //! starts with a typo in `RATE_LIMIT_CHAT` would silently run unprotected.
 //! Parsing takes a lookup function instead of reading `std::env` directly so
 //! tests can build settings without touching the process environment.
+//!
+//! The lookup of a running function is the real environment over a `.env`
+//! file ([`dotenv`]): the file's values go through the same validation, and
+//! an error about one names the file.
 
 mod auth;
 mod cache;
@@ -16,6 +20,7 @@ mod tasks;
 mod tools;
 
 use std::fmt;
+use std::path::PathBuf;
 use std::time::Duration;
 
 pub use auth::{AuthSettings, FIREBASE_KEYS_URL, GOOGLE_KEYS_URL};
@@ -35,28 +40,33 @@ use tools::tool_settings;
 
 /// A setting that could not be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{var}={value:?} is not valid: expected {expected}")]
+#[error("{var}={value:?}{} is not valid: expected {expected}", from.as_ref().map(|f| format!(" (from {})", f.display())).unwrap_or_default())]
 pub struct ConfigError {
     pub var: String,
     pub value: String,
     pub expected: String,
+    /// The `.env` file the value came from; `None`: the environment.
+    pub from: Option<PathBuf>,
 }
 
 impl ConfigError {
-    fn new(var: &str, value: &str, expected: impl Into<String>) -> Self {
+    pub fn new(var: &str, value: &str, expected: impl Into<String>) -> Self {
         ConfigError {
             var: var.to_string(),
             value: value.to_string(),
             expected: expected.into(),
+            from: None,
         }
     }
 
     fn missing(var: &str, expected: impl Into<String>) -> Self {
-        ConfigError {
-            var: var.to_string(),
-            value: String::new(),
-            expected: expected.into(),
-        }
+        ConfigError::new(var, "", expected)
+    }
+
+    /// Names the `.env` file the bad value came from, if it did.
+    pub fn with_source(mut self) -> Self {
+        self.from = dotenv::source(&self.var).map(PathBuf::from);
+        self
     }
 }
 
@@ -135,20 +145,22 @@ pub struct Settings {
 }
 
 impl Settings {
-    /// Reads the process environment.
+    /// Reads the process environment, and the `.env` file under it.
     pub fn from_env() -> Result<Settings, ConfigError> {
-        Settings::from_lookup(|name| std::env::var(name).ok())
+        Settings::from_lookup(dotenv::var).map_err(ConfigError::with_source)
     }
 
     /// Reads settings, or prints the problem as one line and exits with
-    /// status 2 (the conventional exit code for a usage error). A function
-    /// that calls no model (`uses_model` false) ignores the model settings:
-    /// they may be set for the whole deployment without its key.
+    /// status 2 (the conventional exit code for a usage error); so does a
+    /// `.env` file that cannot be read. A function that calls no model
+    /// (`uses_model` false) ignores the model settings: they may be set for
+    /// the whole deployment without its key.
     pub fn from_env_or_exit(uses_model: bool) -> Settings {
+        dotenv::process_or_exit();
         let read = if uses_model {
             Settings::from_env()
         } else {
-            Settings::from_lookup_without_model(|name| std::env::var(name).ok())
+            Settings::from_lookup_without_model(dotenv::var).map_err(ConfigError::with_source)
         };
         match read {
             Ok(settings) => settings,

@@ -18,10 +18,13 @@ use tracing_subscriber::registry::LookupSpan;
 
 use crate::config::LogFormat;
 
-/// Installs the global subscriber. `RUST_LOG` filters (default `info`).
+/// Installs the global subscriber. `RUST_LOG` filters (default `info`),
+/// from the environment or the `.env` file, which tracing would not read.
 /// `project` turns trace ids into the resource names Cloud Logging expects.
 pub(crate) fn init(format: LogFormat, project: Option<String>) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = crate::config::dotenv::var("RUST_LOG")
+        .and_then(|directives| EnvFilter::try_new(directives).ok())
+        .unwrap_or_else(|| EnvFilter::new("info"));
     let result = match format {
         LogFormat::Json => tracing_subscriber::fmt()
             .with_env_filter(filter)

@@ -14,6 +14,7 @@ mod auth;
 mod cache;
 pub mod dotenv;
 mod http;
+mod lambda;
 mod model;
 mod store;
 mod tasks;
@@ -26,6 +27,7 @@ use std::time::Duration;
 pub use auth::{AuthSettings, FIREBASE_KEYS_URL, GOOGLE_KEYS_URL};
 pub use cache::{CacheMode, CacheScope, CacheSettings};
 pub use http::{CorsOrigins, HttpSettings, RateLimit};
+pub use lambda::LambdaInvokeMode;
 pub use model::{LlmSettings, Provider};
 pub use store::{StoreKind, StoreSettings};
 pub use tasks::{QueueKind, QueueSettings, TaskSettings};
@@ -33,6 +35,7 @@ pub use tools::{Peer, ToolSettings};
 
 use cache::cache_settings;
 use http::{RATE_LIMIT_EXPECTED, parse_rate_limit};
+use lambda::lambda_invoke_mode;
 use model::llm_settings;
 use store::{history_limit, store_settings};
 use tasks::{queue_settings, task_settings};
@@ -94,23 +97,6 @@ impl fmt::Debug for Secret {
 pub enum LogFormat {
     Json,
     Pretty,
-}
-
-/// How answers go back to AWS Lambda (`LAMBDA_INVOKE_MODE`); it must match
-/// the Function URL's invoke mode, which is a setting of the URL, not of the
-/// request, so the function cannot find it out for itself.
-///
-/// `Buffered` is the default because it is Lambda's: a Function URL created
-/// without `--invoke-mode` is `BUFFERED`, and such a URL refuses a streamed
-/// answer, while a streaming URL only loses the streaming of a buffered one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LambdaInvokeMode {
-    /// The whole answer at once, as API Gateway, ALB and a `BUFFERED`
-    /// Function URL take it; a stream is held until it ends.
-    Buffered,
-    /// Every answer streamed as it is written (`RESPONSE_STREAM` Function
-    /// URLs): server-sent events arrive as they are sent.
-    ResponseStream,
 }
 
 #[derive(Debug, Clone)]
@@ -267,16 +253,7 @@ impl Settings {
             tasks: task_settings(&env)?,
             cache: cache_settings(&env)?,
             on_cloud_run: env.get("K_SERVICE").is_some(),
-            lambda_invoke_mode: env.parse_or(
-                "LAMBDA_INVOKE_MODE",
-                LambdaInvokeMode::Buffered,
-                "BUFFERED or RESPONSE_STREAM (the Function URL's invoke mode)",
-                |v| match v.to_ascii_uppercase().as_str() {
-                    "BUFFERED" => Some(LambdaInvokeMode::Buffered),
-                    "RESPONSE_STREAM" => Some(LambdaInvokeMode::ResponseStream),
-                    _ => None,
-                },
-            )?,
+            lambda_invoke_mode: lambda_invoke_mode(&env)?,
             history_limit: history_limit(&env)?,
         })
     }
@@ -430,23 +407,7 @@ mod tests {
             })
         );
         assert_eq!(s.history_limit, 20);
-        assert_eq!(s.lambda_invoke_mode, LambdaInvokeMode::Buffered);
         assert_eq!(s.startup_warnings().len(), 2);
-    }
-
-    #[test]
-    fn the_lambda_invoke_mode_is_the_function_urls() {
-        for (value, mode) in [
-            ("BUFFERED", LambdaInvokeMode::Buffered),
-            ("RESPONSE_STREAM", LambdaInvokeMode::ResponseStream),
-            ("response_stream", LambdaInvokeMode::ResponseStream),
-        ] {
-            let s = settings(&[("LAMBDA_INVOKE_MODE", value)]).expect("a valid mode");
-            assert_eq!(s.lambda_invoke_mode, mode, "{value}");
-        }
-        let err = settings(&[("LAMBDA_INVOKE_MODE", "STREAM")]).expect_err("not a mode");
-        assert_eq!(err.var, "LAMBDA_INVOKE_MODE");
-        assert!(err.to_string().contains("RESPONSE_STREAM"), "{err}");
     }
 
     #[test]

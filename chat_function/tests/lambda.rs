@@ -379,7 +379,13 @@ async fn buffered_mode_answers_function_url_events_whole() {
 
 #[tokio::test]
 async fn response_stream_mode_answers_whole_routes_with_their_full_bodies() {
-    let mut lambda = Lambda::start(buffered_events(), &[("LAMBDA_INVOKE_MODE", "RESPONSE_STREAM")]).await;
+    let mut events = buffered_events();
+    // A CORS preflight: a 204 with no body at all is still a whole answer.
+    let mut preflight = function_url_event("OPTIONS", "/api/v1/chat", None);
+    preflight["headers"]["origin"] = json!("https://app.example.com");
+    preflight["headers"]["access-control-request-method"] = json!("POST");
+    events.push(("inv-6", preflight));
+    let mut lambda = Lambda::start(events, &[("LAMBDA_INVOKE_MODE", "RESPONSE_STREAM")]).await;
     let mut answers = Vec::new();
     for id in ["inv-1", "inv-2", "inv-3", "inv-4", "inv-5"] {
         let prelude = lambda.prelude(id).await;
@@ -388,6 +394,14 @@ async fn response_stream_mode_answers_whole_routes_with_their_full_bodies() {
         answers.push((status, prelude["headers"].clone(), body));
     }
     check_buffered_answers(answers);
+
+    let prelude = lambda.prelude("inv-6").await;
+    assert_eq!(prelude["statusCode"], 204, "{prelude}");
+    assert!(
+        prelude["headers"]["access-control-allow-origin"].is_string(),
+        "{prelude}"
+    );
+    assert_eq!(lambda.rest("inv-6").await, "");
 }
 
 /// The done-when of streaming on Lambda: the model double holds the rest of

@@ -68,9 +68,11 @@ pub fn parse(text: &str) -> Result<Vec<(String, String)>, (usize, String)> {
         };
         let key = key.trim_end();
         if !is_name(key) {
+            // The line is not echoed: it may hold a secret.
             return Err((
                 number,
-                format!("{key:?} is not a variable name (letters, digits and _, not starting with a digit)"),
+                "the name before = is not a variable name (letters, digits and _, not starting with a digit)"
+                    .to_string(),
             ));
         }
         let rest = rest.trim_start();
@@ -116,7 +118,7 @@ fn quoted<'a>(
             if c == quote {
                 let after = rest[i + 1..].trim_start();
                 if !(after.is_empty() || after.starts_with('#')) {
-                    return Err((at, format!("unexpected {after:?} after the closing {quote}")));
+                    return Err((at, format!("unexpected text after the closing {quote}")));
                 }
                 return Ok(value);
             }
@@ -161,10 +163,20 @@ pub fn locate(real: impl Fn(&str) -> Option<String>, dir: &Path) -> Option<PathB
 
 /// The variables a `.env` file supplies: those the real environment does
 /// not set, even to an empty value (the real environment always wins).
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct DotEnv {
     path: Option<PathBuf>,
     vars: HashMap<String, String>,
+}
+
+/// Names only: the values may be secrets.
+impl fmt::Debug for DotEnv {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DotEnv")
+            .field("path", &self.path)
+            .field("names", &self.names())
+            .finish()
+    }
 }
 
 impl DotEnv {
@@ -386,6 +398,12 @@ PORT=9001
         let line = dotenv.to_string();
         assert!(line.contains("API_KEYS, WEBHOOK_SECRET"), "{line}");
         assert!(!line.contains("s3cret") && !line.contains("k3y"), "{line}");
+        let debug = format!("{dotenv:?}");
+        assert!(debug.contains("WEBHOOK_SECRET") && !debug.contains("s3cret"), "{debug}");
+        let err = parse("API_KEY='s3cret'tail\n").expect_err("text after the quote");
+        assert!(!err.1.contains("tail"), "{err:?}");
+        let err = parse("my s3cret=1\n").expect_err("not a name");
+        assert!(!err.1.contains("s3cret"), "{err:?}");
     }
 
     #[test]

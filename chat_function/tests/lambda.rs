@@ -3,292 +3,24 @@
 //! answers out, whole (`LAMBDA_INVOKE_MODE=BUFFERED`, the default) or
 //! through the streaming protocol (`RESPONSE_STREAM`).
 
-use std::collections::VecDeque;
-use std::process::Stdio;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
-
-use agent_core::testing::{GatedModel, TestServer, sse_events};
-use axum::body::{Body, Bytes};
-use axum::extract::{Path, State};
-use axum::http::HeaderMap;
-use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use agent_core::testing::lambda::{LambdaRuntime, function_url_event};
+use agent_core::testing::{GatedModel, sse_events};
 use chat_function::ChatResponse;
-use futures_util::StreamExt;
 use serde_json::{Value, json};
-use tokio::process::{Child, Command};
-use tokio::sync::mpsc;
 
 const BIN: &str = env!("CARGO_BIN_EXE_chat_function");
 
-/// What the Runtime API was sent, in the order it arrived.
-#[derive(Debug)]
-enum Report {
-    /// A whole answer (`POST .../response` without the streaming header).
-    Whole(String, Value),
-    /// A function error (`.../error`, or `init` for `/init/error`), or a
-    /// streamed answer without its prelude: only ever read in a failure's
-    /// message.
-    #[expect(dead_code, reason = "read through Debug, in a failure's message")]
-    Error(String, Value),
-    /// A streamed answer began: its prelude (status, headers, cookies),
-    /// and whether the request said so as the protocol asks (the streaming
-    /// response mode, a chunked body, the HTTP integration content type).
-    Prelude { id: String, prelude: Value, protocol: bool },
-    /// The next piece of a streamed answer's body, when it arrived.
-    Chunk(String, Bytes),
-    /// The streamed answer's body ended.
-    End(String),
-}
-
-/// The Lambda Runtime API, as the Lambda service serves it to a function:
-/// `next` hands out queued events, `response` and `error` collect answers.
-#[derive(Clone)]
-struct RuntimeApi {
-    events: Arc<Mutex<VecDeque<(String, Value)>>>,
-    reports: mpsc::UnboundedSender<Report>,
-}
-
-async fn next_invocation(State(api): State<RuntimeApi>) -> Response {
-    let next = api.events.lock().expect("lock").pop_front();
-    let Some((id, event)) = next else {
-        // No more work: Lambda would freeze the process here.
-        std::future::pending::<()>().await;
-        unreachable!();
-    };
-    let deadline = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_millis()
-        + 30_000;
-    let mut headers = HeaderMap::new();
-    headers.insert("lambda-runtime-aws-request-id", id.parse().expect("header"));
-    headers.insert(
-        "lambda-runtime-deadline-ms",
-        deadline.to_string().parse().expect("header"),
-    );
-    headers.insert(
-        "lambda-runtime-invoked-function-arn",
-        "arn:aws:lambda:us-east-1:123456789012:function:chat"
-            .parse()
-            .expect("header"),
-    );
-    headers.insert(
-        "lambda-runtime-trace-id",
-        "Root=1-5759e988-bd862e3fe1be46a994272793;Sampled=1"
-            .parse()
-            .expect("header"),
-    );
-    (headers, axum::Json(event)).into_response()
-}
-
-/// The separator between a streamed answer's prelude and its body.
-const PRELUDE_END: [u8; 8] = [0; 8];
-
-/// Reads a streamed answer as the Lambda service does, piece by piece,
-/// reporting each piece as it arrives rather than once the body is whole.
-async fn invocation_response(
-    State(api): State<RuntimeApi>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("");
-    let mut body = body.into_data_stream();
-    if header("lambda-runtime-function-response-mode") != "streaming" {
-        let mut whole = Vec::new();
-        while let Some(Ok(piece)) = body.next().await {
-            whole.extend_from_slice(&piece);
-        }
-        let value = serde_json::from_slice(&whole).unwrap_or(Value::Null);
-        let _ = api.reports.send(Report::Whole(id, value));
-        return axum::http::StatusCode::ACCEPTED.into_response();
+/// The chat function on Lambda with `vars`, on a SQLite file of its own in
+/// `dir`, given `events` to answer in order.
+async fn start(dir: &tempfile::TempDir, events: Vec<(&str, Value)>, vars: &[(&str, &str)]) -> LambdaRuntime {
+    let db = dir.path().join("lambda.db");
+    let mut all = vec![("SQLITE_PATH", db.to_str().expect("utf-8"))];
+    all.extend_from_slice(vars);
+    let lambda = LambdaRuntime::start(BIN, &all).await;
+    for (id, event) in events {
+        lambda.invoke(id, event);
     }
-    let protocol = header("transfer-encoding") == "chunked"
-        && header("content-type") == "application/vnd.awslambda.http-integration-response";
-    let mut head = Vec::new();
-    let mut in_body = false;
-    while let Some(piece) = body.next().await {
-        let Ok(piece) = piece else { break };
-        if in_body {
-            let _ = api.reports.send(Report::Chunk(id.clone(), piece));
-            continue;
-        }
-        head.extend_from_slice(&piece);
-        if let Some(at) = head.windows(PRELUDE_END.len()).position(|w| w == PRELUDE_END) {
-            let prelude = serde_json::from_slice(&head[..at]).unwrap_or(Value::Null);
-            let _ = api.reports.send(Report::Prelude {
-                id: id.clone(),
-                prelude,
-                protocol,
-            });
-            let rest = Bytes::copy_from_slice(&head[at + PRELUDE_END.len()..]);
-            if !rest.is_empty() {
-                let _ = api.reports.send(Report::Chunk(id.clone(), rest));
-            }
-            in_body = true;
-        }
-    }
-    if !in_body {
-        // No separator: the answer is broken; say what came instead.
-        let _ = api.reports.send(Report::Error(
-            id,
-            json!({"no prelude separator in": String::from_utf8_lossy(&head)}),
-        ));
-        return axum::http::StatusCode::BAD_REQUEST.into_response();
-    }
-    let _ = api.reports.send(Report::End(id));
-    axum::http::StatusCode::ACCEPTED.into_response()
-}
-
-async fn invocation_error(State(api): State<RuntimeApi>, Path(id): Path<String>, body: Bytes) -> Response {
-    let value: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    let _ = api.reports.send(Report::Error(id, value));
-    axum::http::StatusCode::ACCEPTED.into_response()
-}
-
-async fn init_error(State(api): State<RuntimeApi>, body: Bytes) -> Response {
-    let value: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    let _ = api.reports.send(Report::Error("init".into(), value));
-    axum::http::StatusCode::ACCEPTED.into_response()
-}
-
-/// A Runtime API serving `events` in order, the chat function running
-/// against it with `vars`, and what the function sends back.
-struct Lambda {
-    reports: mpsc::UnboundedReceiver<Report>,
-    _runtime: TestServer,
-    _child: Child,
-    _dir: tempfile::TempDir,
-}
-
-impl Lambda {
-    async fn start(events: Vec<(&str, Value)>, vars: &[(&str, &str)]) -> Lambda {
-        let (tx, reports) = mpsc::unbounded_channel();
-        let api = RuntimeApi {
-            events: Arc::new(Mutex::new(
-                events.into_iter().map(|(id, e)| (id.to_string(), e)).collect(),
-            )),
-            reports: tx,
-        };
-        let runtime = TestServer::start(
-            axum::Router::new()
-                .route("/2018-06-01/runtime/invocation/next", get(next_invocation))
-                .route(
-                    "/2018-06-01/runtime/invocation/{id}/response",
-                    post(invocation_response),
-                )
-                .route("/2018-06-01/runtime/invocation/{id}/error", post(invocation_error))
-                .route("/2018-06-01/runtime/init/error", post(init_error))
-                .with_state(api),
-        )
-        .await;
-        let dir = tempfile::tempdir().expect("tempdir");
-        let db = dir.path().join("lambda.db");
-        let child = Command::new(BIN)
-            .env_clear()
-            .current_dir(dir.path())
-            .env("AWS_LAMBDA_RUNTIME_API", runtime.addr.to_string())
-            .env("AWS_LAMBDA_FUNCTION_NAME", "chat")
-            .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128")
-            .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
-            .env("AWS_LAMBDA_LOG_STREAM_NAME", "stream")
-            .env("AWS_LAMBDA_LOG_GROUP_NAME", "/aws/lambda/chat")
-            .env("SQLITE_PATH", db.to_str().expect("utf-8"))
-            .env("RUST_LOG", "warn")
-            .envs(vars.iter().copied())
-            .stdout(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("spawn chat_function");
-        Lambda {
-            reports,
-            _runtime: runtime,
-            _child: child,
-            _dir: dir,
-        }
-    }
-
-    async fn next(&mut self) -> Report {
-        tokio::time::timeout(Duration::from_secs(20), self.reports.recv())
-            .await
-            .expect("a report in time")
-            .expect("open")
-    }
-
-    /// The whole answer to invocation `id`, in buffered mode.
-    async fn whole(&mut self, id: &str) -> Value {
-        match self.next().await {
-            Report::Whole(got, answer) if got == id => answer,
-            other => panic!("want {id}'s whole answer, got {other:?}"),
-        }
-    }
-
-    /// The prelude of invocation `id`'s streamed answer.
-    async fn prelude(&mut self, id: &str) -> Value {
-        match self.next().await {
-            Report::Prelude {
-                id: got,
-                prelude,
-                protocol,
-            } if got == id => {
-                assert!(protocol, "{id}: streamed without the protocol's headers");
-                prelude
-            }
-            other => panic!("want {id}'s prelude, got {other:?}"),
-        }
-    }
-
-    /// The rest of invocation `id`'s streamed body, once it has ended.
-    async fn rest(&mut self, id: &str) -> String {
-        let mut body = Vec::new();
-        loop {
-            match self.next().await {
-                Report::Chunk(got, piece) if got == id => body.extend_from_slice(&piece),
-                Report::End(got) if got == id => return String::from_utf8(body).expect("utf-8"),
-                other => panic!("want {id}'s body, got {other:?}"),
-            }
-        }
-    }
-}
-
-/// A Lambda Function URL event (payload format 2.0).
-fn function_url_event(method: &str, path: &str, body: Option<Value>) -> Value {
-    json!({
-        "version": "2.0",
-        "routeKey": "$default",
-        "rawPath": path,
-        "rawQueryString": "",
-        "headers": {
-            "content-type": "application/json",
-            "host": "abcdefg.lambda-url.us-east-1.on.aws",
-            "x-forwarded-for": "203.0.113.9",
-            "x-forwarded-proto": "https",
-            "x-forwarded-port": "443",
-            "user-agent": "curl/8.5.0"
-        },
-        "requestContext": {
-            "accountId": "anonymous",
-            "apiId": "abcdefg",
-            "domainName": "abcdefg.lambda-url.us-east-1.on.aws",
-            "domainPrefix": "abcdefg",
-            "http": {
-                "method": method,
-                "path": path,
-                "protocol": "HTTP/1.1",
-                "sourceIp": "203.0.113.9",
-                "userAgent": "curl/8.5.0"
-            },
-            "requestId": "c2b5fb6a-0000-4000-8000-000000000000",
-            "routeKey": "$default",
-            "stage": "$default",
-            "time": "23/Nov/2026:01:00:00 +0000",
-            "timeEpoch": 1795400000000u64
-        },
-        "body": body.map(|b| b.to_string()),
-        "isBase64Encoded": false
-    })
+    lambda
 }
 
 /// The chat function's routes that answer whole, each one's full status,
@@ -360,7 +92,8 @@ async fn buffered_mode_answers_function_url_events_whole() {
             Some(json!({"message": "stream me", "stream": true})),
         ),
     ));
-    let mut lambda = Lambda::start(events, &[]).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut lambda = start(&dir, events, &[]).await;
     let mut answers = Vec::new();
     for id in ["inv-1", "inv-2", "inv-3", "inv-4", "inv-5"] {
         let answer = lambda.whole(id).await;
@@ -385,7 +118,8 @@ async fn response_stream_mode_answers_whole_routes_with_their_full_bodies() {
     preflight["headers"]["origin"] = json!("https://app.example.com");
     preflight["headers"]["access-control-request-method"] = json!("POST");
     events.push(("inv-6", preflight));
-    let mut lambda = Lambda::start(events, &[("LAMBDA_INVOKE_MODE", "RESPONSE_STREAM")]).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut lambda = start(&dir, events, &[("LAMBDA_INVOKE_MODE", "RESPONSE_STREAM")]).await;
     let mut answers = Vec::new();
     for id in ["inv-1", "inv-2", "inv-3", "inv-4", "inv-5"] {
         let prelude = lambda.prelude(id).await;
@@ -418,7 +152,9 @@ async fn response_stream_mode_sends_each_delta_as_the_model_writes_it() {
             Some(json!({"message": "stream me", "session_id": "streamed", "stream": true})),
         ),
     )];
-    let mut lambda = Lambda::start(
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut lambda = start(
+        &dir,
         events,
         &[
             ("LAMBDA_INVOKE_MODE", "RESPONSE_STREAM"),
@@ -436,10 +172,11 @@ async fn response_stream_mode_sends_each_delta_as_the_model_writes_it() {
 
     let mut before = String::new();
     while !sse_events(&before).iter().any(|(name, _)| name == "delta") {
-        match lambda.next().await {
-            Report::Chunk(id, piece) if id == "inv-1" => before.push_str(&String::from_utf8_lossy(&piece)),
-            other => panic!("want the stream's first delta, got {other:?}"),
-        }
+        let piece = lambda
+            .chunk("inv-1")
+            .await
+            .expect("the stream's first delta, not its end");
+        before.push_str(&String::from_utf8_lossy(&piece));
     }
     let first = sse_events(&before);
     assert!(

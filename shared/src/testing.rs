@@ -17,6 +17,7 @@ use crate::config::Settings;
 
 mod callbacks;
 mod issuer;
+pub mod lambda;
 pub use callbacks::{CallbackReceiver, Received};
 pub use issuer::TestIssuer;
 

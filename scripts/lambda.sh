@@ -87,7 +87,7 @@ deploy [NAME...]
     update). Only the code changes on an update: change settings with
     'aws lambda update-function-configuration';
   - a Function URL if it has none ('get-function-url-config', then
-    'create-function-url-config --auth-type AWS_IAM');
+    'create-function-url-config --auth-type AWS_IAM --invoke-mode MODE');
   then prints each function's URL.
   --role ARN        execution role for new functions (default: LAMBDA_ROLE);
                     needed only to create one. It needs at least the
@@ -113,6 +113,17 @@ deploy [NAME...]
                     the functions still ask for X-API-Key. An existing URL's
                     auth type is not changed ('aws lambda
                     update-function-url-config').
+  --invoke-mode MODE
+                    RESPONSE_STREAM (default) or BUFFERED: the invoke mode of
+                    new Function URLs, and LAMBDA_INVOKE_MODE=MODE in new
+                    functions' environment, which must match it (a BUFFERED
+                    URL refuses a streamed answer). RESPONSE_STREAM sends chat
+                    and task event streams as they are written; BUFFERED holds
+                    them until they end (and suits API Gateway and ALB, which
+                    take whole answers). An existing function and URL keep
+                    theirs: change both together with 'aws lambda
+                    update-function-url-config --invoke-mode MODE' and
+                    'update-function-configuration' (LAMBDA_INVOKE_MODE=MODE).
   --dry-run         print each aws command that would change something instead
                     of running it (the read-only get-function and
                     get-function-url-config checks still run, when the aws CLI
@@ -120,6 +131,7 @@ deploy [NAME...]
 
 Environment of new functions (before --env):
   STORE=sqlite SQLITE_PATH=/tmp/agent.db QUEUE=local
+  LAMBDA_INVOKE_MODE=RESPONSE_STREAM (the --invoke-mode)
   SQLite in /tmp is the only store Lambda offers locally, and Lambda instances
   share nothing: each instance has its own /tmp, lost when the instance goes,
   so sessions, memory, tasks and rate limits are per instance. For sessions
@@ -357,11 +369,12 @@ json_escape() {
 cmd_deploy() {
   local role=${LAMBDA_ROLE:-} region=${AWS_REGION:-${AWS_DEFAULT_REGION:-}}
   local memory='' timeout='' prefix=${LAMBDA_PREFIX:-serverless-agent-} arch_opt='' public=0
+  local invoke_mode=RESPONSE_STREAM
   local names=() env_keys=(STORE SQLITE_PATH QUEUE) env_values=(sqlite /tmp/agent.db local)
   local kv key i found
   while (($#)); do
     case $1 in
-      --role | --region | --memory | --timeout | --env | --prefix | --arch)
+      --role | --region | --memory | --timeout | --env | --prefix | --arch | --invoke-mode)
         (($# >= 2)) || die "$1 needs a value"
         ;;
     esac
@@ -372,11 +385,14 @@ cmd_deploy() {
       --timeout) timeout=$2 && shift ;;
       --prefix) prefix=$2 && shift ;;
       --arch) arch_opt=$2 && shift ;;
+      --invoke-mode) invoke_mode=$2 && shift ;;
       --env)
         kv=$2
         shift
         [[ $kv == ?*=* ]] || die "--env wants KEY=VALUE, not '$kv'"
         key=${kv%%=*}
+        # The function's mode must be its URL's: one option sets both.
+        [[ $key != LAMBDA_INVOKE_MODE ]] || die "set LAMBDA_INVOKE_MODE with --invoke-mode, which sets the Function URL's too"
         found=0
         for i in "${!env_keys[@]}"; do
           if [[ ${env_keys[$i]} == "$key" ]]; then
@@ -407,6 +423,10 @@ cmd_deploy() {
   [[ -z $memory || $memory =~ ^[0-9]+$ ]] || die "--memory wants megabytes (128 to 10240), not '$memory'"
   [[ -z $timeout || $timeout =~ ^[0-9]+$ ]] || die "--timeout wants seconds (1 to 900), not '$timeout'"
   [[ -z $arch_opt || $arch_opt == x86_64 || $arch_opt == arm64 ]] || die "--arch is x86_64 or arm64, not '$arch_opt'"
+  [[ $invoke_mode == RESPONSE_STREAM || $invoke_mode == BUFFERED ]] \
+    || die "--invoke-mode is RESPONSE_STREAM or BUFFERED, not '$invoke_mode'"
+  env_keys+=(LAMBDA_INVOKE_MODE)
+  env_values+=("$invoke_mode")
   if ((!DRY_RUN)); then
     command -v aws > /dev/null || die "the aws CLI is not installed (https://aws.amazon.com/cli/)"
   fi
@@ -469,11 +489,11 @@ cmd_deploy() {
     else
       if ((DRY_RUN)); then
         mutate lambda create-function-url-config --function-name "$fn" --auth-type "$auth_type" \
-          --query FunctionUrl --output text
+          --invoke-mode "$invoke_mode" --query FunctionUrl --output text
         url="(the URL create-function-url-config prints)"
       else
         url=$(mutate lambda create-function-url-config --function-name "$fn" --auth-type "$auth_type" \
-          --query FunctionUrl --output text)
+          --invoke-mode "$invoke_mode" --query FunctionUrl --output text)
       fi
       if ((public)); then
         mutate lambda add-permission --function-name "$fn" \
@@ -483,7 +503,7 @@ cmd_deploy() {
           --statement-id FunctionURLAllowInvokeAction --action lambda:InvokeFunction \
           --principal '*' --invoked-via-function-url > /dev/null
       fi
-      echo "$(said created) a Function URL for $fn (auth type $auth_type)"
+      echo "$(said created) a Function URL for $fn (auth type $auth_type, invoke mode $invoke_mode)"
     fi
     results+=("$name  $fn  $url")
   done

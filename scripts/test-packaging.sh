@@ -374,6 +374,29 @@ fi
 [[ -z $(ls "$TMP/state") ]] || fail "deploy --dry-run created something"
 ok "deploy --dry-run prints create-function (provided.al2023) and create-function-url-config, runs only get-*"
 
+# The Function URL's invoke mode and the function's LAMBDA_INVOKE_MODE are
+# set together: a streamed answer on a BUFFERED URL is refused. (--dry-run
+# prints the environment's JSON shell-quoted: \" for ".)
+grep -E '^\+ aws lambda create-function-url-config ' "$TMP/dry.out" | grep -q -- '--invoke-mode RESPONSE_STREAM' \
+  || fail "deploy --dry-run: the Function URL is not created with --invoke-mode RESPONSE_STREAM"
+grep -E '^\+ aws lambda create-function ' "$TMP/dry.out" | grep -qF 'LAMBDA_INVOKE_MODE\":\"RESPONSE_STREAM' \
+  || fail "deploy --dry-run: the function's environment lacks LAMBDA_INVOKE_MODE=RESPONSE_STREAM"
+fake deploy --dry-run --invoke-mode BUFFERED --role "$ROLE" chat_function > "$TMP/buffered.out" 2> /dev/null \
+  || fail "deploy --dry-run --invoke-mode BUFFERED failed"
+grep -E '^\+ aws lambda create-function-url-config ' "$TMP/buffered.out" | grep -q -- '--invoke-mode BUFFERED' \
+  || fail "deploy --invoke-mode BUFFERED: the Function URL is not BUFFERED"
+grep -E '^\+ aws lambda create-function ' "$TMP/buffered.out" | grep -qF 'LAMBDA_INVOKE_MODE\":\"BUFFERED' \
+  || fail "deploy --invoke-mode BUFFERED: the function's environment is not BUFFERED"
+if fake deploy --dry-run --invoke-mode STREAM --role "$ROLE" chat_function > /dev/null 2> "$TMP/mode.err"; then
+  fail "deploy --invoke-mode STREAM succeeded"
+fi
+grep -q 'RESPONSE_STREAM or BUFFERED' "$TMP/mode.err" || fail "deploy --invoke-mode STREAM: $(cat "$TMP/mode.err")"
+if fake deploy --dry-run --env LAMBDA_INVOKE_MODE=BUFFERED --role "$ROLE" chat_function > /dev/null 2> "$TMP/mode.err"; then
+  fail "deploy --env LAMBDA_INVOKE_MODE=... succeeded: the URL's mode would not follow"
+fi
+grep -q -- '--invoke-mode' "$TMP/mode.err" || fail "deploy --env LAMBDA_INVOKE_MODE: $(cat "$TMP/mode.err")"
+ok "deploy: the Function URL's --invoke-mode and LAMBDA_INVOKE_MODE agree (RESPONSE_STREAM by default, BUFFERED on request); a bad mode, or the variable alone, is refused"
+
 fake deploy --dry-run --public --role "$ROLE" chat_function > "$TMP/public.out" 2> /dev/null
 grep -qE '^\+ aws lambda create-function-url-config .*--auth-type NONE' "$TMP/public.out" \
   || fail "deploy --dry-run --public does not use --auth-type NONE"
@@ -387,7 +410,8 @@ fake deploy --role "$ROLE" --region us-east-1 chat_function > "$TMP/run1.out" 2>
 [[ $(grep -c '^lambda create-function ' "$FAKE_AWS_LOG") == 1 ]] || fail "first deploy: want one create-function"
 grep -qF -- "--zip-file fileb://$zipfile" "$FAKE_AWS_LOG" \
   || fail "first deploy: create-function without the zip"
-grep -q '^lambda create-function-url-config ' "$FAKE_AWS_LOG" || fail "first deploy: no create-function-url-config"
+grep -q '^lambda create-function-url-config .*--invoke-mode RESPONSE_STREAM' "$FAKE_AWS_LOG" \
+  || fail "first deploy: no create-function-url-config --invoke-mode RESPONSE_STREAM"
 if grep -q '^lambda update-function-code ' "$FAKE_AWS_LOG"; then
   fail "first deploy: update-function-code on a function that did not exist"
 fi

@@ -7,5 +7,5 @@ async fn main() -> anyhow::Result<()> {
     let router = agent_worker::router(&app)
         .await
         .unwrap_or_else(|err| app.exit_on_start_error(err));
-    agent_core::runtime::serve(router, app.settings.port).await
+    agent_core::runtime::serve(router, &app.settings).await
 }

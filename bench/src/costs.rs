@@ -165,6 +165,8 @@ impl Function {
         let port = crate::free_port()?;
         let child = Command::new(bin)
             .env_clear()
+            // What is counted is what the command line says, not a .env file's settings.
+            .env("ENV_FILE", "off")
             .env("PORT", port.to_string())
             .env("LLM_PROVIDER", "offline")
             .env("RUST_LOG", "warn")

@@ -209,6 +209,9 @@ fn spawn(bin: &Path, db: Option<&Path>, extra: &[(&str, &str)]) -> anyhow::Resul
     let port = free_port()?;
     let started = Instant::now();
     let child = Command::new(bin)
+        // What is measured is what the command line says, not a .env
+        // file's settings (ENV_FILE=... among the extra settings reads one).
+        .env("ENV_FILE", "off")
         .env("PORT", port.to_string())
         .env("SQLITE_PATH", &db)
         .env("LLM_PROVIDER", "offline")

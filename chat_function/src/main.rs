@@ -3,5 +3,5 @@
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let app = agent_core::App::start(chat_function::FUNCTION).await;
-    agent_core::runtime::serve(chat_function::router(&app), app.settings.port).await
+    agent_core::runtime::serve(chat_function::router(&app), &app.settings).await
 }

@@ -244,6 +244,7 @@ async fn unreachable_firestore_stops_start_up_quickly_and_clearly() {
     let closed = format!("127.0.0.1:{}", free_port());
     let run = tokio::process::Command::new(BIN)
         .env_clear()
+        .env("ENV_FILE", "off")
         .env("STORE", "firestore")
         .env("FIRESTORE_PROJECT", "nowhere")
         .env("FIRESTORE_EMULATOR_HOST", &closed)
@@ -279,6 +280,7 @@ async fn health_waits_for_the_store_check_and_a_failed_check_stops_the_process()
     let port = free_port();
     let mut child = tokio::process::Command::new(BIN)
         .env_clear()
+        .env("ENV_FILE", "off")
         .env("PORT", port.to_string())
         .env("STORE", "firestore")
         .env("FIRESTORE_PROJECT", "silent")

@@ -1,23 +1,15 @@
 //! The chat function as a real process: start-up validation, two processes
-//! sharing one SQLite file, and the same binary under the AWS Lambda runtime
-//! (driven by a local server speaking the Lambda Runtime API).
+//! sharing one SQLite file, draining on SIGTERM and its logs (the same
+//! binary under the Lambda runtime: `lambda.rs`).
 
 mod common;
 
-use std::collections::VecDeque;
 use std::process::Stdio;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use agent_core::testing::{Process, TestServer, free_port};
-use axum::extract::{Path, State};
-use axum::http::HeaderMap;
-use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use chat_function::ChatResponse;
+use agent_core::testing::{Process, free_port};
 use serde_json::{Value, json};
 use tokio::process::Command;
-use tokio::sync::mpsc;
 
 const BIN: &str = env!("CARGO_BIN_EXE_chat_function");
 
@@ -35,6 +27,7 @@ async fn bad_settings_stop_the_process_with_one_clear_line() {
     ] {
         let out = Command::new(BIN)
             .env_clear()
+            .env("ENV_FILE", "off")
             .env(var, value)
             .output()
             .await
@@ -171,194 +164,6 @@ async fn processes_started_together_on_a_new_file_all_start() {
     }
 }
 
-/// The Lambda Runtime API, as the Lambda service serves it to a function:
-/// `next` hands out queued events, `response` and `error` collect answers.
-#[derive(Clone)]
-struct RuntimeApi {
-    events: Arc<Mutex<VecDeque<(String, Value)>>>,
-    answers: mpsc::UnboundedSender<Answer>,
-}
-
-async fn next_invocation(State(api): State<RuntimeApi>) -> Response {
-    let next = api.events.lock().expect("lock").pop_front();
-    let Some((id, event)) = next else {
-        // No more work: Lambda would freeze the process here.
-        std::future::pending::<()>().await;
-        unreachable!();
-    };
-    let deadline = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_millis()
-        + 30_000;
-    let mut headers = HeaderMap::new();
-    headers.insert("lambda-runtime-aws-request-id", id.parse().expect("header"));
-    headers.insert(
-        "lambda-runtime-deadline-ms",
-        deadline.to_string().parse().expect("header"),
-    );
-    headers.insert(
-        "lambda-runtime-invoked-function-arn",
-        "arn:aws:lambda:us-east-1:123456789012:function:chat"
-            .parse()
-            .expect("header"),
-    );
-    headers.insert(
-        "lambda-runtime-trace-id",
-        "Root=1-5759e988-bd862e3fe1be46a994272793;Sampled=1"
-            .parse()
-            .expect("header"),
-    );
-    (headers, axum::Json(event)).into_response()
-}
-
-async fn invocation_response(
-    State(api): State<RuntimeApi>,
-    Path(id): Path<String>,
-    body: axum::body::Bytes,
-) -> Response {
-    let value: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    let _ = api.answers.send((id, Ok(value)));
-    axum::http::StatusCode::ACCEPTED.into_response()
-}
-
-async fn invocation_error(State(api): State<RuntimeApi>, Path(id): Path<String>, body: axum::body::Bytes) -> Response {
-    let value: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    let _ = api.answers.send((id, Err(value)));
-    axum::http::StatusCode::ACCEPTED.into_response()
-}
-
-async fn init_error(State(api): State<RuntimeApi>, body: axum::body::Bytes) -> Response {
-    let value: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    let _ = api.answers.send(("init".into(), Err(value)));
-    axum::http::StatusCode::ACCEPTED.into_response()
-}
-
-type Answer = (String, Result<Value, Value>);
-
-async fn next_answer(answers: &mut mpsc::UnboundedReceiver<Answer>) -> Answer {
-    tokio::time::timeout(Duration::from_secs(20), answers.recv())
-        .await
-        .expect("an answer in time")
-        .expect("open")
-}
-
-/// A Lambda Function URL event (payload format 2.0).
-fn function_url_event(method: &str, path: &str, body: Option<Value>) -> Value {
-    json!({
-        "version": "2.0",
-        "routeKey": "$default",
-        "rawPath": path,
-        "rawQueryString": "",
-        "headers": {
-            "content-type": "application/json",
-            "host": "abcdefg.lambda-url.us-east-1.on.aws",
-            "x-forwarded-for": "203.0.113.9",
-            "x-forwarded-proto": "https",
-            "x-forwarded-port": "443",
-            "user-agent": "curl/8.5.0"
-        },
-        "requestContext": {
-            "accountId": "anonymous",
-            "apiId": "abcdefg",
-            "domainName": "abcdefg.lambda-url.us-east-1.on.aws",
-            "domainPrefix": "abcdefg",
-            "http": {
-                "method": method,
-                "path": path,
-                "protocol": "HTTP/1.1",
-                "sourceIp": "203.0.113.9",
-                "userAgent": "curl/8.5.0"
-            },
-            "requestId": "c2b5fb6a-0000-4000-8000-000000000000",
-            "routeKey": "$default",
-            "stage": "$default",
-            "time": "23/Nov/2026:01:00:00 +0000",
-            "timeEpoch": 1795400000000u64
-        },
-        "body": body.map(|b| b.to_string()),
-        "isBase64Encoded": false
-    })
-}
-
-#[tokio::test]
-async fn the_same_binary_answers_lambda_function_url_events() {
-    let (tx, mut answers) = mpsc::unbounded_channel();
-    let api = RuntimeApi {
-        events: Arc::new(Mutex::new(VecDeque::new())),
-        answers: tx,
-    };
-    api.events.lock().expect("lock").extend([
-        (
-            "inv-1".to_string(),
-            function_url_event(
-                "POST",
-                "/api/v1/chat",
-                Some(json!({"message": "hello from lambda", "session_id": "lambda-s"})),
-            ),
-        ),
-        (
-            "inv-2".to_string(),
-            function_url_event("GET", "/api/v1/sessions/lambda-s", None),
-        ),
-        (
-            "inv-3".to_string(),
-            function_url_event("POST", "/api/v1/chat", Some(json!({"message": ""}))),
-        ),
-    ]);
-    let runtime = TestServer::start(
-        axum::Router::new()
-            .route("/2018-06-01/runtime/invocation/next", get(next_invocation))
-            .route(
-                "/2018-06-01/runtime/invocation/{id}/response",
-                post(invocation_response),
-            )
-            .route("/2018-06-01/runtime/invocation/{id}/error", post(invocation_error))
-            .route("/2018-06-01/runtime/init/error", post(init_error))
-            .with_state(api),
-    )
-    .await;
-
-    let dir = tempfile::tempdir().expect("tempdir");
-    let db = dir.path().join("lambda.db");
-    let _child = Command::new(BIN)
-        .env_clear()
-        .env("AWS_LAMBDA_RUNTIME_API", runtime.addr.to_string())
-        .env("AWS_LAMBDA_FUNCTION_NAME", "chat")
-        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128")
-        .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
-        .env("AWS_LAMBDA_LOG_STREAM_NAME", "stream")
-        .env("AWS_LAMBDA_LOG_GROUP_NAME", "/aws/lambda/chat")
-        .env("SQLITE_PATH", db.to_str().expect("utf-8"))
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn chat_function");
-
-    let (id, chat) = next_answer(&mut answers).await;
-    assert_eq!(id, "inv-1");
-    let chat = chat.expect("a response, not an error");
-    assert_eq!(chat["statusCode"], 200, "{chat}");
-    let body: ChatResponse = serde_json::from_str(chat["body"].as_str().expect("body")).expect("chat response");
-    assert_eq!(body.session_id, "lambda-s");
-    assert!(body.response.contains("hello from lambda"));
-
-    let (id, session) = next_answer(&mut answers).await;
-    assert_eq!(id, "inv-2");
-    let session = session.expect("a response");
-    assert_eq!(session["statusCode"], 200, "{session}");
-    let body: Value = serde_json::from_str(session["body"].as_str().expect("body")).expect("json");
-    assert_eq!(body["messages"].as_array().expect("messages").len(), 2);
-
-    let (id, bad) = next_answer(&mut answers).await;
-    assert_eq!(id, "inv-3");
-    let bad = bad.expect("a response");
-    assert_eq!(bad["statusCode"], 400, "{bad}");
-    let body: Value = serde_json::from_str(bad["body"].as_str().expect("body")).expect("json");
-    assert_eq!(body["error"]["code"], "invalid_argument");
-}
-
 #[tokio::test]
 async fn sigterm_drains_and_exits_cleanly() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -376,6 +181,7 @@ async fn sigterm_drains_and_exits_cleanly() {
 async fn a_store_that_cannot_open_stops_start_up_with_a_clear_message() {
     let out = Command::new(BIN)
         .env_clear()
+        .env("ENV_FILE", "off")
         .env("SQLITE_PATH", "/proc/no-such-place/agent.db")
         .output()
         .await
@@ -396,6 +202,7 @@ async fn json_logs_carry_severity_request_id_and_trace() {
     let port = free_port();
     let mut child = Command::new(BIN)
         .env_clear()
+        .env("ENV_FILE", "off")
         .env("PORT", port.to_string())
         .env("SQLITE_PATH", db.to_str().expect("utf-8"))
         .env("LOG_FORMAT", "json")
@@ -456,4 +263,142 @@ async fn json_logs_carry_severity_request_id_and_trace() {
             .any(|l| l.contains("\"severity\":\"WARNING\"") && l.contains("offline")),
         "{startup:?}"
     );
+}
+
+/// Settings from a `.env` file in a parent of the working directory: its
+/// values apply (`RUST_LOG` too, which the logger would read only from the
+/// environment), the real environment wins over it, and the start-up line
+/// names the file and the settings it supplied, never a value.
+#[tokio::test]
+async fn a_dotenv_file_supplies_settings_under_the_real_environment() {
+    use tokio::io::AsyncReadExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("from-dotenv.db");
+    let dotenv = dir.path().join(".env");
+    std::fs::write(
+        &dotenv,
+        format!(
+            "# the test's settings\n\
+             export SQLITE_PATH=\"{}\"\n\
+             API_KEYS='app:key-from-dotenv'\n\
+             WEBHOOK_SECRET=secret-from-dotenv # never logged\n\
+             RUST_LOG=info\n\
+             RATE_LIMIT_CHAT=1/1h\n",
+            db.display()
+        ),
+    )
+    .expect("write .env");
+    let cwd = dir.path().join("nested");
+    std::fs::create_dir(&cwd).expect("mkdir");
+    let port = free_port();
+    let mut child = Command::new(BIN)
+        .env_clear()
+        .current_dir(&cwd)
+        .env("PORT", port.to_string())
+        // The environment wins: two chats pass a limit of one.
+        .env("RATE_LIMIT_CHAT", "off")
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn chat_function");
+    let mut stdout = child.stdout.take().expect("stdout");
+    let output = tokio::spawn(async move {
+        let mut all = String::new();
+        let _ = stdout.read_to_string(&mut all).await;
+        all
+    });
+
+    let url = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    let mut healthy = false;
+    for _ in 0..400 {
+        if let Ok(r) = http.get(format!("{url}/health")).send().await
+            && r.status().is_success()
+        {
+            healthy = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(healthy, "chat_function did not become healthy");
+    let chat = |key: Option<&'static str>| {
+        let mut request = http
+            .post(format!("{url}/api/v1/chat"))
+            .json(&json!({"message": "hello"}));
+        if let Some(key) = key {
+            request = request.header("x-api-key", key);
+        }
+        async move { request.send().await.expect("chat").status().as_u16() }
+    };
+    assert_eq!(chat(None).await, 401, "API_KEYS from .env applies");
+    assert_eq!(chat(Some("key-from-dotenv")).await, 200);
+    assert_eq!(
+        chat(Some("key-from-dotenv")).await,
+        200,
+        "RATE_LIMIT_CHAT from the environment wins"
+    );
+    assert!(db.exists(), "SQLITE_PATH from .env applies");
+
+    let _ = child.kill().await;
+    let output = output.await.expect("stdout read");
+    let line = output
+        .lines()
+        .find(|l| l.contains("settings: read"))
+        .unwrap_or_else(|| panic!("no start-up line naming the .env file (RUST_LOG=info from it): {output}"));
+    assert!(line.contains(&dotenv.display().to_string()), "{line}");
+    assert!(
+        line.contains("4 setting(s) from it: API_KEYS, RUST_LOG, SQLITE_PATH, WEBHOOK_SECRET"),
+        "{line}"
+    );
+    assert!(
+        !output.contains("secret-from-dotenv") && !output.contains("key-from-dotenv"),
+        "a value was logged: {output}"
+    );
+}
+
+/// A bad value in `.env` stops the process as a bad setting does, with one
+/// line naming the variable and the file; so does a line that is not a
+/// setting, or a file `ENV_FILE` names that cannot be read.
+#[tokio::test]
+async fn a_bad_dotenv_file_stops_the_process_with_one_line_naming_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let dotenv = dir.path().join(".env");
+    let path = dotenv.display().to_string();
+    let missing = dir.path().join("missing.env").display().to_string();
+    for (text, env_file, says) in [
+        (
+            "RATE_LIMIT_CHAT=abc\n",
+            None,
+            vec![
+                "RATE_LIMIT_CHAT=\"abc\"".to_string(),
+                format!("(from {path})"),
+                "100/60s".to_string(),
+            ],
+        ),
+        (
+            "PORT=8080\nnot a setting\n",
+            None,
+            vec![format!("{path} line 2"), "expected KEY=VALUE".to_string()],
+        ),
+        (
+            "",
+            Some(missing.as_str()),
+            vec![missing.clone(), "cannot read".to_string()],
+        ),
+    ] {
+        std::fs::write(&dotenv, text).expect("write .env");
+        let mut command = Command::new(BIN);
+        command.env_clear().current_dir(dir.path());
+        if let Some(file) = env_file {
+            command.env("ENV_FILE", file);
+        }
+        let out = command.output().await.expect("run chat_function");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{text:?}: {stderr}");
+        let lines: Vec<&str> = stderr.lines().collect();
+        assert_eq!(lines.len(), 1, "{stderr}");
+        for part in &says {
+            assert!(lines[0].contains(part.as_str()), "want {part:?} in {stderr}");
+        }
+    }
 }

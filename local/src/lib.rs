@@ -56,18 +56,17 @@ pub fn host(lookup: impl Fn(&str) -> Option<String>) -> Result<IpAddr, ConfigErr
         .strip_prefix('[')
         .and_then(|v| v.strip_suffix(']'))
         .unwrap_or(&value);
-    literal.parse::<IpAddr>().map_err(|_| ConfigError {
-        var: "HOST".to_string(),
-        value: value.clone(),
-        expected: HOST_EXPECTED.to_string(),
-    })
+    literal
+        .parse::<IpAddr>()
+        .map_err(|_| ConfigError::new("HOST", &value, HOST_EXPECTED))
 }
 
-/// [`host`] from the process environment, or the problem as one line and
-/// exit code 2, as for every other setting.
+/// [`host`] from the process environment (and its `.env` file), or the
+/// problem as one line and exit code 2, as for every other setting.
 pub fn host_from_env_or_exit() -> IpAddr {
-    host(|name| std::env::var(name).ok()).unwrap_or_else(|err| {
-        eprintln!("error: {err}");
+    agent_core::config::dotenv::process_or_exit();
+    host(agent_core::config::dotenv::var).unwrap_or_else(|err| {
+        eprintln!("error: {}", err.with_source());
         std::process::exit(2);
     })
 }

@@ -26,6 +26,7 @@ async fn local_serves_every_function_on_one_port() {
     let port = agent_core::testing::free_port();
     let mut child = Command::new(env!("CARGO_BIN_EXE_local"))
         .env_clear()
+        .env("ENV_FILE", "off")
         .env("PORT", port.to_string())
         // Start-up warnings (no model, no keys) would come first on stdout.
         .env("RUST_LOG", "error")
@@ -233,6 +234,7 @@ async fn start_local(
 ) -> (tokio::process::Child, String, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_local"))
         .env_clear()
+        .env("ENV_FILE", "off")
         .env("PORT", port.to_string())
         .env("RUST_LOG", "error")
         .envs(vars.iter().copied())
@@ -399,6 +401,7 @@ async fn a_host_that_is_no_ip_address_stops_local_before_it_opens_anything() {
     let dir = tempfile::tempdir().expect("tempdir");
     let run = Command::new(env!("CARGO_BIN_EXE_local"))
         .env_clear()
+        .env("ENV_FILE", "off")
         .env("PORT", agent_core::testing::free_port().to_string())
         .env("HOST", "my-laptop")
         .current_dir(dir.path())

@@ -39,6 +39,7 @@ async fn no_secret_reaches_a_log_line_or_an_answer() {
     let port = free_port();
     let mut child = Command::new(env!("CARGO_BIN_EXE_local"))
         .env_clear()
+        .env("ENV_FILE", "off")
         .env("PORT", port.to_string())
         .env("SQLITE_PATH", dir.path().join("s.db"))
         .env("LOG_FORMAT", "json")

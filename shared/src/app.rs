@@ -69,13 +69,16 @@ impl App {
 
     async fn start_with(function: &'static str, uses_model: bool) -> App {
         let settings = Settings::from_env_or_exit(uses_model);
-        let project = std::env::var("GOOGLE_CLOUD_PROJECT")
-            .ok()
-            .or_else(|| settings.store.firestore_project.clone());
-        let traces_of = settings.traces_exported.then_some(function);
+        let project =
+            crate::config::dotenv::var("GOOGLE_CLOUD_PROJECT").or_else(|| settings.store.firestore_project.clone());
+        let traces_of = settings.traces.as_ref().map(|export| (function, export));
         if let Err(err) = crate::logging::init(settings.log_format, project, traces_of) {
             eprintln!("error: {err}");
             std::process::exit(2);
+        }
+        let dotenv = crate::config::dotenv::process_or_exit();
+        if dotenv.path().is_some() {
+            tracing::info!("settings: {dotenv}");
         }
         for warning in settings.startup_warnings() {
             tracing::warn!("{warning}");

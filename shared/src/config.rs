@@ -5,10 +5,16 @@
 //! starts with a typo in `RATE_LIMIT_CHAT` would silently run unprotected.
 //! Parsing takes a lookup function instead of reading `std::env` directly so
 //! tests can build settings without touching the process environment.
+//!
+//! The lookup of a running function is the real environment over a `.env`
+//! file ([`dotenv`]): the file's values go through the same validation, and
+//! an error about one names the file.
 
 mod auth;
 mod cache;
+pub mod dotenv;
 mod http;
+mod lambda;
 mod model;
 mod store;
 mod tasks;
@@ -16,18 +22,22 @@ mod tools;
 mod traces;
 
 use std::fmt;
+use std::path::PathBuf;
 use std::time::Duration;
 
 pub use auth::{AuthSettings, FIREBASE_KEYS_URL, GOOGLE_KEYS_URL};
 pub use cache::{CacheMode, CacheScope, CacheSettings};
 pub use http::{CorsOrigins, HttpSettings, RateLimit};
+pub use lambda::LambdaInvokeMode;
 pub use model::{LlmSettings, Provider};
 pub use store::{StoreKind, StoreSettings};
 pub use tasks::{QueueKind, QueueSettings, TaskSettings};
 pub use tools::{Peer, ToolSettings};
+pub use traces::TraceExport;
 
 use cache::cache_settings;
 use http::{RATE_LIMIT_EXPECTED, parse_rate_limit};
+use lambda::lambda_invoke_mode;
 use model::llm_settings;
 use store::{history_limit, store_settings};
 use tasks::{queue_settings, task_settings};
@@ -35,28 +45,33 @@ use tools::tool_settings;
 
 /// A setting that could not be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{var}={value:?} is not valid: expected {expected}")]
+#[error("{var}={value:?}{} is not valid: expected {expected}", from.as_ref().map(|f| format!(" (from {})", f.display())).unwrap_or_default())]
 pub struct ConfigError {
     pub var: String,
     pub value: String,
     pub expected: String,
+    /// The `.env` file the value came from; `None`: the environment.
+    pub from: Option<PathBuf>,
 }
 
 impl ConfigError {
-    fn new(var: &str, value: &str, expected: impl Into<String>) -> Self {
+    pub fn new(var: &str, value: &str, expected: impl Into<String>) -> Self {
         ConfigError {
             var: var.to_string(),
             value: value.to_string(),
             expected: expected.into(),
+            from: None,
         }
     }
 
     fn missing(var: &str, expected: impl Into<String>) -> Self {
-        ConfigError {
-            var: var.to_string(),
-            value: String::new(),
-            expected: expected.into(),
-        }
+        ConfigError::new(var, "", expected)
+    }
+
+    /// Names the `.env` file the bad value came from, if it did.
+    pub fn with_source(mut self) -> Self {
+        self.from = dotenv::source(&self.var).map(PathBuf::from);
+        self
     }
 }
 
@@ -113,26 +128,30 @@ pub struct Settings {
     pub cache: CacheSettings,
     /// `K_SERVICE` is set: running on Cloud Run (or Knative).
     pub on_cloud_run: bool,
-    /// Spans are exported over OTLP (`OTEL_EXPORTER_OTLP_*ENDPOINT` set; see
-    /// [`crate::telemetry`]).
-    pub traces_exported: bool,
+    /// Where spans are exported over OTLP, when an endpoint is set
+    /// (`OTEL_EXPORTER_OTLP_*`; see [`crate::telemetry`]).
+    pub traces: Option<TraceExport>,
+    /// How answers go back on AWS Lambda (unused elsewhere).
+    pub lambda_invoke_mode: LambdaInvokeMode,
 }
 
 impl Settings {
-    /// Reads the process environment.
+    /// Reads the process environment, and the `.env` file under it.
     pub fn from_env() -> Result<Settings, ConfigError> {
-        Settings::from_lookup(|name| std::env::var(name).ok())
+        Settings::from_lookup(dotenv::var).map_err(ConfigError::with_source)
     }
 
     /// Reads settings, or prints the problem as one line and exits with
-    /// status 2 (the conventional exit code for a usage error). A function
-    /// that calls no model (`uses_model` false) ignores the model settings:
-    /// they may be set for the whole deployment without its key.
+    /// status 2 (the conventional exit code for a usage error); so does a
+    /// `.env` file that cannot be read. A function that calls no model
+    /// (`uses_model` false) ignores the model settings: they may be set for
+    /// the whole deployment without its key.
     pub fn from_env_or_exit(uses_model: bool) -> Settings {
+        dotenv::process_or_exit();
         let read = if uses_model {
             Settings::from_env()
         } else {
-            Settings::from_lookup_without_model(|name| std::env::var(name).ok())
+            Settings::from_lookup_without_model(dotenv::var).map_err(ConfigError::with_source)
         };
         match read {
             Ok(settings) => settings,
@@ -239,7 +258,8 @@ impl Settings {
             tasks: task_settings(&env)?,
             cache: cache_settings(&env)?,
             on_cloud_run: env.get("K_SERVICE").is_some(),
-            traces_exported: traces::traces_exported(&env)?,
+            traces: traces::trace_export(&env)?,
+            lambda_invoke_mode: lambda_invoke_mode(&env)?,
             history_limit: history_limit(&env)?,
         })
     }

@@ -87,10 +87,10 @@ struct TokenAnswer {
 }
 
 impl MetadataClient {
-    /// The server `GCE_METADATA_HOST` names, or `metadata.google.internal`.
+    /// The server `GCE_METADATA_HOST` names (in the environment or the
+    /// `.env` file), or `metadata.google.internal`.
     pub fn from_env(http: reqwest::Client) -> Self {
-        let host = std::env::var("GCE_METADATA_HOST")
-            .ok()
+        let host = crate::config::dotenv::var("GCE_METADATA_HOST")
             .map(|h| h.trim().to_string())
             .filter(|h| !h.is_empty())
             .unwrap_or_else(|| DEFAULT_METADATA_HOST.to_string());

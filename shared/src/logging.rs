@@ -16,18 +16,26 @@ use tracing_subscriber::fmt::format::{JsonFields, Writer};
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields};
 use tracing_subscriber::registry::LookupSpan;
 
-use crate::config::LogFormat;
+use crate::config::{LogFormat, TraceExport};
 
 /// Installs the global subscriber. `RUST_LOG` filters the log lines
-/// (default `info`). `project` turns trace ids into the resource names
-/// Cloud Logging expects. With `traces_of` (the function's name, when an
-/// OTLP endpoint is set) spans are exported too (see [`crate::telemetry`]);
-/// each layer has its own filter, so the spans exported never widen what is
-/// logged, and without export the `DEBUG` spans stay off.
-pub(crate) fn init(format: LogFormat, project: Option<String>, traces_of: Option<&'static str>) -> Result<(), String> {
+/// (default `info`), from the environment or the `.env` file, which tracing
+/// would not read. `project` turns trace ids into the resource names Cloud
+/// Logging expects. With `traces_of` (the function's name and where to
+/// export, when an OTLP endpoint is set) spans are exported too (see
+/// [`crate::telemetry`]); each layer has its own filter, so the spans
+/// exported never widen what is logged, and without export the `DEBUG`
+/// spans stay off.
+pub(crate) fn init(
+    format: LogFormat,
+    project: Option<String>,
+    traces_of: Option<(&'static str, &TraceExport)>,
+) -> Result<(), String> {
     use tracing_subscriber::prelude::*;
 
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = crate::config::dotenv::var("RUST_LOG")
+        .and_then(|directives| EnvFilter::try_new(directives).ok())
+        .unwrap_or_else(|| EnvFilter::new("info"));
     let logs = match format {
         LogFormat::Json => tracing_subscriber::fmt::layer()
             .fmt_fields(JsonFields::new())
@@ -36,7 +44,9 @@ pub(crate) fn init(format: LogFormat, project: Option<String>, traces_of: Option
         LogFormat::Pretty => tracing_subscriber::fmt::layer().with_target(false).boxed(),
     }
     .with_filter(filter);
-    let traces = traces_of.map(crate::telemetry::layer).transpose()?;
+    let traces = traces_of
+        .map(|(service, export)| crate::telemetry::layer(service, export))
+        .transpose()?;
     // A second init (tests, `local` building several functions) keeps the first.
     drop(tracing_subscriber::registry().with(logs).with(traces).try_init());
     Ok(())

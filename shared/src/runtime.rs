@@ -4,6 +4,19 @@
 //! router answers Function URL, API Gateway and ALB events through
 //! `lambda_http`; elsewhere it listens on `0.0.0.0:$PORT`, as Cloud Run's
 //! container contract wants, and drains in-flight requests on SIGTERM.
+//!
+//! Lambda takes an answer whole or streamed, and which one is the Function
+//! URL's invoke mode, repeated in `LAMBDA_INVOKE_MODE`
+//! ([`LambdaInvokeMode`]). Streamed, every answer goes back through the
+//! Runtime API's streaming protocol (`lambda_http`'s streaming runner: a
+//! chunked POST whose body is a JSON prelude with the status, headers and
+//! cookies, eight NUL bytes, then the body as it is written), so a chat
+//! stream's `delta` events reach the client as the model writes them. The
+//! routes that answer whole go the same way, as one chunk: their bodies are
+//! axum bodies, which the runner reads frame by frame, not `lambda_http`'s
+//! own `Body`, whose buffered variants are what came out empty in
+//! lambda_http's issue 805 (`chat_function/tests/lambda.rs` checks status,
+//! headers and whole bodies of such routes under the streaming runner).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -14,21 +27,43 @@ use axum::Router;
 use tokio::net::TcpListener;
 use tokio::time::Instant;
 
+use crate::config::{LambdaInvokeMode, Settings};
 use crate::http::detached;
 
 /// Cloud Run sends SIGKILL 10 s after SIGTERM; finish within that.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(8);
 
-/// Serves `router` until SIGTERM or Ctrl-C (or forever, on Lambda).
-pub async fn serve(router: Router, port: u16) -> anyhow::Result<()> {
+/// Serves `router` until SIGTERM or Ctrl-C (or forever, on Lambda), on
+/// `settings.port` or through the Lambda Runtime API in
+/// `settings.lambda_invoke_mode`.
+pub async fn serve(router: Router, settings: &Settings) -> anyhow::Result<()> {
     if std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some() {
-        tracing::info!("running on AWS Lambda");
-        return lambda_http::run(router)
-            .await
-            .map_err(|e| anyhow::anyhow!("lambda runtime: {e}"));
+        // Lambda freezes the process once an answer is given: the spans of
+        // the invocation go out before it is, not in the next one's batch.
+        let router = if crate::telemetry::enabled() {
+            router.layer(axum::middleware::map_response(flush_traces))
+        } else {
+            router
+        };
+        let ran = match settings.lambda_invoke_mode {
+            LambdaInvokeMode::Buffered => {
+                tracing::info!("running on AWS Lambda, answers buffered (LAMBDA_INVOKE_MODE=BUFFERED)");
+                lambda_http::run(router).await
+            }
+            LambdaInvokeMode::ResponseStream => {
+                tracing::info!("running on AWS Lambda, answers streamed (LAMBDA_INVOKE_MODE=RESPONSE_STREAM)");
+                lambda_http::run_with_streaming_response(router).await
+            }
+        };
+        return ran.map_err(|e| anyhow::anyhow!("lambda runtime: {e}"));
     }
-    let listener = bind(port).await?;
+    let listener = bind(settings.port).await?;
     serve_on(listener, router, shutdown_signal()).await
+}
+
+async fn flush_traces(response: axum::response::Response) -> axum::response::Response {
+    let _ = tokio::task::spawn_blocking(crate::telemetry::flush).await;
+    response
 }
 
 pub async fn bind(port: u16) -> anyhow::Result<TcpListener> {

@@ -37,6 +37,8 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::Layer;
 use tracing_subscriber::registry::LookupSpan;
 
+use crate::config::TraceExport;
+
 /// The provider while traces are exported; unset, every function here does
 /// nothing.
 static PROVIDER: OnceLock<SdkTracerProvider> = OnceLock::new();
@@ -51,21 +53,22 @@ pub fn enabled() -> bool {
 }
 
 /// The tracing layer that turns spans into OpenTelemetry spans, exporting
-/// them over OTLP/HTTP to the endpoint of `OTEL_EXPORTER_OTLP_ENDPOINT` (or
-/// `..._TRACES_ENDPOINT`), with `OTEL_EXPORTER_OTLP_HEADERS`, the timeout,
-/// the sampler (`OTEL_TRACES_SAMPLER`) and the batch settings (`OTEL_BSP_*`)
-/// as the OpenTelemetry SDK reads them. `service` names the function unless
-/// `OTEL_SERVICE_NAME` does. Spans down to `DEBUG` are exported, and log
-/// events from `WARN` up as events of their span.
-pub(crate) fn layer<S>(service: &'static str) -> Result<impl Layer<S>, String>
+/// them over OTLP/HTTP to `export` (its endpoint and headers), with the
+/// timeout, the sampler (`OTEL_TRACES_SAMPLER`) and the batch settings
+/// (`OTEL_BSP_*`) as the OpenTelemetry SDK reads them. `service` names the
+/// function unless `OTEL_SERVICE_NAME` does. Spans down to `DEBUG` are
+/// exported, and log events from `WARN` up as events of their span.
+pub(crate) fn layer<S>(service: &'static str, export: &TraceExport) -> Result<impl Layer<S>, String>
 where
     S: tracing::Subscriber + for<'a> LookupSpan<'a>,
 {
-    use opentelemetry_otlp::{Protocol, WithExportConfig};
+    use opentelemetry_otlp::{Protocol, WithExportConfig, WithHttpConfig};
 
     let exporter = opentelemetry_otlp::SpanExporter::builder()
         .with_http()
         .with_protocol(Protocol::HttpBinary)
+        .with_endpoint(export.endpoint.clone())
+        .with_headers(export.headers.iter().cloned().collect())
         .build()
         .map_err(|err| format!("cannot export traces over OTLP (OTEL_EXPORTER_OTLP_*): {err}"))?;
     let mut resource =

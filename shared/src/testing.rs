@@ -18,6 +18,7 @@ use crate::config::Settings;
 
 mod callbacks;
 mod issuer;
+pub mod lambda;
 mod otlp;
 pub use callbacks::{CallbackReceiver, Received};
 pub use issuer::TestIssuer;
@@ -25,6 +26,7 @@ pub use otlp::{ExportedSpan, OtlpReceiver};
 
 /// Settings as if the environment held exactly `vars`.
 pub fn settings(vars: &[(&str, &str)]) -> Settings {
+    crate::config::dotenv::read_no_file();
     let map: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
     match Settings::from_lookup(|name| map.get(name).cloned()) {
         Ok(s) => s,
@@ -188,6 +190,8 @@ impl Process {
     pub async fn start_on(bin: &str, port: u16, vars: &[(&str, &str)]) -> Process {
         let child = tokio::process::Command::new(bin)
             .env_clear()
+            // A .env above the repository must not change what is tested.
+            .env("ENV_FILE", "off")
             .env("PORT", port.to_string())
             .env("RUST_LOG", "warn")
             .envs(vars.iter().copied())

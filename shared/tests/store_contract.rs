@@ -12,6 +12,7 @@ fn settings(path: &std::path::Path) -> StoreSettings {
         sqlite_path: path.to_path_buf(),
         firestore_project: None,
         firestore_database: "(default)".into(),
+        firestore_emulator_host: None,
         session_ttl: None,
         session_tail: 20,
     }

@@ -19,6 +19,9 @@ pub struct StoreSettings {
     pub sqlite_path: PathBuf,
     pub firestore_project: Option<String>,
     pub firestore_database: String,
+    /// `FIRESTORE_EMULATOR_HOST`: read with the settings, not left to the
+    /// Firestore client, so that a `.env` file's value reaches it too.
+    pub firestore_emulator_host: Option<String>,
     /// Sessions untouched for this long may be deleted by a Firestore TTL
     /// policy on `expire_at` (`SESSION_TTL_DAYS`); `None`: kept forever.
     pub session_ttl: Option<Duration>,
@@ -52,6 +55,7 @@ pub(super) fn store_settings(env: &Env<'_>) -> Result<StoreSettings, ConfigError
         sqlite_path: PathBuf::from(env.get_or("SQLITE_PATH", ".agent-data/agent.db")),
         firestore_project,
         firestore_database: env.get_or("FIRESTORE_DATABASE", "(default)"),
+        firestore_emulator_host: env.get("FIRESTORE_EMULATOR_HOST"),
         session_ttl: env.parse_or("SESSION_TTL_DAYS", None, "a number of days from 1 to 3650", |v| {
             v.parse::<u64>()
                 .ok()

@@ -500,7 +500,7 @@ pub async fn open_unchecked(settings: &StoreSettings, metrics: &Metrics) -> anyh
             let project = settings.firestore_project.as_deref().unwrap_or_default();
             let store = Arc::new(
                 firestore::FirestoreStore::open_to(
-                    None,
+                    settings.firestore_emulator_host.as_deref(),
                     project,
                     &settings.firestore_database,
                     settings.session_ttl,

@@ -3,5 +3,5 @@
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let app = agent_core::App::start_without_model(calculator_function::FUNCTION).await;
-    agent_core::runtime::serve(calculator_function::router(&app), app.settings.port).await
+    agent_core::runtime::serve(calculator_function::router(&app), &app.settings).await
 }

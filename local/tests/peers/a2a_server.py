@@ -14,7 +14,7 @@ Serves on 127.0.0.1:PORT:
                                       CancelTask, SubscribeToTask, ...) and the
                                       0.3 ones (message/send, message/stream,
                                       tasks/get, tasks/cancel, ...)
-  GET  /calls                         {"messages": N, "authorizations": [...]}
+  GET  /calls                         {"messages": N, "authorizations": [...], "traceparents": [...]}
 
 The agent answers a message's text in capitals with "!" appended ("hello"
 -> "HELLO!"): it creates the task, reports it `working`, adds the answer
@@ -68,7 +68,7 @@ streaming = os.environ.get("A2A_STREAMING", "true") != "false"
 logging.basicConfig(level=logging.WARNING)
 logging.getLogger("a2a").setLevel(logging.WARNING)
 
-calls = {"messages": 0, "authorizations": []}
+calls = {"messages": 0, "authorizations": [], "traceparents": []}
 base_url = f"http://127.0.0.1:{port}/"
 
 
@@ -178,6 +178,7 @@ async def main(scope, receive, send):
     if scope["type"] == "http" and scope["path"] not in ("/calls", AGENT_CARD_WELL_KNOWN_PATH):
         authorization = dict(scope["headers"]).get(b"authorization", b"").decode()
         calls["authorizations"].append(authorization)
+        calls["traceparents"].append(dict(scope["headers"]).get(b"traceparent", b"").decode())
         if required_bearer and authorization != f"Bearer {required_bearer}":
             await PlainTextResponse("unauthorized", status_code=401)(scope, receive, send)
             return

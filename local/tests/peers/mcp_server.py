@@ -6,7 +6,8 @@ for the agent's MCP client to call (local/tests/mcp.rs).
 Serves Streamable HTTP at http://127.0.0.1:PORT/mcp. Its tools: `shout`
 (upper-cases a text, and counts its calls in /calls) and `fail` (always
 a tool error). With REQUIRED_KEY, a request without
-`Authorization: Bearer REQUIRED_KEY` is answered 401.
+`Authorization: Bearer REQUIRED_KEY` is answered 401. /calls also lists the
+Authorization and traceparent headers (or "") of every request.
 """
 
 import logging
@@ -23,7 +24,7 @@ required_key = sys.argv[3] if len(sys.argv) > 3 else None
 
 logging.getLogger("mcp").setLevel(logging.WARNING)
 server = MCPServer("peer")
-calls = {"shout": 0, "authorizations": []}
+calls = {"shout": 0, "authorizations": [], "traceparents": []}
 
 
 @server.tool(description="Shouts a text back: the text in capitals, with an exclamation mark.")
@@ -47,6 +48,7 @@ async def main(scope, receive, send):
     if scope["type"] == "http":
         headers = dict(scope["headers"])
         calls["authorizations"].append(headers.get(b"authorization", b"").decode())
+        calls["traceparents"].append(headers.get(b"traceparent", b"").decode())
         if required_key and headers.get(b"authorization", b"").decode() != f"Bearer {required_key}":
             await PlainTextResponse("unauthorized", status_code=401)(scope, receive, send)
             return

@@ -7,7 +7,7 @@
 //! tool calls, store calls and the queue. Without an endpoint nothing is
 //! installed but the log layer, whose filter (`RUST_LOG`, `info` by
 //! default) turns the `DEBUG` spans off where they are written: they cost
-//! a check of a cached flag. With one, [`layer`] gives them to
+//! a check of a cached flag. With one, `layer` gives them to
 //! `tracing-opentelemetry`, whose spans a batch processor exports from a
 //! thread of its own, off the request path.
 //!
@@ -197,7 +197,7 @@ pub(crate) fn continue_from(span: &Span, headers: &HeaderMap) {
     record_ids(span);
 }
 
-/// As [`continue_from`], from the trace a queued message carries (a
+/// As `continue_from` does for a request, from the trace a queued message carries (a
 /// Pub/Sub message's `googclient_traceparent`): the queued hop's consumer
 /// continues the producer's span.
 pub fn continue_from_message(span: &Span, traceparent: Option<&str>) {

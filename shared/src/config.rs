@@ -492,17 +492,6 @@ mod tests {
     }
 
     #[test]
-    fn console_is_unset_on_or_off() {
-        let http = |vars: &[(&str, &str)]| settings(vars).map(|s| s.http.console);
-        assert_eq!(http(&[]), Ok(None), "unset: the function decides");
-        assert_eq!(http(&[("CONSOLE", "on")]), Ok(Some(true)));
-        assert_eq!(http(&[("CONSOLE", "off")]), Ok(Some(false)));
-        let err = http(&[("CONSOLE", "maybe")]).expect_err("neither on nor off");
-        assert_eq!(err.var, "CONSOLE");
-        assert!(err.to_string().contains("on or off"), "{err}");
-    }
-
-    #[test]
     fn rate_limits_parse_in_several_spellings() {
         let min = Duration::from_secs(60);
         assert_eq!(parse_rate_limit("3/60s"), Some(Some(RateLimit { max: 3, window: min })));

@@ -213,3 +213,24 @@ pub(super) fn parse_rate_limit(v: &str) -> Option<Option<RateLimit>> {
         window: Duration::from_secs(seconds),
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn http(vars: &[(&str, &str)]) -> Result<HttpSettings, ConfigError> {
+        let lookup = |name: &str| vars.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string());
+        http_settings(&Env(&lookup))
+    }
+
+    #[test]
+    fn console_is_unset_on_or_off() {
+        let console = |vars: &[(&str, &str)]| http(vars).map(|s| s.console);
+        assert_eq!(console(&[]), Ok(None), "unset: the function decides");
+        assert_eq!(console(&[("CONSOLE", "on")]), Ok(Some(true)));
+        assert_eq!(console(&[("CONSOLE", "off")]), Ok(Some(false)));
+        let err = console(&[("CONSOLE", "maybe")]).expect_err("neither on nor off");
+        assert_eq!(err.var, "CONSOLE");
+        assert!(err.to_string().contains("on or off"), "{err}");
+    }
+}

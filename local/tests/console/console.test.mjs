@@ -5,8 +5,9 @@
 //   OPEN_URL   no key, the offline model: chat, an async agent run, a
 //              multi-agent run, tasks, sessions, tools, overview, the API
 //   KEYED_URL  API_KEYS=KEY, its model a gated double of OpenAI's stream:
-//              the key prompt, a refused key's message, and a chat reply
-//              that is on screen before the model has finished it
+//              the key prompt, a refused key's message, a chat reply that
+//              is on screen before the model has finished it, and a queued
+//              run cancelled while the double holds its model call
 //
 // When the first words of the gated reply are on screen it prints RELEASE
 // and waits for a line on stdin: the Rust test then lets the model finish.
@@ -226,6 +227,20 @@ try {
   const done = keyed.locator('.msg.model').last();
   await done.locator('.meta').waitFor();
   check((await done.locator('.text').textContent()) === 'done at last', 'the rest of the reply follows');
+
+  // A queued run whose model call the double holds: cancelled from its view.
+  await go(keyed, 'Agent');
+  await keyed.getByLabel('Task', { exact: true }).fill('wait for me');
+  await keyed.getByRole('button', { name: 'Run' }).click();
+  const cancel = keyed.locator('#run-status').getByRole('button', { name: 'Cancel' });
+  await cancel.waitFor();
+  await keyed.locator('#run-status .badge').filter({ hasText: 'running' }).waitFor();
+  await cancel.click();
+  await keyed.locator('#run-status .badge').filter({ hasText: 'cancelled' }).waitFor();
+  check(!(await cancel.isVisible()), 'a running task is cancelled from its view');
+  await go(keyed, 'Tasks');
+  await keyed.locator('tbody tr[data-task] .badge').filter({ hasText: 'cancelled' }).waitFor();
+  check(true, 'the tasks list shows it cancelled');
   check(keyed.errors.length === 0, `no console errors on the keyed runner ${JSON.stringify(keyed.errors)}`);
   console.log('all checks passed');
 } catch (err) {

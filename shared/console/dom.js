@@ -125,3 +125,28 @@ function inline(text) {
   out.push(text.slice(last));
   return out;
 }
+
+/**
+ * A table over a paged listing route (`{…, next_cursor}`): `page(cursor)`
+ * fetches one page as `{items, next}`, `row(item)` draws one; a More button
+ * asks for the next page. `load(append)` (re)fills it and gives the page's
+ * items.
+ */
+export function listing({ label, columns, empty, page, row, onError }) {
+  const rows = h('tbody');
+  const more = h('button', { type: 'button', hidden: true }, 'More');
+  let cursor = null;
+  const table = h('table', { 'aria-label': label },
+    h('thead', {}, h('tr', {}, columns.map((c) => h('th', { scope: 'col' }, c)))), rows);
+  async function load(append) {
+    const { items, next } = await page(append ? cursor : null);
+    if (!append) rows.replaceChildren();
+    rows.append(...items.map(row));
+    if (!rows.children.length) rows.append(h('tr', {}, h('td', { colspan: columns.length, class: 'muted' }, empty)));
+    cursor = next;
+    more.hidden = !cursor;
+    return items;
+  }
+  more.addEventListener('click', () => load(true).catch(onError));
+  return { table, more, load };
+}

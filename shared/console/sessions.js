@@ -2,15 +2,12 @@
 // cost, its history, and delete.
 
 import { call } from './api.js';
-import { fill, fmtTime, h, usageLine } from './dom.js';
+import { fill, fmtTime, h, listing, usageLine } from './dom.js';
 
 export async function render(root, { notify }) {
   const controller = new AbortController();
   const signal = controller.signal;
-  const rows = h('tbody');
-  const more = h('button', { type: 'button', hidden: true }, 'More');
   const detail = h('div', { id: 'session-detail' });
-  let cursor = null;
 
   async function remove(id, button) {
     // Two presses, so a stray Enter deletes nothing.
@@ -22,7 +19,7 @@ export async function render(root, { notify }) {
     await call(`/api/v1/sessions/${encodeURIComponent(id)}`, { method: 'DELETE', signal });
     notify(`Session ${id} deleted.`, 'info');
     detail.replaceChildren();
-    await load(false);
+    await list.load(false);
   }
 
   async function show(id) {
@@ -50,23 +47,21 @@ export async function render(root, { notify }) {
         del)));
   }
 
-  async function load(append) {
-    const q = new URLSearchParams({ limit: '25' });
-    if (append && cursor) q.set('cursor', cursor);
-    const page = await call(`/api/v1/sessions?${q}`, { signal });
-    if (!append) rows.replaceChildren();
-    rows.append(...page.sessions.map(row));
-    if (!rows.children.length) rows.append(h('tr', {}, h('td', { colspan: 5, class: 'muted' }, 'No sessions.')));
-    cursor = page.next_cursor;
-    more.hidden = !cursor;
-  }
+  const list = listing({
+    label: 'Sessions, most recent first',
+    columns: ['Session', 'Messages', 'Updated', 'Spent', ''],
+    empty: 'No sessions.',
+    row,
+    onError: notify,
+    page: async (cursor) => {
+      const q = new URLSearchParams({ limit: '25' });
+      if (cursor) q.set('cursor', cursor);
+      const page = await call(`/api/v1/sessions?${q}`, { signal });
+      return { items: page.sessions, next: page.next_cursor };
+    },
+  });
 
-  more.addEventListener('click', () => load(true).catch(notify));
-  fill(root, h('h2', {}, 'Sessions'),
-    h('table', { 'aria-label': 'Sessions, most recent first' },
-      h('thead', {}, h('tr', {}, ['Session', 'Messages', 'Updated', 'Spent', ''].map((c) => h('th', { scope: 'col' }, c)))),
-      rows),
-    more, detail);
-  await load(false);
+  fill(root, h('h2', {}, 'Sessions'), list.table, list.more, detail);
+  await list.load(false);
   return () => controller.abort();
 }

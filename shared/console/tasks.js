@@ -2,7 +2,7 @@
 // (its steps, plan or report, its children), and cancel.
 
 import { call } from './api.js';
-import { badge, field, fill, fmtTime, h, json, select } from './dom.js';
+import { badge, field, fill, fmtTime, h, json, listing, select } from './dom.js';
 import { RunView } from './run.js';
 
 const STATUSES = ['', 'queued', 'running', 'completed', 'failed', 'cancelled'];
@@ -14,13 +14,10 @@ export async function render(root, { notify, args }) {
   if (args[0]) return details(root, args[0], notify, controller);
 
   const status = select(STATUSES.map((s) => [s, s || 'any status']), '');
-  const rows = h('tbody');
-  const more = h('button', { type: 'button', hidden: true }, 'More');
-  let cursor = null;
   let timer = null;
 
   const cancel = (id) => call(`/api/v1/tasks/${encodeURIComponent(id)}/cancel`, { method: 'POST', signal })
-    .then(() => load(false)).catch(notify);
+    .then(() => load()).catch(notify);
 
   function row(t) {
     return h('tr', { 'data-task': t.task_id },
@@ -33,31 +30,34 @@ export async function render(root, { notify, args }) {
         ENDED.has(t.status) ? null : h('button', { type: 'button', class: 'danger', onclick: () => cancel(t.task_id) }, 'Cancel'))));
   }
 
-  async function load(append) {
-    const q = new URLSearchParams({ limit: '25' });
-    if (status.value) q.set('status', status.value);
-    if (append && cursor) q.set('cursor', cursor);
-    const page = await call(`/api/v1/tasks?${q}`, { signal });
-    if (!append) rows.replaceChildren();
-    rows.append(...page.tasks.map(row));
-    if (!rows.children.length) rows.append(h('tr', {}, h('td', { colspan: 5, class: 'muted' }, 'No tasks.')));
-    cursor = page.next_cursor;
-    more.hidden = !cursor;
+  const list = listing({
+    label: 'Tasks, newest first',
+    columns: ['Created', 'Kind', 'Task', 'Status', ''],
+    empty: 'No tasks.',
+    row,
+    onError: notify,
+    page: async (cursor) => {
+      const q = new URLSearchParams({ limit: '25' });
+      if (status.value) q.set('status', status.value);
+      if (cursor) q.set('cursor', cursor);
+      const page = await call(`/api/v1/tasks?${q}`, { signal });
+      return { items: page.tasks, next: page.next_cursor };
+    },
+  });
+
+  async function load() {
+    const tasks = await list.load(false);
     clearTimeout(timer);
     // Refreshed while something still runs, so statuses change in place.
-    if (!append && page.tasks.some((t) => !ENDED.has(t.status))) timer = setTimeout(() => load(false).catch(notify), 2000);
+    if (tasks.some((t) => !ENDED.has(t.status))) timer = setTimeout(() => load().catch(notify), 2000);
   }
 
-  status.addEventListener('change', () => load(false).catch(notify));
-  more.addEventListener('click', () => load(true).catch(notify));
+  status.addEventListener('change', () => load().catch(notify));
   fill(root, h('h2', {}, 'Tasks'),
     h('div', { class: 'row' }, field('Status', status),
-      h('button', { type: 'button', onclick: () => load(false).catch(notify) }, 'Refresh')),
-    h('table', { 'aria-label': 'Tasks, newest first' },
-      h('thead', {}, h('tr', {}, ['Created', 'Kind', 'Task', 'Status', ''].map((c) => h('th', { scope: 'col' }, c)))),
-      rows),
-    more);
-  await load(false);
+      h('button', { type: 'button', onclick: () => load().catch(notify) }, 'Refresh')),
+    list.table, list.more);
+  await load();
   return () => {
     clearTimeout(timer);
     controller.abort();

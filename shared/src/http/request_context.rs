@@ -111,9 +111,14 @@ impl Middleware for TraceRequests {
             // The exported span: a server span named as the conventions
             // name one, continuing the caller's trace; its ids are recorded
             // in `trace` and `span_id` for the log lines.
+            // Named by the route's template, never the raw path, whose ids
+            // would make every span a name of its own (the layers run
+            // after routing, so the template is known).
+            let route = request.extensions().get::<axum::extract::MatchedPath>();
             let span = tracing::info_span!(
                 "request",
-                otel.name = %format_args!("{} {}", request.method(), request.uri().path()),
+                otel.name = %format_args!("{} {}", request.method(), route.map_or("", |r| r.as_str())).to_string().trim_end(),
+                http.route = route.map(|r| r.as_str()),
                 otel.kind = "server",
                 method = %request.method(),
                 path = %request.uri().path(),

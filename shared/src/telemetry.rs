@@ -156,16 +156,20 @@ impl Extractor for Traceparent<'_> {
     }
 }
 
-/// `X-Cloud-Trace-Context: TRACE_ID/SPAN_ID;o=1`, as a remote parent.
-fn cloud_trace(value: &str) -> Option<Context> {
-    let (trace_id, rest) = value.split_once('/')?;
-    let trace_id = TraceId::from_hex(trace_id.trim())
+/// The trace a request continues: W3C `traceparent` (with `tracestate`)
+/// through the propagator, else Cloud Run's `X-Cloud-Trace-Context` as the
+/// request context reads it for the log lines.
+fn parent(headers: &HeaderMap) -> Option<Context> {
+    let propagated = TraceContextPropagator::new().extract(&Headers(headers));
+    if propagated.span().span_context().is_valid() {
+        return Some(propagated);
+    }
+    let trace = crate::http::request_context::trace_context(headers)?;
+    let trace_id = TraceId::from_hex(&trace.trace_id)
         .ok()
         .filter(|t| *t != TraceId::INVALID)?;
-    let (span, options) = rest.split_once(';').unwrap_or((rest, ""));
-    let span_id = SpanId::from_bytes(span.trim().parse::<u64>().ok()?.to_be_bytes());
-    let sampled = options.trim() == "o=1";
-    let flags = if sampled {
+    let span_id = SpanId::from_hex(trace.span_id.as_deref()?).ok()?;
+    let flags = if trace.sampled {
         TraceFlags::SAMPLED
     } else {
         TraceFlags::default()
@@ -182,16 +186,7 @@ pub(crate) fn continue_from(span: &Span, headers: &HeaderMap) {
     if !enabled() {
         return;
     }
-    let propagated = TraceContextPropagator::new().extract(&Headers(headers));
-    let parent = if propagated.span().span_context().is_valid() {
-        Some(propagated)
-    } else {
-        headers
-            .get("x-cloud-trace-context")
-            .and_then(|v| v.to_str().ok())
-            .and_then(cloud_trace)
-    };
-    if let Some(parent) = parent {
+    if let Some(parent) = parent(headers) {
         let _ = span.set_parent(parent);
     }
     record_ids(span);
@@ -286,21 +281,23 @@ pub fn attribute(span: &Span, key: &'static str, value: impl Into<opentelemetry:
 mod tests {
     use super::*;
 
+    fn parent_of(name: &'static str, value: &'static str) -> Option<SpanContext> {
+        let mut headers = HeaderMap::new();
+        headers.insert(name, http::HeaderValue::from_static(value));
+        parent(&headers).map(|cx| cx.span().span_context().clone())
+    }
+
     #[test]
-    fn cloud_run_trace_header_becomes_a_remote_parent() {
-        let cx = cloud_trace("105445aa7843bc8bf206b12000100000/1;o=1").expect("valid");
-        let span = cx.span();
-        let ids = span.span_context();
+    fn either_trace_header_becomes_a_remote_parent() {
+        let ids = parent_of("x-cloud-trace-context", "105445aa7843bc8bf206b12000100000/1;o=1").expect("valid");
         assert_eq!(ids.trace_id().to_string(), "105445aa7843bc8bf206b12000100000");
         assert_eq!(ids.span_id().to_string(), "0000000000000001");
         assert!(ids.is_sampled() && ids.is_remote());
-        assert!(
-            !cloud_trace("105445aa7843bc8bf206b12000100000/1;o=0")
-                .expect("valid")
-                .span()
-                .span_context()
-                .is_sampled()
-        );
+        let unsampled = parent_of("x-cloud-trace-context", "105445aa7843bc8bf206b12000100000/1;o=0").expect("valid");
+        assert!(!unsampled.is_sampled());
+        let ids = parent_of("traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01").expect("w3c");
+        assert_eq!(ids.span_id().to_string(), "b7ad6b7169203331");
+        assert!(ids.is_sampled() && ids.is_remote());
         for bad in [
             "",
             "xyz/1",
@@ -308,7 +305,7 @@ mod tests {
             "00000000000000000000000000000000/1;o=1",
             "105445aa7843bc8bf206b12000100000/abc",
         ] {
-            assert!(cloud_trace(bad).is_none(), "{bad}");
+            assert!(parent_of("x-cloud-trace-context", bad).is_none(), "{bad}");
         }
     }
 

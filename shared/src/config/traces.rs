@@ -37,7 +37,10 @@ fn headers(var: &str, value: &str) -> Result<Vec<(String, String)>, ConfigError>
         let (name, raw) = pair
             .split_once('=')
             .ok_or_else(|| ConfigError::new(var, "(not shown)", EXPECTED))?;
-        let decoded = percent_decode(raw.trim()).ok_or_else(|| ConfigError::new(var, "(not shown)", EXPECTED))?;
+        let decoded = percent_encoding::percent_decode_str(raw.trim())
+            .decode_utf8()
+            .map(String::from)
+            .map_err(|_| ConfigError::new(var, "(not shown)", EXPECTED))?;
         let valid = http::HeaderName::from_bytes(name.trim().as_bytes()).is_ok()
             && http::HeaderValue::from_str(&decoded).is_ok();
         if !valid {
@@ -46,23 +49,6 @@ fn headers(var: &str, value: &str) -> Result<Vec<(String, String)>, ConfigError>
         out.push((name.trim().to_ascii_lowercase(), decoded));
     }
     Ok(out)
-}
-
-fn percent_decode(s: &str) -> Option<String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = s.get(i + 1..i + 3)?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
 }
 
 /// Where to export, when an OTLP endpoint is set

@@ -28,6 +28,9 @@ pub(crate) struct TraceContext<'a> {
     pub trace_id: Cow<'a, str>,
     /// 16 lowercase hex digits, as Cloud Logging's `spanId` wants.
     pub span_id: Option<Cow<'a, str>>,
+    /// The caller sampled it (`o=1`, or the W3C flags' sampled bit), which
+    /// an exported trace keeps (see [`crate::telemetry`]).
+    pub sampled: bool,
 }
 
 fn is_hex(s: &str, len: usize) -> bool {
@@ -49,10 +52,12 @@ fn cloud_trace(value: &str) -> Option<TraceContext<'_>> {
     if !is_hex(trace_id, 32) {
         return None;
     }
-    let span = rest.split(';').next().and_then(|s| s.trim().parse::<u64>().ok());
+    let (span, options) = rest.split_once(';').unwrap_or((rest, ""));
+    let span = span.trim().parse::<u64>().ok();
     Some(TraceContext {
         trace_id: lowercase(trace_id),
         span_id: span.map(|s| Cow::Owned(format!("{s:016x}"))),
+        sampled: options.trim() == "o=1",
     })
 }
 
@@ -63,9 +68,11 @@ fn traceparent(value: &str) -> Option<TraceContext<'_>> {
     if !is_hex(trace_id, 32) || !is_hex(span_id, 16) || trace_id.bytes().all(|b| b == b'0') {
         return None;
     }
+    let flags = parts.next().and_then(|f| u8::from_str_radix(f, 16).ok()).unwrap_or(0);
     Some(TraceContext {
         trace_id: lowercase(trace_id),
         span_id: Some(lowercase(span_id)),
+        sampled: flags & 1 == 1,
     })
 }
 
@@ -108,16 +115,19 @@ impl Middleware for TraceRequests {
         // every request Cloud Run traces (all of them).
         let exported = crate::telemetry::enabled();
         let span = if exported {
-            // The exported span: a server span named as the conventions
-            // name one, continuing the caller's trace; its ids are recorded
-            // in `trace` and `span_id` for the log lines.
-            // Named by the route's template, never the raw path, whose ids
-            // would make every span a name of its own (the layers run
+            // The exported server span, continuing the caller's trace; its
+            // ids are recorded in `trace` and `span_id` for the log lines.
+            // It is named by the route's template, never the raw path, whose
+            // ids would make every span a name of its own (the layers run
             // after routing, so the template is known).
             let route = request.extensions().get::<axum::extract::MatchedPath>();
+            let name = match route {
+                Some(route) => format!("{} {}", request.method(), route.as_str()),
+                None => request.method().to_string(),
+            };
             let span = tracing::info_span!(
                 "request",
-                otel.name = %format_args!("{} {}", request.method(), route.map_or("", |r| r.as_str())).to_string().trim_end(),
+                otel.name = name.as_str(),
                 http.route = route.map(|r| r.as_str()),
                 otel.kind = "server",
                 method = %request.method(),
@@ -176,8 +186,20 @@ mod tests {
         let t = cloud_trace("105445aa7843bc8bf206b12000100000/1;o=1").expect("cloud trace");
         assert_eq!(t.trace_id, "105445aa7843bc8bf206b12000100000");
         assert_eq!(t.span_id.as_deref(), Some("0000000000000001"));
+        assert!(t.sampled);
+        assert!(
+            !cloud_trace("105445aa7843bc8bf206b12000100000/1;o=0")
+                .expect("cloud trace")
+                .sampled
+        );
         let t = traceparent("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01").expect("w3c");
         assert_eq!(t.span_id.as_deref(), Some("b7ad6b7169203331"));
+        assert!(t.sampled);
+        assert!(
+            !traceparent("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00")
+                .expect("w3c")
+                .sampled
+        );
         assert!(cloud_trace("nothex/1").is_none());
         assert!(traceparent("00-00000000000000000000000000000000-b7ad6b7169203331-01").is_none());
     }

